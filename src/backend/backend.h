@@ -1,0 +1,98 @@
+// Backend: the op table every device implements (ggml-style: one backend per folder,
+// one op family per file). Models call these ops and never touch device memory directly.
+// Layouts: activations NHWC [B,H,W,C] or sequences [B,L,C]; weights as stated per op.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "tensor/tensor.h"
+
+namespace sd {
+
+enum class Activation { kSiLU, kGELU /* erf */, kGELUTanh, kQuickGELU };
+
+// Device-caused failures inside ops (out of memory, failed launches) throw sd::Error; the
+// pipeline's entry points catch it and return the Status. Shape mismatches are programmer
+// errors and assert.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;  // "cpu (OpenBLAS, 2 threads)", "cuda:0 (NVIDIA H100)"
+  // dtype of activations and weights on this device (f32 on the CPU; f16 or bf16 on CUDA).
+  virtual DType compute_dtype() const = 0;
+
+  // ---- memory ----
+  virtual Tensor empty(const Shape& shape, DType dtype) = 0;
+  // Host tensor (any float dtype) -> device tensor in `dtype` (kF32/kF16/kBF16 converted,
+  // integer dtypes copied as they are).
+  virtual Tensor upload(const Tensor& host, DType dtype) = 0;
+  Tensor upload(const Tensor& host) { return upload(host, compute_dtype()); }
+  // Device tensor -> host f32 tensor (integer tensors: copied as they are). Synchronises.
+  virtual Tensor download(const Tensor& x) = 0;
+  // Copy `src` into `dst` (same numel and dtype; both on this device).
+  virtual void copy(const Tensor& src, const Tensor& dst) = 0;
+  // Waits for queued work; returns the first device error since the last call.
+  virtual Status synchronize() = 0;
+  // Bytes of device memory in use / peak since reset (0 when unknown).
+  virtual size_t memory_in_use() const { return 0; }
+  virtual size_t memory_peak() const { return 0; }
+  virtual void reset_memory_peak() {}
+
+  // ---- dense ----
+  // y[..., N] = x[..., K] · w[N, K]^T (+ bias[N]). PyTorch Linear weight layout.
+  virtual Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) = 0;
+  // y [B,Ho,Wo,Cout] = conv(x [B,H,W,Cin], w [Cout,kh,kw,Cin]) + bias[Cout]; square kernel,
+  // symmetric zero padding. Weights are converted from PyTorch OIHW to OHWI at load.
+  virtual Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding) = 0;
+
+  // ---- normalisation ----
+  // x [B, ..., C] (NHWC or [B,L,C]): statistics per (batch, group) over all positions and
+  // the group's C/groups channels; optional SiLU after the affine transform.
+  virtual Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
+                            bool silu) = 0;
+  // Over the last dimension.
+  virtual Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) = 0;
+  // Softmax over the last dimension.
+  virtual Tensor softmax(const Tensor& x) = 0;
+
+  // ---- attention ----
+  // q [B, Lq, H*D], k/v [B, Lk, H*D] -> [B, Lq, H*D]; softmax(q k^T / sqrt(D)) v per head,
+  // computed with f32 accumulation; `causal` masks key j > query i.
+  virtual Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) = 0;
+
+  // ---- elementwise ----
+  virtual Tensor activation(const Tensor& x, Activation act) = 0;
+  // x [..., 2N] -> [..., N]: x[..., :N] * gelu_erf(x[..., N:]) (diffusers GEGLU).
+  virtual Tensor geglu(const Tensor& x) = 0;
+  virtual Tensor add(const Tensor& a, const Tensor& b) = 0;  // same shape
+  virtual Tensor mul(const Tensor& a, const Tensor& b) = 0;  // same shape
+  virtual Tensor scale(const Tensor& x, float s) = 0;
+  // x [B, ..., C] + v [B, C] broadcast over the middle dimensions (time embedding).
+  virtual Tensor add_per_channel(const Tensor& x, const Tensor& v) = 0;
+  // out[b] = sum_i coeffs[b][i] * inputs[i][b], all inputs of one shape [B, ...]; coeffs is
+  // host f32 [B, n]. The whole sampler and guidance arithmetic is expressed this way.
+  virtual Tensor lincomb(const std::vector<Tensor>& inputs, const Tensor& coeffs) = 0;
+
+  // ---- layout ----
+  // NHWC nearest-neighbour 2x upsample: [B,H,W,C] -> [B,2H,2W,C].
+  virtual Tensor upsample_nearest2x(const Tensor& x) = 0;
+  // Concatenate along the last dimension: [..., Ca] ++ [..., Cb].
+  virtual Tensor concat_channels(const Tensor& a, const Tensor& b) = 0;
+  // ids i32 [B, L], table [V, D] -> [B, L, D]. Out-of-range ids assert (the tokenizer
+  // guarantees them).
+  virtual Tensor embedding(const Tensor& ids, const Tensor& table) = 0;
+  // Rows of several tensors [n_i, ...] stacked into one [sum n_i, ...].
+  virtual Tensor concat_rows(const std::vector<Tensor>& parts) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend(int threads = 0);  // 0 = all cores
+// nullptr plus a Status when CUDA is not built in or the device is absent.
+StatusOr<std::unique_ptr<Backend>> make_backend(const Device& device);
+bool cuda_available();  // built with CUDA and at least one device present
+
+}  // namespace sd

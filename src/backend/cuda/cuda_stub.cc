@@ -1,0 +1,14 @@
+// Stand-in for the CUDA backend when sdserve is built without CUDA (SDSERVE_CUDA=OFF or
+// no nvcc): reports that CUDA is absent, so `--device cuda` fails with a clear message.
+// The real backend replaces this file when CUDA is enabled.
+#include "backend/cuda/cuda_backend.h"
+
+namespace sd::cuda {
+
+bool built() { return false; }
+int device_count() { return 0; }
+StatusOr<std::unique_ptr<Backend>> make_backend(int) {
+  return Unimplemented("this sdserve was built without the CUDA backend");
+}
+
+}  // namespace sd::cuda

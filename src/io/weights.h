@@ -1,0 +1,29 @@
+// WeightSource: name -> tensor access for one model component, always in diffusers naming
+// (single-file checkpoints are renamed on load). Models ask for each tensor with the shape
+// they expect; a missing tensor or a wrong shape is a Status naming the file and tensor.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "tensor/tensor.h"
+
+namespace sd {
+
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  // Where the tensors come from, for messages ("model/unet/diffusion_pytorch_model.safetensors").
+  virtual std::string origin() const = 0;
+  virtual bool has(const std::string& name) const = 0;
+  virtual std::vector<std::string> names() const = 0;
+  // Host tensor in f32, converted from the stored dtype (f16/bf16/f32). Checks the shape
+  // when `expected` is non-empty.
+  virtual StatusOr<Tensor> get(const std::string& name, const Shape& expected = {}) const = 0;
+  // Stored dtype and shape without reading data.
+  virtual StatusOr<std::pair<DType, Shape>> info(const std::string& name) const = 0;
+};
+
+}  // namespace sd

@@ -1,0 +1,52 @@
+// GenerationEngine: the interface the server's scheduler drives. Work is split into
+// begin (tokenize, text encoder, noise), step (one batched denoising step for many jobs
+// at different steps) and finish (batched VAE decode), so that batches can change every step.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pipeline/request.h"
+
+namespace sd {
+
+// One request in flight. Owned by the caller; the engine keeps its state inside.
+class Job {
+ public:
+  virtual ~Job() = default;
+  virtual int steps_done() const = 0;
+  virtual int steps_total() const = 0;
+  bool finished() const { return steps_done() >= steps_total(); }
+  // Jobs can share a step batch when this key is equal (same model and latent size).
+  virtual std::string batch_key() const = 0;
+  virtual int images() const = 0;  // batch_size of the request
+};
+
+struct EngineInfo {
+  std::string model_name;   // e.g. folder or file stem
+  std::string model_path;
+  std::string family;       // "sd1" | "sd2"
+  std::string device;       // "cpu", "cuda:0"
+  std::string prediction;   // "epsilon" | "v_prediction"
+  int default_size = 512;
+};
+
+class GenerationEngine {
+ public:
+  virtual ~GenerationEngine() = default;
+  virtual const EngineInfo& info() const = 0;
+  // Validates, tokenizes, runs the text encoder and prepares noise and sampler state.
+  virtual StatusOr<std::unique_ptr<Job>> begin(const GenerationRequest& request) = 0;
+  // One denoising step for every job (all unfinished, equal batch_key); the UNet runs once
+  // on the concatenated batch. A job's result does not depend on its batch-mates.
+  virtual Status step(const std::vector<Job*>& jobs) = 0;
+  // Decodes finished jobs (batched VAE) into images and infotext.
+  virtual StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs) = 0;
+  // begin + steps + finish for one request (the `generate` command).
+  StatusOr<GenerationResult> generate(const GenerationRequest& request, const ProgressCallback& progress = {});
+  // Bytes of device memory in use (for metrics).
+  virtual size_t device_memory_bytes() const { return 0; }
+};
+
+}  // namespace sd

@@ -50,3 +50,8 @@ class GenerationEngine {
 };
 
 }  // namespace sd
+
+namespace sd {
+// Loads the checkpoint at `path` onto `device` ("cpu", "cuda:0") and returns the engine.
+StatusOr<std::unique_ptr<GenerationEngine>> load_engine(const std::string& path, const std::string& device);
+}  // namespace sd

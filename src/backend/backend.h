@@ -88,6 +88,13 @@ class Backend {
   virtual Tensor embedding(const Tensor& ids, const Tensor& table) = 0;
   // Rows of several tensors [n_i, ...] stacked into one [sum n_i, ...].
   virtual Tensor concat_rows(const std::vector<Tensor>& parts) = 0;
+
+  // ---- spatial padding and cropping (NHWC) ----
+  // These have a portable default (download, host loop, upload); backends may override.
+  // Zero padding: [B,H,W,C] -> [B,H+top+bottom,W+left+right,C].
+  virtual Tensor pad_hw(const Tensor& x, int top, int bottom, int left, int right);
+  // Window rows [h0,h0+h), cols [w0,w0+w): [B,H,W,C] -> [B,h,w,C].
+  virtual Tensor crop_hw(const Tensor& x, int h0, int h, int w0, int w);
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0);  // 0 = all cores

@@ -1,0 +1,116 @@
+// Loading and forward passes of the shared layers in layers.h. Diffusers parameter names
+// are built from a prefix ("down_blocks.0.attentions.1") plus the layer's own names.
+// Tensor shapes are checked by ModelLoader against the configuration.
+#include "models/layers.h"
+
+namespace sd {
+
+void Linear::load(ModelLoader& l, const std::string& prefix, int64_t in, int64_t out, bool bias) {
+  w = l.linear_weight(prefix + ".weight", out, in);
+  if (bias) b = l.vector(prefix + ".bias", out);
+}
+
+void Conv2d::load(ModelLoader& l, const std::string& prefix, int64_t in, int64_t out, int k, int s, int p) {
+  w = l.conv_weight(prefix + ".weight", out, in, k);
+  b = l.vector(prefix + ".bias", out);
+  stride = s;
+  padding = p < 0 ? k / 2 : p;
+}
+
+void GroupNorm::load(ModelLoader& l, const std::string& prefix, int64_t channels, int g, float e) {
+  gamma = l.vector(prefix + ".weight", channels);
+  beta = l.vector(prefix + ".bias", channels);
+  groups = g;
+  eps = e;
+}
+
+void LayerNorm::load(ModelLoader& l, const std::string& prefix, int64_t channels, float e) {
+  gamma = l.vector(prefix + ".weight", channels);
+  beta = l.vector(prefix + ".bias", channels);
+  eps = e;
+}
+
+void Attention::load(ModelLoader& l, const std::string& prefix, int64_t query_dim, int64_t context_dim,
+                     int64_t inner_dim, int h, bool qkv_bias) {
+  q.load(l, prefix + ".to_q", query_dim, inner_dim, qkv_bias);
+  k.load(l, prefix + ".to_k", context_dim, inner_dim, qkv_bias);
+  v.load(l, prefix + ".to_v", context_dim, inner_dim, qkv_bias);
+  out.load(l, prefix + ".to_out.0", inner_dim, query_dim, true);
+  heads = h;
+}
+
+Tensor Attention::operator()(Backend& be, const Tensor& x, const Tensor& context) const {
+  const Tensor& ctx = context.defined() ? context : x;
+  Tensor qx = q(be, x);    // [B, Lq, inner]
+  Tensor kx = k(be, ctx);  // [B, Lk, inner]
+  Tensor vx = v(be, ctx);  // [B, Lk, inner]
+  return out(be, be.attention(qx, kx, vx, heads, /*causal=*/false));
+}
+
+void TransformerBlock::load(ModelLoader& l, const std::string& prefix, int64_t dim, int64_t context_dim, int heads) {
+  norm1.load(l, prefix + ".norm1", dim, 1e-5f);
+  norm2.load(l, prefix + ".norm2", dim, 1e-5f);
+  norm3.load(l, prefix + ".norm3", dim, 1e-5f);
+  attn1.load(l, prefix + ".attn1", dim, dim, dim, heads, false);
+  attn2.load(l, prefix + ".attn2", dim, context_dim, dim, heads, false);
+  ff_in.load(l, prefix + ".ff.net.0.proj", dim, dim * 8);
+  ff_out.load(l, prefix + ".ff.net.2", dim * 4, dim);
+}
+
+Tensor TransformerBlock::operator()(Backend& be, const Tensor& x, const Tensor& context) const {
+  Tensor h = be.add(attn1(be, norm1(be, x)), x);
+  h = be.add(attn2(be, norm2(be, h), context), h);
+  Tensor ff = ff_out(be, be.geglu(ff_in(be, norm3(be, h))));  // [B, L, 4C] inside
+  return be.add(ff, h);
+}
+
+void SpatialTransformer::load(ModelLoader& l, const std::string& prefix, int64_t channels, int64_t context_dim,
+                              int heads, int layers, int groups) {
+  norm.load(l, prefix + ".norm", channels, groups, 1e-6f);
+  proj_in.load(l, prefix + ".proj_in", channels, channels);
+  proj_out.load(l, prefix + ".proj_out", channels, channels);
+  blocks.resize(static_cast<size_t>(layers));
+  for (int i = 0; i < layers; ++i) {
+    blocks[i].load(l, prefix + ".transformer_blocks." + std::to_string(i), channels, context_dim, heads);
+  }
+}
+
+Tensor SpatialTransformer::operator()(Backend& be, const Tensor& x, const Tensor& context) const {
+  const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
+  Tensor h = proj_in(be, norm(be, x, false).reshape({B, H * W, C}));  // [B, H*W, C]
+  for (const auto& block : blocks) h = block(be, h, context);
+  h = proj_out(be, h).reshape({B, H, W, C});
+  return be.add(h, x);
+}
+
+void ResnetBlock::load(ModelLoader& l, const std::string& prefix, int64_t in, int64_t out, int64_t temb_dim,
+                       int groups, float eps) {
+  norm1.load(l, prefix + ".norm1", in, groups, eps);
+  conv1.load(l, prefix + ".conv1", in, out, 3);
+  norm2.load(l, prefix + ".norm2", out, groups, eps);
+  conv2.load(l, prefix + ".conv2", out, out, 3);
+  has_time = temb_dim > 0;
+  if (has_time) time_proj.load(l, prefix + ".time_emb_proj", temb_dim, out);
+  has_shortcut = in != out;
+  if (has_shortcut) shortcut.load(l, prefix + ".conv_shortcut", in, out, 1);
+}
+
+Tensor ResnetBlock::operator()(Backend& be, const Tensor& x, const Tensor& temb_act) const {
+  Tensor h = conv1(be, norm1(be, x, true));
+  if (has_time) h = be.add_per_channel(h, time_proj(be, temb_act));  // + [B, out]
+  h = conv2(be, norm2(be, h, true));
+  return be.add(has_shortcut ? shortcut(be, x) : x, h);
+}
+
+Tensor upsample_to(Backend& be, const Tensor& x, int64_t out_h, int64_t out_w) {
+  Tensor up = be.upsample_nearest2x(x);  // [B, 2H, 2W, C]
+  // Odd skip sizes (latents not divisible by 2^levels): nearest resize to 2n-1 equals the
+  // 2x upsample cropped, so crop instead of resampling.
+  if (up.dim(1) != out_h || up.dim(2) != out_w) {
+    SD_ASSERT(out_h <= up.dim(1) && out_w <= up.dim(2), "upsample_to: target larger than 2x");
+    up = be.crop_hw(up, 0, static_cast<int>(out_h), 0, static_cast<int>(out_w));
+  }
+  return up;
+}
+
+}  // namespace sd

@@ -1,0 +1,42 @@
+// ModelLoader: reads a component's tensors from a WeightSource with the shapes the model
+// expects, converts layouts once (conv OIHW -> OHWI) and uploads them to the backend.
+// The first failure is kept (sticky) so layer constructors stay short; check status().
+#pragma once
+
+#include <string>
+
+#include "backend/backend.h"
+#include "io/weights.h"
+
+namespace sd {
+
+class ModelLoader {
+ public:
+  ModelLoader(const WeightSource& source, Backend& backend) : source_(source), backend_(backend) {}
+
+  // Any tensor with its exact stored shape (after the renaming to diffusers names).
+  Tensor tensor(const std::string& name, const Shape& shape);
+  // Linear weight [out, in]; also accepts a 1x1 conv kernel [out, in, 1, 1].
+  Tensor linear_weight(const std::string& name, int64_t out, int64_t in);
+  // Conv weight stored [out, in, k, k], returned as [out, k, k, in] (NHWC kernels).
+  Tensor conv_weight(const std::string& name, int64_t out, int64_t in, int64_t k);
+  Tensor vector(const std::string& name, int64_t n) { return tensor(name, {n}); }
+  bool has(const std::string& name) const { return source_.has(name); }
+
+  Backend& backend() { return backend_; }
+  const Status& status() const { return status_; }
+  size_t parameters() const { return parameters_; }
+
+ private:
+  StatusOr<Tensor> fetch(const std::string& name, const Shape& shape);
+  void fail(const Status& s) {
+    if (status_.ok()) status_ = s;
+  }
+
+  const WeightSource& source_;
+  Backend& backend_;
+  Status status_;
+  size_t parameters_ = 0;
+};
+
+}  // namespace sd

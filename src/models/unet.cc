@@ -1,0 +1,159 @@
+// UNet2DConditionModel: builds the block structure from UNetConfig (diffusers names:
+// down_blocks.i.resnets.j, .attentions.j, .downsamplers.0.conv, mid_block.*, up_blocks.*)
+// and runs it in NHWC. Skip connections are kept in a stack as in the reference.
+#include "models/unet.h"
+
+#include <cmath>
+
+namespace sd {
+
+Tensor timestep_features(const std::vector<double>& timesteps, int dim, bool flip_sin_to_cos, int freq_shift) {
+  const int half = dim / 2;
+  Tensor out = Tensor::zeros_host({static_cast<int64_t>(timesteps.size()), dim}, DType::kF32);
+  for (size_t b = 0; b < timesteps.size(); ++b) {
+    float* row = out.f32() + b * static_cast<size_t>(dim);
+    for (int i = 0; i < half; ++i) {
+      const double freq = std::exp(-std::log(10000.0) * i / (half - freq_shift));
+      const double arg = timesteps[b] * freq;
+      const float s = static_cast<float>(std::sin(arg)), c = static_cast<float>(std::cos(arg));
+      row[i] = flip_sin_to_cos ? c : s;
+      row[half + i] = flip_sin_to_cos ? s : c;
+    }
+  }
+  return out;
+}
+
+static bool has_attention(const std::string& block_type) { return block_type.find("CrossAttn") != std::string::npos; }
+
+StatusOr<std::unique_ptr<UNet>> UNet::load(const UNetConfig& c, const WeightSource& w, Backend& backend) {
+  const size_t levels = c.block_out_channels.size();
+  if (levels == 0 || c.down_block_types.size() != levels || c.up_block_types.size() != levels ||
+      c.attention_heads.size() != levels) {
+    return InvalidArgument(w.origin() + ": UNet config: block_out_channels, down/up_block_types and "
+                                        "attention heads must have one entry per level");
+  }
+  for (size_t i = 0; i < levels; ++i) {
+    if (c.attention_heads[i] <= 0 || c.block_out_channels[i] % c.attention_heads[i] != 0 ||
+        c.block_out_channels[i] % c.norm_num_groups != 0) {
+      return InvalidArgument(w.origin() + ": UNet config: level " + std::to_string(i) + " has " +
+                             std::to_string(c.block_out_channels[i]) + " channels, not divisible by its heads/groups");
+    }
+  }
+  std::unique_ptr<UNet> m(new UNet(c, backend));
+  ModelLoader l(w, backend);
+  SD_RETURN_IF_ERROR(m->build(l));
+  m->parameters_ = l.parameters();
+  return m;
+}
+
+Status UNet::build(ModelLoader& l) {
+  const UNetConfig& c = config_;
+  const auto& ch = c.block_out_channels;
+  const int levels = static_cast<int>(ch.size());
+  const int64_t temb = 4 * ch[0];
+  const int g = c.norm_num_groups;
+  const float eps = c.norm_eps;
+  const int tl = c.transformer_layers_per_block;
+
+  time_linear1_.load(l, "time_embedding.linear_1", ch[0], temb);
+  time_linear2_.load(l, "time_embedding.linear_2", temb, temb);
+  conv_in_.load(l, "conv_in", c.in_channels, ch[0], 3);
+
+  down_.resize(static_cast<size_t>(levels));
+  int64_t in = ch[0];
+  for (int i = 0; i < levels; ++i) {
+    const std::string p = "down_blocks." + std::to_string(i);
+    Level& lv = down_[i];
+    for (int j = 0; j < c.layers_per_block; ++j) {
+      lv.resnets.emplace_back();
+      lv.resnets.back().load(l, p + ".resnets." + std::to_string(j), in, ch[i], temb, g, eps);
+      if (has_attention(c.down_block_types[i])) {
+        lv.attentions.emplace_back();
+        lv.attentions.back().load(l, p + ".attentions." + std::to_string(j), ch[i], c.cross_attention_dim,
+                                  c.attention_heads[i], tl, g);
+      }
+      in = ch[i];
+    }
+    lv.has_sampler = i + 1 < levels;
+    if (lv.has_sampler) lv.sampler.load(l, p + ".downsamplers.0.conv", ch[i], ch[i], 3, 2, 1);
+  }
+
+  const int64_t mid = ch.back();
+  mid_res1_.load(l, "mid_block.resnets.0", mid, mid, temb, g, eps);
+  mid_attn_.load(l, "mid_block.attentions.0", mid, c.cross_attention_dim, c.attention_heads.back(), tl, g);
+  mid_res2_.load(l, "mid_block.resnets.1", mid, mid, temb, g, eps);
+
+  up_.resize(static_cast<size_t>(levels));
+  int64_t prev = mid;
+  for (int i = 0; i < levels; ++i) {
+    const int r = levels - 1 - i;                 // level index counted from the top
+    const int64_t out = ch[r];
+    const int64_t skip_in = ch[r > 0 ? r - 1 : 0];  // channels of the deepest skip of the level below
+    const std::string p = "up_blocks." + std::to_string(i);
+    Level& lv = up_[i];
+    for (int j = 0; j <= c.layers_per_block; ++j) {
+      const int64_t skip = (j == c.layers_per_block) ? skip_in : out;
+      const int64_t res_in = (j == 0 ? prev : out) + skip;
+      lv.resnets.emplace_back();
+      lv.resnets.back().load(l, p + ".resnets." + std::to_string(j), res_in, out, temb, g, eps);
+      if (has_attention(c.up_block_types[i])) {
+        lv.attentions.emplace_back();
+        lv.attentions.back().load(l, p + ".attentions." + std::to_string(j), out, c.cross_attention_dim,
+                                  c.attention_heads[r], tl, g);
+      }
+    }
+    lv.has_sampler = i + 1 < levels;
+    if (lv.has_sampler) lv.sampler.load(l, p + ".upsamplers.0.conv", out, out, 3);
+    prev = out;
+  }
+  norm_out_.load(l, "conv_norm_out", ch[0], g, eps);
+  conv_out_.load(l, "conv_out", ch[0], c.out_channels, 3);
+  return l.status();
+}
+
+Tensor UNet::time_embedding(const std::vector<double>& timesteps) const {
+  Backend& be = backend_;
+  const int dim = config_.block_out_channels[0];
+  Tensor f = be.upload(timestep_features(timesteps, dim, config_.flip_sin_to_cos, config_.freq_shift));
+  Tensor t = time_linear2_(be, be.activation(time_linear1_(be, f), Activation::kSiLU));  // [B, 4*C0]
+  return be.activation(t, Activation::kSiLU);  // every consumer applies SiLU first
+}
+
+Tensor UNet::forward(const Tensor& x, const std::vector<double>& timesteps, const Tensor& context) const {
+  Backend& be = backend_;
+  SD_ASSERT(x.ndim() == 4 && x.dim(3) == config_.in_channels, "UNet input must be NHWC latents, got " + x.describe());
+  SD_ASSERT(static_cast<int64_t>(timesteps.size()) == x.dim(0), "one timestep per sample");
+  SD_ASSERT(context.ndim() == 3 && context.dim(0) == x.dim(0) && context.dim(2) == config_.cross_attention_dim,
+            "context must be [B, L, cross_attention_dim], got " + context.describe());
+  const Tensor temb = time_embedding(timesteps);
+
+  Tensor h = conv_in_(be, x);
+  std::vector<Tensor> skips{h};
+  for (const Level& lv : down_) {
+    for (size_t j = 0; j < lv.resnets.size(); ++j) {
+      h = lv.resnets[j](be, h, temb);
+      if (!lv.attentions.empty()) h = lv.attentions[j](be, h, context);
+      skips.push_back(h);
+    }
+    if (lv.has_sampler) {
+      h = lv.sampler(be, h);
+      skips.push_back(h);
+    }
+  }
+  h = mid_res2_(be, mid_attn_(be, mid_res1_(be, h, temb), context), temb);
+  for (const Level& lv : up_) {
+    for (size_t j = 0; j < lv.resnets.size(); ++j) {
+      Tensor skip = skips.back();
+      skips.pop_back();
+      h = lv.resnets[j](be, be.concat_channels(h, skip), temb);
+      if (!lv.attentions.empty()) h = lv.attentions[j](be, h, context);
+    }
+    if (lv.has_sampler) {
+      const Tensor& next_skip = skips.back();  // the resolution the next level works at
+      h = lv.sampler(be, upsample_to(be, h, next_skip.dim(1), next_skip.dim(2)));
+    }
+  }
+  return conv_out_(be, norm_out_(be, h, true));
+}
+
+}  // namespace sd

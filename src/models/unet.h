@@ -1,0 +1,53 @@
+// UNet2DConditionModel for SD 1.x / 2.x: timestep embedding, down blocks (ResNets +
+// spatial transformers + strided-conv downsampling), mid block, up blocks with skip
+// connections, output head. Takes NHWC latents and per-sample timesteps.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "io/model_config.h"
+#include "io/weights.h"
+#include "models/layers.h"
+
+namespace sd {
+
+class UNet {
+ public:
+  static StatusOr<std::unique_ptr<UNet>> load(const UNetConfig& config, const WeightSource& weights, Backend& backend);
+
+  // x [B, h, w, in_channels] (NHWC latents, already scaled by the sampler's c_in),
+  // timesteps: one per sample, context [B, 77, cross_attention_dim] -> [B, h, w, out_channels].
+  Tensor forward(const Tensor& x, const std::vector<double>& timesteps, const Tensor& context) const;
+
+  const UNetConfig& config() const { return config_; }
+  size_t parameters() const { return parameters_; }
+
+ private:
+  struct Level {  // one down or up block
+    std::vector<ResnetBlock> resnets;
+    std::vector<SpatialTransformer> attentions;  // empty for DownBlock2D / UpBlock2D
+    bool has_sampler = false;
+    Conv2d sampler;  // downsample (stride 2) or upsample conv
+  };
+  UNet(const UNetConfig& c, Backend& b) : config_(c), backend_(b) {}
+  Status build(ModelLoader& l);
+  Tensor time_embedding(const std::vector<double>& timesteps) const;  // [B, 4*C0] after SiLU
+
+  UNetConfig config_;
+  Backend& backend_;
+  Linear time_linear1_, time_linear2_;
+  Conv2d conv_in_, conv_out_;
+  GroupNorm norm_out_;
+  std::vector<Level> down_, up_;
+  ResnetBlock mid_res1_, mid_res2_;
+  SpatialTransformer mid_attn_;
+  size_t parameters_ = 0;
+};
+
+// Sinusoidal timestep features as diffusers' get_timestep_embedding computes them
+// (flip_sin_to_cos, freq_shift), in double, returned as host f32 [B, dim].
+Tensor timestep_features(const std::vector<double>& timesteps, int dim, bool flip_sin_to_cos, int freq_shift);
+
+}  // namespace sd

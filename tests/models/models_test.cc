@@ -1,0 +1,112 @@
+// The CLIP text encoder, UNet and VAE on the CPU backend against the reference outputs
+// (float64) for both tiny models: relative L2 error <= 1e-4 in fp32. Also checks that a
+// wrongly shaped checkpoint is rejected with a message naming the tensor.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "backend/backend.h"
+#include "models/clip_text.h"
+#include "golden_util.h"
+#include "models/unet.h"
+#include "models/vae.h"
+
+namespace sd {
+namespace {
+
+using testing::golden_f32;
+using testing::load_tiny;
+using testing::open_golden;
+
+class Models : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::unique_ptr<Backend> be = make_cpu_backend();
+};
+
+Tensor ids_i32(const Tensor& ids_i64) {
+  Tensor out = Tensor::empty_host(ids_i64.shape(), DType::kI32);
+  for (int64_t i = 0; i < ids_i64.numel(); ++i) out.i32()[i] = static_cast<int32_t>(ids_i64.data<int64_t>()[i]);
+  return out;
+}
+
+TEST_P(Models, TextEncoderMatchesGolden) {
+  Checkpoint ck = load_tiny(GetParam() + "/model");
+  auto te = ClipTextEncoder::load(ck.text_encoder, *ck.text_encoder_weights, *be);
+  ASSERT_TRUE(te.ok()) << te.status().to_string();
+  auto g = open_golden(GetParam() + "/text_encoder.safetensors");
+  auto ids = g->read("input_ids");
+  ASSERT_TRUE(ids.ok());
+  Tensor last = be->download((*te)->encode(ids_i32(*ids), 1));
+  EXPECT_LE(relative_l2(last, golden_f32(*g, "last_hidden_state")), 1e-4);
+  Tensor pen = be->download((*te)->hidden_after(ids_i32(*ids), ck.text_encoder.num_layers - 1));
+  EXPECT_LE(relative_l2(pen, golden_f32(*g, "penultimate_hidden_state")), 1e-4);
+}
+
+TEST_P(Models, UNetMatchesGolden) {
+  Checkpoint ck = load_tiny(GetParam() + "/model");
+  auto unet = UNet::load(ck.unet, *ck.unet_weights, *be);
+  ASSERT_TRUE(unet.ok()) << unet.status().to_string();
+  auto g = open_golden(GetParam() + "/unet.safetensors");
+  Tensor sample = nchw_to_nhwc(golden_f32(*g, "sample"));
+  auto ts = g->read("timestep");
+  ASSERT_TRUE(ts.ok());
+  std::vector<double> t;
+  for (int64_t i = 0; i < ts->numel(); ++i) t.push_back(static_cast<double>(ts->data<int64_t>()[i]));
+  Tensor out = (*unet)->forward(be->upload(sample), t, be->upload(golden_f32(*g, "encoder_hidden_states")));
+  Tensor got = nhwc_to_nchw(be->download(out));
+  EXPECT_LE(relative_l2(got, golden_f32(*g, "out")), 1e-4);
+}
+
+TEST_P(Models, VaeDecoderAndEncoderMatchGolden) {
+  Checkpoint ck = load_tiny(GetParam() + "/model");
+  auto vae = VAE::load(ck.vae, *ck.vae_weights, *be);
+  ASSERT_TRUE(vae.ok()) << vae.status().to_string();
+  auto g = open_golden(GetParam() + "/vae.safetensors");
+  Tensor dec = (*vae)->decode(be->upload(nchw_to_nhwc(golden_f32(*g, "latent"))));
+  EXPECT_LE(relative_l2(nhwc_to_nchw(be->download(dec)), golden_f32(*g, "decoded")), 1e-4);
+
+  Tensor moments = nhwc_to_nchw(be->download((*vae)->encode_moments(be->upload(nchw_to_nhwc(golden_f32(*g, "image"))))));
+  const int64_t B = moments.dim(0), C2 = moments.dim(1), HW = moments.dim(2) * moments.dim(3), C = C2 / 2;
+  Tensor mean = Tensor::empty_host({B, C, moments.dim(2), moments.dim(3)}, DType::kF32);
+  Tensor logvar = Tensor::empty_host(mean.shape(), DType::kF32);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < HW; ++i) {
+        mean.f32()[(b * C + c) * HW + i] = moments.f32()[(b * C2 + c) * HW + i];
+        logvar.f32()[(b * C + c) * HW + i] = std::clamp(moments.f32()[(b * C2 + C + c) * HW + i], -30.f, 20.f);
+      }
+  EXPECT_LE(relative_l2(mean, golden_f32(*g, "posterior_mean")), 1e-4);
+  EXPECT_LE(relative_l2(logvar, golden_f32(*g, "posterior_logvar")), 1e-4);
+  EXPECT_NEAR(golden_f32(*g, "scaling_factor").f32()[0], ck.vae.scaling_factor, 1e-7);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tiny, Models, ::testing::Values("tiny-sd1", "tiny-sd2"));
+
+TEST(ModelsSingleFile, UNetFromSingleFileMatchesGolden) {
+  auto be = make_cpu_backend();
+  Checkpoint ck = load_tiny("tiny-sd1/model.safetensors");
+  auto unet = UNet::load(ck.unet, *ck.unet_weights, *be);
+  ASSERT_TRUE(unet.ok()) << unet.status().to_string();
+  auto g = open_golden("tiny-sd1/unet.safetensors");
+  auto ts = g->read("timestep");
+  ASSERT_TRUE(ts.ok());
+  std::vector<double> t{static_cast<double>(ts->data<int64_t>()[0]), static_cast<double>(ts->data<int64_t>()[1])};
+  Tensor out = (*unet)->forward(be->upload(nchw_to_nhwc(golden_f32(*g, "sample"))), t,
+                                be->upload(golden_f32(*g, "encoder_hidden_states")));
+  EXPECT_LE(relative_l2(nhwc_to_nchw(be->download(out)), golden_f32(*g, "out")), 1e-4);
+}
+
+TEST(ModelsErrors, WrongConfigNamesTheTensor) {
+  auto be = make_cpu_backend();
+  Checkpoint ck = load_tiny("tiny-sd1/model");
+  UNetConfig c = ck.unet;
+  c.cross_attention_dim = 64;  // checkpoint has 32
+  auto unet = UNet::load(c, *ck.unet_weights, *be);
+  ASSERT_FALSE(unet.ok());
+  EXPECT_NE(unet.status().message().find("attn2.to_k.weight"), std::string::npos) << unet.status().to_string();
+  EXPECT_NE(unet.status().message().find("diffusion_pytorch_model.safetensors"), std::string::npos)
+      << unet.status().to_string();
+}
+
+}  // namespace
+}  // namespace sd

@@ -1,0 +1,145 @@
+// The CPU backend class: tracked host allocation, upload/download with dtype conversion,
+// and the op table forwarding to the op-family files (cpu_gemm_conv.cc, cpu_norm.cc, ...).
+// Compute is f32; integer tensors (token ids) are kept as they are.
+#include "backend/cpu/cpu_backend.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "backend/cpu/cpu_internal.h"
+
+namespace sd::cpu {
+
+void check_f32(const Tensor& t, const char* op, const char* what) {
+  SD_ASSERT(t.defined(), std::string(op) + ": " + what + " is undefined");
+  SD_ASSERT(t.dtype() == DType::kF32 && t.device().is_cpu(),
+            std::string(op) + ": " + what + " must be f32 on the cpu, got " + t.describe());
+}
+
+namespace {
+
+bool is_float(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
+
+// Bytes in use and the peak, shared with the deleters of every storage handed out so that
+// tensors may outlive the backend.
+struct MemoryCounters {
+  std::atomic<size_t> in_use{0};
+  std::atomic<size_t> peak{0};
+  void on_alloc(size_t bytes) {
+    const size_t now = in_use.fetch_add(bytes) + bytes;
+    size_t p = peak.load();
+    while (now > p && !peak.compare_exchange_weak(p, now)) {
+    }
+  }
+};
+
+class CpuBackend final : public Backend, public CpuContext {
+ public:
+  explicit CpuBackend(int threads) {
+    threads_ = threads > 0 ? threads : omp_get_num_procs();
+    openblas_set_num_threads(threads_);
+  }
+
+  Device device() const override { return Device::cpu(); }
+  std::string name() const override {
+    return "cpu (OpenBLAS, " + std::to_string(threads_) + (threads_ == 1 ? " thread)" : " threads)");
+  }
+  DType compute_dtype() const override { return DType::kF32; }
+
+  // ---- memory ----
+  Tensor alloc(const Shape& shape, DType dtype) override {
+    const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+    const size_t rounded = ((bytes + 63) / 64) * 64 + 64;  // never 0, 64-byte aligned
+    void* p = std::aligned_alloc(64, rounded);
+    if (!p) {
+      throw Error(ResourceExhausted("cpu backend: out of host memory allocating " + std::to_string(bytes) +
+                                    " bytes for " + shape_str(shape)));
+    }
+    counters_->on_alloc(rounded);
+    auto counters = counters_;
+    auto storage = std::make_shared<Storage>(p, rounded, Device::cpu(), [counters, rounded](void* q) {
+      counters->in_use.fetch_sub(rounded);
+      std::free(q);
+    });
+    return Tensor(std::move(storage), 0, shape, dtype);
+  }
+  Tensor empty(const Shape& shape, DType dtype) override { return alloc(shape, dtype); }
+
+  Tensor upload(const Tensor& host, DType dtype) override {
+    SD_ASSERT(host.defined() && host.device().is_cpu(), "upload: need a host tensor, got " + host.describe());
+    // Float data always lands in f32 (the compute dtype) whatever float `dtype` asks for;
+    // integer tensors are copied as they are.
+    (void)dtype;
+    const DType target = is_float(host.dtype()) ? DType::kF32 : host.dtype();
+    Tensor out = alloc(host.shape(), target);
+    if (host.dtype() == target) {
+      std::memcpy(out.raw(), host.raw(), host.nbytes());
+    } else {
+      const Tensor converted = convert_host(host, target);
+      std::memcpy(out.raw(), converted.raw(), converted.nbytes());
+    }
+    return out;
+  }
+
+  Tensor download(const Tensor& x) override {
+    SD_ASSERT(x.defined() && x.device().is_cpu(), "download: " + x.describe());
+    if (is_float(x.dtype()) && x.dtype() != DType::kF32) return convert_host(x, DType::kF32);
+    Tensor out = Tensor::empty_host(x.shape(), x.dtype());
+    std::memcpy(out.raw(), x.raw(), x.nbytes());
+    return out;
+  }
+
+  void copy(const Tensor& src, const Tensor& dst) override {
+    SD_ASSERT(src.numel() == dst.numel() && src.dtype() == dst.dtype(),
+              "copy: " + src.describe() + " -> " + dst.describe());
+    if (src.raw() != dst.raw()) std::memmove(dst.raw(), src.raw(), src.nbytes());
+  }
+
+  Status synchronize() override { return Status::Ok(); }
+  size_t memory_in_use() const override { return counters_->in_use.load(); }
+  size_t memory_peak() const override { return counters_->peak.load(); }
+  void reset_memory_peak() override { counters_->peak.store(counters_->in_use.load()); }
+
+  // ---- ops ----
+  Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) override { return cpu::linear(*this, x, w, bias); }
+  Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding) override {
+    return cpu::conv2d(*this, x, w, bias, stride, padding);
+  }
+  Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
+                    bool silu) override {
+    return cpu::group_norm(*this, x, gamma, beta, groups, eps, silu);
+  }
+  Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override {
+    return cpu::layer_norm(*this, x, gamma, beta, eps);
+  }
+  Tensor softmax(const Tensor& x) override { return cpu::softmax(*this, x); }
+  Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override {
+    return cpu::attention(*this, q, k, v, heads, causal);
+  }
+  Tensor activation(const Tensor& x, Activation act) override { return cpu::activation(*this, x, act); }
+  Tensor geglu(const Tensor& x) override { return cpu::geglu(*this, x); }
+  Tensor add(const Tensor& a, const Tensor& b) override { return cpu::add(*this, a, b); }
+  Tensor mul(const Tensor& a, const Tensor& b) override { return cpu::mul(*this, a, b); }
+  Tensor scale(const Tensor& x, float s) override { return cpu::scale(*this, x, s); }
+  Tensor add_per_channel(const Tensor& x, const Tensor& v) override { return cpu::add_per_channel(*this, x, v); }
+  Tensor lincomb(const std::vector<Tensor>& inputs, const Tensor& coeffs) override {
+    return cpu::lincomb(*this, inputs, coeffs);
+  }
+  Tensor upsample_nearest2x(const Tensor& x) override { return cpu::upsample_nearest2x(*this, x); }
+  Tensor concat_channels(const Tensor& a, const Tensor& b) override { return cpu::concat_channels(*this, a, b); }
+  Tensor embedding(const Tensor& ids, const Tensor& table) override { return cpu::embedding(*this, ids, table); }
+  Tensor concat_rows(const std::vector<Tensor>& parts) override { return cpu::concat_rows(*this, parts); }
+
+ private:
+  std::shared_ptr<MemoryCounters> counters_ = std::make_shared<MemoryCounters>();
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+
+}  // namespace sd::cpu

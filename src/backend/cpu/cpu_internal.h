@@ -1,0 +1,97 @@
+// Internals shared by the CPU backend's op files: the allocation context every op gets,
+// the OpenMP chunking helper, the SIMD kernel attribute and the op entry points (one file
+// per op family: cpu_gemm_conv.cc, cpu_norm.cc, cpu_attention.cc, cpu_elementwise.cc, ...).
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "backend/backend.h"
+#include "tensor/tensor.h"
+
+// Hot scalar loops are compiled three times (AVX-512, AVX2+FMA, baseline) and picked at
+// load time, so the binary stays portable while the loops vectorise on this machine.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SD_CPU_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SD_CPU_KERNEL
+#endif
+
+namespace sd::cpu {
+
+// What an op needs from the backend: output allocation (tracked) and the thread count.
+class CpuContext {
+ public:
+  virtual ~CpuContext() = default;
+  virtual Tensor alloc(const Shape& shape, DType dtype) = 0;
+  Tensor alloc_f32(const Shape& shape) { return alloc(shape, DType::kF32); }
+  int threads() const { return threads_; }
+
+ protected:
+  int threads_ = 1;
+};
+
+// Splits [0, n) into at most threads() contiguous chunks of at least `min_chunk` items and
+// runs fn(begin, end) on each in parallel (serially when there is only one chunk).
+template <typename Fn>
+void parallel_chunks(const CpuContext& ctx, int64_t n, int64_t min_chunk, Fn&& fn) {
+  if (n <= 0) return;
+  const int64_t max_chunks = std::max<int64_t>(1, n / std::max<int64_t>(1, min_chunk));
+  const int chunks = static_cast<int>(std::min<int64_t>(ctx.threads(), max_chunks));
+  if (chunks <= 1) {
+    fn(int64_t{0}, n);
+    return;
+  }
+#pragma omp parallel for num_threads(chunks) schedule(static, 1)
+  for (int t = 0; t < chunks; ++t) {
+    const int64_t begin = n * t / chunks, end = n * (t + 1) / chunks;
+    fn(begin, end);
+  }
+}
+
+// Asserts that `t` is an f32 tensor on the CPU; `what` names the op argument.
+void check_f32(const Tensor& t, const char* op, const char* what);
+
+// ---- dense (cpu_gemm_conv.cc) ----
+// C[M,N] (ldc) = alpha * A[M,K] (lda) · B^T where B is [N,K] (ldb) + beta * C. Row-major.
+void gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+             float beta, float* c, int64_t ldc);
+// C[M,N] = alpha * A[M,K] · B[K,N] + beta * C. Row-major.
+void gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+             float beta, float* c, int64_t ldc);
+Tensor linear(CpuContext& ctx, const Tensor& x, const Tensor& w, const Tensor& bias);
+Tensor conv2d(CpuContext& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding);
+
+// ---- normalisation (cpu_norm.cc) ----
+Tensor group_norm(CpuContext& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
+                  bool silu);
+Tensor layer_norm(CpuContext& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
+Tensor softmax(CpuContext& ctx, const Tensor& x);
+// In-place stable softmax of `rows` rows of `n` floats (row stride `ld`), split over the
+// threads. With `causal`, row r only keeps entries j <= first_row + r (the rest become 0).
+void softmax_rows_inplace(const CpuContext& ctx, float* x, int64_t rows, int64_t n, int64_t ld, int64_t first_row,
+                          bool causal);
+
+// ---- attention (cpu_attention.cc) ----
+Tensor attention(CpuContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal);
+
+// ---- elementwise (cpu_elementwise.cc) ----
+Tensor activation(CpuContext& ctx, const Tensor& x, Activation act);
+Tensor geglu(CpuContext& ctx, const Tensor& x);
+Tensor add(CpuContext& ctx, const Tensor& a, const Tensor& b);
+Tensor mul(CpuContext& ctx, const Tensor& a, const Tensor& b);
+Tensor scale(CpuContext& ctx, const Tensor& x, float s);
+Tensor add_per_channel(CpuContext& ctx, const Tensor& x, const Tensor& v);
+Tensor lincomb(CpuContext& ctx, const std::vector<Tensor>& inputs, const Tensor& coeffs);
+
+// ---- layout (cpu_layout.cc) ----
+Tensor upsample_nearest2x(CpuContext& ctx, const Tensor& x);
+Tensor concat_channels(CpuContext& ctx, const Tensor& a, const Tensor& b);
+Tensor embedding(CpuContext& ctx, const Tensor& ids, const Tensor& table);
+Tensor concat_rows(CpuContext& ctx, const std::vector<Tensor>& parts);
+
+}  // namespace sd::cpu

@@ -1,0 +1,215 @@
+// Normalisation ops of the CPU backend: group_norm over NHWC (statistics in double, two
+// passes: mean, then squared deviations), layer_norm and softmax over the last dimension.
+// Reductions use explicit lane accumulators so that GCC vectorises them without fast-math.
+#include <cmath>
+#include <cstring>
+#include <memory>
+
+#include "backend/cpu/cpu_internal.h"
+#include "backend/cpu/cpu_math.h"
+
+namespace sd::cpu {
+namespace {
+
+constexpr int kLanes = 16;
+
+// acc[c] += x[r, c] over rows [0, rows) of x [rows, C].
+SD_CPU_KERNEL void add_channel_sums(const float* x, int64_t rows, int64_t C, double* acc) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<double>(x[r * C + c]);
+}
+
+// acc[c] += (x[r, c] - mean[c])^2.
+SD_CPU_KERNEL void add_channel_sqdev(const float* x, int64_t rows, int64_t C, const double* mean, double* acc) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      const double d = static_cast<double>(x[r * C + c]) - mean[c];
+      acc[c] += d * d;
+    }
+}
+
+// y[r, c] = x[r, c] * a[c] + b[c], optionally followed by SiLU.
+SD_CPU_KERNEL void affine_rows(const float* x, float* y, int64_t rows, int64_t C, const float* a, const float* b,
+                               bool apply_silu) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * C;
+    float* yr = y + r * C;
+    if (apply_silu) {
+      for (int64_t c = 0; c < C; ++c) yr[c] = silu(xr[c] * a[c] + b[c]);
+    } else {
+      for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * a[c] + b[c];
+    }
+  }
+}
+
+// Sum of x[0, n) in double, with kLanes independent accumulators (vectorisable).
+SD_CPU_KERNEL double sum_f64(const float* x, int64_t n) {
+  double acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += static_cast<double>(x[i + l]);
+  double s = 0;
+  for (; i < n; ++i) s += static_cast<double>(x[i]);
+  for (int l = 0; l < kLanes; ++l) s += acc[l];
+  return s;
+}
+
+SD_CPU_KERNEL double sqdev_f64(const float* x, int64_t n, double mean) {
+  double acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const double d = static_cast<double>(x[i + l]) - mean;
+      acc[l] += d * d;
+    }
+  double s = 0;
+  for (; i < n; ++i) s += (static_cast<double>(x[i]) - mean) * (static_cast<double>(x[i]) - mean);
+  for (int l = 0; l < kLanes; ++l) s += acc[l];
+  return s;
+}
+
+SD_CPU_KERNEL void layer_norm_row(const float* x, float* y, int64_t C, const float* gamma, const float* beta,
+                                  float mean, float inv_std) {
+  for (int64_t c = 0; c < C; ++c) y[c] = (x[c] - mean) * inv_std * gamma[c] + beta[c];
+}
+
+// Stable softmax of one row: y = exp(x - max) / sum, over n entries (x may alias y).
+SD_CPU_KERNEL void softmax_row(const float* x, float* y, int64_t n) {
+  float mx[kLanes];
+  for (int l = 0; l < kLanes; ++l) mx[l] = -INFINITY;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) mx[l] = x[i + l] > mx[l] ? x[i + l] : mx[l];
+  float m = -INFINITY;
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  for (int l = 0; l < kLanes; ++l) m = mx[l] > m ? mx[l] : m;
+
+  for (int64_t j = 0; j < n; ++j) y[j] = fast_exp(x[j] - m);
+  float acc[kLanes] = {};
+  i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += y[i + l];
+  double s = 0;
+  for (; i < n; ++i) s += y[i];
+  for (int l = 0; l < kLanes; ++l) s += acc[l];
+  const float inv = static_cast<float>(1.0 / s);
+  for (int64_t j = 0; j < n; ++j) y[j] *= inv;
+}
+
+void check_affine(const Tensor& t, int64_t C, const char* op, const char* what) {
+  check_f32(t, op, what);
+  SD_ASSERT(t.numel() == C, std::string(op) + ": " + what + " " + shape_str(t.shape()) + " for " +
+                                std::to_string(C) + " channels");
+}
+
+}  // namespace
+
+Tensor group_norm(CpuContext& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
+                  bool apply_silu) {
+  check_f32(x, "group_norm", "x");
+  SD_ASSERT(x.ndim() >= 2, "group_norm: x needs [B, ..., C], got " + shape_str(x.shape()));
+  const int64_t B = x.dim(0), C = x.dim(-1);
+  SD_ASSERT(groups > 0 && C % groups == 0,
+            "group_norm: " + std::to_string(C) + " channels not divisible into " + std::to_string(groups) + " groups");
+  check_affine(gamma, C, "group_norm", "gamma");
+  check_affine(beta, C, "group_norm", "beta");
+  const int64_t P = B ? x.numel() / (B * C) : 0, cg = C / groups;  // positions per sample, channels per group
+  Tensor y = ctx.alloc_f32(x.shape());
+  const int threads = ctx.threads();
+  std::vector<double> partial(static_cast<size_t>(threads * C));  // [threads, C] per-chunk accumulators
+  std::vector<double> channel_total(static_cast<size_t>(C)), group_mean_per_channel(static_cast<size_t>(C));
+  std::vector<float> a(static_cast<size_t>(C)), b(static_cast<size_t>(C));
+  const int64_t min_rows = std::max<int64_t>(1, 8192 / C);
+
+  // Runs `accumulate(x_rows, rows, acc)` over the positions of sample `s` split across
+  // threads and leaves the per-channel totals in channel_total.
+  auto reduce_channels = [&](const float* xs, auto&& accumulate) {
+    std::fill(partial.begin(), partial.end(), 0.0);
+    const int chunks = static_cast<int>(std::clamp<int64_t>(P / min_rows, 1, threads));
+#pragma omp parallel for num_threads(chunks) schedule(static, 1) if (chunks > 1)
+    for (int t = 0; t < chunks; ++t) {
+      const int64_t r0 = P * t / chunks, r1 = P * (t + 1) / chunks;
+      accumulate(xs + r0 * C, r1 - r0, partial.data() + t * C);
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      double s = 0;
+      for (int t = 0; t < chunks; ++t) s += partial[static_cast<size_t>(t * C + c)];
+      channel_total[static_cast<size_t>(c)] = s;
+    }
+  };
+
+  const double count = static_cast<double>(P * cg);
+  for (int64_t s = 0; s < B; ++s) {
+    const float* xs = x.f32() + s * P * C;
+    reduce_channels(xs, [&](const float* xr, int64_t rows, double* acc) { add_channel_sums(xr, rows, C, acc); });
+    for (int64_t g = 0; g < groups; ++g) {
+      double sum = 0;
+      for (int64_t c = g * cg; c < (g + 1) * cg; ++c) sum += channel_total[static_cast<size_t>(c)];
+      for (int64_t c = g * cg; c < (g + 1) * cg; ++c) group_mean_per_channel[static_cast<size_t>(c)] = sum / count;
+    }
+    reduce_channels(xs, [&](const float* xr, int64_t rows, double* acc) {
+      add_channel_sqdev(xr, rows, C, group_mean_per_channel.data(), acc);
+    });
+    for (int64_t g = 0; g < groups; ++g) {
+      double sq = 0;
+      for (int64_t c = g * cg; c < (g + 1) * cg; ++c) sq += channel_total[static_cast<size_t>(c)];
+      const double inv_std = 1.0 / std::sqrt(sq / count + static_cast<double>(eps));
+      for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
+        const double scale = inv_std * gamma.f32()[c];
+        a[static_cast<size_t>(c)] = static_cast<float>(scale);
+        b[static_cast<size_t>(c)] =
+            static_cast<float>(beta.f32()[c] - group_mean_per_channel[static_cast<size_t>(c)] * scale);
+      }
+    }
+    float* ys = y.f32() + s * P * C;
+    parallel_chunks(ctx, P, min_rows, [&](int64_t r0, int64_t r1) {
+      affine_rows(xs + r0 * C, ys + r0 * C, r1 - r0, C, a.data(), b.data(), apply_silu);
+    });
+  }
+  return y;
+}
+
+Tensor layer_norm(CpuContext& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
+  check_f32(x, "layer_norm", "x");
+  const int64_t C = x.dim(-1), rows = C ? x.numel() / C : 0;
+  check_affine(gamma, C, "layer_norm", "gamma");
+  check_affine(beta, C, "layer_norm", "beta");
+  Tensor y = ctx.alloc_f32(x.shape());
+  const float* xp = x.f32();
+  float* yp = y.f32();
+  parallel_chunks(ctx, rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, C)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const double mean = sum_f64(xp + r * C, C) / static_cast<double>(C);
+      const double var = sqdev_f64(xp + r * C, C, mean) / static_cast<double>(C);
+      layer_norm_row(xp + r * C, yp + r * C, C, gamma.f32(), beta.f32(), static_cast<float>(mean),
+                     static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps))));
+    }
+  });
+  return y;
+}
+
+void softmax_rows_inplace(const CpuContext& ctx, float* x, int64_t rows, int64_t n, int64_t ld, int64_t first_row,
+                          bool causal) {
+  parallel_chunks(ctx, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, n)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* row = x + r * ld;
+      const int64_t valid = causal ? std::min(n, first_row + r + 1) : n;
+      softmax_row(row, row, valid);
+      if (valid < n) std::memset(row + valid, 0, static_cast<size_t>(n - valid) * sizeof(float));
+    }
+  });
+}
+
+Tensor softmax(CpuContext& ctx, const Tensor& x) {
+  check_f32(x, "softmax", "x");
+  const int64_t n = x.dim(-1), rows = n ? x.numel() / n : 0;
+  Tensor y = ctx.alloc_f32(x.shape());
+  const float* xp = x.f32();
+  float* yp = y.f32();
+  parallel_chunks(ctx, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, n)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) softmax_row(xp + r * n, yp + r * n, n);
+  });
+  return y;
+}
+
+}  // namespace sd::cpu

@@ -1,0 +1,137 @@
+// CPU backend behaviour outside the op table: identity, memory accounting, uploads of other
+// dtypes (f16, bf16, i32), views and slices fed to ops, lincomb with per-sample
+// coefficients, thread-count independence and shape assertions.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/op_cases.h"
+#include "backend/op_reference.h"
+#include "core/half.h"
+
+namespace sd::testing {
+namespace {
+
+TEST(CpuBackend, IdentityAndComputeDtype) {
+  auto be = cpu::make_backend(1);
+  EXPECT_EQ(be->device(), Device::cpu());
+  EXPECT_EQ(be->compute_dtype(), DType::kF32);
+  EXPECT_EQ(be->name(), "cpu (OpenBLAS, 1 thread)");
+  auto all = cpu::make_backend(0);
+  EXPECT_NE(all->name().find("threads"), std::string::npos) << all->name();
+}
+
+TEST(CpuBackend, F16UploadRoundTripConvertsToF32) {
+  auto be = cpu::make_backend(0);
+  const Tensor src = random_tensor({3, 17}, 7, -100.f, 100.f);
+  const Tensor half = convert_host(src, DType::kF16);
+  const Tensor dev = be->upload(half, DType::kF16);
+  EXPECT_EQ(dev.dtype(), DType::kF32);  // the CPU computes in f32 whatever was asked
+  const Tensor back = be->download(dev);
+  ASSERT_EQ(back.dtype(), DType::kF32);
+  ASSERT_EQ(back.shape(), src.shape());
+  for (int64_t i = 0; i < src.numel(); ++i) {
+    EXPECT_EQ(back.f32()[i], f16_to_f32(half.data<uint16_t>()[i])) << i;
+    EXPECT_NEAR(back.f32()[i], src.f32()[i], std::fabs(src.f32()[i]) * 1e-3 + 1e-4) << i;
+  }
+  const Tensor bf = convert_host(src, DType::kBF16);
+  const Tensor back_bf = be->download(be->upload(bf));
+  for (int64_t i = 0; i < src.numel(); ++i) EXPECT_EQ(back_bf.f32()[i], bf16_to_f32(bf.data<uint16_t>()[i]));
+}
+
+TEST(CpuBackend, UploadCopiesAndIntegersStayIntegers) {
+  auto be = cpu::make_backend(0);
+  Tensor host = random_tensor({4, 5}, 3);
+  const Tensor dev = be->upload(host);
+  const float before = host.f32()[0];
+  host.f32()[0] = 1234.f;  // the device copy must not see later host writes
+  EXPECT_EQ(be->download(dev).f32()[0], before);
+
+  Tensor ids = Tensor::empty_host({2, 3}, DType::kI32);
+  for (int i = 0; i < 6; ++i) ids.i32()[i] = 1000 + i;
+  const Tensor dev_ids = be->upload(ids, DType::kI32);
+  EXPECT_EQ(dev_ids.dtype(), DType::kI32);
+  const Tensor back = be->download(dev_ids);
+  ASSERT_EQ(back.dtype(), DType::kI32);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(back.i32()[i], 1000 + i);
+}
+
+TEST(CpuBackend, ViewsAndRowSlicesWorkAsOpInputs) {
+  auto be = cpu::make_backend(0);
+  const Tensor host = random_tensor({4, 6, 5}, 11);
+  const Tensor dev = be->upload(host);
+  // A row slice is a view: ops on it see exactly rows [1, 3).
+  const Tensor mid = dev.slice_rows(1, 3);
+  EXPECT_EQ(mid.shape(), (Shape{2, 6, 5}));
+  EXPECT_EQ(mid.storage(), dev.storage());
+  const Tensor scaled = be->download(be->scale(mid, 2.f));
+  for (int64_t i = 0; i < scaled.numel(); ++i) EXPECT_EQ(scaled.f32()[i], 2.f * host.f32()[30 + i]) << i;
+  // A reshape is a view too; softmax over the reshaped last dim matches the reference.
+  const Tensor flat = dev.reshape({4, 30});
+  EXPECT_EQ(flat.raw(), dev.raw());
+  const Tensor got = be->download(be->softmax(flat));
+  const Tensor want = ref::softmax(host.reshape({4, 30}));
+  EXPECT_LE(relative_l2(got, want), 1e-6);
+  // copy() into a slice of a bigger tensor writes only those rows.
+  Tensor dst = be->upload(Tensor::zeros_host({4, 6, 5}, DType::kF32));
+  be->copy(be->upload(random_tensor({1, 6, 5}, 12)), dst.slice_rows(2, 3));
+  const Tensor d = be->download(dst);
+  for (int64_t i = 0; i < d.numel(); ++i) {
+    if (i < 60 || i >= 90) {
+      EXPECT_EQ(d.f32()[i], 0.f) << i;
+    }
+  }
+  EXPECT_NE(d.f32()[60], 0.f);
+  EXPECT_TRUE(be->synchronize().ok());
+}
+
+TEST(CpuBackend, LincombUsesPerSampleCoefficients) {
+  auto be = cpu::make_backend(0);
+  const Tensor a = random_tensor({2, 40000}, 21), b = random_tensor({2, 40000}, 22);
+  const Tensor coeffs = Tensor::from_vector({2, 2}, {1.f, 0.5f, -2.f, 3.f});
+  const Tensor got = be->download(be->lincomb({be->upload(a), be->upload(b)}, coeffs));
+  for (int64_t i = 0; i < 40000; i += 997) {
+    EXPECT_FLOAT_EQ(got.f32()[i], a.f32()[i] + 0.5f * b.f32()[i]) << i;
+    EXPECT_FLOAT_EQ(got.f32()[40000 + i], -2.f * a.f32()[40000 + i] + 3.f * b.f32()[40000 + i]) << i;
+  }
+}
+
+TEST(CpuBackend, ResultsDoNotDependOnThreadCount) {
+  auto one = cpu::make_backend(1);
+  auto two = cpu::make_backend(2);
+  const Tensor x = random_tensor({2, 12, 12, 64}, 31, 3.f, 5.f);
+  const Tensor g = random_tensor({64}, 32), bt = random_tensor({64}, 33);
+  const Tensor r1 = one->download(one->group_norm(one->upload(x), one->upload(g), one->upload(bt), 32, 1e-5f, true));
+  const Tensor r2 = two->download(two->group_norm(two->upload(x), two->upload(g), two->upload(bt), 32, 1e-5f, true));
+  EXPECT_LE(relative_l2(r1, r2), 1e-6);
+  const Tensor want = ref::group_norm(x, g, bt, 32, 1e-5f, true);
+  EXPECT_LE(relative_l2(r2, want), 1e-6);
+}
+
+TEST(CpuBackend, MemoryAccountingTracksLiveTensors) {
+  auto be = cpu::make_backend(0);
+  const size_t base = be->memory_in_use();
+  {
+    const Tensor t = be->empty({1024, 1024}, DType::kF32);
+    EXPECT_GE(be->memory_in_use(), base + 4 * 1024 * 1024);
+    EXPECT_GE(be->memory_peak(), base + 4 * 1024 * 1024);
+  }
+  EXPECT_EQ(be->memory_in_use(), base);
+  be->reset_memory_peak();
+  EXPECT_EQ(be->memory_peak(), base);
+}
+
+TEST(CpuBackendDeathTest, ShapeMismatchesAssertWithShapes) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto be = cpu::make_backend(1);
+  const Tensor x = be->upload(random_tensor({2, 3, 8}, 1));
+  const Tensor w = be->upload(random_tensor({4, 7}, 2));
+  EXPECT_DEATH(be->linear(x, w, Tensor()), "\\[2,3,8\\].*\\[4,7\\]");
+  EXPECT_DEATH(be->add(x, be->upload(random_tensor({2, 3, 7}, 3))), "\\[2,3,8\\].*\\[2,3,7\\]");
+  const Tensor img = be->upload(random_tensor({1, 4, 4, 3}, 4));
+  EXPECT_DEATH(be->conv2d(img, be->upload(random_tensor({2, 3, 3, 5}, 5)), Tensor(), 1, 1), "\\[1,4,4,3\\]");
+}
+
+}  // namespace
+}  // namespace sd::testing

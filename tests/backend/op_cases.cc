@@ -1,0 +1,276 @@
+// The op-parity case table: every backend op at small, odd and SD-like shapes, with seeded
+// random inputs and the naive reference from op_reference.cc. Used by the CPU test with
+// tight tolerances and by the GPU test with half-precision ones.
+#include "backend/op_cases.h"
+
+#include <cmath>
+#include <random>
+#include <sstream>
+
+#include "backend/op_reference.h"
+
+namespace sd::testing {
+
+Tensor random_tensor(const Shape& shape, uint32_t seed, float lo, float hi) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  Tensor t = Tensor::empty_host(shape, DType::kF32);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(gen);
+  return t;
+}
+
+std::string OpResult::summary() const {
+  std::ostringstream s;
+  s << "shape got " << shape_str(got_shape) << " want " << shape_str(want_shape) << ", max_abs " << max_abs
+    << ", rel_l2 " << rel_l2;
+  return s.str();
+}
+
+OpResult run_case(const OpCase& c, Backend& backend) {
+  std::vector<Tensor> device_inputs;
+  device_inputs.reserve(c.inputs.size());
+  for (const Tensor& x : c.inputs) {
+    device_inputs.push_back(x.dtype() == DType::kF32 ? backend.upload(x) : backend.upload(x, x.dtype()));
+  }
+  const Tensor got = backend.download(c.run(backend, device_inputs, c.inputs));
+  const Tensor want = c.reference(c.inputs);
+  OpResult r;
+  r.got_shape = got.shape();
+  r.want_shape = want.shape();
+  r.shape_ok = got.shape() == want.shape();
+  if (r.shape_ok) {
+    r.max_abs = max_abs_diff(got, want);
+    r.rel_l2 = relative_l2(got, want);
+  } else {
+    r.max_abs = r.rel_l2 = INFINITY;
+  }
+  return r;
+}
+
+namespace {
+
+using Inputs = std::vector<Tensor>;
+
+class CaseList {
+ public:
+  // Adds a case; its seed derives from its position so every case gets distinct inputs.
+  OpCase& add(std::string name, std::string op) {
+    cases_.emplace_back();
+    cases_.back().name = std::move(name);
+    cases_.back().op = std::move(op);
+    return cases_.back();
+  }
+  uint32_t seed() { return 1000u + 17u * static_cast<uint32_t>(seed_counter_++); }
+  std::vector<OpCase> take() { return std::move(cases_); }
+
+ private:
+  std::vector<OpCase> cases_;
+  int seed_counter_ = 0;
+};
+
+void add_linear(CaseList& L, const std::string& name, Shape x_shape, int64_t n, bool with_bias) {
+  const int64_t k = x_shape.back();
+  OpCase& c = L.add(name, "linear");
+  c.inputs = {random_tensor(x_shape, L.seed()), random_tensor({n, k}, L.seed(), -0.5f, 0.5f)};
+  if (with_bias) c.inputs.push_back(random_tensor({n}, L.seed()));
+  c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.linear(d[0], d[1], d.size() > 2 ? d[2] : Tensor()); };
+  c.reference = [](const Inputs& h) { return ref::linear(h[0], h[1], h.size() > 2 ? h[2] : Tensor()); };
+}
+
+void add_conv(CaseList& L, const std::string& name, Shape x_shape, int64_t cout, int k, int stride, int pad,
+              bool with_bias) {
+  const int64_t cin = x_shape.back();
+  const float wr = 1.0f / std::sqrt(static_cast<float>(cin * k * k));
+  OpCase& c = L.add(name, "conv2d");
+  c.inputs = {random_tensor(x_shape, L.seed()), random_tensor({cout, k, k, cin}, L.seed(), -wr, wr)};
+  if (with_bias) c.inputs.push_back(random_tensor({cout}, L.seed()));
+  c.run = [stride, pad](Backend& be, const Inputs& d, const Inputs&) {
+    return be.conv2d(d[0], d[1], d.size() > 2 ? d[2] : Tensor(), stride, pad);
+  };
+  c.reference = [stride, pad](const Inputs& h) {
+    return ref::conv2d(h[0], h[1], h.size() > 2 ? h[2] : Tensor(), stride, pad);
+  };
+  c.rel_tol_half = 1e-2;
+}
+
+// `offset` shifts the inputs away from zero mean to exercise the accuracy of the statistics.
+void add_group_norm(CaseList& L, const std::string& name, Shape x_shape, int groups, bool silu, float offset) {
+  const int64_t ch = x_shape.back();
+  OpCase& c = L.add(name, "group_norm");
+  c.inputs = {random_tensor(x_shape, L.seed(), offset - 1.f, offset + 1.f), random_tensor({ch}, L.seed(), 0.5f, 1.5f),
+              random_tensor({ch}, L.seed())};
+  c.run = [groups, silu](Backend& be, const Inputs& d, const Inputs&) {
+    return be.group_norm(d[0], d[1], d[2], groups, 1e-5f, silu);
+  };
+  c.reference = [groups, silu](const Inputs& h) { return ref::group_norm(h[0], h[1], h[2], groups, 1e-5f, silu); };
+  c.rel_tol_half = 1e-2;
+}
+
+void add_layer_norm(CaseList& L, const std::string& name, Shape x_shape, float offset) {
+  const int64_t ch = x_shape.back();
+  OpCase& c = L.add(name, "layer_norm");
+  c.inputs = {random_tensor(x_shape, L.seed(), offset - 1.f, offset + 1.f), random_tensor({ch}, L.seed(), 0.5f, 1.5f),
+              random_tensor({ch}, L.seed())};
+  c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.layer_norm(d[0], d[1], d[2], 1e-5f); };
+  c.reference = [](const Inputs& h) { return ref::layer_norm(h[0], h[1], h[2], 1e-5f); };
+  c.rel_tol_half = 1e-2;
+}
+
+void add_attention(CaseList& L, const std::string& name, int64_t batch, int64_t lq, int64_t lk, int heads,
+                   int64_t head_dim, bool causal) {
+  OpCase& c = L.add(name, "attention");
+  const int64_t hd = heads * head_dim;
+  // Spread of 2 gives peaked but not one-hot softmax rows at head_dim 64.
+  c.inputs = {random_tensor({batch, lq, hd}, L.seed(), -2.f, 2.f), random_tensor({batch, lk, hd}, L.seed(), -2.f, 2.f),
+              random_tensor({batch, lk, hd}, L.seed())};
+  c.run = [heads, causal](Backend& be, const Inputs& d, const Inputs&) {
+    return be.attention(d[0], d[1], d[2], heads, causal);
+  };
+  c.reference = [heads, causal](const Inputs& h) { return ref::attention(h[0], h[1], h[2], heads, causal); };
+  c.rel_tol_half = 1e-2;
+}
+
+void add_activation(CaseList& L, const std::string& name, Activation act) {
+  OpCase& c = L.add(name, "activation");
+  c.inputs = {random_tensor({3, 5, 67}, L.seed(), -6.f, 6.f)};
+  c.run = [act](Backend& be, const Inputs& d, const Inputs&) { return be.activation(d[0], act); };
+  c.reference = [act](const Inputs& h) { return ref::activation(h[0], act); };
+}
+
+void add_layout_and_elementwise(CaseList& L) {
+  {
+    OpCase& c = L.add("geglu_2x9x2x40", "geglu");
+    c.inputs = {random_tensor({2, 9, 80}, L.seed(), -4.f, 4.f)};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.geglu(d[0]); };
+    c.reference = [](const Inputs& h) { return ref::geglu(h[0]); };
+  }
+  {
+    OpCase& c = L.add("add_2x5x7x3", "add");
+    c.inputs = {random_tensor({2, 5, 7, 3}, L.seed()), random_tensor({2, 5, 7, 3}, L.seed())};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.add(d[0], d[1]); };
+    c.reference = [](const Inputs& h) { return ref::add(h[0], h[1]); };
+  }
+  {
+    OpCase& c = L.add("mul_3x1001", "mul");
+    c.inputs = {random_tensor({3, 1001}, L.seed()), random_tensor({3, 1001}, L.seed())};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.mul(d[0], d[1]); };
+    c.reference = [](const Inputs& h) { return ref::mul(h[0], h[1]); };
+  }
+  {
+    OpCase& c = L.add("scale_4x333", "scale");
+    c.inputs = {random_tensor({4, 333}, L.seed())};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.scale(d[0], 0.18215f); };
+    c.reference = [](const Inputs& h) { return ref::scale(h[0], 0.18215f); };
+  }
+  {
+    OpCase& c = L.add("add_per_channel_nhwc_2x4x5x6", "add_per_channel");
+    c.inputs = {random_tensor({2, 4, 5, 6}, L.seed()), random_tensor({2, 6}, L.seed())};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.add_per_channel(d[0], d[1]); };
+    c.reference = [](const Inputs& h) { return ref::add_per_channel(h[0], h[1]); };
+  }
+  {
+    OpCase& c = L.add("add_per_channel_seq_3x7x320", "add_per_channel");
+    c.inputs = {random_tensor({3, 7, 320}, L.seed()), random_tensor({3, 320}, L.seed())};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.add_per_channel(d[0], d[1]); };
+    c.reference = [](const Inputs& h) { return ref::add_per_channel(h[0], h[1]); };
+  }
+  for (int n : {1, 2, 4}) {
+    // coeffs [B, n] differ per sample; the last input is the host coefficient tensor.
+    OpCase& c = L.add("lincomb_n" + std::to_string(n) + "_3x4x5x4", "lincomb");
+    for (int i = 0; i < n; ++i) c.inputs.push_back(random_tensor({3, 4, 5, 4}, L.seed()));
+    c.inputs.push_back(random_tensor({3, n}, L.seed(), -2.f, 2.f));
+    c.run = [n](Backend& be, const Inputs& d, const Inputs& h) {
+      return be.lincomb(Inputs(d.begin(), d.begin() + n), h[static_cast<size_t>(n)]);
+    };
+    c.reference = [n](const Inputs& h) { return ref::lincomb(Inputs(h.begin(), h.begin() + n), h[static_cast<size_t>(n)]); };
+  }
+  {
+    OpCase& c = L.add("upsample_nearest2x_2x3x5x7", "upsample_nearest2x");
+    c.inputs = {random_tensor({2, 3, 5, 7}, L.seed())};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.upsample_nearest2x(d[0]); };
+    c.reference = [](const Inputs& h) { return ref::upsample_nearest2x(h[0]); };
+  }
+  {
+    OpCase& c = L.add("concat_channels_2x3x4x5_7", "concat_channels");
+    c.inputs = {random_tensor({2, 3, 4, 5}, L.seed()), random_tensor({2, 3, 4, 7}, L.seed())};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.concat_channels(d[0], d[1]); };
+    c.reference = [](const Inputs& h) { return ref::concat_channels(h[0], h[1]); };
+  }
+  {
+    OpCase& c = L.add("embedding_2x7_from_50x16", "embedding");
+    Tensor ids = Tensor::empty_host({2, 7}, DType::kI32);
+    std::mt19937 gen(L.seed());
+    for (int64_t i = 0; i < ids.numel(); ++i) ids.i32()[i] = static_cast<int32_t>(gen() % 50);
+    ids.i32()[0] = 0;
+    ids.i32()[1] = 49;
+    c.inputs = {ids, random_tensor({50, 16}, L.seed())};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.embedding(d[0], d[1]); };
+    c.reference = [](const Inputs& h) { return ref::embedding(h[0], h[1]); };
+  }
+  {
+    OpCase& c = L.add("concat_rows_2_1_3_of_3x4", "concat_rows");
+    c.inputs = {random_tensor({2, 3, 4}, L.seed()), random_tensor({1, 3, 4}, L.seed()), random_tensor({3, 3, 4}, L.seed())};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.concat_rows(d); };
+    c.reference = [](const Inputs& h) { return ref::concat_rows(h); };
+  }
+}
+
+}  // namespace
+
+std::vector<OpCase> all_op_cases() {
+  CaseList L;
+  add_linear(L, "linear_2x7x33_to_17_bias", {2, 7, 33}, 17, true);
+  add_linear(L, "linear_3x64_to_48_nobias", {3, 64}, 48, false);
+  add_linear(L, "linear_2x77x320_to_320_bias", {2, 77, 320}, 320, true);
+  add_linear(L, "linear_1x1x1_to_5_bias", {1, 1}, 5, true);
+
+  add_conv(L, "conv2d_3x3_s1_p1", {2, 9, 11, 5}, 7, 3, 1, 1, true);
+  add_conv(L, "conv2d_3x3_s2_p1_even", {1, 10, 12, 6}, 4, 3, 2, 1, true);
+  add_conv(L, "conv2d_3x3_s2_p1_odd", {2, 9, 13, 3}, 5, 3, 2, 1, true);
+  add_conv(L, "conv2d_3x3_s1_p0", {1, 8, 7, 4}, 6, 3, 1, 0, true);
+  add_conv(L, "conv2d_1x1", {2, 5, 7, 12}, 9, 1, 1, 0, true);
+  add_conv(L, "conv2d_1x1_nobias", {1, 6, 6, 8}, 3, 1, 1, 0, false);
+  add_conv(L, "conv2d_3x3_nobias", {1, 5, 5, 3}, 2, 3, 1, 1, false);
+  add_conv(L, "conv2d_3x3_s1_p1_64x64x64", {1, 64, 64, 64}, 64, 3, 1, 1, true);  // big enough to chunk rows
+  add_conv(L, "conv2d_3x3_s1_p1_vae_in", {1, 16, 16, 4}, 32, 3, 1, 1, true);
+
+  add_group_norm(L, "group_norm_2x6x5x32_g8", {2, 6, 5, 32}, 8, false, 0.f);
+  add_group_norm(L, "group_norm_2x6x5x32_g8_silu", {2, 6, 5, 32}, 8, true, 0.f);
+  add_group_norm(L, "group_norm_seq_2x17x24_g4", {2, 17, 24}, 4, false, 0.f);
+  add_group_norm(L, "group_norm_offset100_1x8x8x64_g32_silu", {1, 8, 8, 64}, 32, true, 100.f);
+  add_group_norm(L, "group_norm_1x16x16x320_g32", {1, 16, 16, 320}, 32, false, 0.5f);
+
+  add_layer_norm(L, "layer_norm_2x7x40", {2, 7, 40}, 0.f);
+  add_layer_norm(L, "layer_norm_3x768_offset10", {3, 768}, 10.f);
+  {
+    OpCase& c = L.add("softmax_3x5x77", "softmax");
+    c.inputs = {random_tensor({3, 5, 77}, L.seed(), -5.f, 5.f)};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.softmax(d[0]); };
+    c.reference = [](const Inputs& h) { return ref::softmax(h[0]); };
+  }
+  {
+    OpCase& c = L.add("softmax_large_values_2x33", "softmax");
+    c.inputs = {random_tensor({2, 33}, L.seed(), 80.f, 120.f)};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.softmax(d[0]); };
+    c.reference = [](const Inputs& h) { return ref::softmax(h[0]); };
+  }
+
+  add_attention(L, "attention_self_b2_l33_h2_d8", 2, 33, 33, 2, 8, false);
+  add_attention(L, "attention_self_b1_l100_h1_d64", 1, 100, 100, 1, 64, false);
+  add_attention(L, "attention_self_b2_l64_h8_d40", 2, 64, 64, 8, 40, false);
+  add_attention(L, "attention_cross_b2_l40_lk77_h3_d40", 2, 40, 77, 3, 40, false);
+  add_attention(L, "attention_cross_b1_l256_lk77_h8_d64", 1, 256, 77, 8, 64, false);
+  add_attention(L, "attention_causal_b2_l77_h2_d64", 2, 77, 77, 2, 64, true);
+  add_attention(L, "attention_causal_b1_l17_h3_d8", 1, 17, 17, 3, 8, true);
+  add_attention(L, "attention_causal_b1_l1100_h1_d8_blocked", 1, 1100, 1100, 1, 8, true);  // several query blocks
+  add_attention(L, "attention_self_b1_l4096_h2_d8", 1, 4096, 4096, 2, 8, false);  // SD 512x512 sequence length
+
+  add_activation(L, "activation_silu", Activation::kSiLU);
+  add_activation(L, "activation_gelu_erf", Activation::kGELU);
+  add_activation(L, "activation_gelu_tanh", Activation::kGELUTanh);
+  add_activation(L, "activation_quick_gelu", Activation::kQuickGELU);
+  add_layout_and_elementwise(L);
+  return L.take();
+}
+
+}  // namespace sd::testing

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <set>
 
 #include "backend/cpu/cpu_backend.h"
@@ -27,6 +28,7 @@ class CpuOpParity : public ::testing::TestWithParam<size_t> {
 TEST_P(CpuOpParity, MatchesNaiveReference) {
   const OpCase& c = cases()[GetParam()];
   const OpResult r = run_case(c, backend());
+  std::printf("  %-45s %s\n", c.name.c_str(), r.summary().c_str());
   ASSERT_TRUE(r.shape_ok) << c.name << ": " << r.summary();
   EXPECT_LE(r.rel_l2, c.rel_tol_f32) << c.name << ": " << r.summary();
   EXPECT_TRUE(std::isfinite(r.max_abs)) << c.name;

@@ -28,16 +28,18 @@ SD_CPU_KERNEL void add_channel_sqdev(const float* x, int64_t rows, int64_t C, co
     }
 }
 
-// y[r, c] = x[r, c] * a[c] + b[c], optionally followed by SiLU.
-SD_CPU_KERNEL void affine_rows(const float* x, float* y, int64_t rows, int64_t C, const float* a, const float* b,
-                               bool apply_silu) {
+// y[r, c] = (x[r, c] - m[c] - m_lo[c]) * a[c] + b[c], optionally followed by SiLU. The mean
+// is subtracted first, in two f32 parts (m + m_lo = the f64 mean), to keep full precision for
+// inputs far from zero.
+SD_CPU_KERNEL void affine_rows(const float* x, float* y, int64_t rows, int64_t C, const float* m, const float* m_lo,
+                               const float* a, const float* b, bool apply_silu) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * C;
     float* yr = y + r * C;
     if (apply_silu) {
-      for (int64_t c = 0; c < C; ++c) yr[c] = silu(xr[c] * a[c] + b[c]);
+      for (int64_t c = 0; c < C; ++c) yr[c] = silu(((xr[c] - m[c]) - m_lo[c]) * a[c] + b[c]);
     } else {
-      for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * a[c] + b[c];
+      for (int64_t c = 0; c < C; ++c) yr[c] = ((xr[c] - m[c]) - m_lo[c]) * a[c] + b[c];
     }
   }
 }
@@ -118,7 +120,8 @@ Tensor group_norm(CpuContext& ctx, const Tensor& x, const Tensor& gamma, const T
   const int threads = ctx.threads();
   std::vector<double> partial(static_cast<size_t>(threads * C));  // [threads, C] per-chunk accumulators
   std::vector<double> channel_total(static_cast<size_t>(C)), group_mean_per_channel(static_cast<size_t>(C));
-  std::vector<float> a(static_cast<size_t>(C)), b(static_cast<size_t>(C));
+  // Per-channel mean (high and low f32 parts) and scale gamma / std.
+  std::vector<float> m(static_cast<size_t>(C)), m_lo(static_cast<size_t>(C)), a(static_cast<size_t>(C));
   const int64_t min_rows = std::max<int64_t>(1, 8192 / C);
 
   // Runs `accumulate(x_rows, rows, acc)` over the positions of sample `s` split across
@@ -155,15 +158,15 @@ Tensor group_norm(CpuContext& ctx, const Tensor& x, const Tensor& gamma, const T
       for (int64_t c = g * cg; c < (g + 1) * cg; ++c) sq += channel_total[static_cast<size_t>(c)];
       const double inv_std = 1.0 / std::sqrt(sq / count + static_cast<double>(eps));
       for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
-        const double scale = inv_std * gamma.f32()[c];
-        a[static_cast<size_t>(c)] = static_cast<float>(scale);
-        b[static_cast<size_t>(c)] =
-            static_cast<float>(beta.f32()[c] - group_mean_per_channel[static_cast<size_t>(c)] * scale);
+        const double mean = group_mean_per_channel[static_cast<size_t>(c)];
+        m[static_cast<size_t>(c)] = static_cast<float>(mean);
+        m_lo[static_cast<size_t>(c)] = static_cast<float>(mean - static_cast<double>(m[static_cast<size_t>(c)]));
+        a[static_cast<size_t>(c)] = static_cast<float>(inv_std * gamma.f32()[c]);
       }
     }
     float* ys = y.f32() + s * P * C;
     parallel_chunks(ctx, P, min_rows, [&](int64_t r0, int64_t r1) {
-      affine_rows(xs + r0 * C, ys + r0 * C, r1 - r0, C, a.data(), b.data(), apply_silu);
+      affine_rows(xs + r0 * C, ys + r0 * C, r1 - r0, C, m.data(), m_lo.data(), a.data(), beta.f32(), apply_silu);
     });
   }
   return y;

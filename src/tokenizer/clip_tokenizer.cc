@@ -48,12 +48,12 @@ StatusOr<std::shared_ptr<ClipTokenizer>> ClipTokenizer::from_memory(std::string_
   tok->bos_id_ = tok->bpe_->token_id(kBosToken);
   tok->eos_id_ = tok->bpe_->token_id(kEosToken);
   tok->pad_id_ = tok->bpe_->token_id(pad_token);
-  for (const auto& [token, id] : {std::pair<std::string, int>{kBosToken, tok->bos_id_}, {kEosToken, tok->eos_id_},
-                                  {pad_token, tok->pad_id_}}) {
-    if (id < 0) return DataLoss(vocab_name + ": missing special token '" + token + "'");
+  for (const auto& special : {std::pair<std::string, int>{kBosToken, tok->bos_id_}, {kEosToken, tok->eos_id_},
+                               {pad_token, tok->pad_id_}}) {
+    if (special.second < 0) return DataLoss(vocab_name + ": missing special token '" + special.first + "'");
     const bool seen = std::any_of(tok->special_tokens_.begin(), tok->special_tokens_.end(),
-                                  [&](const auto& s) { return s.first == token; });
-    if (!seen) tok->special_tokens_.emplace_back(token, id);
+                                  [&](const auto& s) { return s.first == special.first; });
+    if (!seen) tok->special_tokens_.push_back(special);
   }
   // Longest first, so that the first match at a position is the longest one.
   std::stable_sort(tok->special_tokens_.begin(), tok->special_tokens_.end(),

@@ -3,6 +3,7 @@
 // All CUDA code lives in this folder.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 
 #include "backend/backend.h"
@@ -10,7 +11,19 @@
 namespace sd::cuda {
 
 bool built();
-int device_count();  // 0 when not built or no driver/device
+int device_count();  // 0 when not built or no driver/device (never fails)
+// Compute dtype from SDSERVE_CUDA_DTYPE ("f16", the default, or "bf16").
 StatusOr<std::unique_ptr<Backend>> make_backend(int device_index);
+StatusOr<std::unique_ptr<Backend>> make_backend(int device_index, DType compute_dtype);
+
+// Counters of a CUDA backend's caching allocator (all zero for any other backend).
+struct AllocatorStats {
+  size_t in_use = 0;          // bytes held by live tensors
+  size_t peak = 0;            // peak of in_use since reset_memory_peak()
+  size_t reserved = 0;        // bytes obtained from the driver (in use + cached)
+  size_t device_mallocs = 0;  // cudaMalloc calls so far
+  size_t cache_hits = 0;      // allocations served from the cache
+};
+AllocatorStats allocator_stats(const Backend& backend);
 
 }  // namespace sd::cuda

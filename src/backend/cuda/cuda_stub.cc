@@ -1,6 +1,6 @@
-// Stand-in for the CUDA backend when sdserve is built without CUDA (SDSERVE_CUDA=OFF or
-// no nvcc): reports that CUDA is absent, so `--device cuda` fails with a clear message.
-// The real backend replaces this file when CUDA is enabled.
+// Stand-in for the CUDA backend when sdserve is built without CUDA (SDSERVE_CUDA=OFF, no
+// nvcc or no cuDNN): reports that CUDA is absent, so `--device cuda` fails with a clear
+// message. The real backend replaces this file when CUDA is enabled.
 #include "backend/cuda/cuda_backend.h"
 
 namespace sd::cuda {
@@ -10,5 +10,9 @@ int device_count() { return 0; }
 StatusOr<std::unique_ptr<Backend>> make_backend(int) {
   return Unimplemented("this sdserve was built without the CUDA backend");
 }
+StatusOr<std::unique_ptr<Backend>> make_backend(int, DType) {
+  return Unimplemented("this sdserve was built without the CUDA backend");
+}
+AllocatorStats allocator_stats(const Backend&) { return {}; }
 
 }  // namespace sd::cuda

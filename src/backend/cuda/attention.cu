@@ -1,0 +1,242 @@
+// Fused attention (flash-attention style): per (batch, head, 64-query tile) the kernel
+// streams 64-key tiles of K and V through shared memory, computes S = Q K^T on tensor cores
+// (WMMA, f32 accumulate), keeps an online softmax in f32 and accumulates O = P V; the
+// [Lq, Lk] score matrix never reaches device memory. Head dims up to 256, causal mask.
+#include <mma.h>
+
+#include <cmath>
+#include <string>
+
+#include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_types.cuh"
+
+namespace sd::cuda {
+
+namespace {
+
+using namespace nvcuda;
+
+constexpr int kBM = 64;        // query rows per block (16 per warp)
+constexpr int kBN = 64;        // keys per tile
+constexpr int kThreads = 128;  // 4 warps
+constexpr int kLdS = kBN + 4;  // f32 score row stride (P is written in place as halves)
+
+template <int DP>
+struct AttnSmem {
+  static constexpr int kLdH = DP + 8;  // K/V row stride (halves); 16-byte rows, no bank aliasing
+  static constexpr int kLdO = DP + 4;  // f32 output row stride
+  static constexpr size_t kKV = size_t{kBN} * kLdH * 2;      // bytes of one K or V tile
+  static constexpr size_t kS = size_t{kBM} * kLdS * 4;       // scores / probabilities
+  static constexpr size_t kO = size_t{kBM} * kLdO * 4;       // output accumulator
+  static constexpr size_t kBytes = 2 * kKV + kS + kO + 2 * kBM * 4;
+};
+
+// rows [0, 64) x cols [0, DP) of a tile from global rows `src` (row stride `stride`),
+// zero-filled past `valid_rows` and past the head dim `d`. dst row stride kLdH.
+template <typename T, int DP>
+__device__ void load_tile(T* __restrict__ dst, const T* __restrict__ src, int64_t stride, int valid_rows, int d,
+                          bool vec) {
+  constexpr int kLdH = AttnSmem<DP>::kLdH;
+  if (vec) {  // d % 8 == 0 and 16-byte aligned rows
+    constexpr int kChunks = DP / 8;
+    for (int idx = threadIdx.x; idx < kBN * kChunks; idx += kThreads) {
+      const int r = idx / kChunks, c = (idx % kChunks) * 8;
+      uint4 val = make_uint4(0, 0, 0, 0);
+      if (r < valid_rows && c < d) val = *reinterpret_cast<const uint4*>(src + r * stride + c);
+      *reinterpret_cast<uint4*>(dst + r * kLdH + c) = val;
+    }
+  } else {
+    for (int idx = threadIdx.x; idx < kBN * DP; idx += kThreads) {
+      const int r = idx / DP, c = idx % DP;
+      dst[r * kLdH + c] = (r < valid_rows && c < d) ? src[r * stride + c] : from_f32<T>(0.f);
+    }
+  }
+}
+
+// q [B, Lq, H*D], k/v [B, Lk, H*D] -> o [B, Lq, H*D]. Grid (ceil(Lq/64), H, B).
+template <typename T, int DP>
+__global__ void __launch_bounds__(kThreads) flash_attention_kernel(const T* __restrict__ q, const T* __restrict__ k,
+                                                                   const T* __restrict__ v, T* __restrict__ o,
+                                                                   int lq, int lk, int heads, int d,
+                                                                   float scale_log2, bool causal, bool vec) {
+  using S = AttnSmem<DP>;
+  constexpr int kLdH = S::kLdH, kLdO = S::kLdO, kDF = DP / 16;
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* ks = reinterpret_cast<T*>(smem);
+  T* vs = reinterpret_cast<T*>(smem + S::kKV);
+  float* ss = reinterpret_cast<float*>(smem + 2 * S::kKV);
+  T* ps = reinterpret_cast<T*>(ss);  // probabilities overwrite their scores, row stride 2*kLdS halves
+  float* os = reinterpret_cast<float*>(smem + 2 * S::kKV + S::kS);
+  float* row_m = os + kBM * kLdO;
+  float* row_l = row_m + kBM;
+
+  const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kBM;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row_stride = int64_t{heads} * d;
+  const T* qb = q + (int64_t{b} * lq + q0) * row_stride + int64_t{h} * d;
+  const T* kb = k + int64_t{b} * lk * row_stride + int64_t{h} * d;
+  const T* vb = v + int64_t{b} * lk * row_stride + int64_t{h} * d;
+
+  // Q tile -> (staged through the K buffer) -> this warp's A fragments, kept in registers.
+  load_tile<T, DP>(ks, qb, row_stride, min(kBM, lq - q0), d, vec);
+  for (int i = threadIdx.x; i < kBM * kLdO; i += kThreads) os[i] = 0.f;
+  if (threadIdx.x < kBM) {
+    row_m[threadIdx.x] = -INFINITY;
+    row_l[threadIdx.x] = 0.f;
+  }
+  __syncthreads();
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> qf[kDF];
+#pragma unroll
+  for (int f = 0; f < kDF; ++f) wmma::load_matrix_sync(qf[f], ks + warp * 16 * kLdH + f * 16, kLdH);
+
+  const int kv_end = causal ? min(lk, q0 + kBM) : lk;
+  const int r = warp * 16 + lane / 2;  // the row this lane pair runs the softmax for
+  const int half = lane % 2;            // which 32 of the tile's 64 columns
+  const int qi = q0 + r;
+  float* srow = ss + r * kLdS;
+  T* prow = ps + r * 2 * kLdS;
+  float* orow = os + r * kLdO;
+
+  for (int kv0 = 0; kv0 < kv_end; kv0 += kBN) {
+    __syncthreads();  // everyone is done with the previous K/V tile (and with Q staging)
+    load_tile<T, DP>(ks, kb + int64_t{kv0} * row_stride, row_stride, min(kBN, lk - kv0), d, vec);
+    load_tile<T, DP>(vs, vb + int64_t{kv0} * row_stride, row_stride, min(kBN, lk - kv0), d, vec);
+    __syncthreads();
+
+    // S[16 rows of this warp, 64] = Q K^T
+#pragma unroll
+    for (int nf = 0; nf < kBN / 16; ++nf) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+      for (int f = 0; f < kDF; ++f) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> kf;
+        wmma::load_matrix_sync(kf, ks + nf * 16 * kLdH + f * 16, kLdH);
+        wmma::mma_sync(acc, qf[f], kf, acc);
+      }
+      wmma::store_matrix_sync(ss + warp * 16 * kLdS + nf * 16, acc, kLdS, wmma::mem_row_major);
+    }
+    __syncwarp();
+
+    // Online softmax for row r, columns [half*32, half*32+32), in registers.
+    float sv[32];
+    float mx = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < 32; ++c) {
+      const int j = kv0 + half * 32 + c;
+      const bool ok = j < lk && (!causal || j <= qi);
+      sv[c] = ok ? srow[half * 32 + c] * scale_log2 : -INFINITY;
+      mx = fmaxf(mx, sv[c]);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    const float m_old = row_m[r];
+    const float m_new = fmaxf(m_old, mx);
+    const float alpha = m_old == -INFINITY ? 0.f : exp2f(m_old - m_new);
+    __syncwarp();  // all lanes hold their scores before probabilities overwrite them
+    float sum = 0.f;
+#pragma unroll
+    for (int c = 0; c < 32; ++c) {
+      const T p = from_f32<T>(m_new == -INFINITY ? 0.f : exp2f(sv[c] - m_new));
+      prow[half * 32 + c] = p;
+      sum += to_f32(p);
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    for (int c = half; c < DP; c += 2) orow[c] *= alpha;
+    __syncwarp();
+    if (half == 0) {
+      row_m[r] = m_new;
+      row_l[r] = row_l[r] * alpha + sum;
+    }
+
+    // O[16 rows, DP] += P V
+#pragma unroll
+    for (int f = 0; f < kDF; ++f) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::load_matrix_sync(acc, os + warp * 16 * kLdO + f * 16, kLdO, wmma::mem_row_major);
+#pragma unroll
+      for (int kk = 0; kk < kBN / 16; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> pf;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> vf;
+        wmma::load_matrix_sync(pf, ps + warp * 16 * 2 * kLdS + kk * 16, 2 * kLdS);
+        wmma::load_matrix_sync(vf, vs + kk * 16 * kLdH + f * 16, kLdH);
+        wmma::mma_sync(acc, pf, vf, acc);
+      }
+      wmma::store_matrix_sync(os + warp * 16 * kLdO + f * 16, acc, kLdO, wmma::mem_row_major);
+    }
+    __syncwarp();
+  }
+
+  // This warp's 16 rows: O / l.
+  for (int idx = lane; idx < 16 * d; idx += 32) {
+    const int rr = warp * 16 + idx / d, c = idx % d;
+    if (q0 + rr < lq) {
+      const float l = row_l[rr];
+      o[(int64_t{b} * lq + q0 + rr) * row_stride + int64_t{h} * d + c] =
+          from_f32<T>(l > 0.f ? os[rr * kLdO + c] / l : 0.f);
+    }
+  }
+}
+
+template <typename T, int DP>
+void launch_attention(const T* q, const T* k, const T* v, T* o, int batch, int lq, int lk, int heads, int d,
+                      bool causal, bool vec, cudaStream_t stream) {
+  constexpr size_t bytes = AttnSmem<DP>::kBytes;
+  // Cheap host-side call; made every time so every device (and thread) is covered.
+  SD_CUDA_CHECK(cudaFuncSetAttribute(flash_attention_kernel<T, DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(bytes)));
+  const float scale_log2 = 1.4426950408889634f / std::sqrt(static_cast<float>(d));
+  const dim3 grid(static_cast<unsigned>((lq + kBM - 1) / kBM), static_cast<unsigned>(heads),
+                  static_cast<unsigned>(batch));
+  flash_attention_kernel<T, DP><<<grid, kThreads, bytes, stream>>>(q, k, v, o, lq, lk, heads, d, scale_log2, causal,
+                                                                   vec);
+  SD_CUDA_LAUNCH_CHECK();
+}
+
+template <typename T>
+void dispatch_head_dim(const T* q, const T* k, const T* v, T* o, int batch, int lq, int lk, int heads, int d,
+                       bool causal, bool vec, cudaStream_t stream) {
+  const auto go = [&](auto dp) {
+    launch_attention<T, decltype(dp)::value>(q, k, v, o, batch, lq, lk, heads, d, causal, vec, stream);
+  };
+  if (d <= 16) go(std::integral_constant<int, 16>{});
+  else if (d <= 32) go(std::integral_constant<int, 32>{});
+  else if (d <= 48) go(std::integral_constant<int, 48>{});
+  else if (d <= 64) go(std::integral_constant<int, 64>{});
+  else if (d <= 80) go(std::integral_constant<int, 80>{});
+  else if (d <= 96) go(std::integral_constant<int, 96>{});
+  else if (d <= 128) go(std::integral_constant<int, 128>{});
+  else if (d <= 160) go(std::integral_constant<int, 160>{});
+  else go(std::integral_constant<int, 256>{});
+}
+
+}  // namespace
+
+Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
+  check_on_device(q, "attention");
+  check_on_device(k, "attention");
+  check_on_device(v, "attention");
+  SD_ASSERT(q.ndim() == 3 && k.ndim() == 3 && v.shape() == k.shape() && q.dim(0) == k.dim(0) &&
+                q.dim(2) == k.dim(2) && heads > 0 && q.dim(2) % heads == 0,
+            "attention: q " + q.describe() + " k " + k.describe() + " v " + v.describe() + " heads " +
+                std::to_string(heads));
+  SD_ASSERT(q.dtype() == k.dtype() && q.dtype() == v.dtype(), "attention: mixed dtypes");
+  const int64_t batch = q.dim(0), lq = q.dim(1), lk = k.dim(1), d = q.dim(2) / heads;
+  SD_ASSERT(d >= 1 && d <= 256, "attention: head dim " + std::to_string(d) + " (supported: 1..256)");
+  SD_ASSERT(batch <= 65535 && heads <= 65535 && lq < (int64_t{1} << 30) && lk < (int64_t{1} << 30),
+            "attention: sizes too large: " + q.describe());
+  Tensor out = empty(q.shape(), q.dtype());
+  if (out.numel() == 0) return out;
+  SD_ASSERT(lk > 0, "attention with no keys");
+  const auto a16 = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; };
+  const bool vec = d % 8 == 0 && a16(q.raw()) && a16(k.raw()) && a16(v.raw());
+  dispatch_half(q.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    dispatch_head_dim<T>(q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), static_cast<int>(batch),
+                         static_cast<int>(lq), static_cast<int>(lk), heads, static_cast<int>(d), causal, vec,
+                         stream_);
+  });
+  return out;
+}
+
+}  // namespace sd::cuda

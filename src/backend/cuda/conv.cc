@@ -1,0 +1,143 @@
+// conv2d() through cuDNN's convolution API with NHWC descriptors: x [B,H,W,Cin] and
+// w [Cout,k,k,Cin] (OHWI = cuDNN's NHWC filter format) in the compute dtype, f32
+// accumulation, tensor-op math; the bias is added by a small kernel afterwards.
+#include "backend/cuda/conv.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/cuda_check.h"
+
+namespace sd::cuda {
+
+namespace {
+
+constexpr size_t kMaxConvWorkspace = size_t{512} << 20;
+
+std::string conv_key_str(const ConvKey& k) {
+  return "conv2d x[" + std::to_string(k.b) + "," + std::to_string(k.h) + "," + std::to_string(k.w) + "," +
+         std::to_string(k.cin) + "] w[" + std::to_string(k.cout) + "," + std::to_string(k.kernel) + "," +
+         std::to_string(k.kernel) + "," + std::to_string(k.cin) + "] stride " + std::to_string(k.stride) + " pad " +
+         std::to_string(k.padding) + " " + dtype_name(k.dtype);
+}
+
+bool use_find() {
+  const char* env = std::getenv("SDSERVE_CUDNN_FIND");
+  return env && env[0] == '1';
+}
+
+}  // namespace
+
+namespace {
+void destroy_plan(ConvPlan& plan) {
+  if (plan.x) cudnnDestroyTensorDescriptor(plan.x);
+  if (plan.y) cudnnDestroyTensorDescriptor(plan.y);
+  if (plan.w) cudnnDestroyFilterDescriptor(plan.w);
+  if (plan.conv) cudnnDestroyConvolutionDescriptor(plan.conv);
+  plan = ConvPlan{};
+}
+}  // namespace
+
+ConvPlans::~ConvPlans() {
+  for (auto& [key, plan] : plans_) destroy_plan(plan);
+}
+
+ConvPlan& ConvPlans::get(cudnnHandle_t handle, const ConvKey& key) {
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return it->second;
+  ConvPlan plan;
+  try {
+    build(handle, key, plan);
+  } catch (...) {
+    destroy_plan(plan);
+    throw;
+  }
+  return plans_.emplace(key, plan).first->second;
+}
+
+void ConvPlans::build(cudnnHandle_t handle, const ConvKey& key, ConvPlan& plan) {
+  const cudnnDataType_t dt = cudnn_data_type(key.dtype);
+  const auto i32 = [](int64_t v) { return static_cast<int>(v); };
+  SD_CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan.x));
+  SD_CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan.y));
+  SD_CUDNN_CHECK(cudnnCreateFilterDescriptor(&plan.w));
+  SD_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&plan.conv));
+  SD_CUDNN_CHECK(
+      cudnnSetTensor4dDescriptor(plan.x, CUDNN_TENSOR_NHWC, dt, i32(key.b), i32(key.cin), i32(key.h), i32(key.w)));
+  SD_CUDNN_CHECK(cudnnSetFilter4dDescriptor(plan.w, dt, CUDNN_TENSOR_NHWC, i32(key.cout), i32(key.cin),
+                                            i32(key.kernel), i32(key.kernel)));
+  SD_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(plan.conv, key.padding, key.padding, key.stride, key.stride, 1, 1,
+                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  SD_CUDNN_CHECK(cudnnSetConvolutionMathType(
+      plan.conv, key.dtype == DType::kF32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
+  int n = 0, c = 0, h = 0, w = 0;
+  SD_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(plan.conv, plan.x, plan.w, &n, &c, &h, &w));
+  SD_ASSERT(n == key.b && c == key.cout && h > 0 && w > 0, "conv2d output shape for " + conv_key_str(key));
+  plan.ho = h;
+  plan.wo = w;
+  SD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan.y, CUDNN_TENSOR_NHWC, dt, n, c, h, w));
+
+  cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+  int returned = 0;
+  if (use_find()) {
+    SD_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(handle, plan.x, plan.w, plan.conv, plan.y,
+                                                        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf));
+  } else {
+    SD_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, plan.x, plan.w, plan.conv, plan.y,
+                                                          CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf));
+  }
+  for (int i = 0; i < returned; ++i) {
+    if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+    size_t ws = 0;
+    if (cudnnGetConvolutionForwardWorkspaceSize(handle, plan.x, plan.w, plan.conv, plan.y, perf[i].algo, &ws) !=
+        CUDNN_STATUS_SUCCESS) {
+      continue;
+    }
+    if (ws > kMaxConvWorkspace) continue;
+    plan.algos[plan.n_algos] = perf[i].algo;
+    plan.workspace[plan.n_algos] = ws;
+    ++plan.n_algos;
+  }
+  if (plan.n_algos == 0) throw Error(Internal("cuDNN has no forward algorithm for " + conv_key_str(key)));
+}
+
+Tensor CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding) {
+  check_on_device(x, "conv2d");
+  check_on_device(w, "conv2d");
+  SD_ASSERT(x.ndim() == 4 && w.ndim() == 4 && w.dim(1) == w.dim(2) && w.dim(3) == x.dim(3),
+            "conv2d: x " + x.describe() + " w " + w.describe());
+  SD_ASSERT(x.dtype() == w.dtype(), "conv2d: dtype of x " + x.describe() + " and w " + w.describe());
+  SD_ASSERT(stride >= 1 && padding >= 0, "conv2d: stride/padding");
+  const ConvKey key{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1), stride, padding, x.dtype()};
+  activate();
+  ConvPlan& plan = conv_->get(dnn_, key);
+  Tensor y = empty({key.b, plan.ho, plan.wo, key.cout}, x.dtype());
+  const float alpha = 1.f, beta = 0.f;
+  // The first call of a shape may find that the preferred algorithm does not run for these
+  // operands; fall back down the list and remember the first that works.
+  const int first = plan.chosen >= 0 ? plan.chosen : 0;
+  cudnnStatus_t last = CUDNN_STATUS_SUCCESS;
+  for (int i = first; i < plan.n_algos; ++i) {
+    Tensor ws;
+    if (plan.workspace[i]) ws = empty({static_cast<int64_t>(plan.workspace[i])}, DType::kU8);
+    last = cudnnConvolutionForward(dnn_, &alpha, plan.x, x.raw(), plan.w, w.raw(), plan.conv, plan.algos[i],
+                                   ws.defined() ? ws.raw() : nullptr, plan.workspace[i], &beta, plan.y, y.raw());
+    if (last == CUDNN_STATUS_SUCCESS) {
+      plan.chosen = i;
+      break;
+    }
+    if (plan.chosen >= 0) break;  // a known-good algorithm failed: report it
+  }
+  if (last != CUDNN_STATUS_SUCCESS) {
+    const std::string msg = "cuDNN convolution failed for " + conv_key_str(key) + ": " + cudnnGetErrorString(last);
+    throw Error(last == CUDNN_STATUS_ALLOC_FAILED ? ResourceExhausted("out of GPU memory: " + msg) : Internal(msg));
+  }
+  if (bias.defined()) {
+    check_on_device(bias, "conv2d");
+    add_bias_rows(y, bias);
+  }
+  return y;
+}
+
+}  // namespace sd::cuda

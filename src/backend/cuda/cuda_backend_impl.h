@@ -1,0 +1,93 @@
+// The CUDA backend class (private to this folder): one device, one stream, one caching
+// allocator, one cuBLASLt and one cuDNN handle per instance. Ops are defined in one file
+// per family (memory, gemm, conv, norm, attention, elementwise, layout).
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/device_allocator.h"
+
+namespace sd::cuda {
+
+class GemmPlans;  // gemm.cc: cuBLASLt descriptors and algorithms per shape
+class ConvPlans;  // conv.cc: cuDNN descriptors, algorithm and workspace size per shape
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device_index, DType compute_dtype);
+  ~CudaBackend() override;
+
+  Device device() const override { return Device::cuda(device_); }
+  std::string name() const override { return name_; }
+  DType compute_dtype() const override { return dtype_; }
+
+  Tensor empty(const Shape& shape, DType dtype) override;
+  Tensor upload(const Tensor& host, DType dtype) override;
+  using Backend::upload;
+  Tensor download(const Tensor& x) override;
+  void copy(const Tensor& src, const Tensor& dst) override;
+  Status synchronize() override;
+  size_t memory_in_use() const override { return alloc_->counters().in_use; }
+  size_t memory_peak() const override { return alloc_->counters().peak; }
+  void reset_memory_peak() override { alloc_->reset_peak(); }
+
+  Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) override;
+  Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding) override;
+
+  Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
+                    bool silu) override;
+  Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;
+  Tensor softmax(const Tensor& x) override;
+
+  Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override;
+
+  Tensor activation(const Tensor& x, Activation act) override;
+  Tensor geglu(const Tensor& x) override;
+  Tensor add(const Tensor& a, const Tensor& b) override;
+  Tensor mul(const Tensor& a, const Tensor& b) override;
+  Tensor scale(const Tensor& x, float s) override;
+  Tensor add_per_channel(const Tensor& x, const Tensor& v) override;
+  Tensor lincomb(const std::vector<Tensor>& inputs, const Tensor& coeffs) override;
+
+  Tensor upsample_nearest2x(const Tensor& x) override;
+  Tensor concat_channels(const Tensor& a, const Tensor& b) override;
+  Tensor embedding(const Tensor& ids, const Tensor& table) override;
+  Tensor concat_rows(const std::vector<Tensor>& parts) override;
+
+  // ---- internals shared by the op files ----
+  cudaStream_t stream() const { return stream_; }
+  DeviceAllocator& allocator() { return *alloc_; }
+  AllocatorCounters allocator_counters() const { return alloc_->counters(); }
+  // Makes this backend's device current for the calling thread.
+  void activate() const;
+  // Adds bias[C] to every row of y [..., C] in place (conv2d epilogue).
+  void add_bias_rows(const Tensor& y, const Tensor& bias);
+  // Asserts that `t` lives on this device.
+  void check_on_device(const Tensor& t, const char* op) const;
+
+ private:
+  int device_;
+  DType dtype_;
+  std::string name_;
+  cudaStream_t stream_ = nullptr;
+  std::shared_ptr<DeviceAllocator> alloc_;
+  cublasLtHandle_t lt_ = nullptr;
+  cudnnHandle_t dnn_ = nullptr;
+  std::unique_ptr<GemmPlans> gemm_;
+  std::unique_ptr<ConvPlans> conv_;
+  void* gemm_workspace_ = nullptr;
+  size_t gemm_workspace_bytes_ = 0;
+};
+
+// cudaDataType / cudnnDataType_t for a float dtype (f32, f16, bf16).
+cudaDataType_t cuda_data_type(DType dtype);
+cudnnDataType_t cudnn_data_type(DType dtype);
+
+}  // namespace sd::cuda

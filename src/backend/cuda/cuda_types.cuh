@@ -1,0 +1,65 @@
+// Device-side helpers shared by the kernels: f32 <-> f16/bf16 conversions through one
+// overloaded pair (to_f32 / from_f32<T>), the dtype -> C++ type dispatch used by every op
+// launcher, and launch-size arithmetic.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "core/status.h"
+#include "tensor/tensor.h"
+
+namespace sd::cuda {
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+__device__ __forceinline__ T from_f32(float x);
+template <>
+__device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// Calls fn(T{}) with T the C++ type of a float dtype (f32, f16, bf16).
+template <typename Fn>
+void dispatch_float(DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::kF32: fn(float{}); return;
+    case DType::kF16: fn(__half{}); return;
+    case DType::kBF16: fn(__nv_bfloat16{}); return;
+    default: SD_ASSERT(false, std::string("CUDA op needs a float tensor, got ") + dtype_name(dtype));
+  }
+}
+
+// Half types only (tensor-core kernels).
+template <typename Fn>
+void dispatch_half(DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::kF16: fn(__half{}); return;
+    case DType::kBF16: fn(__nv_bfloat16{}); return;
+    default: SD_ASSERT(false, std::string("CUDA op needs an f16/bf16 tensor, got ") + dtype_name(dtype));
+  }
+}
+
+inline unsigned grid_for(int64_t n, int block, int64_t max_blocks = 65535LL * 8) {
+  int64_t g = (n + block - 1) / block;
+  if (g < 1) g = 1;
+  if (g > max_blocks) g = max_blocks;
+  return static_cast<unsigned>(g);
+}
+
+__device__ __forceinline__ float silu_f(float x) { return x / (1.f + __expf(-x)); }
+__device__ __forceinline__ float gelu_erf_f(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); }
+__device__ __forceinline__ float gelu_tanh_f(float x) {
+  const float k = 0.7978845608028654f;  // sqrt(2/pi)
+  return 0.5f * x * (1.f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+__device__ __forceinline__ float quick_gelu_f(float x) { return x / (1.f + __expf(-1.702f * x)); }
+
+}  // namespace sd::cuda

@@ -1,0 +1,112 @@
+// linear() through cuBLASLt: y[M, N] = x[M, K] · w[N, K]^T (+ bias[N] as the matmul's
+// epilogue), operands in the compute dtype, f32 accumulation. Row-major tensors are read
+// as column-major matrices: y^T (N x M) = w (N x K, from w^T col-major) · x^T (K x M).
+#include "backend/cuda/gemm.h"
+
+#include <cstdint>
+#include <string>
+
+#include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/cuda_check.h"
+
+namespace sd::cuda {
+
+int pointer_alignment(const void* p) {
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  int a = 256;
+  while (a > 1 && (addr % static_cast<uintptr_t>(a)) != 0) a /= 2;
+  return a;
+}
+
+GemmPlans::~GemmPlans() {
+  for (auto& [key, plan] : plans_) {
+    if (plan.w) cublasLtMatrixLayoutDestroy(plan.w);
+    if (plan.x) cublasLtMatrixLayoutDestroy(plan.x);
+    if (plan.y) cublasLtMatrixLayoutDestroy(plan.y);
+    if (plan.op) cublasLtMatmulDescDestroy(plan.op);
+  }
+}
+
+GemmPlan& GemmPlans::get(cublasLtHandle_t lt, const GemmKey& key, size_t workspace_bytes) {
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return it->second;
+
+  GemmPlan plan;
+  const cudaDataType_t dt = cuda_data_type(key.dtype);
+  SD_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t trans_w = CUBLAS_OP_T, trans_x = CUBLAS_OP_N;
+  SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_w, sizeof(trans_w)));
+  SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_x, sizeof(trans_x)));
+  if (key.bias) {
+    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+    SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &dt, sizeof(dt)));
+  }
+  // Column-major views: w^T is K x N (ld K), x^T is K x M (ld K), y^T is N x M (ld N).
+  const auto k = static_cast<uint64_t>(key.k), n = static_cast<uint64_t>(key.n), m = static_cast<uint64_t>(key.m);
+  SD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.w, dt, k, n, static_cast<int64_t>(k)));
+  SD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.x, dt, k, m, static_cast<int64_t>(k)));
+  SD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.y, dt, n, m, static_cast<int64_t>(n)));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  SD_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint32_t aw = static_cast<uint32_t>(key.align_w), ax = static_cast<uint32_t>(key.align_x),
+                 ay = static_cast<uint32_t>(key.align_y);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
+                                       sizeof(workspace_bytes));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aw, sizeof(aw));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ax, sizeof(ax));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ay, sizeof(ay));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ay, sizeof(ay));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, plan.op, plan.w, plan.x, plan.y, plan.y, pref, 1,
+                                                           &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+    cublasLtMatrixLayoutDestroy(plan.w);
+    cublasLtMatrixLayoutDestroy(plan.x);
+    cublasLtMatrixLayoutDestroy(plan.y);
+    cublasLtMatmulDescDestroy(plan.op);
+    throw Error(Internal("cuBLASLt found no algorithm for linear M=" + std::to_string(key.m) + " N=" +
+                         std::to_string(key.n) + " K=" + std::to_string(key.k) + " " + dtype_name(key.dtype) +
+                         " (status " + cublasLtGetStatusName(st) + ")"));
+  }
+  plan.algo = result.algo;
+  return plans_.emplace(key, plan).first->second;
+}
+
+Tensor CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_on_device(x, "linear");
+  check_on_device(w, "linear");
+  SD_ASSERT(w.ndim() == 2 && x.ndim() >= 1 && x.dim(-1) == w.dim(1),
+            "linear: x " + x.describe() + " w " + w.describe());
+  SD_ASSERT(x.dtype() == w.dtype(), "linear: dtype of x " + x.describe() + " and w " + w.describe());
+  const bool has_bias = bias.defined();
+  if (has_bias) {
+    check_on_device(bias, "linear");
+    SD_ASSERT(bias.numel() == w.dim(0) && bias.dtype() == w.dtype(), "linear: bias " + bias.describe());
+  }
+  const int64_t k = w.dim(1), n = w.dim(0);
+  const int64_t m = k ? x.numel() / k : 0;
+  Shape out_shape = x.shape();
+  out_shape.back() = n;
+  Tensor y = empty(out_shape, x.dtype());
+  if (m == 0 || n == 0) return y;
+  SD_ASSERT(k > 0, "linear with K = 0");
+
+  GemmKey key{m, n, k, x.dtype(), has_bias, pointer_alignment(w.raw()), pointer_alignment(x.raw()),
+              pointer_alignment(y.raw()), has_bias ? pointer_alignment(bias.raw()) : 256};
+  GemmPlan& plan = gemm_->get(lt_, key, gemm_workspace_bytes_);
+  if (has_bias) {
+    const void* bias_ptr = bias.raw();
+    SD_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr)));
+  }
+  const float alpha = 1.f, beta = 0.f;
+  SD_CUBLAS_CHECK(cublasLtMatmul(lt_, plan.op, &alpha, w.raw(), plan.w, x.raw(), plan.x, &beta, y.raw(), plan.y,
+                                 y.raw(), plan.y, &plan.algo, gemm_workspace_, gemm_workspace_bytes_, stream_));
+  return y;
+}
+
+}  // namespace sd::cuda

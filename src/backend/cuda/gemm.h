@@ -1,0 +1,48 @@
+// cuBLASLt plans for linear(): per (M, N, K, dtype, bias, pointer alignments) one matmul
+// descriptor, three matrix layouts and the heuristic's algorithm, built on first use and
+// reused for every later call of that shape.
+#pragma once
+
+#include <cublasLt.h>
+
+#include <cstdint>
+#include <map>
+#include <tuple>
+
+#include "tensor/tensor.h"
+
+namespace sd::cuda {
+
+struct GemmKey {
+  int64_t m, n, k;
+  DType dtype;
+  bool bias;
+  int align_w, align_x, align_y, align_bias;  // bytes, power of two <= 256
+  auto tie() const { return std::tie(m, n, k, dtype, bias, align_w, align_x, align_y, align_bias); }
+  bool operator<(const GemmKey& o) const { return tie() < o.tie(); }
+};
+
+struct GemmPlan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t w = nullptr, x = nullptr, y = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+class GemmPlans {
+ public:
+  GemmPlans() = default;
+  ~GemmPlans();
+  GemmPlans(const GemmPlans&) = delete;
+  GemmPlans& operator=(const GemmPlans&) = delete;
+  // The plan for `key`, created (heuristic query included) on first use.
+  GemmPlan& get(cublasLtHandle_t lt, const GemmKey& key, size_t workspace_bytes);
+  size_t size() const { return plans_.size(); }
+
+ private:
+  std::map<GemmKey, GemmPlan> plans_;
+};
+
+// Largest power of two (<= 256) dividing the address.
+int pointer_alignment(const void* p);
+
+}  // namespace sd::cuda

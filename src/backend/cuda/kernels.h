@@ -1,0 +1,21 @@
+// Host-side launchers of the small CUDA kernels that C++ files (memory ops, conv2d) need;
+// each enqueues on the given stream and throws sd::Error if the launch fails.
+// Pointers are device pointers; `n` counts elements.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "tensor/tensor.h"
+
+namespace sd::cuda {
+
+// dst[i] = (dst dtype) src[i] for float dtypes f32/f16/bf16 in any combination.
+void launch_convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n, cudaStream_t stream);
+
+// y[r, c] += bias[c] for y [rows, C] (in place), same float dtype.
+void launch_add_bias_rows(void* y, const void* bias, DType dtype, int64_t rows, int64_t channels,
+                          cudaStream_t stream);
+
+}  // namespace sd::cuda

@@ -1,0 +1,170 @@
+// Layout ops: NHWC nearest 2x upsample, channel concat, token embedding lookup and row
+// concatenation. Pure data movement, 16-byte vectors where the channel count allows.
+#include <string>
+#include <type_traits>
+
+#include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_types.cuh"
+
+namespace sd::cuda {
+
+namespace {
+
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// [B,H,W,C] -> [B,2H,2W,C]; work unit: one vector of V channels of one output pixel.
+template <typename T, int V>
+__global__ void upsample2x_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t h, int64_t w, int64_t cv,
+                                  int64_t n) {
+  using P = Pack<T, V>;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t c = i % cv;
+    int64_t t = i / cv;
+    const int64_t ox = t % (2 * w);
+    t /= 2 * w;
+    const int64_t oy = t % (2 * h);
+    const int64_t b = t / (2 * h);
+    reinterpret_cast<P*>(y)[i] = reinterpret_cast<const P*>(x)[((b * h + oy / 2) * w + ox / 2) * cv + c];
+  }
+}
+
+// a [R, Ca] ++ b [R, Cb] -> [R, Ca+Cb]; counts in V-element vectors.
+template <typename T, int V>
+__global__ void concat_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y, int64_t ca,
+                              int64_t cb, int64_t n) {
+  using P = Pack<T, V>;
+  const int64_t c = ca + cb;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / c, j = i % c;
+    reinterpret_cast<P*>(y)[i] = j < ca ? reinterpret_cast<const P*>(a)[r * ca + j]
+                                        : reinterpret_cast<const P*>(b)[r * cb + (j - ca)];
+  }
+}
+
+// ids [N], table [V, D] -> [N, D]; an out-of-range id yields a row of NaN (never silent).
+template <typename T>
+__global__ void embedding_kernel(const int32_t* __restrict__ ids, const T* __restrict__ table, T* __restrict__ y,
+                                 int64_t vocab, int64_t dim, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / dim, d = i % dim;
+    const int32_t id = ids[r];
+    y[i] = (id >= 0 && id < vocab) ? table[int64_t{id} * dim + d] : from_f32<T>(__int_as_float(0x7fc00000));
+  }
+}
+
+}  // namespace
+
+Tensor CudaBackend::upsample_nearest2x(const Tensor& x) {
+  check_on_device(x, "upsample_nearest2x");
+  SD_ASSERT(x.ndim() == 4, "upsample_nearest2x: " + x.describe());
+  const int64_t b = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
+  Tensor y = empty({b, 2 * h, 2 * w, c}, x.dtype());
+  if (y.numel() == 0) return y;
+  const size_t es = dtype_size(x.dtype());
+  SD_ASSERT(es == 2 || es == 4, "upsample_nearest2x: " + x.describe());
+  const auto run = [&](auto tag, auto vtag) {
+    using T = decltype(tag);
+    constexpr int V = decltype(vtag)::value;
+    const int64_t n = y.numel() / V;
+    upsample2x_kernel<T, V><<<grid_for(n, 256), 256, 0, stream_>>>(x.data<T>(), y.data<T>(), h, w, c / V, n);
+    SD_CUDA_LAUNCH_CHECK();
+  };
+  // Pure copies: move 2- or 4-byte elements as opaque integers.
+  const bool vec = (c * static_cast<int64_t>(es)) % 16 == 0 && aligned16(x.raw()) && aligned16(y.raw());
+  if (es == 2) {
+    vec ? run(uint16_t{}, std::integral_constant<int, 8>{}) : run(uint16_t{}, std::integral_constant<int, 1>{});
+  } else {
+    vec ? run(uint32_t{}, std::integral_constant<int, 4>{}) : run(uint32_t{}, std::integral_constant<int, 1>{});
+  }
+  return y;
+}
+
+Tensor CudaBackend::concat_channels(const Tensor& a, const Tensor& b) {
+  check_on_device(a, "concat_channels");
+  check_on_device(b, "concat_channels");
+  SD_ASSERT(a.ndim() == b.ndim() && a.ndim() >= 1 && a.dtype() == b.dtype(),
+            "concat_channels: " + a.describe() + " ++ " + b.describe());
+  for (int i = 0; i + 1 < a.ndim(); ++i) {
+    SD_ASSERT(a.dim(i) == b.dim(i), "concat_channels: " + a.describe() + " ++ " + b.describe());
+  }
+  const int64_t ca = a.dim(-1), cb = b.dim(-1);
+  Shape shape = a.shape();
+  shape.back() = ca + cb;
+  Tensor y = empty(shape, a.dtype());
+  if (y.numel() == 0) return y;
+  const size_t es = dtype_size(a.dtype());
+  const auto run = [&](auto tag, auto vtag) {
+    using T = decltype(tag);
+    constexpr int V = decltype(vtag)::value;
+    const int64_t n = y.numel() / V;
+    concat_kernel<T, V><<<grid_for(n, 256), 256, 0, stream_>>>(a.data<T>(), b.data<T>(), y.data<T>(), ca / V, cb / V,
+                                                               n);
+    SD_CUDA_LAUNCH_CHECK();
+  };
+  const bool vec = (ca * static_cast<int64_t>(es)) % 16 == 0 && (cb * static_cast<int64_t>(es)) % 16 == 0 &&
+                   aligned16(a.raw()) && aligned16(b.raw()) && aligned16(y.raw());
+  if (es == 2) {
+    vec ? run(uint16_t{}, std::integral_constant<int, 8>{}) : run(uint16_t{}, std::integral_constant<int, 1>{});
+  } else if (es == 4) {
+    vec ? run(uint32_t{}, std::integral_constant<int, 4>{}) : run(uint32_t{}, std::integral_constant<int, 1>{});
+  } else {
+    SD_ASSERT(false, "concat_channels: " + a.describe());
+  }
+  return y;
+}
+
+Tensor CudaBackend::embedding(const Tensor& ids, const Tensor& table) {
+  check_on_device(ids, "embedding");
+  check_on_device(table, "embedding");
+  SD_ASSERT(ids.dtype() == DType::kI32 && table.ndim() == 2, "embedding: ids " + ids.describe() + " table " +
+                                                                 table.describe());
+  const int64_t vocab = table.dim(0), dim = table.dim(1);
+  Shape shape = ids.shape();
+  shape.push_back(dim);
+  Tensor y = empty(shape, table.dtype());
+  const int64_t n = y.numel();
+  if (n == 0) return y;
+  dispatch_float(table.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    embedding_kernel<T><<<grid_for(n, 256), 256, 0, stream_>>>(ids.data<int32_t>(), table.data<T>(), y.data<T>(),
+                                                               vocab, dim, n);
+    SD_CUDA_LAUNCH_CHECK();
+  });
+  return y;
+}
+
+Tensor CudaBackend::concat_rows(const std::vector<Tensor>& parts) {
+  SD_ASSERT(!parts.empty(), "concat_rows: no parts");
+  const Tensor& first = parts[0];
+  SD_ASSERT(first.ndim() >= 1, "concat_rows: " + first.describe());
+  int64_t rows = 0;
+  for (const Tensor& p : parts) {
+    check_on_device(p, "concat_rows");
+    SD_ASSERT(p.ndim() == first.ndim() && p.dtype() == first.dtype(), "concat_rows: " + p.describe() + " vs " +
+                                                                          first.describe());
+    for (int i = 1; i < p.ndim(); ++i) {
+      SD_ASSERT(p.dim(i) == first.dim(i), "concat_rows: " + p.describe() + " vs " + first.describe());
+    }
+    rows += p.dim(0);
+  }
+  Shape shape = first.shape();
+  shape[0] = rows;
+  Tensor y = empty(shape, first.dtype());
+  size_t offset = 0;
+  for (const Tensor& p : parts) {
+    if (p.nbytes()) {
+      SD_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(y.raw()) + offset, p.raw(), p.nbytes(),
+                                    cudaMemcpyDeviceToDevice, stream_));
+    }
+    offset += p.nbytes();
+  }
+  return y;
+}
+
+}  // namespace sd::cuda

@@ -1,0 +1,240 @@
+// Normalisation kernels: group norm (+ fused SiLU) over NHWC / [B,L,C] with f32 statistics
+// merged per group by Chan's parallel variance formula, layer norm and softmax over the
+// last dimension (two-pass mean/variance and max/sum in f32, one block per row).
+#include <algorithm>
+#include <string>
+
+#include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_types.cuh"
+
+namespace sd::cuda {
+
+namespace {
+
+// ---- group norm ----
+
+struct Moments {  // count, mean, sum of squared deviations
+  float n, mean, m2;
+};
+
+__device__ __forceinline__ Moments merge(Moments a, Moments b) {
+  const float n = a.n + b.n;
+  if (n == 0.f) return a;
+  const float delta = b.mean - a.mean;
+  const float fb = b.n / n;
+  return {n, a.mean + delta * fb, a.m2 + b.m2 + delta * delta * a.n * fb};
+}
+
+constexpr int kGnTileC = 32;  // channels per block (one warp's width)
+constexpr int kGnRows = 8;    // position lanes per block
+
+// x [B, P, C] -> partial moments [B, S, C]: split s covers positions [s*chunk, (s+1)*chunk).
+// Each thread sums deviations from a per-channel shift (the channel's first value), which
+// keeps the f32 sums accurate when the mean is large against the spread.
+template <typename T>
+__global__ void gn_partial_kernel(const T* __restrict__ x, Moments* __restrict__ partial, int64_t positions,
+                                  int64_t channels, int64_t chunk) {
+  const int64_t b = blockIdx.z, s = blockIdx.y;
+  const int64_t c = int64_t{blockIdx.x} * kGnTileC + threadIdx.x;
+  const int64_t p0 = s * chunk, p1 = min(positions, p0 + chunk);
+  const T* xb = x + b * positions * channels;
+  float sum = 0.f, sq = 0.f, cnt = 0.f, shift = 0.f;
+  if (c < channels) {
+    shift = to_f32(xb[c]);
+    for (int64_t p = p0 + threadIdx.y; p < p1; p += kGnRows) {
+      const float d = to_f32(xb[p * channels + c]) - shift;
+      sum += d;
+      sq += d * d;
+      cnt += 1.f;
+    }
+  }
+  __shared__ Moments red[kGnRows][kGnTileC];
+  red[threadIdx.y][threadIdx.x] = cnt > 0.f ? Moments{cnt, shift + sum / cnt, fmaxf(sq - sum * sum / cnt, 0.f)}
+                                            : Moments{0.f, 0.f, 0.f};
+  __syncthreads();
+  if (threadIdx.y == 0 && c < channels) {
+    Moments m = red[0][threadIdx.x];
+    for (int r = 1; r < kGnRows; ++r) m = merge(m, red[r][threadIdx.x]);
+    partial[(b * gridDim.y + s) * channels + c] = m;
+  }
+}
+
+// partial [B, S, C] -> stats [B, G] as (mean, rstd); one block per (b, g).
+__global__ void gn_finalize_kernel(const Moments* __restrict__ partial, float2* __restrict__ stats, int splits,
+                                   int64_t channels, int groups, float eps) {
+  const int b = blockIdx.x / groups, g = blockIdx.x % groups;
+  const int64_t cpg = channels / groups;
+  const int64_t items = splits * cpg;
+  Moments m{0.f, 0.f, 0.f};
+  for (int64_t i = threadIdx.x; i < items; i += blockDim.x) {
+    const int64_t s = i / cpg, c = g * cpg + i % cpg;
+    m = merge(m, partial[(int64_t{b} * splits + s) * channels + c]);
+  }
+  for (int off = 16; off > 0; off /= 2) {
+    Moments o{__shfl_xor_sync(0xffffffffu, m.n, off), __shfl_xor_sync(0xffffffffu, m.mean, off),
+              __shfl_xor_sync(0xffffffffu, m.m2, off)};
+    m = merge(m, o);
+  }
+  __shared__ Moments warp_m[32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) warp_m[warp] = m;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    Moments t = warp_m[0];
+    for (int w = 1; w < static_cast<int>(blockDim.x / 32); ++w) t = merge(t, warp_m[w]);
+    const float var = t.n > 0.f ? t.m2 / t.n : 0.f;
+    stats[blockIdx.x] = make_float2(t.mean, rsqrtf(var + eps));
+  }
+}
+
+template <typename T>
+__global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, const float2* __restrict__ stats,
+                                const T* __restrict__ gamma, const T* __restrict__ beta, int64_t per_batch,
+                                int64_t channels, int64_t cpg, int groups, int64_t n, bool silu) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t c = i % channels;
+    const int64_t b = i / per_batch;
+    const float2 st = stats[b * groups + c / cpg];
+    float v = (to_f32(x[i]) - st.x) * st.y * to_f32(gamma[c]) + to_f32(beta[c]);
+    if (silu) v = silu_f(v);
+    y[i] = from_f32<T>(v);
+  }
+}
+
+// ---- row reductions (layer norm, softmax) ----
+
+constexpr int kRowThreads = 256;
+
+// Sum (or max) over the block; every thread gets the result.
+template <bool kMax>
+__device__ float block_reduce(float v, float* scratch) {
+  for (int off = 16; off > 0; off /= 2) {
+    const float o = __shfl_xor_sync(0xffffffffu, v, off);
+    v = kMax ? fmaxf(v, o) : v + o;
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // scratch may still be read from a previous reduction
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = scratch[0];
+  for (int w = 1; w < static_cast<int>(blockDim.x / 32); ++w) t = kMax ? fmaxf(t, scratch[w]) : t + scratch[w];
+  return t;
+}
+
+template <typename T>
+__global__ void layer_norm_kernel(const T* __restrict__ x, T* __restrict__ y, const T* __restrict__ gamma,
+                                  const T* __restrict__ beta, int64_t cols, float eps) {
+  __shared__ float scratch[32];
+  const T* row = x + blockIdx.x * cols;
+  T* out = y + blockIdx.x * cols;
+  float s = 0.f;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += to_f32(row[c]);
+  const float mean = block_reduce<false>(s, scratch) / static_cast<float>(cols);
+  float q = 0.f;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float d = to_f32(row[c]) - mean;
+    q += d * d;
+  }
+  const float rstd = rsqrtf(block_reduce<false>(q, scratch) / static_cast<float>(cols) + eps);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    out[c] = from_f32<T>((to_f32(row[c]) - mean) * rstd * to_f32(gamma[c]) + to_f32(beta[c]));
+  }
+}
+
+template <typename T>
+__global__ void softmax_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t cols) {
+  __shared__ float scratch[32];
+  const T* row = x + blockIdx.x * cols;
+  T* out = y + blockIdx.x * cols;
+  float m = -INFINITY;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) m = fmaxf(m, to_f32(row[c]));
+  m = block_reduce<true>(m, scratch);
+  float s = 0.f;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += __expf(to_f32(row[c]) - m);
+  const float inv = 1.f / block_reduce<false>(s, scratch);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[c] = from_f32<T>(__expf(to_f32(row[c]) - m) * inv);
+}
+
+}  // namespace
+
+Tensor CudaBackend::group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
+                               bool silu) {
+  check_on_device(x, "group_norm");
+  check_on_device(gamma, "group_norm");
+  check_on_device(beta, "group_norm");
+  SD_ASSERT(x.ndim() >= 2, "group_norm: " + x.describe());
+  const int64_t batch = x.dim(0), channels = x.dim(-1);
+  SD_ASSERT(groups > 0 && channels % groups == 0, "group_norm: " + std::to_string(groups) + " groups for " +
+                                                      x.describe());
+  SD_ASSERT(gamma.numel() == channels && beta.numel() == channels && gamma.dtype() == x.dtype() &&
+                beta.dtype() == x.dtype(),
+            "group_norm: gamma " + gamma.describe() + " beta " + beta.describe() + " for " + x.describe());
+  Tensor y = empty(x.shape(), x.dtype());
+  const int64_t n = x.numel();
+  if (n == 0) return y;
+  const int64_t positions = n / (batch * channels);
+  const int64_t ctiles = (channels + kGnTileC - 1) / kGnTileC;
+  // Enough splits over positions to give every SM a few blocks, each at least 32 positions.
+  const int64_t want = std::max<int64_t>(1, 528 / std::max<int64_t>(1, batch * ctiles));
+  const int64_t splits = std::max<int64_t>(1, std::min<int64_t>(want, (positions + 31) / 32));
+  const int64_t chunk = (positions + splits - 1) / splits;
+  SD_ASSERT(batch <= 65535 && splits <= 65535, "group_norm: grid too large for " + x.describe());
+
+  Tensor partial = empty({batch, splits, channels, 3}, DType::kF32);
+  Tensor stats = empty({batch, groups, 2}, DType::kF32);
+  dispatch_float(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const dim3 grid(static_cast<unsigned>(ctiles), static_cast<unsigned>(splits), static_cast<unsigned>(batch));
+    gn_partial_kernel<T><<<grid, dim3(kGnTileC, kGnRows), 0, stream_>>>(
+        x.data<T>(), reinterpret_cast<Moments*>(partial.raw()), positions, channels, chunk);
+    SD_CUDA_LAUNCH_CHECK();
+    gn_finalize_kernel<<<static_cast<unsigned>(batch * groups), 256, 0, stream_>>>(
+        reinterpret_cast<const Moments*>(partial.raw()), reinterpret_cast<float2*>(stats.raw()),
+        static_cast<int>(splits), channels, groups, eps);
+    SD_CUDA_LAUNCH_CHECK();
+    gn_apply_kernel<T><<<grid_for(n, 256), 256, 0, stream_>>>(x.data<T>(), y.data<T>(),
+                                                              reinterpret_cast<const float2*>(stats.raw()),
+                                                              gamma.data<T>(), beta.data<T>(), n / batch, channels,
+                                                              channels / groups, groups, n, silu);
+    SD_CUDA_LAUNCH_CHECK();
+  });
+  return y;
+}
+
+Tensor CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
+  check_on_device(x, "layer_norm");
+  check_on_device(gamma, "layer_norm");
+  check_on_device(beta, "layer_norm");
+  const int64_t cols = x.dim(-1);
+  SD_ASSERT(gamma.numel() == cols && beta.numel() == cols && gamma.dtype() == x.dtype() && beta.dtype() == x.dtype(),
+            "layer_norm: gamma " + gamma.describe() + " beta " + beta.describe() + " for " + x.describe());
+  Tensor y = empty(x.shape(), x.dtype());
+  const int64_t rows = cols ? x.numel() / cols : 0;
+  if (rows == 0) return y;
+  SD_ASSERT(rows <= 0x7fffffff, "layer_norm: too many rows");
+  dispatch_float(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    layer_norm_kernel<T><<<static_cast<unsigned>(rows), kRowThreads, 0, stream_>>>(
+        x.data<T>(), y.data<T>(), gamma.data<T>(), beta.data<T>(), cols, eps);
+    SD_CUDA_LAUNCH_CHECK();
+  });
+  return y;
+}
+
+Tensor CudaBackend::softmax(const Tensor& x) {
+  check_on_device(x, "softmax");
+  const int64_t cols = x.dim(-1);
+  Tensor y = empty(x.shape(), x.dtype());
+  const int64_t rows = cols ? x.numel() / cols : 0;
+  if (rows == 0) return y;
+  SD_ASSERT(rows <= 0x7fffffff, "softmax: too many rows");
+  dispatch_float(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    softmax_kernel<T><<<static_cast<unsigned>(rows), kRowThreads, 0, stream_>>>(x.data<T>(), y.data<T>(), cols);
+    SD_CUDA_LAUNCH_CHECK();
+  });
+  return y;
+}
+
+}  // namespace sd::cuda

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "io/model_config.h"
@@ -28,6 +29,12 @@ struct Checkpoint {
   std::unique_ptr<WeightSource> text_encoder_weights;
   std::unique_ptr<WeightSource> unet_weights;
   std::unique_ptr<WeightSource> vae_weights;
+  // Provenance for `describe_checkpoint`: where the configuration came from, tensors left
+  // out (known-unused buffers and copies; unrecognised keys), and conventions applied.
+  std::string config_source;
+  size_t ignored_tensors = 0;
+  std::vector<std::string> unknown_tensors;
+  std::vector<std::string> notes;
 };
 
 // `path` is a diffusers folder (with model_index.json) or a .safetensors single file.

@@ -30,6 +30,10 @@ StatusOr<RgbImage> decode_png(const std::vector<uint8_t>& bytes);
 // Text chunks of a PNG (tEXt, iTXt, zTXt).
 StatusOr<std::vector<std::pair<std::string, std::string>>> read_png_text(const std::vector<uint8_t>& bytes);
 
+// InvalidArgument unless 1 <= width, height <= max_side and rgb holds width*height*3 bytes.
+Status check_rgb_image(const RgbImage& image, int max_side);
+
+// Writes atomically (temporary file + rename).
 Status write_file(const std::string& path, const std::vector<uint8_t>& bytes);
 StatusOr<std::vector<uint8_t>> read_file(const std::string& path, size_t max_bytes = size_t(1) << 34);
 

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "core/status.h"
+
 namespace sd {
 
 enum class ModelFamily { kSD1, kSD2 };
@@ -20,6 +22,7 @@ struct TextEncoderConfig {
   int max_positions = 77;
   std::string hidden_act = "quick_gelu";  // "quick_gelu" | "gelu"
   float layer_norm_eps = 1e-5f;
+  bool operator==(const TextEncoderConfig&) const = default;
 };
 
 struct UNetConfig {
@@ -42,6 +45,7 @@ struct UNetConfig {
   int freq_shift = 0;
   int transformer_layers_per_block = 1;
   int sample_size = 64;
+  bool operator==(const UNetConfig&) const = default;
 };
 
 struct VAEConfig {
@@ -53,6 +57,7 @@ struct VAEConfig {
   int norm_num_groups = 32;
   float scaling_factor = 0.18215f;
   int sample_size = 512;
+  bool operator==(const VAEConfig&) const = default;
 };
 
 // The diffusion schedule the model was trained with (diffusers scheduler_config.json).
@@ -66,6 +71,7 @@ struct SchedulerConfig {
   int steps_offset = 1;
   bool set_alpha_to_one = false;
   bool clip_sample = false;
+  bool operator==(const SchedulerConfig&) const = default;
 };
 
 struct TokenizerConfig {
@@ -73,6 +79,29 @@ struct TokenizerConfig {
   std::string merges_path;  // merges.txt
   std::string pad_token = "<|endoftext|>";  // SD 2.x: "!"
   int max_length = 77;
+  bool operator==(const TokenizerConfig&) const = default;
 };
+
+// Parsing of the diffusers JSON files (`config.json`, `scheduler_config.json`,
+// `tokenizer_config.json`). Missing keys keep the defaults above; wrong types, invalid
+// values and features sdserve does not implement are errors naming `origin` and the key.
+StatusOr<TextEncoderConfig> parse_text_encoder_config(const std::string& json_text, const std::string& origin);
+StatusOr<UNetConfig> parse_unet_config(const std::string& json_text, const std::string& origin);
+StatusOr<VAEConfig> parse_vae_config(const std::string& json_text, const std::string& origin);
+StatusOr<SchedulerConfig> parse_scheduler_config(const std::string& json_text, const std::string& origin);
+// Fills pad_token and max_length; the caller sets the vocabulary paths.
+StatusOr<TokenizerConfig> parse_tokenizer_config(const std::string& json_text, const std::string& origin);
+
+// Consistency checks shared by parsed and detected configurations.
+Status validate_config(const TextEncoderConfig& config, const std::string& origin);
+Status validate_config(const UNetConfig& config, const std::string& origin);
+Status validate_config(const VAEConfig& config, const std::string& origin);
+Status validate_config(const SchedulerConfig& config, const std::string& origin);
+
+// One-paragraph readable summaries (for `sdserve inspect`).
+std::string describe_config(const TextEncoderConfig& config);
+std::string describe_config(const UNetConfig& config);
+std::string describe_config(const VAEConfig& config);
+std::string describe_config(const SchedulerConfig& config);
 
 }  // namespace sd

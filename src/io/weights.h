@@ -26,4 +26,9 @@ class WeightSource {
   virtual StatusOr<std::pair<DType, Shape>> info(const std::string& name) const = 0;
 };
 
+// In-memory source (tests, synthetic models): host tensors by name. `get` converts float
+// dtypes to f32 like the file-backed sources do.
+std::unique_ptr<WeightSource> make_memory_weight_source(std::vector<std::pair<std::string, Tensor>> tensors,
+                                                        std::string origin = "memory");
+
 }  // namespace sd

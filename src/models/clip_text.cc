@@ -20,6 +20,24 @@ StatusOr<std::unique_ptr<ClipTextEncoder>> ClipTextEncoder::load(const TextEncod
     return InvalidArgument(w.origin() + ": text encoder hidden_act '" + c.hidden_act + "' (want quick_gelu or gelu)");
   }
   ModelLoader l(w, backend);
+  m->build(l);
+  SD_RETURN_IF_ERROR(l.status());
+  m->parameters_ = l.parameters();
+  return m;
+}
+
+std::vector<std::pair<std::string, Shape>> ClipTextEncoder::parameter_shapes(const TextEncoderConfig& c) {
+  std::vector<std::pair<std::string, Shape>> shapes;
+  auto be = make_cpu_backend(1);
+  ClipTextEncoder m(c, *be);
+  ModelLoader l(&shapes, *be);
+  m.build(l);
+  return shapes;
+}
+
+void ClipTextEncoder::build(ModelLoader& l) {
+  const TextEncoderConfig& c = config_;
+  ClipTextEncoder* m = this;
   const int64_t D = c.hidden_size, F = c.intermediate_size;
   m->token_embedding_ = l.tensor("text_model.embeddings.token_embedding.weight", {c.vocab_size, D});
   m->position_embedding_ = l.tensor("text_model.embeddings.position_embedding.weight", {c.max_positions, D});
@@ -37,9 +55,6 @@ StatusOr<std::unique_ptr<ClipTextEncoder>> ClipTextEncoder::load(const TextEncod
     L.fc2.load(l, p + ".mlp.fc2", F, D);
   }
   m->final_ln_.load(l, "text_model.final_layer_norm", D, c.layer_norm_eps);
-  SD_RETURN_IF_ERROR(l.status());
-  m->parameters_ = l.parameters();
-  return m;
 }
 
 Tensor ClipTextEncoder::hidden_after(const Tensor& ids, int layers) const {

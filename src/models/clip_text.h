@@ -18,6 +18,9 @@ class ClipTextEncoder {
   static StatusOr<std::unique_ptr<ClipTextEncoder>> load(const TextEncoderConfig& config, const WeightSource& weights,
                                                          Backend& backend);
 
+  // Every parameter (diffusers name, PyTorch-layout shape) of this configuration.
+  static std::vector<std::pair<std::string, Shape>> parameter_shapes(const TextEncoderConfig& config);
+
   // ids: host i32 [B, 77]. clip_skip 1 = last layer; k > 1 = output of layer L-k+1 (k-1
   // layers from the end), then the final layer norm. Returns [B, 77, hidden].
   Tensor encode(const Tensor& ids, int clip_skip) const;
@@ -33,6 +36,7 @@ class ClipTextEncoder {
     Linear q, k, v, out, fc1, fc2;
   };
   ClipTextEncoder(const TextEncoderConfig& c, Backend& b) : config_(c), backend_(b) {}
+  void build(ModelLoader& l);
 
   TextEncoderConfig config_;
   Backend& backend_;

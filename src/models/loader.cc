@@ -6,15 +6,19 @@
 namespace sd {
 
 StatusOr<Tensor> ModelLoader::fetch(const std::string& name, const Shape& shape) {
-  SD_ASSIGN_OR_RETURN(auto info, source_.info(name));
+  SD_ASSIGN_OR_RETURN(auto info, source_->info(name));
   if (info.second != shape) {
-    return InvalidArgument(source_.origin() + ": tensor '" + name + "' has shape " + shape_str(info.second) +
+    return InvalidArgument(source_->origin() + ": tensor '" + name + "' has shape " + shape_str(info.second) +
                            ", expected " + shape_str(shape) + " for this model configuration");
   }
-  return source_.get(name, shape);
+  return source_->get(name, shape);
 }
 
 Tensor ModelLoader::tensor(const std::string& name, const Shape& shape) {
+  if (record_) {
+    record_->emplace_back(name, shape);
+    return {};
+  }
   if (!status_.ok()) return {};
   auto t = fetch(name, shape);
   if (!t.ok()) {
@@ -26,8 +30,9 @@ Tensor ModelLoader::tensor(const std::string& name, const Shape& shape) {
 }
 
 Tensor ModelLoader::linear_weight(const std::string& name, int64_t out, int64_t in) {
+  if (record_) return tensor(name, {out, in});
   if (!status_.ok()) return {};
-  auto info = source_.info(name);
+  auto info = source_->info(name);
   if (info.ok() && info->second.size() == 4) {  // 1x1 conv kernel used as a linear layer
     auto t = fetch(name, {out, in, 1, 1});
     if (!t.ok()) {
@@ -41,6 +46,7 @@ Tensor ModelLoader::linear_weight(const std::string& name, int64_t out, int64_t 
 }
 
 Tensor ModelLoader::conv_weight(const std::string& name, int64_t out, int64_t in, int64_t k) {
+  if (record_) return tensor(name, {out, in, k, k});
   if (!status_.ok()) return {};
   auto t = fetch(name, {out, in, k, k});
   if (!t.ok()) {

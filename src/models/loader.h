@@ -4,6 +4,8 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "backend/backend.h"
 #include "io/weights.h"
@@ -12,7 +14,11 @@ namespace sd {
 
 class ModelLoader {
  public:
-  ModelLoader(const WeightSource& source, Backend& backend) : source_(source), backend_(backend) {}
+  ModelLoader(const WeightSource& source, Backend& backend) : source_(&source), backend_(backend) {}
+  // Recording mode: no tensors are read; every requested (name, PyTorch-layout shape) is
+  // appended to `record` (used by make-model to enumerate a configuration's parameters).
+  ModelLoader(std::vector<std::pair<std::string, Shape>>* record, Backend& backend)
+      : backend_(backend), record_(record) {}
 
   // Any tensor with its exact stored shape (after the renaming to diffusers names).
   Tensor tensor(const std::string& name, const Shape& shape);
@@ -21,7 +27,7 @@ class ModelLoader {
   // Conv weight stored [out, in, k, k], returned as [out, k, k, in] (NHWC kernels).
   Tensor conv_weight(const std::string& name, int64_t out, int64_t in, int64_t k);
   Tensor vector(const std::string& name, int64_t n) { return tensor(name, {n}); }
-  bool has(const std::string& name) const { return source_.has(name); }
+  bool has(const std::string& name) const { return record_ ? true : source_->has(name); }
 
   Backend& backend() { return backend_; }
   const Status& status() const { return status_; }
@@ -33,8 +39,9 @@ class ModelLoader {
     if (status_.ok()) status_ = s;
   }
 
-  const WeightSource& source_;
+  const WeightSource* source_ = nullptr;
   Backend& backend_;
+  std::vector<std::pair<std::string, Shape>>* record_ = nullptr;
   Status status_;
   size_t parameters_ = 0;
 };

@@ -46,6 +46,15 @@ StatusOr<std::unique_ptr<UNet>> UNet::load(const UNetConfig& c, const WeightSour
   return m;
 }
 
+std::vector<std::pair<std::string, Shape>> UNet::parameter_shapes(const UNetConfig& c) {
+  std::vector<std::pair<std::string, Shape>> shapes;
+  auto be = make_cpu_backend(1);
+  UNet m(c, *be);
+  ModelLoader l(&shapes, *be);
+  (void)m.build(l);
+  return shapes;
+}
+
 Status UNet::build(ModelLoader& l) {
   const UNetConfig& c = config_;
   const auto& ch = c.block_out_channels;

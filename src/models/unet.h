@@ -17,6 +17,9 @@ class UNet {
  public:
   static StatusOr<std::unique_ptr<UNet>> load(const UNetConfig& config, const WeightSource& weights, Backend& backend);
 
+  // Every parameter (diffusers name, PyTorch-layout shape) of this configuration.
+  static std::vector<std::pair<std::string, Shape>> parameter_shapes(const UNetConfig& config);
+
   // x [B, h, w, in_channels] (NHWC latents, already scaled by the sampler's c_in),
   // timesteps: one per sample, context [B, 77, cross_attention_dim] -> [B, h, w, out_channels].
   Tensor forward(const Tensor& x, const std::vector<double>& timesteps, const Tensor& context) const;

@@ -17,6 +17,25 @@ StatusOr<std::unique_ptr<VAE>> VAE::load(const VAEConfig& c, const WeightSource&
   }
   std::unique_ptr<VAE> m(new VAE(c, backend));
   ModelLoader l(w, backend);
+  m->build(l, with_encoder);
+  SD_RETURN_IF_ERROR(l.status());
+  m->parameters_ = l.parameters();
+  return m;
+}
+
+std::vector<std::pair<std::string, Shape>> VAE::parameter_shapes(const VAEConfig& c) {
+  std::vector<std::pair<std::string, Shape>> shapes;
+  auto be = make_cpu_backend(1);
+  VAE m(c, *be);
+  ModelLoader l(&shapes, *be);
+  m.build(l, true);
+  return shapes;
+}
+
+void VAE::build(ModelLoader& l, bool with_encoder) {
+  const VAEConfig& c = config_;
+  VAE* m = this;
+  const size_t levels = c.block_out_channels.size();
   const auto& ch = c.block_out_channels;
   const int L = static_cast<int>(levels);
   const int g = c.norm_num_groups;
@@ -44,7 +63,7 @@ StatusOr<std::unique_ptr<VAE>> VAE::load(const VAEConfig& c, const WeightSource&
   m->dec_conv_out_.load(l, "decoder.conv_out", ch[0], c.out_channels, 3);
 
   // encoder
-  if (with_encoder && w.has("encoder.conv_in.weight")) {
+  if (with_encoder && l.has("encoder.conv_in.weight")) {
     m->has_encoder_ = true;
     m->enc_conv_in_.load(l, "encoder.conv_in", c.in_channels, ch[0], 3);
     m->enc_down_.resize(levels);
@@ -65,9 +84,6 @@ StatusOr<std::unique_ptr<VAE>> VAE::load(const VAEConfig& c, const WeightSource&
     m->enc_conv_out_.load(l, "encoder.conv_out", ch.back(), 2 * lc, 3);
     m->quant_conv_.load(l, "quant_conv", 2 * lc, 2 * lc, 1);
   }
-  SD_RETURN_IF_ERROR(l.status());
-  m->parameters_ = l.parameters();
-  return m;
 }
 
 void VAE::load_mid(ModelLoader& l, const std::string& prefix, Mid& mid, int64_t C) {

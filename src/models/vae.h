@@ -18,6 +18,9 @@ class VAE {
   static StatusOr<std::unique_ptr<VAE>> load(const VAEConfig& config, const WeightSource& weights, Backend& backend,
                                              bool with_encoder = true);
 
+  // Every parameter (diffusers name, PyTorch-layout shape) of this configuration.
+  static std::vector<std::pair<std::string, Shape>> parameter_shapes(const VAEConfig& config);
+
   // z [B, h, w, latent_channels] (already divided by scaling_factor) -> [B, 8h, 8w, 3] in
   // about [-1, 1] (not clamped).
   Tensor decode(const Tensor& z) const;
@@ -45,6 +48,7 @@ class VAE {
     Conv2d sampler;
   };
   VAE(const VAEConfig& c, Backend& b) : config_(c), backend_(b) {}
+  void build(ModelLoader& l, bool with_encoder);
   void load_mid(ModelLoader& l, const std::string& prefix, Mid& mid, int64_t channels);
   Tensor run_mid(const Mid& mid, const Tensor& x) const;
 

@@ -1,6 +1,7 @@
 // GenerationEngine: the interface the server's scheduler drives. Work is split into
 // begin (tokenize, text encoder, noise), step (one batched denoising step for many jobs
 // at different steps) and finish (batched VAE decode), so that batches can change every step.
+// An engine is driven by one thread at a time (one worker per device).
 #pragma once
 
 #include <memory>
@@ -17,7 +18,7 @@ class Job {
   virtual ~Job() = default;
   virtual int steps_done() const = 0;
   virtual int steps_total() const = 0;
-  bool finished() const { return steps_done() >= steps_total(); }
+  virtual bool finished() const { return steps_done() >= steps_total(); }
   // Jobs can share a step batch when this key is equal (same model and latent size).
   virtual std::string batch_key() const = 0;
   virtual int images() const = 0;  // batch_size of the request

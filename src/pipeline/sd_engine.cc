@@ -1,0 +1,265 @@
+// SdEngine: loading (checkpoint -> tokenizer, text encoder, UNet, VAE on a backend), and the
+// three stages of a request. step() concatenates every job's latents (cond and uncond rows)
+// into one UNet batch with per-row timesteps, then applies guidance and each job's sampler.
+#include "pipeline/sd_engine.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "pipeline/infotext.h"
+#include "rng/noise.h"
+#include "samplers/sampler.h"
+
+namespace sd {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+class SdJob : public Job {
+ public:
+  GenerationRequest request;
+  int n = 1;                     // images
+  std::vector<int64_t> seeds;    // per image
+  bool cfg = true;               // run the uncond branch
+  Tensor cond, uncond;           // [1, 77, D] each
+  Tensor x;                      // [n, h, w, 4] latents (NHWC, device)
+  std::unique_ptr<Sampler> sampler;
+  std::vector<std::unique_ptr<NoiseGenerator>> noise;  // one per image (seed + k)
+  int eval = 0;
+  std::string key;
+  double seconds_text = 0, seconds_denoise = 0;
+
+  int steps_done() const override { return finished() ? request.steps : sampler->progress_step(eval); }
+  int steps_total() const override { return request.steps; }
+  bool finished() const override { return eval >= sampler->num_evals(); }
+  std::string batch_key() const override { return key; }
+  int images() const override { return n; }
+};
+
+template <typename F>
+Status guarded(F&& f) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    return e.status();
+  } catch (const std::bad_alloc&) {
+    return ResourceExhausted("out of host memory");
+  }
+}
+
+std::string model_display_name(const std::string& path) {
+  std::filesystem::path p(path);
+  while (!p.empty() && p.filename().empty()) p = p.parent_path();
+  if (p.filename() == "model" && p.has_parent_path()) return p.parent_path().filename().string();
+  return p.stem().string();
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<SdEngine>> SdEngine::load(const std::string& path, const Device& device) {
+  std::unique_ptr<SdEngine> e(new SdEngine());
+  SD_ASSIGN_OR_RETURN(e->checkpoint_, load_checkpoint(path));
+  SD_ASSIGN_OR_RETURN(e->backend_, make_backend(device));
+  const Checkpoint& ck = e->checkpoint_;
+  SD_ASSIGN_OR_RETURN(e->tokenizer_, ClipTokenizer::load(ck.tokenizer));
+  Status s = guarded([&]() -> Status {
+    SD_ASSIGN_OR_RETURN(e->text_encoder_, ClipTextEncoder::load(ck.text_encoder, *ck.text_encoder_weights, *e->backend_));
+    SD_ASSIGN_OR_RETURN(e->unet_, UNet::load(ck.unet, *ck.unet_weights, *e->backend_));
+    SD_ASSIGN_OR_RETURN(e->vae_, VAE::load(ck.vae, *ck.vae_weights, *e->backend_, /*with_encoder=*/false));
+    return e->backend_->synchronize();
+  });
+  SD_RETURN_IF_ERROR(s);
+  e->info_.model_name = model_display_name(path);
+  e->info_.model_path = path;
+  e->info_.family = family_name(ck.family);
+  e->info_.device = device.str();
+  e->info_.prediction = ck.scheduler.prediction_type;
+  e->info_.default_size = ck.vae.sample_size > 0 ? ck.vae.sample_size : 512;
+  return e;
+}
+
+Tensor SdEngine::encode_prompts(const std::string& prompt, const std::string& negative, int clip_skip) {
+  const int L = tokenizer_->max_length();
+  Tensor ids = Tensor::empty_host({2, L}, DType::kI32);  // row 0 negative, row 1 prompt
+  const std::string* texts[2] = {&negative, &prompt};
+  for (int r = 0; r < 2; ++r) {
+    ClipTokenizer::Tokens t = tokenizer_->tokenize(*texts[r]);
+    if (t.truncated) {
+      std::fprintf(stderr, "sdserve: warning: %s is %d tokens, truncated to %d\n", r ? "prompt" : "negative prompt",
+                   t.untruncated_len, L);
+    }
+    for (int i = 0; i < L; ++i) ids.i32()[r * L + i] = t.ids[static_cast<size_t>(i)];
+  }
+  return text_encoder_->encode(ids, clip_skip);  // [2, 77, D]
+}
+
+StatusOr<std::unique_ptr<Job>> SdEngine::begin(const GenerationRequest& request) {
+  std::unique_ptr<Job> job;
+  SD_RETURN_IF_ERROR(guarded([&] { return begin_impl(request, &job); }));
+  return job;
+}
+
+Status SdEngine::begin_impl(const GenerationRequest& r, std::unique_ptr<Job>* out) {
+  SD_RETURN_IF_ERROR(r.validate());
+  if (r.clip_skip > text_encoder_->config().num_layers) {
+    return InvalidArgument("clip_skip must be at most " + std::to_string(text_encoder_->config().num_layers) +
+                           " for this model, got " + std::to_string(r.clip_skip));
+  }
+  const auto t0 = Clock::now();
+  auto job = std::make_unique<SdJob>();
+  job->request = r;
+  job->n = r.batch_size;
+  SamplerOptions options;
+  SD_ASSIGN_OR_RETURN(options.schedule, parse_sigma_schedule(r.scheduler));
+  SD_ASSIGN_OR_RETURN(job->sampler, make_sampler(r.sampler, checkpoint_.scheduler, r.steps, options));
+  job->cfg = r.cfg_scale != 1.0f;
+
+  int64_t seed = r.seed;
+  if (seed < 0) seed = static_cast<int64_t>(std::random_device{}() & 0xFFFFFFFFu);
+  job->request.seed = seed;
+  for (int k = 0; k < job->n; ++k) job->seeds.push_back(seed + k);
+
+  Tensor ctx = encode_prompts(r.prompt, r.negative_prompt, r.clip_skip);
+  job->uncond = ctx.slice_rows(0, 1);
+  job->cond = ctx.slice_rows(1, 2);
+
+  const int64_t h = r.height / 8, w = r.width / 8, C = unet_->config().in_channels;
+  const NoiseSource source = r.rng == RngKind::kCuda ? NoiseSource::kTorchCuda : NoiseSource::kTorchCpu;
+  for (int k = 0; k < job->n; ++k) job->noise.push_back(make_noise_generator(source, static_cast<uint64_t>(job->seeds[k])));
+  Tensor noise_nchw;  // [n, C, h, w]
+  if (r.init_latents) {
+    noise_nchw = *r.init_latents;
+  } else {
+    noise_nchw = Tensor::empty_host({job->n, C, h, w}, DType::kF32);
+    for (int k = 0; k < job->n; ++k) {
+      Tensor one = job->noise[k]->randn({1, C, h, w});
+      std::copy(one.f32(), one.f32() + one.numel(), noise_nchw.f32() + k * one.numel());
+    }
+  }
+  job->x = backend_->scale(backend_->upload(nchw_to_nhwc(noise_nchw)),
+                           static_cast<float>(job->sampler->init_noise_sigma()));  // [n, h, w, C]
+  job->key = std::to_string(r.width) + "x" + std::to_string(r.height);
+  SD_RETURN_IF_ERROR(backend_->synchronize());
+  job->seconds_text = seconds_since(t0);
+  *out = std::move(job);
+  return Status::Ok();
+}
+
+Status SdEngine::step(const std::vector<Job*>& jobs) {
+  return guarded([&] { return step_impl(jobs); });
+}
+
+Status SdEngine::step_impl(const std::vector<Job*>& jobs) {
+  if (jobs.empty()) return Status::Ok();
+  Backend& be = *backend_;
+  const auto t0 = Clock::now();
+  std::vector<Tensor> xs, ctxs;
+  std::vector<double> timesteps;
+  for (Job* j : jobs) {
+    auto* job = static_cast<SdJob*>(j);
+    SD_ASSERT(!job->finished(), "step() on a finished job");
+    SD_ASSERT(job->key == static_cast<SdJob*>(jobs[0])->key, "jobs of different sizes in one batch");
+    const Tensor xin = be.scale(job->x, static_cast<float>(job->sampler->input_scale(job->eval)));
+    const double t = job->sampler->model_timestep(job->eval);
+    for (int branch = job->cfg ? 0 : 1; branch < 2; ++branch) {
+      xs.push_back(xin);
+      for (int k = 0; k < job->n; ++k) {
+        ctxs.push_back(branch == 0 ? job->uncond : job->cond);
+        timesteps.push_back(t);
+      }
+    }
+  }
+  const Tensor out = unet_->forward(be.concat_rows(xs), timesteps, be.concat_rows(ctxs));  // [rows, h, w, 4]
+  int64_t row = 0;
+  for (Job* j : jobs) {
+    auto* job = static_cast<SdJob*>(j);
+    const int64_t n = job->n;
+    Tensor guided;
+    if (job->cfg) {
+      const float s = job->request.cfg_scale;
+      Tensor coeffs = Tensor::empty_host({n, 2}, DType::kF32);
+      for (int64_t k = 0; k < n; ++k) {
+        coeffs.f32()[2 * k] = 1.0f - s;  // uncond + s * (cond - uncond)
+        coeffs.f32()[2 * k + 1] = s;
+      }
+      guided = be.lincomb({out.slice_rows(row, row + n), out.slice_rows(row + n, row + 2 * n)}, coeffs);
+      row += 2 * n;
+    } else {
+      guided = out.slice_rows(row, row + n);
+      row += n;
+    }
+    std::vector<NoiseGenerator*> noise;
+    for (auto& g : job->noise) noise.push_back(g.get());
+    job->x = job->sampler->step(be, job->eval, job->x, guided, noise);
+    ++job->eval;
+  }
+  SD_RETURN_IF_ERROR(be.synchronize());
+  const double secs = seconds_since(t0);
+  for (Job* j : jobs) static_cast<SdJob*>(j)->seconds_denoise += secs;
+  return Status::Ok();
+}
+
+StatusOr<std::vector<GenerationResult>> SdEngine::finish(const std::vector<Job*>& jobs) {
+  std::vector<GenerationResult> results;
+  SD_RETURN_IF_ERROR(guarded([&] { return finish_impl(jobs, &results); }));
+  return results;
+}
+
+Status SdEngine::finish_impl(const std::vector<Job*>& jobs, std::vector<GenerationResult>* out) {
+  Backend& be = *backend_;
+  const auto t0 = Clock::now();
+  const float inv_scale = 1.0f / checkpoint_.vae.scaling_factor;
+  // Decode every image of every job, max_decode_batch images per VAE call.
+  std::vector<Tensor> latents;  // [1, h, w, 4] each
+  for (Job* j : jobs) {
+    auto* job = static_cast<SdJob*>(j);
+    SD_ASSERT(job->finished(), "finish() on an unfinished job");
+    for (int k = 0; k < job->n; ++k) latents.push_back(job->x.slice_rows(k, k + 1));
+  }
+  std::vector<Image> images;
+  for (size_t i = 0; i < latents.size(); i += static_cast<size_t>(max_decode_batch)) {
+    const size_t end = std::min(latents.size(), i + static_cast<size_t>(max_decode_batch));
+    std::vector<Tensor> part(latents.begin() + static_cast<long>(i), latents.begin() + static_cast<long>(end));
+    Tensor decoded = be.download(vae_->decode(be.scale(be.concat_rows(part), inv_scale)));  // [m, H, W, 3]
+    const int64_t H = decoded.dim(1), W = decoded.dim(2);
+    for (int64_t m = 0; m < decoded.dim(0); ++m) {
+      Image im{static_cast<int>(W), static_cast<int>(H), std::vector<uint8_t>(static_cast<size_t>(H * W * 3))};
+      const float* src = decoded.f32() + m * H * W * 3;
+      for (int64_t p = 0; p < H * W * 3; ++p) {
+        const float v = std::clamp(src[p] * 0.5f + 0.5f, 0.0f, 1.0f);
+        im.rgb[static_cast<size_t>(p)] = static_cast<uint8_t>(std::lround(v * 255.0f));
+      }
+      images.push_back(std::move(im));
+    }
+  }
+  SD_RETURN_IF_ERROR(be.synchronize());
+  const double decode_secs = seconds_since(t0);
+
+  size_t next = 0;
+  for (Job* j : jobs) {
+    auto* job = static_cast<SdJob*>(j);
+    GenerationResult res;
+    res.seeds = job->seeds;
+    InfotextFields f;
+    f.sampler_display = job->sampler->info().display_name;
+    f.schedule_display = job->request.scheduler == "karras" ? "Karras" : job->request.scheduler == "uniform" ? "Uniform" : "Automatic";
+    f.model_name = info_.model_name;
+    for (int k = 0; k < job->n; ++k) {
+      res.images.push_back(std::move(images[next++]));
+      f.seed = job->seeds[static_cast<size_t>(k)];
+      res.infotexts.push_back(make_infotext(job->request, f));
+    }
+    res.infotext = res.infotexts.front();
+    res.final_latents = nhwc_to_nchw(be.download(job->x));
+    res.seconds_text = job->seconds_text;
+    res.seconds_denoise = job->seconds_denoise;
+    res.seconds_decode = decode_secs;
+    out->push_back(std::move(res));
+  }
+  return Status::Ok();
+}
+
+}  // namespace sd

@@ -1,0 +1,52 @@
+// SdEngine: the Stable Diffusion GenerationEngine on one backend (CPU or CUDA device).
+// Holds the tokenizer, text encoder, UNet and VAE; runs classifier-free guidance with cond
+// and uncond in one UNet batch, and batches many jobs (at different steps) per UNet call.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "io/checkpoint.h"
+#include "models/clip_text.h"
+#include "models/unet.h"
+#include "models/vae.h"
+#include "pipeline/engine.h"
+#include "tokenizer/clip_tokenizer.h"
+
+namespace sd {
+
+class SdEngine : public GenerationEngine {
+ public:
+  static StatusOr<std::unique_ptr<SdEngine>> load(const std::string& path, const Device& device);
+
+  const EngineInfo& info() const override { return info_; }
+  StatusOr<std::unique_ptr<Job>> begin(const GenerationRequest& request) override;
+  Status step(const std::vector<Job*>& jobs) override;
+  StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs) override;
+  size_t device_memory_bytes() const override { return backend_->memory_in_use(); }
+
+  Backend& backend() { return *backend_; }
+  const Checkpoint& checkpoint() const { return checkpoint_; }
+  const UNet& unet() const { return *unet_; }
+  int max_decode_batch = 4;  // images per VAE call (bounds activation memory)
+
+ private:
+  SdEngine() = default;
+  Status begin_impl(const GenerationRequest& request, std::unique_ptr<Job>* out);
+  Status step_impl(const std::vector<Job*>& jobs);
+  Status finish_impl(const std::vector<Job*>& jobs, std::vector<GenerationResult>* out);
+  // [2, 77, D]: row 0 = negative prompt, row 1 = prompt.
+  Tensor encode_prompts(const std::string& prompt, const std::string& negative, int clip_skip);
+
+  EngineInfo info_;
+  Checkpoint checkpoint_;
+  std::unique_ptr<Backend> backend_;
+  std::shared_ptr<ClipTokenizer> tokenizer_;
+  std::unique_ptr<ClipTextEncoder> text_encoder_;
+  std::unique_ptr<UNet> unet_;
+  std::unique_ptr<VAE> vae_;
+};
+
+}  // namespace sd

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -48,7 +49,14 @@ class BpeModel {
   }
   void merge_symbols(std::vector<int>& ids) const;
 
-  std::unordered_map<std::string, int> vocab_;
+  struct StringHash {  // lets the maps be searched with a string_view (no allocation)
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  template <typename V>
+  using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+
+  StringMap<int> vocab_;
   std::vector<std::string> id_to_token_;
   std::array<int, 256> byte_id_{};      // id of the byte's symbol inside a word
   std::array<int, 256> byte_eow_id_{};  // id of the byte's symbol + "</w>" (a word's last)
@@ -59,7 +67,7 @@ class BpeModel {
   static constexpr size_t kCacheCapacity = 20000;
   static constexpr size_t kMaxCachedWordBytes = 128;
   mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<int>> cache_;
+  mutable StringMap<std::vector<int>> cache_;
 };
 
 }  // namespace sd::tokenizer_detail

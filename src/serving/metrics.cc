@@ -1,0 +1,127 @@
+// Rendering of the Prometheus text format: HELP/TYPE lines, cumulative histogram buckets,
+// label values escaped. Bucket bounds are chosen for diffusion latencies (ms steps to
+// minute-long queue waits) and batch sizes up to 64.
+#include "serving/metrics.h"
+
+#include <cstdio>
+
+namespace sd::serving {
+
+namespace {
+const std::vector<double> kSecondsBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                             2.5,   5,    10,    30,   60,  120, 300};
+const std::vector<double> kBatchBuckets = {1, 2, 4, 8, 16, 32, 64};
+
+std::string number(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+std::string escape_label(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+void header(std::string* out, const char* name, const char* type, const char* help) {
+  *out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+}  // namespace
+
+void Histogram::observe(double value) {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t i = 0;
+  while (i < bounds_.size() && value > bounds_[i]) ++i;
+  ++counts_[i];
+  sum_ += value;
+  ++count_;
+}
+
+uint64_t Histogram::count() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return count_;
+}
+
+void Histogram::render(const std::string& name, const std::string& labels, std::string* out) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string sep = labels.empty() ? "" : labels + ",";
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < bounds_.size(); ++i) {
+    cumulative += counts_[i];
+    *out += name + "_bucket{" + sep + "le=\"" + number(bounds_[i]) + "\"} " + std::to_string(cumulative) + "\n";
+  }
+  cumulative += counts_.back();
+  *out += name + "_bucket{" + sep + "le=\"+Inf\"} " + std::to_string(cumulative) + "\n";
+  std::string braces = labels.empty() ? "" : "{" + labels + "}";
+  *out += name + "_sum" + braces + " " + number(sum_) + "\n";
+  *out += name + "_count" + braces + " " + std::to_string(count_) + "\n";
+}
+
+Metrics::Metrics() : batch_size_(kBatchBuckets), queue_wait_(kSecondsBuckets), step_seconds_(kSecondsBuckets) {}
+
+void Metrics::record_request(const std::string& api, int status, double seconds) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++requests_[{api, status}];
+  auto it = durations_.find(api);
+  if (it == durations_.end()) it = durations_.try_emplace(api, kSecondsBuckets).first;
+  it->second.observe(seconds);
+}
+
+void Metrics::count_cancelled(const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++cancelled_[reason];
+}
+
+uint64_t Metrics::requests(const std::string& api, int status) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = requests_.find({api, status});
+  return it == requests_.end() ? 0 : it->second;
+}
+
+uint64_t Metrics::cancelled(const std::string& reason) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = cancelled_.find(reason);
+  return it == cancelled_.end() ? 0 : it->second;
+}
+
+std::string Metrics::render(const GaugeSnapshot& g) const {
+  std::string out;
+  std::lock_guard<std::mutex> lock(mu_);
+  header(&out, "sd_requests_total", "counter", "HTTP requests by API and status code.");
+  for (const auto& [key, n] : requests_)
+    out += "sd_requests_total{api=\"" + escape_label(key.first) + "\",status=\"" + std::to_string(key.second) +
+           "\"} " + std::to_string(n) + "\n";
+  header(&out, "sd_request_duration_seconds", "histogram", "Time from request read to response written, by API.");
+  for (const auto& [api, h] : durations_) h.render("sd_request_duration_seconds", "api=\"" + escape_label(api) + "\"", &out);
+  header(&out, "sd_queue_depth", "gauge", "Generation tasks waiting for a device worker.");
+  out += "sd_queue_depth " + std::to_string(g.queue_depth) + "\n";
+  header(&out, "sd_inflight_requests", "gauge", "Generations accepted and not finished (queued or running).");
+  out += "sd_inflight_requests " + std::to_string(g.inflight_requests) + "\n";
+  header(&out, "sd_batch_size", "histogram", "Images in each batched denoising step.");
+  batch_size_.render("sd_batch_size", "", &out);
+  header(&out, "sd_queue_wait_seconds", "histogram", "Time a generation task waited before joining a batch.");
+  queue_wait_.render("sd_queue_wait_seconds", "", &out);
+  header(&out, "sd_step_seconds", "histogram", "Duration of one batched denoising step.");
+  step_seconds_.render("sd_step_seconds", "", &out);
+  header(&out, "sd_images_total", "counter", "Images generated.");
+  out += "sd_images_total " + std::to_string(images_total_.load()) + "\n";
+  header(&out, "sd_cancelled_total", "counter", "Generations cancelled, by reason (client, disconnect, drain, deadline).");
+  for (const auto& [reason, n] : cancelled_)
+    out += "sd_cancelled_total{reason=\"" + escape_label(reason) + "\"} " + std::to_string(n) + "\n";
+  header(&out, "sd_device_memory_bytes", "gauge", "Device memory in use by each engine.");
+  for (const auto& [device, bytes] : g.device_memory)
+    out += "sd_device_memory_bytes{device=\"" + escape_label(device) + "\"} " + std::to_string(bytes) + "\n";
+  header(&out, "sd_ready", "gauge", "1 when the models are loaded and the server is not draining.");
+  out += std::string("sd_ready ") + (g.ready ? "1" : "0") + "\n";
+  return out;
+}
+
+}  // namespace sd::serving

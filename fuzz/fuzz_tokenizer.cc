@@ -1,6 +1,6 @@
-// libFuzzer target: tokenizes arbitrary bytes (invalid UTF-8, NULs, special-token text, huge
-// words) with the bundled CLIP vocabulary for both pad tokens (SD 1.x "<|endoftext|>", SD 2.x
-// "!") and checks the output invariants. Must never crash; run under ASan/UBSan.
+// libFuzzer target: tokenizes arbitrary bytes with the bundled CLIP vocabulary for both pad
+// tokens (SD 1.x "<|endoftext|>", SD 2.x "!") and checks the output invariants; an input that
+// starts with '{' is also read as "vocab.json\0merges.txt\0text" to fuzz the file parsers.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -28,6 +28,22 @@ void fuzz_one(const sd::ClipTokenizer& tok, std::string_view text) {
   (void)tok.decode(t.ids);
 }
 
+// Loads a vocabulary from the input itself: bad files must give a Status, good ones must work.
+void fuzz_files(std::string_view input) {
+  const size_t a = input.find('\0');
+  if (a == std::string_view::npos) return;
+  const size_t b = input.find('\0', a + 1);
+  const std::string_view vocab = input.substr(0, a);
+  const std::string_view merges = input.substr(a + 1, b == std::string_view::npos ? std::string_view::npos : b - a - 1);
+  const std::string_view text = b == std::string_view::npos ? std::string_view() : input.substr(b + 1);
+  auto tok = sd::ClipTokenizer::from_memory(vocab, "vocab.json", merges, "merges.txt");
+  if (!tok.ok()) {
+    check(!tok.status().message().empty());
+    return;
+  }
+  fuzz_one(**tok, text);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -37,5 +53,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   fuzz_one(**sd1, text);
   fuzz_one(**sd2, text);
+  if (!text.empty() && text.front() == '{') fuzz_files(text);
   return 0;
 }

@@ -41,7 +41,8 @@ class CpuBackend final : public Backend, public CpuContext {
  public:
   explicit CpuBackend(int threads) {
     threads_ = threads > 0 ? threads : omp_get_num_procs();
-    openblas_set_num_threads(threads_);
+    // All parallelism goes through OpenMP; OpenBLAS's own pool would spin against it.
+    openblas_set_num_threads(1);
   }
 
   Device device() const override { return Device::cpu(); }

@@ -1,6 +1,7 @@
 // Dense ops of the CPU backend: linear and conv2d through OpenBLAS sgemm. Convolution is
-// NHWC im2col against OHWI weights viewed as [Cout, kh*kw*Cin], in chunks of output rows so
-// the column buffer stays a few MB at any image size; 1x1 stride-1 convs skip im2col.
+// NHWC im2col against OHWI weights viewed as [Cout, kh*kw*Cin], one chunk of output rows per
+// thread at a time so the column buffers stay a few MB at any image size; 1x1 stride-1 convs
+// skip im2col. OpenBLAS is single-threaded; the threads come from OpenMP.
 #include <cblas.h>
 
 #include <climits>
@@ -12,9 +13,11 @@
 namespace sd::cpu {
 namespace {
 
-// Column buffer budget per chunk of output rows (floats): large enough for an efficient GEMM,
-// small enough to stay in cache next to the weights.
-constexpr int64_t kIm2colBudgetFloats = int64_t{1} << 20;  // 4 MiB
+// Column buffer budget per thread (floats): large enough for an efficient GEMM, small
+// enough to stay in cache next to the weights.
+constexpr int64_t kIm2colBudgetFloats = int64_t{1} << 19;  // 2 MiB
+// Below this many multiply-adds a GEMM is not worth splitting over threads.
+constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
 
 int blas_int(int64_t v) {
   SD_ASSERT(v >= 0 && v <= INT_MAX, "gemm dimension " + std::to_string(v) + " exceeds the BLAS int range");
@@ -22,67 +25,104 @@ int blas_int(int64_t v) {
 }
 
 // Sets every row of out [rows, n] to bias[n] (or zero), ahead of a beta = 1 GEMM.
-void fill_rows(const CpuContext& ctx, float* out, int64_t rows, int64_t n, const float* bias) {
-  parallel_chunks(ctx, rows, 4096 / std::max<int64_t>(1, n) + 1, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      if (bias) {
-        std::memcpy(out + r * n, bias, static_cast<size_t>(n) * sizeof(float));
-      } else {
-        std::memset(out + r * n, 0, static_cast<size_t>(n) * sizeof(float));
-      }
+void fill_rows(float* out, int64_t rows, int64_t n, const float* bias) {
+  for (int64_t r = 0; r < rows; ++r) {
+    if (bias) {
+      std::memcpy(out + r * n, bias, static_cast<size_t>(n) * sizeof(float));
+    } else {
+      std::memset(out + r * n, 0, static_cast<size_t>(n) * sizeof(float));
     }
-  });
+  }
 }
 
 // Fills col [(oy1-oy0)*Wo, K*K*Cin] for output rows [oy0, oy1) of image x [H, W, Cin].
-void im2col_rows(const CpuContext& ctx, const float* x, int64_t H, int64_t W, int64_t Cin, int64_t K, int stride,
-                 int padding, int64_t Wo, int64_t oy0, int64_t oy1, float* col) {
+void im2col_rows(const float* x, int64_t H, int64_t W, int64_t Cin, int64_t K, int stride, int padding, int64_t Wo,
+                 int64_t oy0, int64_t oy1, float* col) {
   const int64_t kkc = K * K * Cin;
-  const int64_t npix = (oy1 - oy0) * Wo;
-  parallel_chunks(ctx, npix, 16, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t oy = oy0 + p / Wo, ox = p % Wo;
-      float* dst = col + p * kkc;
+  const size_t run_bytes = static_cast<size_t>(K * Cin) * sizeof(float), pixel_bytes = static_cast<size_t>(Cin) * 4;
+  for (int64_t oy = oy0; oy < oy1; ++oy) {
+    for (int64_t ox = 0; ox < Wo; ++ox) {
+      float* dst = col + ((oy - oy0) * Wo + ox) * kkc;
       const int64_t ix0 = ox * stride - padding;
       for (int64_t ky = 0; ky < K; ++ky) {
         const int64_t iy = oy * stride - padding + ky;
         float* drow = dst + ky * K * Cin;
         if (iy < 0 || iy >= H) {
-          std::memset(drow, 0, static_cast<size_t>(K * Cin) * sizeof(float));
+          std::memset(drow, 0, run_bytes);
           continue;
         }
         const float* srow = x + iy * W * Cin;
         if (ix0 >= 0 && ix0 + K <= W) {  // the K taps of this kernel row are contiguous in x
-          std::memcpy(drow, srow + ix0 * Cin, static_cast<size_t>(K * Cin) * sizeof(float));
+          std::memcpy(drow, srow + ix0 * Cin, run_bytes);
           continue;
         }
         for (int64_t kx = 0; kx < K; ++kx) {
           const int64_t ix = ix0 + kx;
           if (ix < 0 || ix >= W) {
-            std::memset(drow + kx * Cin, 0, static_cast<size_t>(Cin) * sizeof(float));
+            std::memset(drow + kx * Cin, 0, pixel_bytes);
           } else {
-            std::memcpy(drow + kx * Cin, srow + ix * Cin, static_cast<size_t>(Cin) * sizeof(float));
+            std::memcpy(drow + kx * Cin, srow + ix * Cin, pixel_bytes);
           }
         }
       }
     }
-  });
+  }
+}
+
+// Splits C [m, n] into blocks over the threads (rows when there are enough, else columns)
+// and runs gemm(m_i, n_i, a_offset_rows, b_offset_cols) serially on each.
+template <typename BlockGemm>
+void split_gemm(const CpuContext& ctx, int64_t m, int64_t n, int64_t k, BlockGemm&& block) {
+  const int threads = ctx.threads();
+  if (threads <= 1 || m * n * k < kMinParallelMacs) {
+    block(int64_t{0}, m, int64_t{0}, n);
+    return;
+  }
+  const bool by_rows = m >= 16 * threads || m >= n;
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+  for (int t = 0; t < threads; ++t) {
+    if (by_rows) {
+      // Row blocks rounded to 16 so the kernels see whole register tiles.
+      const int64_t r0 = std::min(m, (m * t / threads + 15) / 16 * 16);
+      const int64_t r1 = t == threads - 1 ? m : std::min(m, (m * (t + 1) / threads + 15) / 16 * 16);
+      if (r1 > r0) block(r0, r1, int64_t{0}, n);
+    } else {
+      const int64_t c0 = n * t / threads, c1 = n * (t + 1) / threads;
+      if (c1 > c0) block(int64_t{0}, m, c0, c1);
+    }
+  }
 }
 
 }  // namespace
 
-void gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
-             float beta, float* c, int64_t ldc) {
+void gemm_nt_serial(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                    int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blas_int(m), blas_int(n), blas_int(k), alpha, a, blas_int(lda),
               b, blas_int(ldb), beta, c, blas_int(ldc));
 }
 
-void gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
-             float beta, float* c, int64_t ldc) {
+void gemm_nn_serial(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                    int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blas_int(m), blas_int(n), blas_int(k), alpha, a,
               blas_int(lda), b, blas_int(ldb), beta, c, blas_int(ldc));
+}
+
+void gemm_nt(const CpuContext& ctx, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+             const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  split_gemm(ctx, m, n, k, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    // B is [N, K]: columns c0..c1 of C use rows c0..c1 of B.
+    gemm_nt_serial(r1 - r0, c1 - c0, k, alpha, a + r0 * lda, lda, b + c0 * ldb, ldb, beta, c + r0 * ldc + c0, ldc);
+  });
+}
+
+void gemm_nn(const CpuContext& ctx, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+             const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  split_gemm(ctx, m, n, k, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    // B is [K, N]: columns c0..c1 of C use columns c0..c1 of B.
+    gemm_nn_serial(r1 - r0, c1 - c0, k, alpha, a + r0 * lda, lda, b + c0, ldb, beta, c + r0 * ldc + c0, ldc);
+  });
 }
 
 Tensor linear(CpuContext& ctx, const Tensor& x, const Tensor& w, const Tensor& bias) {
@@ -90,7 +130,7 @@ Tensor linear(CpuContext& ctx, const Tensor& x, const Tensor& w, const Tensor& b
   check_f32(w, "linear", "w");
   SD_ASSERT(x.ndim() >= 1 && w.ndim() == 2 && w.dim(1) == x.dim(-1),
             "linear: x " + shape_str(x.shape()) + " does not match weight [N, K] " + shape_str(w.shape()));
-  const int64_t k = w.dim(1), n = w.dim(0), m = x.numel() / std::max<int64_t>(1, k);
+  const int64_t k = w.dim(1), n = w.dim(0), m = k ? x.numel() / k : 0;
   if (bias.defined()) {
     check_f32(bias, "linear", "bias");
     SD_ASSERT(bias.numel() == n, "linear: bias " + shape_str(bias.shape()) + " for weight " + shape_str(w.shape()));
@@ -98,8 +138,15 @@ Tensor linear(CpuContext& ctx, const Tensor& x, const Tensor& w, const Tensor& b
   Shape out_shape = x.shape();
   out_shape.back() = n;
   Tensor y = ctx.alloc_f32(out_shape);  // [..., N]
-  if (bias.defined()) fill_rows(ctx, y.f32(), m, n, bias.f32());
-  gemm_nt(m, n, k, 1.f, x.f32(), k, w.f32(), k, bias.defined() ? 1.f : 0.f, y.f32(), n);
+  const float* bp = bias.defined() ? bias.f32() : nullptr;
+  split_gemm(ctx, m, n, k, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    float* yb = y.f32() + r0 * n + c0;
+    for (int64_t r = r0; r < r1; ++r) {  // bias (or zeros) first, then accumulate with beta = 1
+      float* row = y.f32() + r * n;
+      for (int64_t c = c0; c < c1; ++c) row[c] = bp ? bp[c] : 0.f;
+    }
+    gemm_nt_serial(r1 - r0, c1 - c0, k, 1.f, x.f32() + r0 * k, k, w.f32() + c0 * k, k, 1.f, yb, n);
+  });
   return y;
 }
 
@@ -112,34 +159,47 @@ Tensor conv2d(CpuContext& ctx, const Tensor& x, const Tensor& w, const Tensor& b
                                              std::to_string(padding));
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Cin = x.dim(3);
   const int64_t Cout = w.dim(0), K = w.dim(1);
-  const int64_t Ho = (H + 2 * padding - K) / stride + 1, Wo = (W + 2 * padding - K) / stride + 1;
   SD_ASSERT(H + 2 * padding >= K && W + 2 * padding >= K,
             "conv2d: kernel " + std::to_string(K) + " larger than padded input " + shape_str(x.shape()));
+  const int64_t Ho = (H + 2 * padding - K) / stride + 1, Wo = (W + 2 * padding - K) / stride + 1;
   if (bias.defined()) {
     check_f32(bias, "conv2d", "bias");
     SD_ASSERT(bias.numel() == Cout, "conv2d: bias " + shape_str(bias.shape()) + " for weight " + shape_str(w.shape()));
   }
-  Tensor y = ctx.alloc_f32({B, Ho, Wo, Cout});
+  Tensor y = ctx.alloc_f32({B, Ho, Wo, Cout});  // [B, Ho, Wo, Cout]
   float* out = y.f32();
-  const float beta = bias.defined() ? 1.f : 0.f;
-  if (bias.defined()) fill_rows(ctx, out, B * Ho * Wo, Cout, bias.f32());
+  const float* bp = bias.defined() ? bias.f32() : nullptr;
 
   if (K == 1 && stride == 1 && padding == 0) {  // a plain GEMM over all pixels
-    gemm_nt(B * H * W, Cout, Cin, 1.f, x.f32(), Cin, w.f32(), Cin, beta, out, Cout);
+    split_gemm(ctx, B * H * W, Cout, Cin, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) out[r * Cout + c] = bp ? bp[c] : 0.f;
+      gemm_nt_serial(r1 - r0, c1 - c0, Cin, 1.f, x.f32() + r0 * Cin, Cin, w.f32() + c0 * Cin, Cin, 1.f,
+                     out + r0 * Cout + c0, Cout);
+    });
     return y;
   }
+  // Work items: chunks of output rows of one image; each thread im2cols its chunk into its
+  // own buffer and multiplies it straight into the output rows.
   const int64_t kkc = K * K * Cin;
-  const int64_t rows_per_chunk = std::clamp<int64_t>(kIm2colBudgetFloats / (Wo * kkc), 1, Ho);
-  // [rows_per_chunk*Wo, K*K*Cin], left uninitialised: im2col writes every entry.
-  std::unique_ptr<float[]> col(new float[static_cast<size_t>(rows_per_chunk * Wo * kkc)]);
-  for (int64_t b = 0; b < B; ++b) {
-    const float* xb = x.f32() + b * H * W * Cin;
-    for (int64_t oy0 = 0; oy0 < Ho; oy0 += rows_per_chunk) {
-      const int64_t oy1 = std::min(Ho, oy0 + rows_per_chunk);
-      im2col_rows(ctx, xb, H, W, Cin, K, stride, padding, Wo, oy0, oy1, col.get());
-      gemm_nt((oy1 - oy0) * Wo, Cout, kkc, 1.f, col.get(), kkc, w.f32(), kkc, beta,
-              out + ((b * Ho + oy0) * Wo) * Cout, Cout);
-    }
+  const int threads = ctx.threads();
+  int64_t rows_per_chunk = std::clamp<int64_t>(kIm2colBudgetFloats / (Wo * kkc), 1, Ho);
+  // Enough chunks to keep every thread busy.
+  rows_per_chunk = std::min(rows_per_chunk, std::max<int64_t>(1, (B * Ho + threads - 1) / threads / B));
+  const int64_t chunks_per_image = (Ho + rows_per_chunk - 1) / rows_per_chunk, items = B * chunks_per_image;
+  const int workers = static_cast<int>(std::min<int64_t>(threads, items));
+  const size_t col_floats = static_cast<size_t>(rows_per_chunk * Wo * kkc);
+  // [workers][rows_per_chunk*Wo, K*K*Cin], left uninitialised: im2col writes every entry.
+  std::unique_ptr<float[]> col(new float[col_floats * static_cast<size_t>(workers)]);
+#pragma omp parallel for num_threads(workers) schedule(dynamic, 1) if (workers > 1)
+  for (int64_t item = 0; item < items; ++item) {
+    const int64_t b = item / chunks_per_image, oy0 = (item % chunks_per_image) * rows_per_chunk;
+    const int64_t oy1 = std::min(Ho, oy0 + rows_per_chunk);
+    float* my_col = col.get() + col_floats * static_cast<size_t>(omp_get_thread_num());
+    float* my_out = out + ((b * Ho + oy0) * Wo) * Cout;
+    im2col_rows(x.f32() + b * H * W * Cin, H, W, Cin, K, stride, padding, Wo, oy0, oy1, my_col);
+    fill_rows(my_out, (oy1 - oy0) * Wo, Cout, bp);
+    gemm_nt_serial((oy1 - oy0) * Wo, Cout, kkc, 1.f, my_col, kkc, w.f32(), kkc, 1.f, my_out, Cout);
   }
   return y;
 }

@@ -57,12 +57,19 @@ void parallel_chunks(const CpuContext& ctx, int64_t n, int64_t min_chunk, Fn&& f
 void check_f32(const Tensor& t, const char* op, const char* what);
 
 // ---- dense (cpu_gemm_conv.cc) ----
+// OpenBLAS runs single-threaded (its own thread pool would spin against OpenMP's on few
+// cores); these wrappers split one GEMM into row (or column) blocks over the OpenMP threads.
 // C[M,N] (ldc) = alpha * A[M,K] (lda) · B^T where B is [N,K] (ldb) + beta * C. Row-major.
-void gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
-             float beta, float* c, int64_t ldc);
+void gemm_nt(const CpuContext& ctx, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+             const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 // C[M,N] = alpha * A[M,K] · B[K,N] + beta * C. Row-major.
-void gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
-             float beta, float* c, int64_t ldc);
+void gemm_nn(const CpuContext& ctx, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+             const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+// The same on the calling thread only (for use inside parallel regions).
+void gemm_nt_serial(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                    int64_t ldb, float beta, float* c, int64_t ldc);
+void gemm_nn_serial(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                    int64_t ldb, float beta, float* c, int64_t ldc);
 Tensor linear(CpuContext& ctx, const Tensor& x, const Tensor& w, const Tensor& bias);
 Tensor conv2d(CpuContext& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding);
 
@@ -71,10 +78,11 @@ Tensor group_norm(CpuContext& ctx, const Tensor& x, const Tensor& gamma, const T
                   bool silu);
 Tensor layer_norm(CpuContext& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
 Tensor softmax(CpuContext& ctx, const Tensor& x);
-// In-place stable softmax of `rows` rows of `n` floats (row stride `ld`), split over the
-// threads. With `causal`, row r only keeps entries j <= first_row + r (the rest become 0).
-void softmax_rows_inplace(const CpuContext& ctx, float* x, int64_t rows, int64_t n, int64_t ld, int64_t first_row,
-                          bool causal);
+// Unnormalised in-place softmax of `rows` rows of `n` floats (row stride `ld`) on the
+// calling thread: x <- exp(x - rowmax), row_sums[r] <- sum of row r (divide later). With
+// `causal`, row r only keeps entries j <= first_row + r (the rest become 0).
+void exp_rows_inplace(float* x, int64_t rows, int64_t n, int64_t ld, int64_t first_row, bool causal,
+                      float* row_sums);
 
 // ---- attention (cpu_attention.cc) ----
 Tensor attention(CpuContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal);

@@ -7,6 +7,7 @@
 
 #include "backend/cpu/cpu_internal.h"
 #include "backend/cpu/cpu_math.h"
+#include "backend/cpu/cpu_simd.h"
 
 namespace sd::cpu {
 namespace {
@@ -75,27 +76,45 @@ SD_CPU_KERNEL void layer_norm_row(const float* x, float* y, int64_t C, const flo
   for (int64_t c = 0; c < C; ++c) y[c] = (x[c] - mean) * inv_std * gamma[c] + beta[c];
 }
 
-// Stable softmax of one row: y = exp(x - max) / sum, over n entries (x may alias y).
-SD_CPU_KERNEL void softmax_row(const float* x, float* y, int64_t n) {
-  float mx[kLanes];
-  for (int l = 0; l < kLanes; ++l) mx[l] = -INFINITY;
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) mx[l] = x[i + l] > mx[l] ? x[i + l] : mx[l];
+// Row maximum, eight lanes at a time.
+SD_CPU_KERNEL float row_max(const float* x, int64_t n) {
   float m = -INFINITY;
+  int64_t i = 0;
+  if (n >= 8) {
+    f32x8 acc = load8(x);
+    for (i = 8; i + 8 <= n; i += 8) acc = max8(acc, load8(x + i));
+    m = hmax8(acc);
+  }
   for (; i < n; ++i) m = x[i] > m ? x[i] : m;
-  for (int l = 0; l < kLanes; ++l) m = mx[l] > m ? mx[l] : m;
+  return m;
+}
 
-  for (int64_t j = 0; j < n; ++j) y[j] = fast_exp(x[j] - m);
-  float acc[kLanes] = {};
-  i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] += y[i + l];
-  double s = 0;
-  for (; i < n; ++i) s += y[i];
-  for (int l = 0; l < kLanes; ++l) s += acc[l];
-  const float inv = static_cast<float>(1.0 / s);
-  for (int64_t j = 0; j < n; ++j) y[j] *= inv;
+// y = exp(x - m) over n entries (x may alias y); returns the sum of y.
+SD_CPU_KERNEL double exp_shifted_sum(const float* x, float* y, int64_t n, float m) {
+  const f32x8 mv = splat8(m);
+  f32x8 acc = splat8(0.f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const f32x8 e = exp8(load8(x + i) - mv);
+    store8(y + i, e);
+    acc += e;
+  }
+  double s = hsum8(acc);
+  for (; i < n; ++i) {
+    y[i] = fast_exp(x[i] - m);
+    s += y[i];
+  }
+  return s;
+}
+
+SD_CPU_KERNEL void scale_row(float* y, int64_t n, float s) {
+  for (int64_t j = 0; j < n; ++j) y[j] *= s;
+}
+
+// Stable softmax of one row: y = exp(x - max) / sum, over n entries (x may alias y).
+void softmax_row(const float* x, float* y, int64_t n) {
+  const double sum = exp_shifted_sum(x, y, n, row_max(x, n));
+  scale_row(y, n, static_cast<float>(1.0 / sum));
 }
 
 void check_affine(const Tensor& t, int64_t C, const char* op, const char* what) {
@@ -191,16 +210,14 @@ Tensor layer_norm(CpuContext& ctx, const Tensor& x, const Tensor& gamma, const T
   return y;
 }
 
-void softmax_rows_inplace(const CpuContext& ctx, float* x, int64_t rows, int64_t n, int64_t ld, int64_t first_row,
-                          bool causal) {
-  parallel_chunks(ctx, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, n)), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      float* row = x + r * ld;
-      const int64_t valid = causal ? std::min(n, first_row + r + 1) : n;
-      softmax_row(row, row, valid);
-      if (valid < n) std::memset(row + valid, 0, static_cast<size_t>(n - valid) * sizeof(float));
-    }
-  });
+void exp_rows_inplace(float* x, int64_t rows, int64_t n, int64_t ld, int64_t first_row, bool causal,
+                      float* row_sums) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = x + r * ld;
+    const int64_t valid = causal ? std::min(n, first_row + r + 1) : n;
+    row_sums[r] = static_cast<float>(exp_shifted_sum(row, row, valid, row_max(row, valid)));
+    if (valid < n) std::memset(row + valid, 0, static_cast<size_t>(n - valid) * sizeof(float));
+  }
 }
 
 Tensor softmax(CpuContext& ctx, const Tensor& x) {

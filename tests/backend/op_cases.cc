@@ -191,6 +191,18 @@ void add_layout_and_elementwise(CaseList& L) {
     c.reference = [](const Inputs& h) { return ref::upsample_nearest2x(h[0]); };
   }
   {
+    OpCase& c = L.add("pad_hw_2x3x5x4_t1b2l0r3", "pad_hw");
+    c.inputs = {random_tensor({2, 3, 5, 4}, L.seed())};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.pad_hw(d[0], 1, 2, 0, 3); };
+    c.reference = [](const Inputs& h) { return ref::pad_hw(h[0], 1, 2, 0, 3); };
+  }
+  {
+    OpCase& c = L.add("crop_hw_2x7x6x3_r1h4_c2w3", "crop_hw");
+    c.inputs = {random_tensor({2, 7, 6, 3}, L.seed())};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.crop_hw(d[0], 1, 4, 2, 3); };
+    c.reference = [](const Inputs& h) { return ref::crop_hw(h[0], 1, 4, 2, 3); };
+  }
+  {
     OpCase& c = L.add("concat_channels_2x3x4x5_7", "concat_channels");
     c.inputs = {random_tensor({2, 3, 4, 5}, L.seed()), random_tensor({2, 3, 4, 7}, L.seed())};
     c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.concat_channels(d[0], d[1]); };

@@ -261,4 +261,27 @@ Tensor concat_rows(const std::vector<Tensor>& parts) {
   return y;
 }
 
+Tensor pad_hw(const Tensor& x, int top, int bottom, int left, int right) {
+  const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
+  const int64_t Ho = H + top + bottom, Wo = W + left + right;
+  Tensor y = Tensor::zeros_host({B, Ho, Wo, C}, DType::kF32);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t iy = 0; iy < H; ++iy)
+      for (int64_t ix = 0; ix < W; ++ix)
+        for (int64_t c = 0; c < C; ++c)
+          y.f32()[((b * Ho + iy + top) * Wo + ix + left) * C + c] = x.f32()[((b * H + iy) * W + ix) * C + c];
+  return y;
+}
+
+Tensor crop_hw(const Tensor& x, int h0, int h, int w0, int w) {
+  const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
+  Tensor y = Tensor::empty_host({B, h, w, C}, DType::kF32);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t oy = 0; oy < h; ++oy)
+      for (int64_t ox = 0; ox < w; ++ox)
+        for (int64_t c = 0; c < C; ++c)
+          y.f32()[((b * h + oy) * w + ox) * C + c] = x.f32()[((b * H + h0 + oy) * W + w0 + ox) * C + c];
+  return y;
+}
+
 }  // namespace sd::testing::ref

@@ -27,6 +27,8 @@ Tensor upsample_nearest2x(const Tensor& x);
 Tensor concat_channels(const Tensor& a, const Tensor& b);
 Tensor embedding(const Tensor& ids, const Tensor& table);
 Tensor concat_rows(const std::vector<Tensor>& parts);
+Tensor pad_hw(const Tensor& x, int top, int bottom, int left, int right);
+Tensor crop_hw(const Tensor& x, int h0, int h, int w0, int w);
 
 // Scalar activation in f64 (shared by activation, geglu and group_norm's SiLU).
 double activate(double x, Activation act);

@@ -134,6 +134,10 @@ class CpuBackend final : public Backend, public CpuContext {
   Tensor concat_channels(const Tensor& a, const Tensor& b) override { return cpu::concat_channels(*this, a, b); }
   Tensor embedding(const Tensor& ids, const Tensor& table) override { return cpu::embedding(*this, ids, table); }
   Tensor concat_rows(const std::vector<Tensor>& parts) override { return cpu::concat_rows(*this, parts); }
+  Tensor pad_hw(const Tensor& x, int top, int bottom, int left, int right) override {
+    return cpu::pad_hw(*this, x, top, bottom, left, right);
+  }
+  Tensor crop_hw(const Tensor& x, int h0, int h, int w0, int w) override { return cpu::crop_hw(*this, x, h0, h, w0, w); }
 
  private:
   std::shared_ptr<MemoryCounters> counters_ = std::make_shared<MemoryCounters>();

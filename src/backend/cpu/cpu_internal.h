@@ -101,5 +101,7 @@ Tensor upsample_nearest2x(CpuContext& ctx, const Tensor& x);
 Tensor concat_channels(CpuContext& ctx, const Tensor& a, const Tensor& b);
 Tensor embedding(CpuContext& ctx, const Tensor& ids, const Tensor& table);
 Tensor concat_rows(CpuContext& ctx, const std::vector<Tensor>& parts);
+Tensor pad_hw(CpuContext& ctx, const Tensor& x, int top, int bottom, int left, int right);
+Tensor crop_hw(CpuContext& ctx, const Tensor& x, int h0, int h, int w0, int w);
 
 }  // namespace sd::cpu

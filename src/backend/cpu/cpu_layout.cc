@@ -1,6 +1,6 @@
-// Layout ops of the CPU backend: nearest 2x upsampling (NHWC), channel concatenation,
-// embedding lookup and row concatenation. Pure data movement with memcpy of contiguous
-// channel runs, split over threads where the tensors are large.
+// Layout ops of the CPU backend: nearest 2x upsampling, padding and cropping (NHWC), channel
+// concatenation, embedding lookup and row concatenation. Pure data movement with memcpy of
+// contiguous channel runs, split over threads where the tensors are large.
 #include <cstring>
 
 #include "backend/cpu/cpu_internal.h"
@@ -84,6 +84,46 @@ Tensor concat_rows(CpuContext& ctx, const std::vector<Tensor>& parts) {
     std::memcpy(dst, p.raw(), p.nbytes());
     dst += p.nbytes();
   }
+  return y;
+}
+
+Tensor pad_hw(CpuContext& ctx, const Tensor& x, int top, int bottom, int left, int right) {
+  check_f32(x, "pad_hw", "x");
+  SD_ASSERT(x.ndim() == 4 && top >= 0 && bottom >= 0 && left >= 0 && right >= 0,
+            "pad_hw: x " + shape_str(x.shape()) + " pads " + std::to_string(top) + "," + std::to_string(bottom) + "," +
+                std::to_string(left) + "," + std::to_string(right));
+  const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
+  const int64_t Ho = H + top + bottom, Wo = W + left + right;
+  Tensor y = ctx.alloc_f32({B, Ho, Wo, C});  // [B, Ho, Wo, C]
+  parallel_chunks(ctx, B * Ho, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, Wo * C)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {  // r = b*Ho + oy
+      float* dst = y.f32() + r * Wo * C;
+      const int64_t b = r / Ho, iy = r % Ho - top;
+      if (iy < 0 || iy >= H) {
+        std::memset(dst, 0, static_cast<size_t>(Wo * C) * sizeof(float));
+        continue;
+      }
+      std::memset(dst, 0, static_cast<size_t>(left * C) * sizeof(float));
+      std::memcpy(dst + left * C, x.f32() + (b * H + iy) * W * C, static_cast<size_t>(W * C) * sizeof(float));
+      std::memset(dst + (left + W) * C, 0, static_cast<size_t>(right * C) * sizeof(float));
+    }
+  });
+  return y;
+}
+
+Tensor crop_hw(CpuContext& ctx, const Tensor& x, int h0, int h, int w0, int w) {
+  check_f32(x, "crop_hw", "x");
+  SD_ASSERT(x.ndim() == 4 && h0 >= 0 && w0 >= 0 && h >= 0 && w >= 0 && h0 + h <= x.dim(1) && w0 + w <= x.dim(2),
+            "crop_hw: x " + shape_str(x.shape()) + " window rows " + std::to_string(h0) + "+" + std::to_string(h) +
+                " cols " + std::to_string(w0) + "+" + std::to_string(w));
+  const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
+  Tensor y = ctx.alloc_f32({B, h, w, C});  // [B, h, w, C]
+  parallel_chunks(ctx, B * h, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, w * C)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {  // r = b*h + oy
+      const int64_t b = r / h, iy = h0 + r % h;
+      std::memcpy(y.f32() + r * w * C, x.f32() + ((b * H + iy) * W + w0) * C, static_cast<size_t>(w * C) * sizeof(float));
+    }
+  });
   return y;
 }
 

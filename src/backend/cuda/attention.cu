@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(const T* __re
 
   const int kv_end = causal ? min(lk, q0 + kBM) : lk;
   const int r = warp * 16 + lane / 2;  // the row this lane pair runs the softmax for
-  const int half = lane % 2;            // which 32 of the tile's 64 columns
+  const int col_half = lane % 2;        // which 32 of the tile's 64 columns
   const int qi = q0 + r;
   float* srow = ss + r * kLdS;
   T* prow = ps + r * 2 * kLdS;
@@ -124,9 +124,9 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(const T* __re
     float mx = -INFINITY;
 #pragma unroll
     for (int c = 0; c < 32; ++c) {
-      const int j = kv0 + half * 32 + c;
+      const int j = kv0 + col_half * 32 + c;
       const bool ok = j < lk && (!causal || j <= qi);
-      sv[c] = ok ? srow[half * 32 + c] * scale_log2 : -INFINITY;
+      sv[c] = ok ? srow[col_half * 32 + c] * scale_log2 : -INFINITY;
       mx = fmaxf(mx, sv[c]);
     }
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
@@ -138,13 +138,13 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(const T* __re
 #pragma unroll
     for (int c = 0; c < 32; ++c) {
       const T p = from_f32<T>(m_new == -INFINITY ? 0.f : exp2f(sv[c] - m_new));
-      prow[half * 32 + c] = p;
+      prow[col_half * 32 + c] = p;
       sum += to_f32(p);
     }
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    for (int c = half; c < DP; c += 2) orow[c] *= alpha;
+    for (int c = col_half; c < DP; c += 2) orow[c] *= alpha;
     __syncwarp();
-    if (half == 0) {
+    if (col_half == 0) {
       row_m[r] = m_new;
       row_l[r] = row_l[r] * alpha + sum;
     }

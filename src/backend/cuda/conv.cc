@@ -8,6 +8,7 @@
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
 
 namespace sd::cuda {
 
@@ -22,10 +23,23 @@ std::string conv_key_str(const ConvKey& k) {
          std::to_string(k.padding) + " " + dtype_name(k.dtype);
 }
 
-bool use_find() {
-  const char* env = std::getenv("SDSERVE_CUDNN_FIND");
+// NOT_SUPPORTED / BAD_PARAM: this algorithm cannot run this shape (try the next one).
+bool shape_problem(cudnnStatus_t st) {
+  const int category = CUDNN_STATUS_CATEGORY(static_cast<int>(st));
+  return category == CUDNN_STATUS_NOT_SUPPORTED || category == CUDNN_STATUS_BAD_PARAM;
+}
+
+bool alloc_failure(cudnnStatus_t st) {
+  return st == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED ||
+         st == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED;
+}
+
+bool env_is_1(const char* name) {
+  const char* env = std::getenv(name);
   return env && env[0] == '1';
 }
+
+bool use_find() { return env_is_1("SDSERVE_CUDNN_FIND"); }
 
 }  // namespace
 
@@ -99,7 +113,8 @@ void ConvPlans::build(cudnnHandle_t handle, const ConvKey& key, ConvPlan& plan) 
     plan.workspace[plan.n_algos] = ws;
     ++plan.n_algos;
   }
-  if (plan.n_algos == 0) throw Error(Internal("cuDNN has no forward algorithm for " + conv_key_str(key)));
+  // SDSERVE_CUDA_CONV_DIRECT=1 forces the fallback kernel (tests compare it with cuDNN).
+  plan.direct = plan.n_algos == 0 || env_is_1("SDSERVE_CUDA_CONV_DIRECT");
 }
 
 Tensor CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding) {
@@ -115,23 +130,31 @@ Tensor CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor& bias,
   Tensor y = empty({key.b, plan.ho, plan.wo, key.cout}, x.dtype());
   const float alpha = 1.f, beta = 0.f;
   // The first call of a shape may find that the preferred algorithm does not run for these
-  // operands; fall back down the list and remember the first that works.
-  const int first = plan.chosen >= 0 ? plan.chosen : 0;
-  cudnnStatus_t last = CUDNN_STATUS_SUCCESS;
-  for (int i = first; i < plan.n_algos; ++i) {
-    Tensor ws;
-    if (plan.workspace[i]) ws = empty({static_cast<int64_t>(plan.workspace[i])}, DType::kU8);
-    last = cudnnConvolutionForward(dnn_, &alpha, plan.x, x.raw(), plan.w, w.raw(), plan.conv, plan.algos[i],
-                                   ws.defined() ? ws.raw() : nullptr, plan.workspace[i], &beta, plan.y, y.raw());
-    if (last == CUDNN_STATUS_SUCCESS) {
-      plan.chosen = i;
-      break;
+  // operands; fall back down the list (and finally to the direct kernel) and remember.
+  cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
+  if (!plan.direct) {
+    const int first = plan.chosen >= 0 ? plan.chosen : 0;
+    for (int i = first; i < plan.n_algos; ++i) {
+      Tensor ws;
+      if (plan.workspace[i]) ws = empty({static_cast<int64_t>(plan.workspace[i])}, DType::kU8);
+      last = cudnnConvolutionForward(dnn_, &alpha, plan.x, x.raw(), plan.w, w.raw(), plan.conv, plan.algos[i],
+                                     ws.defined() ? ws.raw() : nullptr, plan.workspace[i], &beta, plan.y, y.raw());
+      if (last == CUDNN_STATUS_SUCCESS) {
+        plan.chosen = i;
+        break;
+      }
+      if (plan.chosen >= 0 || !shape_problem(last)) break;
     }
-    if (plan.chosen >= 0) break;  // a known-good algorithm failed: report it
+    if (last != CUDNN_STATUS_SUCCESS && (plan.chosen >= 0 || !shape_problem(last))) {
+      // A known-good algorithm failed, or the failure is not about the shape: a device problem.
+      const std::string msg = "cuDNN convolution failed for " + conv_key_str(key) + ": " + cudnnGetErrorString(last);
+      throw Error(alloc_failure(last) ? ResourceExhausted("out of GPU memory: " + msg) : Internal(msg));
+    }
+    if (last != CUDNN_STATUS_SUCCESS) plan.direct = true;
   }
-  if (last != CUDNN_STATUS_SUCCESS) {
-    const std::string msg = "cuDNN convolution failed for " + conv_key_str(key) + ": " + cudnnGetErrorString(last);
-    throw Error(last == CUDNN_STATUS_ALLOC_FAILED ? ResourceExhausted("out of GPU memory: " + msg) : Internal(msg));
+  if (plan.direct) {
+    const ConvDims dims{key.b, key.h, key.w, key.cin, key.cout, key.kernel, plan.ho, plan.wo, stride, padding};
+    launch_conv2d_direct(x.raw(), w.raw(), y.raw(), x.dtype(), dims, stream_);
   }
   if (bias.defined()) {
     check_on_device(bias, "conv2d");

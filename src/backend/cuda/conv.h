@@ -31,6 +31,7 @@ struct ConvPlan {
   size_t workspace[CUDNN_CONVOLUTION_FWD_ALGO_COUNT]{};
   int n_algos = 0;
   int chosen = -1;
+  bool direct = false;  // cuDNN cannot run this shape: use the direct kernel (kernels.h)
 };
 
 class ConvPlans {

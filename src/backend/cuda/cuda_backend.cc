@@ -38,7 +38,10 @@ void throw_cublas(cublasStatus_t st, const char* what, const char* file, int lin
 void throw_cudnn(cudnnStatus_t st, const char* what, const char* file, int line) {
   const std::string msg = "cuDNN error " + std::string(cudnnGetErrorString(st)) + " in " + what + " at " + file +
                           ":" + std::to_string(line);
-  if (st == CUDNN_STATUS_ALLOC_FAILED) throw Error(ResourceExhausted("out of GPU memory: " + msg));
+  if (st == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED ||
+      st == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED) {
+    throw Error(ResourceExhausted("out of GPU memory: " + msg));
+  }
   throw Error(Internal(msg));
 }
 
@@ -140,9 +143,19 @@ CudaBackend::~CudaBackend() {
   conv_.reset();
   if (gemm_workspace_) alloc_->release(gemm_workspace_);
   if (dnn_) cudnnDestroy(dnn_);
+  if (blas_) cublasDestroy(blas_);
   if (lt_) cublasLtDestroy(lt_);
   if (stream_) cudaStreamDestroy(stream_);
   cudaGetLastError();
+}
+
+cublasHandle_t CudaBackend::blas() {
+  if (!blas_) {
+    SD_CUBLAS_CHECK(cublasCreate(&blas_));
+    SD_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
+    SD_CUBLAS_CHECK(cublasSetWorkspace(blas_, gemm_workspace_, gemm_workspace_bytes_));
+  }
+  return blas_;
 }
 
 void CudaBackend::activate() const { SD_CUDA_CHECK(cudaSetDevice(device_)); }

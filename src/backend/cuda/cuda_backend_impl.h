@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cublasLt.h>
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
@@ -69,6 +70,8 @@ class CudaBackend final : public Backend {
   void activate() const;
   // Adds bias[C] to every row of y [..., C] in place (conv2d epilogue).
   void add_bias_rows(const Tensor& y, const Tensor& bias);
+  // Plain cuBLAS handle for GEMMs cuBLASLt has no algorithm for (created on first use).
+  cublasHandle_t blas();
   // Asserts that `t` lives on this device.
   void check_on_device(const Tensor& t, const char* op) const;
 
@@ -80,6 +83,7 @@ class CudaBackend final : public Backend {
   std::shared_ptr<DeviceAllocator> alloc_;
   cublasLtHandle_t lt_ = nullptr;
   cudnnHandle_t dnn_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
   std::unique_ptr<GemmPlans> gemm_;
   std::unique_ptr<ConvPlans> conv_;
   void* gemm_workspace_ = nullptr;

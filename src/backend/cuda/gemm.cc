@@ -40,7 +40,6 @@ GemmPlan& GemmPlans::get(cublasLtHandle_t lt, const GemmKey& key, size_t workspa
   if (key.bias) {
     const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
     SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-    SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &dt, sizeof(dt)));
   }
   // Column-major views: w^T is K x N (ld K), x^T is K x M (ld K), y^T is N x M (ld N).
   const auto k = static_cast<uint64_t>(key.k), n = static_cast<uint64_t>(key.n), m = static_cast<uint64_t>(key.m);
@@ -64,15 +63,10 @@ GemmPlan& GemmPlans::get(cublasLtHandle_t lt, const GemmKey& key, size_t workspa
                                                            &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-    cublasLtMatrixLayoutDestroy(plan.w);
-    cublasLtMatrixLayoutDestroy(plan.x);
-    cublasLtMatrixLayoutDestroy(plan.y);
-    cublasLtMatmulDescDestroy(plan.op);
-    throw Error(Internal("cuBLASLt found no algorithm for linear M=" + std::to_string(key.m) + " N=" +
-                         std::to_string(key.n) + " K=" + std::to_string(key.k) + " " + dtype_name(key.dtype) +
-                         " (status " + cublasLtGetStatusName(st) + ")"));
+    plan.use_cublas = true;  // e.g. row strides that are not 16-byte multiples
+  } else {
+    plan.algo = result.algo;
   }
-  plan.algo = result.algo;
   return plans_.emplace(key, plan).first->second;
 }
 
@@ -94,18 +88,33 @@ Tensor CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor& bias)
   Tensor y = empty(out_shape, x.dtype());
   if (m == 0 || n == 0) return y;
   SD_ASSERT(k > 0, "linear with K = 0");
+  SD_ASSERT(m < (int64_t{1} << 31) && n < (int64_t{1} << 31) && k < (int64_t{1} << 31), "linear: too large");
 
   GemmKey key{m, n, k, x.dtype(), has_bias, pointer_alignment(w.raw()), pointer_alignment(x.raw()),
               pointer_alignment(y.raw()), has_bias ? pointer_alignment(bias.raw()) : 256};
   GemmPlan& plan = gemm_->get(lt_, key, gemm_workspace_bytes_);
-  if (has_bias) {
-    const void* bias_ptr = bias.raw();
-    SD_CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr)));
-  }
   const float alpha = 1.f, beta = 0.f;
-  SD_CUBLAS_CHECK(cublasLtMatmul(lt_, plan.op, &alpha, w.raw(), plan.w, x.raw(), plan.x, &beta, y.raw(), plan.y,
-                                 y.raw(), plan.y, &plan.algo, gemm_workspace_, gemm_workspace_bytes_, stream_));
+  if (!plan.use_cublas) {
+    if (has_bias) {
+      const void* bias_ptr = bias.raw();
+      SD_CUBLAS_CHECK(
+          cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr)));
+    }
+    const cublasStatus_t st = cublasLtMatmul(lt_, plan.op, &alpha, w.raw(), plan.w, x.raw(), plan.x, &beta, y.raw(),
+                                             plan.y, y.raw(), plan.y, &plan.algo, gemm_workspace_,
+                                             gemm_workspace_bytes_, stream_);
+    if (st == CUBLAS_STATUS_SUCCESS) return y;
+    if (st != CUBLAS_STATUS_NOT_SUPPORTED && st != CUBLAS_STATUS_INVALID_VALUE) {
+      SD_CUBLAS_CHECK(st);
+    }
+    plan.use_cublas = true;  // this shape/alignment is not for cuBLASLt: use cuBLAS from now on
+  }
+  const cudaDataType_t dt = cuda_data_type(x.dtype());
+  SD_CUBLAS_CHECK(cublasGemmEx(blas(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                               static_cast<int>(k), &alpha, w.raw(), dt, static_cast<int>(k), x.raw(), dt,
+                               static_cast<int>(k), &beta, y.raw(), dt, static_cast<int>(n), CUBLAS_COMPUTE_32F,
+                               CUBLAS_GEMM_DEFAULT));
+  if (has_bias) add_bias_rows(y, bias);
   return y;
 }
 

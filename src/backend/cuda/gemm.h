@@ -26,6 +26,7 @@ struct GemmPlan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t w = nullptr, x = nullptr, y = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  bool use_cublas = false;  // cuBLASLt found no algorithm: plain cublasGemmEx + bias kernel
 };
 
 class GemmPlans {

@@ -19,3 +19,15 @@ void launch_add_bias_rows(void* y, const void* bias, DType dtype, int64_t rows, 
                           cudaStream_t stream);
 
 }  // namespace sd::cuda
+
+namespace sd::cuda {
+
+// Direct convolution (one thread per output element, f32 accumulation): the fallback for
+// shapes cuDNN has no algorithm for. x [B,H,W,Cin], w [Cout,k,k,Cin] -> y [B,Ho,Wo,Cout].
+struct ConvDims {
+  int64_t b, h, w, cin, cout, k, ho, wo;
+  int stride, padding;
+};
+void launch_conv2d_direct(const void* x, const void* w, void* y, DType dtype, const ConvDims& d, cudaStream_t stream);
+
+}  // namespace sd::cuda

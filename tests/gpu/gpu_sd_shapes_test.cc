@@ -1,0 +1,131 @@
+// Ops at Stable Diffusion shapes (UNet 64x64 latents, CLIP text encoder, head dims 40, 64,
+// 80, 160, cross-attention over 77 tokens) on the CUDA backend in f16, against the CPU
+// backend in f32 on the same f16-rounded inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <string>
+
+#include "backend/op_cases.h"
+#include "gpu_test_util.h"
+
+namespace sd::testing {
+namespace {
+
+using Run = std::function<Tensor(Backend&, const std::vector<Tensor>&)>;
+
+// Runs `run` on the CUDA backend (f16) and the CPU backend with identical f16-rounded
+// inputs; returns the relative L2 error of CUDA against CPU.
+double gpu_vs_cpu(const std::string& name, const std::vector<Tensor>& inputs, const Run& run) {
+  Backend& gpu = gpu_backend(DType::kF16);
+  Backend& cpu = cpu_reference_backend();
+  std::vector<Tensor> dg, dc;
+  for (const Tensor& x : inputs) {
+    const Tensor q = quantize(x, DType::kF16);
+    dg.push_back(gpu.upload(q));
+    dc.push_back(cpu.upload(q));
+  }
+  const Tensor got = gpu.download(run(gpu, dg));
+  const Tensor want = cpu.download(run(cpu, dc));
+  EXPECT_TRUE(gpu.synchronize().ok());
+  EXPECT_EQ(got.shape(), want.shape()) << name;
+  if (got.shape() != want.shape()) return 1.0;
+  const double rel = relative_l2(got, want);
+  std::printf("  %-50s rel_l2 %.2e  max_abs %.2e\n", name.c_str(), rel, max_abs_diff(got, want));
+  return rel;
+}
+
+struct AttnShape {
+  int64_t batch, lq, lk, heads, head_dim;
+  bool causal;
+};
+
+class GpuSdAttention : public ::testing::TestWithParam<AttnShape> {};
+
+TEST_P(GpuSdAttention, MatchesCpu) {
+  SD_REQUIRE_GPU();
+  const AttnShape s = GetParam();
+  const int64_t hd = s.heads * s.head_dim;
+  const std::vector<Tensor> in = {random_tensor({s.batch, s.lq, hd}, 101, -2.f, 2.f),
+                                  random_tensor({s.batch, s.lk, hd}, 102, -2.f, 2.f),
+                                  random_tensor({s.batch, s.lk, hd}, 103)};
+  const std::string name = "attention b" + std::to_string(s.batch) + " lq" + std::to_string(s.lq) + " lk" +
+                           std::to_string(s.lk) + " h" + std::to_string(s.heads) + " d" + std::to_string(s.head_dim) +
+                           (s.causal ? " causal" : "");
+  const double rel = gpu_vs_cpu(name, in, [&](Backend& be, const std::vector<Tensor>& d) {
+    return be.attention(d[0], d[1], d[2], static_cast<int>(s.heads), s.causal);
+  });
+  EXPECT_LE(rel, 1e-2) << name;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, GpuSdAttention,
+    ::testing::Values(AttnShape{2, 1024, 1024, 8, 40, false},  // SD1.5 self-attn, 32x32 latents
+                      AttnShape{2, 4096, 77, 8, 40, false},    // SD1.5 cross-attn, 64x64 latents
+                      AttnShape{2, 256, 77, 8, 160, false},    // SD1.5 cross-attn, 16x16, d160
+                      AttnShape{1, 256, 256, 8, 160, false},   // SD1.5 self-attn, d160
+                      AttnShape{2, 1024, 1024, 10, 64, false}, // SD2 self-attn, d64
+                      AttnShape{2, 1024, 77, 20, 64, false},   // SD2 cross-attn
+                      AttnShape{1, 512, 512, 4, 80, false},    // head dim 80
+                      AttnShape{2, 77, 77, 12, 64, true},      // CLIP ViT-L text encoder
+                      AttnShape{1, 77, 77, 16, 64, true},      // OpenCLIP ViT-H text encoder
+                      AttnShape{1, 130, 130, 2, 40, true}));   // causal over 3 query tiles
+
+TEST(GpuSdShapes, ConvLinearNormsMatchCpu) {
+  SD_REQUIRE_GPU();
+  const auto conv = [](int64_t b, int64_t h, int64_t cin, int64_t cout, int k, int stride) {
+    const float wr = 1.f / std::sqrt(static_cast<float>(cin * k * k));
+    const std::vector<Tensor> in = {random_tensor({b, h, h, cin}, 201), random_tensor({cout, k, k, cin}, 202, -wr, wr),
+                                    random_tensor({cout}, 203)};
+    const std::string name = "conv2d " + std::to_string(b) + "x" + std::to_string(h) + "x" + std::to_string(h) + "x" +
+                             std::to_string(cin) + " -> " + std::to_string(cout) + " k" + std::to_string(k) + " s" +
+                             std::to_string(stride);
+    EXPECT_LE(gpu_vs_cpu(name, in,
+                         [&](Backend& be, const std::vector<Tensor>& d) {
+                           return be.conv2d(d[0], d[1], d[2], stride, k / 2);
+                         }),
+              1e-2)
+        << name;
+  };
+  conv(2, 64, 4, 320, 3, 1);     // UNet conv_in
+  conv(2, 32, 320, 320, 3, 1);   // resnet conv
+  conv(2, 32, 320, 320, 3, 2);   // downsample
+  conv(2, 16, 640, 1280, 1, 1);  // 1x1 shortcut
+
+  const std::vector<Tensor> lin = {random_tensor({2, 1024, 320}, 211), random_tensor({2560, 320}, 212, -0.06f, 0.06f),
+                                   random_tensor({2560}, 213)};
+  EXPECT_LE(gpu_vs_cpu("linear 2x1024x320 -> 2560 (geglu proj)", lin,
+                       [](Backend& be, const std::vector<Tensor>& d) { return be.geglu(be.linear(d[0], d[1], d[2])); }),
+            1e-2);
+  const std::vector<Tensor> gn = {random_tensor({2, 64, 64, 320}, 221, -1.f, 3.f), random_tensor({320}, 222, 0.5f, 1.5f),
+                                  random_tensor({320}, 223)};
+  EXPECT_LE(gpu_vs_cpu("group_norm 2x64x64x320 g32 silu", gn,
+                       [](Backend& be, const std::vector<Tensor>& d) {
+                         return be.group_norm(d[0], d[1], d[2], 32, 1e-5f, true);
+                       }),
+            1e-2);
+  const std::vector<Tensor> gn2 = {random_tensor({1, 8, 8, 1280}, 224), random_tensor({1280}, 225, 0.5f, 1.5f),
+                                   random_tensor({1280}, 226)};
+  EXPECT_LE(gpu_vs_cpu("group_norm 1x8x8x1280 g32", gn2,
+                       [](Backend& be, const std::vector<Tensor>& d) {
+                         return be.group_norm(d[0], d[1], d[2], 32, 1e-6f, false);
+                       }),
+            1e-2);
+  const std::vector<Tensor> ln = {random_tensor({2, 4096, 320}, 231), random_tensor({320}, 232, 0.5f, 1.5f),
+                                  random_tensor({320}, 233)};
+  EXPECT_LE(gpu_vs_cpu("layer_norm 2x4096x320", ln,
+                       [](Backend& be, const std::vector<Tensor>& d) { return be.layer_norm(d[0], d[1], d[2], 1e-5f); }),
+            1e-2);
+  const std::vector<Tensor> tev = {random_tensor({2, 32, 32, 640}, 241), random_tensor({2, 640}, 242)};
+  EXPECT_LE(gpu_vs_cpu("add_per_channel + upsample + concat", tev,
+                       [](Backend& be, const std::vector<Tensor>& d) {
+                         const Tensor h = be.add_per_channel(d[0], d[1]);
+                         return be.concat_channels(be.upsample_nearest2x(h), be.upsample_nearest2x(d[0]));
+                       }),
+            1e-3);
+}
+
+}  // namespace
+}  // namespace sd::testing

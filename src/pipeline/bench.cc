@@ -1,0 +1,132 @@
+// run_bench: loads the engine, times the first image, then for every batch size times single
+// guided steps (cond+uncond for every image in one UNet call) and whole generations. Each
+// timed region ends with a device synchronisation, so GPU figures are wall-clock true.
+#include "pipeline/bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "pipeline/sd_engine.h"
+
+namespace sd {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+GenerationRequest bench_request(const BenchOptions& o, int steps, int64_t seed) {
+  GenerationRequest r;
+  r.prompt = "a photograph of an astronaut riding a horse on mars, highly detailed";
+  r.negative_prompt = "blurry, low quality";
+  r.width = o.width;
+  r.height = o.height;
+  r.steps = steps;
+  r.sampler = o.sampler;
+  r.seed = seed;
+  return r;
+}
+
+StatusOr<std::vector<std::unique_ptr<Job>>> begin_jobs(SdEngine& e, const BenchOptions& o, int batch, int steps) {
+  std::vector<std::unique_ptr<Job>> jobs;
+  for (int i = 0; i < batch; ++i) {
+    SD_ASSIGN_OR_RETURN(auto job, e.begin(bench_request(o, steps, 1000 + i)));
+    jobs.push_back(std::move(job));
+  }
+  return jobs;
+}
+
+std::vector<Job*> raw(const std::vector<std::unique_ptr<Job>>& jobs) {
+  std::vector<Job*> out;
+  for (auto& j : jobs) out.push_back(j.get());
+  return out;
+}
+
+}  // namespace
+
+StatusOr<BenchReport> run_bench(const BenchOptions& o, const std::function<void(const std::string&)>& log) {
+  auto say = [&](const std::string& s) {
+    if (log) log(s);
+  };
+  BenchReport rep;
+  const auto t_load = Clock::now();
+  SD_ASSIGN_OR_RETURN(Device device, Device::parse(o.device));
+  SD_ASSIGN_OR_RETURN(std::unique_ptr<SdEngine> engine, SdEngine::load(o.model, device));
+  rep.load_seconds = since(t_load);
+  rep.device_name = engine->backend().name();
+  say("loaded in " + std::to_string(rep.load_seconds) + " s on " + rep.device_name);
+  {
+    SD_ASSIGN_OR_RETURN(GenerationResult first, engine->generate(bench_request(o, o.steps, 1)));
+    rep.first_image_seconds = since(t_load);
+    say("first image after " + std::to_string(rep.first_image_seconds) + " s");
+  }
+  for (int batch : o.batch_sizes) {
+    BenchRow row;
+    row.batch = batch;
+    engine->backend().reset_memory_peak();
+    {  // guided step time
+      const int warmup = 3;
+      SD_ASSIGN_OR_RETURN(auto jobs, begin_jobs(*engine, o, batch, warmup + o.timed_steps + 1));
+      std::vector<double> ms;
+      for (int i = 0; i < warmup + o.timed_steps; ++i) {
+        const auto t = Clock::now();
+        SD_RETURN_IF_ERROR(engine->step(raw(jobs)));
+        if (i >= warmup) ms.push_back(since(t) * 1e3);
+      }
+      std::sort(ms.begin(), ms.end());
+      row.step_ms_median = ms[ms.size() / 2];
+      row.step_ms_min = ms.front();
+    }
+    if (o.end_to_end) {
+      const auto t = Clock::now();
+      SD_ASSIGN_OR_RETURN(auto jobs, begin_jobs(*engine, o, batch, o.steps));
+      auto js = raw(jobs);
+      while (!js[0]->finished()) SD_RETURN_IF_ERROR(engine->step(js));
+      SD_ASSIGN_OR_RETURN(auto results, engine->finish(js));
+      row.batch_seconds = since(t);
+      row.seconds_per_image = row.batch_seconds / batch;
+      row.images_per_second = batch / row.batch_seconds;
+    }
+    row.peak_memory_bytes = engine->backend().memory_peak();
+    say("batch " + std::to_string(batch) + ": step " + std::to_string(row.step_ms_median) + " ms");
+    rep.rows.push_back(row);
+  }
+  return rep;
+}
+
+std::string BenchReport::table() const {
+  std::string s = "device: " + device_name + "\n";
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "model load %.2f s, model file to first image %.2f s\n", load_seconds,
+                first_image_seconds);
+  s += buf;
+  s += "batch  step ms (median)  step ms (min)  s/image (e2e)  images/s  peak memory MiB\n";
+  for (const auto& r : rows) {
+    std::snprintf(buf, sizeof buf, "%5d  %16.2f  %13.2f  %13.3f  %8.2f  %15.0f\n", r.batch, r.step_ms_median,
+                  r.step_ms_min, r.seconds_per_image, r.images_per_second,
+                  static_cast<double>(r.peak_memory_bytes) / (1 << 20));
+    s += buf;
+  }
+  return s;
+}
+
+std::string BenchReport::json() const {
+  nlohmann::json j;
+  j["device"] = device_name;
+  j["load_seconds"] = load_seconds;
+  j["first_image_seconds"] = first_image_seconds;
+  for (const auto& r : rows) {
+    j["rows"].push_back({{"batch", r.batch},
+                         {"step_ms_median", r.step_ms_median},
+                         {"step_ms_min", r.step_ms_min},
+                         {"seconds_per_image", r.seconds_per_image},
+                         {"images_per_second", r.images_per_second},
+                         {"batch_seconds", r.batch_seconds},
+                         {"peak_memory_bytes", r.peak_memory_bytes}});
+  }
+  return j.dump(2);
+}
+
+}  // namespace sd

@@ -1,0 +1,44 @@
+// Benchmark driver behind `sdserve bench`: model-load-to-first-image time, then per batch
+// size the guided UNet step time (median over timed steps), end-to-end seconds per image,
+// images/s and peak device memory. Jobs are real requests run through the engine's API.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace sd {
+
+struct BenchOptions {
+  std::string model, device = "cpu";
+  std::vector<int> batch_sizes = {1};
+  int steps = 50;
+  int width = 512, height = 512;
+  int timed_steps = 20;  // guided steps timed per batch size (after warm-up)
+  std::string sampler = "euler";
+  bool end_to_end = true;  // also run whole generations per batch size
+};
+
+struct BenchRow {
+  int batch = 0;
+  double step_ms_median = 0, step_ms_min = 0;  // one guided UNet step for the whole batch
+  double seconds_per_image = 0;                // end to end (text, steps, decode) / images
+  double images_per_second = 0;
+  double batch_seconds = 0;                    // end-to-end wall time of the batch
+  size_t peak_memory_bytes = 0;
+};
+
+struct BenchReport {
+  std::string device_name;
+  double load_seconds = 0;
+  double first_image_seconds = 0;  // model file to first image (includes load)
+  std::vector<BenchRow> rows;
+  std::string table() const;   // text table for stdout
+  std::string json() const;    // machine-readable
+};
+
+StatusOr<BenchReport> run_bench(const BenchOptions& options, const std::function<void(const std::string&)>& log = {});
+
+}  // namespace sd

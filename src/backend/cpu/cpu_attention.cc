@@ -1,18 +1,132 @@
-// Scaled dot-product attention on the CPU: work items are (batch, head, block of query
-// rows); each thread computes S = Q K^T / sqrt(D), a stable softmax and O = S V for its item
-// with single-threaded sgemm on strided head views, in its own [block, Lk] score buffer, so
-// memory stays O(threads * block * Lk) (never B*H*Lq*Lk) even at Lq = Lk = 4096.
+// Scaled dot-product attention on the CPU as a fused kernel: per (batch, head, range of
+// query rows) a thread packs the head's keys and values once, then for every tile of 4 query
+// rows computes the scores, a stable softmax and the weighted sum of values with 8-lane FMA
+// micro-kernels. Memory is O(threads * (Lk * D)), never B*H*Lq*Lk, even at Lq = Lk = 4096.
 #include <cmath>
+#include <cstring>
 #include <memory>
 
 #include "backend/cpu/cpu_internal.h"
+#include "backend/cpu/cpu_simd.h"
 
 namespace sd::cpu {
 namespace {
 
-// Score-block budget per thread in floats: keeps S in cache while the GEMMs stay large.
-constexpr int64_t kScoreBudgetFloats = int64_t{1} << 20;  // 4 MiB
-constexpr int64_t kMaxBlock = 1024;                         // query rows per item
+constexpr int64_t kTileRows = 4;   // query rows per micro-kernel call
+constexpr int64_t kKeyBlock = 16;  // keys per score micro-kernel step (two 8-lane vectors)
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// kp [ceil(Lk/16)][D][16]: the head's keys, 16 at a time, transposed; missing keys are 0.
+void pack_keys(const float* kh, int64_t ld, int64_t Lk, int64_t D, float* kp) {
+  const int64_t blocks = (Lk + kKeyBlock - 1) / kKeyBlock;
+  for (int64_t jb = 0; jb < blocks; ++jb) {
+    float* dst = kp + jb * D * kKeyBlock;
+    for (int64_t jj = 0; jj < kKeyBlock; ++jj) {
+      const int64_t j = jb * kKeyBlock + jj;
+      if (j < Lk) {
+        const float* src = kh + j * ld;
+        for (int64_t d = 0; d < D; ++d) dst[d * kKeyBlock + jj] = src[d];
+      } else {
+        for (int64_t d = 0; d < D; ++d) dst[d * kKeyBlock + jj] = 0.f;
+      }
+    }
+  }
+}
+
+// Width of the value chunk starting at dimension d0 (16, or 8 for the last one).
+int64_t chunk_width(int64_t Dp, int64_t d0) { return Dp - d0 >= 16 ? 16 : 8; }
+
+// vp: the head's values split into chunks of 16 (last maybe 8) dimensions; chunk at d0 is
+// [Lk][w] contiguous at vp + Lk*d0. Dimensions >= D (padding up to Dp) are 0.
+void pack_values(const float* vh, int64_t ld, int64_t Lk, int64_t D, int64_t Dp, float* vp) {
+  for (int64_t d0 = 0; d0 < Dp; d0 += chunk_width(Dp, d0)) {
+    const int64_t w = chunk_width(Dp, d0);
+    float* dst = vp + Lk * d0;
+    for (int64_t j = 0; j < Lk; ++j)
+      for (int64_t dd = 0; dd < w; ++dd) dst[j * w + dd] = d0 + dd < D ? vh[j * ld + d0 + dd] : 0.f;
+  }
+}
+
+// s[r][0, 16*key_blocks) = qs[r] · keys, for 4 rows of pre-scaled queries qs [4][D].
+SD_CPU_KERNEL void tile_scores(const float* qs, int64_t D, const float* kp, int64_t key_blocks, float* s,
+                               int64_t lds) {
+  for (int64_t jb = 0; jb < key_blocks; ++jb) {
+    const float* kb = kp + jb * D * kKeyBlock;
+    f32x8 a00 = splat8(0.f), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    for (int64_t d = 0; d < D; ++d) {
+      const f32x8 k0 = load8(kb + d * kKeyBlock), k1 = load8(kb + d * kKeyBlock + 8);
+      const f32x8 q0 = splat8(qs[d]), q1 = splat8(qs[D + d]), q2 = splat8(qs[2 * D + d]), q3 = splat8(qs[3 * D + d]);
+      a00 += q0 * k0;
+      a01 += q0 * k1;
+      a10 += q1 * k0;
+      a11 += q1 * k1;
+      a20 += q2 * k0;
+      a21 += q2 * k1;
+      a30 += q3 * k0;
+      a31 += q3 * k1;
+    }
+    float* sj = s + jb * kKeyBlock;
+    store8(sj, a00);
+    store8(sj + 8, a01);
+    store8(sj + lds, a10);
+    store8(sj + lds + 8, a11);
+    store8(sj + 2 * lds, a20);
+    store8(sj + 2 * lds + 8, a21);
+    store8(sj + 3 * lds, a30);
+    store8(sj + 3 * lds + 8, a31);
+  }
+}
+
+// o [4][Dp] = s[r][0, keys) · values, chunk by chunk of the packed values.
+SD_CPU_KERNEL void tile_values(const float* s, int64_t lds, int64_t keys, const float* vp, int64_t Lk, int64_t Dp,
+                               float* o) {
+  for (int64_t d0 = 0; d0 < Dp; d0 += chunk_width(Dp, d0)) {
+    const float* vc = vp + Lk * d0;
+    if (chunk_width(Dp, d0) == 16) {
+      f32x8 a00 = splat8(0.f), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+      for (int64_t j = 0; j < keys; ++j) {
+        const f32x8 v0 = load8(vc + j * 16), v1 = load8(vc + j * 16 + 8);
+        const f32x8 p0 = splat8(s[j]), p1 = splat8(s[lds + j]), p2 = splat8(s[2 * lds + j]), p3 = splat8(s[3 * lds + j]);
+        a00 += p0 * v0;
+        a01 += p0 * v1;
+        a10 += p1 * v0;
+        a11 += p1 * v1;
+        a20 += p2 * v0;
+        a21 += p2 * v1;
+        a30 += p3 * v0;
+        a31 += p3 * v1;
+      }
+      store8(o + d0, a00);
+      store8(o + d0 + 8, a01);
+      store8(o + Dp + d0, a10);
+      store8(o + Dp + d0 + 8, a11);
+      store8(o + 2 * Dp + d0, a20);
+      store8(o + 2 * Dp + d0 + 8, a21);
+      store8(o + 3 * Dp + d0, a30);
+      store8(o + 3 * Dp + d0 + 8, a31);
+    } else {
+      f32x8 a0 = splat8(0.f), a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t j = 0; j < keys; ++j) {
+        const f32x8 v0 = load8(vc + j * 8);
+        a0 += splat8(s[j]) * v0;
+        a1 += splat8(s[lds + j]) * v0;
+        a2 += splat8(s[2 * lds + j]) * v0;
+        a3 += splat8(s[3 * lds + j]) * v0;
+      }
+      store8(o + d0, a0);
+      store8(o + Dp + d0, a1);
+      store8(o + 2 * Dp + d0, a2);
+      store8(o + 3 * Dp + d0, a3);
+    }
+  }
+}
+
+// One worker's scratch: packed keys and values of the current head, scores of a tile.
+struct Scratch {
+  std::unique_ptr<float[]> kp, vp, s, qs, o;
+  int64_t packed_head = -1;  // b*heads + h whose keys/values are packed, or -1
+};
 
 }  // namespace
 
@@ -27,39 +141,65 @@ Tensor attention(CpuContext& ctx, const Tensor& q, const Tensor& k, const Tensor
             "attention: " + std::to_string(q.dim(2)) + " features not divisible by " + std::to_string(heads) + " heads");
   const int64_t B = q.dim(0), Lq = q.dim(1), Lk = k.dim(1), HD = q.dim(2), D = HD / heads;
   Tensor out = ctx.alloc_f32(q.shape());  // [B, Lq, H*D]
-  if (Lk == 0 || Lq == 0) {
+  if (Lk == 0 || Lq == 0 || D == 0) {
     std::fill(out.f32(), out.f32() + out.numel(), 0.f);
     return out;
   }
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  const int64_t Lk_pad = round_up(Lk, kKeyBlock), Dp = round_up(D, 8);
+  const int64_t BH = B * heads;
+
+  // Work items: (batch*head, range of query rows); a few per thread for balance, each long
+  // enough that packing the head's keys and values is a small cost.
   const int threads = ctx.threads();
-  int64_t block = std::clamp<int64_t>(kScoreBudgetFloats / Lk, 16, kMaxBlock);
-  // Enough items to keep every thread busy when there are few heads.
-  block = std::min(block, std::max<int64_t>(16, (B * heads * Lq + threads - 1) / threads / (B * heads)));
-  block = std::min(block, Lq);
-  const int64_t blocks_per_head = (Lq + block - 1) / block, items = B * heads * blocks_per_head;
+  const int64_t rows_per_item =
+      std::min(round_up(Lq, kTileRows),
+               std::max<int64_t>(64, round_up((BH * Lq + 4 * threads - 1) / (4 * threads), kTileRows)));
+  const int64_t items_per_head = (Lq + rows_per_item - 1) / rows_per_item, items = BH * items_per_head;
   const int workers = static_cast<int>(std::min<int64_t>(threads, items));
-  const size_t score_floats = static_cast<size_t>(block * Lk);
-  std::unique_ptr<float[]> scores(new float[score_floats * static_cast<size_t>(workers)]);  // [workers][block, Lk]
-#pragma omp parallel for num_threads(workers) schedule(dynamic, 1) if (workers > 1)
+  std::vector<Scratch> scratch(static_cast<size_t>(workers));
+  for (Scratch& w : scratch) {
+    w.kp.reset(new float[static_cast<size_t>(Lk_pad * D)]);
+    w.vp.reset(new float[static_cast<size_t>(Lk * Dp)]);
+    w.s.reset(new float[static_cast<size_t>(kTileRows * Lk_pad)]);
+    w.qs.reset(new float[static_cast<size_t>(kTileRows * D)]);
+    w.o.reset(new float[static_cast<size_t>(kTileRows * Dp)]);
+  }
+  // Static schedule: each thread gets a contiguous range of items, so it repacks a head's
+  // keys and values only when its range moves on to the next head.
+#pragma omp parallel for num_threads(workers) schedule(static) if (workers > 1)
   for (int64_t item = 0; item < items; ++item) {
-    const int64_t bh = item / blocks_per_head, b = bh / heads, h = bh % heads;
-    const int64_t i0 = (item % blocks_per_head) * block, rows = std::min(block, Lq - i0);
-    // Head views: rows of H*D floats, this head's D columns at offset h*D.
-    const float* qh = q.f32() + (b * Lq + i0) * HD + h * D;
-    const float* kh = k.f32() + b * Lk * HD + h * D;
-    const float* vh = v.f32() + b * Lk * HD + h * D;
-    float* oh = out.f32() + (b * Lq + i0) * HD + h * D;
-    float* s = scores.get() + score_floats * static_cast<size_t>(omp_get_thread_num());
-    // With the causal mask, keys past the block's last query are never needed.
-    const int64_t keys = causal ? std::min(Lk, i0 + rows) : Lk;
-    gemm_nt_serial(rows, keys, D, scale, qh, HD, kh, HD, 0.f, s, keys);  // S [rows, keys]
-    float row_sums[kMaxBlock];
-    exp_rows_inplace(s, rows, keys, keys, i0, causal, row_sums);  // softmax numerators
-    gemm_nn_serial(rows, D, keys, 1.f, s, keys, vh, HD, 0.f, oh, HD);  // O [rows, D]
-    for (int64_t r = 0; r < rows; ++r) {  // normalise the small output instead of S
-      const float inv = 1.f / row_sums[r];
-      for (int64_t d = 0; d < D; ++d) oh[r * HD + d] *= inv;
+    Scratch& w = scratch[static_cast<size_t>(omp_get_thread_num())];
+    const int64_t bh = item / items_per_head, b = bh / heads, h = bh % heads;
+    const int64_t row_begin = (item % items_per_head) * rows_per_item;
+    const int64_t row_end = std::min(Lq, row_begin + rows_per_item);
+    if (w.packed_head != bh) {
+      pack_keys(k.f32() + b * Lk * HD + h * D, HD, Lk, D, w.kp.get());
+      pack_values(v.f32() + b * Lk * HD + h * D, HD, Lk, D, Dp, w.vp.get());
+      w.packed_head = bh;
+    }
+    for (int64_t i0 = row_begin; i0 < row_end; i0 += kTileRows) {
+      const int64_t rows = std::min(kTileRows, row_end - i0);
+      // Queries of the tile, pre-scaled; missing rows repeat the last one (results dropped).
+      for (int64_t r = 0; r < kTileRows; ++r) {
+        const float* src = q.f32() + (b * Lq + i0 + std::min(r, rows - 1)) * HD + h * D;
+        for (int64_t d = 0; d < D; ++d) w.qs[static_cast<size_t>(r * D + d)] = src[d] * scale;
+      }
+      // With the causal mask, keys past the tile's last query are never needed.
+      const int64_t keys = causal ? std::min(Lk, i0 + rows) : Lk;
+      tile_scores(w.qs.get(), D, w.kp.get(), (keys + kKeyBlock - 1) / kKeyBlock, w.s.get(), Lk_pad);
+      float row_sums[kTileRows];
+      for (int64_t r = 0; r < kTileRows; ++r) {
+        const int64_t valid = causal ? std::min(keys, i0 + std::min(r, rows - 1) + 1) : keys;
+        exp_rows_inplace(w.s.get() + r * Lk_pad, 1, valid, Lk_pad, 0, false, &row_sums[r]);
+        std::fill(w.s.get() + r * Lk_pad + valid, w.s.get() + r * Lk_pad + keys, 0.f);
+      }
+      tile_values(w.s.get(), Lk_pad, keys, w.vp.get(), Lk, Dp, w.o.get());
+      for (int64_t r = 0; r < rows; ++r) {
+        const float inv = 1.f / row_sums[r];
+        float* dst = out.f32() + (b * Lq + i0 + r) * HD + h * D;
+        for (int64_t d = 0; d < D; ++d) dst[d] = w.o[static_cast<size_t>(r * Dp + d)] * inv;
+      }
     }
   }
   return out;

@@ -15,7 +15,8 @@ namespace {
 
 // Column buffer budget per thread (floats): large enough for an efficient GEMM, small
 // enough to stay in cache next to the weights.
-constexpr int64_t kIm2colBudgetFloats = int64_t{1} << 19;  // 2 MiB
+constexpr int64_t kIm2colBudgetFloats = int64_t{1} << 18;  // 1 MiB
+constexpr int64_t kMinChunkPixels = 128;
 // Below this many multiply-adds a GEMM is not worth splitting over threads.
 constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
 
@@ -102,29 +103,6 @@ void gemm_nt_serial(int64_t m, int64_t n, int64_t k, float alpha, const float* a
               b, blas_int(ldb), beta, c, blas_int(ldc));
 }
 
-void gemm_nn_serial(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
-                    int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blas_int(m), blas_int(n), blas_int(k), alpha, a,
-              blas_int(lda), b, blas_int(ldb), beta, c, blas_int(ldc));
-}
-
-void gemm_nt(const CpuContext& ctx, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-             const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  split_gemm(ctx, m, n, k, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-    // B is [N, K]: columns c0..c1 of C use rows c0..c1 of B.
-    gemm_nt_serial(r1 - r0, c1 - c0, k, alpha, a + r0 * lda, lda, b + c0 * ldb, ldb, beta, c + r0 * ldc + c0, ldc);
-  });
-}
-
-void gemm_nn(const CpuContext& ctx, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-             const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  split_gemm(ctx, m, n, k, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-    // B is [K, N]: columns c0..c1 of C use columns c0..c1 of B.
-    gemm_nn_serial(r1 - r0, c1 - c0, k, alpha, a + r0 * lda, lda, b + c0, ldb, beta, c + r0 * ldc + c0, ldc);
-  });
-}
-
 Tensor linear(CpuContext& ctx, const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_f32(x, "linear", "x");
   check_f32(w, "linear", "w");
@@ -183,7 +161,10 @@ Tensor conv2d(CpuContext& ctx, const Tensor& x, const Tensor& w, const Tensor& b
   // own buffer and multiplies it straight into the output rows.
   const int64_t kkc = K * K * Cin;
   const int threads = ctx.threads();
-  int64_t rows_per_chunk = std::clamp<int64_t>(kIm2colBudgetFloats / (Wo * kkc), 1, Ho);
+  // At least kMinChunkPixels pixels per chunk so that re-packing the weights in every GEMM
+  // call stays cheap next to the multiply itself.
+  int64_t rows_per_chunk = std::clamp<int64_t>(
+      std::max(kIm2colBudgetFloats / (Wo * kkc), (kMinChunkPixels + Wo - 1) / Wo), 1, Ho);
   // Enough chunks to keep every thread busy.
   rows_per_chunk = std::min(rows_per_chunk, std::max<int64_t>(1, (B * Ho + threads - 1) / threads / B));
   const int64_t chunks_per_image = (Ho + rows_per_chunk - 1) / rows_per_chunk, items = B * chunks_per_image;

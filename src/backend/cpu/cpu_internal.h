@@ -58,17 +58,10 @@ void check_f32(const Tensor& t, const char* op, const char* what);
 
 // ---- dense (cpu_gemm_conv.cc) ----
 // OpenBLAS runs single-threaded (its own thread pool would spin against OpenMP's on few
-// cores); these wrappers split one GEMM into row (or column) blocks over the OpenMP threads.
-// C[M,N] (ldc) = alpha * A[M,K] (lda) · B^T where B is [N,K] (ldb) + beta * C. Row-major.
-void gemm_nt(const CpuContext& ctx, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-             const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
-// C[M,N] = alpha * A[M,K] · B[K,N] + beta * C. Row-major.
-void gemm_nn(const CpuContext& ctx, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-             const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
-// The same on the calling thread only (for use inside parallel regions).
+// cores); the ops split each GEMM into row (or column) blocks over the OpenMP threads.
+// C[M,N] (ldc) = alpha * A[M,K] (lda) · B^T where B is [N,K] (ldb) + beta * C, row-major, on
+// the calling thread.
 void gemm_nt_serial(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
-                    int64_t ldb, float beta, float* c, int64_t ldc);
-void gemm_nn_serial(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
                     int64_t ldb, float beta, float* c, int64_t ldc);
 Tensor linear(CpuContext& ctx, const Tensor& x, const Tensor& w, const Tensor& bias);
 Tensor conv2d(CpuContext& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding);

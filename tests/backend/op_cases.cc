@@ -275,6 +275,10 @@ std::vector<OpCase> all_op_cases() {
   add_attention(L, "attention_causal_b2_l77_h2_d64", 2, 77, 77, 2, 64, true);
   add_attention(L, "attention_causal_b1_l17_h3_d8", 1, 17, 17, 3, 8, true);
   add_attention(L, "attention_causal_b1_l1100_h1_d8_blocked", 1, 1100, 1100, 1, 8, true);  // several query blocks
+  add_attention(L, "attention_self_b2_l64_h8_d160", 2, 64, 64, 8, 160, false);  // SD1.5 deepest level
+  add_attention(L, "attention_self_b1_l256_h1_d512_vae", 1, 256, 256, 1, 512, false);  // VAE mid-block
+  add_attention(L, "attention_self_b1_l50_h2_d12_odd", 1, 50, 50, 2, 12, false);    // D not a multiple of 8
+  add_attention(L, "attention_cross_b2_l9_lk1_h2_d16", 2, 9, 1, 2, 16, false);       // a single key
   add_attention(L, "attention_self_b1_l4096_h2_d8", 1, 4096, 4096, 2, 8, false);  // SD 512x512 sequence length
 
   add_activation(L, "activation_silu", Activation::kSiLU);

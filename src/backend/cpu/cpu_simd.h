@@ -32,7 +32,7 @@ __attribute__((always_inline)) inline double hsum8(f32x8 v) {
 
 // e^x lane-wise; the same polynomial and range reduction as fast_exp in cpu_math.h.
 __attribute__((always_inline)) inline f32x8 exp8(f32x8 x) {
-  const f32x8 lo = splat8(-87.33f), hi = splat8(88.72f);
+  const f32x8 lo = splat8(-87.33f), hi = splat8(88.f);
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
   const f32x8 magic = splat8(12582912.f);
@@ -46,14 +46,10 @@ __attribute__((always_inline)) inline f32x8 exp8(f32x8 x) {
   p = p * r + splat8(0.5f);
   p = p * r + splat8(1.f);
   p = p * r + splat8(1.f);
-  const i32x8 ni = __builtin_convertvector(n, i32x8);
-  const i32x8 n1 = ni >> 1, n2 = ni - n1;  // two factors keep both exponents in range
-  const i32x8 bias = {127, 127, 127, 127, 127, 127, 127, 127};
-  const i32x8 b1 = (n1 + bias) << 23, b2 = (n2 + bias) << 23;
-  f32x8 s1, s2;
-  std::memcpy(&s1, &b1, sizeof(s1));
-  std::memcpy(&s2, &b2, sizeof(s2));
-  return p * s1 * s2;
+  const i32x8 bits = (__builtin_convertvector(n, i32x8) + 127) << 23;
+  f32x8 scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
 }
 
 }  // namespace sd::cpu

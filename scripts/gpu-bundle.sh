@@ -5,7 +5,8 @@
 #   scripts/gpu-bundle.sh run               (on the device) unpack to /tmp, run the GPU tests and
 #                                           op timings, logs to $OUT (or ./out); exit status of the tests
 # Environment for run: GTEST_FILTER, SANITIZE=1 (compute-sanitizer memcheck on a subset),
-# SD_TIMINGS=0 (skip timings), SD_EXTRA="cmd ..." (run after the tests, e.g. "sdserve bench ...").
+# SD_TIMINGS=0 (skip timings), SD_TORCH=0 (skip the PyTorch reference timings),
+# SD_EXTRA="cmd ..." (run after the tests, e.g. "sdserve bench ...").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-}"
@@ -100,11 +101,26 @@ run() {
     echo "== compute-sanitizer memcheck (subset)"
     timeout 240 compute-sanitizer --tool memcheck --print-limit 20 "$root/bin/test_gpu" \
       --gtest_filter='AllCases/GpuOpParity.F16*:GpuBackend.*' > "$out/memcheck.log" 2>&1
-    tail -5 "$out/memcheck.log"
+    tail -3 "$out/memcheck.log"
+    echo "== compute-sanitizer racecheck (attention and norms)"
+    timeout 240 compute-sanitizer --tool racecheck --print-limit 20 "$root/bin/test_gpu" \
+      --gtest_filter='AllCases/GpuOpParity.F16*attention*:AllCases/GpuOpParity.F16*norm*' > "$out/racecheck.log" 2>&1
+    tail -3 "$out/racecheck.log"
   fi
   if [ "${SD_TIMINGS:-1}" = 1 ] && [ -x "$root/bin/gpu_op_timings" ]; then
     echo "== op timings"
-    { timeout 120 "$root/bin/gpu_op_timings" f16; timeout 120 "$root/bin/gpu_op_timings" bf16; } 2>&1 | tee "$out/timings.txt"
+    {
+      timeout 120 "$root/bin/gpu_op_timings" f16
+      timeout 120 "$root/bin/gpu_op_timings" bf16
+      echo "-- WMMA attention kernel (SDSERVE_CUDA_ATTENTION=wmma)"
+      SDSERVE_CUDA_ATTENTION=wmma timeout 120 "$root/bin/gpu_op_timings" f16 attention
+      echo "-- cuDNN algorithms by benchmark (SDSERVE_CUDNN_FIND=1)"
+      SDSERVE_CUDNN_FIND=1 timeout 120 "$root/bin/gpu_op_timings" f16 conv2d
+      if [ "${SD_TORCH:-1}" = 1 ] && python3 -c 'import torch' 2>/dev/null; then
+        echo "-- PyTorch reference"
+        timeout 180 python3 tests/gpu/timings/torch_op_timings.py
+      fi
+    } 2>&1 | tee "$out/timings.txt"
   fi
   if [ -n "${SD_EXTRA:-}" ]; then
     echo "== extra: $SD_EXTRA"
@@ -116,5 +132,5 @@ run() {
 case "$mode" in
   pack) shift; pack "$@" ;;
   run) run ;;
-  *) sed -n '2,9p' "$0"; exit 2 ;;
+  *) sed -n '2,10p' "$0"; exit 2 ;;
 esac

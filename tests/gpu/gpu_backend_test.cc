@@ -175,6 +175,35 @@ TEST(GpuBackend, EmbeddingOutOfRangeIsNaNNotSilent) {
   EXPECT_TRUE(std::isfinite(out.f32()[0]) && std::isfinite(out.f32()[16]));
 }
 
+TEST(GpuBackend, MmaAndWmmaAttentionKernelsAgree) {
+  SD_REQUIRE_GPU();
+  for (DType dtype : {DType::kF16, DType::kBF16}) {
+    setenv("SDSERVE_CUDA_ATTENTION", "wmma", 1);
+    auto wmma = cuda::make_backend(0, dtype);
+    unsetenv("SDSERVE_CUDA_ATTENTION");
+    ASSERT_TRUE(wmma.ok()) << wmma.status().to_string();
+    Backend& mma = gpu_backend(dtype);
+    Backend& w = **wmma;
+    struct Shape5 {
+      int64_t lq, lk, heads, d;
+      bool causal;
+    };
+    for (const Shape5& s : {Shape5{200, 200, 2, 40, false}, Shape5{129, 77, 3, 64, false}, Shape5{77, 77, 2, 64, true},
+                            Shape5{100, 70, 2, 80, false}, Shape5{65, 65, 1, 160, true}, Shape5{33, 50, 4, 8, false},
+                            Shape5{40, 40, 2, 20, true}}) {
+      const int64_t hd = s.heads * s.d;
+      const Tensor q = quantize(random_tensor({2, s.lq, hd}, 81, -2.f, 2.f), dtype);
+      const Tensor k = quantize(random_tensor({2, s.lk, hd}, 82, -2.f, 2.f), dtype);
+      const Tensor v = quantize(random_tensor({2, s.lk, hd}, 83), dtype);
+      const int h = static_cast<int>(s.heads);
+      const Tensor a = mma.download(mma.attention(mma.upload(q), mma.upload(k), mma.upload(v), h, s.causal));
+      const Tensor b = w.download(w.attention(w.upload(q), w.upload(k), w.upload(v), h, s.causal));
+      EXPECT_LE(relative_l2(a, b), dtype == DType::kBF16 ? 1e-2 : 2e-3)
+          << dtype_name(dtype) << " lq " << s.lq << " lk " << s.lk << " d " << s.d << (s.causal ? " causal" : "");
+    }
+  }
+}
+
 TEST(GpuBackend, DirectConvFallbackMatchesCudnn) {
   SD_REQUIRE_GPU();
   setenv("SDSERVE_CUDA_CONV_DIRECT", "1", 1);

@@ -71,7 +71,8 @@ INSTANTIATE_TEST_SUITE_P(
                       AttnShape{1, 512, 512, 4, 80, false},    // head dim 80
                       AttnShape{2, 77, 77, 12, 64, true},      // CLIP ViT-L text encoder
                       AttnShape{1, 77, 77, 16, 64, true},      // OpenCLIP ViT-H text encoder
-                      AttnShape{1, 130, 130, 2, 40, true}));   // causal over 3 query tiles
+                      AttnShape{1, 130, 130, 2, 40, true},     // causal over 3 query tiles
+                      AttnShape{1, 100, 77, 2, 200, false}));  // head dim > 160: the WMMA kernel
 
 TEST(GpuSdShapes, ConvLinearNormsMatchCpu) {
   SD_REQUIRE_GPU();

@@ -1,12 +1,13 @@
-// Fused attention (flash-attention style): per (batch, head, 64-query tile) the kernel
-// streams 64-key tiles of K and V through shared memory, computes S = Q K^T on tensor cores
-// (WMMA, f32 accumulate), keeps an online softmax in f32 and accumulates O = P V; the
-// [Lq, Lk] score matrix never reaches device memory. Head dims up to 256, causal mask.
+// Fused attention, WMMA version, and the attention() op (which picks this kernel or the
+// mma.sync one in attention_mma.cu): per (batch, head, 64-query tile) 64-key tiles of K and
+// V stream through shared memory, S = Q K^T on tensor cores (f32 accumulate), online softmax
+// in f32, O = P V kept in shared memory. Head dims up to 256, causal mask.
 #include <mma.h>
 
 #include <cmath>
 #include <string>
 
+#include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
@@ -194,11 +195,15 @@ void launch_attention(const T* q, const T* k, const T* v, T* o, int batch, int l
 }
 
 template <typename T>
-void dispatch_head_dim(const T* q, const T* k, const T* v, T* o, int batch, int lq, int lk, int heads, int d,
-                       bool causal, bool vec, cudaStream_t stream) {
+void dispatch_head_dim(const AttentionArgs& a, cudaStream_t stream) {
+  const T* q = static_cast<const T*>(a.q);
+  const T* k = static_cast<const T*>(a.k);
+  const T* v = static_cast<const T*>(a.v);
+  T* o = static_cast<T*>(a.o);
   const auto go = [&](auto dp) {
-    launch_attention<T, decltype(dp)::value>(q, k, v, o, batch, lq, lk, heads, d, causal, vec, stream);
+    launch_attention<T, decltype(dp)::value>(q, k, v, o, a.batch, a.lq, a.lk, a.heads, a.d, a.causal, a.vec, stream);
   };
+  const int d = a.d;
   if (d <= 16) go(std::integral_constant<int, 16>{});
   else if (d <= 32) go(std::integral_constant<int, 32>{});
   else if (d <= 48) go(std::integral_constant<int, 48>{});
@@ -211,6 +216,10 @@ void dispatch_head_dim(const T* q, const T* k, const T* v, T* o, int batch, int 
 }
 
 }  // namespace
+
+void launch_attention_wmma(DType dtype, const AttentionArgs& a, cudaStream_t stream) {
+  dispatch_half(dtype, [&](auto tag) { dispatch_head_dim<decltype(tag)>(a, stream); });
+}
 
 Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
   check_on_device(q, "attention");
@@ -229,13 +238,22 @@ Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v,
   if (out.numel() == 0) return out;
   SD_ASSERT(lk > 0, "attention with no keys");
   const auto a16 = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; };
-  const bool vec = d % 8 == 0 && a16(q.raw()) && a16(k.raw()) && a16(v.raw());
-  dispatch_half(q.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    dispatch_head_dim<T>(q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), static_cast<int>(batch),
-                         static_cast<int>(lq), static_cast<int>(lk), heads, static_cast<int>(d), causal, vec,
-                         stream_);
-  });
+  const AttentionArgs args{q.raw(),
+                           k.raw(),
+                           v.raw(),
+                           out.raw(),
+                           static_cast<int>(batch),
+                           static_cast<int>(lq),
+                           static_cast<int>(lk),
+                           heads,
+                           static_cast<int>(d),
+                           causal,
+                           d % 8 == 0 && a16(q.raw()) && a16(k.raw()) && a16(v.raw())};
+  if (attention_wmma_ || d > kMmaAttentionMaxHeadDim) {
+    launch_attention_wmma(q.dtype(), args, stream_);
+  } else {
+    launch_attention_mma(q.dtype(), args, stream_);
+  }
   return out;
 }
 

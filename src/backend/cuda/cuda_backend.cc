@@ -130,6 +130,8 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
   SD_CUBLAS_CHECK(cublasLtCreate(&lt_));
   SD_CUDNN_CHECK(cudnnCreate(&dnn_));
   SD_CUDNN_CHECK(cudnnSetStream(dnn_, stream_));
+  const char* attn = std::getenv("SDSERVE_CUDA_ATTENTION");
+  attention_wmma_ = attn && std::strcmp(attn, "wmma") == 0;
   gemm_ = std::make_unique<GemmPlans>();
   conv_ = std::make_unique<ConvPlans>();
   gemm_workspace_bytes_ = kGemmWorkspaceBytes;

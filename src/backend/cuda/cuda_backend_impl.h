@@ -58,6 +58,8 @@ class CudaBackend final : public Backend {
   Tensor lincomb(const std::vector<Tensor>& inputs, const Tensor& coeffs) override;
 
   Tensor upsample_nearest2x(const Tensor& x) override;
+  Tensor pad_hw(const Tensor& x, int top, int bottom, int left, int right) override;
+  Tensor crop_hw(const Tensor& x, int h0, int h, int w0, int w) override;
   Tensor concat_channels(const Tensor& a, const Tensor& b) override;
   Tensor embedding(const Tensor& ids, const Tensor& table) override;
   Tensor concat_rows(const std::vector<Tensor>& parts) override;
@@ -72,6 +74,8 @@ class CudaBackend final : public Backend {
   void add_bias_rows(const Tensor& y, const Tensor& bias);
   // Plain cuBLAS handle for GEMMs cuBLASLt has no algorithm for (created on first use).
   cublasHandle_t blas();
+  // [B,Ho,Wo,C] window of x [B,H,W,C] starting at (dy, dx), zero outside (pad_hw, crop_hw).
+  Tensor window(const Tensor& x, int64_t ho, int64_t wo, int64_t dy, int64_t dx, const char* op);
   // Asserts that `t` lives on this device.
   void check_on_device(const Tensor& t, const char* op) const;
 
@@ -84,6 +88,7 @@ class CudaBackend final : public Backend {
   cublasLtHandle_t lt_ = nullptr;
   cudnnHandle_t dnn_ = nullptr;
   cublasHandle_t blas_ = nullptr;
+  bool attention_wmma_ = false;  // SDSERVE_CUDA_ATTENTION=wmma: the WMMA kernel for every head dim
   std::unique_ptr<GemmPlans> gemm_;
   std::unique_ptr<ConvPlans> conv_;
   void* gemm_workspace_ = nullptr;

@@ -1,5 +1,5 @@
-// Layout ops: NHWC nearest 2x upsample, channel concat, token embedding lookup and row
-// concatenation. Pure data movement, 16-byte vectors where the channel count allows.
+// Layout ops: NHWC nearest 2x upsample, zero padding / cropping of H and W, channel concat,
+// token embedding lookup and row concatenation. Pure data movement, 16-byte vectors where the channel count allows.
 #include <string>
 #include <type_traits>
 
@@ -47,6 +47,31 @@ __global__ void concat_kernel(const T* __restrict__ a, const T* __restrict__ b, 
   }
 }
 
+// out [B,Ho,Wo,C] = x [B,H,W,C] shifted by (dy, dx): out(y, x) = x(y + dy, x + dx), zero where
+// that falls outside x (pad: negative shifts; crop: positive ones). Units of V elements.
+template <typename T, int V>
+__global__ void window_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t h, int64_t w, int64_t ho,
+                              int64_t wo, int64_t cv, int64_t dy, int64_t dx, int64_t n) {
+  using P = Pack<T, V>;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t c = i % cv;
+    int64_t t = i / cv;
+    const int64_t ox = t % wo;
+    t /= wo;
+    const int64_t oy = t % ho;
+    const int64_t b = t / ho;
+    const int64_t iy = oy + dy, ix = ox + dx;
+    P val;
+    if (iy >= 0 && iy < h && ix >= 0 && ix < w) {
+      val = reinterpret_cast<const P*>(x)[((b * h + iy) * w + ix) * cv + c];
+    } else {
+#pragma unroll
+      for (int j = 0; j < V; ++j) val.v[j] = T(0);
+    }
+    reinterpret_cast<P*>(y)[i] = val;
+  }
+}
+
 // ids [N], table [V, D] -> [N, D]; an out-of-range id yields a row of NaN (never silent).
 template <typename T>
 __global__ void embedding_kernel(const int32_t* __restrict__ ids, const T* __restrict__ table, T* __restrict__ y,
@@ -83,6 +108,41 @@ Tensor CudaBackend::upsample_nearest2x(const Tensor& x) {
     vec ? run(uint32_t{}, std::integral_constant<int, 4>{}) : run(uint32_t{}, std::integral_constant<int, 1>{});
   }
   return y;
+}
+
+Tensor CudaBackend::window(const Tensor& x, int64_t ho, int64_t wo, int64_t dy, int64_t dx, const char* op) {
+  check_on_device(x, op);
+  const int64_t b = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
+  Tensor y = empty({b, ho, wo, c}, x.dtype());
+  if (y.numel() == 0) return y;
+  const size_t es = dtype_size(x.dtype());
+  SD_ASSERT(es == 2 || es == 4, std::string(op) + ": " + x.describe());
+  const auto run = [&](auto tag, auto vtag) {
+    using T = decltype(tag);
+    constexpr int V = decltype(vtag)::value;
+    const int64_t n = y.numel() / V;
+    window_kernel<T, V><<<grid_for(n, 256), 256, 0, stream_>>>(x.data<T>(), y.data<T>(), h, w, ho, wo, c / V, dy, dx,
+                                                               n);
+    SD_CUDA_LAUNCH_CHECK();
+  };
+  const bool vec = (c * static_cast<int64_t>(es)) % 16 == 0 && aligned16(x.raw()) && aligned16(y.raw());
+  if (es == 2) {
+    vec ? run(uint16_t{}, std::integral_constant<int, 8>{}) : run(uint16_t{}, std::integral_constant<int, 1>{});
+  } else {
+    vec ? run(uint32_t{}, std::integral_constant<int, 4>{}) : run(uint32_t{}, std::integral_constant<int, 1>{});
+  }
+  return y;
+}
+
+Tensor CudaBackend::pad_hw(const Tensor& x, int top, int bottom, int left, int right) {
+  SD_ASSERT(x.ndim() == 4 && top >= 0 && bottom >= 0 && left >= 0 && right >= 0, "pad_hw " + x.describe());
+  return window(x, x.dim(1) + top + bottom, x.dim(2) + left + right, -top, -left, "pad_hw");
+}
+
+Tensor CudaBackend::crop_hw(const Tensor& x, int h0, int h, int w0, int w) {
+  SD_ASSERT(x.ndim() == 4 && h0 >= 0 && w0 >= 0 && h >= 0 && w >= 0 && h0 + h <= x.dim(1) && w0 + w <= x.dim(2),
+            "crop_hw " + x.describe());
+  return window(x, h, w, h0, w0, "crop_hw");
 }
 
 Tensor CudaBackend::concat_channels(const Tensor& a, const Tensor& b) {

@@ -1,6 +1,7 @@
 // gpu_op_timings: median time of single CUDA-backend ops at Stable Diffusion 1.5 shapes
 // (512x512, batch 2 for classifier-free guidance), with the achieved TFLOP/s or GB/s.
-// Usage: gpu_op_timings [f16|bf16]. Prints one table; exits 0 without a GPU.
+// Usage: gpu_op_timings [f16|bf16] [FILTER]: only ops whose name contains FILTER. Prints one
+// table; exits 0 without a GPU. SDSERVE_CUDA_ATTENTION / SDSERVE_CUDNN_FIND pick variants.
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -20,6 +21,8 @@ using sd::Tensor;
 using sd::testing::random_tensor;
 
 // Median over `reps` of the mean time of `inner` back-to-back calls, in milliseconds.
+std::string g_filter;  // only ops whose name contains this are timed
+
 double time_ms(Backend& be, const std::function<Tensor()>& op, int reps = 15, int inner = 10) {
   for (int i = 0; i < 3; ++i) (void)op();
   if (!be.synchronize().ok()) return -1;
@@ -41,6 +44,13 @@ struct Row {
   bool flops;
 };
 
+// Times `op` under `name` unless the filter excludes it.
+void add(std::vector<Row>& rows, Backend& be, const std::string& name, const std::function<Tensor()>& op, double work,
+         bool flops) {
+  if (!g_filter.empty() && name.find(g_filter) == std::string::npos) return;
+  rows.push_back({name, time_ms(be, op), work, flops});
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -55,53 +65,68 @@ int main(int argc, char** argv) {
     return 1;
   }
   Backend& be = **made;
+  const std::string filter = argc > 2 ? argv[2] : "";
+  g_filter = filter;
   std::vector<Row> rows;
   const auto up = [&](const sd::Shape& s, uint32_t seed, float lo = -1.f, float hi = 1.f) {
     return be.upload(random_tensor(s, seed, lo, hi));
   };
   try {
-    for (auto [l, lk, h, d] : {std::array<int64_t, 4>{4096, 4096, 8, 40}, {1024, 1024, 8, 80}, {256, 256, 8, 160},
-                               {4096, 77, 8, 40}, {1024, 1024, 10, 64}, {77, 77, 12, 64}}) {
+    for (auto [l, lk, h, d] : {std::array<int64_t, 4>{4096, 4096, 8, 40},
+                               {1024, 1024, 8, 80},
+                               {256, 256, 8, 160},
+                               {4096, 77, 8, 40},
+                               {1024, 1024, 10, 64},
+                               {77, 77, 12, 64}}) {
       const Tensor q = up({2, l, h * d}, 1, -2, 2), k = up({2, lk, h * d}, 2, -2, 2), v = up({2, lk, h * d}, 3);
       const bool causal = l == 77;
-      rows.push_back({"attention b2 l" + std::to_string(l) + " lk" + std::to_string(lk) + " h" + std::to_string(h) +
-                          " d" + std::to_string(d) + (causal ? " causal" : ""),
-                      time_ms(be, [&] { return be.attention(q, k, v, static_cast<int>(h), causal); }),
-                      4.0 * 2 * h * l * lk * d / (causal ? 2 : 1), true});
+      add(
+          rows, be,
+          "attention b2 l" + std::to_string(l) + " lk" + std::to_string(lk) + " h" + std::to_string(h) + " d" +
+              std::to_string(d) + (causal ? " causal" : ""),
+          [&] { return be.attention(q, k, v, static_cast<int>(h), causal); },
+          4.0 * 2 * h * l * lk * d / (causal ? 2 : 1), true);
     }
-    for (auto [hw, cin, cout, ks, stride] : {std::array<int64_t, 5>{64, 320, 320, 3, 1}, {32, 640, 640, 3, 1},
-                                             {16, 1280, 1280, 3, 1}, {64, 320, 320, 3, 2}, {64, 4, 320, 3, 1}}) {
+    for (auto [hw, cin, cout, ks, stride] : {std::array<int64_t, 5>{64, 320, 320, 3, 1},
+                                             {32, 640, 640, 3, 1},
+                                             {16, 1280, 1280, 3, 1},
+                                             {64, 320, 320, 3, 2},
+                                             {64, 4, 320, 3, 1}}) {
       const Tensor x = up({2, hw, hw, cin}, 4), w = up({cout, ks, ks, cin}, 5, -0.05f, 0.05f), b = up({cout}, 6);
       const int64_t ho = hw / stride;
-      rows.push_back({"conv2d 2x" + std::to_string(hw) + "x" + std::to_string(hw) + "x" + std::to_string(cin) + " -> " +
-                          std::to_string(cout) + " k" + std::to_string(ks) + " s" + std::to_string(stride),
-                      time_ms(be, [&] { return be.conv2d(x, w, b, static_cast<int>(stride), 1); }),
-                      2.0 * 2 * ho * ho * cout * cin * ks * ks, true});
+      add(
+          rows, be,
+          "conv2d 2x" + std::to_string(hw) + "x" + std::to_string(hw) + "x" + std::to_string(cin) + " -> " +
+              std::to_string(cout) + " k" + std::to_string(ks) + " s" + std::to_string(stride),
+          [&] { return be.conv2d(x, w, b, static_cast<int>(stride), 1); }, 2.0 * 2 * ho * ho * cout * cin * ks * ks,
+          true);
     }
-    for (auto [m, k, n] : {std::array<int64_t, 3>{8192, 320, 2560}, {8192, 1280, 320}, {8192, 320, 320},
-                           {154, 768, 320}}) {
+    for (auto [m, k, n] :
+         {std::array<int64_t, 3>{8192, 320, 2560}, {8192, 1280, 320}, {8192, 320, 320}, {154, 768, 320}}) {
       const Tensor x = up({m, k}, 7), w = up({n, k}, 8, -0.05f, 0.05f), b = up({n}, 9);
-      rows.push_back({"linear " + std::to_string(m) + "x" + std::to_string(k) + " -> " + std::to_string(n) + " +bias",
-                      time_ms(be, [&] { return be.linear(x, w, b); }), 2.0 * m * k * n, true});
+      add(
+          rows, be, "linear " + std::to_string(m) + "x" + std::to_string(k) + " -> " + std::to_string(n) + " +bias",
+          [&] { return be.linear(x, w, b); }, 2.0 * m * k * n, true);
     }
     const double es = 2.0;  // bytes per element
     {
       const Tensor x = up({2, 64, 64, 320}, 10), g = up({320}, 11, 0.5f, 1.5f), b = up({320}, 12);
-      rows.push_back({"group_norm+silu 2x64x64x320 g32",
-                      time_ms(be, [&] { return be.group_norm(x, g, b, 32, 1e-5f, true); }), 2 * x.numel() * es,
-                      false});
+      add(
+          rows, be, "group_norm+silu 2x64x64x320 g32", [&] { return be.group_norm(x, g, b, 32, 1e-5f, true); },
+          2 * x.numel() * es, false);
       const Tensor s = x.reshape({2, 4096, 320});
-      rows.push_back({"layer_norm 2x4096x320", time_ms(be, [&] { return be.layer_norm(s, g, b, 1e-5f); }),
-                      2 * x.numel() * es, false});
-      rows.push_back({"add 2x64x64x320", time_ms(be, [&] { return be.add(x, x); }), 3 * x.numel() * es, false});
-      rows.push_back({"upsample2x 2x32x32x640", time_ms(be, [&] {
-                        return be.upsample_nearest2x(x.reshape({2, 32, 32, 640}));
-                      }),
-                      5 * x.numel() * es, false});
+      add(
+          rows, be, "layer_norm 2x4096x320", [&] { return be.layer_norm(s, g, b, 1e-5f); }, 2 * x.numel() * es, false);
+      add(
+          rows, be, "add 2x64x64x320", [&] { return be.add(x, x); }, 3 * x.numel() * es, false);
+      const Tensor u = up({2, 32, 32, 640}, 14);
+      add(
+          rows, be, "upsample2x 2x32x32x640", [&] { return be.upsample_nearest2x(u); }, 5 * u.numel() * es, false);
     }
     {
       const Tensor x = up({2, 4096, 2560}, 13);
-      rows.push_back({"geglu 2x4096x2560", time_ms(be, [&] { return be.geglu(x); }), 1.5 * x.numel() * es, false});
+      add(
+          rows, be, "geglu 2x4096x2560", [&] { return be.geglu(x); }, 1.5 * x.numel() * es, false);
     }
   } catch (const sd::Error& e) {
     std::fprintf(stderr, "gpu_op_timings: %s\n", e.status().to_string().c_str());

@@ -105,7 +105,7 @@ void add_sdapi_routes(ServerState& state) {
     json list = json::array();
     for (const auto& sampler : sampler_names()) {
       json options = json::object();
-      if (!sampler.implied_scheduler.empty()) options["scheduler"] = sampler.implied_scheduler;
+      if (sampler.karras_default) options["scheduler"] = "karras";
       list.push_back({{"name", sampler.name}, {"aliases", sampler.aliases}, {"options", options}});
     }
     ex->respond(json_response(200, list.dump()));

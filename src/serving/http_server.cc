@@ -3,7 +3,10 @@
 // handler works, an async wait on the idle socket detects a client that disconnects.
 #include "serving/http_server.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cctype>
 #include <chrono>
 #include <deque>
@@ -280,13 +283,16 @@ class Session : public std::enable_shared_from_this<Session> {
     shared_->dispatch(exchange);
   }
 
-  // Completes when the client sends more bytes or closes; no bytes pending means closed.
+  // Completes when the client sends more bytes or closes. The wait may wake spuriously,
+  // so a non-blocking peek decides: 0 bytes = orderly close, an error = reset, EAGAIN =
+  // nothing happened (wait again), data = a pipelined request (stop watching).
   void watch_disconnect(uint64_t seq) {
     stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), seq](error_code ec) {
       if (ec || !self->current_ || self->current_->seq_ != seq || self->current_->completed) return;
-      error_code ec2;
-      size_t available = self->stream_.socket().available(ec2);
-      if (!ec2 && available > 0) return;  // a pipelined request: stop watching
+      char byte;
+      ssize_t n = ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) return;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return self->watch_disconnect(seq);
       self->client_gone();
     });
   }
@@ -496,11 +502,10 @@ int64_t HttpServer::active_exchanges() const { return impl_->shared->active.load
 int64_t HttpServer::open_connections() const { return impl_->shared->connections.load(); }
 
 void HttpServer::handle_signals(std::function<void(int)> fn) {
+  // Installed synchronously, so a signal raised right after this call is handled.
   impl_->signal_fn = std::move(fn);
-  net::post(impl_->ioc, [impl = impl_.get()] {
-    impl->signals.emplace(impl->ioc, SIGINT, SIGTERM);
-    impl->wait_signal();
-  });
+  impl_->signals.emplace(impl_->ioc, SIGINT, SIGTERM);
+  impl_->wait_signal();
 }
 
 }  // namespace sd::serving

@@ -15,7 +15,8 @@ using nlohmann::json;
 
 namespace {
 
-constexpr int64_t kMaxSeed = std::numeric_limits<int64_t>::max() - 4096;
+constexpr int64_t kMaxSeed = 4294967295;  // A1111 seeds are 32-bit
+constexpr int64_t kMaxClipSkip = 24;
 
 std::string type_name(const json& v) { return v.type_name(); }
 
@@ -95,19 +96,16 @@ std::optional<ApiError> check_dimension(const std::string& field, int64_t v, con
   return std::nullopt;
 }
 
-// Sampler (and the schedule a name like "DPM++ 2M Karras" implies) into the request.
-std::optional<ApiError> apply_sampler(const std::string& field, const std::string& name, GenerationRequest* req,
-                                      bool scheduler_given) {
+// The sampler's display name into the request (after the scheduler, so that DDIM/PLMS
+// with the karras schedule are rejected here with a clear message).
+std::optional<ApiError> apply_sampler(const std::string& field, const std::string& name, GenerationRequest* req) {
   auto sampler = find_sampler(name);
   if (!sampler)
     return bad_request("unknown_sampler", "unknown sampler '" + name + "' in '" + field + "'; valid samplers: " +
                                               sampler_list_text(), field);
-  if (!sampler->implied_scheduler.empty()) {
-    req->sampler = sampler->name.substr(0, sampler->name.size() - (sampler->implied_scheduler.size() + 1));
-    if (!scheduler_given || req->scheduler == "automatic") req->scheduler = sampler->implied_scheduler;
-  } else {
-    req->sampler = sampler->name;
-  }
+  if (!sampler->supports_karras && req->scheduler == "karras")
+    return bad_request("invalid_value", "sampler '" + sampler->name + "' does not support the karras schedule", field);
+  req->sampler = sampler->name;
   return std::nullopt;
 }
 
@@ -126,6 +124,14 @@ std::optional<ApiError> check_image_count(int64_t batch, int64_t iters, const Re
     return bad_request("too_many_images", "the request asks for " + std::to_string(batch * iters) +
                                               " images, more than the limit of " +
                                               std::to_string(limits.max_batch_size) + " per request", field);
+  return std::nullopt;
+}
+
+// GenerationRequest::validate() has the last word, so the server never accepts what the
+// engine would reject.
+std::optional<ApiError> final_check(const GenerationRequest& req, const RequestLimits& limits) {
+  Status status = req.validate(limits);
+  if (!status.ok()) return bad_request("invalid_request", status.message());
   return std::nullopt;
 }
 
@@ -202,7 +208,7 @@ std::optional<ApiError> read_common(const json& obj, GenerationRequest* req, con
   SD_TRY(read_int(obj, "seed", -1, kMaxSeed, &v));
   req->seed = v;
   v = req->clip_skip;
-  SD_TRY(read_int(obj, "clip_skip", 1, 12, &v));
+  SD_TRY(read_int(obj, "clip_skip", 1, kMaxClipSkip, &v));
   req->clip_skip = static_cast<int>(v);
   std::string scheduler;
   SD_TRY(read_string(obj, "scheduler", &scheduler));
@@ -244,12 +250,11 @@ Expected<GenerationParams> parse_txt2img(std::string_view body, const RequestLim
   if (os != obj.end() && !os->is_null()) {
     if (!os->is_object()) return wrong_type("override_settings", "an object", *os);
     v = req.clip_skip;
-    SD_TRY(read_int(*os, "CLIP_stop_at_last_layers", 1, 12, &v, "override_settings.CLIP_stop_at_last_layers"));
+    SD_TRY(read_int(*os, "CLIP_stop_at_last_layers", 1, kMaxClipSkip, &v, "override_settings.CLIP_stop_at_last_layers"));
     req.clip_skip = static_cast<int>(v);
   }
 
   // Sampler: sampler_name, else the deprecated sampler_index (a name, or an index).
-  bool scheduler_given = obj.contains("scheduler") && !obj["scheduler"].is_null();
   std::string sampler;
   SD_TRY(read_string(obj, "sampler_name", &sampler));
   std::string sampler_field = "sampler_name";
@@ -267,13 +272,14 @@ Expected<GenerationParams> parse_txt2img(std::string_view body, const RequestLim
     sampler_field = "sampler_index";
   }
   if (sampler.empty()) sampler = "Euler";
-  SD_TRY(apply_sampler(sampler_field, sampler, &req, scheduler_given));
+  SD_TRY(apply_sampler(sampler_field, sampler, &req));
 
   SD_TRY(read_string(obj, "output_format", &p.output_format));
   if (p.output_format == "jpg") p.output_format = "jpeg";
   if (p.output_format != "png" && p.output_format != "jpeg" && p.output_format != "webp")
     return bad_request("invalid_value", "'output_format' must be png, jpeg or webp", "output_format");
 
+  SD_TRY(final_check(req, limits));
   p.parameters = {{"prompt", req.prompt},
                   {"negative_prompt", req.negative_prompt},
                   {"styles", obj.value("styles", json(nullptr))},
@@ -335,12 +341,11 @@ Expected<GenerationParams> parse_openai_generation(std::string_view body, const 
   req.width = wh->first;
   req.height = wh->second;
 
-  bool scheduler_given = obj.contains("scheduler") && !obj["scheduler"].is_null();
   std::string sampler;
   const char* sampler_field = obj.contains("sampler") ? "sampler" : "sampler_name";
   SD_TRY(read_string(obj, sampler_field, &sampler));
   if (sampler.empty()) sampler = "Euler";
-  SD_TRY(apply_sampler(sampler_field, sampler, &req, scheduler_given));
+  SD_TRY(apply_sampler(sampler_field, sampler, &req));
 
   SD_TRY(read_string(obj, "response_format", &p.response_format));
   if (p.response_format != "b64_json" && p.response_format != "url")
@@ -352,6 +357,7 @@ Expected<GenerationParams> parse_openai_generation(std::string_view body, const 
   int64_t quality = p.quality;
   SD_TRY(read_int(obj, "output_compression", 0, 100, &quality));
   p.quality = static_cast<int>(quality);
+  SD_TRY(final_check(req, limits));
   return p;
 }
 

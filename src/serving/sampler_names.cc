@@ -1,7 +1,9 @@
-// The A1111 sampler display names served by /sdapi/v1/samplers and accepted in requests,
-// with the aliases clients send (k-diffusion ids, snake_case ids). The engine receives the
-// display name; "DPM++ 2M Karras" becomes "DPM++ 2M" with the karras schedule, as A1111 1.9 does.
+// Sampler names from the samplers registry (served by /sdapi/v1/samplers and accepted in
+// requests, case-insensitively, by display name, id or alias) and the three A1111 schedule
+// types the engine implements. The engine receives the display name.
 #include "serving/sampler_names.h"
+
+#include "samplers/sampler.h"
 
 #include <algorithm>
 #include <cctype>
@@ -17,17 +19,15 @@ bool iequals(std::string_view a, std::string_view b) {
 }  // namespace
 
 const std::vector<SamplerName>& sampler_names() {
-  static const std::vector<SamplerName> names = {
-      {"DDIM", {"ddim"}, ""},
-      {"PLMS", {"plms"}, ""},
-      {"Euler", {"euler", "k_euler"}, ""},
-      {"Euler a", {"euler_a", "k_euler_a", "euler_ancestral", "euler-a"}, ""},
-      {"LMS", {"lms", "k_lms"}, ""},
-      {"Heun", {"heun", "k_heun"}, ""},
-      {"DPM++ 2M", {"dpmpp_2m", "k_dpmpp_2m", "dpm++2m", "dpm++_2m"}, ""},
-      {"DPM++ 2M Karras", {"dpmpp_2m_karras", "k_dpmpp_2m_ka", "dpm++2m_karras"}, "karras"},
-      {"UniPC", {"unipc", "uni_pc"}, ""},
-  };
+  static const std::vector<SamplerName> names = [] {
+    std::vector<SamplerName> out;
+    for (const SamplerInfo& info : sampler_registry()) {
+      SamplerName n{info.display_name, {info.id}, info.karras_default, info.supports_karras};
+      n.aliases.insert(n.aliases.end(), info.aliases.begin(), info.aliases.end());
+      out.push_back(std::move(n));
+    }
+    return out;
+  }();
   return names;
 }
 

@@ -1,6 +1,6 @@
 // The sampler and schedule names the server accepts and lists (A1111 display names plus
-// their common aliases). Kept in one place so that switching to the samplers registry in
-// src/samplers/ only touches sampler_names.cc.
+// their aliases), taken from the samplers registry in src/samplers/ — the one place where
+// the server learns which samplers exist.
 #pragma once
 
 #include <optional>
@@ -12,8 +12,9 @@ namespace sd::serving {
 
 struct SamplerName {
   std::string name;                  // A1111 display name, e.g. "DPM++ 2M"
-  std::vector<std::string> aliases;  // e.g. "k_dpmpp_2m", "dpmpp_2m"
-  std::string implied_scheduler;     // "karras" for "DPM++ 2M Karras", else empty
+  std::vector<std::string> aliases;  // e.g. "dpmpp_2m" (the id), "k_dpmpp_2m"
+  bool karras_default = false;       // "DPM++ 2M Karras": Karras sigmas under "automatic"
+  bool supports_karras = true;       // false for DDIM and PLMS
 };
 
 struct SchedulerName {

@@ -39,6 +39,8 @@ struct Scheduler::Worker {
   std::deque<std::shared_ptr<Task>> waiting;
   int waiting_images = 0, running_images = 0, running_tasks = 0;
   int step = 0, steps = 0;  // progress of the oldest running task
+  std::string device;
+  uint64_t memory_bytes = 0;
   int load() const { return waiting_images + running_images; }
 };
 
@@ -117,6 +119,8 @@ Scheduler::Scheduler(std::vector<GenerationEngine*> engines, SchedulerOptions op
   for (auto* engine : engines_) {
     auto worker = std::make_unique<Worker>();
     worker->engine = engine;
+    worker->device = engine->info().device;
+    worker->memory_bytes = engine->device_memory_bytes();
     workers_.push_back(std::move(worker));
   }
   for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->thread = std::thread([this, i] { worker_loop(i); });
@@ -230,6 +234,13 @@ ProgressSnapshot Scheduler::progress() const {
   }
   s.seconds_per_step = avg_step_s_;
   return s;
+}
+
+std::vector<std::pair<std::string, uint64_t>> Scheduler::device_memory() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::pair<std::string, uint64_t>> out;
+  for (const auto& w : workers_) out.emplace_back(w->device, w->memory_bytes);
+  return out;
 }
 
 void Scheduler::release(Worker& worker, const std::vector<std::shared_ptr<Task>>& tasks) {
@@ -396,8 +407,10 @@ void Scheduler::run_iteration(Worker& worker, std::vector<std::shared_ptr<Task>>
       ++it;
     }
   }
+  size_t memory = engine.device_memory_bytes();
   {
     std::lock_guard<std::mutex> lock(mu_);
+    worker.memory_bytes = memory;
     worker.step = running.empty() ? 0 : running.front()->job->steps_done();
     worker.steps = running.empty() ? 0 : running.front()->job->steps_total();
   }

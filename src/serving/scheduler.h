@@ -95,6 +95,8 @@ class Scheduler {
   int64_t queue_depth() const;
   int64_t inflight() const { return inflight_.load(); }
   ProgressSnapshot progress() const;
+  // device -> bytes, as last read by each worker (engines are driven by one thread).
+  std::vector<std::pair<std::string, uint64_t>> device_memory() const;
   const std::vector<GenerationEngine*>& engines() const { return engines_; }
 
  private:

@@ -75,7 +75,7 @@ GaugeSnapshot ServerState::gauges() const {
   if (attached.load()) {
     g.queue_depth = scheduler->queue_depth();
     g.inflight_requests = scheduler->inflight();
-    for (auto* engine : engines) g.device_memory.emplace_back(engine->info().device, engine->device_memory_bytes());
+    g.device_memory = scheduler->device_memory();
   }
   return g;
 }

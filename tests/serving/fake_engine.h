@@ -1,0 +1,47 @@
+// FakeEngine: a GenerationEngine for server tests. Deterministic images from the seed, the
+// prompt and the sequence of steps each job received; a configurable per-step delay; it
+// records every step batch (jobs, their steps done, images) to check the batching.
+#pragma once
+
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "pipeline/engine.h"
+
+namespace sd::testing {
+
+struct StepRecord {
+  std::vector<int> job_ids;
+  std::vector<int> steps_done;   // before the step, per job
+  std::vector<int> steps_total;  // per job
+  int images = 0;
+};
+
+class FakeEngine : public GenerationEngine {
+ public:
+  explicit FakeEngine(std::string device = "cpu");
+  const EngineInfo& info() const override { return info_; }
+  StatusOr<std::unique_ptr<Job>> begin(const GenerationRequest& request) override;
+  Status step(const std::vector<Job*>& jobs) override;
+  StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs) override;
+  size_t device_memory_bytes() const override { return 12345; }
+
+  // The image a request's k-th image must be, computed without any batching.
+  static Image expected_image(const GenerationRequest& request, int64_t seed, int k);
+
+  std::atomic<int> step_delay_ms{0};
+  std::atomic<int> begun{0}, steps_run{0};  // steps_run counts job-steps
+  std::vector<StepRecord> records() const;
+  int max_batch_images() const;
+  void clear_records();
+
+ private:
+  EngineInfo info_;
+  mutable std::mutex mu_;
+  std::vector<StepRecord> records_;
+  int next_id_ = 0;
+};
+
+}  // namespace sd::testing

@@ -1,0 +1,136 @@
+// `sdserve serve`: the HTTP server (A1111 + OpenAI + jobs APIs, metrics, health). Binds
+// first (so /health/live answers and /health/ready is 503 while loading), loads one engine
+// per --device, then serves until SIGTERM/SIGINT, which drains and exits 0.
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "pipeline/engine.h"
+#include "serving/server.h"
+#include "tools/command.h"
+
+namespace {
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "sdserve serve: %s\n", message.c_str());
+  return 2;
+}
+
+// "cpu" or "cuda:0,cuda:1" -> {"cpu"} / {"cuda:0", "cuda:1"}; empty on a bad list.
+std::vector<std::string> parse_devices(const std::string& list, std::string* error) {
+  std::vector<std::string> out;
+  std::stringstream ss(list);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    bool cuda = item.rfind("cuda:", 0) == 0 && item.size() > 5 && item.size() <= 7 &&
+                item.find_first_not_of("0123456789", 5) == std::string::npos;
+    if (item != "cpu" && !cuda) {
+      *error = "--device: '" + item + "' is not cpu or cuda:N";
+      return {};
+    }
+    if (std::find(out.begin(), out.end(), item) != out.end()) {
+      *error = "--device: '" + item + "' is listed twice";
+      return {};
+    }
+    out.push_back(item);
+  }
+  if (out.empty()) *error = "--device: empty device list";
+  if (out.size() > 1 && std::find(out.begin(), out.end(), "cpu") != out.end()) {
+    *error = "--device: cpu cannot be combined with other devices";
+    return {};
+  }
+  return out;
+}
+
+// Every open connection is a file descriptor: raise the soft limit to the hard one.
+void raise_fd_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+int run_serve(int argc, char** argv) {
+  CLI::App app{"Serve text-to-image over HTTP (AUTOMATIC1111 and OpenAI APIs, async jobs)", "sdserve serve"};
+  sd::serving::ServerOptions o;
+  std::string model, devices = "cpu", api_key_file;
+  app.add_option("--model", model, "Model: diffusers folder or single-file .safetensors")->required();
+  app.add_option("--host", o.host, "Address to bind")->capture_default_str();
+  app.add_option("--port", o.port, "Port (0 = any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
+  app.add_option("--device", devices, "cpu, or CUDA devices: cuda:0,cuda:1 (one worker each)")->capture_default_str();
+  app.add_option("--max-batch", o.max_batch, "Images per batched denoising step")->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--max-queue", o.max_queue, "Requests waiting for a batch before 503")->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  app.add_option("--queue-timeout", o.queue_timeout_s, "Seconds a request may wait in the queue")
+      ->check(CLI::Range(0.001, 86400.0))->capture_default_str();
+  auto* key = app.add_option("--api-key", o.api_key, "API key required on every route but /health/*");
+  auto* key_file = app.add_option("--api-key-file", api_key_file, "File holding the API key")->check(CLI::ExistingFile);
+  key->excludes(key_file);
+  key_file->excludes(key);
+  app.add_option("--cors-origin", o.cors_origin, "Allow browser requests from this origin (or *); none by default");
+  app.add_option("--drain-timeout", o.drain_timeout_s, "Seconds in-flight work may take after SIGTERM")
+      ->check(CLI::Range(0.0, 3600.0))->capture_default_str();
+  app.add_option("--threads", o.io_threads, "HTTP I/O threads (0 = hardware threads)")->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  app.add_option("--job-ttl", o.job_ttl_s, "Seconds finished jobs are kept")->check(CLI::Range(1.0, 86400.0))
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  if (!api_key_file.empty()) {
+    std::ifstream in(api_key_file);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    o.api_key = ss.str();
+    while (!o.api_key.empty() && std::isspace(static_cast<unsigned char>(o.api_key.back()))) o.api_key.pop_back();
+    if (o.api_key.empty()) return fail("--api-key-file " + api_key_file + " is empty");
+  }
+  if (key->count() > 0 && o.api_key.empty()) return fail("--api-key is empty");
+  for (char c : o.api_key + o.cors_origin)
+    if (c == '\r' || c == '\n' || c == '\0') return fail("--api-key and --cors-origin must be one line");
+  std::string error;
+  std::vector<std::string> device_list = parse_devices(devices, &error);
+  if (device_list.empty()) return fail(error);
+  if (o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1" && o.api_key.empty())
+    std::fprintf(stderr, "sdserve serve: warning: listening on %s without --api-key\n", o.host.c_str());
+
+  raise_fd_limit();
+  std::vector<std::unique_ptr<sd::GenerationEngine>> engines;  // outlives the server
+  sd::serving::Server server(o);
+  sd::Status started = server.start();
+  if (!started.ok()) return fail(started.to_string());
+  server.install_signal_handlers();
+  std::fprintf(stderr, "sdserve serve: listening on http://%s:%d (loading %s on %s)\n", o.host.c_str(), server.port(),
+               model.c_str(), devices.c_str());
+
+  for (const auto& device : device_list) {
+    auto engine = sd::load_engine(model, device);
+    if (!engine.ok()) {
+      server.stop();
+      return fail("loading " + model + " on " + device + ": " + engine.status().to_string());
+    }
+    engines.push_back(std::move(engine).value());
+  }
+  std::vector<sd::GenerationEngine*> raw;
+  for (auto& e : engines) raw.push_back(e.get());
+  server.attach_engines(raw);
+  std::fprintf(stderr, "sdserve serve: ready (%zu device worker%s, max batch %d, max queue %d)\n", raw.size(),
+               raw.size() == 1 ? "" : "s", o.max_batch, o.max_queue);
+  int code = server.wait();
+  std::fprintf(stderr, "sdserve serve: stopped\n");
+  return code;
+}
+
+}  // namespace
+
+SD_COMMAND("serve", "HTTP server: AUTOMATIC1111 + OpenAI APIs, async jobs, metrics", run_serve);

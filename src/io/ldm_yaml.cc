@@ -122,7 +122,8 @@ class Parser {
       } else if (pos_ < lines_.size() && lines_[pos_].indent == indent && lines_[pos_].item) {
         SD_RETURN_IF_ERROR(parse_list(indent, &child));  // "key:\n- a\n- b" at the key's indent
       }
-      out->entries.emplace_back(line.key, std::move(child));
+      out->keys.push_back(line.key);
+      out->values.push_back(std::move(child));
     }
     if (pos_ < lines_.size() && lines_[pos_].indent > indent) return error(lines_[pos_], "unexpected indentation");
     if (pos_ < lines_.size() && lines_[pos_].indent == indent && lines_[pos_].item) {
@@ -266,8 +267,8 @@ const YamlNode* YamlNode::find(std::string_view dotted_path) const {
     const std::string_view key = dotted_path.substr(0, dot);
     if (node->kind != Kind::kMap) return nullptr;
     const YamlNode* next = nullptr;
-    for (const auto& [k, v] : node->entries) {
-      if (k == key) next = &v;  // the last duplicate wins, as in YAML loaders
+    for (size_t i = 0; i < node->keys.size(); ++i) {
+      if (node->keys[i] == key) next = &node->values[i];  // the last duplicate wins, as in YAML loaders
     }
     if (!next) return nullptr;
     node = next;

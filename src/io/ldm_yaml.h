@@ -18,7 +18,8 @@ struct YamlNode {
   Kind kind = Kind::kNull;
   std::string scalar;                                     // kScalar
   std::vector<YamlNode> items;                            // kList
-  std::vector<std::pair<std::string, YamlNode>> entries;  // kMap, in file order
+  std::vector<std::string> keys;                          // kMap, in file order
+  std::vector<YamlNode> values;                           // kMap: values[i] belongs to keys[i]
   // Follows "a.b.c" through maps; nullptr when any step is missing.
   const YamlNode* find(std::string_view dotted_path) const;
 };

@@ -397,7 +397,7 @@ std::string describe_config(const VAEConfig& c) {
 
 std::string describe_config(const SchedulerConfig& c) {
   std::ostringstream s;
-  s << c.prediction_type << " prediction, " << c.beta_schedule << " betas " << c.beta_start << ".." << c.beta_end
+  s << "prediction " << c.prediction_type << ", " << c.beta_schedule << " betas " << c.beta_start << ".." << c.beta_end
     << ", " << c.num_train_timesteps << " training steps, " << c.timestep_spacing << " spacing, steps_offset "
     << c.steps_offset;
   return s.str();

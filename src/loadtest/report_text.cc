@@ -1,0 +1,99 @@
+// Terminal output: the progress line redrawn ~4x/s on a TTY and the tables printed when a
+// stage (or a sweep) ends. Times print in seconds with 3 decimals, or ms below 1 s.
+#include <cmath>
+#include <cstdio>
+
+#include "loadtest/report.h"
+#include "loadtest/svg_plot.h"
+
+namespace sd::loadtest {
+
+const char* const kPercentileMethod =
+    "Percentiles are exact over all successful requests, by linear interpolation between closest ranks "
+    "(numpy's default, Hyndman-Fan type 7).";
+
+double stage_load_value(const StageResult& stage) {
+  return stage.users > 0 ? static_cast<double>(stage.users) : stage.rate;
+}
+
+namespace {
+
+std::string seconds(double s) {
+  char buf[32];
+  if (!std::isfinite(s) || s < 0) return "-";
+  if (s < 1)
+    std::snprintf(buf, sizeof buf, "%.1f ms", s * 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.3f s", s);
+  return buf;
+}
+
+std::string distribution_line(const Distribution& d) {
+  if (d.count == 0) return "-";
+  return "p50 " + seconds(d.p50) + "   p90 " + seconds(d.p90) + "   p99 " + seconds(d.p99) + "   max " + seconds(d.max) +
+         "   (mean " + seconds(d.mean) + ", n=" + std::to_string(d.count) + ")";
+}
+
+}  // namespace
+
+std::string format_progress_line(const ProgressSnapshot& p) {
+  char buf[256];
+  double ips = p.elapsed_s > 0 ? static_cast<double>(p.images) / p.elapsed_s : 0;
+  std::snprintf(buf, sizeof buf, "[%s] %6.1fs  done %lld  failed %lld  in flight %lld  %.2f images/s  p50 %s",
+                p.label.c_str(), p.elapsed_s, static_cast<long long>(p.succeeded), static_cast<long long>(p.failed),
+                static_cast<long long>(p.in_flight), ips, p.latency_p50_s < 0 ? "-" : seconds(p.latency_p50_s).c_str());
+  return buf;
+}
+
+std::string format_stage_table(const StageResult& stage, const StageSummary& s) {
+  char buf[512];
+  std::string out;
+  std::string mode = stage.users > 0 ? "closed loop, " + std::to_string(stage.users) + " virtual users"
+                                     : "open loop, Poisson arrivals at " + format_number(stage.rate) + " req/s";
+  std::snprintf(buf, sizeof buf, "Stage %s (%s), %.2f s\n", stage.label.c_str(), mode.c_str(), s.elapsed_s);
+  out += buf;
+  std::snprintf(buf, sizeof buf, "  %-15s %lld sent, %lld ok, %lld failed\n", "requests", static_cast<long long>(s.sent),
+                static_cast<long long>(s.succeeded), static_cast<long long>(s.failed));
+  out += buf;
+  std::snprintf(buf, sizeof buf, "  %-15s %lld\n", "images", static_cast<long long>(s.images));
+  out += buf;
+  std::snprintf(buf, sizeof buf, "  %-15s %.3f req/s, %.3f images/s\n", "throughput", s.requests_per_s, s.images_per_s);
+  out += buf;
+  out += "  latency         " + distribution_line(s.latency) + "\n";
+  out += "  time to 1st byte " + distribution_line(s.ttfb) + "\n";
+  std::snprintf(buf, sizeof buf, "  %-15s %lld\n", "peak in flight", static_cast<long long>(s.max_in_flight));
+  out += buf;
+  if (s.errors.empty()) {
+    out += "  errors          none\n";
+  } else {
+    out += "  errors by status:\n";
+    for (const auto& [key, count] : s.errors) {
+      auto example = stage.error_examples.find(key);
+      std::snprintf(buf, sizeof buf, "    %-20s %8lld", key.c_str(), static_cast<long long>(count));
+      out += buf;
+      if (example != stage.error_examples.end() && !example->second.empty()) out += "   e.g. " + example->second.substr(0, 160);
+      out += "\n";
+    }
+  }
+  return out;
+}
+
+std::string format_sweep_table(const std::vector<StageResult>& stages, const std::string& variable) {
+  std::string out;
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "%8s %9s %9s %8s %10s %10s %10s %10s %10s %10s %9s\n", variable.c_str(), "requests", "ok",
+                "failed", "req/s", "images/s", "p50 s", "p90 s", "p99 s", "max s", "in flight");
+  out += buf;
+  for (const StageResult& stage : stages) {
+    StageSummary s = summarize(stage);
+    std::snprintf(buf, sizeof buf, "%8s %9lld %9lld %8lld %10.3f %10.3f %10.3f %10.3f %10.3f %10.3f %9lld\n",
+                  format_number(stage_load_value(stage)).c_str(), static_cast<long long>(s.sent),
+                  static_cast<long long>(s.succeeded), static_cast<long long>(s.failed), s.requests_per_s,
+                  s.images_per_s, s.latency.p50, s.latency.p90, s.latency.p99, s.latency.max,
+                  static_cast<long long>(s.max_in_flight));
+    out += buf;
+  }
+  return out;
+}
+
+}  // namespace sd::loadtest

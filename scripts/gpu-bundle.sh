@@ -97,6 +97,11 @@ run() {
     grep -E "^\[  FAILED  \]" "$out/$n.log" | head -40
     echo "== $n exit $r"
   done
+  echo "== test_gpu conv cases again on the legacy cuDNN API (SDSERVE_CUDNN_GRAPH=0)"
+  SDSERVE_CUDNN_GRAPH=0 timeout 200 "$root/bin/test_gpu" --gtest_filter='*conv*:*Conv*' > "$out/test_gpu_legacy_conv.log" 2>&1
+  r=$?
+  [ $r -ne 0 ] && rc=$r
+  grep -E "^\[  (FAILED|PASSED) |Failure" "$out/test_gpu_legacy_conv.log" | head -20
   if [ "${SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
     echo "== compute-sanitizer memcheck (subset)"
     timeout 240 compute-sanitizer --tool memcheck --print-limit 20 "$root/bin/test_gpu" \
@@ -114,8 +119,12 @@ run() {
       timeout 120 "$root/bin/gpu_op_timings" bf16
       echo "-- WMMA attention kernel (SDSERVE_CUDA_ATTENTION=wmma)"
       SDSERVE_CUDA_ATTENTION=wmma timeout 120 "$root/bin/gpu_op_timings" f16 attention
-      echo "-- cuDNN algorithms by benchmark (SDSERVE_CUDNN_FIND=1)"
-      SDSERVE_CUDNN_FIND=1 timeout 120 "$root/bin/gpu_op_timings" f16 conv2d
+      echo "-- legacy cuDNN API, heuristic algorithms (SDSERVE_CUDNN_GRAPH=0)"
+      SDSERVE_CUDNN_GRAPH=0 timeout 120 "$root/bin/gpu_op_timings" f16 conv2d
+      echo "-- legacy cuDNN API, benchmarked algorithms (SDSERVE_CUDNN_GRAPH=0 SDSERVE_CUDNN_FIND=1)"
+      SDSERVE_CUDNN_GRAPH=0 SDSERVE_CUDNN_FIND=1 timeout 120 "$root/bin/gpu_op_timings" f16 conv2d
+      echo "-- cuDNN graph API without autotuning (SDSERVE_CUDNN_AUTOTUNE=0)"
+      SDSERVE_CUDNN_AUTOTUNE=0 timeout 120 "$root/bin/gpu_op_timings" f16 conv2d
       if [ "${SD_TORCH:-1}" = 1 ] && python3 -c 'import torch' 2>/dev/null; then
         echo "-- PyTorch reference"
         timeout 180 python3 tests/gpu/timings/torch_op_timings.py

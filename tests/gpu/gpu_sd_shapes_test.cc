@@ -72,7 +72,9 @@ INSTANTIATE_TEST_SUITE_P(
                       AttnShape{2, 77, 77, 12, 64, true},      // CLIP ViT-L text encoder
                       AttnShape{1, 77, 77, 16, 64, true},      // OpenCLIP ViT-H text encoder
                       AttnShape{1, 130, 130, 2, 40, true},     // causal over 3 query tiles
-                      AttnShape{1, 100, 77, 2, 200, false}));  // head dim > 160: the WMMA kernel
+                      AttnShape{1, 100, 77, 2, 200, false},    // head dim > 160: the WMMA kernel
+                      AttnShape{1, 1024, 1024, 1, 512, false}, // VAE mid-block (256x256 image): unfused path
+                      AttnShape{2, 90, 90, 2, 300, true}));    // unfused path, causal
 
 TEST(GpuSdShapes, ConvLinearNormsMatchCpu) {
   SD_REQUIRE_GPU();

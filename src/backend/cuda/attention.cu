@@ -231,9 +231,10 @@ Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v,
                 std::to_string(heads));
   SD_ASSERT(q.dtype() == k.dtype() && q.dtype() == v.dtype(), "attention: mixed dtypes");
   const int64_t batch = q.dim(0), lq = q.dim(1), lk = k.dim(1), d = q.dim(2) / heads;
-  SD_ASSERT(d >= 1 && d <= 256, "attention: head dim " + std::to_string(d) + " (supported: 1..256)");
+  SD_ASSERT(d >= 1, "attention: empty heads in " + q.describe());
   SD_ASSERT(batch <= 65535 && heads <= 65535 && lq < (int64_t{1} << 30) && lk < (int64_t{1} << 30),
             "attention: sizes too large: " + q.describe());
+  if (d > kWmmaAttentionMaxHeadDim && q.numel() > 0 && lk > 0) return attention_unfused(q, k, v, heads, causal);
   Tensor out = empty(q.shape(), q.dtype());
   if (out.numel() == 0) return out;
   SD_ASSERT(lk > 0, "attention with no keys");

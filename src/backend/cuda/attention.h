@@ -1,6 +1,7 @@
 // The two fused attention kernels' launchers: the mma.sync kernel (default; registers hold
 // Q, scores and the output accumulator, head dims up to 160) and the WMMA kernel (head dims
-// up to 256; also selectable with SDSERVE_CUDA_ATTENTION=wmma for comparison).
+// up to 256; also selectable with SDSERVE_CUDA_ATTENTION=wmma for comparison). Wider heads
+// take the unfused path (CudaBackend::attention_unfused).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -21,6 +22,7 @@ struct AttentionArgs {
 };
 
 constexpr int kMmaAttentionMaxHeadDim = 160;
+constexpr int kWmmaAttentionMaxHeadDim = 256;  // beyond: unfused (cuBLAS + softmax), attention_unfused.cu
 
 void launch_attention_mma(DType dtype, const AttentionArgs& a, cudaStream_t stream);
 void launch_attention_wmma(DType dtype, const AttentionArgs& a, cudaStream_t stream);

@@ -3,11 +3,16 @@
 // accumulation, tensor-op math; the bias is added by a small kernel afterwards.
 #include "backend/cuda/conv.h"
 
+#include <algorithm>
+#include <limits>
+
 #include <cstdlib>
 #include <string>
 
 #include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/conv_graph.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
 
 namespace sd::cuda {
@@ -128,9 +133,22 @@ Tensor CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor& bias,
   activate();
   ConvPlan& plan = conv_->get(dnn_, key);
   Tensor y = empty({key.b, plan.ho, plan.wo, key.cout}, x.dtype());
+  // Graph API first (f16/bf16); shapes it cannot run go to the legacy API below.
+  if (conv_graph_enabled_ && !plan.direct && x.dtype() != DType::kF32) {
+    const int align =
+        std::min({16, pointer_alignment(x.raw()), pointer_alignment(w.raw()), pointer_alignment(y.raw())});
+    ConvGraphPlan* graph = conv_graph_->get(dnn_, ConvGraphKey{key, align}, plan.ho, plan.wo);
+    if (graph && conv2d_graph(*graph, x, w, y)) {
+      if (bias.defined()) {
+        check_on_device(bias, "conv2d");
+        add_bias_rows(y, bias);
+      }
+      return y;
+    }
+  }
+  // Legacy API: the first call of a shape may find that the preferred algorithm does not run
+  // for these operands; fall back down the list (and finally to the direct kernel) and remember.
   const float alpha = 1.f, beta = 0.f;
-  // The first call of a shape may find that the preferred algorithm does not run for these
-  // operands; fall back down the list (and finally to the direct kernel) and remember.
   cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
   if (!plan.direct) {
     const int first = plan.chosen >= 0 ? plan.chosen : 0;
@@ -161,6 +179,56 @@ Tensor CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor& bias,
     add_bias_rows(y, bias);
   }
   return y;
+}
+
+bool CudaBackend::conv2d_graph(ConvGraphPlan& plan, const Tensor& x, const Tensor& w, const Tensor& y) {
+  const auto run = [&](size_t i) {
+    Tensor ws;
+    if (plan.workspace[i] > 0) ws = empty({plan.workspace[i]}, DType::kU8);
+    return conv_graph_execute(dnn_, plan, i, x.raw(), w.raw(), y.raw(), ws.defined() ? ws.raw() : nullptr);
+  };
+  if (!plan.tuned) {
+    // Time every candidate that runs (1 warm-up + 3 timed runs) and keep the fastest; without
+    // autotuning keep the first that runs. None runs: let the legacy API have this shape.
+    size_t best = plan.plans.size();
+    float best_ms = std::numeric_limits<float>::max();
+    cudaEvent_t start = nullptr, stop = nullptr;
+    SD_CUDA_CHECK(cudaEventCreate(&start));
+    SD_CUDA_CHECK(cudaEventCreate(&stop));
+    for (size_t i = 0; i < plan.plans.size(); ++i) {
+      if (run(i) != CUDNN_STATUS_SUCCESS) continue;
+      if (!conv_autotune_ || plan.plans.size() == 1) {
+        best = i;
+        break;
+      }
+      SD_CUDA_CHECK(cudaEventRecord(start, stream_));
+      bool ok = true;
+      for (int r = 0; r < 3 && ok; ++r) ok = run(i) == CUDNN_STATUS_SUCCESS;
+      SD_CUDA_CHECK(cudaEventRecord(stop, stream_));
+      SD_CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0.f;
+      SD_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      if (ok && ms < best_ms) {
+        best_ms = ms;
+        best = i;
+      }
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    if (best == plan.plans.size()) {
+      conv_graph_discard(plan);  // from now on get() sends this shape to the legacy API
+      return false;
+    }
+    conv_graph_choose(plan, best);
+    if (conv_autotune_) return run(0) == CUDNN_STATUS_SUCCESS;  // y was written by a candidate: redo with the winner
+    return true;  // the winner's first run wrote y
+  }
+  const cudnnStatus_t st = run(0);
+  if (st != CUDNN_STATUS_SUCCESS) {
+    const std::string msg = std::string("cuDNN graph convolution failed: ") + cudnnGetErrorString(st);
+    throw Error(alloc_failure(st) ? ResourceExhausted("out of GPU memory: " + msg) : Internal(msg));
+  }
+  return true;
 }
 
 }  // namespace sd::cuda

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "backend/cuda/conv.h"
+#include "backend/cuda/conv_graph.h"
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm.h"
@@ -134,6 +135,11 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
   attention_wmma_ = attn && std::strcmp(attn, "wmma") == 0;
   gemm_ = std::make_unique<GemmPlans>();
   conv_ = std::make_unique<ConvPlans>();
+  conv_graph_ = std::make_unique<ConvGraphPlans>();
+  const char* graph = std::getenv("SDSERVE_CUDNN_GRAPH");
+  conv_graph_enabled_ = !(graph && graph[0] == '0');
+  const char* tune = std::getenv("SDSERVE_CUDNN_AUTOTUNE");
+  conv_autotune_ = !(tune && tune[0] == '0');
   gemm_workspace_bytes_ = kGemmWorkspaceBytes;
   gemm_workspace_ = alloc_->allocate(gemm_workspace_bytes_);
 }
@@ -143,6 +149,7 @@ CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
   gemm_.reset();
   conv_.reset();
+  conv_graph_.reset();
   if (gemm_workspace_) alloc_->release(gemm_workspace_);
   if (dnn_) cudnnDestroy(dnn_);
   if (blas_) cublasDestroy(blas_);

@@ -19,6 +19,8 @@ namespace sd::cuda {
 
 class GemmPlans;  // gemm.cc: cuBLASLt descriptors and algorithms per shape
 class ConvPlans;  // conv.cc: cuDNN descriptors, algorithm and workspace size per shape
+class ConvGraphPlans;  // conv_graph.cc: cuDNN graph-API execution plans per shape
+struct ConvGraphPlan;
 
 class CudaBackend final : public Backend {
  public:
@@ -74,6 +76,10 @@ class CudaBackend final : public Backend {
   void add_bias_rows(const Tensor& y, const Tensor& bias);
   // Plain cuBLAS handle for GEMMs cuBLASLt has no algorithm for (created on first use).
   cublasHandle_t blas();
+  // Runs conv2d through the graph-API plan (autotuning it on first use); false if it cannot.
+  bool conv2d_graph(ConvGraphPlan& plan, const Tensor& x, const Tensor& w, const Tensor& y);
+  // Attention through cuBLAS batched GEMMs and a softmax kernel (any head dim; f32 scores).
+  Tensor attention_unfused(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal);
   // [B,Ho,Wo,C] window of x [B,H,W,C] starting at (dy, dx), zero outside (pad_hw, crop_hw).
   Tensor window(const Tensor& x, int64_t ho, int64_t wo, int64_t dy, int64_t dx, const char* op);
   // Asserts that `t` lives on this device.
@@ -91,6 +97,9 @@ class CudaBackend final : public Backend {
   bool attention_wmma_ = false;  // SDSERVE_CUDA_ATTENTION=wmma: the WMMA kernel for every head dim
   std::unique_ptr<GemmPlans> gemm_;
   std::unique_ptr<ConvPlans> conv_;
+  std::unique_ptr<ConvGraphPlans> conv_graph_;
+  bool conv_graph_enabled_ = true;  // SDSERVE_CUDNN_GRAPH=0: legacy cuDNN API only
+  bool conv_autotune_ = true;       // SDSERVE_CUDNN_AUTOTUNE=0: the heuristic's first plan
   void* gemm_workspace_ = nullptr;
   size_t gemm_workspace_bytes_ = 0;
 };

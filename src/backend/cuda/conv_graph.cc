@@ -1,0 +1,208 @@
+// cuDNN graph-API convolution plans: NHWC tensors described by (N,C,H,W) dims with NHWC
+// strides, a cross-correlation descriptor with f32 compute, an operation graph holding one
+// forward convolution, heuristic engine configs, and the execution plans that finalize.
+#include "backend/cuda/conv_graph.h"
+
+#include <string>
+
+#include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/cuda_check.h"
+
+namespace sd::cuda {
+
+namespace {
+
+constexpr int64_t kUidX = 1, kUidW = 2, kUidY = 3;
+constexpr int kMaxCandidates = 8;
+constexpr int64_t kMaxWorkspace = int64_t{512} << 20;
+
+// Owns a descriptor until released.
+struct Desc {
+  cudnnBackendDescriptor_t d = nullptr;
+  explicit Desc(cudnnBackendDescriptorType_t type) { SD_CUDNN_CHECK(cudnnBackendCreateDescriptor(type, &d)); }
+  ~Desc() {
+    if (d) cudnnBackendDestroyDescriptor(d);
+  }
+  Desc(const Desc&) = delete;
+  Desc& operator=(const Desc&) = delete;
+  cudnnBackendDescriptor_t release() {
+    cudnnBackendDescriptor_t r = d;
+    d = nullptr;
+    return r;
+  }
+};
+
+void set(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t n,
+         const void* value) {
+  SD_CUDNN_CHECK(cudnnBackendSetAttribute(d, name, type, n, value));
+}
+
+// NHWC tensor with logical dims (n, c, h, w).
+cudnnBackendDescriptor_t make_tensor(int64_t uid, int64_t n, int64_t c, int64_t h, int64_t w, cudnnDataType_t dt,
+                                     int64_t alignment) {
+  Desc t(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+  const int64_t dims[4] = {n, c, h, w};
+  const int64_t strides[4] = {c * h * w, 1, w * c, c};
+  set(t.d, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt);
+  set(t.d, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims);
+  set(t.d, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides);
+  set(t.d, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
+  set(t.d, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment);
+  SD_CUDNN_CHECK(cudnnBackendFinalize(t.d));
+  return t.release();
+}
+
+void destroy_all(std::vector<cudnnBackendDescriptor_t>& ds) {
+  for (cudnnBackendDescriptor_t d : ds) {
+    if (d) cudnnBackendDestroyDescriptor(d);
+  }
+  ds.clear();
+}
+
+// Builds the candidate plans into `out` (throws sd::Error on API failures).
+void build(cudnnHandle_t handle, const ConvGraphKey& key, int64_t ho, int64_t wo, ConvGraphPlan& out) {
+  const ConvKey& k = key.conv;
+  const cudnnDataType_t dt = cudnn_data_type(k.dtype);
+  const int64_t align = key.alignment;
+  out.keep.push_back(make_tensor(kUidX, k.b, k.cin, k.h, k.w, dt, align));
+  out.keep.push_back(make_tensor(kUidW, k.cout, k.cin, k.kernel, k.kernel, dt, align));
+  out.keep.push_back(make_tensor(kUidY, k.b, k.cout, ho, wo, dt, align));
+  cudnnBackendDescriptor_t x = out.keep[0], w = out.keep[1], y = out.keep[2];
+
+  Desc conv(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+  const int64_t spatial = 2;
+  const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
+  const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+  const int64_t pad[2] = {k.padding, k.padding}, stride[2] = {k.stride, k.stride}, dilation[2] = {1, 1};
+  set(conv.d, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &spatial);
+  set(conv.d, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute);
+  set(conv.d, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode);
+  set(conv.d, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, pad);
+  set(conv.d, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pad);
+  set(conv.d, CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2, dilation);
+  set(conv.d, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, stride);
+  SD_CUDNN_CHECK(cudnnBackendFinalize(conv.d));
+  out.keep.push_back(conv.release());
+
+  Desc op(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
+  const float alpha = 1.f, beta = 0.f;
+  set(op.d, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
+  set(op.d, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &w);
+  set(op.d, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y);
+  set(op.d, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &out.keep.back());
+  set(op.d, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
+  set(op.d, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
+  SD_CUDNN_CHECK(cudnnBackendFinalize(op.d));
+  out.keep.push_back(op.release());
+
+  Desc graph(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+  set(graph.d, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &out.keep.back());
+  // Deprecated in cuDNN 9 but still honoured; its absence is not an error.
+  cudnnBackendSetAttribute(graph.d, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
+  SD_CUDNN_CHECK(cudnnBackendFinalize(graph.d));
+  out.keep.push_back(graph.release());
+  cudnnBackendDescriptor_t graph_d = out.keep.back();
+
+  for (cudnnBackendHeurMode_t heur_mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+    Desc heur(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+    set(heur.d, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph_d);
+    set(heur.d, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &heur_mode);
+    if (cudnnBackendFinalize(heur.d) != CUDNN_STATUS_SUCCESS) continue;
+    int64_t count = 0;
+    if (cudnnBackendGetAttribute(heur.d, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count,
+                                 nullptr) != CUDNN_STATUS_SUCCESS ||
+        count <= 0) {
+      continue;
+    }
+    std::vector<cudnnBackendDescriptor_t> cfgs(static_cast<size_t>(count), nullptr);
+    for (auto& c : cfgs) SD_CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &c));
+    int64_t got = 0;
+    if (cudnnBackendGetAttribute(heur.d, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got,
+                                 cfgs.data()) != CUDNN_STATUS_SUCCESS) {
+      destroy_all(cfgs);
+      continue;
+    }
+    for (int64_t i = 0; i < got && static_cast<int>(out.plans.size()) < kMaxCandidates; ++i) {
+      cudnnBackendDescriptor_t plan = nullptr;
+      if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) != CUDNN_STATUS_SUCCESS) break;
+      int64_t ws = 0, n = 0;
+      cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);  // deprecated
+      const bool ok =
+          cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                   &cfgs[static_cast<size_t>(i)]) == CUDNN_STATUS_SUCCESS &&
+          cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS &&
+          cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws) ==
+              CUDNN_STATUS_SUCCESS &&
+          ws <= kMaxWorkspace;
+      if (!ok) {
+        cudnnBackendDestroyDescriptor(plan);
+        continue;
+      }
+      out.plans.push_back(plan);
+      out.workspace.push_back(ws);
+    }
+    out.keep.insert(out.keep.end(), cfgs.begin(), cfgs.end());
+    if (!out.plans.empty()) break;
+  }
+}
+
+}  // namespace
+
+ConvGraphPlans::~ConvGraphPlans() {
+  for (auto& [key, plan] : plans_) {
+    destroy_all(plan.plans);
+    destroy_all(plan.keep);
+  }
+}
+
+ConvGraphPlan* ConvGraphPlans::get(cudnnHandle_t handle, const ConvGraphKey& key, int64_t ho, int64_t wo) {
+  auto it = plans_.find(key);
+  if (it == plans_.end()) {
+    ConvGraphPlan plan;
+    try {
+      build(handle, key, ho, wo, plan);
+    } catch (const Error&) {
+      destroy_all(plan.plans);  // this shape goes to the legacy API
+      destroy_all(plan.keep);
+      plan.workspace.clear();
+    }
+    it = plans_.emplace(key, std::move(plan)).first;
+  }
+  return it->second.plans.empty() ? nullptr : &it->second;
+}
+
+cudnnStatus_t conv_graph_execute(cudnnHandle_t handle, const ConvGraphPlan& plan, size_t index, const void* x,
+                                 const void* w, void* y, void* workspace) {
+  cudnnBackendDescriptor_t pack = nullptr;
+  cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  void* ptrs[3] = {const_cast<void*>(x), const_cast<void*>(w), y};
+  const int64_t uids[3] = {kUidX, kUidW, kUidY};
+  st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, ptrs);
+  if (st == CUDNN_STATUS_SUCCESS) {
+    st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 3, uids);
+  }
+  if (st == CUDNN_STATUS_SUCCESS) {
+    st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace);
+  }
+  if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(pack);
+  if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendExecute(handle, plan.plans[index], pack);
+  cudnnBackendDestroyDescriptor(pack);
+  return st;
+}
+
+void conv_graph_choose(ConvGraphPlan& plan, size_t index) {
+  for (size_t i = 0; i < plan.plans.size(); ++i) {
+    if (i != index) cudnnBackendDestroyDescriptor(plan.plans[i]);
+  }
+  plan.plans = {plan.plans[index]};
+  plan.workspace = {plan.workspace[index]};
+  plan.tuned = true;
+}
+
+void conv_graph_discard(ConvGraphPlan& plan) {
+  destroy_all(plan.plans);
+  plan.workspace.clear();
+}
+
+}  // namespace sd::cuda

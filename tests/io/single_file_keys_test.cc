@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "io/config_detect.h"
 #include "io/single_file_keys.h"
 #include "io_test_util.h"
 
@@ -57,6 +58,65 @@ TEST(SingleFileKeys, Sd15KeysMapOneToOntoDiffusersKeysWithSameShapes) {
     EXPECT_EQ(mapped[component].size(), diffusers.at(name).size()) << name;
   }
   EXPECT_EQ(plan->tensors.size(), single.size());
+}
+
+// Names and shapes only (no data): enough for configuration detection.
+class ShapeOnlySource : public WeightSource {
+ public:
+  explicit ShapeOnlySource(std::map<std::string, Shape> shapes) : shapes_(std::move(shapes)) {}
+  std::string origin() const override { return "shapes"; }
+  bool has(const std::string& name) const override { return shapes_.count(name) != 0; }
+  std::vector<std::string> names() const override {
+    std::vector<std::string> out;
+    for (const auto& [n, s] : shapes_) out.push_back(n);
+    return out;
+  }
+  StatusOr<Tensor> get(const std::string& name, const Shape&) const override { return Unimplemented(name); }
+  StatusOr<std::pair<DType, Shape>> info(const std::string& name) const override {
+    auto it = shapes_.find(name);
+    if (it == shapes_.end()) return NotFound(name);
+    return std::make_pair(DType::kF16, it->second);
+  }
+
+ private:
+  std::map<std::string, Shape> shapes_;
+};
+
+TEST(SingleFileKeys, Sd15ConfigDetectedFromRenamedShapesMatchesConfigJson) {
+  const json single = load_json("sd15-shapes/single_file_keys.json");
+  std::vector<std::pair<std::string, Shape>> keys;
+  for (auto it = single.begin(); it != single.end(); ++it) keys.emplace_back(it.key(), to_shape(it.value()));
+  auto plan = plan_single_file_renaming(keys);
+  ASSERT_TRUE(plan.ok());
+  std::map<Component, std::map<std::string, Shape>> parts;
+  for (const auto& t : plan->tensors) parts[t.component][t.target] = t.mapping.shape;
+
+  const json unet_json = load_json("sd15-shapes/unet_config.json");
+  auto unet = detect_unet_config(ShapeOnlySource(parts[Component::kUNet]));
+  ASSERT_TRUE(unet.ok()) << unet.status().to_string();
+  EXPECT_EQ(unet->block_out_channels, unet_json["block_out_channels"].get<std::vector<int>>());
+  EXPECT_EQ(unet->layers_per_block, unet_json["layers_per_block"].get<int>());
+  EXPECT_EQ(unet->cross_attention_dim, unet_json["cross_attention_dim"].get<int>());
+  EXPECT_EQ(unet->use_linear_projection, unet_json["use_linear_projection"].get<bool>());
+  EXPECT_EQ(unet->down_block_types, unet_json["down_block_types"].get<std::vector<std::string>>());
+  EXPECT_EQ(unet->up_block_types, unet_json["up_block_types"].get<std::vector<std::string>>());
+  EXPECT_EQ(unet->attention_heads, std::vector<int>(4, unet_json["attention_head_dim"].get<int>()));  // SD1: 8
+
+  const json vae_json = load_json("sd15-shapes/vae_config.json");
+  auto vae = detect_vae_config(ShapeOnlySource(parts[Component::kVAE]));
+  ASSERT_TRUE(vae.ok()) << vae.status().to_string();
+  EXPECT_EQ(vae->block_out_channels, vae_json["block_out_channels"].get<std::vector<int>>());
+  EXPECT_EQ(vae->latent_channels, vae_json["latent_channels"].get<int>());
+  EXPECT_EQ(vae->layers_per_block, vae_json["layers_per_block"].get<int>());
+
+  const json te_json = load_json("sd15-shapes/text_encoder_config.json");
+  auto te = detect_text_encoder_config(ShapeOnlySource(parts[Component::kTextEncoder]));
+  ASSERT_TRUE(te.ok()) << te.status().to_string();
+  EXPECT_EQ(te->hidden_size, te_json["hidden_size"].get<int>());
+  EXPECT_EQ(te->intermediate_size, te_json["intermediate_size"].get<int>());
+  EXPECT_EQ(te->num_layers, te_json["num_hidden_layers"].get<int>());
+  EXPECT_EQ(te->num_heads, te_json["num_attention_heads"].get<int>());  // hidden / 64
+  EXPECT_EQ(te->vocab_size, te_json["vocab_size"].get<int>());
 }
 
 TEST(SingleFileKeys, SpotChecksOfTheLdmMapping) {

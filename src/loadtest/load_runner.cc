@@ -240,6 +240,11 @@ StatusOr<StageResult> run_stage(const ClientOptions& options, const StageSpec& s
   double last_end = 0;
   for (const Sample& s : result.samples) last_end = std::max(last_end, s.end_s);
   result.elapsed_s = result.samples.empty() ? shared.recorder.now() : last_end;
+  // A stage that ran for its duration lasted at least that long, even if the last answer
+  // (open loop: the last arrival) came earlier.
+  bool ended_by_requests = spec.requests > 0 && static_cast<int64_t>(result.samples.size()) >= spec.requests;
+  if (spec.duration_s > 0 && !shared.interrupted() && !ended_by_requests)
+    result.elapsed_s = std::max(result.elapsed_s, spec.duration_s);
   {
     std::lock_guard<std::mutex> lock(shared.pool_mutex);
     for (auto& c : shared.idle) c->close();

@@ -47,7 +47,9 @@ std::string sweep_section(const RunDescription& run, const std::vector<StageResu
   chart.x_label = run.sweep_variable == "users" ? "concurrent users (log2 scale)" : "target arrival rate, req/s (log2 scale)";
   chart.y_label = "throughput (per second)";
   chart.y2_label = "latency (s)";
-  chart.series = {images, requests, p50, p99};
+  bool same = images.points == requests.points;  // one image per request
+  if (same) images.name = "images/s = requests/s";
+  chart.series = same ? std::vector<Series>{images, p50, p99} : std::vector<Series>{images, requests, p50, p99};
   chart.log2_x = true;
   h += "<figure>" + render_chart_svg(chart) + "</figure>\n";
   return h;
@@ -56,7 +58,7 @@ std::string sweep_section(const RunDescription& run, const std::vector<StageResu
 std::string stage_section(const StageResult& stage) {
   StageSummary s = summarize(stage);
   std::string h = "<h2>Stage " + xml_escape(stage.label) + "</h2>\n";
-  std::string mode = stage.users > 0 ? "closed loop, " + std::to_string(stage.users) + " virtual users"
+  std::string mode = stage.users > 0 ? "closed loop, " + std::to_string(stage.users) + (stage.users == 1 ? " virtual user" : " virtual users")
                                      : "open loop, Poisson arrivals at " + format_number(stage.rate) + " req/s";
   h += "<p>" + xml_escape(mode) + ", " + format_number(s.elapsed_s) + " s.</p>\n<table>\n";
   auto row = [&](const std::string& k, const std::string& v) { h += "<tr>" + cell(k, true) + cell(v) + "</tr>\n"; };
@@ -117,7 +119,12 @@ std::string stage_section(const StageResult& stage) {
   tp.x_label = "time since stage start (s)";
   tp.y_label = "per second";
   tp.y2_label = "requests in flight";
-  tp.series = {images, requests};
+  if (images.points == requests.points) {
+    images.name = "images/s = requests/s";
+    tp.series = {images};
+  } else {
+    tp.series = {images, requests};
+  }
   if (any_failed) tp.series.push_back(failed);
   tp.series.push_back(in_flight);
   h += "<figure>" + render_chart_svg(tp) + "</figure>\n";

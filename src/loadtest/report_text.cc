@@ -48,23 +48,23 @@ std::string format_progress_line(const ProgressSnapshot& p) {
 std::string format_stage_table(const StageResult& stage, const StageSummary& s) {
   char buf[512];
   std::string out;
-  std::string mode = stage.users > 0 ? "closed loop, " + std::to_string(stage.users) + " virtual users"
+  std::string mode = stage.users > 0 ? "closed loop, " + std::to_string(stage.users) + (stage.users == 1 ? " virtual user" : " virtual users")
                                      : "open loop, Poisson arrivals at " + format_number(stage.rate) + " req/s";
   std::snprintf(buf, sizeof buf, "Stage %s (%s), %.2f s\n", stage.label.c_str(), mode.c_str(), s.elapsed_s);
   out += buf;
-  std::snprintf(buf, sizeof buf, "  %-15s %lld sent, %lld ok, %lld failed\n", "requests", static_cast<long long>(s.sent),
+  std::snprintf(buf, sizeof buf, "  %-17s %lld sent, %lld ok, %lld failed\n", "requests", static_cast<long long>(s.sent),
                 static_cast<long long>(s.succeeded), static_cast<long long>(s.failed));
   out += buf;
-  std::snprintf(buf, sizeof buf, "  %-15s %lld\n", "images", static_cast<long long>(s.images));
+  std::snprintf(buf, sizeof buf, "  %-17s %lld\n", "images", static_cast<long long>(s.images));
   out += buf;
-  std::snprintf(buf, sizeof buf, "  %-15s %.3f req/s, %.3f images/s\n", "throughput", s.requests_per_s, s.images_per_s);
+  std::snprintf(buf, sizeof buf, "  %-17s %.3f req/s, %.3f images/s\n", "throughput", s.requests_per_s, s.images_per_s);
   out += buf;
-  out += "  latency         " + distribution_line(s.latency) + "\n";
-  out += "  time to 1st byte " + distribution_line(s.ttfb) + "\n";
-  std::snprintf(buf, sizeof buf, "  %-15s %lld\n", "peak in flight", static_cast<long long>(s.max_in_flight));
+  out += "  latency           " + distribution_line(s.latency) + "\n";
+  out += "  time to 1st byte  " + distribution_line(s.ttfb) + "\n";
+  std::snprintf(buf, sizeof buf, "  %-17s %lld\n", "peak in flight", static_cast<long long>(s.max_in_flight));
   out += buf;
   if (s.errors.empty()) {
-    out += "  errors          none\n";
+    out += "  errors            none\n";
   } else {
     out += "  errors by status:\n";
     for (const auto& [key, count] : s.errors) {

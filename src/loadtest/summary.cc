@@ -71,13 +71,16 @@ std::vector<TimeBucket> time_series(const StageResult& stage, int target) {
   double span = stage.elapsed_s;
   for (const Sample& s : stage.samples) span = std::max(span, s.end_s);
   if (!(span > 0)) span = 1e-3;
-  double width = nice_step(span, std::max(1, target));
-  size_t count = static_cast<size_t>(std::ceil(span / width - 1e-9));
-  count = std::max<size_t>(count, 1);
+  // About 8 completions per bucket on average (so rates are not 0/1 sawtooth), between 4
+  // and `target` buckets, all of equal width covering exactly [0, span].
+  size_t events = stage.samples.size();
+  size_t count = events == 0 ? 1 : std::clamp<size_t>(events / 8, 4, static_cast<size_t>(std::max(4, target)));
+  if (target < 4) count = static_cast<size_t>(std::max(1, target));
+  double width = span / static_cast<double>(count);
   std::vector<TimeBucket> buckets(count);
   for (size_t i = 0; i < count; ++i) {
     buckets[i].t0 = static_cast<double>(i) * width;
-    buckets[i].t1 = static_cast<double>(i + 1) * width;
+    buckets[i].t1 = i + 1 == count ? span : static_cast<double>(i + 1) * width;
   }
   auto index_of = [&](double t) {
     double f = std::floor(std::max(0.0, t) / width);
@@ -100,9 +103,7 @@ std::vector<TimeBucket> time_series(const StageResult& stage, int target) {
     }
   }
   for (size_t i = 0; i < count; ++i) {
-    // The last bucket may extend past the end of the stage: divide by the covered part.
-    double covered = std::min(buckets[i].t1, span) - buckets[i].t0;
-    if (covered <= 0) covered = width;
+    double covered = width;
     buckets[i].requests_per_s = static_cast<double>(buckets[i].succeeded) / covered;
     buckets[i].images_per_s = static_cast<double>(buckets[i].images) / covered;
     buckets[i].mean_in_flight = busy[i] / covered;

@@ -35,7 +35,7 @@ struct TimeBucket {
   double mean_in_flight = 0;      // time-weighted average of requests in flight
   double latency_p50 = -1, latency_p99 = -1;  // of requests succeeding in the bucket; -1 if none
 };
-// Buckets of a nice width covering [0, elapsed], about `target` of them (at least 1).
+// Equal buckets covering [0, elapsed]: about 8 requests per bucket, 4..target buckets.
 std::vector<TimeBucket> time_series(const StageResult& stage, int target = 60);
 
 // Peak number of overlapping [start, end) intervals.

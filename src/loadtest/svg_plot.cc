@@ -69,7 +69,7 @@ Axis zero_based_axis(double max_value) {
 }
 
 struct Frame {
-  double left = 64, right = 20, top = 34, bottom = 46;
+  double left = 64, right = 20, top = 44, bottom = 46;
   int width, height;
   double plot_w() const { return width - left - right; }
   double plot_h() const { return height - top - bottom; }
@@ -174,7 +174,7 @@ std::string render_chart_svg(const ChartSpec& spec) {
   x_axis(s, f, xticks, spec.x_label);
   if (points == 0) no_data(s, f);
 
-  double legend_x = f.left + 220;
+  double legend_x = f.left;
   for (const Series& se : spec.series) {
     const Axis& a = se.right_axis ? right : left;
     std::string pts;
@@ -192,8 +192,8 @@ std::string render_chart_svg(const ChartSpec& spec) {
       s += "<polyline fill=\"none\" stroke-width=\"1.8\" points=\"" + pts + "\"/>\n";
     if (!circles.empty()) s += circles + "\n";
     s += "</g>\n";
-    s += "<rect x=\"" + fmt(legend_x) + "\" y=\"8\" width=\"10\" height=\"10\" fill=\"" + se.color + "\"/>";
-    s += "<text x=\"" + fmt(legend_x + 14) + "\" y=\"17\">" + xml_escape(se.name) + "</text>\n";
+    s += "<rect x=\"" + fmt(legend_x) + "\" y=\"23\" width=\"10\" height=\"10\" fill=\"" + se.color + "\"/>";
+    s += "<text x=\"" + fmt(legend_x + 14) + "\" y=\"32\">" + xml_escape(se.name) + "</text>\n";
     legend_x += 24 + 6.5 * static_cast<double>(se.name.size());
   }
   s += "</svg>\n";

@@ -175,24 +175,30 @@ TEST(Summary, MaxOverlapTouchingIntervalsDoNotOverlap) {
 TEST(TimeSeries, InFlightAndThroughputPerBucket) {
   StageResult stage;
   stage.elapsed_s = 10;
-  // Two requests always in flight: back-to-back 1 s requests on two "users".
+  // Two requests always in flight: back-to-back 0.25 s requests on two "users".
   for (int u = 0; u < 2; ++u)
-    for (int i = 0; i < 10; ++i) stage.samples.push_back(make_sample(i, i + 1));
-  auto buckets = time_series(stage, 10);
-  ASSERT_EQ(buckets.size(), 10u);
+    for (int i = 0; i < 40; ++i) stage.samples.push_back(make_sample(i * 0.25, (i + 1) * 0.25));
+  auto buckets = time_series(stage, 60);
+  ASSERT_EQ(buckets.size(), 10u);  // 80 requests, ~8 per bucket
   int64_t total = 0;
   for (const TimeBucket& b : buckets) {
     EXPECT_NEAR(b.mean_in_flight, 2.0, 1e-9);
-    EXPECT_DOUBLE_EQ(b.t1 - b.t0, 1.0);
+    EXPECT_NEAR(b.t1 - b.t0, 1.0, 1e-12);
     total += b.succeeded;
   }
-  EXPECT_EQ(total, 20);
-  // Completions at t = 1..10 land in the bucket starting there; t = 10 in the last one.
-  EXPECT_EQ(buckets[0].succeeded, 0);
-  EXPECT_DOUBLE_EQ(buckets[0].latency_p50, -1);
-  EXPECT_DOUBLE_EQ(buckets[5].requests_per_s, 2.0);
-  EXPECT_DOUBLE_EQ(buckets[5].latency_p50, 1.0);
-  EXPECT_EQ(buckets[9].succeeded, 4);
+  EXPECT_EQ(total, 80);
+  // Completions on a bucket boundary land in the bucket starting there; t = 10 in the last one.
+  EXPECT_EQ(buckets[0].succeeded, 6);
+  EXPECT_EQ(buckets[5].succeeded, 8);
+  EXPECT_DOUBLE_EQ(buckets[5].requests_per_s, 8.0);
+  EXPECT_DOUBLE_EQ(buckets[5].latency_p50, 0.25);
+  EXPECT_EQ(buckets[9].succeeded, 10);
+  EXPECT_EQ(time_series(stage, 4).size(), 4u);
+  StageResult empty;
+  empty.elapsed_s = 2;
+  auto one = time_series(empty);
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(one[0].latency_p50, -1);
 }
 
 }  // namespace

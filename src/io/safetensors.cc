@@ -282,7 +282,8 @@ Status write_safetensors(const std::string& path, const std::vector<std::pair<st
                     {"data_offsets", {offset, offset + t.nbytes()}}};
     offset += t.nbytes();
   }
-  std::string text = header.dump();
+  // Invalid UTF-8 in names or metadata is replaced rather than thrown on.
+  std::string text = header.dump(-1, ' ', false, json::error_handler_t::replace);
   while (text.size() % 8 != 0) text += ' ';  // align the data section to 8 bytes
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>((static_cast<uint64_t>(text.size()) >> (8 * i)) & 0xff);

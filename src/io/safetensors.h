@@ -25,7 +25,7 @@ class SafetensorsFile {
  public:
   static StatusOr<std::unique_ptr<SafetensorsFile>> open(const std::string& path);
   // Parses a header from memory (the fuzz target's entry point): `data`/`size` hold the whole
-  // file (or a prefix of `size` bytes standing for it); `size` bounds the tensor byte ranges.
+  // file, so `size` also bounds the tensor byte ranges.
   static StatusOr<std::vector<SafetensorsEntry>> parse_header(const uint8_t* data, size_t size,
                                                               std::map<std::string, std::string>* metadata);
   ~SafetensorsFile();

@@ -1,10 +1,11 @@
-// Host versions of the CUDA device math that curand's Box-Muller uses. __sincosf is the
-// hardware approximation (MUFU.SIN/COS, absolute error up to ~2^-21.4); see gpu_math.cc for
-// how closely it is modelled.
+// Host versions of the CUDA device math that curand's Box-Muller uses: libdevice logf
+// (bit-exact) and the hardware __sincosf of sm_90 GPUs (MUFU.SIN/COS; modelled within one
+// float ulp, see gpu_math.cc). Inputs here are positive and finite.
 #pragma once
 
 namespace sd {
 
+float gpu_logf(float a);
 void gpu_sincosf(float x, float* sin_out, float* cos_out);
 
 }  // namespace sd

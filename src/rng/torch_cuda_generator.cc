@@ -35,7 +35,7 @@ void box_muller(uint32_t a, uint32_t b, float* first, float* second) {
   // nvcc contracts these multiply-adds into FMAs (the first one is exact either way).
   const float u = std::fmaf(static_cast<float>(a), kInv2Pow32, kInv2Pow32 / 2);
   const float v = std::fmaf(static_cast<float>(b), kInv2Pow32x2Pi, kInv2Pow32x2Pi / 2);
-  const float s = std::sqrt(-2.0f * std::log(u));
+  const float s = std::sqrt(-2.0f * gpu_logf(u));
   float sin_v, cos_v;
   gpu_sincosf(v, &sin_v, &cos_v);
   *first = sin_v * s;

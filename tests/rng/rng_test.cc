@@ -94,17 +94,57 @@ TEST(TorchCpuRandn, MatchesReferenceForAllSeedsAndShapes) {
   }
 }
 
-constexpr double kCudaTolerance = 2.5e-6;
-
 TEST(TorchCudaRandn, MatchesReferenceForAllSeedsAndShapes) {
+  double worst = 0;
   for (uint64_t seed : kSeeds) {
     for (const auto& shape : kShapes) {
       const Comparison c = compare_golden(NoiseSource::kTorchCuda, seed, shape);
-      // The device's __sincosf is a hardware approximation (abs. error <= ~2.5e-7) that the
-      // host model does not reproduce yet; times the Box-Muller radius that is <= ~2.1e-6.
-      EXPECT_LE(c.max_abs, kCudaTolerance) << "seed " << seed << " " << shape;
-      EXPECT_LE(c.over_1e6, c.count / 50) << "seed " << seed << " " << shape << ": " << c.over_1e6 << " of "
-                                          << c.count << " elements differ by more than 1e-6";
+      // The device's __sincosf is a hardware approximation modelled to within one float ulp
+      // (gpu_math.cc); times the Box-Muller radius that stays below 1e-6.
+      EXPECT_LE(c.max_abs, 1e-6) << "seed " << seed << " " << shape << ": " << c.over_1e6 << " of " << c.count
+                                 << " elements differ by more than 1e-6";
+      worst = std::max(worst, c.max_abs);
+    }
+  }
+  std::printf("torch_cuda goldens: max abs difference %.3g\n", worst);
+}
+
+// tests/rng/data/torch_streams.safetensors (recorded with torch 2.11 on an H100, see its
+// metadata): streams continued over several calls, the CPU scalar path (< 16 elements) with
+// its cached normal, tails, and a CUDA tensor large enough to cap the grid (threads loop and
+// use all four normals of curand_normal4), with a 2^40 + 5 seed.
+double max_diff(const float* got, const std::vector<float>& want, size_t stride = 1) {
+  double m = 0;
+  for (size_t i = 0; i < want.size(); ++i) m = std::max(m, std::fabs(static_cast<double>(got[i * stride]) - want[i]));
+  return m;
+}
+
+TEST(TorchStreams, MatchRecordedMultiCallSequences) {
+  const auto rec = read_f32_safetensors(std::string(SD_SOURCE_DIR) + "/tests/rng/data/torch_streams.safetensors");
+  ASSERT_FALSE(rec.empty());
+  for (uint64_t seed : {uint64_t{0}, uint64_t{42}, uint64_t{4294967295}}) {
+    auto gen = make_noise_generator(NoiseSource::kTorchCpu, seed);
+    std::vector<float> seq;
+    for (int n : {1, 3, 15, 16, 20, 1, 2, 1000}) {
+      const Tensor t = gen->randn({n});
+      seq.insert(seq.end(), t.f32(), t.f32() + n);
+    }
+    const auto& want = rec.at("cpu.seed" + std::to_string(seed) + ".seq").values;
+    ASSERT_EQ(seq.size(), want.size());
+    EXPECT_EQ(max_diff(seq.data(), want), 0.0) << "cpu seed " << seed;
+  }
+  for (uint64_t seed : {uint64_t{0}, uint64_t{42}, uint64_t{4294967295}, (uint64_t{1} << 40) + 5}) {
+    const std::string key = "cuda.seed" + std::to_string(seed);
+    auto gen = make_noise_generator(NoiseSource::kTorchCuda, seed);
+    const Tensor large = gen->randn({1, 4, 300, 300});
+    const Tensor after = gen->randn({1, 4, 64, 64});
+    EXPECT_LE(max_diff(large.f32(), rec.at(key + ".large_every356").values, 356), 1e-6) << key;
+    EXPECT_LE(max_diff(after.f32(), rec.at(key + ".after_large_head").values), 1e-6) << key;
+    auto fresh = make_noise_generator(NoiseSource::kTorchCuda, seed);
+    for (const auto& [n, name] : std::vector<std::pair<int, std::string>>{
+             {5, "seq5"}, {300, "seq300"}, {16384, "seq16384_head"}, {7, "seq7"}}) {
+      const Tensor t = fresh->randn({n});
+      EXPECT_LE(max_diff(t.f32(), rec.at(key + "." + name).values), 1e-6) << key << " " << name;
     }
   }
 }

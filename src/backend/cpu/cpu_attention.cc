@@ -156,20 +156,18 @@ Tensor attention(CpuContext& ctx, const Tensor& q, const Tensor& k, const Tensor
       std::min(round_up(Lq, kTileRows),
                std::max<int64_t>(64, round_up((BH * Lq + 4 * threads - 1) / (4 * threads), kTileRows)));
   const int64_t items_per_head = (Lq + rows_per_item - 1) / rows_per_item, items = BH * items_per_head;
-  const int workers = static_cast<int>(std::min<int64_t>(threads, items));
-  std::vector<Scratch> scratch(static_cast<size_t>(workers));
-  for (Scratch& w : scratch) {
-    w.kp.reset(new float[static_cast<size_t>(Lk_pad * D)]);
-    w.vp.reset(new float[static_cast<size_t>(Lk * Dp)]);
-    w.s.reset(new float[static_cast<size_t>(kTileRows * Lk_pad)]);
-    w.qs.reset(new float[static_cast<size_t>(kTileRows * D)]);
-    w.o.reset(new float[static_cast<size_t>(kTileRows * Dp)]);
-  }
-  // Static schedule: each thread gets a contiguous range of items, so it repacks a head's
-  // keys and values only when its range moves on to the next head.
-#pragma omp parallel for num_threads(workers) schedule(static) if (workers > 1)
-  for (int64_t item = 0; item < items; ++item) {
-    Scratch& w = scratch[static_cast<size_t>(omp_get_thread_num())];
+  std::vector<Scratch> scratch(static_cast<size_t>(threads));  // per worker, allocated on first use
+  // Items come in head order, so a worker repacks keys and values only when it moves on to
+  // the next head.
+  ctx.run(items, [&](int64_t item, int worker) {
+    Scratch& w = scratch[static_cast<size_t>(worker)];
+    if (!w.kp) {
+      w.kp.reset(new float[static_cast<size_t>(Lk_pad * D)]);
+      w.vp.reset(new float[static_cast<size_t>(Lk * Dp)]);
+      w.s.reset(new float[static_cast<size_t>(kTileRows * Lk_pad)]);
+      w.qs.reset(new float[static_cast<size_t>(kTileRows * D)]);
+      w.o.reset(new float[static_cast<size_t>(kTileRows * Dp)]);
+    }
     const int64_t bh = item / items_per_head, b = bh / heads, h = bh % heads;
     const int64_t row_begin = (item % items_per_head) * rows_per_item;
     const int64_t row_end = std::min(Lq, row_begin + rows_per_item);
@@ -201,7 +199,7 @@ Tensor attention(CpuContext& ctx, const Tensor& q, const Tensor& k, const Tensor
         for (int64_t d = 0; d < D; ++d) dst[d] = w.o[static_cast<size_t>(r * Dp + d)] * inv;
       }
     }
-  }
+  });
   return out;
 }
 

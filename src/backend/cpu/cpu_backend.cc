@@ -4,11 +4,11 @@
 #include "backend/cpu/cpu_backend.h"
 
 #include <cblas.h>
-#include <omp.h>
 
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "backend/cpu/cpu_internal.h"
 
@@ -21,6 +21,8 @@ void check_f32(const Tensor& t, const char* op, const char* what) {
 }
 
 namespace {
+
+int default_threads() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
 
 bool is_float(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
 
@@ -39,15 +41,14 @@ struct MemoryCounters {
 
 class CpuBackend final : public Backend, public CpuContext {
  public:
-  explicit CpuBackend(int threads) {
-    threads_ = threads > 0 ? threads : omp_get_num_procs();
-    // All parallelism goes through OpenMP; OpenBLAS's own pool would spin against it.
+  explicit CpuBackend(int threads) : CpuContext(threads > 0 ? threads : default_threads()) {
+    // All parallelism goes through our pool; OpenBLAS's own would spin against it.
     openblas_set_num_threads(1);
   }
 
   Device device() const override { return Device::cpu(); }
   std::string name() const override {
-    return "cpu (OpenBLAS, " + std::to_string(threads_) + (threads_ == 1 ? " thread)" : " threads)");
+    return "cpu (OpenBLAS, " + std::to_string(threads()) + (threads() == 1 ? " thread)" : " threads)");
   }
   DType compute_dtype() const override { return DType::kF32; }
 

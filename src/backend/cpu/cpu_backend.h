@@ -1,5 +1,5 @@
-// The CPU backend: f32 compute, GEMM and convolution through OpenBLAS on all cores,
-// OpenMP loops for the rest. Every op here is the reference the CUDA backend is tested
+// The CPU backend: f32 compute, GEMM and convolution through OpenBLAS, everything split over
+// the backend's own thread pool (all cores by default). Every op here is the reference the CUDA backend is tested
 // against, and each is itself tested against a naive loop in tests/backend/.
 #pragma once
 

@@ -1,7 +1,7 @@
 // Dense ops of the CPU backend: linear and conv2d through OpenBLAS sgemm. Convolution is
 // NHWC im2col against OHWI weights viewed as [Cout, kh*kw*Cin], one chunk of output rows per
 // thread at a time so the column buffers stay a few MB at any image size; 1x1 stride-1 convs
-// skip im2col. OpenBLAS is single-threaded; the threads come from OpenMP.
+// skip im2col. OpenBLAS is single-threaded; the threads come from the backend pool.
 #include <cblas.h>
 
 #include <climits>
@@ -80,8 +80,7 @@ void split_gemm(const CpuContext& ctx, int64_t m, int64_t n, int64_t k, BlockGem
     return;
   }
   const bool by_rows = m >= 16 * threads || m >= n;
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-  for (int t = 0; t < threads; ++t) {
+  ctx.run(threads, [&](int64_t t, int) {
     if (by_rows) {
       // Row blocks rounded to 16 so the kernels see whole register tiles.
       const int64_t r0 = std::min(m, (m * t / threads + 15) / 16 * 16);
@@ -91,7 +90,7 @@ void split_gemm(const CpuContext& ctx, int64_t m, int64_t n, int64_t k, BlockGem
       const int64_t c0 = n * t / threads, c1 = n * (t + 1) / threads;
       if (c1 > c0) block(int64_t{0}, m, c0, c1);
     }
-  }
+  });
 }
 
 }  // namespace
@@ -168,20 +167,21 @@ Tensor conv2d(CpuContext& ctx, const Tensor& x, const Tensor& w, const Tensor& b
   // Enough chunks to keep every thread busy.
   rows_per_chunk = std::min(rows_per_chunk, std::max<int64_t>(1, (B * Ho + threads - 1) / threads / B));
   const int64_t chunks_per_image = (Ho + rows_per_chunk - 1) / rows_per_chunk, items = B * chunks_per_image;
-  const int workers = static_cast<int>(std::min<int64_t>(threads, items));
   const size_t col_floats = static_cast<size_t>(rows_per_chunk * Wo * kkc);
-  // [workers][rows_per_chunk*Wo, K*K*Cin], left uninitialised: im2col writes every entry.
-  std::unique_ptr<float[]> col(new float[col_floats * static_cast<size_t>(workers)]);
-#pragma omp parallel for num_threads(workers) schedule(dynamic, 1) if (workers > 1)
-  for (int64_t item = 0; item < items; ++item) {
+  // Per worker [rows_per_chunk*Wo, K*K*Cin], allocated on first use and left uninitialised:
+  // im2col writes every entry.
+  std::vector<std::unique_ptr<float[]>> cols(static_cast<size_t>(threads));
+  ctx.run(items, [&](int64_t item, int worker) {
     const int64_t b = item / chunks_per_image, oy0 = (item % chunks_per_image) * rows_per_chunk;
     const int64_t oy1 = std::min(Ho, oy0 + rows_per_chunk);
-    float* my_col = col.get() + col_floats * static_cast<size_t>(omp_get_thread_num());
+    std::unique_ptr<float[]>& col = cols[static_cast<size_t>(worker)];
+    if (!col) col.reset(new float[col_floats]);
+    float* my_col = col.get();
     float* my_out = out + ((b * Ho + oy0) * Wo) * Cout;
     im2col_rows(x.f32() + b * H * W * Cin, H, W, Cin, K, stride, padding, Wo, oy0, oy1, my_col);
     fill_rows(my_out, (oy1 - oy0) * Wo, Cout, bp);
     gemm_nt_serial((oy1 - oy0) * Wo, Cout, kkc, 1.f, my_col, kkc, w.f32(), kkc, 1.f, my_out, Cout);
-  }
+  });
   return y;
 }
 

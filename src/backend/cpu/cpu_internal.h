@@ -1,9 +1,7 @@
-// Internals shared by the CPU backend's op files: the allocation context every op gets,
-// the OpenMP chunking helper, the SIMD kernel attribute and the op entry points (one file
-// per op family: cpu_gemm_conv.cc, cpu_norm.cc, cpu_attention.cc, cpu_elementwise.cc, ...).
+// Internals shared by the CPU backend's op files: the context every op gets (allocation,
+// thread pool), the chunking helper, the SIMD kernel attribute and the op entry points (one
+// file per op family: cpu_gemm_conv.cc, cpu_norm.cc, cpu_attention.cc, cpu_elementwise.cc, ...).
 #pragma once
-
-#include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -11,6 +9,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/cpu_thread_pool.h"
 #include "tensor/tensor.h"
 
 // Hot scalar loops are compiled three times (AVX-512, AVX2+FMA, baseline) and picked at
@@ -23,16 +22,19 @@
 
 namespace sd::cpu {
 
-// What an op needs from the backend: output allocation (tracked) and the thread count.
+// What an op needs from the backend: output allocation (tracked) and the thread pool.
 class CpuContext {
  public:
+  explicit CpuContext(int threads) : pool_(threads) {}
   virtual ~CpuContext() = default;
   virtual Tensor alloc(const Shape& shape, DType dtype) = 0;
   Tensor alloc_f32(const Shape& shape) { return alloc(shape, DType::kF32); }
-  int threads() const { return threads_; }
+  int threads() const { return pool_.threads(); }
+  // Runs fn(item, worker) for items [0, n) on the pool (see ThreadPool::run).
+  void run(int64_t n, const std::function<void(int64_t item, int worker)>& fn) const { pool_.run(n, fn); }
 
- protected:
-  int threads_ = 1;
+ private:
+  mutable ThreadPool pool_;
 };
 
 // Splits [0, n) into at most threads() contiguous chunks of at least `min_chunk` items and
@@ -46,19 +48,15 @@ void parallel_chunks(const CpuContext& ctx, int64_t n, int64_t min_chunk, Fn&& f
     fn(int64_t{0}, n);
     return;
   }
-#pragma omp parallel for num_threads(chunks) schedule(static, 1)
-  for (int t = 0; t < chunks; ++t) {
-    const int64_t begin = n * t / chunks, end = n * (t + 1) / chunks;
-    fn(begin, end);
-  }
+  ctx.run(chunks, [&](int64_t t, int) { fn(n * t / chunks, n * (t + 1) / chunks); });
 }
 
 // Asserts that `t` is an f32 tensor on the CPU; `what` names the op argument.
 void check_f32(const Tensor& t, const char* op, const char* what);
 
 // ---- dense (cpu_gemm_conv.cc) ----
-// OpenBLAS runs single-threaded (its own thread pool would spin against OpenMP's on few
-// cores); the ops split each GEMM into row (or column) blocks over the OpenMP threads.
+// OpenBLAS runs single-threaded (its own thread pool would spin against ours on few cores);
+// the ops split each GEMM into row (or column) blocks over the backend's thread pool.
 // C[M,N] (ldc) = alpha * A[M,K] (lda) · B^T where B is [N,K] (ldb) + beta * C, row-major, on
 // the calling thread.
 void gemm_nt_serial(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,

@@ -148,11 +148,10 @@ Tensor group_norm(CpuContext& ctx, const Tensor& x, const Tensor& gamma, const T
   auto reduce_channels = [&](const float* xs, auto&& accumulate) {
     std::fill(partial.begin(), partial.end(), 0.0);
     const int chunks = static_cast<int>(std::clamp<int64_t>(P / min_rows, 1, threads));
-#pragma omp parallel for num_threads(chunks) schedule(static, 1) if (chunks > 1)
-    for (int t = 0; t < chunks; ++t) {
+    ctx.run(chunks, [&](int64_t t, int) {
       const int64_t r0 = P * t / chunks, r1 = P * (t + 1) / chunks;
       accumulate(xs + r0 * C, r1 - r0, partial.data() + t * C);
-    }
+    });
     for (int64_t c = 0; c < C; ++c) {
       double s = 0;
       for (int t = 0; t < chunks; ++t) s += partial[static_cast<size_t>(t * C + c)];

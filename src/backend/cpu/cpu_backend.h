@@ -1,6 +1,6 @@
-// The CPU backend: f32 compute, GEMM and convolution through OpenBLAS, everything split over
-// the backend's own thread pool (all cores by default). Every op here is the reference the CUDA backend is tested
-// against, and each is itself tested against a naive loop in tests/backend/.
+// The CPU backend: f32 compute, GEMM and convolution through OpenBLAS, all ops split over the
+// backend's own thread pool (all cores by default). The CUDA backend is tested against it,
+// and each op is itself tested against a naive loop in tests/backend/.
 #pragma once
 
 #include <memory>

@@ -1,6 +1,7 @@
 // `sdserve loadtest`: load generator for a running sdserve (or any A1111/OpenAI-compatible)
 // server: closed loop (--users) or open loop (--rate), optional --sweep, live progress on a
 // TTY, tables on stdout, --json and --report (self-contained HTML) files. Logic: src/loadtest.
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -23,6 +24,15 @@ extern "C" void on_sigint(int) {
   if (g_interrupted.exchange(true)) {  // second Ctrl-C: give up at once
     std::signal(SIGINT, SIG_DFL);
     std::raise(SIGINT);
+  }
+}
+
+// Every virtual user holds a connection (a file descriptor): raise the soft limit to the hard one.
+void raise_fd_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
   }
 }
 
@@ -119,6 +129,7 @@ int run_loadtest(int argc, char** argv) {
                   {"client threads", std::to_string(o.threads)}};
   if (rate > 0 || sweep_variable == "rate") run.settings.emplace_back("arrival seed", std::to_string(o.arrival_seed));
 
+  raise_fd_limit();
   o.interrupt = &g_interrupted;
   std::signal(SIGINT, on_sigint);
   LoadTestPlan plan;

@@ -50,7 +50,10 @@ struct Step {
 
 Step fail(Connection& c, const error_code& ec, bool connecting, const std::string& what) {
   c.close();
-  return {classify(ec, connecting), what + ": " + ec.message()};
+  Outcome outcome = classify(ec, connecting);
+  if (outcome == Outcome::kTimeout) return {outcome, "no complete answer within --timeout (" + what + ")"};
+  if (outcome == Outcome::kConnectTimeout) return {outcome, what + ": no connection within --connect-timeout"};
+  return {outcome, what + ": " + ec.message()};
 }
 
 // Connects if needed, writes the request and waits for the first response byte.

@@ -73,7 +73,9 @@ asio::awaitable<Step> send(const ExchangeContext& cx, Connection& c, const http:
     }
     c.stream.expires_at(deadline);
     co_await http::async_write(c.stream, request, asio::redirect_error(asio::use_awaitable, ec));
+    const char* phase = "sending the request";
     if (!ec && c.buffer.size() == 0) {
+      phase = "waiting for the first byte of the answer";
       size_t n = co_await c.stream.async_read_some(c.buffer.prepare(64 * 1024), asio::redirect_error(asio::use_awaitable, ec));
       c.buffer.commit(n);
     }
@@ -82,7 +84,7 @@ asio::awaitable<Step> send(const ExchangeContext& cx, Connection& c, const http:
         c.close();  // the server closed the idle keep-alive connection: retry on a new one
         continue;
       }
-      co_return fail(c, ec, false, "sending the request");
+      co_return fail(c, ec, false, phase);
     }
     *first_byte_s = seconds_since(cx.stage_start);
     co_return Step{};

@@ -105,8 +105,7 @@ std::string stage_section(const StageResult& stage) {
     double mid = 0.5 * (b.t0 + b.t1);
     images.points.emplace_back(mid, b.images_per_s);
     requests.points.emplace_back(mid, b.requests_per_s);
-    double covered = std::max(1e-9, std::min(b.t1, std::max(stage.elapsed_s, b.t0 + 1e-9)) - b.t0);
-    failed.points.emplace_back(mid, static_cast<double>(b.failed) / covered);
+    failed.points.emplace_back(mid, static_cast<double>(b.failed) / std::max(1e-9, b.t1 - b.t0));
     any_failed = any_failed || b.failed > 0;
     in_flight.points.emplace_back(mid, b.mean_in_flight);
     if (b.latency_p50 >= 0) {

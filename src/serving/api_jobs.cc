@@ -67,7 +67,7 @@ void add_job_routes(ServerState& state) {
                    });
 
   state.router.add("GET", "/v1/jobs/{id}/images/{k}", "jobs",
-                   [s, not_found](const std::shared_ptr<Exchange>& ex, const PathParams& p) {
+                   [s](const std::shared_ptr<Exchange>& ex, const PathParams& p) {
                      const std::string& k = p.at("k");
                      size_t index = 0;
                      bool digits = !k.empty() && k.size() <= 6;

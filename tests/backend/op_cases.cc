@@ -243,7 +243,10 @@ std::vector<OpCase> all_op_cases() {
   add_conv(L, "conv2d_1x1", {2, 5, 7, 12}, 9, 1, 1, 0, true);
   add_conv(L, "conv2d_1x1_nobias", {1, 6, 6, 8}, 3, 1, 1, 0, false);
   add_conv(L, "conv2d_3x3_nobias", {1, 5, 5, 3}, 2, 3, 1, 1, false);
-  add_conv(L, "conv2d_3x3_s1_p1_64x64x64", {1, 64, 64, 64}, 64, 3, 1, 1, true);  // big enough to chunk rows
+  add_conv(L, "conv2d_3x3_s1_p1_64x64x64", {1, 64, 64, 64}, 64, 3, 1, 1, true);
+  // Column matrices over 16 MiB: the CPU backend's chunked im2col path.
+  add_conv(L, "conv2d_3x3_s1_p1_96x96x64_chunked", {1, 96, 96, 64}, 16, 3, 1, 1, true);
+  add_conv(L, "conv2d_3x3_s1_p1_b2_100x100x48_chunked", {2, 100, 100, 48}, 8, 3, 1, 1, true);
   add_conv(L, "conv2d_3x3_s1_p1_vae_in", {1, 16, 16, 4}, 32, 3, 1, 1, true);
 
   add_group_norm(L, "group_norm_2x6x5x32_g8", {2, 6, 5, 32}, 8, false, 0.f);

@@ -13,10 +13,12 @@
 namespace sd::cpu {
 namespace {
 
-// Column buffer budget per thread (floats): large enough for an efficient GEMM, small
-// enough to stay in cache next to the weights.
-constexpr int64_t kIm2colBudgetFloats = int64_t{1} << 18;  // 1 MiB
-constexpr int64_t kMinChunkPixels = 128;
+// Convolutions whose whole column matrix fits this many floats are one im2col plus one GEMM
+// split over the threads (by output channel when the weights are the bigger operand).
+constexpr int64_t kWholeIm2colFloats = int64_t{1} << 22;  // 16 MiB
+// Otherwise each thread im2cols chunks of at least this many output pixels, enough that
+// re-packing the weights in every GEMM call stays cheap next to the multiply itself.
+constexpr int64_t kMinChunkPixels = 512;
 // Below this many multiply-adds a GEMM is not worth splitting over threads.
 constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
 
@@ -70,8 +72,9 @@ void im2col_rows(const float* x, int64_t H, int64_t W, int64_t Cin, int64_t K, i
   }
 }
 
-// Splits C [m, n] into blocks over the threads (rows when there are enough, else columns)
-// and runs gemm(m_i, n_i, a_offset_rows, b_offset_cols) serially on each.
+// Splits C [m, n] into blocks over the threads and runs block(r0, r1, c0, c1) serially on
+// each: by rows when A [m, k] is the bigger operand (each thread packs all of B), else by
+// columns (each thread packs all of A and its share of B).
 template <typename BlockGemm>
 void split_gemm(const CpuContext& ctx, int64_t m, int64_t n, int64_t k, BlockGemm&& block) {
   const int threads = ctx.threads();
@@ -79,7 +82,7 @@ void split_gemm(const CpuContext& ctx, int64_t m, int64_t n, int64_t k, BlockGem
     block(int64_t{0}, m, int64_t{0}, n);
     return;
   }
-  const bool by_rows = m >= 16 * threads || m >= n;
+  const bool by_rows = m >= n || n < 16 * threads;
   ctx.run(threads, [&](int64_t t, int) {
     if (by_rows) {
       // Row blocks rounded to 16 so the kernels see whole register tiles.
@@ -156,14 +159,28 @@ Tensor conv2d(CpuContext& ctx, const Tensor& x, const Tensor& w, const Tensor& b
     });
     return y;
   }
-  // Work items: chunks of output rows of one image; each thread im2cols its chunk into its
-  // own buffer and multiplies it straight into the output rows.
   const int64_t kkc = K * K * Cin;
   const int threads = ctx.threads();
-  // At least kMinChunkPixels pixels per chunk so that re-packing the weights in every GEMM
-  // call stays cheap next to the multiply itself.
-  int64_t rows_per_chunk = std::clamp<int64_t>(
-      std::max(kIm2colBudgetFloats / (Wo * kkc), (kMinChunkPixels + Wo - 1) / Wo), 1, Ho);
+  if (B * Ho * Wo * kkc <= kWholeIm2colFloats) {
+    // [B*Ho*Wo, K*K*Cin], left uninitialised: im2col writes every entry.
+    std::unique_ptr<float[]> col(new float[static_cast<size_t>(B * Ho * Wo * kkc)]);
+    parallel_chunks(ctx, B * Ho, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {  // r = b*Ho + oy
+        im2col_rows(x.f32() + (r / Ho) * H * W * Cin, H, W, Cin, K, stride, padding, Wo, r % Ho, r % Ho + 1,
+                    col.get() + r * Wo * kkc);
+      }
+    });
+    split_gemm(ctx, B * Ho * Wo, Cout, kkc, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) out[r * Cout + c] = bp ? bp[c] : 0.f;
+      gemm_nt_serial(r1 - r0, c1 - c0, kkc, 1.f, col.get() + r0 * kkc, kkc, w.f32() + c0 * kkc, kkc, 1.f,
+                     out + r0 * Cout + c0, Cout);
+    });
+    return y;
+  }
+  // Work items: chunks of output rows of one image; each thread im2cols its chunk into its
+  // own buffer and multiplies it straight into the output rows.
+  int64_t rows_per_chunk = std::clamp<int64_t>((kMinChunkPixels + Wo - 1) / Wo, 1, Ho);
   // Enough chunks to keep every thread busy.
   rows_per_chunk = std::min(rows_per_chunk, std::max<int64_t>(1, (B * Ho + threads - 1) / threads / B));
   const int64_t chunks_per_image = (Ho + rows_per_chunk - 1) / rows_per_chunk, items = B * chunks_per_image;

@@ -122,6 +122,21 @@ TEST(CpuBackend, MemoryAccountingTracksLiveTensors) {
   EXPECT_EQ(be->memory_peak(), base);
 }
 
+TEST(CpuBackend, LargeBlocksAreReusedAndTensorsMayOutliveTheBackend) {
+  auto be = cpu::make_backend(1);
+  const void* first = nullptr;
+  {
+    const Tensor t = be->empty({1 << 20}, DType::kF32);  // 4 MiB
+    first = t.raw();
+  }
+  const Tensor again = be->empty({1 << 20}, DType::kF32);
+  EXPECT_EQ(again.raw(), first);  // same size class: served from the block cache
+  const Tensor x = be->upload(random_tensor({2, 3}, 5));
+  be.reset();  // the backend goes away; its tensors stay valid
+  EXPECT_EQ(x.shape(), (Shape{2, 3}));
+  EXPECT_TRUE(std::isfinite(x.f32()[5]));
+}
+
 TEST(CpuBackendDeathTest, ShapeMismatchesAssertWithShapes) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   auto be = cpu::make_backend(1);

@@ -5,11 +5,10 @@
 
 #include <cblas.h>
 
-#include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <thread>
 
+#include "backend/cpu/cpu_allocator.h"
 #include "backend/cpu/cpu_internal.h"
 
 namespace sd::cpu {
@@ -26,18 +25,9 @@ int default_threads() { return static_cast<int>(std::max(1u, std::thread::hardwa
 
 bool is_float(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
 
-// Bytes in use and the peak, shared with the deleters of every storage handed out so that
-// tensors may outlive the backend.
-struct MemoryCounters {
-  std::atomic<size_t> in_use{0};
-  std::atomic<size_t> peak{0};
-  void on_alloc(size_t bytes) {
-    const size_t now = in_use.fetch_add(bytes) + bytes;
-    size_t p = peak.load();
-    while (now > p && !peak.compare_exchange_weak(p, now)) {
-    }
-  }
-};
+// Freed activation blocks kept for reuse (a UNet step frees and re-allocates the same
+// sizes every step).
+constexpr size_t kBlockCacheBytes = size_t{1} << 30;
 
 class CpuBackend final : public Backend, public CpuContext {
  public:
@@ -55,19 +45,7 @@ class CpuBackend final : public Backend, public CpuContext {
   // ---- memory ----
   Tensor alloc(const Shape& shape, DType dtype) override {
     const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
-    const size_t rounded = ((bytes + 63) / 64) * 64 + 64;  // never 0, 64-byte aligned
-    void* p = std::aligned_alloc(64, rounded);
-    if (!p) {
-      throw Error(ResourceExhausted("cpu backend: out of host memory allocating " + std::to_string(bytes) +
-                                    " bytes for " + shape_str(shape)));
-    }
-    counters_->on_alloc(rounded);
-    auto counters = counters_;
-    auto storage = std::make_shared<Storage>(p, rounded, Device::cpu(), [counters, rounded](void* q) {
-      counters->in_use.fetch_sub(rounded);
-      std::free(q);
-    });
-    return Tensor(std::move(storage), 0, shape, dtype);
+    return Tensor(allocator_->allocate(bytes), 0, shape, dtype);
   }
   Tensor empty(const Shape& shape, DType dtype) override { return alloc(shape, dtype); }
 
@@ -102,9 +80,9 @@ class CpuBackend final : public Backend, public CpuContext {
   }
 
   Status synchronize() override { return Status::Ok(); }
-  size_t memory_in_use() const override { return counters_->in_use.load(); }
-  size_t memory_peak() const override { return counters_->peak.load(); }
-  void reset_memory_peak() override { counters_->peak.store(counters_->in_use.load()); }
+  size_t memory_in_use() const override { return allocator_->in_use(); }
+  size_t memory_peak() const override { return allocator_->peak(); }
+  void reset_memory_peak() override { allocator_->reset_peak(); }
 
   // ---- ops ----
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) override { return cpu::linear(*this, x, w, bias); }
@@ -141,7 +119,7 @@ class CpuBackend final : public Backend, public CpuContext {
   Tensor crop_hw(const Tensor& x, int h0, int h, int w0, int w) override { return cpu::crop_hw(*this, x, h0, h, w0, w); }
 
  private:
-  std::shared_ptr<MemoryCounters> counters_ = std::make_shared<MemoryCounters>();
+  std::shared_ptr<HostAllocator> allocator_ = HostAllocator::create(kBlockCacheBytes);
 };
 
 }  // namespace

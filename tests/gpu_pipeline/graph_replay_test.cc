@@ -1,0 +1,228 @@
+// Captured denoising steps (StepGraphs, Backend::capture): a CUDA graph's replays equal the
+// same ops run eagerly while its inputs change and other work reuses memory; graph steps equal
+// eager steps; a crowd of requests at different steps through graphs equals each run alone.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <random>
+
+#include "backend/backend.h"
+#include "golden_util.h"
+#include "pipeline/model_factory.h"
+#include "pipeline/sd_engine.h"
+
+namespace sd {
+namespace {
+
+#define SKIP_WITHOUT_GPU() \
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device present: GPU test skipped"
+
+Tensor random_host(const Shape& shape, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> n;
+  std::vector<float> v(static_cast<size_t>(shape_numel(shape)));
+  for (auto& x : v) x = n(gen);
+  return Tensor::from_vector(shape, v);
+}
+
+GenerationRequest request(const std::string& sampler, int steps, float cfg, int64_t seed, int size, int batch = 1) {
+  GenerationRequest r;
+  r.prompt = "a red fox in the snow, " + sampler;
+  r.negative_prompt = "blurry";
+  r.sampler = sampler;
+  r.steps = steps;
+  r.cfg_scale = cfg;
+  r.seed = seed;
+  r.batch_size = batch;
+  r.width = r.height = size;
+  return r;
+}
+
+std::unique_ptr<SdEngine> load(const std::string& path, const Device& d) {
+  auto e = SdEngine::load(path, d);
+  EXPECT_TRUE(e.ok()) << e.status().to_string();
+  return e.ok() ? std::move(e).value() : nullptr;
+}
+
+Tensor run_alone(SdEngine& engine, const GenerationRequest& r) {
+  auto res = engine.generate(r);
+  EXPECT_TRUE(res.ok()) << res.status().to_string();
+  return res.ok() ? res->final_latents : Tensor();
+}
+
+// Runs `reqs` as one continuously batched crowd (one more job joins each step); final latents.
+std::vector<Tensor> run_crowd(SdEngine& engine, const std::vector<GenerationRequest>& reqs) {
+  std::vector<std::unique_ptr<Job>> jobs;
+  for (const auto& r : reqs) jobs.push_back(std::move(engine.begin(r)).value());
+  std::vector<Tensor> out(reqs.size());
+  std::vector<Job*> active;
+  size_t next = 0;
+  while (next < jobs.size() || !active.empty()) {
+    if (next < jobs.size()) active.push_back(jobs[next++].get());
+    const Status s = engine.step(active);
+    EXPECT_TRUE(s.ok()) << s.to_string();
+    if (!s.ok()) return {};
+    std::vector<Job*> still;
+    for (Job* j : active) {
+      if (!j->finished()) {
+        still.push_back(j);
+        continue;
+      }
+      auto res = engine.finish({j});
+      EXPECT_TRUE(res.ok());
+      for (size_t k = 0; k < jobs.size(); ++k)
+        if (jobs[k].get() == j && res.ok()) out[k] = (*res)[0].final_latents;
+    }
+    active = still;
+  }
+  return out;
+}
+
+// Mixed samplers, guidance on and off, a 2-image job: 7 images, padded to the bucket of 8.
+std::vector<GenerationRequest> crowd_requests(int size) {
+  return {request("euler", 6, 7.5f, 1, size), request("DPM++ 2M Karras", 4, 5.0f, 2, size),
+          request("ddim", 5, 1.0f, 3, size, 2), request("Euler a", 5, 3.0f, 4, size),
+          request("heun", 3, 6.0f, 5, size), request("dpmpp_2m", 4, 7.0f, 6, size)};
+}
+
+TEST(StepGraphs, BucketsArePowersOfTwoUpTo32) {
+  EXPECT_EQ(StepGraphs::bucket_for(1), 1);
+  EXPECT_EQ(StepGraphs::bucket_for(2), 2);
+  EXPECT_EQ(StepGraphs::bucket_for(3), 4);
+  EXPECT_EQ(StepGraphs::bucket_for(7), 8);
+  EXPECT_EQ(StepGraphs::bucket_for(16), 16);
+  EXPECT_EQ(StepGraphs::bucket_for(17), 32);
+  EXPECT_EQ(StepGraphs::bucket_for(32), 32);
+  EXPECT_EQ(StepGraphs::bucket_for(33), 0);
+}
+
+// The bucketing, padding, static-buffer refill and guidance-in-graph logic through the
+// portable capture (which re-runs the function): on the CPU this must equal the eager step.
+TEST(StepGraphs, PortableCaptureOnCpuEqualsEagerSteps) {
+  auto eager = load(testing::data_path("tiny-sd1/model"), Device::cpu());
+  auto graphs = load(testing::data_path("tiny-sd1/model"), Device::cpu());
+  ASSERT_TRUE(eager && graphs);
+  EXPECT_FALSE(graphs->step_graphs) << "graphs must stay off by default on the CPU";
+  graphs->step_graphs = true;
+  const auto reqs = crowd_requests(64);
+  const std::vector<Tensor> a = run_crowd(*graphs, reqs);
+  EXPECT_GT(graphs->captured_graphs(), 1u);  // the crowd grows and shrinks through several buckets
+  ASSERT_EQ(a.size(), reqs.size());
+  for (size_t k = 0; k < reqs.size(); ++k) {
+    const Tensor b = run_alone(*eager, reqs[k]);
+    ASSERT_TRUE(a[k].defined() && b.defined()) << k;
+    EXPECT_LE(relative_l2(a[k], b), 1e-5) << reqs[k].sampler;
+  }
+}
+
+TEST(CudaGraphs, ReplaysEqualEagerOpsWhileInputsChangeAndMemoryIsReused) {
+  SKIP_WITHOUT_GPU();
+  auto made = make_backend(Device::cuda(0));
+  ASSERT_TRUE(made.ok()) << made.status().to_string();
+  Backend& be = **made;
+  ASSERT_TRUE(be.supports_capture());
+  const Tensor w = be.upload(random_host({64, 3, 3, 32}, 1));  // conv [Cout, k, k, Cin]
+  const Tensor bias = be.upload(random_host({64}, 2));
+  const Tensor lw = be.upload(random_host({32, 64}, 3));       // linear [N, K]
+  Tensor x = be.upload(random_host({4, 16, 16, 32}, 4));       // static input [B, H, W, C]
+  Tensor coeffs = be.upload(random_host({4, 2}, 5), DType::kF32);  // static device coefficients
+  auto ops = [&](const Tensor& in, const Tensor& c) {
+    const Tensor h = be.activation(be.conv2d(in, w, bias, 1, 1), Activation::kSiLU);  // [4, 16, 16, 64]
+    const Tensor y = be.linear(h, lw, Tensor());                                      // [4, 16, 16, 32]
+    return be.lincomb({y, in}, c);
+  };
+  Tensor out;
+  const size_t before = be.memory_in_use();
+  auto graph = be.capture([&] { out = ops(x, coeffs); });
+  ASSERT_TRUE(graph);
+  for (uint32_t round = 0; round < 3; ++round) {
+    const Tensor xh = random_host({4, 16, 16, 32}, 10 + round), ch = random_host({4, 2}, 20 + round);
+    be.copy(be.upload(xh), x);
+    be.copy(be.upload(ch, DType::kF32), coeffs);
+    graph->replay();
+    // Other work in between: it must not be handed the graph's memory.
+    Tensor scratch = be.upload(random_host({4, 16, 16, 64}, 30 + round));
+    scratch = be.scale(scratch, 3.0f);
+    const Tensor got = be.download(out);
+    const Tensor want = be.download(ops(be.upload(xh), be.upload(ch, DType::kF32)));
+    const double e = relative_l2(got, want);
+    EXPECT_LE(e, 1e-6) << "replay " << round;
+    std::printf("[gpu] graph replay %u vs eager relative L2 %.2e\n", round, e);
+  }
+  const size_t with_graph = be.memory_in_use();
+  EXPECT_GT(with_graph, before);  // the graph's pool counts as in use while it lives
+  out = Tensor();
+  graph.reset();
+  ASSERT_TRUE(be.synchronize().ok());
+  EXPECT_LT(be.memory_in_use(), with_graph);
+}
+
+TEST(CudaGraphs, GraphStepsEqualEagerSteps) {
+  SKIP_WITHOUT_GPU();
+  auto graphs = load(testing::data_path("tiny-sd1/model"), Device::cuda(0));
+  auto eager = load(testing::data_path("tiny-sd1/model"), Device::cuda(0));
+  ASSERT_TRUE(graphs && eager);
+  ASSERT_TRUE(graphs->step_graphs) << "graphs on by default on CUDA (unset SDSERVE_CUDA_GRAPHS=0 for this test)";
+  eager->step_graphs = false;
+  for (const auto& r : {request("euler", 5, 7.5f, 11, 128), request("dpmpp_2m", 4, 1.0f, 12, 128, 2)}) {
+    const Tensor a = run_alone(*graphs, r), b = run_alone(*eager, r);
+    ASSERT_TRUE(a.defined() && b.defined());
+    const double e = relative_l2(a, b);
+    std::printf("[gpu] %s: graph steps vs eager steps, final latents relative L2 %.2e\n", r.sampler.c_str(), e);
+    EXPECT_LE(e, 1e-3) << r.sampler;
+  }
+  EXPECT_GE(graphs->captured_graphs(), 2u);
+  EXPECT_TRUE(graphs->step_graphs) << "a capture failed and the engine fell back to eager steps";
+}
+
+TEST(CudaGraphs, CrowdAtDifferentStepsThroughGraphsEqualsEachAlone) {
+  SKIP_WITHOUT_GPU();
+  auto engine = load(testing::data_path("tiny-sd1/model"), Device::cuda(0));
+  ASSERT_TRUE(engine);
+  engine->step_graphs = true;
+  const auto reqs = crowd_requests(128);
+  const std::vector<Tensor> together = run_crowd(*engine, reqs);
+  ASSERT_EQ(together.size(), reqs.size());
+  EXPECT_TRUE(engine->step_graphs) << "a capture failed and the engine fell back to eager steps";
+  engine->step_graphs = false;  // alone: the plain eager engine
+  for (size_t k = 0; k < reqs.size(); ++k) {
+    const Tensor alone = run_alone(*engine, reqs[k]);
+    ASSERT_TRUE(together[k].defined() && alone.defined()) << k;
+    const double e = relative_l2(together[k], alone);
+    std::printf("[gpu] crowd through graphs vs alone eager, %s: relative L2 %.2e\n", reqs[k].sampler.c_str(), e);
+    EXPECT_LE(e, 1e-2) << reqs[k].sampler;
+  }
+}
+
+// SD 1.5 shapes (every kernel the real model uses): 4 graph steps equal 4 eager steps.
+TEST(CudaGraphs, Sd15GraphStepsEqualEagerSteps) {
+  SKIP_WITHOUT_GPU();
+  std::string path;
+  if (const char* p = std::getenv("SDSERVE_SD15_MODEL")) {
+    path = p;
+  } else {
+    path = (std::filesystem::temp_directory_path() / "sdserve-sd15-test").string();
+    if (!std::filesystem::exists(path + "/model_index.json")) {
+      ASSERT_TRUE(make_model(*model_preset("sd15"), 7, path).ok());
+    }
+  }
+  auto engine = load(path, Device::cuda(0));
+  ASSERT_TRUE(engine);
+  ASSERT_TRUE(engine->step_graphs);
+  std::vector<GenerationRequest> reqs = {request("euler", 4, 7.5f, 21, 512), request("euler", 4, 7.5f, 22, 512, 2)};
+  for (const auto& r : reqs) {
+    engine->step_graphs = true;
+    const Tensor a = run_alone(*engine, r);
+    EXPECT_TRUE(engine->step_graphs) << "a capture failed and the engine fell back to eager steps";
+    engine->step_graphs = false;
+    const Tensor b = run_alone(*engine, r);
+    ASSERT_TRUE(a.defined() && b.defined());
+    const double e = relative_l2(a, b);
+    std::printf("[gpu] sd15 512x512 batch %d: graph vs eager steps, final latents relative L2 %.2e\n", r.batch_size,
+                e);
+    EXPECT_LE(e, 1e-3);
+  }
+}
+
+}  // namespace
+}  // namespace sd

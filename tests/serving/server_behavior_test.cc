@@ -25,7 +25,8 @@ TEST(ServerBehavior, SixtyFourConcurrentClientsGetTheirOwnImages) {
   for (int i : {0, 1, 7, 33, 63}) {
     Reply r = http(t.port(), "POST", "/sdapi/v1/txt2img", body(i));
     ASSERT_EQ(r.status, 200);
-    for (auto& im : r.json()["images"]) alone[i].push_back(im);
+    json j = r.json();
+    for (auto& im : j["images"]) alone[i].push_back(im);
   }
   t.engines[0]->clear_records();
   std::vector<Reply> replies(kClients);

@@ -8,6 +8,13 @@
 
 namespace sd {
 
+// Unicode code points in UTF-8 text (continuation bytes are not counted).
+static size_t utf8_length(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
 Status GenerationRequest::validate(const RequestLimits& lim) const {
   auto size_ok = [&](int v, const char* field) -> Status {
     if (v < lim.min_size || v > lim.max_size) {
@@ -34,15 +41,13 @@ Status GenerationRequest::validate(const RequestLimits& lim) const {
   if (clip_skip < 1 || clip_skip > 24) {
     return InvalidArgument("clip_skip must be between 1 and 24, got " + std::to_string(clip_skip));
   }
-  if (prompt.size() > lim.max_prompt_chars) {
+  if (utf8_length(prompt) > lim.max_prompt_chars) {
     return InvalidArgument("prompt is longer than " + std::to_string(lim.max_prompt_chars) + " characters");
   }
-  if (negative_prompt.size() > lim.max_prompt_chars) {
+  if (utf8_length(negative_prompt) > lim.max_prompt_chars) {
     return InvalidArgument("negative_prompt is longer than " + std::to_string(lim.max_prompt_chars) + " characters");
   }
-  if (seed < -1 || seed > 0xFFFFFFFFll) {
-    return InvalidArgument("seed must be -1 (random) or between 0 and 4294967295, got " + std::to_string(seed));
-  }
+  if (seed < -1) return InvalidArgument("seed must be -1 (random) or a non-negative integer, got " + std::to_string(seed));
   if (scheduler != "automatic" && scheduler != "uniform" && scheduler != "karras") {
     return InvalidArgument("scheduler must be one of automatic, uniform, karras; got '" + scheduler + "'");
   }

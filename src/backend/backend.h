@@ -3,8 +3,10 @@
 // Layouts: activations NHWC [B,H,W,C] or sequences [B,L,C]; weights as stated per op.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -13,6 +15,16 @@
 namespace sd {
 
 enum class Activation { kSiLU, kGELU /* erf */, kGELUTanh, kQuickGELU };
+
+// Device work recorded once by Backend::capture() and run again by replay() (a CUDA graph on
+// the CUDA backend). Destroying it gives back the memory the recording holds.
+class CapturedGraph {
+ public:
+  virtual ~CapturedGraph() = default;
+  // Enqueues the recorded work again (asynchronously, in order with the backend's other
+  // work). Device failures throw sd::Error.
+  virtual void replay() = 0;
+};
 
 // Device-caused failures inside ops (out of memory, failed launches) throw sd::Error; the
 // pipeline's entry points catch it and return the Status. Shape mismatches are programmer
@@ -75,7 +87,9 @@ class Backend {
   // x [B, ..., C] + v [B, C] broadcast over the middle dimensions (time embedding).
   virtual Tensor add_per_channel(const Tensor& x, const Tensor& v) = 0;
   // out[b] = sum_i coeffs[b][i] * inputs[i][b], all inputs of one shape [B, ...]; coeffs is
-  // host f32 [B, n]. The whole sampler and guidance arithmetic is expressed this way.
+  // f32 [B, n] on the host or on this device (at most 16 inputs then); device coefficients
+  // are read when the op runs, so a captured graph picks up values written before replay().
+  // The whole sampler and guidance arithmetic is expressed this way.
   virtual Tensor lincomb(const std::vector<Tensor>& inputs, const Tensor& coeffs) = 0;
 
   // ---- layout ----
@@ -95,7 +109,35 @@ class Backend {
   virtual Tensor pad_hw(const Tensor& x, int top, int bottom, int left, int right);
   // Window rows [h0,h0+h), cols [w0,w0+w): [B,H,W,C] -> [B,h,w,C].
   virtual Tensor crop_hw(const Tensor& x, int h0, int h, int w0, int w);
+
+  // ---- graph capture ----
+  // True when capture() records device work for cheap replay (CUDA graphs); false when it
+  // only re-runs the function (the portable default below).
+  virtual bool supports_capture() const { return false; }
+  // Records the work `fn` enqueues; call replay() to run it (capture itself computes no
+  // results). Contract for fn: ops only (no download, synchronize or host reads of device
+  // data, no upload); inputs come from tensors that outlive the graph (refill them with copy()
+  // before each replay), results go to variables fn captures by reference, which hold them
+  // after every replay. fn may run more than once while recording (the CUDA backend runs it
+  // eagerly first so autotuning and plan building stay out of the graph). Device failures
+  // throw sd::Error. Default: replay() calls fn again.
+  virtual std::unique_ptr<CapturedGraph> capture(const std::function<void()>& fn);
 };
+
+namespace detail {
+class RerunGraph final : public CapturedGraph {  // the portable default: run fn again
+ public:
+  explicit RerunGraph(std::function<void()> fn) : fn_(std::move(fn)) {}
+  void replay() override { fn_(); }
+
+ private:
+  std::function<void()> fn_;
+};
+}  // namespace detail
+
+inline std::unique_ptr<CapturedGraph> Backend::capture(const std::function<void()>& fn) {
+  return std::make_unique<detail::RerunGraph>(fn);
+}
 
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0);  // 0 = all cores
 // nullptr plus a Status when CUDA is not built in or the device is absent.

@@ -120,21 +120,30 @@ Status UNet::build(ModelLoader& l) {
   return l.status();
 }
 
-Tensor UNet::time_embedding(const std::vector<double>& timesteps) const {
+Tensor UNet::timestep_features_of(const std::vector<double>& timesteps) const {
+  return timestep_features(timesteps, config_.block_out_channels[0], config_.flip_sin_to_cos, config_.freq_shift);
+}
+
+Tensor UNet::time_embedding(const Tensor& features) const {
   Backend& be = backend_;
-  const int dim = config_.block_out_channels[0];
-  Tensor f = be.upload(timestep_features(timesteps, dim, config_.flip_sin_to_cos, config_.freq_shift));
-  Tensor t = time_linear2_(be, be.activation(time_linear1_(be, f), Activation::kSiLU));  // [B, 4*C0]
+  Tensor t = time_linear2_(be, be.activation(time_linear1_(be, features), Activation::kSiLU));  // [B, 4*C0]
   return be.activation(t, Activation::kSiLU);  // every consumer applies SiLU first
 }
 
 Tensor UNet::forward(const Tensor& x, const std::vector<double>& timesteps, const Tensor& context) const {
+  SD_ASSERT(static_cast<int64_t>(timesteps.size()) == x.dim(0), "one timestep per sample");
+  return forward(x, backend_.upload(timestep_features_of(timesteps)), context);
+}
+
+Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& context) const {
   Backend& be = backend_;
   SD_ASSERT(x.ndim() == 4 && x.dim(3) == config_.in_channels, "UNet input must be NHWC latents, got " + x.describe());
-  SD_ASSERT(static_cast<int64_t>(timesteps.size()) == x.dim(0), "one timestep per sample");
+  SD_ASSERT(features.ndim() == 2 && features.dim(0) == x.dim(0) && features.dim(1) == config_.block_out_channels[0],
+            "timestep features must be [B, " + std::to_string(config_.block_out_channels[0]) + "], got " +
+                features.describe());
   SD_ASSERT(context.ndim() == 3 && context.dim(0) == x.dim(0) && context.dim(2) == config_.cross_attention_dim,
             "context must be [B, L, cross_attention_dim], got " + context.describe());
-  const Tensor temb = time_embedding(timesteps);
+  const Tensor temb = time_embedding(features);
 
   Tensor h = conv_in_(be, x);
   std::vector<Tensor> skips{h};

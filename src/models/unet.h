@@ -23,6 +23,12 @@ class UNet {
   // x [B, h, w, in_channels] (NHWC latents, already scaled by the sampler's c_in),
   // timesteps: one per sample, context [B, 77, cross_attention_dim] -> [B, h, w, out_channels].
   Tensor forward(const Tensor& x, const std::vector<double>& timesteps, const Tensor& context) const;
+  // The same with the sinusoidal timestep features already on the device: features
+  // [B, block_out_channels[0]] in the compute dtype (upload of timestep_features_of()). Only
+  // enqueues device ops (no upload, no synchronisation), so it can be graph-captured.
+  Tensor forward(const Tensor& x, const Tensor& features, const Tensor& context) const;
+  // Host f32 [B, block_out_channels[0]]: this model's timestep features (flip, shift).
+  Tensor timestep_features_of(const std::vector<double>& timesteps) const;
 
   const UNetConfig& config() const { return config_; }
   size_t parameters() const { return parameters_; }
@@ -36,7 +42,7 @@ class UNet {
   };
   UNet(const UNetConfig& c, Backend& b) : config_(c), backend_(b) {}
   Status build(ModelLoader& l);
-  Tensor time_embedding(const std::vector<double>& timesteps) const;  // [B, 4*C0] after SiLU
+  Tensor time_embedding(const Tensor& features) const;  // [B, C0] features -> [B, 4*C0] after SiLU
 
   UNetConfig config_;
   Backend& backend_;

@@ -1,10 +1,13 @@
 // SdEngine: loading (checkpoint -> tokenizer, text encoder, UNet, VAE on a backend), and the
-// three stages of a request. step() concatenates every job's latents (cond and uncond rows)
-// into one UNet batch with per-row timesteps, then applies guidance and each job's sampler.
+// three stages of a request. step() runs every job's cond and uncond rows as one UNet batch
+// (eagerly, or as a captured graph per batch bucket: StepGraphs), then each job's sampler.
 #include "pipeline/sd_engine.h"
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <random>
 
@@ -78,6 +81,8 @@ StatusOr<std::unique_ptr<SdEngine>> SdEngine::load(const std::string& path, cons
   e->info_.device = device.str();
   e->info_.prediction = ck.scheduler.prediction_type;
   e->info_.default_size = ck.vae.sample_size > 0 ? ck.vae.sample_size : 512;
+  const char* graphs_env = std::getenv("SDSERVE_CUDA_GRAPHS");
+  e->step_graphs = e->backend_->supports_capture() && !(graphs_env && std::strcmp(graphs_env, "0") == 0);
   return e;
 }
 
@@ -156,12 +161,32 @@ Status SdEngine::step_impl(const std::vector<Job*>& jobs) {
   if (jobs.empty()) return Status::Ok();
   Backend& be = *backend_;
   const auto t0 = Clock::now();
-  std::vector<Tensor> xs, ctxs;
-  std::vector<double> timesteps;
   for (Job* j : jobs) {
     auto* job = static_cast<SdJob*>(j);
     SD_ASSERT(!job->finished(), "step() on a finished job");
     SD_ASSERT(job->key == static_cast<SdJob*>(jobs[0])->key, "jobs of different sizes in one batch");
+  }
+  std::vector<Tensor> guided;
+  if (!guided_by_graph(jobs, &guided)) guided = guided_eager(jobs);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    auto* job = static_cast<SdJob*>(jobs[i]);
+    std::vector<NoiseGenerator*> noise;
+    for (auto& g : job->noise) noise.push_back(g.get());
+    job->x = job->sampler->step(be, job->eval, job->x, guided[i], noise);
+    ++job->eval;
+  }
+  SD_RETURN_IF_ERROR(be.synchronize());
+  const double secs = seconds_since(t0);
+  for (Job* j : jobs) static_cast<SdJob*>(j)->seconds_denoise += secs;
+  return Status::Ok();
+}
+
+std::vector<Tensor> SdEngine::guided_eager(const std::vector<Job*>& jobs) {
+  Backend& be = *backend_;
+  std::vector<Tensor> xs, ctxs;
+  std::vector<double> timesteps;
+  for (Job* j : jobs) {
+    auto* job = static_cast<SdJob*>(j);
     const Tensor xin = be.scale(job->x, static_cast<float>(job->sampler->input_scale(job->eval)));
     const double t = job->sampler->model_timestep(job->eval);
     for (int branch = job->cfg ? 0 : 1; branch < 2; ++branch) {
@@ -173,11 +198,11 @@ Status SdEngine::step_impl(const std::vector<Job*>& jobs) {
     }
   }
   const Tensor out = unet_->forward(be.concat_rows(xs), timesteps, be.concat_rows(ctxs));  // [rows, h, w, 4]
+  std::vector<Tensor> guided;
   int64_t row = 0;
   for (Job* j : jobs) {
     auto* job = static_cast<SdJob*>(j);
     const int64_t n = job->n;
-    Tensor guided;
     if (job->cfg) {
       const float s = job->request.cfg_scale;
       Tensor coeffs = Tensor::empty_host({n, 2}, DType::kF32);
@@ -185,21 +210,48 @@ Status SdEngine::step_impl(const std::vector<Job*>& jobs) {
         coeffs.f32()[2 * k] = 1.0f - s;  // uncond + s * (cond - uncond)
         coeffs.f32()[2 * k + 1] = s;
       }
-      guided = be.lincomb({out.slice_rows(row, row + n), out.slice_rows(row + n, row + 2 * n)}, coeffs);
+      guided.push_back(be.lincomb({out.slice_rows(row, row + n), out.slice_rows(row + n, row + 2 * n)}, coeffs));
       row += 2 * n;
     } else {
-      guided = out.slice_rows(row, row + n);
+      guided.push_back(out.slice_rows(row, row + n));
       row += n;
     }
-    std::vector<NoiseGenerator*> noise;
-    for (auto& g : job->noise) noise.push_back(g.get());
-    job->x = job->sampler->step(be, job->eval, job->x, guided, noise);
-    ++job->eval;
   }
-  SD_RETURN_IF_ERROR(be.synchronize());
-  const double secs = seconds_since(t0);
-  for (Job* j : jobs) static_cast<SdJob*>(j)->seconds_denoise += secs;
-  return Status::Ok();
+  return guided;
+}
+
+// Graph path (StepGraphs): false when it does not apply (graphs off, too many images) or the
+// capture failed, which turns graphs off for this engine with a warning; the caller then runs
+// the step eagerly.
+bool SdEngine::guided_by_graph(const std::vector<Job*>& jobs, std::vector<Tensor>* guided) {
+  if (!step_graphs) return false;
+  int images = 0;
+  for (Job* j : jobs) images += static_cast<SdJob*>(j)->n;
+  if (StepGraphs::bucket_for(images) == 0) return false;
+  if (!graphs_) graphs_ = std::make_unique<StepGraphs>(*backend_, *unet_);
+  std::vector<StepGraphs::Input> inputs;
+  for (Job* j : jobs) {
+    auto* job = static_cast<SdJob*>(j);
+    StepGraphs::Input in;
+    in.x = job->x;
+    in.uncond = job->uncond;
+    in.cond = job->cond;
+    in.timestep = job->sampler->model_timestep(job->eval);
+    in.input_scale = job->sampler->input_scale(job->eval);
+    in.cfg_scale = job->request.cfg_scale;
+    in.cfg = job->cfg;
+    inputs.push_back(in);
+  }
+  try {
+    *guided = graphs_->run(inputs);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "sdserve: warning: CUDA graph step failed, running steps eagerly from now on: %s\n",
+                 e.status().to_string().c_str());
+    step_graphs = false;
+    graphs_.reset();
+    return false;
+  }
+  return true;
 }
 
 StatusOr<std::vector<GenerationResult>> SdEngine::finish(const std::vector<Job*>& jobs) {

@@ -13,6 +13,7 @@
 #include "models/unet.h"
 #include "models/vae.h"
 #include "pipeline/engine.h"
+#include "pipeline/step_graph.h"
 #include "tokenizer/clip_tokenizer.h"
 
 namespace sd {
@@ -31,11 +32,19 @@ class SdEngine : public GenerationEngine {
   const Checkpoint& checkpoint() const { return checkpoint_; }
   const UNet& unet() const { return *unet_; }
   int max_decode_batch = 4;  // images per VAE call (bounds activation memory)
+  // Run the guided model evaluation of step() through captured graphs (StepGraphs), batches
+  // padded to buckets of 1..32 images. On by default where the backend captures (CUDA),
+  // unless SDSERVE_CUDA_GRAPHS=0; off on the CPU (where it would only re-run eagerly).
+  bool step_graphs = false;
+  size_t captured_graphs() const { return graphs_ ? graphs_->graphs() : 0; }
 
  private:
   SdEngine() = default;
   Status begin_impl(const GenerationRequest& request, std::unique_ptr<Job>* out);
   Status step_impl(const std::vector<Job*>& jobs);
+  // Guided prediction per job ([n, h, w, C] each): one eager UNet call, or a graph replay.
+  std::vector<Tensor> guided_eager(const std::vector<Job*>& jobs);
+  bool guided_by_graph(const std::vector<Job*>& jobs, std::vector<Tensor>* guided);
   Status finish_impl(const std::vector<Job*>& jobs, std::vector<GenerationResult>* out);
   // [2, 77, D]: row 0 = negative prompt, row 1 = prompt.
   Tensor encode_prompts(const std::string& prompt, const std::string& negative, int clip_skip);
@@ -47,6 +56,7 @@ class SdEngine : public GenerationEngine {
   std::unique_ptr<ClipTextEncoder> text_encoder_;
   std::unique_ptr<UNet> unet_;
   std::unique_ptr<VAE> vae_;
+  std::unique_ptr<StepGraphs> graphs_;  // made on the first graph step
 };
 
 }  // namespace sd

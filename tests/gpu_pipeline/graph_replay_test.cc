@@ -164,12 +164,14 @@ TEST(CudaGraphs, GraphStepsEqualEagerSteps) {
   ASSERT_TRUE(graphs && eager);
   ASSERT_TRUE(graphs->step_graphs) << "graphs on by default on CUDA (unset SDSERVE_CUDA_GRAPHS=0 for this test)";
   eager->step_graphs = false;
+  // With guidance the graph runs the same rows as the eager step; without, it also runs the
+  // uncond rows (weight 0), a larger batch whose kernels may round differently in fp16.
   for (const auto& r : {request("euler", 5, 7.5f, 11, 128), request("dpmpp_2m", 4, 1.0f, 12, 128, 2)}) {
     const Tensor a = run_alone(*graphs, r), b = run_alone(*eager, r);
     ASSERT_TRUE(a.defined() && b.defined());
     const double e = relative_l2(a, b);
     std::printf("[gpu] %s: graph steps vs eager steps, final latents relative L2 %.2e\n", r.sampler.c_str(), e);
-    EXPECT_LE(e, 1e-3) << r.sampler;
+    EXPECT_LE(e, r.cfg_scale != 1.0f ? 1e-3 : 5e-3) << r.sampler;
   }
   EXPECT_GE(graphs->captured_graphs(), 2u);
   EXPECT_TRUE(graphs->step_graphs) << "a capture failed and the engine fell back to eager steps";

@@ -66,6 +66,10 @@ class CudaBackend final : public Backend {
   Tensor embedding(const Tensor& ids, const Tensor& table) override;
   Tensor concat_rows(const std::vector<Tensor>& parts) override;
 
+  // graph_capture.cc: CUDA graphs with a private allocator pool per graph.
+  bool supports_capture() const override { return true; }
+  std::unique_ptr<CapturedGraph> capture(const std::function<void()>& fn) override;
+
   // ---- internals shared by the op files ----
   cudaStream_t stream() const { return stream_; }
   DeviceAllocator& allocator() { return *alloc_; }

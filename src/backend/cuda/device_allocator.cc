@@ -1,6 +1,6 @@
 // Caching device allocator: size-rounded blocks from cudaMalloc, recycled through free
 // lists; on out-of-memory the cache is emptied and the request retried once before the
-// failure is reported with the CUDA message.
+// failure is reported with the CUDA message. Private pools hold captured graphs' blocks.
 #include "backend/cuda/device_allocator.h"
 
 #include <cuda_runtime.h>
@@ -24,6 +24,7 @@ size_t DeviceAllocator::round_size(size_t bytes) {
 
 DeviceAllocator::~DeviceAllocator() {
   std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [id, list] : pools_) free_.merge(list);  // no graph can outlive its allocator
   free_cached_locked();
   // Blocks still held by live tensors are leaked on purpose: their owners outlive us.
 }
@@ -40,23 +41,45 @@ void DeviceAllocator::free_cached_locked() {
   if (prev >= 0) cudaSetDevice(prev);
 }
 
+void* DeviceAllocator::take_locked(FreeList& list, size_t size, size_t* got) {
+  // A cached block of this size, or a slightly larger one (at most 1/8 extra for large
+  // blocks, 2x for small ones) so big blocks are not wasted on small requests.
+  auto it = list.lower_bound(size);
+  const size_t limit = size < kSmallLimit ? 2 * size : size + size / 8;
+  if (it == list.end() || it->first > limit) return nullptr;
+  void* ptr = it->second;
+  *got = it->first;
+  list.erase(it);
+  return ptr;
+}
+
 void* DeviceAllocator::allocate(size_t bytes) {
   const size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mu_);
-  // Reuse a cached block of this size, or a slightly larger one (at most 1/8 extra for
-  // large blocks, 2x for small ones) so big blocks are not wasted on small requests.
-  auto it = free_.lower_bound(size);
-  const size_t limit = size < kSmallLimit ? 2 * size : size + size / 8;
-  void* ptr = nullptr;
+  const int pool = (active_pool_ != 0 && std::this_thread::get_id() == active_thread_) ? active_pool_ : 0;
   size_t got = 0;
-  if (it != free_.end() && it->first <= limit) {
-    ptr = it->second;
-    got = it->first;
-    free_.erase(it);
+  void* ptr = nullptr;
+  bool counted = false;  // pool blocks are counted in use while cached
+  if (pool != 0) {
+    ptr = take_locked(pools_[pool], size, &got);
+    counted = ptr != nullptr;
+  }
+  if (!ptr) ptr = take_locked(free_, size, &got);
+  if (ptr) {
     ++counters_.cache_hits;
   } else {
-    cudaError_t err = cudaMalloc(&ptr, size);
-    if (err == cudaErrorMemoryAllocation) {
+    cudaError_t err = cudaSuccess;
+    if (pool != 0) {
+      // Inside a graph capture cudaMalloc counts as unsafe and would invalidate it; this block
+      // is owned by the pool, so the allocation is safe: allow it for this one call.
+      cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+      cudaThreadExchangeStreamCaptureMode(&mode);
+      err = cudaMalloc(&ptr, size);
+      cudaThreadExchangeStreamCaptureMode(&mode);
+    } else {
+      err = cudaMalloc(&ptr, size);
+    }
+    if (err == cudaErrorMemoryAllocation && pool == 0) {
       cudaGetLastError();  // clear the (non-sticky) error, drop the cache, try once more
       free_cached_locked();
       err = cudaMalloc(&ptr, size);
@@ -74,8 +97,8 @@ void* DeviceAllocator::allocate(size_t bytes) {
     counters_.reserved += size;
     ++counters_.device_mallocs;
   }
-  live_[ptr] = got;
-  counters_.in_use += got;
+  live_[ptr] = Block{got, pool};
+  if (!counted) counters_.in_use += got;
   if (counters_.in_use > counters_.peak) counters_.peak = counters_.in_use;
   return ptr;
 }
@@ -85,9 +108,51 @@ void DeviceAllocator::release(void* ptr) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = live_.find(ptr);
   if (it == live_.end()) return;  // not ours; nothing sensible to do
-  counters_.in_use -= it->second;
-  free_.emplace(it->second, ptr);
+  const Block block = it->second;
   live_.erase(it);
+  auto pool = block.pool != 0 ? pools_.find(block.pool) : pools_.end();
+  if (pool != pools_.end()) {
+    pool->second.emplace(block.size, ptr);  // stays reserved (and counted) for its graph
+    return;
+  }
+  counters_.in_use -= block.size;
+  free_.emplace(block.size, ptr);
+}
+
+int DeviceAllocator::create_pool() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int id = next_pool_++;
+  pools_[id];
+  return id;
+}
+
+void DeviceAllocator::begin_pool(int id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SD_ASSERT(active_pool_ == 0, "begin_pool: pool " + std::to_string(active_pool_) + " is still active");
+  SD_ASSERT(pools_.count(id) == 1, "begin_pool: no pool " + std::to_string(id));
+  active_pool_ = id;
+  active_thread_ = std::this_thread::get_id();
+}
+
+void DeviceAllocator::end_pool() {
+  std::lock_guard<std::mutex> lock(mu_);
+  active_pool_ = 0;
+  active_thread_ = std::thread::id();
+}
+
+void DeviceAllocator::release_pool(int id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = pools_.find(id);
+  if (it == pools_.end()) return;
+  for (auto& [size, ptr] : it->second) {
+    counters_.in_use -= size;
+    free_.emplace(size, ptr);
+  }
+  pools_.erase(it);
+  if (active_pool_ == id) {
+    active_pool_ = 0;
+    active_thread_ = std::thread::id();
+  }
 }
 
 void DeviceAllocator::empty_cache() {

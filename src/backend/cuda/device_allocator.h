@@ -1,11 +1,13 @@
 // Caching device allocator: one per backend instance (hence per stream). Freed blocks go
 // to a free list keyed by size and are handed out again, so a steady-state workload (the
-// same op sequence each denoising step) makes no cudaMalloc calls at all.
+// same op sequence each denoising step) makes no cudaMalloc calls at all. Private pools
+// keep the blocks of a captured CUDA graph away from other work while the graph lives.
 #pragma once
 
 #include <cstddef>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 
 namespace sd::cuda {
@@ -31,8 +33,22 @@ class DeviceAllocator {
   // Returns a block to the cache. Work queued on the owning stream that still uses the
   // block runs before any later user of it, because that user is on the same stream.
   void release(void* ptr);
-  // Gives every cached block back to the driver.
+  // Gives every cached block (of the shared cache) back to the driver.
   void empty_cache();
+
+  // ---- private pools (CUDA graph capture) ----
+  // A new, empty pool; returns its id (> 0).
+  int create_pool();
+  // Until end_pool(), allocations made by the calling thread belong to pool `id`: they come
+  // from the pool's own free blocks, else the shared cache, else cudaMalloc (never freeing
+  // cached blocks: cudaFree is not allowed during capture). Blocks of the pool released in
+  // the meantime or later go back to the pool, never to the shared cache, so a graph's
+  // intermediates stay reserved for its replays. Cached pool blocks count as in use.
+  void begin_pool(int id);
+  void end_pool();
+  // Ends the pool (the graph is gone): its cached blocks join the shared cache, and blocks
+  // of it still held by tensors go there when released.
+  void release_pool(int id);
 
   AllocatorCounters counters() const;
   void reset_peak();
@@ -41,12 +57,23 @@ class DeviceAllocator {
   static size_t round_size(size_t bytes);
 
  private:
+  struct Block {
+    size_t size = 0;
+    int pool = 0;  // 0: the shared cache
+  };
+  using FreeList = std::multimap<size_t, void*>;  // size -> cached block
   void free_cached_locked();
+  // A cached block of `size` (or slightly larger) from `list`; nullptr if none fits.
+  static void* take_locked(FreeList& list, size_t size, size_t* got);
 
   int device_;
   mutable std::mutex mu_;
-  std::unordered_map<void*, size_t> live_;  // block -> its size
-  std::multimap<size_t, void*> free_;       // size -> cached block
+  std::unordered_map<void*, Block> live_;  // block held by a tensor -> its size and pool
+  FreeList free_;                          // the shared cache
+  std::unordered_map<int, FreeList> pools_;  // live private pools -> their cached blocks
+  int next_pool_ = 1;
+  int active_pool_ = 0;                    // pool of allocations by active_thread_
+  std::thread::id active_thread_;
   AllocatorCounters counters_;
 };
 

@@ -213,13 +213,16 @@ Tensor CudaBackend::add_per_channel(const Tensor& x, const Tensor& v) {
 
 Tensor CudaBackend::lincomb(const std::vector<Tensor>& inputs, const Tensor& coeffs) {
   SD_ASSERT(!inputs.empty(), "lincomb: no inputs");
-  SD_ASSERT(coeffs.device().is_cpu() && coeffs.dtype() == DType::kF32, "lincomb: coeffs must be host f32, got " +
-                                                                           coeffs.describe());
+  const bool coeffs_on_device = !coeffs.device().is_cpu();
+  if (coeffs_on_device) check_on_device(coeffs, "lincomb");
+  SD_ASSERT(coeffs.dtype() == DType::kF32, "lincomb: coeffs must be f32, got " + coeffs.describe());
   const Tensor& first = inputs[0];
   const int n_inputs = static_cast<int>(inputs.size());
   const int64_t batch = first.ndim() ? first.dim(0) : 1;
   SD_ASSERT(coeffs.numel() == batch * n_inputs, "lincomb: coeffs " + coeffs.describe() + " for " +
                                                     std::to_string(n_inputs) + " inputs of " + first.describe());
+  SD_ASSERT(!coeffs_on_device || n_inputs <= kMaxLincombInputs,
+            "lincomb: device coefficients take at most " + std::to_string(kMaxLincombInputs) + " inputs");
   for (const Tensor& t : inputs) {
     check_on_device(t, "lincomb");
     SD_ASSERT(t.shape() == first.shape() && t.dtype() == first.dtype(),
@@ -235,7 +238,11 @@ Tensor CudaBackend::lincomb(const std::vector<Tensor>& inputs, const Tensor& coe
     const float* dev_coeff = nullptr;
     const T* const* dev_in = nullptr;
     Tensor coeff_dev, ptrs_dev;
-    if (n_inputs <= kMaxLincombInputs && batch * n_inputs <= kMaxLincombCoeffs) {
+    if (coeffs_on_device) {
+      // Coefficients read by the kernel from device memory (refilled before each graph replay).
+      for (int i = 0; i < n_inputs; ++i) args.in[i] = inputs[static_cast<size_t>(i)].data<T>();
+      dev_coeff = coeffs.data<float>();
+    } else if (n_inputs <= kMaxLincombInputs && batch * n_inputs <= kMaxLincombCoeffs) {
       for (int i = 0; i < n_inputs; ++i) args.in[i] = inputs[static_cast<size_t>(i)].data<T>();
       for (int64_t i = 0; i < batch * n_inputs; ++i) args.coeff[i] = coeffs.f32()[i];
     } else {

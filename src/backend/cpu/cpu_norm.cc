@@ -130,7 +130,7 @@ Tensor group_norm(CpuContext& ctx, const Tensor& x, const Tensor& gamma, const T
   check_f32(x, "group_norm", "x");
   SD_ASSERT(x.ndim() >= 2, "group_norm: x needs [B, ..., C], got " + shape_str(x.shape()));
   const int64_t B = x.dim(0), C = x.dim(-1);
-  SD_ASSERT(groups > 0 && C % groups == 0,
+  SD_ASSERT(C > 0 && groups > 0 && C % groups == 0,
             "group_norm: " + std::to_string(C) + " channels not divisible into " + std::to_string(groups) + " groups");
   check_affine(gamma, C, "group_norm", "gamma");
   check_affine(beta, C, "group_norm", "beta");

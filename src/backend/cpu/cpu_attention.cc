@@ -106,18 +106,31 @@ SD_CPU_KERNEL void tile_values(const float* s, int64_t lds, int64_t keys, const 
       store8(o + 3 * Dp + d0, a30);
       store8(o + 3 * Dp + d0 + 8, a31);
     } else {
-      f32x8 a0 = splat8(0.f), a1 = a0, a2 = a0, a3 = a0;
-      for (int64_t j = 0; j < keys; ++j) {
+      // Two keys per step into separate accumulators: eight independent FMA chains.
+      f32x8 a0 = splat8(0.f), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      int64_t j = 0;
+      for (; j + 2 <= keys; j += 2) {
+        const f32x8 v0 = load8(vc + j * 8), v1 = load8(vc + j * 8 + 8);
+        a0 += splat8(s[j]) * v0;
+        a1 += splat8(s[lds + j]) * v0;
+        a2 += splat8(s[2 * lds + j]) * v0;
+        a3 += splat8(s[3 * lds + j]) * v0;
+        b0 += splat8(s[j + 1]) * v1;
+        b1 += splat8(s[lds + j + 1]) * v1;
+        b2 += splat8(s[2 * lds + j + 1]) * v1;
+        b3 += splat8(s[3 * lds + j + 1]) * v1;
+      }
+      if (j < keys) {
         const f32x8 v0 = load8(vc + j * 8);
         a0 += splat8(s[j]) * v0;
         a1 += splat8(s[lds + j]) * v0;
         a2 += splat8(s[2 * lds + j]) * v0;
         a3 += splat8(s[3 * lds + j]) * v0;
       }
-      store8(o + d0, a0);
-      store8(o + Dp + d0, a1);
-      store8(o + 2 * Dp + d0, a2);
-      store8(o + 3 * Dp + d0, a3);
+      store8(o + d0, a0 + b0);
+      store8(o + Dp + d0, a1 + b1);
+      store8(o + 2 * Dp + d0, a2 + b2);
+      store8(o + 3 * Dp + d0, a3 + b3);
     }
   }
 }

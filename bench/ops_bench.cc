@@ -3,14 +3,22 @@
 // GEMM-shaped ops. Inputs are seeded random; each benchmark runs a handful of iterations.
 #include <benchmark/benchmark.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <random>
 
 #include "backend/cpu/cpu_backend.h"
 
 namespace {
 
+// SDSERVE_BENCH_THREADS picks the thread count (default 0: all cores).
 sd::Backend& backend() {
-  static std::unique_ptr<sd::Backend> be = sd::cpu::make_backend(0);
+  static std::unique_ptr<sd::Backend> be = [] {
+    const char* env = std::getenv("SDSERVE_BENCH_THREADS");
+    auto made = sd::cpu::make_backend(env ? std::atoi(env) : 0);
+    std::fprintf(stderr, "backend: %s\n", made->name().c_str());
+    return made;
+  }();
   return *be;
 }
 

@@ -119,8 +119,9 @@ class Backend {
   // data, no upload); inputs come from tensors that outlive the graph (refill them with copy()
   // before each replay), results go to variables fn captures by reference, which hold them
   // after every replay. fn may run more than once while recording (the CUDA backend runs it
-  // eagerly first so autotuning and plan building stay out of the graph). Device failures
-  // throw sd::Error. Default: replay() calls fn again.
+  // eagerly first so autotuning and plan building stay out of the graph). A backend's graphs
+  // run one at a time and may share memory for their intermediates, never for tensors still
+  // held (results, inputs). Device failures throw sd::Error. Default: replay() calls fn again.
   virtual std::unique_ptr<CapturedGraph> capture(const std::function<void()>& fn);
 };
 

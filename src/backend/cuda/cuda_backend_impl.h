@@ -104,6 +104,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<ConvGraphPlans> conv_graph_;
   bool conv_graph_enabled_ = true;  // SDSERVE_CUDNN_GRAPH=0: legacy cuDNN API only
   bool conv_autotune_ = true;       // SDSERVE_CUDNN_AUTOTUNE=0: the heuristic's first plan
+  int graph_pool_ = 0;  // allocator pool shared by this backend's captured graphs (graph_capture.cc)
   void* gemm_workspace_ = nullptr;
   size_t gemm_workspace_bytes_ = 0;
 };

@@ -24,7 +24,7 @@ size_t DeviceAllocator::round_size(size_t bytes) {
 
 DeviceAllocator::~DeviceAllocator() {
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [id, list] : pools_) free_.merge(list);  // no graph can outlive its allocator
+  for (auto& [id, pool] : pools_) free_.merge(pool.free);  // no graph can outlive its allocator
   free_cached_locked();
   // Blocks still held by live tensors are leaked on purpose: their owners outlive us.
 }
@@ -61,7 +61,7 @@ void* DeviceAllocator::allocate(size_t bytes) {
   void* ptr = nullptr;
   bool counted = false;  // pool blocks are counted in use while cached
   if (pool != 0) {
-    ptr = take_locked(pools_[pool], size, &got);
+    ptr = take_locked(pools_[pool].free, size, &got);
     counted = ptr != nullptr;
   }
   if (!ptr) ptr = take_locked(free_, size, &got);
@@ -112,7 +112,7 @@ void DeviceAllocator::release(void* ptr) {
   live_.erase(it);
   auto pool = block.pool != 0 ? pools_.find(block.pool) : pools_.end();
   if (pool != pools_.end()) {
-    pool->second.emplace(block.size, ptr);  // stays reserved (and counted) for its graph
+    pool->second.free.emplace(block.size, ptr);  // stays reserved (and counted) for its graphs
     return;
   }
   counters_.in_use -= block.size;
@@ -122,8 +122,16 @@ void DeviceAllocator::release(void* ptr) {
 int DeviceAllocator::create_pool() {
   std::lock_guard<std::mutex> lock(mu_);
   const int id = next_pool_++;
-  pools_[id];
+  pools_[id].owners = 1;
   return id;
+}
+
+bool DeviceAllocator::retain_pool(int id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = pools_.find(id);
+  if (it == pools_.end()) return false;
+  ++it->second.owners;
+  return true;
 }
 
 void DeviceAllocator::begin_pool(int id) {
@@ -143,8 +151,8 @@ void DeviceAllocator::end_pool() {
 void DeviceAllocator::release_pool(int id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = pools_.find(id);
-  if (it == pools_.end()) return;
-  for (auto& [size, ptr] : it->second) {
+  if (it == pools_.end() || --it->second.owners > 0) return;
+  for (auto& [size, ptr] : it->second.free) {
     counters_.in_use -= size;
     free_.emplace(size, ptr);
   }

@@ -37,17 +37,20 @@ class DeviceAllocator {
   void empty_cache();
 
   // ---- private pools (CUDA graph capture) ----
-  // A new, empty pool; returns its id (> 0).
+  // A new, empty pool with one owner; returns its id (> 0).
   int create_pool();
+  // One more owner of pool `id` (graphs captured into one pool share its memory); false
+  // when the pool is gone.
+  bool retain_pool(int id);
   // Until end_pool(), allocations made by the calling thread belong to pool `id`: they come
   // from the pool's own free blocks, else the shared cache, else cudaMalloc (never freeing
   // cached blocks: cudaFree is not allowed during capture). Blocks of the pool released in
-  // the meantime or later go back to the pool, never to the shared cache, so a graph's
-  // intermediates stay reserved for its replays. Cached pool blocks count as in use.
+  // the meantime or later go back to the pool, never to the shared cache, so graphs'
+  // intermediates stay reserved for their replays. Cached pool blocks count as in use.
   void begin_pool(int id);
   void end_pool();
-  // Ends the pool (the graph is gone): its cached blocks join the shared cache, and blocks
-  // of it still held by tensors go there when released.
+  // Drops one owner; with the last one the pool ends: its cached blocks join the shared
+  // cache, and blocks of it still held by tensors go there when released.
   void release_pool(int id);
 
   AllocatorCounters counters() const;
@@ -70,7 +73,11 @@ class DeviceAllocator {
   mutable std::mutex mu_;
   std::unordered_map<void*, Block> live_;  // block held by a tensor -> its size and pool
   FreeList free_;                          // the shared cache
-  std::unordered_map<int, FreeList> pools_;  // live private pools -> their cached blocks
+  struct Pool {
+    FreeList free;  // cached blocks
+    int owners = 0;
+  };
+  std::unordered_map<int, Pool> pools_;    // live private pools
   int next_pool_ = 1;
   int active_pool_ = 0;                    // pool of allocations by active_thread_
   std::thread::id active_thread_;

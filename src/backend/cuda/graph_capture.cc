@@ -1,6 +1,6 @@
 // CUDA graphs for the CUDA backend: capture() runs the function once eagerly (autotuning,
-// plan and handle creation happen there), then records it with stream capture into a
-// private allocator pool and instantiates the graph; replay() is one cudaGraphLaunch.
+// plan and handle creation happen there), then records it with stream capture into the
+// backend's private graph pool and instantiates it; replay() is one cudaGraphLaunch.
 #include <cuda_runtime.h>
 
 #include <memory>
@@ -57,7 +57,12 @@ std::unique_ptr<CapturedGraph> CudaBackend::capture(const std::function<void()>&
   activate();
   fn();  // warm-up: cuDNN autotuning, GEMM plans and library handles are made here, not recorded
   SD_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  const int pool = alloc_->create_pool();
+  // All graphs of this backend share one pool: they run one at a time on the one stream, and
+  // each replay writes its intermediates before reading them, so they may reuse each other's
+  // intermediate blocks (memory ~ the largest graph, not the sum). Blocks still held by
+  // tensors (static inputs and outputs) are never handed out while held.
+  if (graph_pool_ == 0 || !alloc_->retain_pool(graph_pool_)) graph_pool_ = alloc_->create_pool();
+  const int pool = graph_pool_;
   alloc_->begin_pool(pool);
   cudaGraph_t graph = nullptr;
   cudaError_t err = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);

@@ -1,10 +1,12 @@
-// Fused attention, WMMA version, and the attention() op (which picks this kernel or the
-// mma.sync one in attention_mma.cu): per (batch, head, 64-query tile) 64-key tiles of K and
-// V stream through shared memory, S = Q K^T on tensor cores (f32 accumulate), online softmax
-// in f32, O = P V kept in shared memory. Head dims up to 256, causal mask.
+// Fused attention, WMMA version, and the attention() op (which picks this kernel, the mma.sync
+// ones in attention_mma*.cu or cuDNN's SDPA): per (batch, head, 64-query tile) 64-key tiles of
+// K and V stream through shared memory, S = Q K^T on tensor cores (f32 accumulate), online
+// softmax in f32, O = P V kept in shared memory. Head dims up to 256, causal mask.
 #include <mma.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "backend/cuda/attention.h"
@@ -221,6 +223,32 @@ void launch_attention_wmma(DType dtype, const AttentionArgs& a, cudaStream_t str
   dispatch_half(dtype, [&](auto tag) { dispatch_head_dim<decltype(tag)>(a, stream); });
 }
 
+namespace {
+
+// SDSERVE_CUDA_ATTENTION: "mma1" the first mma.sync kernel, "mma2" the pipelined one, "cudnn"
+// cuDNN's SDPA wherever it has a plan (non-causal), "auto" (default) cuDNN for long key
+// sequences only; "wmma" is read by the backend (attention_wmma_). H100, batch 2 (perf-notes):
+// cuDNN wins at 1024 and 4096 keys (d 40/64/80), mma2 at 77 keys and at d 160 over 256 keys.
+enum class AttentionPath { kAuto, kMma1, kMma2, kCudnn };
+
+AttentionPath attention_path() {
+  static const AttentionPath path = [] {
+    const char* env = std::getenv("SDSERVE_CUDA_ATTENTION");
+    if (env && std::strcmp(env, "mma1") == 0) return AttentionPath::kMma1;
+    if (env && std::strcmp(env, "mma2") == 0) return AttentionPath::kMma2;
+    if (env && std::strcmp(env, "cudnn") == 0) return AttentionPath::kCudnn;
+    return AttentionPath::kAuto;
+  }();
+  return path;
+}
+
+bool want_cudnn(AttentionPath path, const AttentionArgs& a) {
+  if (path == AttentionPath::kCudnn) return true;
+  return path == AttentionPath::kAuto && !a.causal && a.lk >= 512 && a.d <= 128;
+}
+
+}  // namespace
+
 Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
   check_on_device(q, "attention");
   check_on_device(k, "attention");
@@ -250,8 +278,19 @@ Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v,
                            static_cast<int>(d),
                            causal,
                            d % 8 == 0 && a16(q.raw()) && a16(k.raw()) && a16(v.raw())};
+  const AttentionPath path = attention_path();
+  if (!attention_wmma_ && want_cudnn(path, args)) {
+    Tensor workspace;
+    const auto scratch = [&](size_t bytes) {
+      workspace = empty({static_cast<int64_t>(bytes)}, DType::kU8);
+      return workspace.raw();
+    };
+    if (run_attention_cudnn(device_, q.dtype(), args, stream_, scratch)) return out;
+  }
   if (attention_wmma_ || d > kMmaAttentionMaxHeadDim) {
     launch_attention_wmma(q.dtype(), args, stream_);
+  } else if (args.vec && path != AttentionPath::kMma1) {
+    launch_attention_mma2(q.dtype(), args, stream_);
   } else {
     launch_attention_mma(q.dtype(), args, stream_);
   }

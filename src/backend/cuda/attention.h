@@ -1,10 +1,12 @@
-// The two fused attention kernels' launchers: the mma.sync kernel (default; registers hold
-// Q, scores and the output accumulator, head dims up to 160) and the WMMA kernel (head dims
-// up to 256; also selectable with SDSERVE_CUDA_ATTENTION=wmma for comparison). Wider heads
-// take the unfused path (CudaBackend::attention_unfused).
+// The fused attention paths' entry points: the mma.sync kernels (registers hold Q, scores and
+// the output accumulator, head dims up to 160; attention_mma2.cu is the pipelined one), the
+// WMMA kernel (head dims up to 256) and cuDNN's fused SDPA (attention_cudnn.cc). Wider heads
+// take the unfused path (CudaBackend::attention_unfused). attention.cu picks among them.
 #pragma once
 
 #include <cuda_runtime.h>
+
+#include <functional>
 
 #include "tensor/tensor.h"
 
@@ -26,5 +28,14 @@ constexpr int kWmmaAttentionMaxHeadDim = 256;  // beyond: unfused (cuBLAS + soft
 
 void launch_attention_mma(DType dtype, const AttentionArgs& a, cudaStream_t stream);
 void launch_attention_wmma(DType dtype, const AttentionArgs& a, cudaStream_t stream);
+// Pipelined mma.sync kernel: needs a.vec (d % 8 == 0, 16-byte aligned), d <= 160.
+void launch_attention_mma2(DType dtype, const AttentionArgs& a, cudaStream_t stream);
+
+// cuDNN's fused SDPA (non-causal): builds and caches an execution plan per shape on `device`
+// and runs it on `stream`; `workspace(bytes)` returns device scratch valid for this call.
+// Returns false (nothing enqueued) when cuDNN has no plan for the shape, or while `stream` is
+// being captured and the shape has no plan yet; the caller then uses a kernel of its own.
+bool run_attention_cudnn(int device, DType dtype, const AttentionArgs& a, cudaStream_t stream,
+                         const std::function<void*(size_t)>& workspace);
 
 }  // namespace sd::cuda

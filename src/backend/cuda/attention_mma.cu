@@ -1,7 +1,8 @@
-// Fused attention on mma.sync.m16n8k16 (flash-attention 2 layout): each warp owns 16 query
-// rows; its Q fragments, the 16x64 score tile, the online-softmax state (f32) and the
-// 16xD output accumulator all stay in registers. K tiles (row-major) and V tiles
-// (transposed) stream through shared memory 64 keys at a time. Head dims up to 160.
+// Fused attention on mma.sync.m16n8k16, first version (synchronous tile loads): each warp owns
+// 16 query rows held in registers with the 16x64 scores, softmax state and output; K tiles
+// (row-major) and V tiles (transposed) stream through shared memory 64 keys at a time. Head
+// dims up to 160; used where the pipelined kernel cannot (d % 8 != 0, unaligned) or with
+// SDSERVE_CUDA_ATTENTION=mma1.
 #include <cmath>
 #include <string>
 

@@ -1,0 +1,268 @@
+// Attention through cuDNN 9's fused SDPA operation (CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR,
+// graph API): Q/K/V/O described as [B, H, L, D] over our [B, L, H*D] buffers, the softmax scale
+// passed by value. One execution plan per shape and device, built on first use and cached.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "backend/cuda/attention.h"
+#include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/cuda_check.h"
+
+namespace sd::cuda {
+
+namespace {
+
+constexpr int64_t kUidQ = 1, kUidK = 2, kUidV = 3, kUidO = 4, kUidScale = 5;
+constexpr int kMaxCandidates = 4;
+constexpr int64_t kMaxWorkspace = int64_t{256} << 20;
+
+struct SdpaKey {
+  DType dtype;
+  int64_t batch, heads, lq, lk, d;
+  auto tie() const { return std::tie(dtype, batch, heads, lq, lk, d); }
+  bool operator<(const SdpaKey& o) const { return tie() < o.tie(); }
+};
+
+struct SdpaPlan {
+  std::vector<cudnnBackendDescriptor_t> plans;  // candidates until one has run, then exactly one
+  std::vector<int64_t> workspace;
+  std::vector<cudnnBackendDescriptor_t> keep;  // tensors, op, graph, configs
+  bool proven = false;                         // plans[0] has run successfully
+};
+
+void destroy_all(std::vector<cudnnBackendDescriptor_t>& ds) {
+  for (cudnnBackendDescriptor_t d : ds) {
+    if (d) cudnnBackendDestroyDescriptor(d);
+  }
+  ds.clear();
+}
+
+bool log_enabled() {
+  static const bool on = [] {
+    const char* env = std::getenv("SDSERVE_CUDNN_LOG");
+    return env && env[0] == '1';
+  }();
+  return on;
+}
+
+std::string key_str(const SdpaKey& k) {
+  return std::string(dtype_name(k.dtype)) + " b" + std::to_string(k.batch) + " h" + std::to_string(k.heads) + " lq" +
+         std::to_string(k.lq) + " lk" + std::to_string(k.lk) + " d" + std::to_string(k.d);
+}
+
+void set(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t n,
+         const void* value) {
+  SD_CUDNN_CHECK(cudnnBackendSetAttribute(d, name, type, n, value));
+}
+
+cudnnBackendDescriptor_t create(cudnnBackendDescriptorType_t type, std::vector<cudnnBackendDescriptor_t>& keep) {
+  cudnnBackendDescriptor_t d = nullptr;
+  SD_CUDNN_CHECK(cudnnBackendCreateDescriptor(type, &d));
+  keep.push_back(d);
+  return d;
+}
+
+// [B, H, L, D] view of a [B, L, H*D] buffer.
+cudnnBackendDescriptor_t make_bhld(int64_t uid, const SdpaKey& k, int64_t len, std::vector<cudnnBackendDescriptor_t>& keep) {
+  cudnnBackendDescriptor_t t = create(CUDNN_BACKEND_TENSOR_DESCRIPTOR, keep);
+  const cudnnDataType_t dt = cudnn_data_type(k.dtype);
+  const int64_t dims[4] = {k.batch, k.heads, len, k.d};
+  const int64_t strides[4] = {len * k.heads * k.d, k.d, k.heads * k.d, 1};
+  const int64_t align = 16;
+  set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt);
+  set(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims);
+  set(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides);
+  set(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
+  set(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align);
+  SD_CUDNN_CHECK(cudnnBackendFinalize(t));
+  return t;
+}
+
+cudnnBackendDescriptor_t make_scale(std::vector<cudnnBackendDescriptor_t>& keep) {
+  cudnnBackendDescriptor_t t = create(CUDNN_BACKEND_TENSOR_DESCRIPTOR, keep);
+  const cudnnDataType_t dt = CUDNN_DATA_FLOAT;
+  const int64_t dims[4] = {1, 1, 1, 1}, strides[4] = {1, 1, 1, 1};
+  const int64_t uid = kUidScale, align = 16;
+  const bool by_value = true;
+  set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt);
+  set(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims);
+  set(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides);
+  set(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
+  set(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align);
+  set(t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &by_value);
+  SD_CUDNN_CHECK(cudnnBackendFinalize(t));
+  return t;
+}
+
+// Builds the candidate plans into `out` (throws sd::Error on API failures).
+void build(cudnnHandle_t handle, const SdpaKey& k, SdpaPlan& out) {
+  cudnnBackendDescriptor_t q = make_bhld(kUidQ, k, k.lq, out.keep);
+  cudnnBackendDescriptor_t kt = make_bhld(kUidK, k, k.lk, out.keep);
+  cudnnBackendDescriptor_t v = make_bhld(kUidV, k, k.lk, out.keep);
+  cudnnBackendDescriptor_t o = make_bhld(kUidO, k, k.lq, out.keep);
+  cudnnBackendDescriptor_t scale = make_scale(out.keep);
+
+  cudnnBackendDescriptor_t op = create(CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR, out.keep);
+  set(op, CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &q);
+  set(op, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &kt);
+  set(op, CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &v);
+  set(op, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &o);
+  set(op, CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &scale);
+  SD_CUDNN_CHECK(cudnnBackendFinalize(op));
+
+  cudnnBackendDescriptor_t graph = create(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, out.keep);
+  set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op);
+  cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);  // deprecated
+  SD_CUDNN_CHECK(cudnnBackendFinalize(graph));
+
+  for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+    cudnnBackendDescriptor_t heur = nullptr;
+    SD_CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur));
+    std::vector<cudnnBackendDescriptor_t> cfgs;
+    int64_t count = 0, got = 0;
+    bool ok = cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                       &graph) == CUDNN_STATUS_SUCCESS &&
+              cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode) ==
+                  CUDNN_STATUS_SUCCESS &&
+              cudnnBackendFinalize(heur) == CUDNN_STATUS_SUCCESS &&
+              cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count,
+                                       nullptr) == CUDNN_STATUS_SUCCESS &&
+              count > 0;
+    if (ok) {
+      cfgs.assign(static_cast<size_t>(count), nullptr);
+      for (auto& c : cfgs) SD_CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &c));
+      ok = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got,
+                                    cfgs.data()) == CUDNN_STATUS_SUCCESS;
+    }
+    cudnnBackendDestroyDescriptor(heur);
+    for (int64_t i = 0; ok && i < got && static_cast<int>(out.plans.size()) < kMaxCandidates; ++i) {
+      cudnnBackendDescriptor_t plan = nullptr;
+      if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) != CUDNN_STATUS_SUCCESS) break;
+      int64_t ws = 0, n = 0;
+      cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);  // deprecated
+      const bool plan_ok =
+          cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                   &cfgs[static_cast<size_t>(i)]) == CUDNN_STATUS_SUCCESS &&
+          cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS &&
+          cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws) ==
+              CUDNN_STATUS_SUCCESS &&
+          ws <= kMaxWorkspace;
+      if (!plan_ok) {
+        cudnnBackendDestroyDescriptor(plan);
+        continue;
+      }
+      out.plans.push_back(plan);
+      out.workspace.push_back(ws);
+    }
+    out.keep.insert(out.keep.end(), cfgs.begin(), cfgs.end());
+    if (!out.plans.empty()) break;
+  }
+}
+
+cudnnStatus_t execute(cudnnHandle_t handle, cudnnBackendDescriptor_t plan, const AttentionArgs& a, float* scale,
+                      void* workspace) {
+  cudnnBackendDescriptor_t pack = nullptr;
+  cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  void* ptrs[5] = {const_cast<void*>(a.q), const_cast<void*>(a.k), const_cast<void*>(a.v), a.o, scale};
+  const int64_t uids[5] = {kUidQ, kUidK, kUidV, kUidO, kUidScale};
+  st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 5, ptrs);
+  if (st == CUDNN_STATUS_SUCCESS) {
+    st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 5, uids);
+  }
+  if (st == CUDNN_STATUS_SUCCESS) {
+    st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace);
+  }
+  if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(pack);
+  if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendExecute(handle, plan, pack);
+  cudnnBackendDestroyDescriptor(pack);
+  return st;
+}
+
+// One cuDNN handle and plan cache per device, for the whole process (never destroyed: plans
+// may be used until exit, after which the driver reclaims everything).
+struct DeviceSdpa {
+  std::mutex mu;
+  cudnnHandle_t handle = nullptr;
+  std::map<SdpaKey, SdpaPlan> plans;  // empty `plans` = cuDNN has none for this shape
+};
+
+DeviceSdpa& device_state(int device) {
+  static std::mutex mu;
+  static auto* states = new std::map<int, std::unique_ptr<DeviceSdpa>>();
+  std::lock_guard<std::mutex> lock(mu);
+  auto& s = (*states)[device];
+  if (!s) s = std::make_unique<DeviceSdpa>();
+  return *s;
+}
+
+}  // namespace
+
+bool run_attention_cudnn(int device, DType dtype, const AttentionArgs& a, cudaStream_t stream,
+                         const std::function<void*(size_t)>& workspace) {
+  if (a.causal || !a.vec || a.d % 8 != 0 || a.d > 256) return false;
+  int current = -1;
+  if (cudaGetDevice(&current) != cudaSuccess || current != device) return false;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  SD_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  const bool capturing = capture != cudaStreamCaptureStatusNone;
+
+  DeviceSdpa& st = device_state(device);
+  std::lock_guard<std::mutex> lock(st.mu);
+  const SdpaKey key{dtype, a.batch, a.heads, a.lq, a.lk, a.d};
+  auto it = st.plans.find(key);
+  if (it == st.plans.end()) {
+    if (capturing) return false;  // no plan building (or first runs) inside a graph capture
+    if (!st.handle) SD_CUDNN_CHECK(cudnnCreate(&st.handle));
+    SdpaPlan plan;
+    try {
+      build(st.handle, key, plan);
+    } catch (const Error& e) {
+      if (log_enabled()) std::fprintf(stderr, "sdserve: cuDNN SDPA %s: %s\n", key_str(key).c_str(), e.what());
+      destroy_all(plan.plans);
+      destroy_all(plan.keep);
+      plan.workspace.clear();
+    }
+    if (plan.plans.empty() && log_enabled()) {
+      std::fprintf(stderr, "sdserve: cuDNN SDPA has no plan for %s\n", key_str(key).c_str());
+    }
+    it = st.plans.emplace(key, std::move(plan)).first;
+  }
+  SdpaPlan& plan = it->second;
+  if (plan.plans.empty() || (capturing && !plan.proven)) return false;
+  SD_CUDNN_CHECK(cudnnSetStream(st.handle, stream));
+  float scale = 1.f / std::sqrt(static_cast<float>(a.d));
+  while (!plan.plans.empty()) {
+    void* ws = plan.workspace[0] > 0 ? workspace(static_cast<size_t>(plan.workspace[0])) : nullptr;
+    const cudnnStatus_t s = execute(st.handle, plan.plans[0], a, &scale, ws);
+    if (s == CUDNN_STATUS_SUCCESS) {
+      if (!plan.proven) {
+        for (size_t i = 1; i < plan.plans.size(); ++i) cudnnBackendDestroyDescriptor(plan.plans[i]);
+        plan.plans.resize(1);
+        plan.workspace.resize(1);
+        plan.proven = true;
+        if (log_enabled()) std::fprintf(stderr, "sdserve: cuDNN SDPA runs %s\n", key_str(key).c_str());
+      }
+      return true;
+    }
+    if (plan.proven) {
+      throw Error(Internal("cuDNN SDPA failed for " + key_str(key) + ": " + cudnnGetErrorString(s)));
+    }
+    if (log_enabled()) {
+      std::fprintf(stderr, "sdserve: cuDNN SDPA plan failed for %s: %s\n", key_str(key).c_str(), cudnnGetErrorString(s));
+    }
+    cudnnBackendDestroyDescriptor(plan.plans[0]);
+    plan.plans.erase(plan.plans.begin());
+    plan.workspace.erase(plan.workspace.begin());
+  }
+  return false;
+}
+
+}  // namespace sd::cuda

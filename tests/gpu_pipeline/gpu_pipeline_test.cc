@@ -12,6 +12,7 @@
 
 #include "backend/backend.h"
 #include "golden_util.h"
+#include "pipeline_util.h"
 #include "io/image.h"
 #include "pipeline/model_factory.h"
 #include "pipeline/sd_engine.h"
@@ -21,6 +22,7 @@ namespace {
 
 using testing::data_path;
 using testing::golden_f32;
+using testing::read_schedules;
 
 #define SKIP_WITHOUT_GPU() \
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device present: GPU test skipped"
@@ -29,14 +31,6 @@ std::unique_ptr<SdEngine> load(const std::string& path, const Device& d) {
   auto e = SdEngine::load(path, d);
   EXPECT_TRUE(e.ok()) << e.status().to_string();
   return e.ok() ? std::move(e).value() : nullptr;
-}
-
-nlohmann::json read_schedules(const std::string& model) {
-  std::ifstream f(data_path(model + "/schedules.json"));
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  for (const char* bad : {"-Infinity", "Infinity", "NaN"})
-    for (size_t p = text.find(bad); p != std::string::npos; p = text.find(bad, p)) text.replace(p, strlen(bad), "null");
-  return nlohmann::json::parse(text);
 }
 
 // Runs every golden case of `model` through `engine`; returns the worst relative L2.
@@ -50,15 +44,7 @@ void worst_golden_error(SdEngine& engine, const std::string& model, double* wors
     const Tensor want = golden_f32(*golden, name + ".final_latents");
     std::vector<std::unique_ptr<Job>> jobs;
     for (size_t i = 0; i < spec["prompt"].size(); ++i) {
-      GenerationRequest r;
-      r.prompt = spec["prompt"][i];
-      if (!spec["negative_prompt"].is_null()) r.negative_prompt = spec["negative_prompt"][i];
-      r.cfg_scale = spec["guidance_scale"];
-      r.steps = spec["steps"];
-      r.width = spec["width"];
-      r.height = spec["height"];
-      r.sampler = spec["scheduler"];
-      r.init_latents = init.slice_rows(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1);
+      GenerationRequest r = testing::golden_request(spec, i, init);
       auto job = engine.begin(r);
       ASSERT_TRUE(job.ok()) << job.status().to_string();
       jobs.push_back(std::move(job).value());
@@ -96,15 +82,7 @@ TEST(GpuPipeline, BatchedJobsEqualJobsRunAlone) {
   auto engine = load(data_path("tiny-sd1/model"), Device::cuda(0));
   ASSERT_TRUE(engine);
   auto request = [](const std::string& sampler, int steps, float cfg, int64_t seed) {
-    GenerationRequest r;
-    r.prompt = "a red fox in the snow " + sampler;
-    r.negative_prompt = "blurry";
-    r.sampler = sampler;
-    r.steps = steps;
-    r.cfg_scale = cfg;
-    r.seed = seed;
-    r.width = r.height = 128;
-    return r;
+    return testing::fox_request(sampler, steps, cfg, seed, 128);
   };
   const std::vector<GenerationRequest> reqs = {request("euler", 6, 7.5f, 1), request("dpmpp_2m", 4, 5.0f, 2),
                                                request("ddim", 5, 1.0f, 3)};

@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "golden_util.h"
+#include "pipeline_util.h"
 #include "pipeline/model_factory.h"
 #include "pipeline/sd_engine.h"
 
@@ -26,16 +27,7 @@ Tensor random_host(const Shape& shape, uint32_t seed) {
 }
 
 GenerationRequest request(const std::string& sampler, int steps, float cfg, int64_t seed, int size, int batch = 1) {
-  GenerationRequest r;
-  r.prompt = "a red fox in the snow, " + sampler;
-  r.negative_prompt = "blurry";
-  r.sampler = sampler;
-  r.steps = steps;
-  r.cfg_scale = cfg;
-  r.seed = seed;
-  r.batch_size = batch;
-  r.width = r.height = size;
-  return r;
+  return testing::fox_request(sampler, steps, cfg, seed, size, batch);
 }
 
 std::unique_ptr<SdEngine> load(const std::string& path, const Device& d) {

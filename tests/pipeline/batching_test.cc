@@ -4,22 +4,14 @@
 #include <gtest/gtest.h>
 
 #include "golden_util.h"
+#include "pipeline_util.h"
 #include "pipeline/sd_engine.h"
 
 namespace sd {
 namespace {
 
 GenerationRequest request(const std::string& sampler, int steps, float cfg, int64_t seed, int batch = 1) {
-  GenerationRequest r;
-  r.prompt = "a red fox in the snow, " + sampler;
-  r.negative_prompt = "blurry";
-  r.sampler = sampler;
-  r.steps = steps;
-  r.cfg_scale = cfg;
-  r.seed = seed;
-  r.batch_size = batch;
-  r.width = r.height = 64;
-  return r;
+  return testing::fox_request(sampler, steps, cfg, seed, 64, batch);
 }
 
 TEST(Batching, JobsInACrowdEqualJobsAlone) {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "golden_util.h"
+#include "pipeline_util.h"
 #include "pipeline/engine.h"
 #include "pipeline/sd_engine.h"
 
@@ -17,16 +18,7 @@ namespace {
 
 using testing::data_path;
 using testing::golden_f32;
-
-// schedules.json comes from Python's json module, which writes -Infinity / NaN.
-nlohmann::json read_schedules(const std::string& model) {
-  std::ifstream f(data_path(model + "/schedules.json"));
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  for (const char* bad : {"-Infinity", "Infinity", "NaN"}) {
-    for (size_t p = text.find(bad); p != std::string::npos; p = text.find(bad, p)) text.replace(p, strlen(bad), "null");
-  }
-  return nlohmann::json::parse(text);
-}
+using testing::read_schedules;
 
 struct Case {
   std::string model, name;  // "tiny-sd1", "ddim.case0"
@@ -70,15 +62,7 @@ TEST_P(PipelineGolden, FinalLatentsAndImagesMatch) {
   std::vector<std::unique_ptr<Job>> jobs;
   const auto& prompts = spec["prompt"];
   for (size_t i = 0; i < prompts.size(); ++i) {
-    GenerationRequest r;
-    r.prompt = prompts[i].get<std::string>();
-    if (!spec["negative_prompt"].is_null()) r.negative_prompt = spec["negative_prompt"][i].get<std::string>();
-    r.cfg_scale = spec["guidance_scale"].get<float>();
-    r.steps = spec["steps"].get<int>();
-    r.width = spec["width"].get<int>();
-    r.height = spec["height"].get<int>();
-    r.sampler = spec["scheduler"].get<std::string>();
-    r.init_latents = init.slice_rows(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1);
+    GenerationRequest r = testing::golden_request(spec, i, init);
     auto job = engine.begin(r);
     ASSERT_TRUE(job.ok()) << job.status().to_string();
     jobs.push_back(std::move(job).value());

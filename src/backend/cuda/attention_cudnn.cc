@@ -14,6 +14,7 @@
 #include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cudnn_plans.h"
 
 namespace sd::cuda {
 
@@ -122,48 +123,10 @@ void build(cudnnHandle_t handle, const SdpaKey& k, SdpaPlan& out) {
   cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);  // deprecated
   SD_CUDNN_CHECK(cudnnBackendFinalize(graph));
 
-  for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-    cudnnBackendDescriptor_t heur = nullptr;
-    SD_CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur));
-    std::vector<cudnnBackendDescriptor_t> cfgs;
-    int64_t count = 0, got = 0;
-    bool ok = cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                       &graph) == CUDNN_STATUS_SUCCESS &&
-              cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode) ==
-                  CUDNN_STATUS_SUCCESS &&
-              cudnnBackendFinalize(heur) == CUDNN_STATUS_SUCCESS &&
-              cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count,
-                                       nullptr) == CUDNN_STATUS_SUCCESS &&
-              count > 0;
-    if (ok) {
-      cfgs.assign(static_cast<size_t>(count), nullptr);
-      for (auto& c : cfgs) SD_CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &c));
-      ok = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got,
-                                    cfgs.data()) == CUDNN_STATUS_SUCCESS;
-    }
-    cudnnBackendDestroyDescriptor(heur);
-    for (int64_t i = 0; ok && i < got && static_cast<int>(out.plans.size()) < kMaxCandidates; ++i) {
-      cudnnBackendDescriptor_t plan = nullptr;
-      if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) != CUDNN_STATUS_SUCCESS) break;
-      int64_t ws = 0, n = 0;
-      cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);  // deprecated
-      const bool plan_ok =
-          cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                   &cfgs[static_cast<size_t>(i)]) == CUDNN_STATUS_SUCCESS &&
-          cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS &&
-          cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws) ==
-              CUDNN_STATUS_SUCCESS &&
-          ws <= kMaxWorkspace;
-      if (!plan_ok) {
-        cudnnBackendDestroyDescriptor(plan);
-        continue;
-      }
-      out.plans.push_back(plan);
-      out.workspace.push_back(ws);
-    }
-    out.keep.insert(out.keep.end(), cfgs.begin(), cfgs.end());
-    if (!out.plans.empty()) break;
-  }
+  CudnnCandidates c = find_cudnn_plans(handle, graph, kMaxCandidates, kMaxWorkspace);
+  out.plans = std::move(c.plans);
+  out.workspace = std::move(c.workspace);
+  out.keep.insert(out.keep.end(), c.configs.begin(), c.configs.end());
 }
 
 cudnnStatus_t execute(cudnnHandle_t handle, cudnnBackendDescriptor_t plan, const AttentionArgs& a, float* scale,

@@ -1,0 +1,22 @@
+// cuDNN graph API: the candidate execution plans of a finalised operation graph, shared by the
+// convolution and fused-attention paths. Heuristic mode A first, then the fallback list;
+// plans over the workspace limit are skipped. Callers time the candidates and keep the best.
+#pragma once
+
+#include <cudnn.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace sd::cuda {
+
+struct CudnnCandidates {
+  std::vector<cudnnBackendDescriptor_t> plans;      // finalised execution plans
+  std::vector<int64_t> workspace;                   // bytes, one per plan
+  std::vector<cudnnBackendDescriptor_t> configs;    // engine configs the plans reference (destroy after)
+};
+
+CudnnCandidates find_cudnn_plans(cudnnHandle_t handle, cudnnBackendDescriptor_t graph, int max_candidates,
+                                 int64_t max_workspace);
+
+}  // namespace sd::cuda

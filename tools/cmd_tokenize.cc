@@ -3,45 +3,14 @@
 // a single-file .safetensors checkpoint (bundled vocabulary; pad "!" for SD 2.x / OpenCLIP).
 #include <CLI/CLI.hpp>
 
-#include <cstdint>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <string>
 
+#include "io/checkpoint.h"
 #include "tokenizer/clip_tokenizer.h"
 #include "tools/command.h"
 
 namespace {
-
-// True when the safetensors header names OpenCLIP text-encoder tensors
-// (cond_stage_model.model.*), which only SD 2.x single-file checkpoints carry.
-sd::StatusOr<bool> single_file_has_openclip(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return sd::NotFound("cannot open checkpoint: " + path);
-  unsigned char len_bytes[8];
-  if (!in.read(reinterpret_cast<char*>(len_bytes), 8)) return sd::DataLoss(path + ": too short for a safetensors file");
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
-  if (header_len == 0 || header_len > (uint64_t{100} << 20)) {
-    return sd::DataLoss(path + ": implausible safetensors header length " + std::to_string(header_len));
-  }
-  std::string header(static_cast<size_t>(header_len), '\0');
-  if (!in.read(header.data(), static_cast<std::streamsize>(header_len))) return sd::DataLoss(path + ": truncated header");
-  return header.find("\"cond_stage_model.model.") != std::string::npos;
-}
-
-sd::StatusOr<sd::TokenizerConfig> resolve_tokenizer(const std::string& model_path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(model_path, ec)) {
-    return sd::ClipTokenizer::read_diffusers_config((std::filesystem::path(model_path) / "tokenizer").string());
-  }
-  if (!std::filesystem::exists(model_path, ec)) return sd::NotFound("model not found: " + model_path);
-  SD_ASSIGN_OR_RETURN(const bool openclip, single_file_has_openclip(model_path));
-  sd::TokenizerConfig config;  // empty paths: the bundled vocabulary
-  config.pad_token = openclip ? "!" : sd::ClipTokenizer::kDefaultPadToken;
-  return config;
-}
 
 int run_tokenize(int argc, char** argv) {
   CLI::App app{"Print the CLIP token ids of a prompt as a JSON array", "sdserve tokenize"};
@@ -53,12 +22,13 @@ int run_tokenize(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  auto config = resolve_tokenizer(model);
-  if (!config.ok()) {
-    std::fprintf(stderr, "sdserve tokenize: %s\n", config.status().to_string().c_str());
+  // The checkpoint loader decides the family (and so the pad token) for both layouts.
+  auto checkpoint = sd::load_checkpoint(model);
+  if (!checkpoint.ok()) {
+    std::fprintf(stderr, "sdserve tokenize: %s\n", checkpoint.status().to_string().c_str());
     return 1;
   }
-  auto tokenizer = sd::ClipTokenizer::load(*config);
+  auto tokenizer = sd::ClipTokenizer::load(checkpoint->tokenizer);
   if (!tokenizer.ok()) {
     std::fprintf(stderr, "sdserve tokenize: %s\n", tokenizer.status().to_string().c_str());
     return 1;

@@ -7,6 +7,8 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "golden_util.h"
 #include "io/image.h"
@@ -96,6 +98,24 @@ TEST_F(Cli, MakeModelWritesALoadableModel) {
   const CmdResult g = sdserve("generate --model " + (dir / "tiny").string() + " --prompt dog --steps 2 --width 64 --height 64 "
                         "--output " + (dir / "x.png").string());
   EXPECT_EQ(g.code, 0) << g.output;
+}
+
+TEST_F(Cli, TokenizePrintsTheGoldenIdsForEveryLayout) {
+  for (const auto& [model, golden] : {std::pair{"tiny-sd1/model.safetensors", "tiny-sd1/tokens.json"},
+                                      std::pair{"tiny-sd2/model", "tiny-sd2/tokens.json"}}) {
+    std::ifstream f(data_path(golden));
+    const auto cases = nlohmann::json::parse(f)["cases"];
+    for (size_t i = 0; i < 3; ++i) {
+      const std::string prompt = cases[i]["prompt"].get<std::string>();
+      std::string quoted = "'";
+      for (char ch : prompt) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+      quoted += "'";
+      const CmdResult r = sdserve("tokenize --model " + data_path(model) + " " + quoted);
+      ASSERT_EQ(r.code, 0) << r.output;
+      const auto ids = nlohmann::json::parse(r.output.substr(0, r.output.find('\n')));
+      EXPECT_EQ(ids, cases[i]["ids"]) << model << ": " << prompt;
+    }
+  }
 }
 
 struct BadFlag {

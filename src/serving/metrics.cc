@@ -119,6 +119,10 @@ std::string Metrics::render(const GaugeSnapshot& g) const {
   header(&out, "sd_device_memory_bytes", "gauge", "Device memory in use by each engine.");
   for (const auto& [device, bytes] : g.device_memory)
     out += "sd_device_memory_bytes{device=\"" + escape_label(device) + "\"} " + std::to_string(bytes) + "\n";
+  header(&out, "sd_worker_images_total", "counter", "Images finished by each device worker.");
+  for (const auto& w : g.worker_images)
+    out += "sd_worker_images_total{worker=\"" + std::to_string(w.index) + "\",device=\"" + escape_label(w.device) +
+           "\"} " + std::to_string(w.images) + "\n";
   header(&out, "sd_ready", "gauge", "1 when the models are loaded and the server is not draining.");
   out += std::string("sd_ready ") + (g.ready ? "1" : "0") + "\n";
   return out;

@@ -28,10 +28,18 @@ class Histogram {
   uint64_t count_ = 0;
 };
 
+// Images one device worker has finished (index in --device order; two workers may share a device).
+struct WorkerImages {
+  int index = 0;
+  std::string device;
+  uint64_t images = 0;
+};
+
 struct GaugeSnapshot {
   int64_t queue_depth = 0;        // generation tasks waiting for a worker
   int64_t inflight_requests = 0;  // generations accepted and not finished (queued + running)
   std::vector<std::pair<std::string, uint64_t>> device_memory;  // device -> bytes
+  std::vector<WorkerImages> worker_images;
   bool ready = false;
 };
 

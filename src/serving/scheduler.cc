@@ -41,6 +41,7 @@ struct Scheduler::Worker {
   int step = 0, steps = 0;  // progress of the oldest running task
   std::string device;
   uint64_t memory_bytes = 0;
+  uint64_t images_done = 0;  // images this worker finished (decoded and returned)
   int load() const { return waiting_images + running_images; }
 };
 
@@ -234,6 +235,13 @@ ProgressSnapshot Scheduler::progress() const {
   }
   s.seconds_per_step = avg_step_s_;
   return s;
+}
+
+std::vector<WorkerImages> Scheduler::worker_images() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<WorkerImages> out;
+  for (size_t i = 0; i < workers_.size(); ++i) out.push_back({static_cast<int>(i), workers_[i]->device, workers_[i]->images_done});
+  return out;
 }
 
 std::vector<std::pair<std::string, uint64_t>> Scheduler::device_memory() const {
@@ -441,6 +449,10 @@ void Scheduler::finish_tasks(Worker& worker, std::vector<std::shared_ptr<Task>> 
         continue;
       }
       if (metrics_) metrics_->add_images(static_cast<int64_t>(results[i].images.size()));
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        worker.images_done += results[i].images.size();
+      }
       t->ticket->part_done(t->part, std::move(results[i]));
     }
   }

@@ -97,6 +97,8 @@ class Scheduler {
   ProgressSnapshot progress() const;
   // device -> bytes, as last read by each worker (engines are driven by one thread).
   std::vector<std::pair<std::string, uint64_t>> device_memory() const;
+  // Images each worker has finished, in --device order.
+  std::vector<WorkerImages> worker_images() const;
   const std::vector<GenerationEngine*>& engines() const { return engines_; }
 
  private:

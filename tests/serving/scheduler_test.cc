@@ -243,6 +243,13 @@ TEST(Scheduler, NewWorkGoesToTheLeastLoadedWorker) {
   EXPECT_GT(e1.begun.load(), 0);
   EXPECT_EQ(e0.begun.load() + e1.begun.load(), 4);
   EXPECT_EQ(s.device_memory().size(), 2u);
+  const auto done = s.worker_images();
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_EQ(done[0].device, "cuda:0");
+  EXPECT_EQ(done[1].index, 1);
+  EXPECT_EQ(done[0].images + done[1].images, 8u);
+  EXPECT_EQ(done[0].images, static_cast<uint64_t>(2 * e0.begun.load()));
+  EXPECT_GT(done[1].images, 0u);
 }
 
 TEST(Scheduler, ShutdownCancelsEverythingAndRejectsNewWork) {

@@ -92,6 +92,25 @@ class Backend {
   // The whole sampler and guidance arithmetic is expressed this way.
   virtual Tensor lincomb(const std::vector<Tensor>& inputs, const Tensor& coeffs) = 0;
 
+  // ---- per-row slot update: guidance + sampler step of many requests in one launch (H1) ----
+  // For every row r < R and output j < n_out (coeffs is f32 [R, n_out, n_in]):
+  //   out_j[r] = sum_i coeffs[r, j, i] * in_i[r]
+  // A row is a contiguous block of `row_elems` elements of `dtype` (one image's latents).
+  // Inputs i < direct.size() are row r of direct[i] ([R, ...] tensors, row_elems per row); the
+  // other inputs and every output are addressed through `table`, i64 [R, n_in - direct.size()
+  // + n_out] holding device addresses (inputs first, then outputs); 0 marks an absent input
+  // (contributes nothing) or output (not written). table and coeffs live on this device and
+  // are read when the op runs, so a captured graph picks up values copied in before replay().
+  // Every element's inputs are all read before its outputs are written, so an output may be an
+  // input of its own row (in place); outputs must not overlap other outputs or other rows.
+  // f32 accumulation. Default (slot_update_default.cc): a host loop on host-memory backends,
+  // else per-row lincombs after downloading table and coeffs (eager only, not capturable).
+  static constexpr int kSlotUpdateMaxInputs = 16;
+  static constexpr int kSlotUpdateMaxOutputs = 8;
+  static constexpr int kSlotUpdateMaxDirect = 4;
+  virtual void slot_update(const std::vector<Tensor>& direct, const Tensor& table, const Tensor& coeffs,
+                           int64_t row_elems, DType dtype);
+
   // ---- layout ----
   // NHWC nearest-neighbour 2x upsample: [B,H,W,C] -> [B,2H,2W,C].
   virtual Tensor upsample_nearest2x(const Tensor& x) = 0;

@@ -1,6 +1,7 @@
 // SdEngine: loading (checkpoint -> tokenizer, text encoder, UNet, VAE on a backend), and the
-// three stages of a request. step() runs every job's cond and uncond rows as one UNet batch
-// (eagerly, or as a captured graph per batch bucket: StepGraphs), then each job's sampler.
+// three stages of a request. step() runs every job's cond and uncond rows as one UNet batch,
+// then guidance and every job's sampler update as one Backend::slot_update (eagerly, or the
+// whole step as a captured graph per batch bucket: StepGraphs).
 #include "pipeline/sd_engine.h"
 
 #include <chrono>
@@ -14,6 +15,7 @@
 #include "pipeline/infotext.h"
 #include "rng/noise.h"
 #include "samplers/sampler.h"
+#include "samplers/slot_table.h"
 
 namespace sd {
 namespace {
@@ -28,8 +30,11 @@ class SdJob : public Job {
   std::vector<int64_t> seeds;    // per image
   bool cfg = true;               // run the uncond branch
   Tensor cond, uncond;           // [1, 77, D] each
-  Tensor x;                      // [n, h, w, 4] latents (NHWC, device)
+  std::vector<Tensor> slots;     // the sampler's state slots, [n, h, w, 4] each (NHWC, device)
   std::unique_ptr<Sampler> sampler;
+  StepPlan plan;                 // the update of the evaluation being stepped
+  int plan_x_slot = 0;           // slot holding the latents before that update
+  Tensor fresh_noise;            // [n, h, w, 4] this step's noise (ancestral samplers), held until the next step
   std::vector<std::unique_ptr<NoiseGenerator>> noise;  // one per image (seed + k)
   int eval = 0;
   std::string key;
@@ -40,6 +45,7 @@ class SdJob : public Job {
   bool finished() const override { return eval >= sampler->num_evals(); }
   std::string batch_key() const override { return key; }
   int images() const override { return n; }
+  const Tensor& x() const { return slots[static_cast<size_t>(sampler->x_slot())]; }  // latents [n, h, w, 4]
 };
 
 template <typename F>
@@ -144,8 +150,13 @@ Status SdEngine::begin_impl(const GenerationRequest& r, std::unique_ptr<Job>* ou
       std::copy(one.f32(), one.f32() + one.numel(), noise_nchw.f32() + k * one.numel());
     }
   }
-  job->x = backend_->scale(backend_->upload(nchw_to_nhwc(noise_nchw)),
-                           static_cast<float>(job->sampler->init_noise_sigma()));  // [n, h, w, C]
+  // State slots in one zeroed block [slots, n, h, w, C]; the latents start in x_slot().
+  const int64_t S = job->sampler->num_slots();
+  const Tensor state = backend_->upload(Tensor::zeros_host({S, job->n, h, w, C}, DType::kF32), backend_->compute_dtype());
+  for (int64_t s = 0; s < S; ++s) job->slots.push_back(state.slice_rows(s, s + 1).reshape({job->n, h, w, C}));
+  const Tensor x = backend_->scale(backend_->upload(nchw_to_nhwc(noise_nchw)),
+                                   static_cast<float>(job->sampler->init_noise_sigma()));  // [n, h, w, C]
+  backend_->copy(x, job->x());
   job->key = std::to_string(r.width) + "x" + std::to_string(r.height);
   SD_RETURN_IF_ERROR(backend_->synchronize());
   job->seconds_text = seconds_since(t0);
@@ -166,28 +177,35 @@ Status SdEngine::step_impl(const std::vector<Job*>& jobs) {
     SD_ASSERT(!job->finished(), "step() on a finished job");
     SD_ASSERT(job->key == static_cast<SdJob*>(jobs[0])->key, "jobs of different sizes in one batch");
   }
-  std::vector<Tensor> guided;
-  if (!guided_by_graph(jobs, &guided)) guided = guided_eager(jobs);
-  for (size_t i = 0; i < jobs.size(); ++i) {
-    auto* job = static_cast<SdJob*>(jobs[i]);
-    std::vector<NoiseGenerator*> noise;
-    for (auto& g : job->noise) noise.push_back(g.get());
-    job->x = job->sampler->step(be, job->eval, job->x, guided[i], noise);
-    ++job->eval;
+  // Each job's update for this evaluation (advances its sampler's bookkeeping) and its noise.
+  for (Job* j : jobs) {
+    auto* job = static_cast<SdJob*>(j);
+    job->plan_x_slot = job->sampler->x_slot();
+    job->plan = job->sampler->plan(job->eval);
+    job->fresh_noise = Tensor();
+    if (job->plan.draws_noise) {
+      std::vector<NoiseGenerator*> noise;
+      for (auto& g : job->noise) noise.push_back(g.get());
+      job->fresh_noise = draw_noise_like(be, job->slots[static_cast<size_t>(job->plan_x_slot)], noise);
+    }
   }
+  if (!step_by_graph(jobs)) step_eager(jobs);
+  for (Job* j : jobs) ++static_cast<SdJob*>(j)->eval;
   SD_RETURN_IF_ERROR(be.synchronize());
   const double secs = seconds_since(t0);
   for (Job* j : jobs) static_cast<SdJob*>(j)->seconds_denoise += secs;
   return Status::Ok();
 }
 
-std::vector<Tensor> SdEngine::guided_eager(const std::vector<Job*>& jobs) {
+void SdEngine::step_eager(const std::vector<Job*>& jobs) {
   Backend& be = *backend_;
   std::vector<Tensor> xs, ctxs;
   std::vector<double> timesteps;
+  int64_t images = 0;
   for (Job* j : jobs) {
     auto* job = static_cast<SdJob*>(j);
-    const Tensor xin = be.scale(job->x, static_cast<float>(job->sampler->input_scale(job->eval)));
+    const Tensor& x = job->slots[static_cast<size_t>(job->plan_x_slot)];
+    const Tensor xin = be.scale(x, static_cast<float>(job->sampler->input_scale(job->eval)));
     const double t = job->sampler->model_timestep(job->eval);
     for (int branch = job->cfg ? 0 : 1; branch < 2; ++branch) {
       xs.push_back(xin);
@@ -196,34 +214,40 @@ std::vector<Tensor> SdEngine::guided_eager(const std::vector<Job*>& jobs) {
         timesteps.push_back(t);
       }
     }
+    images += job->n;
   }
   const Tensor out = unet_->forward(be.concat_rows(xs), timesteps, be.concat_rows(ctxs));  // [rows, h, w, 4]
-  std::vector<Tensor> guided;
-  int64_t row = 0;
+  // Guidance and every job's sampler update in one op, reading the UNet output rows in place.
+  SlotUpdateTable update(images, /*direct_model_outputs=*/false);
+  int64_t row = 0, image = 0;
   for (Job* j : jobs) {
     auto* job = static_cast<SdJob*>(j);
     const int64_t n = job->n;
-    if (job->cfg) {
-      const float s = job->request.cfg_scale;
-      Tensor coeffs = Tensor::empty_host({n, 2}, DType::kF32);
-      for (int64_t k = 0; k < n; ++k) {
-        coeffs.f32()[2 * k] = 1.0f - s;  // uncond + s * (cond - uncond)
-        coeffs.f32()[2 * k + 1] = s;
+    const int64_t cond_row = job->cfg ? row + n : row;
+    for (int64_t k = 0; k < n; ++k) {
+      SlotRow sr;
+      sr.plan = &job->plan;
+      if (job->cfg) {
+        const double s = job->request.cfg_scale;
+        sr.uncond_weight = 1.0 - s;  // uncond + s * (cond - uncond)
+        sr.cond_weight = s;
+        sr.uncond = row_address(out, row + k);
       }
-      guided.push_back(be.lincomb({out.slice_rows(row, row + n), out.slice_rows(row + n, row + 2 * n)}, coeffs));
-      row += 2 * n;
-    } else {
-      guided.push_back(out.slice_rows(row, row + n));
-      row += n;
+      sr.cond = row_address(out, cond_row + k);
+      if (job->plan.draws_noise) sr.noise = row_address(job->fresh_noise, k);
+      for (size_t s = 0; s < job->slots.size(); ++s) sr.slots[s] = row_address(job->slots[s], k);
+      update.set_row(image + k, sr);
     }
+    row += job->cfg ? 2 * n : n;
+    image += n;
   }
-  return guided;
+  update.apply(be, {}, out.numel() / out.dim(0), out.dtype());
 }
 
 // Graph path (StepGraphs): false when it does not apply (graphs off, too many images) or the
 // capture failed, which turns graphs off for this engine with a warning; the caller then runs
-// the step eagerly.
-bool SdEngine::guided_by_graph(const std::vector<Job*>& jobs, std::vector<Tensor>* guided) {
+// the step eagerly (a failed capture wrote no job state).
+bool SdEngine::step_by_graph(const std::vector<Job*>& jobs) {
   if (!step_graphs) return false;
   int images = 0;
   for (Job* j : jobs) images += static_cast<SdJob*>(j)->n;
@@ -233,7 +257,10 @@ bool SdEngine::guided_by_graph(const std::vector<Job*>& jobs, std::vector<Tensor
   for (Job* j : jobs) {
     auto* job = static_cast<SdJob*>(j);
     StepGraphs::Input in;
-    in.x = job->x;
+    in.slots = job->slots;
+    in.x_slot = job->plan_x_slot;
+    in.plan = &job->plan;
+    in.noise = job->fresh_noise;
     in.uncond = job->uncond;
     in.cond = job->cond;
     in.timestep = job->sampler->model_timestep(job->eval);
@@ -243,7 +270,7 @@ bool SdEngine::guided_by_graph(const std::vector<Job*>& jobs, std::vector<Tensor
     inputs.push_back(in);
   }
   try {
-    *guided = graphs_->run(inputs);
+    graphs_->run(inputs);
   } catch (const Error& e) {
     std::fprintf(stderr, "sdserve: warning: CUDA graph step failed, running steps eagerly from now on: %s\n",
                  e.status().to_string().c_str());
@@ -269,7 +296,7 @@ Status SdEngine::finish_impl(const std::vector<Job*>& jobs, std::vector<Generati
   for (Job* j : jobs) {
     auto* job = static_cast<SdJob*>(j);
     SD_ASSERT(job->finished(), "finish() on an unfinished job");
-    for (int k = 0; k < job->n; ++k) latents.push_back(job->x.slice_rows(k, k + 1));
+    for (int k = 0; k < job->n; ++k) latents.push_back(job->x().slice_rows(k, k + 1));
   }
   std::vector<Image> images;
   for (size_t i = 0; i < latents.size(); i += static_cast<size_t>(max_decode_batch)) {
@@ -305,7 +332,7 @@ Status SdEngine::finish_impl(const std::vector<Job*>& jobs, std::vector<Generati
       res.infotexts.push_back(make_infotext(job->request, f));
     }
     res.infotext = res.infotexts.front();
-    res.final_latents = nhwc_to_nchw(be.download(job->x));
+    res.final_latents = nhwc_to_nchw(be.download(job->x()));
     res.seconds_text = job->seconds_text;
     res.seconds_denoise = job->seconds_denoise;
     res.seconds_decode = decode_secs;

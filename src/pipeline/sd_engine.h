@@ -1,6 +1,7 @@
 // SdEngine: the Stable Diffusion GenerationEngine on one backend (CPU or CUDA device).
 // Holds the tokenizer, text encoder, UNet and VAE; runs classifier-free guidance with cond
-// and uncond in one UNet batch, and batches many jobs (at different steps) per UNet call.
+// and uncond in one UNet batch, and batches many jobs (at different steps, any samplers) per
+// UNet call and per guidance + sampler update (Backend::slot_update).
 #pragma once
 
 #include <memory>
@@ -32,9 +33,9 @@ class SdEngine : public GenerationEngine {
   const Checkpoint& checkpoint() const { return checkpoint_; }
   const UNet& unet() const { return *unet_; }
   int max_decode_batch = 4;  // images per VAE call (bounds activation memory)
-  // Run the guided model evaluation of step() through captured graphs (StepGraphs), batches
-  // padded to buckets of 1..32 images. On by default where the backend captures (CUDA),
-  // unless SDSERVE_CUDA_GRAPHS=0; off on the CPU (where it would only re-run eagerly).
+  // Run each step (input scaling, UNet, guidance, sampler updates) as a captured graph
+  // (StepGraphs), batches padded to buckets of 1..32 images. On by default where the backend
+  // captures (CUDA), unless SDSERVE_CUDA_GRAPHS=0; off on the CPU (it would only re-run eagerly).
   bool step_graphs = false;
   size_t captured_graphs() const { return graphs_ ? graphs_->graphs() : 0; }
 
@@ -42,9 +43,10 @@ class SdEngine : public GenerationEngine {
   SdEngine() = default;
   Status begin_impl(const GenerationRequest& request, std::unique_ptr<Job>* out);
   Status step_impl(const std::vector<Job*>& jobs);
-  // Guided prediction per job ([n, h, w, C] each): one eager UNet call, or a graph replay.
-  std::vector<Tensor> guided_eager(const std::vector<Job*>& jobs);
-  bool guided_by_graph(const std::vector<Job*>& jobs, std::vector<Tensor>* guided);
+  // One step of every job whose plan is set: one eager UNet call and one slot_update, or a
+  // graph replay (false: not applicable or the capture failed; nothing was written).
+  void step_eager(const std::vector<Job*>& jobs);
+  bool step_by_graph(const std::vector<Job*>& jobs);
   Status finish_impl(const std::vector<Job*>& jobs, std::vector<GenerationResult>* out);
   // [2, 77, D]: row 0 = negative prompt, row 1 = prompt.
   Tensor encode_prompts(const std::string& prompt, const std::string& negative, int clip_skip);

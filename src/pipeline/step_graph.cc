@@ -1,12 +1,54 @@
-// StepGraphs: fills a bucket's static input tensors (device-to-device copies of latents and
-// contexts, one upload each for the timestep features and the scale/guidance coefficients),
-// replays the captured graph and copies each job's guided prediction out of the static output.
+// StepGraphs: packs a step's per-row parameters (input-scaling gather table, the slot-update
+// table and coefficients of every job's StepPlan with guidance folded in, timestep features)
+// into one host buffer, uploads it with one copy into the graph's static parameter block,
+// copies changed context rows device-to-device, and replays the captured step.
 #include "pipeline/step_graph.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
+#include "samplers/slot_table.h"
+
 namespace sd {
+namespace {
+
+// Byte offsets of the per-step parameters inside a graph's parameter block.
+struct ParamLayout {
+  size_t gather_table = 0, gather_coeffs = 0, update_table = 0, update_coeffs = 0, features = 0, total = 0;
+};
+
+constexpr int kUpdateColumns = SlotUpdateTable::kInputs - 2 + SlotUpdateTable::kOutputs;  // direct model outputs
+
+ParamLayout param_layout(int64_t B, int64_t feature_channels, DType feature_dtype) {
+  auto align = [](size_t x) { return (x + 255) / 256 * 256; };
+  ParamLayout l;
+  size_t at = 0;
+  l.gather_table = at;
+  at = align(at + static_cast<size_t>(B * 3) * 8);
+  l.gather_coeffs = at;
+  at = align(at + static_cast<size_t>(B * 2) * 4);
+  l.update_table = at;
+  at = align(at + static_cast<size_t>(B * kUpdateColumns) * 8);
+  l.update_coeffs = at;
+  at = align(at + static_cast<size_t>(B * SlotUpdateTable::kOutputs * SlotUpdateTable::kInputs) * 4);
+  l.features = at;
+  at = align(at + static_cast<size_t>(2 * B * feature_channels) * dtype_size(feature_dtype));
+  l.total = at;
+  return l;
+}
+
+Tensor view(const Tensor& block, size_t offset, Shape shape, DType dtype) {
+  return Tensor(block.storage(), block.offset_bytes() + offset, std::move(shape), dtype);
+}
+
+void put(const Tensor& host_block, size_t offset, const Tensor& host) {
+  std::memcpy(static_cast<char*>(host_block.raw()) + offset, host.raw(), host.nbytes());
+}
+
+int64_t address(const Tensor& t, int64_t row) { return static_cast<int64_t>(reinterpret_cast<uintptr_t>(row_address(t, row))); }
+
+}  // namespace
 
 int StepGraphs::bucket_for(int images) {
   for (int b : kBuckets)
@@ -29,89 +71,127 @@ StepGraphs::Graph& StepGraphs::graph_for(const Key& key, const Input& first) {
   Backend& be = backend_;
   const auto [B, h, w, L] = key;
   const UNetConfig& c = unet_.config();
+  const Tensor& x = first.slots.front();  // [n, h, w, C]
   auto g = std::make_unique<Graph>();
   g->bucket = B;
   g->last_used = ++uses_;
+  g->row_elems = h * w * x.dim(3);
+  g->dtype = x.dtype();
   // Zero-filled so the padding rows hold finite values from the start.
-  g->x = be.upload(Tensor::zeros_host({B, h, w, first.x.dim(3)}, DType::kF32), first.x.dtype());
-  g->params = be.upload(Tensor::zeros_host({3 * B}, DType::kF32), DType::kF32);
-  g->features = be.upload(Tensor::zeros_host({2 * B, c.block_out_channels[0]}, DType::kF32));
+  g->xin = be.upload(Tensor::zeros_host({2 * B, h, w, x.dim(3)}, DType::kF32), x.dtype());
+  const int64_t c0 = c.block_out_channels[0];
+  const DType fdt = be.compute_dtype();
+  const ParamLayout l = param_layout(B, c0, fdt);
+  g->params = be.upload(Tensor::zeros_host({static_cast<int64_t>(l.total)}, DType::kU8), DType::kU8);
+  g->gather_table = view(g->params, l.gather_table, {B, 3}, DType::kI64);
+  g->gather_coeffs = view(g->params, l.gather_coeffs, {B, 2, 1}, DType::kF32);
+  g->update_table = view(g->params, l.update_table, {B, kUpdateColumns}, DType::kI64);
+  g->update_coeffs = view(g->params, l.update_coeffs, {B, SlotUpdateTable::kOutputs, SlotUpdateTable::kInputs}, DType::kF32);
+  g->features = view(g->params, l.features, {2 * B, c0}, fdt);
   g->context = be.upload(Tensor::zeros_host({2 * B, L, first.cond.dim(2)}, DType::kF32), first.cond.dtype());
   g->context_rows.resize(static_cast<size_t>(2 * B));
   return *graphs_.emplace(key, std::move(g)).first->second;
 }
 
-// The captured function: reads only the graph's static inputs, writes g.guided.
+// The captured function: reads only the graph's static inputs; writes xin and, through the
+// update table, the jobs' state slots.
 void StepGraphs::record(Graph& g) {
   Backend& be = backend_;
   const UNet& unet = unet_;
   Graph* gp = &g;
   g.graph = be.capture([&be, &unet, gp] {
     const int64_t B = gp->bucket;
-    const Tensor scales = gp->params.slice_rows(0, B).reshape({B, 1});      // [B, 1]
-    const Tensor guidance = gp->params.slice_rows(B, 3 * B).reshape({B, 2});  // [B, 2]: uncond, cond weights
-    const Tensor xin = be.lincomb({gp->x}, scales);                         // [B, h, w, C]
-    const Tensor out = unet.forward(be.concat_rows({xin, xin}), gp->features, gp->context);  // [2B, h, w, C]
-    gp->guided = be.lincomb({out.slice_rows(0, B), out.slice_rows(B, 2 * B)}, guidance);
+    be.slot_update({}, gp->gather_table, gp->gather_coeffs, gp->row_elems, gp->dtype);  // xin rows r, B + r
+    const Tensor out = unet.forward(gp->xin, gp->features, gp->context);              // [2B, h, w, C]
+    be.slot_update({out.slice_rows(0, B), out.slice_rows(B, 2 * B)}, gp->update_table, gp->update_coeffs,
+                   gp->row_elems, gp->dtype);
   });
 }
 
-std::vector<Tensor> StepGraphs::run(const std::vector<Input>& inputs) {
+void StepGraphs::run(const std::vector<Input>& inputs) {
   SD_ASSERT(!inputs.empty(), "StepGraphs::run: no inputs");
   Backend& be = backend_;
   const Input& first = inputs.front();
+  SD_ASSERT(!first.slots.empty(), "StepGraphs::run: a job without state slots");
+  const Tensor& x0 = first.slots.front();
   int images = 0;
   for (const Input& in : inputs) {
-    SD_ASSERT(in.x.ndim() == 4 && in.x.dim(1) == first.x.dim(1) && in.x.dim(2) == first.x.dim(2) &&
-                  in.cond.shape() == first.cond.shape() && in.uncond.shape() == first.cond.shape(),
-              "StepGraphs::run: inputs of different shapes: " + in.x.describe() + " vs " + first.x.describe());
-    images += static_cast<int>(in.x.dim(0));
+    SD_ASSERT(!in.slots.empty() && in.plan != nullptr && in.x_slot >= 0 && in.x_slot < static_cast<int>(in.slots.size()),
+              "StepGraphs::run: a job without slots or plan");
+    for (const Tensor& s : in.slots) {
+      SD_ASSERT(s.ndim() == 4 && s.dim(1) == x0.dim(1) && s.dim(2) == x0.dim(2) && s.dim(3) == x0.dim(3) &&
+                    s.dim(0) == in.slots.front().dim(0) && s.dtype() == x0.dtype(),
+                "StepGraphs::run: inputs of different shapes: " + s.describe() + " vs " + x0.describe());
+    }
+    SD_ASSERT(in.cond.shape() == first.cond.shape() && in.uncond.shape() == first.cond.shape(),
+              "StepGraphs::run: contexts of different shapes: " + in.cond.describe() + " vs " + first.cond.describe());
+    SD_ASSERT(!in.plan->draws_noise || (in.noise.defined() && in.noise.shape() == in.slots.front().shape() &&
+                                        in.noise.dtype() == x0.dtype()),
+              "StepGraphs::run: the plan draws noise but the job has none of its shape");
+    images += static_cast<int>(in.slots.front().dim(0));
   }
   const int64_t B = bucket_for(images);
   SD_ASSERT(B > 0, "StepGraphs::run: " + std::to_string(images) + " images exceed the largest bucket");
-  Graph& g = graph_for(Key{B, first.x.dim(1), first.x.dim(2), first.cond.dim(1)}, first);
+  Graph& g = graph_for(Key{B, x0.dim(1), x0.dim(2), first.cond.dim(1)}, first);
 
-  // Host side of the per-row parameters; padding rows get scale 0, weights 0 and t = 0.
-  Tensor params = Tensor::zeros_host({3 * B}, DType::kF32);
+  // Host side of the per-row parameters; padding rows read nothing, write zeros into xin
+  // and nothing else, at t = 0.
+  Tensor gather_table = Tensor::zeros_host({B, 3}, DType::kI64);     // [B, 3]
+  Tensor gather_coeffs = Tensor::zeros_host({B, 2, 1}, DType::kF32);  // [B, 2, 1]
+  SlotUpdateTable update(B, /*direct_model_outputs=*/true);
   std::vector<double> timesteps(static_cast<size_t>(2 * B), 0.0);
+  for (int64_t k = 0; k < B; ++k) {
+    gather_table.data<int64_t>()[3 * k + 1] = address(g.xin, k);
+    gather_table.data<int64_t>()[3 * k + 2] = address(g.xin, B + k);
+  }
   int64_t r = 0;
   for (const Input& in : inputs) {
-    const int64_t n = in.x.dim(0);
-    be.copy(in.x, g.x.slice_rows(r, r + n));
-    for (int64_t k = r; k < r + n; ++k) {
-      params.f32()[k] = static_cast<float>(in.input_scale);
-      params.f32()[B + 2 * k] = in.cfg ? 1.0f - in.cfg_scale : 0.0f;  // uncond + s * (cond - uncond)
-      params.f32()[B + 2 * k + 1] = in.cfg ? in.cfg_scale : 1.0f;
-      timesteps[static_cast<size_t>(k)] = timesteps[static_cast<size_t>(B + k)] = in.timestep;
+    const int64_t n = in.slots.front().dim(0);
+    const Tensor& x = in.slots[static_cast<size_t>(in.x_slot)];
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t row = r + k;
+      gather_table.data<int64_t>()[3 * row] = address(x, k);
+      gather_coeffs.f32()[2 * row] = gather_coeffs.f32()[2 * row + 1] = static_cast<float>(in.input_scale);
+      SlotRow sr;
+      sr.plan = in.plan;
+      sr.uncond_weight = in.cfg ? 1.0 - static_cast<double>(in.cfg_scale) : 0.0;  // uncond + s * (cond - uncond)
+      sr.cond_weight = in.cfg ? static_cast<double>(in.cfg_scale) : 1.0;
+      if (in.plan->draws_noise) sr.noise = row_address(in.noise, k);
+      for (size_t s = 0; s < in.slots.size(); ++s) sr.slots[s] = row_address(in.slots[s], k);
+      update.set_row(row, sr);
+      timesteps[static_cast<size_t>(row)] = timesteps[static_cast<size_t>(B + row)] = in.timestep;
       // Contexts change only when the jobs do: copy a row only if it came from elsewhere.
       // Holding the source tensor keeps its memory from being reused under the same address.
-      const std::pair<int64_t, const Tensor*> rows[2] = {{k, &in.uncond}, {B + k, &in.cond}};
-      for (const auto& [row, src] : rows) {
-        Tensor& last = g.context_rows[static_cast<size_t>(row)];
+      const std::pair<int64_t, const Tensor*> rows[2] = {{row, &in.uncond}, {B + row, &in.cond}};
+      for (const auto& [crow, src] : rows) {
+        Tensor& last = g.context_rows[static_cast<size_t>(crow)];
         if (last.defined() && last.raw() == src->raw()) continue;
-        be.copy(*src, g.context.slice_rows(row, row + 1));
+        be.copy(*src, g.context.slice_rows(crow, crow + 1));
         last = *src;
       }
     }
     r += n;
   }
-  be.copy(be.upload(params, DType::kF32), g.params);
-  be.copy(be.upload(unet_.timestep_features_of(timesteps)), g.features);
 
-  if (!g.graph) record(g);
-  g.graph->replay();
+  // One upload of every per-step parameter.
+  const DType fdt = g.features.dtype();
+  const ParamLayout l = param_layout(B, g.features.dim(1), fdt);
+  Tensor block = Tensor::zeros_host({static_cast<int64_t>(l.total)}, DType::kU8);
+  put(block, l.gather_table, gather_table);
+  put(block, l.gather_coeffs, gather_coeffs);
+  put(block, l.update_table, update.table());
+  put(block, l.update_coeffs, update.coeffs());
+  const Tensor features = unet_.timestep_features_of(timesteps);  // host f32 [2B, C0]
+  put(block, l.features, fdt == DType::kF32 ? features : convert_host(features, fdt));
 
-  std::vector<Tensor> guided;
-  r = 0;
-  for (const Input& in : inputs) {
-    const int64_t n = in.x.dim(0);
-    const Tensor part = g.guided.slice_rows(r, r + n);
-    Tensor own = be.empty(part.shape(), part.dtype());  // samplers may keep it; the graph's output is reused
-    be.copy(part, own);
-    guided.push_back(own);
-    r += n;
+  if (!g.graph) {
+    // Recording may run the function (the CUDA backend runs it once eagerly first): with
+    // all-zero tables it writes no job state.
+    be.copy(be.upload(Tensor::zeros_host({static_cast<int64_t>(l.total)}, DType::kU8), DType::kU8), g.params);
+    record(g);
   }
-  return guided;
+  be.copy(be.upload(block, DType::kU8), g.params);
+  g.graph->replay();
 }
 
 }  // namespace sd

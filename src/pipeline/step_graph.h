@@ -1,6 +1,6 @@
-// StepGraphs: the guided model evaluation of a denoising step as a captured graph per
-// (image bucket, latent height, width): per-row input scaling, the UNet on uncond + cond rows
-// and classifier-free guidance, replayed with new latents, timesteps, scales and contexts.
+// StepGraphs: a whole denoising step as a captured graph per (image bucket, latent height,
+// width): per-row input scaling, the UNet on uncond + cond rows, guidance and every job's
+// sampler update (Backend::slot_update), replayed with new per-row parameters each step.
 #pragma once
 
 #include <cstdint>
@@ -11,32 +11,39 @@
 
 #include "backend/backend.h"
 #include "models/unet.h"
+#include "samplers/sampler.h"
 
 namespace sd {
 
 class StepGraphs {
  public:
-  // Images per graph; a batch is padded up to the next bucket with rows whose results are dropped.
+  // Images per graph; a batch is padded up to the next bucket with rows that read zeros and
+  // write nothing.
   static constexpr int kBuckets[] = {1, 2, 4, 8, 16, 32};
   // Smallest bucket holding `images`, or 0 when there are more than the largest bucket.
   static int bucket_for(int images);
 
-  // One job's share of a step.
+  // One job's share of a step. Its state slots are updated in place by the replay.
   struct Input {
-    Tensor x;              // [n, h, w, C] latents (device), not yet scaled
-    Tensor uncond, cond;   // [1, L, D] text contexts (device)
-    double timestep = 0;   // model timestep of this evaluation
-    double input_scale = 1;  // sampler's c_in
+    std::vector<Tensor> slots;  // the job's state slots, [n, h, w, C] each (device)
+    int x_slot = 0;             // slot holding the latents before the step
+    const StepPlan* plan = nullptr;  // the sampler's update for this evaluation
+    Tensor noise;               // [n, h, w, C] fresh noise when plan->draws_noise
+    Tensor uncond, cond;        // [1, L, D] text contexts (device)
+    double timestep = 0;        // model timestep of this evaluation
+    double input_scale = 1;     // sampler's c_in
     float cfg_scale = 1;
-    bool cfg = true;       // false: the guided output is the cond prediction alone
+    bool cfg = true;            // false: the guided output is the cond prediction alone
   };
 
   StepGraphs(Backend& backend, const UNet& unet) : backend_(backend), unet_(unet) {}
 
-  // Guided model predictions, one fresh [n, h, w, C] tensor per input. Captures the graph for
-  // this (bucket, h, w) on first use. Inputs must all have one latent size and hold at most
-  // the largest bucket of images together. Device failures throw sd::Error.
-  std::vector<Tensor> run(const std::vector<Input>& inputs);
+  // Runs one step for every input: after it (in stream order) each job's slots hold the state
+  // its plan describes. Captures the graph for this (bucket, h, w) on first use. Inputs must
+  // all have one latent size and hold at most the largest bucket of images together. Tensors
+  // the inputs name must stay alive until the step's work is done (synchronize). Device
+  // failures throw sd::Error; a capture failure leaves every job's state untouched.
+  void run(const std::vector<Input>& inputs);
 
   size_t graphs() const { return graphs_.size(); }
   void clear() { graphs_.clear(); }  // gives back every graph's memory
@@ -46,12 +53,15 @@ class StepGraphs {
  private:
   struct Graph {
     int64_t bucket = 0;
-    Tensor x;         // [B, h, w, C] unscaled latents; padding rows stay as they are
-    Tensor params;    // f32 [3B] on the device: input scales [B], then guidance pairs [B, 2]
+    int64_t row_elems = 0;  // h * w * C
+    DType dtype = DType::kF32;
+    Tensor xin;       // [2B, h, w, C] UNet input: scaled latents of the uncond rows, then the cond rows
+    Tensor params;    // u8 on the device: every per-step parameter below, refilled by one copy
+    Tensor gather_table, gather_coeffs;  // i64 [B, 3] (latents row, xin row r, xin row B + r), f32 [B, 2, 1]
+    Tensor update_table, update_coeffs;  // SlotUpdateTable with direct model outputs: i64 [B, 11], f32 [B, 4, 9]
     Tensor features;  // [2B, C0] timestep features of the uncond rows, then the cond rows
     Tensor context;   // [2B, L, D] uncond contexts, then cond contexts
     std::vector<Tensor> context_rows;  // [2B]: what each context row was last copied from
-    Tensor guided;    // [B, h, w, C] the result, written by the captured function
     std::unique_ptr<CapturedGraph> graph;
     uint64_t last_used = 0;
   };

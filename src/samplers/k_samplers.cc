@@ -3,7 +3,6 @@
 // EulerDiscrete, EulerAncestralDiscrete, HeunDiscrete and LMSDiscrete schedulers.
 #include <cmath>
 
-#include "samplers/lincomb.h"
 #include "samplers/sampler_factories.h"
 
 namespace sd {
@@ -63,8 +62,8 @@ class EulerSampler final : public SamplerBase {
     set_progress(progress);
   }
 
-  Tensor step(Backend& backend, int eval, const Tensor& x, const Tensor& model_out,
-              std::span<NoiseGenerator* const> noise) override {
+  // One slot: x <- x + dt * d (+ sigma_up * noise), d = (x - x0) / sigma.
+  StepPlan plan(int eval) override {
     const double sigma = sigmas_[static_cast<size_t>(eval)], next = sigmas_[static_cast<size_t>(eval) + 1];
     const X0Coefficients d = derivative(v_prediction_, sigma, sigma);
     double target = next, sigma_up = 0;
@@ -73,10 +72,15 @@ class EulerSampler final : public SamplerBase {
       target = std::sqrt(next * next - sigma_up * sigma_up);  // sigma_down
     }
     const double dt = target - sigma;
-    LinearCombination lc;
-    lc.add(x, 1 + dt * d.x_coeff).add(model_out, dt * d.out_coeff);
-    if (ancestral_ && sigma_up > 0) lc.add(draw_noise_like(backend, x, noise), sigma_up);
-    return lc.eval(backend);
+    StepPlan p;
+    StepPlan::Output& x = p.write(0);
+    x.slots[0] = 1 + dt * d.x_coeff;
+    x.model_out = dt * d.out_coeff;
+    if (ancestral_ && sigma_up > 0) {
+      x.noise = sigma_up;
+      p.draws_noise = true;
+    }
+    return p;
   }
 
  private:
@@ -89,6 +93,7 @@ class EulerSampler final : public SamplerBase {
 class HeunSampler final : public SamplerBase {
  public:
   explicit HeunSampler(const SamplerSetup& setup) : SamplerBase(setup) {
+    num_slots_ = 3;
     SigmaPlan plan = make_sigma_plan(setup);
     init_noise_sigma_ = plan.init_noise_sigma;
     // sigmas = [s0, s1, s1, s2, s2, ..., s_{n-1}, s_{n-1}, 0]; timesteps = [t0, t1, t1, ...].
@@ -106,36 +111,45 @@ class HeunSampler final : public SamplerBase {
     set_progress(progress);
   }
 
-  Tensor step(Backend& backend, int eval, const Tensor& x, const Tensor& model_out,
-              std::span<NoiseGenerator* const>) override {
+  // Three slots, relabelled instead of copied: the first evaluation of a step writes the
+  // derivative d1 and the Euler point x + dt d1 into the two slots not holding x, whose slot
+  // then holds the saved sample; the second writes saved + dt/2 (d1 + d2) over the Euler point.
+  StepPlan plan(int eval) override {
     const size_t e = static_cast<size_t>(eval);
+    StepPlan p;
     if (!second_pending_) {
       const double sigma = sigmas_[e], next = sigmas_[e + 1];
       const X0Coefficients d = derivative(v_prediction_, sigma, sigma);
       dt_ = next - sigma;
-      prev_derivative_ = LinearCombination().add(x, d.x_coeff).add(model_out, d.out_coeff).eval(backend);
-      saved_sample_ = x;
+      saved_slot_ = x_slot_;
+      derivative_slot_ = (x_slot_ + 1) % 3;
+      const int euler_slot = (x_slot_ + 2) % 3;
+      StepPlan::Output& deriv = p.write(derivative_slot_);
+      deriv.slots[static_cast<size_t>(saved_slot_)] = d.x_coeff;
+      deriv.model_out = d.out_coeff;
+      StepPlan::Output& x = p.write(euler_slot);
+      x.slots[static_cast<size_t>(saved_slot_)] = 1 + dt_ * d.x_coeff;
+      x.model_out = dt_ * d.out_coeff;
+      x_slot_ = euler_slot;
       second_pending_ = true;
-      return LinearCombination().add(x, 1).add(prev_derivative_, dt_).eval(backend);
+      return p;
     }
     // Second order: sigma_next = sigmas[e]; x0 and the derivative both use sigma_next.
     const double next = sigmas_[e];
     const X0Coefficients d2 = derivative(v_prediction_, next, next);
-    Tensor out = LinearCombination()
-                     .add(saved_sample_, 1)
-                     .add(prev_derivative_, dt_ / 2)
-                     .add(x, dt_ / 2 * d2.x_coeff)
-                     .add(model_out, dt_ / 2 * d2.out_coeff)
-                     .eval(backend);
+    StepPlan::Output& x = p.write(x_slot_);
+    x.slots[static_cast<size_t>(saved_slot_)] = 1;
+    x.slots[static_cast<size_t>(derivative_slot_)] = dt_ / 2;
+    x.slots[static_cast<size_t>(x_slot_)] = dt_ / 2 * d2.x_coeff;
+    x.model_out = dt_ / 2 * d2.out_coeff;
     second_pending_ = false;
-    prev_derivative_ = saved_sample_ = Tensor();
-    return out;
+    return p;
   }
 
  private:
   bool second_pending_ = false;
   double dt_ = 0;
-  Tensor prev_derivative_, saved_sample_;
+  int saved_slot_ = 0, derivative_slot_ = 0;
 };
 
 // LMS: linear multistep of order up to 4 over the stored derivatives; coefficient k is the
@@ -143,6 +157,7 @@ class HeunSampler final : public SamplerBase {
 class LmsSampler final : public SamplerBase {
  public:
   explicit LmsSampler(const SamplerSetup& setup) : SamplerBase(setup) {
+    num_slots_ = 5;
     SigmaPlan plan = make_sigma_plan(setup);
     model_timesteps_ = plan.timesteps;
     sigmas_ = plan.sigmas;
@@ -155,20 +170,32 @@ class LmsSampler final : public SamplerBase {
     set_progress(progress);
   }
 
-  Tensor step(Backend& backend, int eval, const Tensor& x, const Tensor& model_out,
-              std::span<NoiseGenerator* const>) override {
+  // Slot 0 holds x, slots 1-4 the last derivatives (a ring): the new derivative goes into a
+  // free slot, or the oldest one's (no longer needed), and x takes the multistep combination.
+  StepPlan plan(int eval) override {
     constexpr int kMaxOrder = 4;
     const double sigma = sigmas_[static_cast<size_t>(eval)];
     const X0Coefficients d = derivative(v_prediction_, sigma, sigma);
-    derivatives_.push_back(LinearCombination().add(x, d.x_coeff).add(model_out, d.out_coeff).eval(backend));
-    if (derivatives_.size() > kMaxOrder) derivatives_.erase(derivatives_.begin());
     const int order = std::min(eval + 1, kMaxOrder);
-    LinearCombination lc;
-    lc.add(x, 1);
-    for (int k = 0; k < order; ++k) {
-      lc.add(derivatives_[derivatives_.size() - 1 - static_cast<size_t>(k)], lms_coefficient(order, eval, k));
+    int new_slot = static_cast<int>(derivative_slots_.size()) + 1;
+    if (derivative_slots_.size() == kMaxOrder) {
+      new_slot = derivative_slots_.front();
+      derivative_slots_.erase(derivative_slots_.begin());
     }
-    return lc.eval(backend);
+    StepPlan p;
+    StepPlan::Output& deriv = p.write(new_slot);
+    deriv.slots[0] = d.x_coeff;
+    deriv.model_out = d.out_coeff;
+    StepPlan::Output& x = p.write(0);
+    const double c0 = lms_coefficient(order, eval, 0);  // the new derivative's weight
+    x.slots[0] = 1 + c0 * d.x_coeff;
+    x.model_out = c0 * d.out_coeff;
+    for (int k = 1; k < order; ++k) {
+      const int slot = derivative_slots_[derivative_slots_.size() - static_cast<size_t>(k)];
+      x.slots[static_cast<size_t>(slot)] += lms_coefficient(order, eval, k);
+    }
+    derivative_slots_.push_back(new_slot);
+    return p;
   }
 
   // integral_{s_t}^{s_{t+1}} prod_{j != k} (tau - s_{t-j}) / (s_{t-k} - s_{t-j}) dtau, exact
@@ -190,7 +217,7 @@ class LmsSampler final : public SamplerBase {
   }
 
  private:
-  std::vector<Tensor> derivatives_;  // oldest first, at most 4
+  std::vector<int> derivative_slots_;  // slots of the stored derivatives, oldest first, at most 4
 };
 
 }  // namespace

@@ -1,9 +1,10 @@
 // Multistep exponential-integrator samplers on the variance-preserving sample: DPM++ 2M
 // (diffusers' DPMSolverMultistepScheduler, dpmsolver++, order 2, midpoint, lower_order_final)
 // and UniPC (UniPCMultistepScheduler, bh2, order 2, predict_x0, corrector on every step).
+#include <algorithm>
+#include <array>
 #include <cmath>
 
-#include "samplers/lincomb.h"
 #include "samplers/sampler_factories.h"
 
 namespace sd {
@@ -49,47 +50,53 @@ class MultistepBase : public SamplerBase {
     for (int i = 0; i < steps_; ++i) progress.push_back(i + 1);
     set_progress(progress);
   }
-  // The data prediction x0 at step i, as a tensor.
-  Tensor convert_to_x0(Backend& backend, int i, const Tensor& x, const Tensor& model_out) const {
+  // The data prediction x0 at step i as coefficients of (x, model_out).
+  X0Coefficients x0_at(int i) const {
     const VpPoint p = vp_point(sigmas_[static_cast<size_t>(i)]);
-    const X0Coefficients c = x0_from_vp(v_prediction_, p.alpha, p.sigma);
-    return LinearCombination().add(x, c.x_coeff).add(model_out, c.out_coeff).eval(backend);
+    return x0_from_vp(v_prediction_, p.alpha, p.sigma);
   }
 };
 
 class DpmSolverPP2M final : public MultistepBase {
  public:
-  explicit DpmSolverPP2M(const SamplerSetup& setup) : MultistepBase(setup) {}
+  explicit DpmSolverPP2M(const SamplerSetup& setup) : MultistepBase(setup) { num_slots_ = 2; }
 
-  Tensor step(Backend& backend, int eval, const Tensor& x, const Tensor& model_out,
-              std::span<NoiseGenerator* const>) override {
+  // Slot 0 holds x, slot 1 the previous step's data prediction; this step's x0 = cx x + co m
+  // replaces it while x takes the (first- or second-order) update.
+  StepPlan plan(int eval) override {
     const size_t i = static_cast<size_t>(eval);
-    Tensor x0 = convert_to_x0(backend, eval, x, model_out);
-    prev_x0_ = last_x0_;
-    last_x0_ = x0;
+    const X0Coefficients x0 = x0_at(eval);
     // The last step (to sigma 0) is always first order (final_sigmas_type "zero").
     const bool last_step = eval == num_evals() - 1;
     const bool first_order = lower_order_nums_ < 1 || last_step;
     if (lower_order_nums_ < 2) ++lower_order_nums_;
-    if (sigmas_[i + 1] == 0) return x0;  // x_t = x0 exactly (alpha_t = 1, sigma_t = 0)
+    StepPlan p;
+    StepPlan::Output& x = p.write(0);
+    StepPlan::Output& store = p.write(1);
+    store.slots[0] = x0.x_coeff;
+    store.model_out = x0.out_coeff;
+    if (sigmas_[i + 1] == 0) {  // x_t = x0 exactly (alpha_t = 1, sigma_t = 0)
+      x.slots[0] = x0.x_coeff;
+      x.model_out = x0.out_coeff;
+      return p;
+    }
     const VpPoint t = vp_point(sigmas_[i + 1]), s0 = vp_point(sigmas_[i]);
     const double h = t.lambda - s0.lambda;
     const double phi = t.alpha * std::expm1(-h);  // alpha_t * (exp(-h) - 1)
-    LinearCombination lc;
-    lc.add(x, t.sigma / s0.sigma);
-    if (first_order) {
-      lc.add(x0, -phi);
-    } else {
+    double w_x0 = -phi;  // weight of this step's x0
+    if (!first_order) {
       // midpoint: D0 = m0, D1 = (m0 - m1) / r0; x_t = ... - phi D0 - 0.5 phi D1.
       const VpPoint s1 = vp_point(sigmas_[i - 1]);
       const double r0 = (s0.lambda - s1.lambda) / h;
-      lc.add(x0, -phi - 0.5 * phi / r0).add(prev_x0_, 0.5 * phi / r0);
+      w_x0 = -phi - 0.5 * phi / r0;
+      x.slots[1] = 0.5 * phi / r0;
     }
-    return lc.eval(backend);
+    x.slots[0] = t.sigma / s0.sigma + w_x0 * x0.x_coeff;
+    x.model_out = w_x0 * x0.out_coeff;
+    return p;
   }
 
  private:
-  Tensor last_x0_, prev_x0_;  // data predictions of this step and the one before
   int lower_order_nums_ = 0;
 };
 
@@ -110,43 +117,76 @@ std::vector<double> unipc_b(int order, double hh) {
 
 class UniPcSampler final : public MultistepBase {
  public:
-  explicit UniPcSampler(const SamplerSetup& setup) : MultistepBase(setup) {}
+  explicit UniPcSampler(const SamplerSetup& setup) : MultistepBase(setup) { num_slots_ = kSlots; }
 
-  Tensor step(Backend& backend, int eval, const Tensor& x_in, const Tensor& model_out,
-              std::span<NoiseGenerator* const>) override {
+  // Slots: x, the last sample (the corrected x the predictor started from) and two data
+  // predictions (m_last, m_prev), relabelled each step: this step's m_t overwrites m_prev's
+  // slot and the old m_last becomes m_prev. All terms are linear in the slots before the step,
+  // the model output m and x: m_t = cx x + co m, the corrected sample x_c (x itself at the
+  // first step) and the predictor's result from x_c.
+  StepPlan plan(int eval) override {
     const size_t i = static_cast<size_t>(eval);
-    Tensor x = x_in;
-    Tensor m_t = convert_to_x0(backend, eval, x, model_out);
-    if (eval > 0 && last_sample_.defined()) x = corrector(backend, i, m_t);
-    m_prev_ = m_last_;
-    m_last_ = m_t;
+    const X0Coefficients c = x0_at(eval);
+    Form m_t;
+    m_t.slots[static_cast<size_t>(x_slot_)] = c.x_coeff;
+    m_t.model_out = c.out_coeff;
+    Form x_c;
+    x_c.slots[static_cast<size_t>(x_slot_)] = 1;
+    if (eval > 0 && has_last_sample_) x_c = corrector(i, m_t);
+    // m_prev <- m_last, m_last <- m_t (written into the old m_prev's slot).
+    std::swap(m_last_slot_, m_prev_slot_);
     int order = std::min(2, num_evals() - eval);  // lower_order_final
     order = std::min(order, lower_order_nums_ + 1);
     this_order_ = order;
-    last_sample_ = x;
+    has_last_sample_ = true;
     if (lower_order_nums_ < 2) ++lower_order_nums_;
-    return predictor(backend, i, x, order);
+    const Form x_next = predictor(i, x_c, m_t, order);
+
+    StepPlan p;
+    auto write = [&](int s, const Form& f) {
+      StepPlan::Output& o = p.write(s);
+      o.slots = f.slots;
+      o.model_out = f.model_out;
+    };
+    write(x_slot_, x_next);
+    write(last_sample_slot_, x_c);
+    write(m_last_slot_, m_t);
+    return p;
   }
 
  private:
-  // UniP-bh2: x_t = sigma_t/sigma_s0 x - alpha_t h_phi_1 m0 - alpha_t B_h * 0.5 * D1.
-  Tensor predictor(Backend& backend, size_t i, const Tensor& x, int order) const {
-    if (sigmas_[i + 1] == 0) return m_last_;  // alpha_t = 1, sigma_t = 0: x_t = m0
+  static constexpr int kSlots = 4;
+  // A linear form over (state slots before the step, model output).
+  struct Form {
+    std::array<double, StepPlan::kMaxSlots> slots{};
+    double model_out = 0;
+    void add(const Form& f, double w) {
+      for (size_t s = 0; s < slots.size(); ++s) slots[s] += w * f.slots[s];
+      model_out += w * f.model_out;
+    }
+  };
+
+  Form predictor(size_t i, const Form& x_c, const Form& m_t, int order) const {
+    // UniP-bh2: x_t = sigma_t/sigma_s0 x - alpha_t h_phi_1 m0 - alpha_t B_h * 0.5 * D1, m0 = m_t.
+    if (sigmas_[i + 1] == 0) return m_t;  // alpha_t = 1, sigma_t = 0: x_t = m0
     const VpPoint t = vp_point(sigmas_[i + 1]), s0 = vp_point(sigmas_[i]);
     const double h = t.lambda - s0.lambda, hh = -h;
     const double h_phi_1 = std::expm1(hh), B_h = std::expm1(hh);
-    LinearCombination lc;
-    lc.add(x, t.sigma / s0.sigma).add(m_last_, -t.alpha * h_phi_1);
+    Form out;
+    out.add(x_c, t.sigma / s0.sigma);
+    out.add(m_t, -t.alpha * h_phi_1);
     if (order == 2) {
       const double rk = (vp_point(sigmas_[i - 1]).lambda - s0.lambda) / h;
       const double w = -t.alpha * B_h * 0.5 / rk;  // D1 = (m_prev - m_last) / rk, rho_p = 0.5
-      lc.add(m_prev_, w).add(m_last_, -w);
+      out.slots[static_cast<size_t>(m_prev_slot_)] += w;  // m_prev after the shift: the old m_last
+      out.add(m_t, -w);
     }
-    return lc.eval(backend);
+    return out;
   }
 
-  // UniC-bh2 on the sample predicted at the previous step, with the fresh model output m_t.
-  Tensor corrector(Backend& backend, size_t i, const Tensor& m_t) const {
+  // UniC-bh2 on the sample predicted at the previous step, with the fresh prediction m_t (the
+  // slots still labelled as before the shift: m_last_slot_ holds m0, m_prev_slot_ m_prev).
+  Form corrector(size_t i, const Form& m_t) const {
     const int order = this_order_;
     const VpPoint t = vp_point(sigmas_[i]), s0 = vp_point(sigmas_[i - 1]);
     const double h = t.lambda - s0.lambda, hh = -h;
@@ -160,21 +200,22 @@ class UniPcSampler final : public MultistepBase {
       rho_t = b[0] - rho_d1;
     }
     // x_t = sigma_t/sigma_s0 x - alpha_t h_phi_1 m0 - alpha_t B_h (rho_d1 D1 + rho_t (m_t - m0)),
-    // D1 = (m_prev - m0) / rk, m0 = m_last_.
+    // D1 = (m_prev - m0) / rk, x = the last sample.
     const double k = -t.alpha * B_h;
-    LinearCombination lc;
-    lc.add(last_sample_, t.sigma / s0.sigma);
+    Form out;
+    out.slots[static_cast<size_t>(last_sample_slot_)] += t.sigma / s0.sigma;
     double m0_coeff = -t.alpha * h_phi_1 - k * rho_t;
     if (order == 2) {
-      lc.add(m_prev_, k * rho_d1 / rk);
+      out.slots[static_cast<size_t>(m_prev_slot_)] += k * rho_d1 / rk;
       m0_coeff -= k * rho_d1 / rk;
     }
-    lc.add(m_last_, m0_coeff).add(m_t, k * rho_t);
-    return lc.eval(backend);
+    out.slots[static_cast<size_t>(m_last_slot_)] += m0_coeff;
+    out.add(m_t, k * rho_t);
+    return out;
   }
 
-  Tensor m_last_, m_prev_;  // data predictions of the previous two steps (after the shift: this and previous)
-  Tensor last_sample_;
+  int last_sample_slot_ = 1, m_last_slot_ = 2, m_prev_slot_ = 3;
+  bool has_last_sample_ = false;
   int this_order_ = 1;
   int lower_order_nums_ = 0;
 };

@@ -1,6 +1,6 @@
 // The sampler registry (A1111 display names, ids, aliases), name lookup, make_sampler, and
-// the pieces shared by every sampler family: the Sampler accessors, prediction-type
-// conversions and per-image noise drawing.
+// the pieces shared by every sampler family: the Sampler accessors, step() through the
+// StepPlan, prediction-type conversions and per-image noise drawing.
 #include "samplers/sampler.h"
 
 #include <algorithm>
@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "samplers/sampler_factories.h"
+#include "samplers/slot_table.h"
 
 namespace sd {
 namespace {
@@ -70,6 +71,35 @@ double Sampler::model_timestep(int eval) const {
 double Sampler::input_scale(int eval) const {
   SD_ASSERT(eval >= 0 && eval < num_evals(), "evaluation index out of range");
   return input_scales_[static_cast<size_t>(eval)];
+}
+
+Tensor Sampler::step(Backend& backend, int eval, const Tensor& x, const Tensor& model_out,
+                     std::span<NoiseGenerator* const> noise) {
+  SD_ASSERT(x.ndim() == 4 && model_out.shape() == x.shape() && model_out.dtype() == x.dtype(),
+            "Sampler::step: x " + x.describe() + " vs model_out " + model_out.describe());
+  if (step_slots_.empty() || step_slots_.front().shape() != x.shape() || step_slots_.front().dtype() != x.dtype()) {
+    step_slots_.clear();
+    for (int s = 0; s < num_slots_; ++s) step_slots_.push_back(backend.upload(Tensor::zeros_host(x.shape(), DType::kF32), x.dtype()));
+  }
+  const Tensor& current = step_slots_[static_cast<size_t>(x_slot_)];
+  if (current.raw() != x.raw()) backend.copy(x, current);
+  const StepPlan p = plan(eval);
+  Tensor fresh;  // [n, h, w, C]
+  if (p.draws_noise) fresh = draw_noise_like(backend, x, noise);
+  const int64_t n = x.dim(0);
+  SlotUpdateTable table(n, /*direct_model_outputs=*/false);
+  for (int64_t k = 0; k < n; ++k) {
+    SlotRow row;
+    row.plan = &p;
+    row.cond = row_address(model_out, k);
+    if (fresh.defined()) row.noise = row_address(fresh, k);
+    for (int s = 0; s < num_slots_; ++s) row.slots[static_cast<size_t>(s)] = row_address(step_slots_[static_cast<size_t>(s)], k);
+    table.set_row(k, row);
+  }
+  table.apply(backend, {}, x.numel() / n, x.dtype());
+  Tensor out = backend.empty(x.shape(), x.dtype());
+  backend.copy(step_slots_[static_cast<size_t>(x_slot_)], out);
+  return out;
 }
 
 SamplerBase::SamplerBase(const SamplerSetup& setup) : setup_(setup) {

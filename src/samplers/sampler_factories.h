@@ -38,9 +38,6 @@ X0Coefficients x0_from_ve(bool v_prediction, double sigma);
 // Sample in the variance-preserving scale x = alpha x0 + sigma_vp eps (DDIM, DPM-Solver).
 X0Coefficients x0_from_vp(bool v_prediction, double alpha, double sigma_vp);
 
-// Fresh standard-normal noise shaped like `x` (NHWC [n,h,w,c] on the backend), image b drawn
-// as NCHW [1,c,h,w] from noise[b] (continuing its stream), as diffusers/A1111 draw it.
-Tensor draw_noise_like(Backend& backend, const Tensor& x, std::span<NoiseGenerator* const> noise);
 
 std::unique_ptr<Sampler> make_ddim_sampler(const SamplerSetup& setup);
 std::unique_ptr<Sampler> make_plms_sampler(const SamplerSetup& setup);

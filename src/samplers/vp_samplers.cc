@@ -1,9 +1,9 @@
 // DDIM (eta = 0) and PLMS (diffusers' PNDMScheduler with skip_prk_steps): discrete-timestep
 // samplers on the variance-preserving sample, no input scaling, init_noise_sigma 1.
 // Reproduces DDIMScheduler.step and PNDMScheduler.step_plms / _get_prev_sample.
+#include <algorithm>
 #include <cmath>
 
-#include "samplers/lincomb.h"
 #include "samplers/sampler_factories.h"
 
 namespace sd {
@@ -19,8 +19,7 @@ class DdimSampler final : public SamplerBase {
     set_progress(progress);
   }
 
-  Tensor step(Backend& backend, int eval, const Tensor& x, const Tensor& model_out,
-              std::span<NoiseGenerator* const>) override {
+  StepPlan plan(int eval) override {
     const int64_t t = ts_[static_cast<size_t>(eval)];
     const int64_t prev = t - setup_.config.num_train_timesteps / steps_;
     const double a_t = setup_.train.alphas_cumprod[static_cast<size_t>(t)];
@@ -36,10 +35,11 @@ class DdimSampler final : public SamplerBase {
     }
     // prev = sqrt(a_prev) x0 + sqrt(1 - a_prev) eps
     const double ca = std::sqrt(a_prev), cb = std::sqrt(1 - a_prev);
-    return LinearCombination()
-        .add(x, ca * x0.x_coeff + cb * eps.x_coeff)
-        .add(model_out, ca * x0.out_coeff + cb * eps.out_coeff)
-        .eval(backend);
+    StepPlan p;
+    StepPlan::Output& x = p.write(0);
+    x.slots[0] = ca * x0.x_coeff + cb * eps.x_coeff;
+    x.model_out = ca * x0.out_coeff + cb * eps.out_coeff;
+    return p;
   }
 
  private:
@@ -51,6 +51,7 @@ class DdimSampler final : public SamplerBase {
 class PlmsSampler final : public SamplerBase {
  public:
   PlmsSampler(const SamplerSetup& setup, std::vector<int64_t> ascending) : SamplerBase(setup) {
+    num_slots_ = 6;
     // plms_timesteps = concat(ts[:-1], ts[-2:-1], ts[-1:]) reversed, e.g. 876 751 751 626 ... 1.
     std::vector<int64_t> list(ascending.begin(), ascending.end() - 1);
     if (ascending.size() >= 2) list.push_back(ascending[ascending.size() - 2]);
@@ -64,45 +65,58 @@ class PlmsSampler final : public SamplerBase {
     set_progress(progress);
   }
 
-  Tensor step(Backend& backend, int eval, const Tensor& x, const Tensor& model_out,
-              std::span<NoiseGenerator* const>) override {
+  // Slots: 0 = x, 1 = the warm-up's saved sample, 2-5 = stored model outputs (a ring). The
+  // output just stored this step is the model prediction itself in the combination.
+  StepPlan plan(int eval) override {
     SD_ASSERT(eval == counter_, "PLMS evaluations must be stepped in order");
     const int64_t ratio = setup_.config.num_train_timesteps / steps_;
     int64_t timestep = ts_[static_cast<size_t>(eval)];
     int64_t prev = timestep - ratio;
+    StepPlan p;
+    // ets as (slot or -1 for this step's model output) per entry, oldest first.
     if (counter_ != 1) {
-      if (ets_.size() > 3) ets_.erase(ets_.begin(), ets_.end() - 3);
-      ets_.push_back(model_out);
+      if (ets_slots_.size() > 3) ets_slots_.erase(ets_slots_.begin(), ets_slots_.end() - 3);
+      int free_slot = kFirstEtsSlot;
+      while (std::find(ets_slots_.begin(), ets_slots_.end(), free_slot) != ets_slots_.end()) ++free_slot;
+      StepPlan::Output& store = p.write(free_slot);
+      store.model_out = 1;
+      ets_slots_.push_back(free_slot);
     } else {
       prev = timestep;
       timestep = timestep + ratio;
     }
-    // The model output to use, as weights over (model_out, ets...), and the sample.
-    std::vector<std::pair<Tensor, double>> mo;
-    Tensor sample = x;
-    const size_t n = ets_.size();
+    // The model output to use, as weights over (entry of ets or this step's output), and
+    // the sample slot.
+    const size_t n = ets_slots_.size();
+    auto ets = [&](size_t k) { return k + 1 == n && counter_ != 1 ? kThisOutput : ets_slots_[k]; };
+    std::vector<std::pair<int, double>> mo;
+    int sample = 0;
     if (n == 1 && counter_ == 0) {
-      mo = {{model_out, 1.0}};
-      cur_sample_ = x;
+      mo = {{kThisOutput, 1.0}};
+      StepPlan::Output& save = p.write(1);  // cur_sample = x
+      save.slots[0] = 1;
     } else if (n == 1 && counter_ == 1) {
-      mo = {{model_out, 0.5}, {ets_[0], 0.5}};
-      sample = cur_sample_;
-      cur_sample_ = Tensor();
+      mo = {{kThisOutput, 0.5}, {ets(0), 0.5}};
+      sample = 1;
     } else if (n == 2) {
-      mo = {{ets_[1], 1.5}, {ets_[0], -0.5}};
+      mo = {{ets(1), 1.5}, {ets(0), -0.5}};
     } else if (n == 3) {
-      mo = {{ets_[2], 23.0 / 12}, {ets_[1], -16.0 / 12}, {ets_[0], 5.0 / 12}};
+      mo = {{ets(2), 23.0 / 12}, {ets(1), -16.0 / 12}, {ets(0), 5.0 / 12}};
     } else {
-      mo = {{ets_[3], 55.0 / 24}, {ets_[2], -59.0 / 24}, {ets_[1], 37.0 / 24}, {ets_[0], -9.0 / 24}};
+      mo = {{ets(3), 55.0 / 24}, {ets(2), -59.0 / 24}, {ets(1), 37.0 / 24}, {ets(0), -9.0 / 24}};
     }
     ++counter_;
-    return prev_sample(backend, sample, mo, timestep, prev);
+    prev_sample(p.write(0), sample, mo, timestep, prev);
+    return p;
   }
 
  private:
+  static constexpr int kFirstEtsSlot = 2;
+  static constexpr int kThisOutput = -1;
+
   // _get_prev_sample: x_prev = sqrt(a_prev / a_t) x - (a_prev - a_t) eps / denom.
-  Tensor prev_sample(Backend& backend, const Tensor& sample, const std::vector<std::pair<Tensor, double>>& mo,
-                     int64_t t, int64_t prev) const {
+  void prev_sample(StepPlan::Output& x, int sample, const std::vector<std::pair<int, double>>& mo, int64_t t,
+                   int64_t prev) const {
     const double a_t = setup_.train.alphas_cumprod[static_cast<size_t>(t)];
     const double a_prev = prev >= 0 ? setup_.train.alphas_cumprod[static_cast<size_t>(prev)] : setup_.train.final_alpha_cumprod;
     const double b_t = 1 - a_t, b_prev = 1 - a_prev;
@@ -112,16 +126,19 @@ class PlmsSampler final : public SamplerBase {
     // v-prediction: eps = sqrt(a_t) v + sqrt(b_t) sample (of the combined output).
     const double out_scale = v_prediction_ ? std::sqrt(a_t) : 1.0;
     const double sample_from_eps = v_prediction_ ? std::sqrt(b_t) : 0.0;
-    LinearCombination lc;
-    lc.add(sample, sample_coeff + eps_coeff * sample_from_eps);
-    for (const auto& [tensor, w] : mo) lc.add(tensor, eps_coeff * out_scale * w);
-    return lc.eval(backend);
+    x.slots[static_cast<size_t>(sample)] += sample_coeff + eps_coeff * sample_from_eps;
+    for (const auto& [slot, w] : mo) {
+      if (slot == kThisOutput) {
+        x.model_out += eps_coeff * out_scale * w;
+      } else {
+        x.slots[static_cast<size_t>(slot)] += eps_coeff * out_scale * w;
+      }
+    }
   }
 
   std::vector<int64_t> ts_;
   int counter_ = 0;
-  std::vector<Tensor> ets_;  // stored model outputs (eps or v as the model gives them)
-  Tensor cur_sample_;
+  std::vector<int> ets_slots_;  // slots of the stored model outputs (eps or v as the model gives them), oldest first
 };
 
 }  // namespace

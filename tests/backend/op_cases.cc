@@ -3,7 +3,9 @@
 // tight tolerances and by the GPU test with half-precision ones.
 #include "backend/op_cases.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <random>
 #include <sstream>
 
@@ -227,6 +229,57 @@ void add_layout_and_elementwise(CaseList& L) {
   }
 }
 
+
+// Backend::slot_update: 3 rows of 80 elements, 2 direct inputs and 3 table inputs (one absent
+// in row 2), 3 outputs: a fresh tensor, one in place over table input 0 (the row reads its old
+// values), one left unwritten in row 1. Result: [outputs 0 | input 0 after | output 2 tensor].
+void add_slot_update(CaseList& L) {
+  constexpr int64_t R = 3, kIn = 5, kOut = 3;
+  const Shape row_shape = {R, 4, 5, 4};
+  OpCase& c = L.add("slot_update_r3_in2d3t_out3_inplace", "slot_update");
+  for (int i = 0; i < 6; ++i) c.inputs.push_back(random_tensor(row_shape, L.seed()));  // d0 d1 a b c o2
+  c.inputs.push_back(random_tensor({R, kOut, kIn}, L.seed(), -2.f, 2.f));               // coeffs
+  const int64_t per = 4 * 5 * 4;
+  c.run = [=](Backend& be, const Inputs& d, const Inputs& h) {
+    const Tensor out0 = be.upload(Tensor::zeros_host(row_shape, DType::kF32), d[0].dtype());
+    auto at = [&](const Tensor& t, int64_t r) {
+      return static_cast<int64_t>(reinterpret_cast<uintptr_t>(t.raw())) + r * per * static_cast<int64_t>(dtype_size(t.dtype()));
+    };
+    Tensor table = Tensor::zeros_host({R, kIn - 2 + kOut}, DType::kI64);  // [a, b, c | out0, a, o2]
+    for (int64_t r = 0; r < R; ++r) {
+      int64_t* row = table.data<int64_t>() + r * (kIn - 2 + kOut);
+      row[0] = at(d[2], r);
+      row[1] = r == 2 ? 0 : at(d[3], r);
+      row[2] = at(d[4], r);
+      row[3] = at(out0, r);
+      row[4] = at(d[2], r);
+      row[5] = r == 1 ? 0 : at(d[5], r);
+    }
+    be.slot_update({d[0], d[1]}, be.upload(table, DType::kI64), be.upload(h[6], DType::kF32), per, d[0].dtype());
+    return be.concat_rows({out0, d[2], d[5]});
+  };
+  c.reference = [=](const Inputs& h) {
+    Tensor out = Tensor::zeros_host({3 * R, 4, 5, 4}, DType::kF32);
+    float* o = out.f32();
+    std::copy(h[2].f32(), h[2].f32() + R * per, o + R * per);      // input a (overwritten below)
+    std::copy(h[5].f32(), h[5].f32() + R * per, o + 2 * R * per);  // o2 (row 1 stays)
+    const float* cf = h[6].f32();
+    for (int64_t r = 0; r < R; ++r) {
+      for (int64_t e = 0; e < per; ++e) {
+        double in[kIn];
+        for (int i = 0; i < kIn; ++i) in[i] = h[static_cast<size_t>(i)].f32()[r * per + e];
+        if (r == 2) in[3] = 0;  // b absent
+        for (int j = 0; j < kOut; ++j) {
+          if (j == 2 && r == 1) continue;
+          double acc = 0;
+          for (int i = 0; i < kIn; ++i) acc += static_cast<double>(cf[(r * kOut + j) * kIn + i]) * in[i];
+          o[(j * R + r) * per + e] = static_cast<float>(acc);
+        }
+      }
+    }
+    return out;
+  };
+}
 }  // namespace
 
 std::vector<OpCase> all_op_cases() {
@@ -289,6 +342,7 @@ std::vector<OpCase> all_op_cases() {
   add_activation(L, "activation_gelu_tanh", Activation::kGELUTanh);
   add_activation(L, "activation_quick_gelu", Activation::kQuickGELU);
   add_layout_and_elementwise(L);
+  add_slot_update(L);
   return L.take();
 }
 

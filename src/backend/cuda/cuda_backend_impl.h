@@ -58,6 +58,9 @@ class CudaBackend final : public Backend {
   Tensor scale(const Tensor& x, float s) override;
   Tensor add_per_channel(const Tensor& x, const Tensor& v) override;
   Tensor lincomb(const std::vector<Tensor>& inputs, const Tensor& coeffs) override;
+  // slot_update.cu: the batched guidance + sampler step (addresses and coefficients on the device).
+  void slot_update(const std::vector<Tensor>& direct, const Tensor& table, const Tensor& coeffs, int64_t row_elems,
+                   DType dtype) override;
 
   Tensor upsample_nearest2x(const Tensor& x) override;
   Tensor pad_hw(const Tensor& x, int top, int bottom, int left, int right) override;

@@ -3,6 +3,7 @@
 // Layouts: activations NHWC [B,H,W,C] or sequences [B,L,C]; weights as stated per op.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -24,6 +25,20 @@ class CapturedGraph {
   // Enqueues the recorded work again (asynchronously, in order with the backend's other
   // work). Device failures throw sd::Error.
   virtual void replay() = 0;
+};
+
+// torch.randn(n, device='cuda', generator=g) as PyTorch's CUDA kernel computes it (see
+// rng/torch_cuda_generator.h for the scheme): Philox4x32-10 keyed by `seed`; thread t of the
+// `threads` (grid * block) of the imitated launch owns subsequence t, its k-th draw uses
+// counter offset / 4 + k and yields the elements t + threads * (4k + i), i = 0..3, by curand's
+// Box-Muller. Used by Backend::randn_philox (rng/ fills latents with it).
+struct PhiloxRandn {
+  uint64_t seed = 0;
+  uint64_t offset = 0;   // the generator's philox offset at the call (a multiple of 4)
+  int64_t threads = 0;   // block size * grid size of the imitated launch
+  // true: values are drawn in NCHW order [B, C, H, W] and stored NHWC (out is [B, H, W, C]);
+  // false: element i of the draw goes to out's element i.
+  bool nchw_to_nhwc = false;
 };
 
 // Device-caused failures inside ops (out of memory, failed launches) throw sd::Error; the
@@ -128,6 +143,17 @@ class Backend {
   virtual Tensor pad_hw(const Tensor& x, int top, int bottom, int left, int right);
   // Window rows [h0,h0+h), cols [w0,w0+w): [B,H,W,C] -> [B,h,w,C].
   virtual Tensor crop_hw(const Tensor& x, int h0, int h, int w0, int w);
+
+  // ---- seeded noise (rng/) ----
+  // Fills `out` (f32/f16/bf16 on this device, contiguous; 4-D when p.nchw_to_nhwc) with the
+  // next out.numel() values of the Philox stream described by `p`, computed on the device
+  // and rounded once to out's dtype. Returns false when the backend has no such kernel (the
+  // default; the CPU backend): the caller then draws on the host and uploads.
+  virtual bool randn_philox(const Tensor& out, const PhiloxRandn& p) {
+    (void)out;
+    (void)p;
+    return false;
+  }
 
   // ---- graph capture ----
   // True when capture() records device work for cheap replay (CUDA graphs); false when it

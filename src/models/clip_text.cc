@@ -63,11 +63,12 @@ Tensor ClipTextEncoder::hidden_after(const Tensor& ids, int layers) const {
   SD_ASSERT(layers >= 0 && layers <= config_.num_layers, "hidden_after: bad layer count");
   const int64_t B = ids.dim(0), L = ids.dim(1);
   SD_ASSERT(L <= config_.max_positions, "sequence longer than the position table");
-  Tensor positions = Tensor::empty_host({B, L}, DType::kI32);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < L; ++i) positions.i32()[b * L + i] = static_cast<int32_t>(i);
-  Tensor x = be.add(be.embedding(be.upload(ids, DType::kI32), token_embedding_),
-                    be.embedding(be.upload(positions, DType::kI32), position_embedding_));  // [B, L, D]
+  // Device ids are used as they are (no upload: capturable, see pipeline/stage_graphs.h).
+  const Tensor device_ids = ids.device() == be.device() ? ids : be.upload(ids, DType::kI32);
+  // Position i's embedding is row i of the table: rows [0, L) once per sequence.
+  const Tensor positions = position_embedding_.slice_rows(0, L).reshape({1, L, position_embedding_.dim(1)});
+  Tensor x = be.add(be.embedding(device_ids, token_embedding_),
+                    be.concat_rows(std::vector<Tensor>(static_cast<size_t>(B), positions)));  // [B, L, D]
   for (int i = 0; i < layers; ++i) {
     const Layer& l = layers_[static_cast<size_t>(i)];
     Tensor h = l.ln1(be, x);

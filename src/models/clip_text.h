@@ -21,7 +21,8 @@ class ClipTextEncoder {
   // Every parameter (diffusers name, PyTorch-layout shape) of this configuration.
   static std::vector<std::pair<std::string, Shape>> parameter_shapes(const TextEncoderConfig& config);
 
-  // ids: host i32 [B, 77]. clip_skip 1 = last layer; k > 1 = output of layer L-k+1 (k-1
+  // ids: i32 [B, 77] on the host or on the backend's device (then nothing is uploaded, so
+  // encode can be graph-captured). clip_skip 1 = last layer; k > 1 = output of layer L-k+1 (k-1
   // layers from the end), then the final layer norm. Returns [B, 77, hidden].
   Tensor encode(const Tensor& ids, int clip_skip) const;
   // Hidden state after `layers` encoder layers, before the final layer norm ([B,77,D]).

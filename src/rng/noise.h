@@ -1,6 +1,7 @@
 // Seeded Gaussian noise that reproduces the reference framework (PyTorch) bit for bit:
 // its CPU generator (mt19937) and its CUDA generator (Philox4x32-10, computed here on the
-// host). One generator per image; each randn() call continues the stream like torch's.
+// host, or on the GPU through Backend::randn_philox). One generator per image; each draw
+// continues the stream like torch's.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,8 @@
 #include "tensor/tensor.h"
 
 namespace sd {
+
+class Backend;
 
 // Which reference generator the noise reproduces. The pipeline maps its request's RngKind
 // onto this (rng/ does not depend on pipeline/).
@@ -41,6 +44,18 @@ class NoiseGenerator {
   virtual void fill_randn(float* out, int64_t n) = 0;
   // Host f32 tensor of `shape` (row-major; NCHW for latents), continuing the stream.
   Tensor randn(const Shape& shape);
+  // The same draw of out.numel() values computed on `backend`'s device into `out` (a device
+  // tensor, f32/f16/bf16, rounded once to its dtype), continuing the stream exactly as
+  // fill_randn does. With nchw_to_nhwc, out is NHWC [B, H, W, C] and the values are drawn in
+  // NCHW order [B, C, H, W]. Returns false, touching nothing, when this generator or the
+  // backend has no device kernel (callers then use fill_randn and upload; see
+  // rng/device_noise.h, which does this).
+  virtual bool fill_randn_device(Backend& backend, const Tensor& out, bool nchw_to_nhwc) {
+    (void)backend;
+    (void)out;
+    (void)nchw_to_nhwc;
+    return false;
+  }
 };
 
 // `seed` as torch.manual_seed takes it: the CPU generator uses its low 32 bits (as torch's

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/backend.h"
 #include "rng/gpu_math.h"
 
 namespace sd {
@@ -49,17 +50,37 @@ TorchCudaGenerator::TorchCudaGenerator(uint64_t seed, const PhiloxLaunchConfig& 
   SD_ASSERT(launch.block_size > 0 && launch.sm_count > 0 && launch.max_threads_per_sm >= launch.block_size);
 }
 
-void TorchCudaGenerator::fill_randn(float* out, int64_t n) {
-  SD_ASSERT(n >= 0);
-  if (n == 0) return;  // PyTorch returns before touching the generator
-  constexpr int64_t kUnroll = 4;  // curand4_engine_calls: one curand_normal4 per iteration
+TorchCudaGenerator::Launch TorchCudaGenerator::launch_for(int64_t n) const {
+  SD_ASSERT(n > 0);
+  constexpr int64_t kUnroll = 4;
   // calc_execution_policy: one element per thread, grid capped at the resident-block count.
   const int64_t block = launch_.block_size;
   const int64_t max_grid =
       static_cast<int64_t>(launch_.sm_count) * (launch_.max_threads_per_sm / launch_.block_size);
   const int64_t grid = std::min((n + block - 1) / block, max_grid);
   const int64_t threads = block * grid;
-  const int64_t iterations = (n - 1) / (threads * kUnroll) + 1;
+  return Launch{threads, (n - 1) / (threads * kUnroll) + 1};
+}
+
+bool TorchCudaGenerator::fill_randn_device(Backend& backend, const Tensor& out, bool nchw_to_nhwc) {
+  const int64_t n = out.numel();
+  if (n == 0) return true;  // as fill_randn: the generator is not touched
+  const Launch launch = launch_for(n);
+  PhiloxRandn p;
+  p.seed = seed_;
+  p.offset = offset_;
+  p.threads = launch.threads;
+  p.nchw_to_nhwc = nchw_to_nhwc;
+  if (!backend.randn_philox(out, p)) return false;
+  offset_ += static_cast<uint64_t>(launch.iterations) * 4;
+  return true;
+}
+
+void TorchCudaGenerator::fill_randn(float* out, int64_t n) {
+  SD_ASSERT(n >= 0);
+  if (n == 0) return;  // PyTorch returns before touching the generator
+  constexpr int64_t kUnroll = 4;  // curand4_engine_calls: one curand_normal4 per iteration
+  const auto [threads, iterations] = launch_for(n);
   const uint64_t offset = offset_;
   offset_ += static_cast<uint64_t>(iterations) * 4;  // already a multiple of 4
 

@@ -19,8 +19,17 @@ class TorchCudaGenerator final : public NoiseGenerator {
   NoiseSource source() const override { return NoiseSource::kTorchCuda; }
   uint64_t seed() const override { return seed_; }
   void fill_randn(float* out, int64_t n) override;
+  // Through Backend::randn_philox (the CUDA backend); the offset advances only on success.
+  bool fill_randn_device(Backend& backend, const Tensor& out, bool nchw_to_nhwc) override;
   // The generator's philox_offset_per_thread (advanced by every call, as in PyTorch).
   uint64_t offset() const { return offset_; }
+
+  // PyTorch's launch for n elements: threads in the grid and curand_normal4 draws per thread.
+  struct Launch {
+    int64_t threads = 0;
+    int64_t iterations = 0;
+  };
+  Launch launch_for(int64_t n) const;
 
  private:
   uint64_t seed_;

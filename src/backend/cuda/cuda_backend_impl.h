@@ -69,6 +69,9 @@ class CudaBackend final : public Backend {
   Tensor embedding(const Tensor& ids, const Tensor& table) override;
   Tensor concat_rows(const std::vector<Tensor>& parts) override;
 
+  // randn_philox.cu: torch's CUDA randn computed on the device (rng/ latents).
+  bool randn_philox(const Tensor& out, const PhiloxRandn& p) override;
+
   // graph_capture.cc: CUDA graphs with a private allocator pool per graph.
   bool supports_capture() const override { return true; }
   std::unique_ptr<CapturedGraph> capture(const std::function<void()>& fn) override;

@@ -28,7 +28,7 @@ pack() {
   stage="$(mktemp -d)"
   mkdir -p "$stage/bin" "$stage/lib" .carry
   local bins=()
-  for f in "$build"/tests/gpu/test_gpu "$build"/tests/gpu/gpu_op_timings "$build"/sdserve; do
+  for f in "$build"/tests/gpu/test_gpu "$build"/tests/gpu/gpu_op_timings "$build"/bench/gpu_ops_bench "$build"/sdserve; do
     [ -x "$f" ] && bins+=("$f")
   done
   # Any other GPU test executables (tests/*/test_gpu*), e.g. end-to-end GPU tests.

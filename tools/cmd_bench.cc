@@ -1,6 +1,6 @@
 // `sdserve bench`: guided step time, end-to-end seconds per image, images/s, peak device
-// memory and model-load-to-first-image time per batch size; a table on stdout and optional
-// JSON. The figures go into docs/performance.md with card, date and command.
+// memory and model-load-to-first-image time per batch size (--profile: the per-layer profile
+// too); a table on stdout and optional JSON. Figures go into docs/performance.md.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <fstream>
@@ -15,7 +15,7 @@ int run_bench_cmd(int argc, char** argv) {
   CLI::App app{"Benchmark the engine", "sdserve bench"};
   sd::BenchOptions o;
   std::string batch_sizes = "1", json_path;
-  bool no_e2e = false;
+  bool no_e2e = false, profile_only = false;
   app.add_option("--model", o.model, "Model (diffusers folder or single file)")->required();
   app.add_option("--device", o.device, "cpu or cuda:N")->capture_default_str();
   app.add_option("--batch-sizes", batch_sizes, "Comma-separated batch sizes")->capture_default_str();
@@ -25,6 +25,12 @@ int run_bench_cmd(int argc, char** argv) {
   app.add_option("--timed-steps", o.timed_steps, "Guided steps timed per batch size")->capture_default_str();
   app.add_option("--sampler", o.sampler, "Sampler")->capture_default_str();
   app.add_flag("--no-e2e", no_e2e, "Skip the end-to-end generations");
+  app.add_flag("--profile", o.profile,
+               "Also profile one guided step per batch size: per block and per op kind time, FLOPs, bytes, "
+               "floor (eager, CUDA events on a GPU)");
+  app.add_flag("--profile-only", profile_only, "Only the profile (no model-load, step and end-to-end timings)");
+  app.add_option("--profile-repeats", o.profile_repeats, "Recorded steps per batch size (medians)")
+      ->capture_default_str();
   app.add_option("--json", json_path, "Also write the results as JSON");
   try {
     app.parse(argc, argv);
@@ -32,6 +38,10 @@ int run_bench_cmd(int argc, char** argv) {
     return app.exit(e);
   }
   o.end_to_end = !no_e2e;
+  if (profile_only) {
+    o.profile = true;
+    o.steps_and_images = false;
+  }
   o.batch_sizes.clear();
   std::stringstream ss(batch_sizes);
   for (std::string item; std::getline(ss, item, ',');) {
@@ -44,8 +54,8 @@ int run_bench_cmd(int argc, char** argv) {
       return 2;
     }
   }
-  if (o.timed_steps < 1 || o.steps < 1 || o.steps > 150) {
-    std::fprintf(stderr, "sdserve bench: --steps must be 1..150 and --timed-steps >= 1\n");
+  if (o.timed_steps < 1 || o.steps < 1 || o.steps > 150 || o.profile_repeats < 1) {
+    std::fprintf(stderr, "sdserve bench: --steps must be 1..150, --timed-steps and --profile-repeats >= 1\n");
     return 2;
   }
   auto rep = sd::run_bench(o, [](const std::string& s) { std::fprintf(stderr, "bench: %s\n", s.c_str()); });

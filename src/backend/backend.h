@@ -168,6 +168,34 @@ class Backend {
   // run one at a time and may share memory for their intermediates, never for tensors still
   // held (results, inputs). Device failures throw sd::Error. Default: replay() calls fn again.
   virtual std::unique_ptr<CapturedGraph> capture(const std::function<void()>& fn);
+
+  // ---- profiling: timing marks and named scopes (sdserve bench --profile) ----
+  // Records a timestamp in the order of the queued work (a CUDA event on the stream; the
+  // host clock on the CPU) and returns its index among the marks since the last
+  // marks_elapsed_ms(); -1 when the backend has none (callers then synchronize() and read
+  // the host clock). Never inside capture().
+  virtual int64_t mark() { return -1; }
+  // Milliseconds from the first mark to each mark, in order; waits for them and forgets them.
+  virtual StatusOr<std::vector<double>> marks_elapsed_ms() { return std::vector<double>{}; }
+  // Holds the device queue for about `ms` (work enqueued meanwhile waits), so the host runs
+  // ahead and a profiled step shows no launch gaps. No-op by default.
+  virtual void hold_queue(double ms) { (void)ms; }
+  // Named region of work (use BackendScope); recorded by ProfilingBackend, no-ops elsewhere.
+  virtual void push_scope(const std::string& name) { (void)name; }
+  virtual void pop_scope() {}
+};
+
+// RAII scope for profilers: BackendScope s(be, "down.1.attn.0"); ops until it ends are
+// attributed to that name (the innermost scope wins).
+class BackendScope {
+ public:
+  BackendScope(Backend& be, const std::string& name) : be_(be) { be_.push_scope(name); }
+  ~BackendScope() { be_.pop_scope(); }
+  BackendScope(const BackendScope&) = delete;
+  BackendScope& operator=(const BackendScope&) = delete;
+
+ private:
+  Backend& be_;
 };
 
 namespace detail {

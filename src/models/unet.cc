@@ -143,34 +143,72 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
                 features.describe());
   SD_ASSERT(context.ndim() == 3 && context.dim(0) == x.dim(0) && context.dim(2) == config_.cross_attention_dim,
             "context must be [B, L, cross_attention_dim], got " + context.describe());
-  const Tensor temb = time_embedding(features);
-
-  Tensor h = conv_in_(be, x);
+  // BackendScope names the blocks for ProfilingBackend (no-ops on other backends).
+  Tensor temb;
+  {
+    BackendScope s(be, "time_embed");
+    temb = time_embedding(features);
+  }
+  Tensor h;
+  {
+    BackendScope s(be, "conv_in");
+    h = conv_in_(be, x);
+  }
   std::vector<Tensor> skips{h};
-  for (const Level& lv : down_) {
+  for (size_t i = 0; i < down_.size(); ++i) {
+    const Level& lv = down_[i];
+    const std::string p = "down." + std::to_string(i);
     for (size_t j = 0; j < lv.resnets.size(); ++j) {
-      h = lv.resnets[j](be, h, temb);
-      if (!lv.attentions.empty()) h = lv.attentions[j](be, h, context);
+      {
+        BackendScope s(be, p + ".res." + std::to_string(j));
+        h = lv.resnets[j](be, h, temb);
+      }
+      if (!lv.attentions.empty()) {
+        BackendScope s(be, p + ".attn." + std::to_string(j));
+        h = lv.attentions[j](be, h, context);
+      }
       skips.push_back(h);
     }
     if (lv.has_sampler) {
+      BackendScope s(be, p + ".downsample");
       h = lv.sampler(be, h);
       skips.push_back(h);
     }
   }
-  h = mid_res2_(be, mid_attn_(be, mid_res1_(be, h, temb), context), temb);
-  for (const Level& lv : up_) {
+  {
+    BackendScope s(be, "mid.res.0");
+    h = mid_res1_(be, h, temb);
+  }
+  {
+    BackendScope s(be, "mid.attn.0");
+    h = mid_attn_(be, h, context);
+  }
+  {
+    BackendScope s(be, "mid.res.1");
+    h = mid_res2_(be, h, temb);
+  }
+  for (size_t i = 0; i < up_.size(); ++i) {
+    const Level& lv = up_[i];
+    const std::string p = "up." + std::to_string(i);
     for (size_t j = 0; j < lv.resnets.size(); ++j) {
       Tensor skip = skips.back();
       skips.pop_back();
-      h = lv.resnets[j](be, be.concat_channels(h, skip), temb);
-      if (!lv.attentions.empty()) h = lv.attentions[j](be, h, context);
+      {
+        BackendScope s(be, p + ".res." + std::to_string(j));  // the skip concat included
+        h = lv.resnets[j](be, be.concat_channels(h, skip), temb);
+      }
+      if (!lv.attentions.empty()) {
+        BackendScope s(be, p + ".attn." + std::to_string(j));
+        h = lv.attentions[j](be, h, context);
+      }
     }
     if (lv.has_sampler) {
+      BackendScope s(be, p + ".upsample");
       const Tensor& next_skip = skips.back();  // the resolution the next level works at
       h = lv.sampler(be, upsample_to(be, h, next_skip.dim(1), next_skip.dim(2)));
     }
   }
+  BackendScope s(be, "out");
   return conv_out_(be, norm_out_(be, h, true));
 }
 

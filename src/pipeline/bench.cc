@@ -1,6 +1,6 @@
 // run_bench: loads the engine, times the first image, then for every batch size times single
-// guided steps (cond+uncond for every image in one UNet call) and whole generations. Each
-// timed region ends with a device synchronisation, so GPU figures are wall-clock true.
+// guided steps (cond+uncond for every image in one UNet call) and whole generations; with
+// `profile`, then the per-layer profile (profile.h). Timed regions end with a synchronisation.
 #include "pipeline/bench.h"
 
 #include <algorithm>
@@ -44,13 +44,10 @@ std::vector<Job*> raw(const std::vector<std::unique_ptr<Job>>& jobs) {
   return out;
 }
 
-}  // namespace
-
-StatusOr<BenchReport> run_bench(const BenchOptions& o, const std::function<void(const std::string&)>& log) {
-  auto say = [&](const std::string& s) {
-    if (log) log(s);
-  };
-  BenchReport rep;
+// Model load, first image, then per batch size the guided step and end-to-end timings.
+Status bench_steps_and_images(const BenchOptions& o, const std::function<void(const std::string&)>& say,
+                              BenchReport* out) {
+  BenchReport& rep = *out;
   const auto t_load = Clock::now();
   SD_ASSIGN_OR_RETURN(Device device, Device::parse(o.device));
   SD_ASSIGN_OR_RETURN(std::unique_ptr<SdEngine> engine, SdEngine::load(o.model, device));
@@ -93,11 +90,34 @@ StatusOr<BenchReport> run_bench(const BenchOptions& o, const std::function<void(
     say("batch " + std::to_string(batch) + ": step " + std::to_string(row.step_ms_median) + " ms");
     rep.rows.push_back(row);
   }
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<BenchReport> run_bench(const BenchOptions& o, const std::function<void(const std::string&)>& log) {
+  auto say = [&](const std::string& s) {
+    if (log) log(s);
+  };
+  BenchReport rep;
+  if (o.steps_and_images) SD_RETURN_IF_ERROR(bench_steps_and_images(o, say, &rep));
+  if (o.profile) {  // after the engine above is gone: the profile loads its own UNet
+    ProfileOptions po;
+    po.model = o.model;
+    po.device = o.device;
+    po.batch_sizes = o.batch_sizes;
+    po.width = o.width;
+    po.height = o.height;
+    po.repeats = o.profile_repeats;
+    SD_ASSIGN_OR_RETURN(rep.profile, run_profile(po, say));
+    if (rep.device_name.empty()) rep.device_name = rep.profile->device_name;
+  }
   return rep;
 }
 
 std::string BenchReport::table() const {
   std::string s = "device: " + device_name + "\n";
+  if (rows.empty()) return s + (profile ? profile->table() : "");
   char buf[256];
   std::snprintf(buf, sizeof buf, "model load %.2f s, model file to first image %.2f s\n", load_seconds,
                 first_image_seconds);
@@ -109,14 +129,16 @@ std::string BenchReport::table() const {
                   static_cast<double>(r.peak_memory_bytes) / (1 << 20));
     s += buf;
   }
-  return s;
+  return s + (profile ? profile->table() : "");
 }
 
 std::string BenchReport::json() const {
   nlohmann::json j;
   j["device"] = device_name;
-  j["load_seconds"] = load_seconds;
-  j["first_image_seconds"] = first_image_seconds;
+  if (!rows.empty()) {
+    j["load_seconds"] = load_seconds;
+    j["first_image_seconds"] = first_image_seconds;
+  }
   for (const auto& r : rows) {
     j["rows"].push_back({{"batch", r.batch},
                          {"step_ms_median", r.step_ms_median},
@@ -126,6 +148,7 @@ std::string BenchReport::json() const {
                          {"batch_seconds", r.batch_seconds},
                          {"peak_memory_bytes", r.peak_memory_bytes}});
   }
+  if (profile) j["profile"] = nlohmann::json::parse(profile->json());
   return j.dump(2);
 }
 

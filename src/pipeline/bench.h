@@ -1,13 +1,15 @@
 // Benchmark driver behind `sdserve bench`: model-load-to-first-image time, then per batch
 // size the guided UNet step time (median over timed steps), end-to-end seconds per image,
-// images/s and peak device memory. Jobs are real requests run through the engine's API.
+// images/s and peak device memory; optionally the per-layer profile of the guided step.
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/status.h"
+#include "pipeline/profile.h"
 
 namespace sd {
 
@@ -19,6 +21,9 @@ struct BenchOptions {
   int timed_steps = 20;  // guided steps timed per batch size (after warm-up)
   std::string sampler = "euler";
   bool end_to_end = true;  // also run whole generations per batch size
+  bool steps_and_images = true;  // the timings above (false: --profile-only)
+  bool profile = false;          // also profile the guided step per batch size (profile.h)
+  int profile_repeats = 10;
 };
 
 struct BenchRow {
@@ -35,6 +40,7 @@ struct BenchReport {
   double load_seconds = 0;
   double first_image_seconds = 0;  // model file to first image (includes load)
   std::vector<BenchRow> rows;
+  std::optional<ProfileReport> profile;
   std::string table() const;   // text table for stdout
   std::string json() const;    // machine-readable
 };

@@ -21,6 +21,7 @@ class GemmPlans;  // gemm.cc: cuBLASLt descriptors and algorithms per shape
 class ConvPlans;  // conv.cc: cuDNN descriptors, algorithm and workspace size per shape
 class ConvGraphPlans;  // conv_graph.cc: cuDNN graph-API execution plans per shape
 struct ConvGraphPlan;
+struct MarkerPool;  // markers.cc: pooled CUDA events for profiling marks
 
 class CudaBackend final : public Backend {
  public:
@@ -76,6 +77,12 @@ class CudaBackend final : public Backend {
   bool supports_capture() const override { return true; }
   std::unique_ptr<CapturedGraph> capture(const std::function<void()>& fn) override;
 
+  // markers.cc: profiling marks as CUDA events on the stream; hold_queue blocks the stream
+  // with a sleeping host function.
+  int64_t mark() override;
+  StatusOr<std::vector<double>> marks_elapsed_ms() override;
+  void hold_queue(double ms) override;
+
   // ---- internals shared by the op files ----
   cudaStream_t stream() const { return stream_; }
   DeviceAllocator& allocator() { return *alloc_; }
@@ -112,6 +119,7 @@ class CudaBackend final : public Backend {
   bool conv_autotune_ = true;       // SDSERVE_CUDNN_AUTOTUNE=0: the heuristic's first plan
   int graph_pool_ = 0;  // allocator pool shared by this backend's captured graphs (graph_capture.cc)
   void* gemm_workspace_ = nullptr;
+  std::shared_ptr<MarkerPool> markers_;  // made on the first mark() (markers.cc)
   size_t gemm_workspace_bytes_ = 0;
 };
 

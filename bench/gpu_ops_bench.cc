@@ -1,0 +1,222 @@
+// Google Benchmark suite of the CUDA backend's main kernels at SD 1.5 512x512 shapes (UNet
+// batches 2 and 16 by default): 3x3 convs per level, linear projections, self/cross attention,
+// group_norm+SiLU, layer_norm, GEGLU, upsample, add. Times come from the backend's marks.
+#include <benchmark/benchmark.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+
+namespace {
+
+using sd::Shape;
+using sd::Tensor;
+
+// SDSERVE_BENCH_BATCHES: comma-separated UNet batches (rows: 2 per guided image), default 2,16.
+// SDSERVE_BENCH_ITERS: timed iterations per benchmark (default 20), each `kCallsPerIteration`
+// back-to-back calls bracketed by two marks (CUDA events) after a short queue hold, so the
+// host's launch latency stays off the timeline. SDSERVE_CUDA_DTYPE picks f16 (default) or bf16.
+constexpr int kCallsPerIteration = 10;
+constexpr double kHoldMs = 0.5;
+
+sd::Backend* g_backend = nullptr;
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v ? std::atoi(v) : fallback;
+}
+
+std::vector<int64_t> batches() {
+  const char* env = std::getenv("SDSERVE_BENCH_BATCHES");
+  std::stringstream ss(env ? env : "2,16");
+  std::vector<int64_t> out;
+  for (std::string item; std::getline(ss, item, ',');)
+    if (std::atoi(item.c_str()) > 0) out.push_back(std::atoi(item.c_str()));
+  return out;
+}
+
+// Seeded values in [lo, hi) (a cheap LCG: inputs run to hundreds of millions of elements).
+Tensor random_device(const Shape& shape, uint32_t seed, float lo = -1.f, float hi = 1.f) {
+  Tensor t = Tensor::empty_host(shape, sd::DType::kF32);
+  uint32_t s = seed * 2654435761u + 1u;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    s = s * 1664525u + 1013904223u;
+    t.f32()[i] = lo + (hi - lo) * static_cast<float>(s >> 8) * (1.f / 16777216.f);
+  }
+  return g_backend->upload(t);
+}
+
+struct Case {
+  std::string name;
+  double flops = 0;  // per call (0: memory-bound op)
+  std::function<std::vector<Tensor>()> make_inputs;
+  std::function<Tensor(const std::vector<Tensor>&)> run;
+};
+
+// Inputs of the case being timed (built once per case, freed when the next case starts).
+struct Cache {
+  std::string name;
+  std::vector<Tensor> inputs;
+  double bytes = 0;  // inputs read + output written, per call
+};
+
+Cache g_cache;  // cleared before the backend goes
+
+void run_case(benchmark::State& state, const Case& c) {
+  Cache& cache = g_cache;
+  sd::Backend& be = *g_backend;
+  try {
+    if (cache.name != c.name) {
+      cache = Cache{};
+      cache.inputs = c.make_inputs();
+      Tensor y;
+      for (int i = 0; i < 3; ++i) y = c.run(cache.inputs);  // warm-up: cuDNN autotuning, plans
+      for (const Tensor& t : cache.inputs) cache.bytes += static_cast<double>(t.nbytes());
+      cache.bytes += static_cast<double>(y.nbytes());
+      cache.name = c.name;
+      if (!be.synchronize().ok()) return state.SkipWithError("device error in warm-up");
+    }
+    double seconds = 0;
+    for (auto _ : state) {
+      be.hold_queue(kHoldMs);
+      const int64_t m0 = be.mark();
+      for (int i = 0; i < kCallsPerIteration; ++i) benchmark::DoNotOptimize(c.run(cache.inputs));
+      const int64_t m1 = be.mark();
+      auto t = be.marks_elapsed_ms();
+      if (!t.ok() || m0 < 0 || m1 < 0) return state.SkipWithError("no device marks / device error");
+      const double s = ((*t)[static_cast<size_t>(m1)] - (*t)[static_cast<size_t>(m0)]) * 1e-3 / kCallsPerIteration;
+      state.SetIterationTime(s);
+      seconds += s;
+    }
+    const double calls = static_cast<double>(state.iterations());
+    if (seconds > 0) {
+      if (c.flops > 0) state.counters["TFLOP/s"] = c.flops * calls / seconds / 1e12;
+      state.counters["GB/s"] = cache.bytes * calls / seconds / 1e9;
+    }
+  } catch (const sd::Error& e) {
+    state.SkipWithError(e.status().to_string().c_str());
+  }
+}
+
+std::string dims(std::initializer_list<int64_t> d) {
+  std::string s;
+  for (int64_t v : d) s += (s.empty() ? "" : "x") + std::to_string(v);
+  return s;
+}
+
+// SD 1.5 at 512x512: latents 64x64; levels 64/32/16/8 with 320/640/1280/1280 channels; heads 8
+// (head dim 40/80/160); text context 77x768.
+std::vector<Case> sd15_cases(int64_t b) {
+  std::vector<Case> cases;
+  const std::string bs = "b" + std::to_string(b) + "/";
+  for (auto [hw, c, stride] : {std::array<int64_t, 3>{64, 320, 1}, {32, 640, 1}, {16, 1280, 1}, {8, 1280, 1},
+                               {64, 320, 2}}) {
+    const int64_t ho = hw / stride;
+    cases.push_back({"conv3x3/" + bs + dims({hw, hw, c}) + "->" + std::to_string(c) + (stride == 2 ? "/s2" : ""),
+                     2.0 * b * ho * ho * c * c * 9,
+                     [=] {
+                       return std::vector<Tensor>{random_device({b, hw, hw, c}, 1),
+                                                  random_device({c, 3, 3, c}, 2, -0.05f, 0.05f),
+                                                  random_device({c}, 3)};
+                     },
+                     [=](const std::vector<Tensor>& in) {
+                       return g_backend->conv2d(in[0], in[1], in[2], static_cast<int>(stride), 1);
+                     }});
+  }
+  // Linear: per token row, K -> N (q/k/v/out and proj_in/out, GEGLU in, FF out, text k/v).
+  for (auto [tokens, k, n] : {std::array<int64_t, 3>{4096, 320, 320}, {4096, 320, 2560}, {4096, 1280, 320},
+                              {1024, 640, 640}, {1024, 640, 5120}, {256, 1280, 1280}, {77, 768, 320}}) {
+    cases.push_back({"linear/" + bs + dims({tokens, k}) + "->" + std::to_string(n), 2.0 * b * tokens * k * n,
+                     [=] {
+                       return std::vector<Tensor>{random_device({b, tokens, k}, 4),
+                                                  random_device({n, k}, 5, -0.05f, 0.05f), random_device({n}, 6)};
+                     },
+                     [](const std::vector<Tensor>& in) { return g_backend->linear(in[0], in[1], in[2]); }});
+  }
+  // Attention: self at 4096/1024/256 tokens, cross with 77 keys; 8 heads.
+  for (auto [lq, lk, d] : {std::array<int64_t, 3>{4096, 4096, 40}, {1024, 1024, 80}, {256, 256, 160},
+                           {4096, 77, 40}, {1024, 77, 80}, {256, 77, 160}}) {
+    const int64_t h = 8;
+    cases.push_back({std::string(lk == 77 ? "attention_cross/" : "attention_self/") + bs + "l" + std::to_string(lq) +
+                         "_lk" + std::to_string(lk) + "_h8_d" + std::to_string(d),
+                     4.0 * b * h * lq * lk * d,
+                     [=] {
+                       return std::vector<Tensor>{random_device({b, lq, h * d}, 7, -2, 2),
+                                                  random_device({b, lk, h * d}, 8, -2, 2),
+                                                  random_device({b, lk, h * d}, 9)};
+                     },
+                     [](const std::vector<Tensor>& in) {
+                       return g_backend->attention(in[0], in[1], in[2], 8, false);
+                     }});
+  }
+  for (auto [hw, c] : {std::array<int64_t, 2>{64, 320}, {32, 640}, {16, 1280}}) {
+    auto norm_inputs = [=] {
+      return std::vector<Tensor>{random_device({b, hw, hw, c}, 10), random_device({c}, 11, 0.5f, 1.5f),
+                                 random_device({c}, 12)};
+    };
+    cases.push_back({"group_norm_silu/" + bs + dims({hw, hw, c}) + "/g32", 0, norm_inputs,
+                     [](const std::vector<Tensor>& in) {
+                       return g_backend->group_norm(in[0], in[1], in[2], 32, 1e-5f, true);
+                     }});
+    cases.push_back({"layer_norm/" + bs + dims({hw * hw, c}), 0, norm_inputs, [=](const std::vector<Tensor>& in) {
+                       return g_backend->layer_norm(in[0].reshape({b, hw * hw, c}), in[1], in[2], 1e-5f);
+                     }});
+    cases.push_back({"geglu/" + bs + dims({hw * hw, 8 * c}), 0,
+                     [=] { return std::vector<Tensor>{random_device({b, hw * hw, 8 * c}, 13)}; },
+                     [](const std::vector<Tensor>& in) { return g_backend->geglu(in[0]); }});
+  }
+  for (auto [hw, c] : {std::array<int64_t, 2>{8, 1280}, {16, 1280}, {32, 640}}) {
+    cases.push_back({"upsample2x/" + bs + dims({hw, hw, c}), 0,
+                     [=] { return std::vector<Tensor>{random_device({b, hw, hw, c}, 14)}; },
+                     [](const std::vector<Tensor>& in) { return g_backend->upsample_nearest2x(in[0]); }});
+  }
+  cases.push_back({"add/" + bs + dims({64, 64, 320}), 0,
+                   [=] {
+                     return std::vector<Tensor>{random_device({b, 64, 64, 320}, 15),
+                                                random_device({b, 64, 64, 320}, 16)};
+                   },
+                   [](const std::vector<Tensor>& in) { return g_backend->add(in[0], in[1]); }});
+  return cases;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (sd::cuda::device_count() == 0) {
+    std::printf("gpu_ops_bench: no CUDA device (or built without CUDA), nothing to benchmark\n");
+    return 0;
+  }
+  auto made = sd::cuda::make_backend(0);
+  if (!made.ok()) {
+    std::fprintf(stderr, "gpu_ops_bench: %s\n", made.status().to_string().c_str());
+    return 1;
+  }
+  std::unique_ptr<sd::Backend> backend = std::move(*made);
+  g_backend = backend.get();
+  benchmark::AddCustomContext("backend", backend->name());
+  benchmark::AddCustomContext("dtype", sd::dtype_name(backend->compute_dtype()));
+  const int iters = env_int("SDSERVE_BENCH_ITERS", 20);
+  static std::vector<Case> cases;  // outlives the registered benchmarks
+  for (int64_t b : batches())
+    for (Case& c : sd15_cases(b)) cases.push_back(std::move(c));
+  for (const Case& c : cases) {
+    benchmark::RegisterBenchmark(c.name.c_str(), [&c](benchmark::State& s) { run_case(s, c); })
+        ->UseManualTime()
+        ->Iterations(iters)
+        ->Unit(benchmark::kMicrosecond);
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  g_cache = Cache{};
+  g_backend = nullptr;
+  return 0;
+}

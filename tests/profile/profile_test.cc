@@ -1,0 +1,217 @@
+// Tests of ProfilingBackend (forwarded results, FLOP and byte counts on known shapes, scopes)
+// and of the guided-step profile of the tiny UNet on the CPU: every block scope present,
+// the per-scope and per-kind rows summing to the total, table and JSON well formed.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/profiling_backend.h"
+#include "golden_util.h"
+#include "io/checkpoint.h"
+#include "pipeline/bench.h"
+#include "pipeline/profile.h"
+
+namespace sd {
+namespace {
+
+Tensor random_host(const Shape& shape, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  Tensor t = Tensor::empty_host(shape, DType::kF32);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(gen);
+  return t;
+}
+
+void expect_same(Backend& be, const Tensor& a, const Tensor& b) {
+  const Tensor ha = be.download(a), hb = be.download(b);
+  ASSERT_EQ(ha.shape(), hb.shape());
+  for (int64_t i = 0; i < ha.numel(); ++i) ASSERT_EQ(ha.f32()[i], hb.f32()[i]) << i;
+}
+
+TEST(FlopFormulas, MatchTheIssueDefinitions) {
+  // conv 2*B*Ho*Wo*Cout*Cin*k^2: SD's 64x64x320 -> 320 3x3 at batch 2.
+  EXPECT_DOUBLE_EQ(conv2d_flops({2, 64, 64, 320}, {320, 3, 3, 320}), 2.0 * 2 * 64 * 64 * 320 * 320 * 9);
+  // linear 2*M*N*K: [2, 4096, 320] -> 2560.
+  EXPECT_DOUBLE_EQ(linear_flops({2, 4096, 2560}, 320), 2.0 * 8192 * 2560 * 320);
+  // attention 4*B*H*Lq*Lk*D: q [2, 4096, 8*40] over 77 keys; causal halves it.
+  EXPECT_DOUBLE_EQ(attention_flops({2, 4096, 320}, 77, false), 4.0 * 2 * 8 * 4096 * 77 * 40);
+  EXPECT_DOUBLE_EQ(attention_flops({2, 77, 768}, 77, true), 2.0 * 2 * 12 * 77 * 77 * 64);
+}
+
+TEST(ProfilingBackend, ForwardsResultsAndRecordsKnownShapes) {
+  auto cpu = cpu::make_backend(1);
+  ProfilingBackend be(*cpu);
+  const Tensor x = be.upload(random_host({1, 6, 6, 3}, 1));       // [B, H, W, Cin]
+  const Tensor w = be.upload(random_host({4, 3, 3, 3}, 2));       // [Cout, k, k, Cin]
+  const Tensor b = be.upload(random_host({4}, 3));
+  const Tensor lx = be.upload(random_host({2, 5, 8}, 4));         // [B, L, K]
+  const Tensor lw = be.upload(random_host({6, 8}, 5));            // [N, K]
+  const Tensor q = be.upload(random_host({2, 7, 8}, 6));          // [B, Lq, H*D], H = 2, D = 4
+  const Tensor kv = be.upload(random_host({2, 5, 8}, 7));         // [B, Lk, H*D]
+
+  be.begin_recording();
+  Tensor conv, conv_s2, lin, att, sum;
+  {
+    BackendScope s(be, "outer");
+    conv = be.conv2d(x, w, b, 1, 1);  // [1, 6, 6, 4]
+    {
+      BackendScope inner(be, "inner");
+      conv_s2 = be.conv2d(x, w, b, 2, 1);  // [1, 3, 3, 4]
+    }
+    lin = be.linear(lx, lw, Tensor());  // [2, 5, 6]
+  }
+  att = be.attention(q, kv, kv, 2, false);
+  sum = be.add(conv, conv);
+  auto ops = be.end_recording();
+  ASSERT_TRUE(ops.ok()) << ops.status().to_string();
+  ASSERT_EQ(ops->size(), 5u);
+  EXPECT_TRUE(be.device_marks());  // the CPU backend's host-clock marks
+
+  const auto& r = *ops;
+  EXPECT_STREQ(r[0].kind, "conv2d");
+  EXPECT_EQ(r[0].scope, "outer");
+  EXPECT_DOUBLE_EQ(r[0].flops, 2.0 * 1 * 6 * 6 * 4 * 3 * 9);
+  EXPECT_DOUBLE_EQ(r[0].bytes, 4.0 * (x.numel() + w.numel() + b.numel() + conv.numel()));
+  EXPECT_EQ(r[1].scope, "inner");
+  EXPECT_DOUBLE_EQ(r[1].flops, 2.0 * 1 * 3 * 3 * 4 * 3 * 9);
+  EXPECT_EQ(r[2].scope, "outer");
+  EXPECT_STREQ(r[2].kind, "linear");
+  EXPECT_DOUBLE_EQ(r[2].flops, 2.0 * 10 * 6 * 8);
+  EXPECT_DOUBLE_EQ(r[2].bytes, 4.0 * (lx.numel() + lw.numel() + lin.numel()));
+  EXPECT_EQ(r[3].scope, "");
+  EXPECT_STREQ(r[3].kind, "attention");
+  EXPECT_DOUBLE_EQ(r[3].flops, 4.0 * 2 * 2 * 7 * 5 * 4);
+  EXPECT_DOUBLE_EQ(r[4].flops, 0.0);
+  EXPECT_DOUBLE_EQ(r[4].bytes, 3.0 * 4 * conv.numel());
+  for (const OpRecord& op : r) EXPECT_GE(op.ms, 0.0);
+
+  // Results are the inner backend's, unrecorded calls record nothing.
+  expect_same(*cpu, conv, cpu->conv2d(x, w, b, 1, 1));
+  expect_same(*cpu, att, cpu->attention(q, kv, kv, 2, false));
+  be.begin_recording();
+  auto none = be.end_recording();
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+}
+
+// The scopes UNet::forward names for a configuration, plus the step's own.
+std::vector<std::string> expected_scopes(const UNetConfig& c) {
+  std::vector<std::string> s = {"scale_in", "time_embed", "conv_in"};
+  const size_t levels = c.block_out_channels.size();
+  for (size_t i = 0; i < levels; ++i) {
+    for (int j = 0; j < c.layers_per_block; ++j) {
+      s.push_back("down." + std::to_string(i) + ".res." + std::to_string(j));
+      if (c.down_block_types[i].find("CrossAttn") != std::string::npos)
+        s.push_back("down." + std::to_string(i) + ".attn." + std::to_string(j));
+    }
+    if (i + 1 < levels) s.push_back("down." + std::to_string(i) + ".downsample");
+  }
+  for (const char* m : {"mid.res.0", "mid.attn.0", "mid.res.1"}) s.push_back(m);
+  for (size_t i = 0; i < levels; ++i) {
+    for (int j = 0; j <= c.layers_per_block; ++j) {
+      s.push_back("up." + std::to_string(i) + ".res." + std::to_string(j));
+      if (c.up_block_types[i].find("CrossAttn") != std::string::npos)
+        s.push_back("up." + std::to_string(i) + ".attn." + std::to_string(j));
+    }
+    if (i + 1 < levels) s.push_back("up." + std::to_string(i) + ".upsample");
+  }
+  for (const char* e : {"out", "guidance", "sampler"}) s.push_back(e);
+  return s;
+}
+
+void expect_sums(const std::vector<ProfileRow>& rows, const ProfileRow& total) {
+  ProfileRow sum;
+  for (const ProfileRow& r : rows) {
+    sum.ops += r.ops;
+    sum.ms += r.ms;
+    sum.flops += r.flops;
+    sum.bytes += r.bytes;
+    sum.floor_ms += r.floor_ms;
+  }
+  EXPECT_EQ(sum.ops, total.ops);
+  EXPECT_NEAR(sum.ms, total.ms, 1e-9 * (1 + total.ms));
+  EXPECT_NEAR(sum.flops, total.flops, 1e-9 * total.flops);
+  EXPECT_NEAR(sum.bytes, total.bytes, 1e-9 * total.bytes);
+  EXPECT_NEAR(sum.floor_ms, total.floor_ms, 1e-9 * (1 + total.floor_ms));
+}
+
+TEST(GuidedStepProfile, TinyUNetHasEveryScopeAndConsistentTotals) {
+  const std::string model = testing::data_path("tiny-sd1/model");
+  ProfileOptions o;
+  o.model = model;
+  o.batch_sizes = {1, 2};
+  o.width = o.height = 64;  // latents 8x8: divisible by the 3 downsamplings
+  o.warmup = 1;
+  o.repeats = 3;
+  auto rep = run_profile(o);
+  ASSERT_TRUE(rep.ok()) << rep.status().to_string();
+  ASSERT_EQ(rep->steps.size(), 2u);
+  auto ck = load_checkpoint(model);
+  ASSERT_TRUE(ck.ok());
+  const UNetConfig& c = ck->unet;
+  const std::vector<std::string> want = expected_scopes(c);
+  for (const StepProfile& p : rep->steps) {
+    std::vector<std::string> got;
+    for (const ProfileRow& r : p.scopes) got.push_back(r.name);
+    EXPECT_EQ(got, want) << "batch " << p.batch;
+    expect_sums(p.scopes, p.total);
+    expect_sums(p.kinds, p.total);
+    EXPECT_GT(p.total.ms, 0);
+    EXPECT_GT(p.step_ms, 0);
+    for (size_t i = 1; i < p.kinds.size(); ++i) EXPECT_GE(p.kinds[i - 1].ms, p.kinds[i].ms);
+    // conv_in is one 3x3 conv on 2*batch rows of 8x8 latents.
+    const ProfileRow& conv_in = p.scopes[2];
+    ASSERT_EQ(conv_in.name, "conv_in");
+    EXPECT_EQ(conv_in.ops, 1);
+    EXPECT_DOUBLE_EQ(conv_in.flops, 2.0 * (2 * p.batch) * 8 * 8 * c.block_out_channels[0] * c.in_channels * 9);
+    // Every conv, linear and attention op of the UNet has FLOPs; the step's other kinds none.
+    std::set<std::string> with_flops;
+    for (const ProfileRow& k : p.kinds)
+      if (k.flops > 0) with_flops.insert(k.name);
+    EXPECT_EQ(with_flops, (std::set<std::string>{"conv2d", "linear", "attention"}));
+  }
+  // The second batch does about twice the matmul work of the first.
+  EXPECT_NEAR(rep->steps[1].total.flops / rep->steps[0].total.flops, 2.0, 0.05);
+
+  const std::string table = rep->table();
+  for (const char* needle : {"per scope", "per op kind", "down.0.attn.1", "conv2d", "sum of op times"})
+    EXPECT_NE(table.find(needle), std::string::npos) << needle;
+  EXPECT_EQ(table.find("floor ms"), std::string::npos);  // floors are for GPUs only
+  const auto j = nlohmann::json::parse(rep->json());
+  ASSERT_EQ(j["steps"].size(), 2u);
+  EXPECT_EQ(j["timer"], "host clock");
+  EXPECT_EQ(j["steps"][0]["scopes"].size(), want.size());
+  EXPECT_EQ(j["steps"][1]["batch"], 2);
+  EXPECT_EQ(j["steps"][0]["total"]["ops"].get<int>(), rep->steps[0].total.ops);
+  EXPECT_DOUBLE_EQ(j["peak_matmul_flops"].get<double>(), kPeakMatmulFlops);
+}
+
+TEST(GuidedStepProfile, BenchProfileOnlyWritesItIntoTheJson) {
+  BenchOptions o;
+  o.model = testing::data_path("tiny-sd1/model");
+  o.width = o.height = 64;
+  o.steps_and_images = false;
+  o.profile = true;
+  o.profile_repeats = 1;
+  auto rep = run_bench(o);
+  ASSERT_TRUE(rep.ok()) << rep.status().to_string();
+  ASSERT_TRUE(rep->profile.has_value());
+  const auto j = nlohmann::json::parse(rep->json());
+  EXPECT_EQ(j["profile"]["steps"].size(), 1u);
+  EXPECT_NE(rep->table().find("per scope"), std::string::npos);
+}
+
+TEST(GuidedStepProfile, RejectsSizesNotMultipleOf8) {
+  ProfileOptions o;
+  o.model = testing::data_path("tiny-sd1/model");
+  o.width = 60;
+  auto rep = run_profile(o);
+  ASSERT_FALSE(rep.ok());
+  EXPECT_NE(rep.status().to_string().find("multiples of 8"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sd

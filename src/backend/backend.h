@@ -137,6 +137,21 @@ class Backend {
   // Rows of several tensors [n_i, ...] stacked into one [sum n_i, ...].
   virtual Tensor concat_rows(const std::vector<Tensor>& parts) = 0;
 
+  // ---- fused epilogues ----
+  // Portable defaults run the unfused ops; backends may fuse (CUDA: cuDNN graph pointwise nodes,
+  // cuBLASLt beta = 1). conv2d(x, w, bias, stride, padding) [+ row_add [B, Cout] broadcast over
+  // Ho, Wo (the ResNet time embedding)] [+ residual [B, Ho, Wo, Cout]]; each may be undefined.
+  virtual Tensor conv2d_fused(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
+                              const Tensor& row_add, const Tensor& residual) {
+    Tensor y = conv2d(x, w, bias, stride, padding);
+    if (row_add.defined()) y = add_per_channel(y, row_add);
+    return residual.defined() ? add(y, residual) : y;
+  }
+  // linear(x, w, bias) + residual (residual has the output's shape).
+  virtual Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
+    return add(linear(x, w, bias), residual);
+  }
+
   // ---- spatial padding and cropping (NHWC) ----
   // These have a portable default (download, host loop, upload); backends may override.
   // Zero padding: [B,H,W,C] -> [B,H+top+bottom,W+left+right,C].

@@ -39,12 +39,13 @@ void Attention::load(ModelLoader& l, const std::string& prefix, int64_t query_di
   heads = h;
 }
 
-Tensor Attention::operator()(Backend& be, const Tensor& x, const Tensor& context) const {
+Tensor Attention::operator()(Backend& be, const Tensor& x, const Tensor& context, const Tensor& residual) const {
   const Tensor& ctx = context.defined() ? context : x;
   Tensor qx = q(be, x);    // [B, Lq, inner]
   Tensor kx = k(be, ctx);  // [B, Lk, inner]
   Tensor vx = v(be, ctx);  // [B, Lk, inner]
-  return out(be, be.attention(qx, kx, vx, heads, /*causal=*/false));
+  Tensor a = be.attention(qx, kx, vx, heads, /*causal=*/false);  // [B, Lq, inner]
+  return residual.defined() ? out.plus(be, a, residual) : out(be, a);
 }
 
 void TransformerBlock::load(ModelLoader& l, const std::string& prefix, int64_t dim, int64_t context_dim, int heads) {
@@ -58,10 +59,9 @@ void TransformerBlock::load(ModelLoader& l, const std::string& prefix, int64_t d
 }
 
 Tensor TransformerBlock::operator()(Backend& be, const Tensor& x, const Tensor& context) const {
-  Tensor h = be.add(attn1(be, norm1(be, x)), x);
-  h = be.add(attn2(be, norm2(be, h), context), h);
-  Tensor ff = ff_out(be, be.geglu(ff_in(be, norm3(be, h))));  // [B, L, 4C] inside
-  return be.add(ff, h);
+  Tensor h = attn1(be, norm1(be, x), {}, /*residual=*/x);
+  h = attn2(be, norm2(be, h), context, /*residual=*/h);
+  return ff_out.plus(be, be.geglu(ff_in(be, norm3(be, h))), h);  // [B, L, 4C] inside
 }
 
 void SpatialTransformer::load(ModelLoader& l, const std::string& prefix, int64_t channels, int64_t context_dim,
@@ -79,8 +79,7 @@ Tensor SpatialTransformer::operator()(Backend& be, const Tensor& x, const Tensor
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
   Tensor h = proj_in(be, norm(be, x, false).reshape({B, H * W, C}));  // [B, H*W, C]
   for (const auto& block : blocks) h = block(be, h, context);
-  h = proj_out(be, h).reshape({B, H, W, C});
-  return be.add(h, x);
+  return proj_out.plus(be, h, x.reshape({B, H * W, C})).reshape({B, H, W, C});
 }
 
 void ResnetBlock::load(ModelLoader& l, const std::string& prefix, int64_t in, int64_t out, int64_t temb_dim,
@@ -96,10 +95,9 @@ void ResnetBlock::load(ModelLoader& l, const std::string& prefix, int64_t in, in
 }
 
 Tensor ResnetBlock::operator()(Backend& be, const Tensor& x, const Tensor& temb_act) const {
-  Tensor h = conv1(be, norm1(be, x, true));
-  if (has_time) h = be.add_per_channel(h, time_proj(be, temb_act));  // + [B, out]
-  h = conv2(be, norm2(be, h, true));
-  return be.add(has_shortcut ? shortcut(be, x) : x, h);
+  // conv1 + time embedding [B, out], conv2 + shortcut: each one fused op where the backend can.
+  Tensor h = conv1.fused(be, norm1(be, x, true), has_time ? time_proj(be, temb_act) : Tensor(), Tensor());
+  return conv2.fused(be, norm2(be, h, true), Tensor(), has_shortcut ? shortcut(be, x) : x);
 }
 
 Tensor upsample_to(Backend& be, const Tensor& x, int64_t out_h, int64_t out_w) {

@@ -15,6 +15,10 @@ struct Linear {
   Tensor w, b;  // [out, in], [out] (b may be undefined)
   void load(ModelLoader& l, const std::string& prefix, int64_t in, int64_t out, bool bias = true);
   Tensor operator()(Backend& be, const Tensor& x) const { return be.linear(x, w, b); }
+  // linear(x) + residual in one op (a GEMM epilogue on CUDA).
+  Tensor plus(Backend& be, const Tensor& x, const Tensor& residual) const {
+    return be.linear_residual(x, w, b, residual);
+  }
 };
 
 struct Conv2d {
@@ -23,6 +27,10 @@ struct Conv2d {
   void load(ModelLoader& l, const std::string& prefix, int64_t in, int64_t out, int k, int stride = 1,
             int padding = -1 /* k/2 */);
   Tensor operator()(Backend& be, const Tensor& x) const { return be.conv2d(x, w, b, stride, padding); }
+  // conv(x) [+ row_add [B, out] per channel] [+ residual [B, Ho, Wo, out]]; either may be undefined.
+  Tensor fused(Backend& be, const Tensor& x, const Tensor& row_add, const Tensor& residual) const {
+    return be.conv2d_fused(x, w, b, stride, padding, row_add, residual);
+  }
 };
 
 struct GroupNorm {
@@ -49,8 +57,9 @@ struct Attention {
   int heads = 1;
   void load(ModelLoader& l, const std::string& prefix, int64_t query_dim, int64_t context_dim, int64_t inner_dim,
             int heads, bool qkv_bias);
-  // x [B, Lq, query_dim], context [B, Lk, context_dim] (x itself when undefined).
-  Tensor operator()(Backend& be, const Tensor& x, const Tensor& context = {}) const;
+  // x [B, Lq, query_dim], context [B, Lk, context_dim] (x itself when undefined); the output
+  // projection adds `residual` [B, Lq, query_dim] when it is defined.
+  Tensor operator()(Backend& be, const Tensor& x, const Tensor& context = {}, const Tensor& residual = {}) const;
 };
 
 // UNet transformer block: self-attention, cross-attention, GEGLU feed-forward.

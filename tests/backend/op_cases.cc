@@ -95,6 +95,44 @@ void add_conv(CaseList& L, const std::string& name, Shape x_shape, int64_t cout,
   c.rel_tol_half = 1e-2;
 }
 
+// conv2d_fused: inputs x, w, bias [Cout], row_add [B, Cout], residual [B, Ho, Wo, Cout]; the
+// flags say which of the last three the op receives.
+void add_conv_fused(CaseList& L, const std::string& name, Shape x_shape, int64_t cout, int k, int stride, int pad,
+                    bool with_bias, bool with_row, bool with_residual) {
+  const int64_t cin = x_shape.back();
+  const int64_t ho = (x_shape[1] + 2 * pad - k) / stride + 1, wo = (x_shape[2] + 2 * pad - k) / stride + 1;
+  const float wr = 1.0f / std::sqrt(static_cast<float>(cin * k * k));
+  OpCase& c = L.add(name, "conv2d_fused");
+  c.inputs = {random_tensor(x_shape, L.seed()), random_tensor({cout, k, k, cin}, L.seed(), -wr, wr),
+              random_tensor({cout}, L.seed()), random_tensor({x_shape[0], cout}, L.seed()),
+              random_tensor({x_shape[0], ho, wo, cout}, L.seed())};
+  c.run = [=](Backend& be, const Inputs& d, const Inputs&) {
+    return be.conv2d_fused(d[0], d[1], with_bias ? d[2] : Tensor(), stride, pad, with_row ? d[3] : Tensor(),
+                           with_residual ? d[4] : Tensor());
+  };
+  c.reference = [=](const Inputs& h) {
+    Tensor y = ref::conv2d(h[0], h[1], with_bias ? h[2] : Tensor(), stride, pad);
+    if (with_row) y = ref::add_per_channel(y, h[3]);
+    return with_residual ? ref::add(y, h[4]) : y;
+  };
+  c.rel_tol_half = 1e-2;
+}
+
+// linear_residual: x, w, residual [..., N], then the bias if any.
+void add_linear_residual(CaseList& L, const std::string& name, Shape x_shape, int64_t n, bool with_bias) {
+  const int64_t k = x_shape.back();
+  Shape y_shape = x_shape;
+  y_shape.back() = n;
+  OpCase& c = L.add(name, "linear_residual");
+  c.inputs = {random_tensor(x_shape, L.seed()), random_tensor({n, k}, L.seed(), -0.5f, 0.5f),
+              random_tensor(y_shape, L.seed(), -4.f, 4.f)};
+  if (with_bias) c.inputs.push_back(random_tensor({n}, L.seed()));
+  c.run = [](Backend& be, const Inputs& d, const Inputs&) {
+    return be.linear_residual(d[0], d[1], d.size() > 3 ? d[3] : Tensor(), d[2]);
+  };
+  c.reference = [](const Inputs& h) { return ref::add(ref::linear(h[0], h[1], h.size() > 3 ? h[3] : Tensor()), h[2]); };
+}
+
 // `offset` shifts the inputs away from zero mean to exercise the accuracy of the statistics.
 void add_group_norm(CaseList& L, const std::string& name, Shape x_shape, int groups, bool silu, float offset) {
   const int64_t ch = x_shape.back();
@@ -301,6 +339,17 @@ std::vector<OpCase> all_op_cases() {
   add_conv(L, "conv2d_3x3_s1_p1_96x96x64_chunked", {1, 96, 96, 64}, 16, 3, 1, 1, true);
   add_conv(L, "conv2d_3x3_s1_p1_b2_100x100x48_chunked", {2, 100, 100, 48}, 8, 3, 1, 1, true);
   add_conv(L, "conv2d_3x3_s1_p1_vae_in", {1, 16, 16, 4}, 32, 3, 1, 1, true);
+
+  add_conv_fused(L, "conv2d_fused_3x3_bias_row_residual", {2, 6, 7, 16}, 24, 3, 1, 1, true, true, true);
+  add_conv_fused(L, "conv2d_fused_3x3_bias_row", {2, 9, 9, 8}, 16, 3, 1, 1, true, true, false);
+  add_conv_fused(L, "conv2d_fused_1x1_residual_nobias", {1, 5, 6, 12}, 8, 1, 1, 0, false, false, true);
+  add_conv_fused(L, "conv2d_fused_3x3_s2_bias_residual_odd", {2, 9, 13, 3}, 5, 3, 2, 1, true, false, true);
+  add_conv_fused(L, "conv2d_fused_resnet_2x16x16x64", {2, 16, 16, 64}, 64, 3, 1, 1, true, true, true);
+  add_conv_fused(L, "conv2d_fused_resnet_2x16x16x64_residual", {2, 16, 16, 64}, 64, 3, 1, 1, true, false, true);
+  add_linear_residual(L, "linear_residual_2x9x40_to_24_bias", {2, 9, 40}, 24, true);
+  add_linear_residual(L, "linear_residual_3x64_to_48_nobias", {3, 64}, 48, false);
+  add_linear_residual(L, "linear_residual_2x77x320_to_320_bias", {2, 77, 320}, 320, true);
+  add_linear_residual(L, "linear_residual_1x1_to_5_bias", {1, 1}, 5, true);
 
   add_group_norm(L, "group_norm_2x6x5x32_g8", {2, 6, 5, 32}, 8, false, 0.f);
   add_group_norm(L, "group_norm_2x6x5x32_g8_silu", {2, 6, 5, 32}, 8, true, 0.f);

@@ -1,6 +1,7 @@
-// conv2d() through cuDNN's convolution API with NHWC descriptors: x [B,H,W,Cin] and
-// w [Cout,k,k,Cin] (OHWI = cuDNN's NHWC filter format) in the compute dtype, f32
-// accumulation, tensor-op math; the bias is added by a small kernel afterwards.
+// The convolution itself (conv2d_plain: no bias) through cuDNN with NHWC descriptors:
+// x [B,H,W,Cin], w [Cout,k,k,Cin] (OHWI = cuDNN's NHWC filter format) in the compute dtype, f32
+// accumulation, tensor-op math; graph API first, legacy API, then a direct kernel. Bias and
+// the other epilogues: conv_fused.cc.
 #include "backend/cuda/conv.h"
 
 #include <algorithm>
@@ -122,29 +123,21 @@ void ConvPlans::build(cudnnHandle_t handle, const ConvKey& key, ConvPlan& plan) 
   plan.direct = plan.n_algos == 0 || env_is_1("SDSERVE_CUDA_CONV_DIRECT");
 }
 
-Tensor CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding) {
-  check_on_device(x, "conv2d");
-  check_on_device(w, "conv2d");
-  SD_ASSERT(x.ndim() == 4 && w.ndim() == 4 && w.dim(1) == w.dim(2) && w.dim(3) == x.dim(3),
-            "conv2d: x " + x.describe() + " w " + w.describe());
-  SD_ASSERT(x.dtype() == w.dtype(), "conv2d: dtype of x " + x.describe() + " and w " + w.describe());
-  SD_ASSERT(stride >= 1 && padding >= 0, "conv2d: stride/padding");
-  const ConvKey key{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1), stride, padding, x.dtype()};
+ConvPlan& CudaBackend::conv_plan(const ConvKey& key) {
   activate();
-  ConvPlan& plan = conv_->get(dnn_, key);
+  return conv_->get(dnn_, key);
+}
+
+Tensor CudaBackend::conv2d_plain(const Tensor& x, const Tensor& w, int stride, int padding) {
+  const ConvKey key{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1), stride, padding, x.dtype()};
+  ConvPlan& plan = conv_plan(key);
   Tensor y = empty({key.b, plan.ho, plan.wo, key.cout}, x.dtype());
   // Graph API first (f16/bf16); shapes it cannot run go to the legacy API below.
   if (conv_graph_enabled_ && !plan.direct && x.dtype() != DType::kF32) {
     const int align =
         std::min({16, pointer_alignment(x.raw()), pointer_alignment(w.raw()), pointer_alignment(y.raw())});
-    ConvGraphPlan* graph = conv_graph_->get(dnn_, ConvGraphKey{key, align}, plan.ho, plan.wo);
-    if (graph && conv2d_graph(*graph, x, w, y)) {
-      if (bias.defined()) {
-        check_on_device(bias, "conv2d");
-        add_bias_rows(y, bias);
-      }
-      return y;
-    }
+    ConvGraphPlan* graph = conv_graph_->get(dnn_, ConvGraphKey{key, align, 0}, plan.ho, plan.wo);
+    if (graph && conv2d_graph(*graph, 0, ConvGraphOperands{x.raw(), w.raw(), y.raw()})) return y;
   }
   // Legacy API: the first call of a shape may find that the preferred algorithm does not run
   // for these operands; fall back down the list (and finally to the direct kernel) and remember.
@@ -174,18 +167,14 @@ Tensor CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor& bias,
     const ConvDims dims{key.b, key.h, key.w, key.cin, key.cout, key.kernel, plan.ho, plan.wo, stride, padding};
     launch_conv2d_direct(x.raw(), w.raw(), y.raw(), x.dtype(), dims, stream_);
   }
-  if (bias.defined()) {
-    check_on_device(bias, "conv2d");
-    add_bias_rows(y, bias);
-  }
   return y;
 }
 
-bool CudaBackend::conv2d_graph(ConvGraphPlan& plan, const Tensor& x, const Tensor& w, const Tensor& y) {
+bool CudaBackend::conv2d_graph(ConvGraphPlan& plan, int epilogue, const ConvGraphOperands& ops) {
   const auto run = [&](size_t i) {
     Tensor ws;
     if (plan.workspace[i] > 0) ws = empty({plan.workspace[i]}, DType::kU8);
-    return conv_graph_execute(dnn_, plan, i, x.raw(), w.raw(), y.raw(), ws.defined() ? ws.raw() : nullptr);
+    return conv_graph_execute(dnn_, plan, i, epilogue, ops, ws.defined() ? ws.raw() : nullptr);
   };
   if (!plan.tuned) {
     // Time every candidate that runs (1 warm-up + 3 timed runs) and keep the fastest; without
@@ -211,6 +200,7 @@ bool CudaBackend::conv2d_graph(ConvGraphPlan& plan, const Tensor& x, const Tenso
       if (ok && ms < best_ms) {
         best_ms = ms;
         best = i;
+        plan.tuned_ms = ms / 3;
       }
     }
     cudaEventDestroy(start);

@@ -1,7 +1,7 @@
 // conv2d through cuDNN 9's graph (backend descriptor) API: one convolution-forward operation
-// graph per shape, execution plans for the heuristic's engine configs, the fastest chosen by
-// timing them on the first call (SDSERVE_CUDNN_AUTOTUNE=0: the heuristic's first). Used by
-// conv.cc by default; SDSERVE_CUDNN_GRAPH=0 selects the legacy API there.
+// graph per shape (optionally followed by pointwise adds: bias, per-(batch, channel) row, residual),
+// execution plans for the heuristic's engine configs, the fastest chosen by timing them on the
+// first call (SDSERVE_CUDNN_AUTOTUNE=0: the heuristic's first). SDSERVE_CUDNN_GRAPH=0: legacy API.
 #pragma once
 
 #include <cudnn.h>
@@ -14,12 +14,23 @@
 
 namespace sd::cuda {
 
+// Epilogue adds after the convolution (bit flags), computed in f32 before y is rounded.
+enum ConvEpilogue : int {
+  kEpiBias = 1,      // + bias [Cout]
+  kEpiRow = 2,       // + row [B, Cout] (broadcast over Ho, Wo)
+  kEpiResidual = 4,  // + residual [B, Ho, Wo, Cout]
+};
+
 struct ConvGraphKey {
   ConvKey conv;
-  int alignment;  // bytes: the smallest alignment of x, w and y, at most 16
-  auto tie() const { return std::tie(conv, alignment); }
+  int alignment;     // bytes: the smallest alignment of every operand, at most 16
+  int epilogue = 0;  // ConvEpilogue flags
+  auto tie() const { return std::tie(conv, alignment, epilogue); }
   bool operator<(const ConvGraphKey& o) const { return tie() < o.tie(); }
 };
+
+// Whether a fused plan beat the convolution plus separate epilogue kernels (conv_fused.cc).
+enum class FusedChoice { kUntested, kFused, kUnfused };
 
 struct ConvGraphPlan {
   // Candidates (best heuristic first) until tuned, then exactly one.
@@ -27,6 +38,18 @@ struct ConvGraphPlan {
   std::vector<int64_t> workspace;
   std::vector<cudnnBackendDescriptor_t> keep;  // graph and configs the plans were built from
   bool tuned = false;
+  float tuned_ms = 0.f;  // the winner's time per run while autotuning (0 if not timed)
+  FusedChoice choice = FusedChoice::kUntested;  // epilogue plans only
+};
+
+// Device pointers of one execution; those the plan's epilogue does not use are ignored.
+struct ConvGraphOperands {
+  const void* x = nullptr;
+  const void* w = nullptr;
+  void* y = nullptr;
+  const void* bias = nullptr;
+  const void* row = nullptr;
+  const void* residual = nullptr;
 };
 
 class ConvGraphPlans {
@@ -44,10 +67,10 @@ class ConvGraphPlans {
   std::map<ConvGraphKey, ConvGraphPlan> plans_;  // empty `plans` = no plan for this key
 };
 
-// Runs plan `index` of `plan` on x, w -> y with `workspace` (at least plan.workspace[index]
-// bytes). Returns the cuDNN status (the caller decides whether to throw).
-cudnnStatus_t conv_graph_execute(cudnnHandle_t handle, const ConvGraphPlan& plan, size_t index, const void* x,
-                                 const void* w, void* y, void* workspace);
+// Runs plan `index` of `plan` (built for `epilogue`) on the operands with `workspace` (at least
+// plan.workspace[index] bytes). Returns the cuDNN status (the caller decides whether to throw).
+cudnnStatus_t conv_graph_execute(cudnnHandle_t handle, const ConvGraphPlan& plan, size_t index, int epilogue,
+                                 const ConvGraphOperands& ops, void* workspace);
 
 // Keeps only plan `index` (after autotuning).
 void conv_graph_choose(ConvGraphPlan& plan, size_t index);

@@ -21,6 +21,9 @@ class GemmPlans;  // gemm.cc: cuBLASLt descriptors and algorithms per shape
 class ConvPlans;  // conv.cc: cuDNN descriptors, algorithm and workspace size per shape
 class ConvGraphPlans;  // conv_graph.cc: cuDNN graph-API execution plans per shape
 struct ConvGraphPlan;
+struct ConvGraphOperands;
+struct ConvKey;
+struct ConvPlan;
 struct MarkerPool;  // markers.cc: pooled CUDA events for profiling marks
 
 class CudaBackend final : public Backend {
@@ -44,6 +47,10 @@ class CudaBackend final : public Backend {
 
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) override;
   Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding) override;
+  // conv_fused.cc / gemm.cc: epilogues fused into cuDNN graphs and cuBLASLt (see backend.h).
+  Tensor conv2d_fused(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
+                      const Tensor& row_add, const Tensor& residual) override;
+  Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) override;
 
   Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
                     bool silu) override;
@@ -93,12 +100,21 @@ class CudaBackend final : public Backend {
   void add_bias_rows(const Tensor& y, const Tensor& bias);
   // Plain cuBLAS handle for GEMMs cuBLASLt has no algorithm for (created on first use).
   cublasHandle_t blas();
-  // Runs conv2d through the graph-API plan (autotuning it on first use); false if it cannot.
-  bool conv2d_graph(ConvGraphPlan& plan, const Tensor& x, const Tensor& w, const Tensor& y);
+  // Runs a conv2d graph-API plan built for `epilogue` (autotuning it on first use); false if
+  // it cannot run (the plan is then discarded).
+  bool conv2d_graph(ConvGraphPlan& plan, int epilogue, const ConvGraphOperands& ops);
+  // The cuDNN descriptors / output size for a convolution shape (conv.cc).
+  ConvPlan& conv_plan(const ConvKey& key);
+  // linear (+ residual as cuBLASLt's C with beta = 1; residual may be undefined) (gemm.cc).
+  Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual);
+  // conv2d without bias: graph API, legacy API or the direct kernel (conv.cc).
+  Tensor conv2d_plain(const Tensor& x, const Tensor& w, int stride, int padding);
   // Attention through cuBLAS batched GEMMs and a softmax kernel (any head dim; f32 scores).
   Tensor attention_unfused(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal);
   // [B,Ho,Wo,C] window of x [B,H,W,C] starting at (dy, dx), zero outside (pad_hw, crop_hw).
   Tensor window(const Tensor& x, int64_t ho, int64_t wo, int64_t dy, int64_t dx, const char* op);
+  // kGnMaxBatch zeroed i32 ticket counters for group_norm_vec (each launch leaves them 0).
+  int* norm_counters();
   // Asserts that `t` lives on this device.
   void check_on_device(const Tensor& t, const char* op) const;
 
@@ -121,7 +137,11 @@ class CudaBackend final : public Backend {
   void* gemm_workspace_ = nullptr;
   std::shared_ptr<MarkerPool> markers_;  // made on the first mark() (markers.cc)
   size_t gemm_workspace_bytes_ = 0;
+  Tensor norm_counters_;  // norm_counters(), allocated on first use (group_norm_vec.cu)
 };
+
+// False when SDSERVE_CUDA_FUSED=0: conv2d_fused / linear_residual run the unfused ops.
+bool fused_epilogues_enabled();
 
 // cudaDataType / cudnnDataType_t for a float dtype (f32, f16, bf16).
 cudaDataType_t cuda_data_type(DType dtype);

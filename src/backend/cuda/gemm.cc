@@ -1,8 +1,10 @@
 // linear() through cuBLASLt: y[M, N] = x[M, K] · w[N, K]^T (+ bias[N] as the matmul's
-// epilogue), operands in the compute dtype, f32 accumulation. Row-major tensors are read
+// epilogue) (+ residual[M, N] as C with beta = 1: linear_residual), operands in the compute
+// dtype, f32 accumulation. Row-major tensors are read
 // as column-major matrices: y^T (N x M) = w (N x K, from w^T col-major) · x^T (K x M).
 #include "backend/cuda/gemm.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -50,12 +52,13 @@ GemmPlan& GemmPlans::get(cublasLtHandle_t lt, const GemmKey& key, size_t workspa
   cublasLtMatmulPreference_t pref = nullptr;
   SD_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const uint32_t aw = static_cast<uint32_t>(key.align_w), ax = static_cast<uint32_t>(key.align_x),
-                 ay = static_cast<uint32_t>(key.align_y);
+                 ay = static_cast<uint32_t>(key.align_y),
+                 ac = static_cast<uint32_t>(key.residual ? std::min(key.align_y, key.align_residual) : key.align_y);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
                                        sizeof(workspace_bytes));
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aw, sizeof(aw));
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ax, sizeof(ax));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ay, sizeof(ay));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof(ac));
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ay, sizeof(ay));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
@@ -71,12 +74,22 @@ GemmPlan& GemmPlans::get(cublasLtHandle_t lt, const GemmKey& key, size_t workspa
 }
 
 Tensor CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  return linear_impl(x, w, bias, Tensor());
+}
+
+Tensor CudaBackend::linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
+  check_on_device(residual, "linear_residual");
+  if (!fused_epilogues_enabled()) return add(linear_impl(x, w, bias, Tensor()), residual);
+  return linear_impl(x, w, bias, residual);
+}
+
+Tensor CudaBackend::linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
   check_on_device(x, "linear");
   check_on_device(w, "linear");
   SD_ASSERT(w.ndim() == 2 && x.ndim() >= 1 && x.dim(-1) == w.dim(1),
             "linear: x " + x.describe() + " w " + w.describe());
   SD_ASSERT(x.dtype() == w.dtype(), "linear: dtype of x " + x.describe() + " and w " + w.describe());
-  const bool has_bias = bias.defined();
+  const bool has_bias = bias.defined(), has_res = residual.defined();
   if (has_bias) {
     check_on_device(bias, "linear");
     SD_ASSERT(bias.numel() == w.dim(0) && bias.dtype() == w.dtype(), "linear: bias " + bias.describe());
@@ -85,22 +98,28 @@ Tensor CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor& bias)
   const int64_t m = k ? x.numel() / k : 0;
   Shape out_shape = x.shape();
   out_shape.back() = n;
+  if (has_res) {
+    SD_ASSERT(residual.numel() == m * n && residual.dim(-1) == n && residual.dtype() == x.dtype(),
+              "linear_residual: residual " + residual.describe() + " for x " + x.describe() + " w " + w.describe());
+  }
   Tensor y = empty(out_shape, x.dtype());
   if (m == 0 || n == 0) return y;
   SD_ASSERT(k > 0, "linear with K = 0");
   SD_ASSERT(m < (int64_t{1} << 31) && n < (int64_t{1} << 31) && k < (int64_t{1} << 31), "linear: too large");
 
   GemmKey key{m, n, k, x.dtype(), has_bias, pointer_alignment(w.raw()), pointer_alignment(x.raw()),
-              pointer_alignment(y.raw()), has_bias ? pointer_alignment(bias.raw()) : 256};
+              pointer_alignment(y.raw()), has_bias ? pointer_alignment(bias.raw()) : 256, has_res,
+              has_res ? pointer_alignment(residual.raw()) : 256};
   GemmPlan& plan = gemm_->get(lt_, key, gemm_workspace_bytes_);
-  const float alpha = 1.f, beta = 0.f;
+  const float alpha = 1.f, beta = has_res ? 1.f : 0.f;
   if (!plan.use_cublas) {
     if (has_bias) {
       const void* bias_ptr = bias.raw();
       SD_CUBLAS_CHECK(
           cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr)));
     }
-    const cublasStatus_t st = cublasLtMatmul(lt_, plan.op, &alpha, w.raw(), plan.w, x.raw(), plan.x, &beta, y.raw(),
+    const void* c = has_res ? residual.raw() : y.raw();  // C [M, N]: read only when beta != 0
+    const cublasStatus_t st = cublasLtMatmul(lt_, plan.op, &alpha, w.raw(), plan.w, x.raw(), plan.x, &beta, c,
                                              plan.y, y.raw(), plan.y, &plan.algo, gemm_workspace_,
                                              gemm_workspace_bytes_, stream_);
     if (st == CUBLAS_STATUS_SUCCESS) return y;
@@ -109,6 +128,7 @@ Tensor CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor& bias)
     }
     plan.use_cublas = true;  // this shape/alignment is not for cuBLASLt: use cuBLAS from now on
   }
+  if (has_res) copy(residual, y);  // y = residual, then y += x w^T
   const cudaDataType_t dt = cuda_data_type(x.dtype());
   SD_CUBLAS_CHECK(cublasGemmEx(blas(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
                                static_cast<int>(k), &alpha, w.raw(), dt, static_cast<int>(k), x.raw(), dt,

@@ -1,4 +1,5 @@
-// cuBLASLt plans for linear(): per (M, N, K, dtype, bias, pointer alignments) one matmul
+// cuBLASLt plans for linear() and linear_residual(): per (M, N, K, dtype, bias, residual,
+// pointer alignments) one matmul
 // descriptor, three matrix layouts and the heuristic's algorithm, built on first use and
 // reused for every later call of that shape.
 #pragma once
@@ -18,7 +19,11 @@ struct GemmKey {
   DType dtype;
   bool bias;
   int align_w, align_x, align_y, align_bias;  // bytes, power of two <= 256
-  auto tie() const { return std::tie(m, n, k, dtype, bias, align_w, align_x, align_y, align_bias); }
+  bool residual = false;  // y = x w^T (+ bias) + residual: C = residual, beta = 1
+  int align_residual = 256;
+  auto tie() const {
+    return std::tie(m, n, k, dtype, bias, align_w, align_x, align_y, align_bias, residual, align_residual);
+  }
   bool operator<(const GemmKey& o) const { return tie() < o.tie(); }
 };
 

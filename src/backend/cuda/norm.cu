@@ -1,8 +1,7 @@
 // Normalisation kernels: group norm (+ fused SiLU) over NHWC / [B,L,C] with f32 statistics,
 // layer norm and softmax over the last dimension (two-pass mean/variance and max/sum in f32).
-// f16/bf16 with 16-byte aligned rows can take vectorised kernels (layer norm: a warp per row,
-// the default; group norm: several blocks per group and a per-channel scale/shift table, only
-// with SDSERVE_CUDA_NORM=v2); f32 and odd shapes take the general ones.
+// f16/bf16 with 16-byte aligned rows take vectorised kernels by default (layer norm: a warp per
+// row; group norm: group_norm_vec.cu); f32, odd shapes and SDSERVE_CUDA_NORM=v1 the general ones.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -11,6 +10,7 @@
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/group_norm_vec.h"
 
 namespace sd::cuda {
 
@@ -163,8 +163,8 @@ __global__ void softmax_kernel(const T* __restrict__ x, T* __restrict__ y, int64
 // ---- vectorised group norm / layer norm (f16, bf16; 8 values per 16-byte access) ----
 
 // SDSERVE_CUDA_NORM: "v1" the general kernels only, "v2" the vectorised ones wherever they
-// apply. Default: vectorised layer norm (2.8x faster on H100), general group norm (the
-// vectorised one was slower at batch 2: its finalize pass reads ~170 splits serially).
+// apply (also the default). Layer norm: a warp per row (2.8x faster on H100); group norm:
+// group_norm_vec.cu (statistics with a last-block finalize, one vectorised apply pass).
 enum class NormKernels { kDefault, kGeneral, kVector };
 
 NormKernels norm_kernels() {
@@ -176,7 +176,7 @@ NormKernels norm_kernels() {
   }();
   return k;
 }
-bool vector_group_norm() { return norm_kernels() == NormKernels::kVector; }
+bool vector_group_norm() { return norm_kernels() != NormKernels::kGeneral; }
 bool vector_layer_norm() { return norm_kernels() != NormKernels::kGeneral; }
 
 template <typename T>
@@ -193,127 +193,6 @@ __device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
 #pragma unroll
   for (int i = 0; i < 8; ++i) e[i] = from_f32<T>(f[i]);
   return raw;
-}
-
-constexpr int kGnVecMaxChunks = 512;  // C/8 <= this: the stats block holds C/8 x R lanes
-
-// x [B, P, C] -> partial [B, S, G] as (sum, sum of squares) of x - shift(g), where shift(g) =
-// x[b, 0, g*cpg] keeps the f32 sums accurate when the mean is large against the spread.
-// Block (s, b) covers positions [s*chunk, (s+1)*chunk); thread = (lane r, chunk ch).
-// Threads past rows * C/8 (the block is a whole number of warps) only help reduce.
-template <typename T>
-__global__ void gn_vec_stats_kernel(const T* __restrict__ x, float2* __restrict__ partial, int positions,
-                                    int channels, int cpg, int groups, int chunk, int rows) {
-  extern __shared__ float red[];  // [2][rows * C]: per-thread channel sums, then squares
-  const int nch = channels / 8;
-  const int used = rows * nch;
-  const int b = blockIdx.y, split = blockIdx.x;
-  const int r = threadIdx.x / nch, ch = threadIdx.x % nch;
-  const int p0 = split * chunk, p1 = min(positions, p0 + chunk);
-  const T* xb = x + int64_t{b} * positions * channels;
-  float sum[8], sq[8], shift[8];
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    sum[i] = sq[i] = 0.f;
-    shift[i] = to_f32(xb[(ch * 8 + i) / cpg * cpg]);
-  }
-  const auto accumulate = [&](const uint4& raw) {
-    float f[8];
-    unpack8<T>(raw, f);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const float dv = f[i] - shift[i];
-      sum[i] += dv;
-      sq[i] = fmaf(dv, dv, sq[i]);
-    }
-  };
-  if (r < rows) {
-    const uint4* xv = reinterpret_cast<const uint4*>(xb) + ch;
-    int p = p0 + r;
-    for (; p + 3 * rows < p1; p += 4 * rows) {  // four loads in flight
-      const uint4 a0 = xv[int64_t{p} * nch], a1 = xv[int64_t{p + rows} * nch];
-      const uint4 a2 = xv[int64_t{p + 2 * rows} * nch], a3 = xv[int64_t{p + 3 * rows} * nch];
-      accumulate(a0);
-      accumulate(a1);
-      accumulate(a2);
-      accumulate(a3);
-    }
-    for (; p < p1; p += rows) accumulate(xv[int64_t{p} * nch]);
-  }
-  if (threadIdx.x < used) {
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      red[r * channels + ch * 8 + i] = sum[i];
-      red[used * 8 + r * channels + ch * 8 + i] = sq[i];
-    }
-  }
-  __syncthreads();
-  // One warp per group: add the group's cpg channels over all position lanes.
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = (blockDim.x + 31) / 32;
-  for (int g = warp; g < groups; g += warps) {
-    float s = 0.f, q = 0.f;
-    for (int i = lane; i < rows * cpg; i += 32) {
-      const int rr = i / cpg, c = g * cpg + i % cpg;
-      s += red[rr * channels + c];
-      q += red[used * 8 + rr * channels + c];
-    }
-    for (int off = 16; off > 0; off /= 2) {
-      s += __shfl_xor_sync(0xffffffffu, s, off);
-      q += __shfl_xor_sync(0xffffffffu, q, off);
-    }
-    if (lane == 0) partial[(int64_t{b} * gridDim.x + split) * groups + g] = make_float2(s, q);
-  }
-}
-
-// partial [B, S, G] -> table [B, C] of (scale, shift): y = x * scale + shift. Grid B.
-template <typename T>
-__global__ void gn_vec_finalize_kernel(const T* __restrict__ x, const float2* __restrict__ partial,
-                                       const T* __restrict__ gamma, const T* __restrict__ beta,
-                                       float2* __restrict__ table, int positions, int channels, int cpg, int groups,
-                                       int splits, float eps) {
-  const int b = blockIdx.x;
-  const T* xb = x + int64_t{b} * positions * channels;
-  const double n = double(positions) * cpg;
-  for (int c = threadIdx.x; c < channels; c += blockDim.x) {
-    const int g = c / cpg;
-    double s = 0.0, q = 0.0;
-    for (int k = 0; k < splits; ++k) {
-      const float2 pq = partial[(int64_t{b} * splits + k) * groups + g];
-      s += pq.x;
-      q += pq.y;
-    }
-    const double mean_d = s / n;
-    const float var = static_cast<float>(fmax(q / n - mean_d * mean_d, 0.0));
-    const float mean = to_f32(xb[g * cpg]) + static_cast<float>(mean_d);
-    const float sc = rsqrtf(var + eps) * to_f32(gamma[c]);
-    table[int64_t{b} * channels + c] = make_float2(sc, to_f32(beta[c]) - mean * sc);
-  }
-}
-
-// y = x * scale[b, c] + shift[b, c] (then SiLU). Grid (blocks, B); per_batch = P * C / 8.
-template <typename T, bool kSilu>
-__global__ void gn_vec_apply_kernel(const T* __restrict__ x, T* __restrict__ y, const float2* __restrict__ table,
-                                    uint32_t per_batch, int nch) {
-  const int b = blockIdx.y;
-  const uint4* xv = reinterpret_cast<const uint4*>(x) + int64_t{b} * per_batch;
-  uint4* yv = reinterpret_cast<uint4*>(y) + int64_t{b} * per_batch;
-  const float4* tb = reinterpret_cast<const float4*>(table + int64_t{b} * nch * 8);
-  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < per_batch; i += gridDim.x * blockDim.x) {
-    const uint32_t ch = i % static_cast<uint32_t>(nch);
-    float f[8];
-    unpack8<T>(xv[i], f);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float4 t = tb[ch * 4 + j];  // (scale, shift) of channels 2j, 2j+1
-      f[2 * j] = fmaf(f[2 * j], t.x, t.y);
-      f[2 * j + 1] = fmaf(f[2 * j + 1], t.z, t.w);
-    }
-    if (kSilu) {
-#pragma unroll
-      for (int j = 0; j < 8; ++j) f[j] = silu_f(f[j]);
-    }
-    yv[i] = pack8<T>(f);
-  }
 }
 
 // One warp per row of `cols` (= 8 * nvec, nvec <= 32 * V) values held in registers: exact
@@ -369,51 +248,6 @@ __global__ void layer_norm_warp_kernel(const T* __restrict__ x, T* __restrict__ 
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
-// Vectorised group norm of x [B, ..., C] into y: stats (several blocks per (batch, group)),
-// the per-channel scale/shift table, one fused apply(+SiLU) pass. Preconditions (half dtype,
-// C % 8 == 0, C / 8 <= kGnVecMaxChunks, 16-byte alignment) are checked by the caller.
-void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
-                    int groups, float eps, bool silu) {
-  const int64_t batch = x.dim(0), channels = x.dim(-1);
-  const int64_t positions = x.numel() / (batch * channels);
-  const int nch = static_cast<int>(channels / 8);
-  const int rows = std::max(1, 256 / nch);  // position lanes per stats block
-  const int used = nch * rows;
-  const int threads = (used + 31) / 32 * 32;
-  // About four blocks per SM in all, each with at least 4 positions per lane.
-  const int64_t max_splits = std::max<int64_t>(1, positions / (4 * rows));
-  const int64_t splits = std::clamp<int64_t>((528 + batch - 1) / batch, 1, std::min<int64_t>(max_splits, 65535));
-  const int64_t chunk = (positions + splits - 1) / splits;
-  const int cpg = static_cast<int>(channels / groups);
-  Tensor partial = be.empty({batch, splits, groups, 2}, DType::kF32);  // (sum, sum of squares) per split
-  Tensor table = be.empty({batch, channels, 2}, DType::kF32);          // (scale, shift) per channel
-  const uint32_t per_batch = static_cast<uint32_t>(positions * nch);
-  const unsigned apply_blocks = static_cast<unsigned>(
-      std::min<int64_t>((per_batch + 255) / 256, std::max<int64_t>(1, 132 * 16 / batch)));
-  cudaStream_t stream = be.stream();
-  dispatch_half(x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    gn_vec_stats_kernel<T><<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(batch)), threads,
-                             size_t{2} * used * 8 * sizeof(float), stream>>>(
-        x.data<T>(), reinterpret_cast<float2*>(partial.raw()), static_cast<int>(positions),
-        static_cast<int>(channels), cpg, groups, static_cast<int>(chunk), rows);
-    SD_CUDA_LAUNCH_CHECK();
-    gn_vec_finalize_kernel<T><<<static_cast<unsigned>(batch), 256, 0, stream>>>(
-        x.data<T>(), reinterpret_cast<const float2*>(partial.raw()), gamma.data<T>(), beta.data<T>(),
-        reinterpret_cast<float2*>(table.raw()), static_cast<int>(positions), static_cast<int>(channels), cpg, groups,
-        static_cast<int>(splits), eps);
-    SD_CUDA_LAUNCH_CHECK();
-    const dim3 grid(apply_blocks, static_cast<unsigned>(batch));
-    const float2* tb = reinterpret_cast<const float2*>(table.raw());
-    if (silu) {
-      gn_vec_apply_kernel<T, true><<<grid, 256, 0, stream>>>(x.data<T>(), y.data<T>(), tb, per_batch, nch);
-    } else {
-      gn_vec_apply_kernel<T, false><<<grid, 256, 0, stream>>>(x.data<T>(), y.data<T>(), tb, per_batch, nch);
-    }
-    SD_CUDA_LAUNCH_CHECK();
-  });
-}
-
 }  // namespace
 
 Tensor CudaBackend::group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
@@ -432,9 +266,7 @@ Tensor CudaBackend::group_norm(const Tensor& x, const Tensor& gamma, const Tenso
   const int64_t n = x.numel();
   if (n == 0) return y;
   const int64_t positions = n / (batch * channels);
-  if (vector_group_norm() && x.dtype() != DType::kF32 && channels % 8 == 0 &&
-      channels / 8 <= kGnVecMaxChunks && positions * channels / 8 < (int64_t{1} << 31) && batch <= 65535 &&
-      aligned16(x.raw()) && aligned16(y.raw())) {
+  if (vector_group_norm() && group_norm_vec_applies(x, y, groups)) {
     group_norm_vec(*this, x, gamma, beta, y, groups, eps, silu);
     return y;
   }

@@ -108,12 +108,45 @@ int main(int argc, char** argv) {
           rows, be, "linear " + std::to_string(m) + "x" + std::to_string(k) + " -> " + std::to_string(n) + " +bias",
           [&] { return be.linear(x, w, b); }, 2.0 * m * k * n, true);
     }
+    // Fused epilogues (ResNet conv1 + time embedding, conv2 + residual; linear + residual)
+    // against the same work as separate ops.
+    for (auto [hw, c] : {std::array<int64_t, 2>{64, 320}, {32, 640}, {16, 1280}}) {
+      const Tensor x = up({2, hw, hw, c}, 15), w = up({c, 3, 3, c}, 16, -0.05f, 0.05f), b = up({c}, 17);
+      const Tensor row = up({2, c}, 18), res = up({2, hw, hw, c}, 19);
+      const std::string shape = "2x" + std::to_string(hw) + "x" + std::to_string(hw) + "x" + std::to_string(c);
+      const double flop = 2.0 * 2 * hw * hw * c * c * 9;
+      add(rows, be, "conv2d+bias+temb+residual fused " + shape,
+          [&] { return be.conv2d_fused(x, w, b, 1, 1, row, res); }, flop, true);
+      add(rows, be, "conv2d+bias+temb+residual separate " + shape,
+          [&] { return be.add(be.add_per_channel(be.conv2d(x, w, b, 1, 1), row), res); }, flop, true);
+      add(rows, be, "conv2d+bias+residual fused " + shape, [&] { return be.conv2d_fused(x, w, b, 1, 1, {}, res); },
+          flop, true);
+      add(rows, be, "conv2d+bias+residual separate " + shape, [&] { return be.add(be.conv2d(x, w, b, 1, 1), res); },
+          flop, true);
+    }
+    for (auto [m, k, n] : {std::array<int64_t, 3>{8192, 320, 320}, {8192, 1280, 320}, {2048, 640, 640}}) {
+      const Tensor x = up({m, k}, 20), w = up({n, k}, 21, -0.05f, 0.05f), b = up({n}, 22), res = up({m, n}, 23);
+      const std::string shape = std::to_string(m) + "x" + std::to_string(k) + " -> " + std::to_string(n);
+      add(rows, be, "linear+bias+residual fused " + shape, [&] { return be.linear_residual(x, w, b, res); },
+          2.0 * m * k * n, true);
+      add(rows, be, "linear+bias+residual separate " + shape, [&] { return be.add(be.linear(x, w, b), res); },
+          2.0 * m * k * n, true);
+    }
     const double es = 2.0;  // bytes per element
     {
       const Tensor x = up({2, 64, 64, 320}, 10), g = up({320}, 11, 0.5f, 1.5f), b = up({320}, 12);
       add(
           rows, be, "group_norm+silu 2x64x64x320 g32", [&] { return be.group_norm(x, g, b, 32, 1e-5f, true); },
           2 * x.numel() * es, false);
+      for (auto [bt, hw, c] : {std::array<int64_t, 3>{16, 64, 320}, {2, 32, 640}, {16, 32, 640}, {2, 16, 1280},
+                               {2, 64, 960}, {1, 64, 320}}) {
+        const Tensor xg = up({bt, hw, hw, c}, 24, -1.f, 3.f), gg = up({c}, 25, 0.5f, 1.5f), bg = up({c}, 26);
+        add(
+            rows, be,
+            "group_norm+silu " + std::to_string(bt) + "x" + std::to_string(hw) + "x" + std::to_string(hw) + "x" +
+                std::to_string(c) + " g32",
+            [&] { return be.group_norm(xg, gg, bg, 32, 1e-5f, true); }, 2 * xg.numel() * es, false);
+      }
       const Tensor s = x.reshape({2, 4096, 320});
       add(
           rows, be, "layer_norm 2x4096x320", [&] { return be.layer_norm(s, g, b, 1e-5f); }, 2 * x.numel() * es, false);

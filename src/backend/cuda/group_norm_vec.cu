@@ -1,0 +1,248 @@
+// Vectorised group norm (+ SiLU) for f16/bf16 NHWC / [B,L,C] with C % 8 == 0: two launches.
+// (1) statistics: many blocks per batch row, f32 shifted sums per (split, group); the last
+// block of a batch row (atomic ticket) merges the splits, one warp per group, into a
+// per-channel (scale, shift) table. (2) one 16-byte-vectorised apply (+SiLU) pass.
+#include <algorithm>
+
+#include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/group_norm_vec.h"
+
+namespace sd::cuda {
+
+namespace {
+
+template <typename T>
+__device__ __forceinline__ void unpack8(const uint4& raw, float (&f)[8]) {
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) f[i] = to_f32(e[i]);
+}
+
+template <typename T>
+__device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
+  uint4 raw;
+  T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) e[i] = from_f32<T>(f[i]);
+  return raw;
+}
+
+// x [B, P, C] -> partial [B, S, G] as (sum, sum of squares) of x - shift(g), where shift(g) =
+// x[b, 0, g*cpg] keeps the f32 sums accurate when the mean is large against the spread.
+// Block (s, b) covers positions [s*chunk, (s+1)*chunk); thread = (lane r, chunk ch); threads
+// past rows * C/8 (the block is a whole number of warps) only help reduce. The last block of
+// batch row b to finish (ticket counters[b], reset to 0 afterwards) writes table [B, C] of
+// (scale, shift): y = x * scale + shift.
+template <typename T>
+__global__ void gn_stats_kernel(const T* __restrict__ x, float2* __restrict__ partial, const T* __restrict__ gamma,
+                                const T* __restrict__ beta, float2* __restrict__ table, int* __restrict__ counters,
+                                int positions, int channels, int cpg, int groups, int chunk, int rows, float eps) {
+  extern __shared__ float red[];  // [2][rows * C]: per-thread channel sums, then squares
+  __shared__ bool is_last;
+  const int nch = channels / 8;
+  const int used = rows * nch;
+  const int b = blockIdx.y, split = blockIdx.x, splits = gridDim.x;
+  const int r = threadIdx.x / nch, ch = threadIdx.x % nch;
+  const int p0 = split * chunk, p1 = min(positions, p0 + chunk);
+  const T* xb = x + int64_t{b} * positions * channels;
+  float sum[8], sq[8], shift[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    sum[i] = sq[i] = 0.f;
+    shift[i] = r < rows ? to_f32(xb[(ch * 8 + i) / cpg * cpg]) : 0.f;
+  }
+  const auto accumulate = [&](const uint4& raw) {
+    float f[8];
+    unpack8<T>(raw, f);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const float dv = f[i] - shift[i];
+      sum[i] += dv;
+      sq[i] = fmaf(dv, dv, sq[i]);
+    }
+  };
+  if (r < rows) {
+    const uint4* xv = reinterpret_cast<const uint4*>(xb) + ch;
+    int p = p0 + r;
+    for (; p + 3 * rows < p1; p += 4 * rows) {  // four loads in flight
+      const uint4 a0 = xv[int64_t{p} * nch], a1 = xv[int64_t{p + rows} * nch];
+      const uint4 a2 = xv[int64_t{p + 2 * rows} * nch], a3 = xv[int64_t{p + 3 * rows} * nch];
+      accumulate(a0);
+      accumulate(a1);
+      accumulate(a2);
+      accumulate(a3);
+    }
+    for (; p < p1; p += rows) accumulate(xv[int64_t{p} * nch]);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      red[r * channels + ch * 8 + i] = sum[i];
+      red[used * 8 + r * channels + ch * 8 + i] = sq[i];
+    }
+  }
+  __syncthreads();
+  // One warp per group: add the group's cpg channels over all position lanes.
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (int g = warp; g < groups; g += warps) {
+    float s = 0.f, q = 0.f;
+    for (int i = lane; i < rows * cpg; i += 32) {
+      const int rr = i / cpg, c = g * cpg + i % cpg;
+      s += red[rr * channels + c];
+      q += red[used * 8 + rr * channels + c];
+    }
+    for (int off = 16; off > 0; off /= 2) {
+      s += __shfl_xor_sync(0xffffffffu, s, off);
+      q += __shfl_xor_sync(0xffffffffu, q, off);
+    }
+    if (lane == 0) partial[(int64_t{b} * splits + split) * groups + g] = make_float2(s, q);
+  }
+  // Last block of this batch row: merge the splits (threadfence reduction pattern).
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) is_last = atomicAdd(&counters[b], 1) == splits - 1;
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  const double n = double(positions) * cpg;
+  for (int g = warp; g < groups; g += warps) {
+    double s = 0.0, q = 0.0;
+    for (int k = lane; k < splits; k += 32) {
+      const float2 pq = __ldcg(&partial[(int64_t{b} * splits + k) * groups + g]);
+      s += pq.x;
+      q += pq.y;
+    }
+    for (int off = 16; off > 0; off /= 2) {
+      s += __shfl_xor_sync(0xffffffffu, s, off);
+      q += __shfl_xor_sync(0xffffffffu, q, off);
+    }
+    const double mean_d = s / n;
+    const float var = static_cast<float>(fmax(q / n - mean_d * mean_d, 0.0));
+    const float mean = to_f32(xb[g * cpg]) + static_cast<float>(mean_d);
+    const float rstd = rsqrtf(var + eps);
+    for (int c = g * cpg + lane; c < (g + 1) * cpg; c += 32) {
+      const float sc = rstd * to_f32(gamma[c]);
+      table[int64_t{b} * channels + c] = make_float2(sc, to_f32(beta[c]) - mean * sc);
+    }
+  }
+  if (threadIdx.x == 0) counters[b] = 0;  // ready for the next call on this stream
+}
+
+// y = x * scale[b, c] + shift[b, c] (then SiLU). Grid (blocks, B), block rows * C/8 threads:
+// thread (r, ch) keeps channel chunk ch's 8 (scale, shift) pairs in registers and walks the
+// positions r + rows * (blockIdx.x + gridDim.x * k).
+template <typename T, bool kSilu>
+__global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, const float2* __restrict__ table,
+                                int positions, int nch, int rows) {
+  const int b = blockIdx.y;
+  const int r = threadIdx.x / nch, ch = threadIdx.x % nch;
+  const int64_t base = int64_t{b} * positions * nch + ch;
+  const uint4* xv = reinterpret_cast<const uint4*>(x) + base;
+  uint4* yv = reinterpret_cast<uint4*>(y) + base;
+  const float4* tb = reinterpret_cast<const float4*>(table + (int64_t{b} * nch + ch) * 8);
+  float sc[8], sh[8];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float4 t = tb[j];  // (scale, shift) of channels 2j, 2j+1
+    sc[2 * j] = t.x;
+    sh[2 * j] = t.y;
+    sc[2 * j + 1] = t.z;
+    sh[2 * j + 1] = t.w;
+  }
+  const auto apply = [&](const uint4& raw) {
+    float f[8];
+    unpack8<T>(raw, f);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      f[j] = fmaf(f[j], sc[j], sh[j]);
+      if (kSilu) f[j] = silu_f(f[j]);
+    }
+    return pack8<T>(f);
+  };
+  const int step = gridDim.x * rows;
+  int p = blockIdx.x * rows + r;
+  for (; p + 3 * step < positions; p += 4 * step) {  // four loads in flight
+    const uint4 a0 = xv[int64_t{p} * nch], a1 = xv[int64_t{p + step} * nch];
+    const uint4 a2 = xv[int64_t{p + 2 * step} * nch], a3 = xv[int64_t{p + 3 * step} * nch];
+    yv[int64_t{p} * nch] = apply(a0);
+    yv[int64_t{p + step} * nch] = apply(a1);
+    yv[int64_t{p + 2 * step} * nch] = apply(a2);
+    yv[int64_t{p + 3 * step} * nch] = apply(a3);
+  }
+  for (; p < positions; p += step) yv[int64_t{p} * nch] = apply(xv[int64_t{p} * nch]);
+}
+
+int sm_count(int device) {
+  static int cached[64] = {};
+  if (device < 0 || device >= 64) return 132;
+  if (cached[device] == 0) {
+    int n = 0;
+    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || n <= 0) n = 132;
+    cached[device] = n;
+  }
+  return cached[device];
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+}  // namespace
+
+bool group_norm_vec_applies(const Tensor& x, const Tensor& y, int groups) {
+  const int64_t batch = x.dim(0), channels = x.dim(-1);
+  const int64_t positions = x.numel() / (batch * channels);
+  return x.dtype() != DType::kF32 && groups > 0 && channels % groups == 0 && channels % 8 == 0 &&
+         channels / 8 <= kGnVecMaxChunks && positions * channels / 8 < (int64_t{1} << 31) && batch <= kGnMaxBatch &&
+         aligned16(x.raw()) && aligned16(y.raw());
+}
+
+void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
+                    int groups, float eps, bool silu) {
+  const int64_t batch = x.dim(0), channels = x.dim(-1);
+  const int64_t positions = x.numel() / (batch * channels);
+  const int nch = static_cast<int>(channels / 8);
+  const int rows = std::max(1, 256 / nch);  // position lanes per block
+  const int used = nch * rows;
+  const int stats_threads = (used + 31) / 32 * 32;
+  const int64_t target_blocks = int64_t{8} * sm_count(be.device().index);
+  // Statistics: about 8 blocks per SM in all, each lane reading at least 8 positions.
+  const int64_t max_splits = std::max<int64_t>(1, positions / (8 * rows));
+  const int64_t splits =
+      std::clamp<int64_t>((target_blocks + batch - 1) / batch, 1, std::min<int64_t>(max_splits, 65535));
+  const int64_t chunk = (positions + splits - 1) / splits;
+  // Apply: at most ~8 blocks per SM in all, each lane at least 4 positions.
+  const int64_t apply_blocks = std::clamp<int64_t>(
+      (positions + 4 * rows - 1) / (4 * rows), 1, std::max<int64_t>(1, target_blocks / batch));
+  const int cpg = static_cast<int>(channels / groups);
+  // One scratch buffer: partial [B, S, G] float2, then table [B, C] float2.
+  Tensor scratch = be.empty({batch * (splits * groups + channels) * 2}, DType::kF32);
+  float2* partial = reinterpret_cast<float2*>(scratch.raw());
+  float2* table = partial + batch * splits * groups;
+  int* counters = be.norm_counters();
+  cudaStream_t stream = be.stream();
+  dispatch_half(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    gn_stats_kernel<T><<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(batch)), stats_threads,
+                         size_t{2} * used * 8 * sizeof(float), stream>>>(
+        x.data<T>(), partial, gamma.data<T>(), beta.data<T>(), table, counters, static_cast<int>(positions),
+        static_cast<int>(channels), cpg, groups, static_cast<int>(chunk), rows, eps);
+    SD_CUDA_LAUNCH_CHECK();
+    const dim3 grid(static_cast<unsigned>(apply_blocks), static_cast<unsigned>(batch));
+    const int p = static_cast<int>(positions);
+    if (silu) {
+      gn_apply_kernel<T, true><<<grid, used, 0, stream>>>(x.data<T>(), y.data<T>(), table, p, nch, rows);
+    } else {
+      gn_apply_kernel<T, false><<<grid, used, 0, stream>>>(x.data<T>(), y.data<T>(), table, p, nch, rows);
+    }
+    SD_CUDA_LAUNCH_CHECK();
+  });
+}
+
+int* CudaBackend::norm_counters() {
+  if (!norm_counters_.defined()) {
+    norm_counters_ = empty({kGnMaxBatch}, DType::kI32);
+    SD_CUDA_CHECK(cudaMemsetAsync(norm_counters_.raw(), 0, norm_counters_.nbytes(), stream_));
+  }
+  return static_cast<int*>(norm_counters_.raw());
+}
+
+}  // namespace sd::cuda

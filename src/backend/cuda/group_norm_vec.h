@@ -1,0 +1,21 @@
+// The vectorised group norm (+ SiLU) of group_norm_vec.cu: f16/bf16, C % 8 == 0, 16-byte
+// aligned x and y; two launches (statistics with a last-block finalize, then one apply pass).
+// CudaBackend::group_norm uses it by default where it applies (SDSERVE_CUDA_NORM=v1: never).
+#pragma once
+
+#include "tensor/tensor.h"
+
+namespace sd::cuda {
+
+class CudaBackend;
+
+constexpr int kGnVecMaxChunks = 512;  // C/8 <= this: a stats block holds C/8 x rows lanes
+constexpr int kGnMaxBatch = 4096;     // batch rows with a ticket counter (CudaBackend::norm_counters)
+
+// Whether group_norm_vec can normalise x [B, ..., C] into y with `groups` groups.
+bool group_norm_vec_applies(const Tensor& x, const Tensor& y, int groups);
+// y = group_norm(x) (then SiLU); gamma/beta [C] in x's dtype. Enqueues on be.stream().
+void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
+                    int groups, float eps, bool silu);
+
+}  // namespace sd::cuda

@@ -121,6 +121,22 @@ Tensor ProfilingBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor& 
                 bytes_of(x) + bytes_of(w) + bytes_of(bias), [&] { return inner_.conv2d(x, w, bias, stride, padding); });
 }
 
+Tensor ProfilingBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
+                                      const Tensor& row_add, const Tensor& residual) {
+  const int64_t k = w.dim(1);
+  const int64_t ho = (x.dim(1) + 2 * padding - k) / stride + 1, wo = (x.dim(2) + 2 * padding - k) / stride + 1;
+  return record("conv2d", conv2d_flops({x.dim(0), ho, wo, w.dim(0)}, w.shape()),
+                bytes_of(x) + bytes_of(w) + bytes_of(bias) + bytes_of(row_add) + bytes_of(residual),
+                [&] { return inner_.conv2d_fused(x, w, bias, stride, padding, row_add, residual); });
+}
+
+Tensor ProfilingBackend::linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
+  Shape y = x.shape();
+  y.back() = w.dim(0);
+  return record("linear", linear_flops(y, w.dim(1)), bytes_of(x) + bytes_of(w) + bytes_of(bias) + bytes_of(residual),
+                [&] { return inner_.linear_residual(x, w, bias, residual); });
+}
+
 Tensor ProfilingBackend::group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
                                     bool silu) {
   return record("group_norm", 0, bytes_of(x) + bytes_of(gamma) + bytes_of(beta),

@@ -58,6 +58,10 @@ class ProfilingBackend final : public Backend {
 
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) override;
   Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding) override;
+  // Recorded under the kinds "conv2d" / "linear" (the epilogue is part of the matmul op).
+  Tensor conv2d_fused(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
+                      const Tensor& row_add, const Tensor& residual) override;
+  Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) override;
   Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
                     bool silu) override;
   Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;

@@ -97,6 +97,32 @@ TEST(ProfilingBackend, ForwardsResultsAndRecordsKnownShapes) {
   EXPECT_TRUE(none->empty());
 }
 
+TEST(ProfilingBackend, FusedEpiloguesForwardAndCountAsMatmuls) {
+  auto cpu = cpu::make_backend(1);
+  ProfilingBackend be(*cpu);
+  const Tensor x = be.upload(random_host({2, 5, 5, 3}, 1));     // [B, H, W, Cin]
+  const Tensor w = be.upload(random_host({4, 3, 3, 3}, 2));     // [Cout, k, k, Cin]
+  const Tensor b = be.upload(random_host({4}, 3));
+  const Tensor row = be.upload(random_host({2, 4}, 4));         // [B, Cout]
+  const Tensor res = be.upload(random_host({2, 5, 5, 4}, 5));   // [B, Ho, Wo, Cout]
+  const Tensor lx = be.upload(random_host({3, 8}, 6));          // [M, K]
+  const Tensor lw = be.upload(random_host({6, 8}, 7));          // [N, K]
+  const Tensor lres = be.upload(random_host({3, 6}, 8));        // [M, N]
+  be.begin_recording();
+  const Tensor conv = be.conv2d_fused(x, w, b, 1, 1, row, res);
+  const Tensor lin = be.linear_residual(lx, lw, Tensor(), lres);
+  auto ops = be.end_recording();
+  ASSERT_TRUE(ops.ok());
+  ASSERT_EQ(ops->size(), 2u);  // one record each: the portable default's inner ops are not seen
+  EXPECT_STREQ((*ops)[0].kind, "conv2d");
+  EXPECT_DOUBLE_EQ((*ops)[0].flops, 2.0 * 2 * 5 * 5 * 4 * 3 * 9);
+  EXPECT_DOUBLE_EQ((*ops)[0].bytes, 4.0 * (x.numel() + w.numel() + b.numel() + row.numel() + 2 * res.numel()));
+  EXPECT_STREQ((*ops)[1].kind, "linear");
+  EXPECT_DOUBLE_EQ((*ops)[1].flops, 2.0 * 3 * 6 * 8);
+  expect_same(*cpu, conv, cpu->conv2d_fused(x, w, b, 1, 1, row, res));
+  expect_same(*cpu, lin, cpu->linear_residual(lx, lw, Tensor(), lres));
+}
+
 // The scopes UNet::forward names for a configuration, plus the step's own.
 std::vector<std::string> expected_scopes(const UNetConfig& c) {
   std::vector<std::string> s = {"scale_in", "time_embed", "conv_in"};

@@ -1,0 +1,78 @@
+// GPU tests of the profiling hooks: CUDA-event marks (ordered, covering the queued work, reset
+// by marks_elapsed_ms), hold_queue delaying the stream, and ProfilingBackend on the CUDA
+// backend timing ops with device marks and forwarding results unchanged.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "backend/profiling_backend.h"
+#include "gpu_test_util.h"
+
+namespace sd {
+namespace {
+
+using testing::gpu_backend;
+
+Tensor random_host(const Shape& shape, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  Tensor t = Tensor::empty_host(shape, DType::kF32);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(gen);
+  return t;
+}
+
+TEST(GpuMarkers, MarksAreOrderedAndHoldDelaysTheStream) {
+  SD_REQUIRE_GPU();
+  Backend& be = gpu_backend(DType::kF16);
+  const Tensor x = be.upload(random_host({2, 64, 64, 320}, 1));
+  ASSERT_TRUE(be.synchronize().ok());
+  EXPECT_EQ(be.mark(), 0);
+  for (int i = 0; i < 20; ++i) (void)be.add(x, x);
+  EXPECT_EQ(be.mark(), 1);
+  be.hold_queue(20.0);
+  EXPECT_EQ(be.mark(), 2);
+  auto t = be.marks_elapsed_ms();
+  ASSERT_TRUE(t.ok()) << t.status().to_string();
+  ASSERT_EQ(t->size(), 3u);
+  EXPECT_EQ((*t)[0], 0.0);
+  EXPECT_GT((*t)[1], 0.0);                    // 20 adds of 2.6 MB each take some time
+  EXPECT_GE((*t)[2] - (*t)[1], 15.0);         // the 20 ms hold sits between marks 1 and 2
+  EXPECT_EQ(be.mark(), 0);                    // indices restart after marks_elapsed_ms()
+  ASSERT_TRUE(be.marks_elapsed_ms().ok());
+}
+
+TEST(GpuMarkers, ProfilingBackendTimesOpsWithDeviceMarks) {
+  SD_REQUIRE_GPU();
+  Backend& gpu = gpu_backend(DType::kF16);
+  ProfilingBackend be(gpu);
+  const Tensor x = be.upload(random_host({2, 32, 32, 64}, 2));
+  const Tensor w = be.upload(random_host({64, 3, 3, 64}, 3));
+  const Tensor b = be.upload(random_host({64}, 4));
+  (void)be.conv2d(x, w, b, 1, 1);  // warm-up (autotuning) unrecorded
+  ASSERT_TRUE(be.synchronize().ok());
+  be.hold_queue(5.0);
+  be.begin_recording();
+  Tensor y;
+  {
+    BackendScope s(be, "block");
+    y = be.conv2d(x, w, b, 1, 1);
+    y = be.group_norm(y, b, b, 32, 1e-5f, true);
+  }
+  auto ops = be.end_recording();
+  ASSERT_TRUE(ops.ok()) << ops.status().to_string();
+  EXPECT_TRUE(be.device_marks());
+  ASSERT_EQ(ops->size(), 2u);
+  for (const OpRecord& op : *ops) {
+    EXPECT_EQ(op.scope, "block");
+    EXPECT_GT(op.ms, 0.0);
+    EXPECT_LT(op.ms, 5.0);  // the hold is before the first op's mark, not inside it
+  }
+  EXPECT_DOUBLE_EQ((*ops)[0].flops, 2.0 * 2 * 32 * 32 * 64 * 64 * 9);
+  // Same values as the backend itself computes.
+  const Tensor ref = gpu.group_norm(gpu.conv2d(x, w, b, 1, 1), b, b, 32, 1e-5f, true);
+  const Tensor hy = gpu.download(y), hr = gpu.download(ref);
+  for (int64_t i = 0; i < hy.numel(); ++i) ASSERT_EQ(hy.f32()[i], hr.f32()[i]) << i;
+}
+
+}  // namespace
+}  // namespace sd

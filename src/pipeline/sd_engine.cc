@@ -13,6 +13,7 @@
 #include <random>
 
 #include "pipeline/infotext.h"
+#include "rng/device_noise.h"
 #include "rng/noise.h"
 #include "samplers/sampler.h"
 #include "samplers/slot_table.h"
@@ -89,6 +90,9 @@ StatusOr<std::unique_ptr<SdEngine>> SdEngine::load(const std::string& path, cons
   e->info_.default_size = ck.vae.sample_size > 0 ? ck.vae.sample_size : 512;
   const char* graphs_env = std::getenv("SDSERVE_CUDA_GRAPHS");
   e->step_graphs = e->backend_->supports_capture() && !(graphs_env && std::strcmp(graphs_env, "0") == 0);
+  e->text_graph_ = std::make_unique<TextEncoderGraph>(*e->backend_, *e->text_encoder_);
+  e->vae_graph_ = std::make_unique<VaeDecodeGraph>(*e->backend_, *e->vae_, ck.vae.scaling_factor);
+  e->text_graph_->enabled = e->vae_graph_->enabled = e->step_graphs;
   return e;
 }
 
@@ -104,7 +108,7 @@ Tensor SdEngine::encode_prompts(const std::string& prompt, const std::string& ne
     }
     for (int i = 0; i < L; ++i) ids.i32()[r * L + i] = t.ids[static_cast<size_t>(i)];
   }
-  return text_encoder_->encode(ids, clip_skip);  // [2, 77, D]
+  return text_graph_->encode(ids, clip_skip);  // [2, 77, D]
 }
 
 StatusOr<std::unique_ptr<Job>> SdEngine::begin(const GenerationRequest& request) {
@@ -140,22 +144,19 @@ Status SdEngine::begin_impl(const GenerationRequest& r, std::unique_ptr<Job>* ou
   const int64_t h = r.height / 8, w = r.width / 8, C = unet_->config().in_channels;
   const NoiseSource source = r.rng == RngKind::kCuda ? NoiseSource::kTorchCuda : NoiseSource::kTorchCpu;
   for (int k = 0; k < job->n; ++k) job->noise.push_back(make_noise_generator(source, static_cast<uint64_t>(job->seeds[k])));
-  Tensor noise_nchw;  // [n, C, h, w]
+  Tensor noise;  // [n, h, w, C] on the device: given latents, or drawn (torch CUDA noise on the GPU itself)
   if (r.init_latents) {
-    noise_nchw = *r.init_latents;
+    noise = backend_->upload(nchw_to_nhwc(*r.init_latents));
   } else {
-    noise_nchw = Tensor::empty_host({job->n, C, h, w}, DType::kF32);
-    for (int k = 0; k < job->n; ++k) {
-      Tensor one = job->noise[k]->randn({1, C, h, w});
-      std::copy(one.f32(), one.f32() + one.numel(), noise_nchw.f32() + k * one.numel());
-    }
+    std::vector<NoiseGenerator*> gens;
+    for (auto& g : job->noise) gens.push_back(g.get());
+    noise = randn_nhwc(*backend_, gens, h, w, C, backend_->compute_dtype());
   }
   // State slots in one zeroed block [slots, n, h, w, C]; the latents start in x_slot().
   const int64_t S = job->sampler->num_slots();
   const Tensor state = backend_->upload(Tensor::zeros_host({S, job->n, h, w, C}, DType::kF32), backend_->compute_dtype());
   for (int64_t s = 0; s < S; ++s) job->slots.push_back(state.slice_rows(s, s + 1).reshape({job->n, h, w, C}));
-  const Tensor x = backend_->scale(backend_->upload(nchw_to_nhwc(noise_nchw)),
-                                   static_cast<float>(job->sampler->init_noise_sigma()));  // [n, h, w, C]
+  const Tensor x = backend_->scale(noise, static_cast<float>(job->sampler->init_noise_sigma()));  // [n, h, w, C]
   backend_->copy(x, job->x());
   job->key = std::to_string(r.width) + "x" + std::to_string(r.height);
   SD_RETURN_IF_ERROR(backend_->synchronize());
@@ -290,7 +291,6 @@ StatusOr<std::vector<GenerationResult>> SdEngine::finish(const std::vector<Job*>
 Status SdEngine::finish_impl(const std::vector<Job*>& jobs, std::vector<GenerationResult>* out) {
   Backend& be = *backend_;
   const auto t0 = Clock::now();
-  const float inv_scale = 1.0f / checkpoint_.vae.scaling_factor;
   // Decode every image of every job, max_decode_batch images per VAE call.
   std::vector<Tensor> latents;  // [1, h, w, 4] each
   for (Job* j : jobs) {
@@ -302,7 +302,7 @@ Status SdEngine::finish_impl(const std::vector<Job*>& jobs, std::vector<Generati
   for (size_t i = 0; i < latents.size(); i += static_cast<size_t>(max_decode_batch)) {
     const size_t end = std::min(latents.size(), i + static_cast<size_t>(max_decode_batch));
     std::vector<Tensor> part(latents.begin() + static_cast<long>(i), latents.begin() + static_cast<long>(end));
-    Tensor decoded = be.download(vae_->decode(be.scale(be.concat_rows(part), inv_scale)));  // [m, H, W, 3]
+    Tensor decoded = be.download(vae_graph_->decode(be.concat_rows(part)));  // [m, H, W, 3]
     const int64_t H = decoded.dim(1), W = decoded.dim(2);
     for (int64_t m = 0; m < decoded.dim(0); ++m) {
       Image im{static_cast<int>(W), static_cast<int>(H), std::vector<uint8_t>(static_cast<size_t>(H * W * 3))};

@@ -14,6 +14,7 @@
 #include "models/unet.h"
 #include "models/vae.h"
 #include "pipeline/engine.h"
+#include "pipeline/stage_graphs.h"
 #include "pipeline/step_graph.h"
 #include "tokenizer/clip_tokenizer.h"
 
@@ -58,6 +59,8 @@ class SdEngine : public GenerationEngine {
   std::unique_ptr<ClipTextEncoder> text_encoder_;
   std::unique_ptr<UNet> unet_;
   std::unique_ptr<VAE> vae_;
+  std::unique_ptr<TextEncoderGraph> text_graph_;  // prompt encoding (graph per row count and clip_skip)
+  std::unique_ptr<VaeDecodeGraph> vae_graph_;     // latents -> images (graph per images and size)
   std::unique_ptr<StepGraphs> graphs_;  // made on the first graph step
 };
 

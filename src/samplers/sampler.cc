@@ -3,6 +3,8 @@
 // StepPlan, prediction-type conversions and per-image noise drawing.
 #include "samplers/sampler.h"
 
+#include "rng/device_noise.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -122,12 +124,8 @@ Tensor draw_noise_like(Backend& backend, const Tensor& x, std::span<NoiseGenerat
   SD_ASSERT(x.ndim() == 4, "latents must be NHWC [n,h,w,c]");
   const int64_t n = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
   SD_ASSERT(static_cast<int64_t>(noise.size()) == n, "an ancestral sampler needs one noise generator per image");
-  Tensor nchw = Tensor::empty_host({n, c, h, w}, DType::kF32);  // [n, c, h, w]
-  for (int64_t b = 0; b < n; ++b) {
-    SD_ASSERT(noise[static_cast<size_t>(b)] != nullptr, "null noise generator");
-    noise[static_cast<size_t>(b)]->fill_randn(nchw.f32() + b * c * h * w, c * h * w);
-  }
-  return backend.upload(nchw_to_nhwc(nchw), x.dtype());
+  for (const NoiseGenerator* g : noise) SD_ASSERT(g != nullptr, "null noise generator");
+  return randn_nhwc(backend, noise, h, w, c, x.dtype());  // [n, h, w, c]: on the GPU for torch CUDA noise
 }
 
 StatusOr<std::unique_ptr<Sampler>> make_sampler(const std::string& name, const SchedulerConfig& config, int steps,

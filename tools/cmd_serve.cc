@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "pipeline/engine.h"
+#include "pipeline/warmup.h"
 #include "serving/server.h"
 #include "tools/command.h"
 
@@ -60,6 +61,7 @@ int run_serve(int argc, char** argv) {
   CLI::App app{"Serve text-to-image over HTTP (AUTOMATIC1111 and OpenAI APIs, async jobs)", "sdserve serve"};
   sd::serving::ServerOptions o;
   std::string model, devices = "cpu", api_key_file;
+  bool no_warmup = false;
   app.add_option("--model", model, "Model: diffusers folder or single-file .safetensors")->required();
   app.add_option("--host", o.host, "Address to bind")->capture_default_str();
   app.add_option("--port", o.port, "Port (0 = any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
@@ -79,6 +81,8 @@ int run_serve(int argc, char** argv) {
       ->check(CLI::Range(0.0, 3600.0))->capture_default_str();
   app.add_option("--threads", o.io_threads, "HTTP I/O threads (0 = hardware threads)")->check(CLI::Range(0, 1024))
       ->capture_default_str();
+  app.add_flag("--no-warmup", no_warmup,
+               "Skip the warm-up (CUDA: a 2-step generation per batch bucket up to --max-batch at the model's size)");
   app.add_option("--job-ttl", o.job_ttl_s, "Seconds finished jobs are kept")->check(CLI::Range(1.0, 86400.0))
       ->capture_default_str();
   try {
@@ -118,6 +122,16 @@ int run_serve(int argc, char** argv) {
     if (!engine.ok()) {
       server.stop();
       return fail("loading " + model + " on " + device + ": " + engine.status().to_string());
+    }
+    if (!no_warmup && device != "cpu") {
+      const int size = (*engine)->info().default_size;
+      auto warm = sd::warm_up(**engine, size, size, o.max_batch);
+      if (!warm.ok()) {
+        server.stop();
+        return fail("warming up " + device + ": " + warm.status().to_string());
+      }
+      std::fprintf(stderr, "sdserve serve: %s warmed up at %dx%d, %d batch sizes, in %.1f s\n", device.c_str(), size,
+                   size, warm->buckets, warm->seconds);
     }
     engines.push_back(std::move(engine).value());
   }

@@ -184,6 +184,12 @@ void add_layout_and_elementwise(CaseList& L) {
     c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.geglu(d[0]); };
     c.reference = [](const Inputs& h) { return ref::geglu(h[0]); };
   }
+  {  // half = 36: not a multiple of a 16-byte vector (the CUDA scalar path)
+    OpCase& c = L.add("geglu_3x5x2x36", "geglu");
+    c.inputs = {random_tensor({3, 5, 72}, L.seed(), -4.f, 4.f)};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.geglu(d[0]); };
+    c.reference = [](const Inputs& h) { return ref::geglu(h[0]); };
+  }
   {
     OpCase& c = L.add("add_2x5x7x3", "add");
     c.inputs = {random_tensor({2, 5, 7, 3}, L.seed()), random_tensor({2, 5, 7, 3}, L.seed())};

@@ -52,6 +52,9 @@ Status bench_steps_and_images(const BenchOptions& o, const std::function<void(co
   SD_ASSIGN_OR_RETURN(Device device, Device::parse(o.device));
   SD_ASSIGN_OR_RETURN(std::unique_ptr<SdEngine> engine, SdEngine::load(o.model, device));
   rep.load_seconds = since(t_load);
+  rep.load_checkpoint_seconds = engine->load_times.checkpoint_seconds;
+  rep.load_device_seconds = engine->load_times.device_seconds;
+  rep.load_weights_seconds = engine->load_times.weights_seconds;
   rep.device_name = engine->backend().name();
   say("loaded in " + std::to_string(rep.load_seconds) + " s on " + rep.device_name);
   {
@@ -83,6 +86,11 @@ Status bench_steps_and_images(const BenchOptions& o, const std::function<void(co
       while (!js[0]->finished()) SD_RETURN_IF_ERROR(engine->step(js));
       SD_ASSIGN_OR_RETURN(auto results, engine->finish(js));
       row.batch_seconds = since(t);
+      std::vector<double> text;
+      for (const auto& r : results) text.push_back(r.seconds_text * 1e3);
+      std::sort(text.begin(), text.end());
+      row.text_ms = text[text.size() / 2];
+      row.decode_ms_per_image = results.front().seconds_decode * 1e3 / batch;  // one decode for the whole finish()
       row.seconds_per_image = row.batch_seconds / batch;
       row.images_per_second = batch / row.batch_seconds;
     }
@@ -119,14 +127,16 @@ std::string BenchReport::table() const {
   std::string s = "device: " + device_name + "\n";
   if (rows.empty()) return s + (profile ? profile->table() : "");
   char buf[256];
-  std::snprintf(buf, sizeof buf, "model load %.2f s, model file to first image %.2f s\n", load_seconds,
-                first_image_seconds);
+  std::snprintf(buf, sizeof buf,
+                "model load %.2f s (checkpoint %.2f s, device start %.2f s, weights %.2f s), model file to first image "
+                "%.2f s\n",
+                load_seconds, load_checkpoint_seconds, load_device_seconds, load_weights_seconds, first_image_seconds);
   s += buf;
-  s += "batch  step ms (median)  step ms (min)  s/image (e2e)  images/s  peak memory MiB\n";
+  s += "batch  step ms (median)  step ms (min)  s/image (e2e)  images/s  text ms  decode ms/image  peak memory MiB\n";
   for (const auto& r : rows) {
-    std::snprintf(buf, sizeof buf, "%5d  %16.2f  %13.2f  %13.3f  %8.2f  %15.0f\n", r.batch, r.step_ms_median,
-                  r.step_ms_min, r.seconds_per_image, r.images_per_second,
-                  static_cast<double>(r.peak_memory_bytes) / (1 << 20));
+    std::snprintf(buf, sizeof buf, "%5d  %16.2f  %13.2f  %13.3f  %8.2f  %7.1f  %15.1f  %15.0f\n", r.batch,
+                  r.step_ms_median, r.step_ms_min, r.seconds_per_image, r.images_per_second, r.text_ms,
+                  r.decode_ms_per_image, static_cast<double>(r.peak_memory_bytes) / (1 << 20));
     s += buf;
   }
   return s + (profile ? profile->table() : "");
@@ -138,6 +148,9 @@ std::string BenchReport::json() const {
   if (!rows.empty()) {
     j["load_seconds"] = load_seconds;
     j["first_image_seconds"] = first_image_seconds;
+    j["load_checkpoint_seconds"] = load_checkpoint_seconds;
+    j["load_device_seconds"] = load_device_seconds;
+    j["load_weights_seconds"] = load_weights_seconds;
   }
   for (const auto& r : rows) {
     j["rows"].push_back({{"batch", r.batch},
@@ -146,6 +159,8 @@ std::string BenchReport::json() const {
                          {"seconds_per_image", r.seconds_per_image},
                          {"images_per_second", r.images_per_second},
                          {"batch_seconds", r.batch_seconds},
+                         {"text_ms", r.text_ms},
+                         {"decode_ms_per_image", r.decode_ms_per_image},
                          {"peak_memory_bytes", r.peak_memory_bytes}});
   }
   if (profile) j["profile"] = nlohmann::json::parse(profile->json());

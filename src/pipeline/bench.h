@@ -32,12 +32,17 @@ struct BenchRow {
   double seconds_per_image = 0;                // end to end (text, steps, decode) / images
   double images_per_second = 0;
   double batch_seconds = 0;                    // end-to-end wall time of the batch
+  double text_ms = 0;              // end-to-end run: median per job of begin() (tokenize, text encoder, noise)
+  double decode_ms_per_image = 0;  // end-to-end run: finish() decode (VAE + download) / images
   size_t peak_memory_bytes = 0;
 };
 
 struct BenchReport {
   std::string device_name;
   double load_seconds = 0;
+  // Parts of load_seconds: checkpoint parsing (headers, config), device start (context,
+  // library handles), weights (read, convert, upload) -- SdEngine::LoadTimes.
+  double load_checkpoint_seconds = 0, load_device_seconds = 0, load_weights_seconds = 0;
   double first_image_seconds = 0;  // model file to first image (includes load)
   std::vector<BenchRow> rows;
   std::optional<ProfileReport> profile;

@@ -71,10 +71,16 @@ std::string model_display_name(const std::string& path) {
 
 StatusOr<std::unique_ptr<SdEngine>> SdEngine::load(const std::string& path, const Device& device) {
   std::unique_ptr<SdEngine> e(new SdEngine());
+  auto t = Clock::now();
   SD_ASSIGN_OR_RETURN(e->checkpoint_, load_checkpoint(path));
-  SD_ASSIGN_OR_RETURN(e->backend_, make_backend(device));
   const Checkpoint& ck = e->checkpoint_;
   SD_ASSIGN_OR_RETURN(e->tokenizer_, ClipTokenizer::load(ck.tokenizer));
+  e->load_times.checkpoint_seconds = seconds_since(t);
+  t = Clock::now();
+  SD_ASSIGN_OR_RETURN(e->backend_, make_backend(device));
+  SD_RETURN_IF_ERROR(guarded([&] { return e->backend_->synchronize(); }));
+  e->load_times.device_seconds = seconds_since(t);
+  t = Clock::now();
   Status s = guarded([&]() -> Status {
     SD_ASSIGN_OR_RETURN(e->text_encoder_, ClipTextEncoder::load(ck.text_encoder, *ck.text_encoder_weights, *e->backend_));
     SD_ASSIGN_OR_RETURN(e->unet_, UNet::load(ck.unet, *ck.unet_weights, *e->backend_));
@@ -82,6 +88,7 @@ StatusOr<std::unique_ptr<SdEngine>> SdEngine::load(const std::string& path, cons
     return e->backend_->synchronize();
   });
   SD_RETURN_IF_ERROR(s);
+  e->load_times.weights_seconds = seconds_since(t);
   e->info_.model_name = model_display_name(path);
   e->info_.model_path = path;
   e->info_.family = family_name(ck.family);

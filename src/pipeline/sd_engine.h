@@ -33,6 +33,13 @@ class SdEngine : public GenerationEngine {
   Backend& backend() { return *backend_; }
   const Checkpoint& checkpoint() const { return checkpoint_; }
   const UNet& unet() const { return *unet_; }
+  // Where load() spent its time (seconds).
+  struct LoadTimes {
+    double checkpoint_seconds = 0;  // parse the checkpoint (headers, configs, tokenizer)
+    double device_seconds = 0;      // start the backend (CUDA context, cuBLASLt / cuDNN handles)
+    double weights_seconds = 0;     // read, convert and upload the three models' weights
+  };
+  LoadTimes load_times;
   int max_decode_batch = 4;  // images per VAE call (bounds activation memory)
   // Run each step (input scaling, UNet, guidance, sampler updates) as a captured graph
   // (StepGraphs), batches padded to buckets of 1..32 images. On by default where the backend

@@ -242,6 +242,10 @@ const SafetensorsEntry* SafetensorsFile::find(const std::string& name) const {
   return it == index_.end() ? nullptr : &entries_[it->second];
 }
 
+const void* SafetensorsFile::mapped_data(const SafetensorsEntry& entry) const {
+  return static_cast<const char*>(map_) + data_offset_ + entry.begin;
+}
+
 StatusOr<Tensor> SafetensorsFile::read(const std::string& name) const {
   const SafetensorsEntry* e = find(name);
   if (!e) return NotFound(path_ + ": tensor " + printable(name) + " not found");

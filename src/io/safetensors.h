@@ -37,6 +37,9 @@ class SafetensorsFile {
   StatusOr<Tensor> read(const std::string& name) const;
   // Host copy converted to f32 (float dtypes only).
   StatusOr<Tensor> read_f32(const std::string& name) const;
+  // The tensor's bytes inside the read-only mapping (valid while this file is open), or
+  // nullptr when the name is unknown. Callers that must not copy (weight loading) wrap it.
+  const void* mapped_data(const SafetensorsEntry& entry) const;
 
  private:
   SafetensorsFile() = default;

@@ -33,6 +33,7 @@ class SafetensorsWeightSource : public WeightSource {
   bool has(const std::string& name) const override { return tensors_.count(name) != 0; }
   std::vector<std::string> names() const override;
   StatusOr<Tensor> get(const std::string& name, const Shape& expected = {}) const override;
+  StatusOr<Tensor> get_stored(const std::string& name, const Shape& expected = {}) const override;
   StatusOr<std::pair<DType, Shape>> info(const std::string& name) const override;
   const std::map<std::string, TensorMapping>& mappings() const { return tensors_; }
 

@@ -1,6 +1,7 @@
 // WeightSource implementations: the safetensors-backed source (with renaming, reshapes and
 // row splits applied on read) and the in-memory source used by tests and synthetic models.
 // Every failure names the file or origin and the tensor.
+#include <cstdint>
 #include <cstring>
 
 #include "io/safetensors_weights.h"
@@ -28,6 +29,11 @@ std::vector<std::string> SafetensorsWeightSource::names() const {
 }
 
 StatusOr<Tensor> SafetensorsWeightSource::get(const std::string& name, const Shape& expected) const {
+  SD_ASSIGN_OR_RETURN(Tensor stored, get_stored(name, expected));
+  return to_f32_host(stored);
+}
+
+StatusOr<Tensor> SafetensorsWeightSource::get_stored(const std::string& name, const Shape& expected) const {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) {
     return NotFound(file_->path() + ": " + component_ + " tensor '" + name + "' not found");
@@ -38,14 +44,27 @@ StatusOr<Tensor> SafetensorsWeightSource::get(const std::string& name, const Sha
     return InvalidArgument(file_->path() + ": " + component_ + " tensor '" + name + "'" + stored_as + " has shape " +
                            shape_str(m.shape) + ", expected " + shape_str(expected));
   }
-  auto full = file_->read_f32(m.source);
-  if (!full.ok()) return full.status();
-  Tensor t = std::move(full).value();
+  const SafetensorsEntry* e = file_->find(m.source);
+  if (e && e->dtype != DType::kF32 && e->dtype != DType::kF16 && e->dtype != DType::kBF16) {
+    return InvalidArgument(file_->path() + ": " + component_ + " tensor '" + name + "'" + stored_as +
+                           " has integer dtype " + dtype_name(e->dtype) + ", expected a float tensor");
+  }
+  if (m.split_count == 1 && e && e->end > e->begin &&
+      reinterpret_cast<uintptr_t>(file_->mapped_data(*e)) % dtype_size(e->dtype) == 0) {
+    // A read-only view of the mapped file (no allocation, no copy); the view keeps the file
+    // open. Consumers only read it (upload, conversion, permutation).
+    SD_ASSERT(static_cast<size_t>(shape_numel(m.shape)) * dtype_size(e->dtype) == e->end - e->begin,
+              "mapping shape mismatch for " + name);
+    auto storage = std::make_shared<Storage>(const_cast<void*>(file_->mapped_data(*e)), e->end - e->begin, Device::cpu(),
+                                             [keep = file_](void*) {});
+    return Tensor(std::move(storage), 0, m.shape, e->dtype);
+  }
+  SD_ASSIGN_OR_RETURN(Tensor t, file_->read(m.source));
   if (m.split_count > 1) {
     const int64_t rows = t.dim(0) / m.split_count;
     Tensor src = t.slice_rows(rows * m.split_index, rows * (m.split_index + 1));
     // Own storage, so the rest of the fused tensor is freed.
-    Tensor own = Tensor::empty_host(src.shape(), DType::kF32);
+    Tensor own = Tensor::empty_host(src.shape(), src.dtype());
     std::memcpy(own.raw(), src.raw(), src.nbytes());
     t = own;
   }

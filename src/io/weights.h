@@ -22,6 +22,11 @@ class WeightSource {
   // Host tensor in f32, converted from the stored dtype (f16/bf16/f32). Checks the shape
   // when `expected` is non-empty.
   virtual StatusOr<Tensor> get(const std::string& name, const Shape& expected = {}) const = 0;
+  // The same tensor in its stored float dtype (f16/bf16/f32), unconverted: for loaders that
+  // convert on the device (half the host work and transfer for f16 files). Default: get().
+  virtual StatusOr<Tensor> get_stored(const std::string& name, const Shape& expected = {}) const {
+    return get(name, expected);
+  }
   // Stored dtype and shape without reading data.
   virtual StatusOr<std::pair<DType, Shape>> info(const std::string& name) const = 0;
 };

@@ -11,7 +11,7 @@ StatusOr<Tensor> ModelLoader::fetch(const std::string& name, const Shape& shape)
     return InvalidArgument(source_->origin() + ": tensor '" + name + "' has shape " + shape_str(info.second) +
                            ", expected " + shape_str(shape) + " for this model configuration");
   }
-  return source_->get(name, shape);
+  return source_->get_stored(name, shape);  // converted to the compute dtype by upload()
 }
 
 Tensor ModelLoader::tensor(const std::string& name, const Shape& shape) {

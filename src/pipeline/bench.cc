@@ -80,6 +80,12 @@ Status bench_steps_and_images(const BenchOptions& o, const std::function<void(co
       row.step_ms_min = ms.front();
     }
     if (o.end_to_end) {
+      {  // untimed 1-step run: the text encoder and VAE graphs for this many images are recorded here
+        SD_ASSIGN_OR_RETURN(auto warm, begin_jobs(*engine, o, batch, 1));
+        auto ws = raw(warm);
+        while (!ws[0]->finished()) SD_RETURN_IF_ERROR(engine->step(ws));
+        SD_RETURN_IF_ERROR(engine->finish(ws).status());
+      }
       const auto t = Clock::now();
       SD_ASSIGN_OR_RETURN(auto jobs, begin_jobs(*engine, o, batch, o.steps));
       auto js = raw(jobs);

@@ -185,15 +185,26 @@ Tensor convert_host(const Tensor& x, DType to) {
   return out;
 }
 
-Tensor nchw_to_nhwc(const Tensor& x) {
-  SD_ASSERT(x.ndim() == 4 && x.dtype() == DType::kF32 && x.device().is_cpu(), "nchw_to_nhwc: " + x.describe());
-  const int64_t n = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3);
-  Tensor out = Tensor::empty_host({n, h, w, c}, DType::kF32);
-  const float* s = x.f32();
-  float* d = out.f32();
+namespace {
+// [n, c, h*w] -> [n, h*w, c] for elements of type E (a float's bits, whatever the dtype).
+template <typename E>
+void permute_channels_last(const E* s, E* d, int64_t n, int64_t c, int64_t hw) {
   for (int64_t b = 0; b < n; ++b)
     for (int64_t ch = 0; ch < c; ++ch)
-      for (int64_t i = 0; i < h * w; ++i) d[(b * h * w + i) * c + ch] = s[(b * c + ch) * h * w + i];
+      for (int64_t i = 0; i < hw; ++i) d[(b * hw + i) * c + ch] = s[(b * c + ch) * hw + i];
+}
+}  // namespace
+
+Tensor nchw_to_nhwc(const Tensor& x) {
+  SD_ASSERT(x.ndim() == 4 && (x.dtype() == DType::kF32 || x.dtype() == DType::kF16 || x.dtype() == DType::kBF16) && x.device().is_cpu(),
+            "nchw_to_nhwc: " + x.describe());
+  const int64_t n = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3);
+  Tensor out = Tensor::empty_host({n, h, w, c}, x.dtype());
+  if (x.dtype() == DType::kF32) {
+    permute_channels_last(static_cast<const uint32_t*>(x.raw()), static_cast<uint32_t*>(out.raw()), n, c, h * w);
+  } else {  // f16 / bf16: 2-byte elements, moved as they are
+    permute_channels_last(static_cast<const uint16_t*>(x.raw()), static_cast<uint16_t*>(out.raw()), n, c, h * w);
+  }
   return out;
 }
 

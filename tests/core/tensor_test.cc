@@ -93,6 +93,11 @@ TEST(Tensor, NchwNhwcRoundTrip) {
   // element (b=1, c=2, h=3, w=4)
   EXPECT_EQ(nhwc.f32()[((1 * 4 + 3) * 5 + 4) * 3 + 2], v[((1 * 3 + 2) * 4 + 3) * 5 + 4]);
   EXPECT_EQ(relative_l2(nhwc_to_nchw(nhwc), t), 0.0);
+  // f16 (as the loader permutes stored half-precision kernels): same positions, same bits.
+  const Tensor half = convert_host(t, DType::kF16);
+  const Tensor half_nhwc = nchw_to_nhwc(half);
+  EXPECT_EQ(half_nhwc.dtype(), DType::kF16);
+  EXPECT_EQ(relative_l2(to_f32_host(half_nhwc), nchw_to_nhwc(to_f32_host(half))), 0.0);
 }
 
 TEST(Tensor, ConvertHost) {

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -103,6 +104,19 @@ class Error : public std::runtime_error {
 };
 
 [[noreturn]] void assert_fail(const char* expr, const char* file, int line, const std::string& msg);
+
+// Runs f (returning Status) and turns a thrown sd::Error (device failures inside ops) or
+// std::bad_alloc into the Status the caller returns: the boundary of every public entry point.
+template <typename F>
+Status guard_errors(F&& f) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    return e.status();
+  } catch (const std::bad_alloc&) {
+    return Status(StatusCode::kResourceExhausted, "out of host memory");
+  }
+}
 
 }  // namespace sd
 

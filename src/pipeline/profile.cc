@@ -18,14 +18,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
-Tensor random_host(const Shape& shape, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-1.f, 1.f);
-  Tensor t = Tensor::empty_host(shape, DType::kF32);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(gen);
-  return t;
-}
-
 // Host f32 [rows, n] coefficients, every row equal to `row`.
 Tensor coefficients(int64_t rows, const std::vector<float>& row) {
   Tensor c = Tensor::empty_host({rows, static_cast<int64_t>(row.size())}, DType::kF32);
@@ -46,15 +38,6 @@ void add_op(ProfileRow& row, double ms, const OpRecord& op) {
   row.floor_ms += op_floor_ms(op.flops, op.bytes);
 }
 
-template <typename F>
-Status guarded(F&& f) {
-  try {
-    return f();
-  } catch (const Error& e) {
-    return e.status();
-  }
-}
-
 }  // namespace
 
 double op_floor_ms(double flops, double bytes) {
@@ -71,9 +54,9 @@ StatusOr<StepProfile> profile_guided_step(const UNet& unet, ProfilingBackend& be
   prof.latent_h = latent_h;
   prof.latent_w = latent_w;
   std::vector<std::vector<OpRecord>> runs;
-  Status s = guarded([&]() -> Status {
-    const Tensor x = be.upload(random_host({B, latent_h, latent_w, c.in_channels}, 1));  // [B, h, w, C] latents
-    const Tensor context = be.upload(random_host({rows, 77, c.cross_attention_dim}, 2));  // [2B, 77, D]
+  Status s = guard_errors([&]() -> Status {
+    const Tensor x = be.upload(uniform_random_host({B, latent_h, latent_w, c.in_channels}, 1));  // [B, h, w, C] latents
+    const Tensor context = be.upload(uniform_random_host({rows, 77, c.cross_attention_dim}, 2));  // [2B, 77, D]
     const Tensor features = be.upload(unet.timestep_features_of(std::vector<double>(rows, 500.0)));  // [2B, C0]
     const Tensor c_in = coefficients(rows, {0.25f});               // sampler's input scale per row
     const Tensor cfg = coefficients(B, {1.f - 7.5f, 7.5f});        // uncond + 7.5 (cond - uncond)
@@ -161,7 +144,7 @@ StatusOr<ProfileReport> run_profile(const ProfileOptions& o, const std::function
   SD_ASSIGN_OR_RETURN(std::unique_ptr<Backend> inner, make_backend(device));
   ProfilingBackend be(*inner);
   std::unique_ptr<UNet> unet;
-  SD_RETURN_IF_ERROR(guarded([&]() -> Status {
+  SD_RETURN_IF_ERROR(guard_errors([&]() -> Status {
     SD_ASSIGN_OR_RETURN(unet, UNet::load(ck.unet, *ck.unet_weights, be));
     return be.synchronize();
   }));

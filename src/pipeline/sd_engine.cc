@@ -49,17 +49,6 @@ class SdJob : public Job {
   const Tensor& x() const { return slots[static_cast<size_t>(sampler->x_slot())]; }  // latents [n, h, w, 4]
 };
 
-template <typename F>
-Status guarded(F&& f) {
-  try {
-    return f();
-  } catch (const Error& e) {
-    return e.status();
-  } catch (const std::bad_alloc&) {
-    return ResourceExhausted("out of host memory");
-  }
-}
-
 std::string model_display_name(const std::string& path) {
   std::filesystem::path p(path);
   while (!p.empty() && p.filename().empty()) p = p.parent_path();
@@ -78,10 +67,10 @@ StatusOr<std::unique_ptr<SdEngine>> SdEngine::load(const std::string& path, cons
   e->load_times.checkpoint_seconds = seconds_since(t);
   t = Clock::now();
   SD_ASSIGN_OR_RETURN(e->backend_, make_backend(device));
-  SD_RETURN_IF_ERROR(guarded([&] { return e->backend_->synchronize(); }));
+  SD_RETURN_IF_ERROR(guard_errors([&] { return e->backend_->synchronize(); }));
   e->load_times.device_seconds = seconds_since(t);
   t = Clock::now();
-  Status s = guarded([&]() -> Status {
+  Status s = guard_errors([&]() -> Status {
     SD_ASSIGN_OR_RETURN(e->text_encoder_, ClipTextEncoder::load(ck.text_encoder, *ck.text_encoder_weights, *e->backend_));
     SD_ASSIGN_OR_RETURN(e->unet_, UNet::load(ck.unet, *ck.unet_weights, *e->backend_));
     SD_ASSIGN_OR_RETURN(e->vae_, VAE::load(ck.vae, *ck.vae_weights, *e->backend_, /*with_encoder=*/false));
@@ -120,7 +109,7 @@ Tensor SdEngine::encode_prompts(const std::string& prompt, const std::string& ne
 
 StatusOr<std::unique_ptr<Job>> SdEngine::begin(const GenerationRequest& request) {
   std::unique_ptr<Job> job;
-  SD_RETURN_IF_ERROR(guarded([&] { return begin_impl(request, &job); }));
+  SD_RETURN_IF_ERROR(guard_errors([&] { return begin_impl(request, &job); }));
   return job;
 }
 
@@ -173,7 +162,7 @@ Status SdEngine::begin_impl(const GenerationRequest& r, std::unique_ptr<Job>* ou
 }
 
 Status SdEngine::step(const std::vector<Job*>& jobs) {
-  return guarded([&] { return step_impl(jobs); });
+  return guard_errors([&] { return step_impl(jobs); });
 }
 
 Status SdEngine::step_impl(const std::vector<Job*>& jobs) {
@@ -291,7 +280,7 @@ bool SdEngine::step_by_graph(const std::vector<Job*>& jobs) {
 
 StatusOr<std::vector<GenerationResult>> SdEngine::finish(const std::vector<Job*>& jobs) {
   std::vector<GenerationResult> results;
-  SD_RETURN_IF_ERROR(guarded([&] { return finish_impl(jobs, &results); }));
+  SD_RETURN_IF_ERROR(guard_errors([&] { return finish_impl(jobs, &results); }));
   return results;
 }
 

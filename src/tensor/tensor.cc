@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 
 #include "core/half.h"
 
@@ -183,6 +184,14 @@ Tensor convert_host(const Tensor& x, DType to) {
     }
   }
   return out;
+}
+
+Tensor uniform_random_host(const Shape& shape, uint32_t seed, float lo, float hi) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  Tensor t = Tensor::empty_host(shape, DType::kF32);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(gen);
+  return t;
 }
 
 namespace {

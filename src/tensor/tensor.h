@@ -101,6 +101,8 @@ class Tensor {
 Tensor to_f32_host(const Tensor& host);          // convert any float dtype (host) to f32
 Tensor convert_host(const Tensor& host, DType to);  // f32 <-> f16/bf16 on the host
 // NCHW <-> NHWC on host f32 tensors (4-D).
+// Host f32 tensor of values uniform in [lo, hi) from std::mt19937(seed): benchmark and test inputs.
+Tensor uniform_random_host(const Shape& shape, uint32_t seed, float lo = -1.f, float hi = 1.f);
 Tensor nchw_to_nhwc(const Tensor& x);
 Tensor nhwc_to_nchw(const Tensor& x);
 // Relative L2 error ||a-b|| / ||b|| of two f32 host tensors of equal numel.

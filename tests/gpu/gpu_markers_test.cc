@@ -13,18 +13,10 @@ namespace {
 
 using testing::gpu_backend;
 
-Tensor random_host(const Shape& shape, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-1.f, 1.f);
-  Tensor t = Tensor::empty_host(shape, DType::kF32);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(gen);
-  return t;
-}
-
 TEST(GpuMarkers, MarksAreOrderedAndHoldDelaysTheStream) {
   SD_REQUIRE_GPU();
   Backend& be = gpu_backend(DType::kF16);
-  const Tensor x = be.upload(random_host({2, 64, 64, 320}, 1));
+  const Tensor x = be.upload(uniform_random_host({2, 64, 64, 320}, 1));
   ASSERT_TRUE(be.synchronize().ok());
   EXPECT_EQ(be.mark(), 0);
   for (int i = 0; i < 20; ++i) (void)be.add(x, x);
@@ -45,9 +37,9 @@ TEST(GpuMarkers, ProfilingBackendTimesOpsWithDeviceMarks) {
   SD_REQUIRE_GPU();
   Backend& gpu = gpu_backend(DType::kF16);
   ProfilingBackend be(gpu);
-  const Tensor x = be.upload(random_host({2, 32, 32, 64}, 2));
-  const Tensor w = be.upload(random_host({64, 3, 3, 64}, 3));
-  const Tensor b = be.upload(random_host({64}, 4));
+  const Tensor x = be.upload(uniform_random_host({2, 32, 32, 64}, 2));
+  const Tensor w = be.upload(uniform_random_host({64, 3, 3, 64}, 3));
+  const Tensor b = be.upload(uniform_random_host({64}, 4));
   (void)be.conv2d(x, w, b, 1, 1);  // warm-up (autotuning) unrecorded
   ASSERT_TRUE(be.synchronize().ok());
   be.hold_queue(5.0);

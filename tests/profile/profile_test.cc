@@ -17,14 +17,6 @@
 namespace sd {
 namespace {
 
-Tensor random_host(const Shape& shape, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-1.f, 1.f);
-  Tensor t = Tensor::empty_host(shape, DType::kF32);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(gen);
-  return t;
-}
-
 void expect_same(Backend& be, const Tensor& a, const Tensor& b) {
   const Tensor ha = be.download(a), hb = be.download(b);
   ASSERT_EQ(ha.shape(), hb.shape());
@@ -44,13 +36,13 @@ TEST(FlopFormulas, MatchTheIssueDefinitions) {
 TEST(ProfilingBackend, ForwardsResultsAndRecordsKnownShapes) {
   auto cpu = cpu::make_backend(1);
   ProfilingBackend be(*cpu);
-  const Tensor x = be.upload(random_host({1, 6, 6, 3}, 1));       // [B, H, W, Cin]
-  const Tensor w = be.upload(random_host({4, 3, 3, 3}, 2));       // [Cout, k, k, Cin]
-  const Tensor b = be.upload(random_host({4}, 3));
-  const Tensor lx = be.upload(random_host({2, 5, 8}, 4));         // [B, L, K]
-  const Tensor lw = be.upload(random_host({6, 8}, 5));            // [N, K]
-  const Tensor q = be.upload(random_host({2, 7, 8}, 6));          // [B, Lq, H*D], H = 2, D = 4
-  const Tensor kv = be.upload(random_host({2, 5, 8}, 7));         // [B, Lk, H*D]
+  const Tensor x = be.upload(uniform_random_host({1, 6, 6, 3}, 1));       // [B, H, W, Cin]
+  const Tensor w = be.upload(uniform_random_host({4, 3, 3, 3}, 2));       // [Cout, k, k, Cin]
+  const Tensor b = be.upload(uniform_random_host({4}, 3));
+  const Tensor lx = be.upload(uniform_random_host({2, 5, 8}, 4));         // [B, L, K]
+  const Tensor lw = be.upload(uniform_random_host({6, 8}, 5));            // [N, K]
+  const Tensor q = be.upload(uniform_random_host({2, 7, 8}, 6));          // [B, Lq, H*D], H = 2, D = 4
+  const Tensor kv = be.upload(uniform_random_host({2, 5, 8}, 7));         // [B, Lk, H*D]
 
   be.begin_recording();
   Tensor conv, conv_s2, lin, att, sum;
@@ -100,14 +92,14 @@ TEST(ProfilingBackend, ForwardsResultsAndRecordsKnownShapes) {
 TEST(ProfilingBackend, FusedEpiloguesForwardAndCountAsMatmuls) {
   auto cpu = cpu::make_backend(1);
   ProfilingBackend be(*cpu);
-  const Tensor x = be.upload(random_host({2, 5, 5, 3}, 1));     // [B, H, W, Cin]
-  const Tensor w = be.upload(random_host({4, 3, 3, 3}, 2));     // [Cout, k, k, Cin]
-  const Tensor b = be.upload(random_host({4}, 3));
-  const Tensor row = be.upload(random_host({2, 4}, 4));         // [B, Cout]
-  const Tensor res = be.upload(random_host({2, 5, 5, 4}, 5));   // [B, Ho, Wo, Cout]
-  const Tensor lx = be.upload(random_host({3, 8}, 6));          // [M, K]
-  const Tensor lw = be.upload(random_host({6, 8}, 7));          // [N, K]
-  const Tensor lres = be.upload(random_host({3, 6}, 8));        // [M, N]
+  const Tensor x = be.upload(uniform_random_host({2, 5, 5, 3}, 1));     // [B, H, W, Cin]
+  const Tensor w = be.upload(uniform_random_host({4, 3, 3, 3}, 2));     // [Cout, k, k, Cin]
+  const Tensor b = be.upload(uniform_random_host({4}, 3));
+  const Tensor row = be.upload(uniform_random_host({2, 4}, 4));         // [B, Cout]
+  const Tensor res = be.upload(uniform_random_host({2, 5, 5, 4}, 5));   // [B, Ho, Wo, Cout]
+  const Tensor lx = be.upload(uniform_random_host({3, 8}, 6));          // [M, K]
+  const Tensor lw = be.upload(uniform_random_host({6, 8}, 7));          // [N, K]
+  const Tensor lres = be.upload(uniform_random_host({3, 6}, 8));        // [M, N]
   be.begin_recording();
   const Tensor conv = be.conv2d_fused(x, w, b, 1, 1, row, res);
   const Tensor lin = be.linear_residual(lx, lw, Tensor(), lres);

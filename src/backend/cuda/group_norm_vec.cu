@@ -13,22 +13,6 @@ namespace sd::cuda {
 
 namespace {
 
-template <typename T>
-__device__ __forceinline__ void unpack8(const uint4& raw, float (&f)[8]) {
-  const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) f[i] = to_f32(e[i]);
-}
-
-template <typename T>
-__device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
-  uint4 raw;
-  T* e = reinterpret_cast<T*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) e[i] = from_f32<T>(f[i]);
-  return raw;
-}
-
 // x [B, P, C] -> partial [B, S, G] as (sum, sum of squares) of x - shift(g), where shift(g) =
 // x[b, 0, g*cpg] keeps the f32 sums accurate when the mean is large against the spread.
 // Block (s, b) covers positions [s*chunk, (s+1)*chunk); thread = (lane r, chunk ch); threads

@@ -179,22 +179,6 @@ NormKernels norm_kernels() {
 bool vector_group_norm() { return norm_kernels() != NormKernels::kGeneral; }
 bool vector_layer_norm() { return norm_kernels() != NormKernels::kGeneral; }
 
-template <typename T>
-__device__ __forceinline__ void unpack8(const uint4& raw, float (&f)[8]) {
-  const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) f[i] = to_f32(e[i]);
-}
-
-template <typename T>
-__device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
-  uint4 raw;
-  T* e = reinterpret_cast<T*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) e[i] = from_f32<T>(f[i]);
-  return raw;
-}
-
 // One warp per row of `cols` (= 8 * nvec, nvec <= 32 * V) values held in registers: exact
 // two-pass mean and variance in f32.
 template <typename T, int V>

@@ -14,11 +14,7 @@
 namespace sd::testing {
 
 Tensor random_tensor(const Shape& shape, uint32_t seed, float lo, float hi) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  Tensor t = Tensor::empty_host(shape, DType::kF32);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(gen);
-  return t;
+  return uniform_random_host(shape, seed, lo, hi);
 }
 
 std::string OpResult::summary() const {

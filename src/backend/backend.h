@@ -92,6 +92,17 @@ class Backend {
   // computed with f32 accumulation; `causal` masks key j > query i.
   virtual Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) = 0;
 
+  // ---- packed attention inputs (H5: one QKV / KV projection GEMM per attention layer) ----
+  // attention(q, k, v, heads, causal) on column windows of packed projections:
+  //   q = q_src[..., q_col : q_col + inner], k = kv_src[..., k_col : k_col + inner],
+  //   v = kv_src[..., v_col : v_col + inner]; q_src [B, Lq, Wq], kv_src [B, Lk, Wkv] contiguous
+  // (self-attention passes the same [B, L, 3*inner] tensor twice). Result [B, Lq, inner].
+  // Default (attention_cols_default.cc): copies the windows out (a host loop where device
+  // memory is host memory, else an embedding() gather with uploaded row ids: eager only) and
+  // calls attention(). The CPU and CUDA backends read the windows in place.
+  virtual Tensor attention_cols(const Tensor& q_src, int64_t q_col, const Tensor& kv_src, int64_t k_col,
+                                int64_t v_col, int64_t inner, int heads, bool causal);
+
   // ---- elementwise ----
   virtual Tensor activation(const Tensor& x, Activation act) = 0;
   // x [..., 2N] -> [..., N]: x[..., :N] * gelu_erf(x[..., N:]) (diffusers GEGLU).

@@ -157,6 +157,14 @@ Tensor ProfilingBackend::attention(const Tensor& q, const Tensor& k, const Tenso
                 [&] { return inner_.attention(q, k, v, heads, causal); });
 }
 
+Tensor ProfilingBackend::attention_cols(const Tensor& q_src, int64_t q_col, const Tensor& kv_src, int64_t k_col,
+                                        int64_t v_col, int64_t inner, int heads, bool causal) {
+  const double es = static_cast<double>(dtype_size(q_src.dtype()));
+  const double in_bytes = es * inner * (q_src.dim(0) * q_src.dim(1) + 2 * kv_src.dim(0) * kv_src.dim(1));  // the windows
+  return record("attention", attention_flops({q_src.dim(0), q_src.dim(1), inner}, kv_src.dim(1), causal), in_bytes,
+                [&] { return inner_.attention_cols(q_src, q_col, kv_src, k_col, v_col, inner, heads, causal); });
+}
+
 Tensor ProfilingBackend::activation(const Tensor& x, Activation act) {
   return record("activation", 0, bytes_of(x), [&] { return inner_.activation(x, act); });
 }

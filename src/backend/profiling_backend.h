@@ -67,6 +67,8 @@ class ProfilingBackend final : public Backend {
   Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;
   Tensor softmax(const Tensor& x) override;
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override;
+  Tensor attention_cols(const Tensor& q_src, int64_t q_col, const Tensor& kv_src, int64_t k_col, int64_t v_col,
+                        int64_t inner, int heads, bool causal) override;  // recorded as "attention"
   Tensor activation(const Tensor& x, Activation act) override;
   Tensor geglu(const Tensor& x) override;
   Tensor add(const Tensor& a, const Tensor& b) override;

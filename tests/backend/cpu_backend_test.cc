@@ -1,6 +1,6 @@
 // CPU backend behaviour outside the op table: identity, memory accounting, uploads of other
 // dtypes (f16, bf16, i32), views and slices fed to ops, lincomb with per-sample
-// coefficients, thread-count independence and shape assertions.
+// coefficients, thread-count independence, attention_cols and shape assertions.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -107,6 +107,48 @@ TEST(CpuBackend, ResultsDoNotDependOnThreadCount) {
   EXPECT_LE(relative_l2(r1, r2), 1e-6);
   const Tensor want = ref::group_norm(x, g, bt, 32, 1e-5f, true);
   EXPECT_LE(relative_l2(r2, want), 1e-6);
+}
+
+// attention_cols reads the windows of packed projections in place: the result equals
+// attention() on split copies exactly (same kernel, same values), and so does the portable
+// default (gather + attention()).
+TEST(CpuBackend, AttentionColsEqualsAttentionOnSplitCopies) {
+  auto be = cpu::make_backend(2);
+  struct Config {
+    int64_t batch, lq, lk, q_width, q_col, kv_width, k_col, v_col, inner;
+    int heads;
+    bool causal, shared;
+  };
+  const Config configs[] = {
+      {2, 37, 37, 96, 0, 96, 32, 64, 32, 4, false, true},   // self-attention QKV [B, L, 3*inner]
+      {2, 37, 37, 96, 0, 96, 32, 64, 32, 4, true, true},    // causal (CLIP)
+      {1, 45, 77, 50, 10, 80, 40, 0, 40, 2, false, false},  // cross: q at an offset, v before k
+      {2, 21, 21, 31, 3, 31, 17, 9, 12, 3, true, true},     // odd widths and offsets, head dim 4
+  };
+  uint32_t seed = 500;
+  for (const Config& c : configs) {
+    const Tensor q_src = random_tensor({c.batch, c.lq, c.q_width}, seed++, -2.f, 2.f);
+    const Tensor kv_src = c.shared ? q_src : random_tensor({c.batch, c.lk, c.kv_width}, seed++, -2.f, 2.f);
+    const auto window = [](const Tensor& x, int64_t col, int64_t width) {
+      Tensor out = Tensor::empty_host({x.dim(0), x.dim(1), width}, DType::kF32);
+      for (int64_t r = 0; r < x.dim(0) * x.dim(1); ++r) {
+        for (int64_t j = 0; j < width; ++j) out.f32()[r * width + j] = x.f32()[r * x.dim(2) + col + j];
+      }
+      return out;
+    };
+    const Tensor split = be->download(be->attention(be->upload(window(q_src, c.q_col, c.inner)),
+                                                    be->upload(window(kv_src, c.k_col, c.inner)),
+                                                    be->upload(window(kv_src, c.v_col, c.inner)), c.heads, c.causal));
+    const Tensor qd = be->upload(q_src), kvd = c.shared ? qd : be->upload(kv_src);
+    const Tensor packed =
+        be->download(be->attention_cols(qd, c.q_col, kvd, c.k_col, c.v_col, c.inner, c.heads, c.causal));
+    const Tensor portable =
+        be->download(be->Backend::attention_cols(qd, c.q_col, kvd, c.k_col, c.v_col, c.inner, c.heads, c.causal));
+    ASSERT_EQ(packed.shape(), (Shape{c.batch, c.lq, c.inner}));
+    EXPECT_EQ(max_abs_diff(packed, split), 0.0) << "q_col " << c.q_col << " k_col " << c.k_col;
+    EXPECT_EQ(max_abs_diff(portable, split), 0.0) << "q_col " << c.q_col << " k_col " << c.k_col;
+    EXPECT_GT(max_abs_diff(split, Tensor::zeros_host(split.shape(), DType::kF32)), 0.1);  // not trivially zero
+  }
 }
 
 TEST(CpuBackend, MemoryAccountingTracksLiveTensors) {

@@ -49,9 +49,9 @@ TEST(OpCaseTable, NamesAreUniqueAndEveryOpIsCovered) {
     ops.insert(c.op);
     EXPECT_TRUE(c.run && c.reference) << c.name;
   }
-  for (const char* op : {"linear", "conv2d", "group_norm", "layer_norm", "softmax", "attention", "activation", "geglu",
-                         "add", "mul", "scale", "add_per_channel", "lincomb", "upsample_nearest2x", "concat_channels",
-                         "embedding", "concat_rows", "pad_hw", "crop_hw"}) {
+  for (const char* op : {"linear", "conv2d", "group_norm", "layer_norm", "softmax", "attention", "attention_cols",
+                         "activation", "geglu", "add", "mul", "scale", "add_per_channel", "lincomb",
+                         "upsample_nearest2x", "concat_channels", "embedding", "concat_rows", "pad_hw", "crop_hw"}) {
     EXPECT_TRUE(ops.count(op)) << "no case for " << op;
   }
 }

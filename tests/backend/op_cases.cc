@@ -166,6 +166,39 @@ void add_attention(CaseList& L, const std::string& name, int64_t batch, int64_t 
   c.rel_tol_half = 1e-2;
 }
 
+// x [B, L, W] (host f32) -> x[..., col : col + width] contiguous.
+Tensor host_columns(const Tensor& x, int64_t col, int64_t width) {
+  const int64_t rows = x.dim(0) * x.dim(1), W = x.dim(2);
+  Tensor out = Tensor::empty_host({x.dim(0), x.dim(1), width}, DType::kF32);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < width; ++c) out.f32()[r * width + c] = x.f32()[r * W + col + c];
+  }
+  return out;
+}
+
+// attention_cols on q_src [B, Lq, q_width] and kv_src [B, Lk, kv_width] (one shared tensor
+// when `shared`, as a self-attention QKV projection), against the naive attention of the
+// windows. `portable` runs Backend's default (gather + attention()) instead of the override.
+void add_attention_cols(CaseList& L, const std::string& name, int64_t batch, int64_t lq, int64_t lk, int heads,
+                        int64_t head_dim, bool causal, int64_t q_width, int64_t q_col, int64_t kv_width, int64_t k_col,
+                        int64_t v_col, bool shared, bool portable = false) {
+  OpCase& c = L.add(name, "attention_cols");
+  const int64_t inner = heads * head_dim;
+  c.inputs = {random_tensor({batch, lq, q_width}, L.seed(), -2.f, 2.f)};
+  if (!shared) c.inputs.push_back(random_tensor({batch, lk, kv_width}, L.seed(), -2.f, 2.f));
+  c.run = [=](Backend& be, const Inputs& d, const Inputs&) {
+    const Tensor& kv = shared ? d[0] : d[1];
+    return portable ? be.Backend::attention_cols(d[0], q_col, kv, k_col, v_col, inner, heads, causal)
+                    : be.attention_cols(d[0], q_col, kv, k_col, v_col, inner, heads, causal);
+  };
+  c.reference = [=](const Inputs& h) {
+    const Tensor& kv = shared ? h[0] : h[1];
+    return ref::attention(host_columns(h[0], q_col, inner), host_columns(kv, k_col, inner),
+                          host_columns(kv, v_col, inner), heads, causal);
+  };
+  c.rel_tol_half = 1e-2;
+}
+
 void add_activation(CaseList& L, const std::string& name, Activation act) {
   OpCase& c = L.add(name, "activation");
   c.inputs = {random_tensor({3, 5, 67}, L.seed(), -6.f, 6.f)};
@@ -387,6 +420,28 @@ std::vector<OpCase> all_op_cases() {
   add_attention(L, "attention_self_b1_l50_h2_d12_odd", 1, 50, 50, 2, 12, false);    // D not a multiple of 8
   add_attention(L, "attention_cross_b2_l9_lk1_h2_d16", 2, 9, 1, 2, 16, false);       // a single key
   add_attention(L, "attention_self_b1_l4096_h2_d8", 1, 4096, 4096, 2, 8, false);  // SD 512x512 sequence length
+
+  // Packed projections: self-attention reads q, k, v from one [B, L, 3*inner] tensor,
+  // cross-attention q from its own tensor and k, v from one [B, Lk, 2*inner] tensor.
+  add_attention_cols(L, "attention_cols_self_b2_l33_h2_d8", 2, 33, 33, 2, 8, false, 48, 0, 48, 16, 32, true);
+  add_attention_cols(L, "attention_cols_self_causal_b1_l17_h3_d8", 1, 17, 17, 3, 8, true, 72, 0, 72, 24, 48, true);
+  add_attention_cols(L, "attention_cols_self_b2_l64_h8_d40", 2, 64, 64, 8, 40, false, 960, 0, 960, 320, 640, true);
+  add_attention_cols(L, "attention_cols_causal_b2_l77_h2_d64", 2, 77, 77, 2, 64, true, 384, 0, 384, 128, 256, true);
+  add_attention_cols(L, "attention_cols_cross_b2_l40_lk77_h3_d40", 2, 40, 77, 3, 40, false, 120, 0, 240, 0, 120, false);
+  add_attention_cols(L, "attention_cols_cross_qoff_vfirst_b1_l70_lk9", 1, 70, 9, 2, 16, false, 40, 8, 72, 40, 0, false);
+  add_attention_cols(L, "attention_cols_self_b2_l64_h2_d160", 2, 64, 64, 2, 160, false, 960, 0, 960, 320, 640, true);
+  // Unaligned: head dim 10 (inner 20) at odd offsets of odd-width rows (no 16-byte loads).
+  add_attention_cols(L, "attention_cols_unaligned_b1_l50_h2_d10", 1, 50, 50, 2, 10, false, 61, 3, 61, 23, 41, true);
+  add_attention_cols(L, "attention_cols_unaligned_causal_b2_l20_lk20", 2, 20, 20, 1, 12, true, 37, 1, 29, 5, 17, false);
+  // Head dims past the mma.sync kernels (WMMA, unfused): CUDA copies the windows out.
+  add_attention_cols(L, "attention_cols_self_b1_l40_h1_d200", 1, 40, 40, 1, 200, false, 600, 0, 600, 200, 400, true);
+  add_attention_cols(L, "attention_cols_self_b1_l256_h1_d512_vae", 1, 256, 256, 1, 512, false, 1536, 0, 1536, 512,
+                     1024, true);
+  // Backend's portable default (embedding() gather of the windows, then attention()).
+  add_attention_cols(L, "attention_cols_default_self_b2_l33_h2_d8", 2, 33, 33, 2, 8, false, 48, 0, 48, 16, 32, true,
+                     true);
+  add_attention_cols(L, "attention_cols_default_unaligned_causal_b2_l20", 2, 20, 20, 1, 12, true, 37, 1, 29, 5, 17,
+                     false, true);
 
   add_activation(L, "activation_silu", Activation::kSiLU);
   add_activation(L, "activation_gelu_erf", Activation::kGELU);

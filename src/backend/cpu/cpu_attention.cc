@@ -2,6 +2,7 @@
 // query rows) a thread packs the head's keys and values once, then for every tile of 4 query
 // rows computes the scores, a stable softmax and the weighted sum of values with 8-lane FMA
 // micro-kernels. Memory is O(threads * (Lk * D)), never B*H*Lq*Lk, even at Lq = Lk = 4096.
+// Rows are read through strides, so attention_cols reads packed QKV / KV projections in place.
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -141,22 +142,14 @@ struct Scratch {
   int64_t packed_head = -1;  // b*heads + h whose keys/values are packed, or -1
 };
 
-}  // namespace
-
-Tensor attention(CpuContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
-  check_f32(q, "attention", "q");
-  check_f32(k, "attention", "k");
-  check_f32(v, "attention", "v");
-  SD_ASSERT(q.ndim() == 3 && k.ndim() == 3 && v.shape() == k.shape() && q.dim(0) == k.dim(0) && q.dim(2) == k.dim(2),
-            "attention: q " + shape_str(q.shape()) + ", k " + shape_str(k.shape()) + ", v " + shape_str(v.shape()) +
-                " (want [B,Lq,H*D], [B,Lk,H*D], [B,Lk,H*D])");
-  SD_ASSERT(heads > 0 && q.dim(2) % heads == 0,
-            "attention: " + std::to_string(q.dim(2)) + " features not divisible by " + std::to_string(heads) + " heads");
-  const int64_t B = q.dim(0), Lq = q.dim(1), Lk = k.dim(1), HD = q.dim(2), D = HD / heads;
-  Tensor out = ctx.alloc_f32(q.shape());  // [B, Lq, H*D]
+// Strided core: query row i of batch b starts at qp + (b*Lq + i)*q_ld, key / value row j at
+// kp / vp + (b*Lk + j)*kv_ld; head h is the D columns from h*D. out [B, Lq, H*D].
+void attention_rows(CpuContext& ctx, const float* qp, int64_t q_ld, const float* kp, const float* vp, int64_t kv_ld,
+                    int64_t B, int64_t Lq, int64_t Lk, int heads, int64_t D, bool causal, Tensor& out) {
+  const int64_t HD = heads * D;
   if (Lk == 0 || Lq == 0 || D == 0) {
     std::fill(out.f32(), out.f32() + out.numel(), 0.f);
-    return out;
+    return;
   }
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   const int64_t Lk_pad = round_up(Lk, kKeyBlock), Dp = round_up(D, 8);
@@ -185,15 +178,15 @@ Tensor attention(CpuContext& ctx, const Tensor& q, const Tensor& k, const Tensor
     const int64_t row_begin = (item % items_per_head) * rows_per_item;
     const int64_t row_end = std::min(Lq, row_begin + rows_per_item);
     if (w.packed_head != bh) {
-      pack_keys(k.f32() + b * Lk * HD + h * D, HD, Lk, D, w.kp.get());
-      pack_values(v.f32() + b * Lk * HD + h * D, HD, Lk, D, Dp, w.vp.get());
+      pack_keys(kp + b * Lk * kv_ld + h * D, kv_ld, Lk, D, w.kp.get());
+      pack_values(vp + b * Lk * kv_ld + h * D, kv_ld, Lk, D, Dp, w.vp.get());
       w.packed_head = bh;
     }
     for (int64_t i0 = row_begin; i0 < row_end; i0 += kTileRows) {
       const int64_t rows = std::min(kTileRows, row_end - i0);
       // Queries of the tile, pre-scaled; missing rows repeat the last one (results dropped).
       for (int64_t r = 0; r < kTileRows; ++r) {
-        const float* src = q.f32() + (b * Lq + i0 + std::min(r, rows - 1)) * HD + h * D;
+        const float* src = qp + (b * Lq + i0 + std::min(r, rows - 1)) * q_ld + h * D;
         for (int64_t d = 0; d < D; ++d) w.qs[static_cast<size_t>(r * D + d)] = src[d] * scale;
       }
       // With the causal mask, keys past the tile's last query are never needed.
@@ -213,6 +206,39 @@ Tensor attention(CpuContext& ctx, const Tensor& q, const Tensor& k, const Tensor
       }
     }
   });
+}
+
+}  // namespace
+
+Tensor attention(CpuContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
+  check_f32(q, "attention", "q");
+  check_f32(k, "attention", "k");
+  check_f32(v, "attention", "v");
+  SD_ASSERT(q.ndim() == 3 && k.ndim() == 3 && v.shape() == k.shape() && q.dim(0) == k.dim(0) && q.dim(2) == k.dim(2),
+            "attention: q " + shape_str(q.shape()) + ", k " + shape_str(k.shape()) + ", v " + shape_str(v.shape()) +
+                " (want [B,Lq,H*D], [B,Lk,H*D], [B,Lk,H*D])");
+  SD_ASSERT(heads > 0 && q.dim(2) % heads == 0,
+            "attention: " + std::to_string(q.dim(2)) + " features not divisible by " + std::to_string(heads) + " heads");
+  const int64_t B = q.dim(0), Lq = q.dim(1), Lk = k.dim(1), HD = q.dim(2), D = HD / heads;
+  Tensor out = ctx.alloc_f32(q.shape());  // [B, Lq, H*D]
+  attention_rows(ctx, q.f32(), HD, k.f32(), v.f32(), HD, B, Lq, Lk, heads, D, causal, out);
+  return out;
+}
+
+Tensor attention_cols(CpuContext& ctx, const Tensor& q_src, int64_t q_col, const Tensor& kv_src, int64_t k_col,
+                      int64_t v_col, int64_t inner, int heads, bool causal) {
+  check_f32(q_src, "attention_cols", "q_src");
+  check_f32(kv_src, "attention_cols", "kv_src");
+  SD_ASSERT(q_src.ndim() == 3 && kv_src.ndim() == 3 && q_src.dim(0) == kv_src.dim(0) && inner > 0 && heads > 0 &&
+                inner % heads == 0 && q_col >= 0 && k_col >= 0 && v_col >= 0 && q_col + inner <= q_src.dim(2) &&
+                k_col + inner <= kv_src.dim(2) && v_col + inner <= kv_src.dim(2),
+            "attention_cols: q_src " + shape_str(q_src.shape()) + " col " + std::to_string(q_col) + ", kv_src " +
+                shape_str(kv_src.shape()) + " cols " + std::to_string(k_col) + "/" + std::to_string(v_col) +
+                ", inner " + std::to_string(inner) + ", heads " + std::to_string(heads));
+  const int64_t B = q_src.dim(0), Lq = q_src.dim(1), Lk = kv_src.dim(1);
+  Tensor out = ctx.alloc_f32({B, Lq, inner});  // [B, Lq, inner]
+  attention_rows(ctx, q_src.f32() + q_col, q_src.dim(2), kv_src.f32() + k_col, kv_src.f32() + v_col, kv_src.dim(2), B,
+                 Lq, Lk, heads, inner / heads, causal, out);
   return out;
 }
 

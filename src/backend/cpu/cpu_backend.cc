@@ -101,6 +101,10 @@ class CpuBackend final : public Backend, public CpuContext {
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override {
     return cpu::attention(*this, q, k, v, heads, causal);
   }
+  Tensor attention_cols(const Tensor& q_src, int64_t q_col, const Tensor& kv_src, int64_t k_col, int64_t v_col,
+                        int64_t inner, int heads, bool causal) override {
+    return cpu::attention_cols(*this, q_src, q_col, kv_src, k_col, v_col, inner, heads, causal);
+  }
   Tensor activation(const Tensor& x, Activation act) override { return cpu::activation(*this, x, act); }
   Tensor geglu(const Tensor& x) override { return cpu::geglu(*this, x); }
   Tensor add(const Tensor& a, const Tensor& b) override { return cpu::add(*this, a, b); }

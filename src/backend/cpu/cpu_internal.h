@@ -77,6 +77,9 @@ void exp_rows_inplace(float* x, int64_t rows, int64_t n, int64_t ld, int64_t fir
 
 // ---- attention (cpu_attention.cc) ----
 Tensor attention(CpuContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal);
+// Backend::attention_cols: q/k/v read in place from column windows of q_src / kv_src.
+Tensor attention_cols(CpuContext& ctx, const Tensor& q_src, int64_t q_col, const Tensor& kv_src, int64_t k_col,
+                      int64_t v_col, int64_t inner, int heads, bool causal);
 
 // ---- elementwise (cpu_elementwise.cc) ----
 Tensor activation(CpuContext& ctx, const Tensor& x, Activation act);

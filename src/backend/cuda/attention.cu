@@ -1,5 +1,5 @@
-// Fused attention, WMMA version, and the attention() op (which picks this kernel, the mma.sync
-// ones in attention_mma*.cu or cuDNN's SDPA): per (batch, head, 64-query tile) 64-key tiles of
+// Fused attention, WMMA version, and the attention() / attention_cols() ops (which pick this
+// kernel, the mma.sync ones in attention_mma*.cu or cuDNN's SDPA): per (batch, head, 64-query tile) 64-key tiles of
 // K and V stream through shared memory, S = Q K^T on tensor cores (f32 accumulate), online
 // softmax in f32, O = P V kept in shared memory. Head dims up to 256, causal mask.
 #include <mma.h>
@@ -220,6 +220,7 @@ void dispatch_head_dim(const AttentionArgs& a, cudaStream_t stream) {
 }  // namespace
 
 void launch_attention_wmma(DType dtype, const AttentionArgs& a, cudaStream_t stream) {
+  SD_ASSERT(a.contiguous(), "WMMA attention: strided q/k/v");
   dispatch_half(dtype, [&](auto tag) { dispatch_head_dim<decltype(tag)>(a, stream); });
 }
 
@@ -247,7 +248,43 @@ bool want_cudnn(AttentionPath path, const AttentionArgs& a) {
   return path == AttentionPath::kAuto && !a.causal && a.lk >= 512 && a.d <= 128;
 }
 
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// src[..., col : col + width] of src [B, L, W] as a contiguous [B, L, width] tensor (one 2-D
+// device copy; capturable).
+Tensor copy_columns(CudaBackend& be, const Tensor& src, int64_t col, int64_t width, cudaStream_t stream) {
+  Tensor out = be.empty({src.dim(0), src.dim(1), width}, src.dtype());
+  const size_t es = dtype_size(src.dtype());
+  const size_t rows = static_cast<size_t>(src.dim(0) * src.dim(1));
+  if (rows == 0) return out;
+  SD_CUDA_CHECK(cudaMemcpy2DAsync(out.raw(), static_cast<size_t>(width) * es,
+                                  static_cast<const char*>(src.raw()) + static_cast<size_t>(col) * es,
+                                  static_cast<size_t>(src.dim(2)) * es, static_cast<size_t>(width) * es, rows,
+                                  cudaMemcpyDeviceToDevice, stream));
+  return out;
+}
+
 }  // namespace
+
+void CudaBackend::run_attention(DType dtype, const AttentionArgs& args) {
+  const AttentionPath path = attention_path();
+  if (!attention_wmma_ && want_cudnn(path, args)) {
+    Tensor workspace;
+    const auto scratch = [&](size_t bytes) {
+      workspace = empty({static_cast<int64_t>(bytes)}, DType::kU8);
+      return workspace.raw();
+    };
+    if (run_attention_cudnn(device_, dtype, args, stream_, scratch)) return;
+  }
+  if (attention_wmma_ || args.d > kMmaAttentionMaxHeadDim) {
+    SD_ASSERT(args.contiguous(), "attention: the WMMA kernel needs contiguous q/k/v");
+    launch_attention_wmma(dtype, args, stream_);
+  } else if (args.vec && path != AttentionPath::kMma1) {
+    launch_attention_mma2(dtype, args, stream_);
+  } else {
+    launch_attention_mma(dtype, args, stream_);
+  }
+}
 
 Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
   check_on_device(q, "attention");
@@ -266,34 +303,62 @@ Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v,
   Tensor out = empty(q.shape(), q.dtype());
   if (out.numel() == 0) return out;
   SD_ASSERT(lk > 0, "attention with no keys");
-  const auto a16 = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; };
-  const AttentionArgs args{q.raw(),
-                           k.raw(),
-                           v.raw(),
-                           out.raw(),
-                           static_cast<int>(batch),
-                           static_cast<int>(lq),
-                           static_cast<int>(lk),
-                           heads,
-                           static_cast<int>(d),
-                           causal,
-                           d % 8 == 0 && a16(q.raw()) && a16(k.raw()) && a16(v.raw())};
-  const AttentionPath path = attention_path();
-  if (!attention_wmma_ && want_cudnn(path, args)) {
-    Tensor workspace;
-    const auto scratch = [&](size_t bytes) {
-      workspace = empty({static_cast<int64_t>(bytes)}, DType::kU8);
-      return workspace.raw();
-    };
-    if (run_attention_cudnn(device_, q.dtype(), args, stream_, scratch)) return out;
+  AttentionArgs args{};
+  args.q = q.raw();
+  args.k = k.raw();
+  args.v = v.raw();
+  args.o = out.raw();
+  args.batch = static_cast<int>(batch);
+  args.lq = static_cast<int>(lq);
+  args.lk = static_cast<int>(lk);
+  args.heads = heads;
+  args.d = static_cast<int>(d);
+  args.causal = causal;
+  args.q_stride = args.kv_stride = q.dim(2);
+  args.vec = d % 8 == 0 && aligned16(q.raw()) && aligned16(k.raw()) && aligned16(v.raw());
+  run_attention(q.dtype(), args);
+  return out;
+}
+
+Tensor CudaBackend::attention_cols(const Tensor& q_src, int64_t q_col, const Tensor& kv_src, int64_t k_col,
+                                   int64_t v_col, int64_t inner, int heads, bool causal) {
+  check_on_device(q_src, "attention_cols");
+  check_on_device(kv_src, "attention_cols");
+  SD_ASSERT(q_src.ndim() == 3 && kv_src.ndim() == 3 && q_src.dim(0) == kv_src.dim(0) && inner > 0 && heads > 0 &&
+                inner % heads == 0 && q_col >= 0 && k_col >= 0 && v_col >= 0 && q_col + inner <= q_src.dim(2) &&
+                k_col + inner <= kv_src.dim(2) && v_col + inner <= kv_src.dim(2),
+            "attention_cols: q_src " + q_src.describe() + " col " + std::to_string(q_col) + ", kv_src " +
+                kv_src.describe() + " cols " + std::to_string(k_col) + "/" + std::to_string(v_col) + ", inner " +
+                std::to_string(inner) + ", heads " + std::to_string(heads));
+  SD_ASSERT(q_src.dtype() == kv_src.dtype(), "attention_cols: mixed dtypes");
+  const int64_t batch = q_src.dim(0), lq = q_src.dim(1), lk = kv_src.dim(1), d = inner / heads;
+  // The WMMA kernel and the unfused path read contiguous q/k/v: copy the windows out.
+  if (attention_wmma_ || d > kMmaAttentionMaxHeadDim || lq == 0 || lk == 0) {
+    return attention(copy_columns(*this, q_src, q_col, inner, stream_), copy_columns(*this, kv_src, k_col, inner, stream_),
+                     copy_columns(*this, kv_src, v_col, inner, stream_), heads, causal);
   }
-  if (attention_wmma_ || d > kMmaAttentionMaxHeadDim) {
-    launch_attention_wmma(q.dtype(), args, stream_);
-  } else if (args.vec && path != AttentionPath::kMma1) {
-    launch_attention_mma2(q.dtype(), args, stream_);
-  } else {
-    launch_attention_mma(q.dtype(), args, stream_);
-  }
+  SD_ASSERT(batch <= 65535 && heads <= 65535 && lq < (int64_t{1} << 30) && lk < (int64_t{1} << 30),
+            "attention_cols: sizes too large: " + q_src.describe());
+  Tensor out = empty({batch, lq, inner}, q_src.dtype());  // [B, Lq, inner]
+  const size_t es = dtype_size(q_src.dtype());
+  const char* qb = static_cast<const char*>(q_src.raw());
+  const char* kvb = static_cast<const char*>(kv_src.raw());
+  AttentionArgs args{};
+  args.q = qb + static_cast<size_t>(q_col) * es;
+  args.k = kvb + static_cast<size_t>(k_col) * es;
+  args.v = kvb + static_cast<size_t>(v_col) * es;
+  args.o = out.raw();
+  args.batch = static_cast<int>(batch);
+  args.lq = static_cast<int>(lq);
+  args.lk = static_cast<int>(lk);
+  args.heads = heads;
+  args.d = static_cast<int>(d);
+  args.causal = causal;
+  args.q_stride = q_src.dim(2);
+  args.kv_stride = kv_src.dim(2);
+  args.vec = d % 8 == 0 && args.q_stride % 8 == 0 && args.kv_stride % 8 == 0 && aligned16(args.q) &&
+             aligned16(args.k) && aligned16(args.v);
+  run_attention(q_src.dtype(), args);
   return out;
 }
 

@@ -12,7 +12,9 @@
 
 namespace sd::cuda {
 
-// q [B, Lq, H*D], k/v [B, Lk, H*D] -> o [B, Lq, H*D], all contiguous, f16 or bf16.
+// q [B, Lq, H*D], k/v [B, Lk, H*D] -> o [B, Lq, H*D] contiguous, f16 or bf16. q/k/v rows may
+// be strided (attention_cols: windows of packed projections): row i of q starts at
+// q + i * q_stride, row j of k / v at k / v + j * kv_stride (elements; H*D when contiguous).
 struct AttentionArgs {
   const void* q;
   const void* k;
@@ -20,19 +22,22 @@ struct AttentionArgs {
   void* o;
   int batch, lq, lk, heads, d;
   bool causal;
-  bool vec;  // d % 8 == 0 and q/k/v 16-byte aligned: 16-byte global loads
+  bool vec;  // d % 8 == 0, strides % 8 == 0 and q/k/v 16-byte aligned: 16-byte global loads
+  int64_t q_stride, kv_stride;
+  bool contiguous() const { return q_stride == int64_t{heads} * d && kv_stride == int64_t{heads} * d; }
 };
 
 constexpr int kMmaAttentionMaxHeadDim = 160;
 constexpr int kWmmaAttentionMaxHeadDim = 256;  // beyond: unfused (cuBLAS + softmax), attention_unfused.cu
 
 void launch_attention_mma(DType dtype, const AttentionArgs& a, cudaStream_t stream);
+// WMMA kernel: contiguous q/k/v only (strided callers copy the windows first).
 void launch_attention_wmma(DType dtype, const AttentionArgs& a, cudaStream_t stream);
 // Pipelined mma.sync kernel: needs a.vec (d % 8 == 0, 16-byte aligned), d <= 160.
 void launch_attention_mma2(DType dtype, const AttentionArgs& a, cudaStream_t stream);
 
-// cuDNN's fused SDPA (non-causal): builds and caches an execution plan per shape on `device`
-// and runs it on `stream`; `workspace(bytes)` returns device scratch valid for this call.
+// cuDNN's fused SDPA (non-causal): builds and caches an execution plan per shape (and row
+// strides) on `device` and runs it on `stream`; `workspace(bytes)` returns device scratch valid for this call.
 // Returns false (nothing enqueued) when cuDNN has no plan for the shape, or while `stream` is
 // being captured and the shape has no plan yet; the caller then uses a kernel of its own.
 bool run_attention_cudnn(int device, DType dtype, const AttentionArgs& a, cudaStream_t stream,

@@ -1,6 +1,6 @@
 // Attention through cuDNN 9's fused SDPA operation (CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR,
-// graph API): Q/K/V/O described as [B, H, L, D] over our [B, L, H*D] buffers, the softmax scale
-// passed by value. One execution plan per shape and device, built on first use and cached.
+// graph API): Q/K/V/O described as [B, H, L, D] over our [B, L, row stride] buffers, the softmax
+// scale passed by value. One execution plan per shape, strides and device, built on first use.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -27,7 +27,8 @@ constexpr int64_t kMaxWorkspace = int64_t{256} << 20;
 struct SdpaKey {
   DType dtype;
   int64_t batch, heads, lq, lk, d;
-  auto tie() const { return std::tie(dtype, batch, heads, lq, lk, d); }
+  int64_t q_stride, kv_stride;  // row strides of Q and K/V in elements (O is contiguous)
+  auto tie() const { return std::tie(dtype, batch, heads, lq, lk, d, q_stride, kv_stride); }
   bool operator<(const SdpaKey& o) const { return tie() < o.tie(); }
 };
 
@@ -55,7 +56,8 @@ bool log_enabled() {
 
 std::string key_str(const SdpaKey& k) {
   return std::string(dtype_name(k.dtype)) + " b" + std::to_string(k.batch) + " h" + std::to_string(k.heads) + " lq" +
-         std::to_string(k.lq) + " lk" + std::to_string(k.lk) + " d" + std::to_string(k.d);
+         std::to_string(k.lq) + " lk" + std::to_string(k.lk) + " d" + std::to_string(k.d) + " strides " +
+         std::to_string(k.q_stride) + "/" + std::to_string(k.kv_stride);
 }
 
 void set(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t n,
@@ -70,12 +72,13 @@ cudnnBackendDescriptor_t create(cudnnBackendDescriptorType_t type, std::vector<c
   return d;
 }
 
-// [B, H, L, D] view of a [B, L, H*D] buffer.
-cudnnBackendDescriptor_t make_bhld(int64_t uid, const SdpaKey& k, int64_t len, std::vector<cudnnBackendDescriptor_t>& keep) {
+// [B, H, L, D] view of a [B, L, row_stride] buffer (head h at column h*D).
+cudnnBackendDescriptor_t make_bhld(int64_t uid, const SdpaKey& k, int64_t len, int64_t row_stride,
+                                   std::vector<cudnnBackendDescriptor_t>& keep) {
   cudnnBackendDescriptor_t t = create(CUDNN_BACKEND_TENSOR_DESCRIPTOR, keep);
   const cudnnDataType_t dt = cudnn_data_type(k.dtype);
   const int64_t dims[4] = {k.batch, k.heads, len, k.d};
-  const int64_t strides[4] = {len * k.heads * k.d, k.d, k.heads * k.d, 1};
+  const int64_t strides[4] = {len * row_stride, k.d, row_stride, 1};
   const int64_t align = 16;
   set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt);
   set(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims);
@@ -104,10 +107,10 @@ cudnnBackendDescriptor_t make_scale(std::vector<cudnnBackendDescriptor_t>& keep)
 
 // Builds the candidate plans into `out` (throws sd::Error on API failures).
 void build(cudnnHandle_t handle, const SdpaKey& k, SdpaPlan& out) {
-  cudnnBackendDescriptor_t q = make_bhld(kUidQ, k, k.lq, out.keep);
-  cudnnBackendDescriptor_t kt = make_bhld(kUidK, k, k.lk, out.keep);
-  cudnnBackendDescriptor_t v = make_bhld(kUidV, k, k.lk, out.keep);
-  cudnnBackendDescriptor_t o = make_bhld(kUidO, k, k.lq, out.keep);
+  cudnnBackendDescriptor_t q = make_bhld(kUidQ, k, k.lq, k.q_stride, out.keep);
+  cudnnBackendDescriptor_t kt = make_bhld(kUidK, k, k.lk, k.kv_stride, out.keep);
+  cudnnBackendDescriptor_t v = make_bhld(kUidV, k, k.lk, k.kv_stride, out.keep);
+  cudnnBackendDescriptor_t o = make_bhld(kUidO, k, k.lq, k.heads * k.d, out.keep);
   cudnnBackendDescriptor_t scale = make_scale(out.keep);
 
   cudnnBackendDescriptor_t op = create(CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR, out.keep);
@@ -170,7 +173,7 @@ DeviceSdpa& device_state(int device) {
 
 bool run_attention_cudnn(int device, DType dtype, const AttentionArgs& a, cudaStream_t stream,
                          const std::function<void*(size_t)>& workspace) {
-  if (a.causal || !a.vec || a.d % 8 != 0 || a.d > 256) return false;
+  if (a.causal || !a.vec || a.d % 8 != 0 || a.d > 256 || a.q_stride % 8 != 0 || a.kv_stride % 8 != 0) return false;
   int current = -1;
   if (cudaGetDevice(&current) != cudaSuccess || current != device) return false;
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
@@ -179,7 +182,7 @@ bool run_attention_cudnn(int device, DType dtype, const AttentionArgs& a, cudaSt
 
   DeviceSdpa& st = device_state(device);
   std::lock_guard<std::mutex> lock(st.mu);
-  const SdpaKey key{dtype, a.batch, a.heads, a.lq, a.lk, a.d};
+  const SdpaKey key{dtype, a.batch, a.heads, a.lq, a.lk, a.d, a.q_stride, a.kv_stride};
   auto it = st.plans.find(key);
   if (it == st.plans.end()) {
     if (capturing) return false;  // no plan building (or first runs) inside a graph capture

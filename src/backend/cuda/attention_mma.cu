@@ -112,7 +112,8 @@ __device__ void load_rows_transposed(T* __restrict__ dst, const T* __restrict__ 
   }
 }
 
-// q [B, Lq, H*D], k/v [B, Lk, H*D] -> o [B, Lq, H*D]. Grid (ceil(Lq/64), H, B), 128 threads.
+// q [B, Lq, H*D], k/v [B, Lk, H*D] -> o [B, Lq, H*D]; q rows q_stride apart, k/v rows kv_stride
+// (elements). Grid (ceil(Lq/64), H, B), 128 threads.
 // Fragment layouts (PTX ISA, mma.m16n8k16): lane = 4*g + t; A regs hold (row g | g+8,
 // cols 2t,2t+1 | +8); B regs (k = 2t,2t+1 | +8, n = g); C holds (row g | g+8, cols 2t,2t+1).
 template <typename T, int DP>
@@ -120,6 +121,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_mma_kernel(const T* 
                                                                        const T* __restrict__ k,
                                                                        const T* __restrict__ v, T* __restrict__ o,
                                                                        int lq, int lk, int heads, int d,
+                                                                       int64_t q_stride, int64_t kv_stride,
                                                                        float scale_log2, bool causal, bool vec) {
   constexpr int kLd = ld_k<DP>();
   constexpr int kDF = DP / 16;  // k-steps of Q K^T
@@ -133,13 +135,12 @@ __global__ void __launch_bounds__(kThreads) flash_attention_mma_kernel(const T* 
   const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kBM;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
-  const int64_t row_stride = int64_t{heads} * d;
-  const T* kb = k + int64_t{b} * lk * row_stride + int64_t{h} * d;
-  const T* vb = v + int64_t{b} * lk * row_stride + int64_t{h} * d;
+  const int64_t row_stride = int64_t{heads} * d;  // output rows
+  const T* kb = k + int64_t{b} * lk * kv_stride + int64_t{h} * d;
+  const T* vb = v + int64_t{b} * lk * kv_stride + int64_t{h} * d;
 
   // Q: staged through the K buffer into A fragments.
-  load_rows<T, DP>(ks, q + (int64_t{b} * lq + q0) * row_stride + int64_t{h} * d, row_stride, min(kBM, lq - q0), d,
-                   vec);
+  load_rows<T, DP>(ks, q + (int64_t{b} * lq + q0) * q_stride + int64_t{h} * d, q_stride, min(kBM, lq - q0), d, vec);
   __syncthreads();
   uint32_t qa[kDF][4];
   {
@@ -165,8 +166,8 @@ __global__ void __launch_bounds__(kThreads) flash_attention_mma_kernel(const T* 
   for (int kv0 = 0; kv0 < kv_end; kv0 += kBN) {
     __syncthreads();  // previous tile (or the Q staging) fully consumed
     const int valid = min(kBN, lk - kv0);
-    load_rows<T, DP>(ks, kb + int64_t{kv0} * row_stride, row_stride, valid, d, vec);
-    load_rows_transposed<T, DP>(vt, vb + int64_t{kv0} * row_stride, row_stride, valid, d, vec);
+    load_rows<T, DP>(ks, kb + int64_t{kv0} * kv_stride, kv_stride, valid, d, vec);
+    load_rows_transposed<T, DP>(vt, vb + int64_t{kv0} * kv_stride, kv_stride, valid, d, vec);
     __syncthreads();
 
     // S [16 x 64] = Q K^T: 8 n-blocks of 8 keys.
@@ -269,7 +270,7 @@ void launch(const AttentionArgs& a, cudaStream_t stream) {
                   static_cast<unsigned>(a.batch));
   flash_attention_mma_kernel<T, DP><<<grid, kThreads, bytes, stream>>>(
       static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v), static_cast<T*>(a.o), a.lq,
-      a.lk, a.heads, a.d, scale_log2, a.causal, a.vec);
+      a.lk, a.heads, a.d, a.q_stride, a.kv_stride, scale_log2, a.causal, a.vec);
   SD_CUDA_LAUNCH_CHECK();
 }
 

@@ -99,14 +99,15 @@ __device__ __forceinline__ void load_async(T* dst, const T* src, int64_t stride,
   }
 }
 
-// q [B, Lq, H*D], k/v [B, Lk, H*D] -> o [B, Lq, H*D]. Grid (ceil(Lq/kBM), H, B), 128 threads.
+// q [B, Lq, H*D], k/v [B, Lk, H*D] -> o [B, Lq, H*D]; q rows q_stride apart, k/v rows kv_stride
+// (elements, multiples of 8). Grid (ceil(Lq/kBM), H, B), 128 threads.
 // mma.m16n8k16 fragments: lane = 4*g + t; A (row g | g+8, cols 2t,2t+1 | +8), B (k 2t,2t+1 |
 // +8, n g), C (row g | g+8, cols 2t,2t+1). Warp w owns rows [w*16*MT, (w+1)*16*MT).
 template <typename T, int DP, int MT>
 __global__ void __launch_bounds__(kThreads) attention_mma2_kernel(const T* __restrict__ q, const T* __restrict__ k,
                                                                   const T* __restrict__ v, T* __restrict__ o, int lq,
-                                                                  int lk, int heads, int d, float scale_log2,
-                                                                  bool causal) {
+                                                                  int lk, int heads, int d, int64_t q_stride,
+                                                                  int64_t kv_stride, float scale_log2, bool causal) {
   using C = Mma2Cfg<DP, MT>;
   constexpr int kLd = C::kLd, kBM = C::kBM, kTile = C::kTile;
   constexpr int kDF = DP / 16;  // k-steps of Q K^T
@@ -117,16 +118,18 @@ __global__ void __launch_bounds__(kThreads) attention_mma2_kernel(const T* __res
   const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kBM;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
-  const int64_t rs = int64_t{heads} * d;
-  const T* kb = k + int64_t{b} * lk * rs + int64_t{h} * d;
-  const T* vb = v + int64_t{b} * lk * rs + int64_t{h} * d;
+  const int64_t rs = int64_t{heads} * d;  // output row stride
+  const int64_t kvs = kv_stride;
+  const T* kb = k + int64_t{b} * lk * kvs + int64_t{h} * d;
+  const T* vb = v + int64_t{b} * lk * kvs + int64_t{h} * d;
   const int kv_end = causal ? min(lk, q0 + kBM) : lk;
   const int ntiles = (kv_end + kBN - 1) / kBN;
 
   // Q -> stage 1 (K1|V1), tile 0 -> stage 0, one group; Q fragments -> registers.
-  load_async<DP, kBM>(sbase + 2 * kTile, q + (int64_t{b} * lq + q0) * rs + int64_t{h} * d, rs, min(kBM, lq - q0), d);
-  load_async<DP, kBN>(sbase, kb, rs, min(kBN, lk), d);
-  load_async<DP, kBN>(sbase + kTile, vb, rs, min(kBN, lk), d);
+  load_async<DP, kBM>(sbase + 2 * kTile, q + (int64_t{b} * lq + q0) * q_stride + int64_t{h} * d, q_stride,
+                      min(kBM, lq - q0), d);
+  load_async<DP, kBN>(sbase, kb, kvs, min(kBN, lk), d);
+  load_async<DP, kBN>(sbase + kTile, vb, kvs, min(kBN, lk), d);
   cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
@@ -158,8 +161,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma2_kernel(const T* __res
     if (it + 1 < ntiles) {  // prefetch the next tile into the other stage
       const int nk = kv0 + kBN;
       T* dst = sbase + ((it + 1) & 1) * 2 * kTile;
-      load_async<DP, kBN>(dst, kb + int64_t{nk} * rs, rs, min(kBN, lk - nk), d);
-      load_async<DP, kBN>(dst + kTile, vb + int64_t{nk} * rs, rs, min(kBN, lk - nk), d);
+      load_async<DP, kBN>(dst, kb + int64_t{nk} * kvs, kvs, min(kBN, lk - nk), d);
+      load_async<DP, kBN>(dst + kTile, vb + int64_t{nk} * kvs, kvs, min(kBN, lk - nk), d);
     }
     cp_async_commit();
     const uint32_t ks = smem_addr(sbase + (it & 1) * 2 * kTile);
@@ -298,7 +301,7 @@ void launch(const AttentionArgs& a, cudaStream_t stream) {
                   static_cast<unsigned>(a.batch));
   attention_mma2_kernel<T, DP, MT><<<grid, kThreads, bytes, stream>>>(
       static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v), static_cast<T*>(a.o), a.lq,
-      a.lk, a.heads, a.d, scale_log2, a.causal);
+      a.lk, a.heads, a.d, a.q_stride, a.kv_stride, scale_log2, a.causal);
   SD_CUDA_LAUNCH_CHECK();
 }
 
@@ -337,7 +340,8 @@ void launch_dp(const AttentionArgs& a, cudaStream_t stream) {
 }  // namespace
 
 void launch_attention_mma2(DType dtype, const AttentionArgs& a, cudaStream_t stream) {
-  SD_ASSERT(a.vec && a.d % 8 == 0 && a.d >= 8 && a.d <= kMmaAttentionMaxHeadDim,
+  SD_ASSERT(a.vec && a.d % 8 == 0 && a.d >= 8 && a.d <= kMmaAttentionMaxHeadDim && a.q_stride % 8 == 0 &&
+                a.kv_stride % 8 == 0,
             "mma2 attention: head dim " + std::to_string(a.d) + (a.vec ? "" : " (unaligned)"));
   dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);

@@ -25,6 +25,7 @@ struct ConvGraphOperands;
 struct ConvKey;
 struct ConvPlan;
 struct MarkerPool;  // markers.cc: pooled CUDA events for profiling marks
+struct AttentionArgs;  // attention.h: one fused attention launch
 
 class CudaBackend final : public Backend {
  public:
@@ -58,6 +59,10 @@ class CudaBackend final : public Backend {
   Tensor softmax(const Tensor& x) override;
 
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override;
+  Tensor attention_cols(const Tensor& q_src, int64_t q_col, const Tensor& kv_src, int64_t k_col, int64_t v_col,
+                        int64_t inner, int heads, bool causal) override;
+  // Runs `args` through cuDNN's SDPA, the mma.sync or the WMMA kernel (attention.cu).
+  void run_attention(DType dtype, const AttentionArgs& args);
 
   Tensor activation(const Tensor& x, Activation act) override;
   Tensor geglu(const Tensor& x) override;

@@ -47,9 +47,7 @@ void ClipTextEncoder::build(ModelLoader& l) {
     Layer& L = m->layers_[i];
     L.ln1.load(l, p + ".layer_norm1", D, c.layer_norm_eps);
     L.ln2.load(l, p + ".layer_norm2", D, c.layer_norm_eps);
-    L.q.load(l, p + ".self_attn.q_proj", D, D);
-    L.k.load(l, p + ".self_attn.k_proj", D, D);
-    L.v.load(l, p + ".self_attn.v_proj", D, D);
+    L.qkv.load_stacked(l, {p + ".self_attn.q_proj", p + ".self_attn.k_proj", p + ".self_attn.v_proj"}, D, D);
     L.out.load(l, p + ".self_attn.out_proj", D, D);
     L.fc1.load(l, p + ".mlp.fc1", D, F);
     L.fc2.load(l, p + ".mlp.fc2", F, D);
@@ -61,7 +59,7 @@ Tensor ClipTextEncoder::hidden_after(const Tensor& ids, int layers) const {
   Backend& be = backend_;
   SD_ASSERT(ids.ndim() == 2 && ids.dtype() == DType::kI32, "ids must be i32 [B, L], got " + ids.describe());
   SD_ASSERT(layers >= 0 && layers <= config_.num_layers, "hidden_after: bad layer count");
-  const int64_t B = ids.dim(0), L = ids.dim(1);
+  const int64_t B = ids.dim(0), L = ids.dim(1), D = config_.hidden_size;
   SD_ASSERT(L <= config_.max_positions, "sequence longer than the position table");
   // Device ids are used as they are (no upload: capturable, see pipeline/stage_graphs.h).
   const Tensor device_ids = ids.device() == be.device() ? ids : be.upload(ids, DType::kI32);
@@ -72,7 +70,8 @@ Tensor ClipTextEncoder::hidden_after(const Tensor& ids, int layers) const {
   for (int i = 0; i < layers; ++i) {
     const Layer& l = layers_[static_cast<size_t>(i)];
     Tensor h = l.ln1(be, x);
-    Tensor a = be.attention(l.q(be, h), l.k(be, h), l.v(be, h), config_.num_heads, /*causal=*/true);
+    const Tensor qkv = l.qkv(be, h);  // [B, L, 3D]: q | k | v
+    Tensor a = be.attention_cols(qkv, 0, qkv, D, 2 * D, D, config_.num_heads, /*causal=*/true);
     x = be.add(l.out(be, a), x);
     h = l.fc2(be, be.activation(l.fc1(be, l.ln2(be, x)), act_));  // [B, L, F] inside
     x = be.add(h, x);

@@ -34,7 +34,8 @@ class ClipTextEncoder {
  private:
   struct Layer {
     LayerNorm ln1, ln2;
-    Linear q, k, v, out, fc1, fc2;
+    Linear qkv;  // q_proj; k_proj; v_proj stacked: [3D, D] (one GEMM, read by attention_cols)
+    Linear out, fc1, fc2;
   };
   ClipTextEncoder(const TextEncoderConfig& c, Backend& b) : config_(c), backend_(b) {}
   void build(ModelLoader& l);

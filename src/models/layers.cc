@@ -3,11 +3,33 @@
 // Tensor shapes are checked by ModelLoader against the configuration.
 #include "models/layers.h"
 
+#include <algorithm>
+
 namespace sd {
 
 void Linear::load(ModelLoader& l, const std::string& prefix, int64_t in, int64_t out, bool bias) {
   w = l.linear_weight(prefix + ".weight", out, in);
   if (bias) b = l.vector(prefix + ".bias", out);
+}
+
+void Linear::load_stacked(ModelLoader& l, const std::vector<std::string>& prefixes, int64_t in, int64_t out_each,
+                          bool bias) {
+  std::vector<Tensor> ws, bs;
+  for (const std::string& p : prefixes) {
+    Linear part;
+    part.load(l, p, in, out_each, bias);
+    ws.push_back(part.w);
+    if (bias) bs.push_back(part.b);
+  }
+  w = b = Tensor();
+  const auto all_defined = [](const std::vector<Tensor>& ts) {
+    return std::all_of(ts.begin(), ts.end(), [](const Tensor& t) { return t.defined(); });
+  };
+  // Recording mode or a failed load (the loader keeps the Status): nothing to stack.
+  if (!all_defined(ws) || !all_defined(bs)) return;
+  Backend& be = l.backend();
+  w = be.concat_rows(ws);  // [n*out_each, in]
+  if (bias) b = be.concat_rows(bs);  // [n*out_each]
 }
 
 void Conv2d::load(ModelLoader& l, const std::string& prefix, int64_t in, int64_t out, int k, int s, int p) {
@@ -30,21 +52,33 @@ void LayerNorm::load(ModelLoader& l, const std::string& prefix, int64_t channels
   eps = e;
 }
 
-void Attention::load(ModelLoader& l, const std::string& prefix, int64_t query_dim, int64_t context_dim,
-                     int64_t inner_dim, int h, bool qkv_bias) {
-  q.load(l, prefix + ".to_q", query_dim, inner_dim, qkv_bias);
-  k.load(l, prefix + ".to_k", context_dim, inner_dim, qkv_bias);
-  v.load(l, prefix + ".to_v", context_dim, inner_dim, qkv_bias);
-  out.load(l, prefix + ".to_out.0", inner_dim, query_dim, true);
+void Attention::load(ModelLoader& l, const std::string& prefix, AttentionKind k, int64_t query_dim,
+                     int64_t context_dim, int64_t inner_dim, int h, bool qkv_bias) {
+  kind = k;
+  inner = inner_dim;
   heads = h;
+  if (kind == AttentionKind::kSelf) {
+    SD_ASSERT(context_dim == query_dim, prefix + ": self-attention with context_dim != query_dim");
+    qkv.load_stacked(l, {prefix + ".to_q", prefix + ".to_k", prefix + ".to_v"}, query_dim, inner_dim, qkv_bias);
+  } else {
+    q.load(l, prefix + ".to_q", query_dim, inner_dim, qkv_bias);
+    kv.load_stacked(l, {prefix + ".to_k", prefix + ".to_v"}, context_dim, inner_dim, qkv_bias);
+  }
+  out.load(l, prefix + ".to_out.0", inner_dim, query_dim, true);
 }
 
 Tensor Attention::operator()(Backend& be, const Tensor& x, const Tensor& context, const Tensor& residual) const {
-  const Tensor& ctx = context.defined() ? context : x;
-  Tensor qx = q(be, x);    // [B, Lq, inner]
-  Tensor kx = k(be, ctx);  // [B, Lk, inner]
-  Tensor vx = v(be, ctx);  // [B, Lk, inner]
-  Tensor a = be.attention(qx, kx, vx, heads, /*causal=*/false);  // [B, Lq, inner]
+  Tensor a;  // [B, Lq, inner]
+  if (kind == AttentionKind::kSelf) {
+    SD_ASSERT(!context.defined(), "self-attention called with a context");
+    const Tensor p = qkv(be, x);  // [B, L, 3*inner]: q | k | v
+    a = be.attention_cols(p, 0, p, inner, 2 * inner, inner, heads, /*causal=*/false);
+  } else {
+    SD_ASSERT(context.defined(), "cross-attention called without a context");
+    const Tensor qx = q(be, x);         // [B, Lq, inner]
+    const Tensor kvx = kv(be, context);  // [B, Lk, 2*inner]: k | v
+    a = be.attention_cols(qx, 0, kvx, 0, inner, inner, heads, /*causal=*/false);
+  }
   return residual.defined() ? out.plus(be, a, residual) : out(be, a);
 }
 
@@ -52,8 +86,8 @@ void TransformerBlock::load(ModelLoader& l, const std::string& prefix, int64_t d
   norm1.load(l, prefix + ".norm1", dim, 1e-5f);
   norm2.load(l, prefix + ".norm2", dim, 1e-5f);
   norm3.load(l, prefix + ".norm3", dim, 1e-5f);
-  attn1.load(l, prefix + ".attn1", dim, dim, dim, heads, false);
-  attn2.load(l, prefix + ".attn2", dim, context_dim, dim, heads, false);
+  attn1.load(l, prefix + ".attn1", AttentionKind::kSelf, dim, dim, dim, heads, false);
+  attn2.load(l, prefix + ".attn2", AttentionKind::kCross, dim, context_dim, dim, heads, false);
   ff_in.load(l, prefix + ".ff.net.0.proj", dim, dim * 8);
   ff_out.load(l, prefix + ".ff.net.2", dim * 4, dim);
 }

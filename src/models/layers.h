@@ -14,6 +14,11 @@ namespace sd {
 struct Linear {
   Tensor w, b;  // [out, in], [out] (b may be undefined)
   void load(ModelLoader& l, const std::string& prefix, int64_t in, int64_t out, bool bias = true);
+  // Several [out_each, in] projections of the same input stacked into one [n*out_each, in]
+  // weight (bias likewise): one GEMM whose output columns are the projections side by side.
+  // The separate weights are not kept. Undefined while recording or after a load failure.
+  void load_stacked(ModelLoader& l, const std::vector<std::string>& prefixes, int64_t in, int64_t out_each,
+                    bool bias = true);
   Tensor operator()(Backend& be, const Tensor& x) const { return be.linear(x, w, b); }
   // linear(x) + residual in one op (a GEMM epilogue on CUDA).
   Tensor plus(Backend& be, const Tensor& x, const Tensor& residual) const {
@@ -50,15 +55,27 @@ struct LayerNorm {
   Tensor operator()(Backend& be, const Tensor& x) const { return be.layer_norm(x, gamma, beta, eps); }
 };
 
-// Multi-head attention with separate q/k/v projections and an output projection
-// (diffusers `Attention`: to_q, to_k, to_v, to_out.0).
+// Self-attention reads keys and values from its own input, cross-attention from a context
+// (the text embedding); decided at load, not from the dimensions (they may coincide).
+enum class AttentionKind { kSelf, kCross };
+
+// Multi-head attention (diffusers `Attention`: to_q, to_k, to_v, to_out.0) with packed
+// projections: self-attention computes q, k, v by one GEMM into [B, L, 3*inner], cross-
+// attention q by one and k, v by one into [B, Lk, 2*inner]; Backend::attention_cols reads
+// the q / k / v column windows in place.
 struct Attention {
-  Linear q, k, v, out;
+  Linear qkv;  // kSelf: rows to_q; to_k; to_v -> [3*inner, query_dim]
+  Linear q;    // kCross: [inner, query_dim]
+  Linear kv;   // kCross: rows to_k; to_v -> [2*inner, context_dim]
+  Linear out;
   int heads = 1;
-  void load(ModelLoader& l, const std::string& prefix, int64_t query_dim, int64_t context_dim, int64_t inner_dim,
-            int heads, bool qkv_bias);
-  // x [B, Lq, query_dim], context [B, Lk, context_dim] (x itself when undefined); the output
-  // projection adds `residual` [B, Lq, query_dim] when it is defined.
+  int64_t inner = 0;
+  AttentionKind kind = AttentionKind::kSelf;
+  // kSelf needs context_dim == query_dim.
+  void load(ModelLoader& l, const std::string& prefix, AttentionKind kind, int64_t query_dim, int64_t context_dim,
+            int64_t inner_dim, int heads, bool qkv_bias);
+  // x [B, Lq, query_dim]; context [B, Lk, context_dim] for kCross (undefined for kSelf); the
+  // output projection adds `residual` [B, Lq, query_dim] when it is defined.
   Tensor operator()(Backend& be, const Tensor& x, const Tensor& context = {}, const Tensor& residual = {}) const;
 };
 

@@ -92,9 +92,7 @@ void VAE::load_mid(ModelLoader& l, const std::string& prefix, Mid& mid, int64_t 
   mid.res2.load(l, prefix + ".resnets.1", C, C, 0, g, 1e-6f);
   const std::string a = prefix + ".attentions.0";
   mid.attn.norm.load(l, a + ".group_norm", C, g, 1e-6f);
-  mid.attn.q.load(l, a + ".to_q", C, C);
-  mid.attn.k.load(l, a + ".to_k", C, C);
-  mid.attn.v.load(l, a + ".to_v", C, C);
+  mid.attn.qkv.load_stacked(l, {a + ".to_q", a + ".to_k", a + ".to_v"}, C, C);
   mid.attn.out.load(l, a + ".to_out.0", C, C);
 }
 
@@ -103,7 +101,8 @@ Tensor VAE::run_mid(const Mid& mid, const Tensor& x) const {
   Tensor h = mid.res1(be, x, {});
   const int64_t B = h.dim(0), H = h.dim(1), W = h.dim(2), C = h.dim(3);
   Tensor n = mid.attn.norm(be, h, false).reshape({B, H * W, C});  // [B, H*W, C]
-  Tensor a = be.attention(mid.attn.q(be, n), mid.attn.k(be, n), mid.attn.v(be, n), 1, false);
+  const Tensor qkv = mid.attn.qkv(be, n);  // [B, H*W, 3C]: q | k | v
+  Tensor a = be.attention_cols(qkv, 0, qkv, C, 2 * C, C, 1, false);
   h = be.add(mid.attn.out(be, a).reshape({B, H, W, C}), h);
   return mid.res2(be, h, {});
 }

@@ -36,7 +36,8 @@ class VAE {
  private:
   struct MidAttention {  // single head over all positions, with GroupNorm and residual
     GroupNorm norm;
-    Linear q, k, v, out;
+    Linear qkv;  // to_q; to_k; to_v stacked: [3C, C] (one GEMM, read by attention_cols)
+    Linear out;
   };
   struct Mid {
     ResnetBlock res1, res2;

@@ -100,10 +100,8 @@ Tensor CudaBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor&
               "conv2d_fused: residual " + residual.describe() + " for x " + x.describe() + " w " + w.describe());
   }
   const auto unfused = [&] {
-    Tensor y = conv2d_plain(x, w, stride, padding);
-    if (bias.defined()) add_bias_rows(y, bias);
-    if (row_add.defined()) y = add_per_channel(y, row_add);
-    if (residual.defined()) y = add(y, residual);
+    Tensor y = conv2d_plain(x, w, stride, padding);  // [B, Ho, Wo, Cout]
+    add_epilogue(y, bias, row_add, residual);          // one pass for all three adds
     return y;
   };
   if (epi == 0 || !fused_epilogues_enabled() || !conv_graph_enabled_ || plan.direct || x.dtype() == DType::kF32) {
@@ -111,9 +109,9 @@ Tensor CudaBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor&
   }
   // The adds left out of the graph, applied after it.
   const auto rest = [&](Tensor y) {
-    if ((wanted & ~epi) & kEpiBias) add_bias_rows(y, bias);
-    if ((wanted & ~epi) & kEpiRow) y = add_per_channel(y, row_add);
-    if ((wanted & ~epi) & kEpiResidual) y = add(y, residual);
+    const int left = wanted & ~epi;
+    add_epilogue(y, left & kEpiBias ? bias : Tensor(), left & kEpiRow ? row_add : Tensor(),
+                 left & kEpiResidual ? residual : Tensor());
     return y;
   };
   Tensor y = empty({key.b, plan.ho, plan.wo, cout}, x.dtype());

@@ -251,4 +251,16 @@ void CudaBackend::add_bias_rows(const Tensor& y, const Tensor& bias) {
   launch_add_bias_rows(y.raw(), bias.raw(), y.dtype(), y.numel() / c, c, stream_);
 }
 
+void CudaBackend::add_epilogue(const Tensor& y, const Tensor& bias, const Tensor& row, const Tensor& residual) {
+  const int64_t b = y.dim(0), c = y.dim(-1);
+  SD_ASSERT(!bias.defined() || (bias.dtype() == y.dtype() && bias.numel() == c), "bias " + bias.describe() +
+                                                                                    " for " + y.describe());
+  SD_ASSERT(!row.defined() || (row.dtype() == y.dtype() && row.numel() == b * c), "row add " + row.describe() +
+                                                                                     " for " + y.describe());
+  SD_ASSERT(!residual.defined() || (residual.dtype() == y.dtype() && residual.numel() == y.numel()),
+            "residual " + residual.describe() + " for " + y.describe());
+  launch_add_epilogue(y.raw(), bias.defined() ? bias.raw() : nullptr, row.defined() ? row.raw() : nullptr,
+                      residual.defined() ? residual.raw() : nullptr, y.dtype(), b, y.numel() / (b * c), c, stream_);
+}
+
 }  // namespace sd::cuda

@@ -103,6 +103,9 @@ class CudaBackend final : public Backend {
   void activate() const;
   // Adds bias[C] to every row of y [..., C] in place (conv2d epilogue).
   void add_bias_rows(const Tensor& y, const Tensor& bias);
+  // y [B, ..., C] += bias [C] + row [B, C] + residual (y's shape), in place, one kernel; each
+  // term may be undefined.
+  void add_epilogue(const Tensor& y, const Tensor& bias, const Tensor& row, const Tensor& residual);
   // Plain cuBLAS handle for GEMMs cuBLASLt has no algorithm for (created on first use).
   cublasHandle_t blas();
   // Runs a conv2d graph-API plan built for `epilogue` (autotuning it on first use); false if
@@ -118,8 +121,6 @@ class CudaBackend final : public Backend {
   Tensor attention_unfused(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal);
   // [B,Ho,Wo,C] window of x [B,H,W,C] starting at (dy, dx), zero outside (pad_hw, crop_hw).
   Tensor window(const Tensor& x, int64_t ho, int64_t wo, int64_t dy, int64_t dx, const char* op);
-  // kGnMaxBatch zeroed i32 ticket counters for group_norm_vec (each launch leaves them 0).
-  int* norm_counters();
   // Asserts that `t` lives on this device.
   void check_on_device(const Tensor& t, const char* op) const;
 
@@ -142,7 +143,6 @@ class CudaBackend final : public Backend {
   void* gemm_workspace_ = nullptr;
   std::shared_ptr<MarkerPool> markers_;  // made on the first mark() (markers.cc)
   size_t gemm_workspace_bytes_ = 0;
-  Tensor norm_counters_;  // norm_counters(), allocated on first use (group_norm_vec.cu)
 };
 
 // False when SDSERVE_CUDA_FUSED=0: conv2d_fused / linear_residual run the unfused ops.

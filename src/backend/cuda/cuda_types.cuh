@@ -62,6 +62,12 @@ __device__ __forceinline__ float gelu_tanh_f(float x) {
 }
 __device__ __forceinline__ float quick_gelu_f(float x) { return x / (1.f + __expf(-1.702f * x)); }
 
+// V elements moved as one aligned load/store (16 bytes when V * sizeof(T) == 16).
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Vec {
+  T v[V];
+};
+
 // The eight 2-byte elements (f16 / bf16) of one 16-byte load as floats, and back.
 template <typename T>
 __device__ __forceinline__ void unpack8(const uint4& raw, float (&f)[8]) {

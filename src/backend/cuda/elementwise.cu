@@ -11,11 +11,6 @@ namespace sd::cuda {
 
 namespace {
 
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Vec {
-  T v[V];
-};
-
 struct ActOp {
   int act;
   __device__ float operator()(float x, float) const {

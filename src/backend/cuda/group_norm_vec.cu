@@ -1,7 +1,6 @@
 // Vectorised group norm (+ SiLU) for f16/bf16 NHWC / [B,L,C] with C % 8 == 0: two launches.
-// (1) statistics: many blocks per batch row, f32 shifted sums per (split, group); the last
-// block of a batch row (atomic ticket) merges the splits, one warp per group, into a
-// per-channel (scale, shift) table. (2) one 16-byte-vectorised apply (+SiLU) pass.
+// (1) statistics: many blocks per batch row, f32 shifted sums per (split, group). (2) apply:
+// every block merges its batch row's splits (f64) in a prologue, then one 16-byte pass (+SiLU).
 #include <algorithm>
 
 #include "backend/cuda/cuda_backend_impl.h"
@@ -16,15 +15,12 @@ namespace {
 // x [B, P, C] -> partial [B, S, G] as (sum, sum of squares) of x - shift(g), where shift(g) =
 // x[b, 0, g*cpg] keeps the f32 sums accurate when the mean is large against the spread.
 // Block (s, b) covers positions [s*chunk, (s+1)*chunk); thread = (lane r, chunk ch); threads
-// past rows * C/8 (the block is a whole number of warps) only help reduce. The last block of
-// batch row b to finish (ticket counters[b], reset to 0 afterwards) writes table [B, C] of
-// (scale, shift): y = x * scale + shift.
+// past rows * C/8 (the block is a whole number of warps) only help reduce. No finalize here:
+// each apply block merges the splits itself (gn_apply_kernel), so no block waits on another.
 template <typename T>
-__global__ void gn_stats_kernel(const T* __restrict__ x, float2* __restrict__ partial, const T* __restrict__ gamma,
-                                const T* __restrict__ beta, float2* __restrict__ table, int* __restrict__ counters,
-                                int positions, int channels, int cpg, int groups, int chunk, int rows, float eps) {
+__global__ void gn_stats_kernel(const T* __restrict__ x, float2* __restrict__ partial, int positions, int channels,
+                                int cpg, int groups, int chunk, int rows) {
   extern __shared__ float red[];  // [2][rows * C]: per-thread channel sums, then squares
-  __shared__ bool is_last;
   const int nch = channels / 8;
   const int used = rows * nch;
   const int b = blockIdx.y, split = blockIdx.x, splits = gridDim.x;
@@ -81,57 +77,55 @@ __global__ void gn_stats_kernel(const T* __restrict__ x, float2* __restrict__ pa
     }
     if (lane == 0) partial[(int64_t{b} * splits + split) * groups + g] = make_float2(s, q);
   }
-  // Last block of this batch row: merge the splits (threadfence reduction pattern).
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) is_last = atomicAdd(&counters[b], 1) == splits - 1;
-  __syncthreads();
-  if (!is_last) return;
-  __threadfence();
-  const double n = double(positions) * cpg;
-  for (int g = warp; g < groups; g += warps) {
-    double s = 0.0, q = 0.0;
-    for (int k = lane; k < splits; k += 32) {
-      const float2 pq = __ldcg(&partial[(int64_t{b} * splits + k) * groups + g]);
-      s += pq.x;
-      q += pq.y;
-    }
-    for (int off = 16; off > 0; off /= 2) {
-      s += __shfl_xor_sync(0xffffffffu, s, off);
-      q += __shfl_xor_sync(0xffffffffu, q, off);
-    }
-    const double mean_d = s / n;
-    const float var = static_cast<float>(fmax(q / n - mean_d * mean_d, 0.0));
-    const float mean = to_f32(xb[g * cpg]) + static_cast<float>(mean_d);
-    const float rstd = rsqrtf(var + eps);
-    for (int c = g * cpg + lane; c < (g + 1) * cpg; c += 32) {
-      const float sc = rstd * to_f32(gamma[c]);
-      table[int64_t{b} * channels + c] = make_float2(sc, to_f32(beta[c]) - mean * sc);
-    }
-  }
-  if (threadIdx.x == 0) counters[b] = 0;  // ready for the next call on this stream
 }
 
-// y = x * scale[b, c] + shift[b, c] (then SiLU). Grid (blocks, B), block rows * C/8 threads:
-// thread (r, ch) keeps channel chunk ch's 8 (scale, shift) pairs in registers and walks the
-// positions r + rows * (blockIdx.x + gridDim.x * k).
+// y = x * scale[b, c] + shift[b, c] (then SiLU). Grid (blocks, B), block rows * C/8 threads.
+// Prologue: the block merges batch row b's `splits` partials per group (coalesced loads spread
+// over all threads, f64 shared-memory adds) into (mean, rstd) per group, so the statistics
+// need no finalize launch or last-block wait. Then thread (r, ch) keeps channel chunk ch's 8
+// (scale, shift) pairs in registers and walks the positions r + rows * (blockIdx.x + gridDim.x * k).
 template <typename T, bool kSilu>
-__global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, const float2* __restrict__ table,
-                                int positions, int nch, int rows) {
+__global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, const float2* __restrict__ partial,
+                                const T* __restrict__ gamma, const T* __restrict__ beta, int positions, int nch,
+                                int rows, int cpg, int groups, int splits, float eps) {
+  extern __shared__ double acc[];  // [2][groups]: sums, sums of squares; then (mean, rstd) as float2
   const int b = blockIdx.y;
   const int r = threadIdx.x / nch, ch = threadIdx.x % nch;
   const int64_t base = int64_t{b} * positions * nch + ch;
+  const T* xb = x + int64_t{b} * positions * nch * 8;
+  float ga[8], be[8];  // issued first: their latency overlaps the merge
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    ga[i] = to_f32(gamma[ch * 8 + i]);
+    be[i] = to_f32(beta[ch * 8 + i]);
+  }
+  for (int g = threadIdx.x; g < 2 * groups; g += blockDim.x) acc[g] = 0.0;
+  __syncthreads();
+  const float2* pb = partial + int64_t{b} * splits * groups;
+  const int entries = splits * groups;
+  for (int e = threadIdx.x; e < entries; e += blockDim.x) {  // consecutive lanes: different groups
+    const float2 pq = __ldcg(&pb[e]);
+    const int g = e % groups;
+    atomicAdd(&acc[g], double(pq.x));
+    atomicAdd(&acc[groups + g], double(pq.y));
+  }
+  __syncthreads();
+  float2* stat = reinterpret_cast<float2*>(acc + 2 * groups);  // [groups] (mean, rstd)
+  const double n = double(positions) * cpg;
+  for (int g = threadIdx.x; g < groups; g += blockDim.x) {
+    const double mean_d = acc[g] / n;
+    const float var = static_cast<float>(fmax(acc[groups + g] / n - mean_d * mean_d, 0.0));
+    stat[g] = make_float2(to_f32(xb[g * cpg]) + static_cast<float>(mean_d), rsqrtf(var + eps));
+  }
+  __syncthreads();
   const uint4* xv = reinterpret_cast<const uint4*>(x) + base;
   uint4* yv = reinterpret_cast<uint4*>(y) + base;
-  const float4* tb = reinterpret_cast<const float4*>(table + (int64_t{b} * nch + ch) * 8);
   float sc[8], sh[8];
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const float4 t = tb[j];  // (scale, shift) of channels 2j, 2j+1
-    sc[2 * j] = t.x;
-    sh[2 * j] = t.y;
-    sc[2 * j + 1] = t.z;
-    sh[2 * j + 1] = t.w;
+  for (int i = 0; i < 8; ++i) {
+    const float2 ms = stat[(ch * 8 + i) / cpg];
+    sc[i] = ms.y * ga[i];
+    sh[i] = be[i] - ms.x * sc[i];
   }
   const auto apply = [&](const uint4& raw) {
     float f[8];
@@ -143,6 +137,7 @@ __global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, cons
     }
     return pack8<T>(f);
   };
+  if (r >= rows) return;
   const int step = gridDim.x * rows;
   int p = blockIdx.x * rows + r;
   for (; p + 3 * step < positions; p += 4 * step) {  // four loads in flight
@@ -176,7 +171,7 @@ bool group_norm_vec_applies(const Tensor& x, const Tensor& y, int groups) {
   const int64_t positions = x.numel() / (batch * channels);
   return x.dtype() != DType::kF32 && groups > 0 && channels % groups == 0 && channels % 8 == 0 &&
          channels / 8 <= kGnVecMaxChunks && positions * channels / 8 < (int64_t{1} << 31) && batch <= kGnMaxBatch &&
-         aligned16(x.raw()) && aligned16(y.raw());
+         groups <= kGnVecMaxGroups && aligned16(x.raw()) && aligned16(y.raw());
 }
 
 void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
@@ -197,36 +192,30 @@ void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const
   const int64_t apply_blocks = std::clamp<int64_t>(
       (positions + 4 * rows - 1) / (4 * rows), 1, std::max<int64_t>(1, target_blocks / batch));
   const int cpg = static_cast<int>(channels / groups);
-  // One scratch buffer: partial [B, S, G] float2, then table [B, C] float2.
-  Tensor scratch = be.empty({batch * (splits * groups + channels) * 2}, DType::kF32);
+  Tensor scratch = be.empty({batch * splits * groups * 2}, DType::kF32);  // partial [B, S, G] float2
   float2* partial = reinterpret_cast<float2*>(scratch.raw());
-  float2* table = partial + batch * splits * groups;
-  int* counters = be.norm_counters();
   cudaStream_t stream = be.stream();
+  const size_t apply_smem = static_cast<size_t>(groups) * (2 * sizeof(double) + sizeof(float2));
   dispatch_half(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     gn_stats_kernel<T><<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(batch)), stats_threads,
                          size_t{2} * used * 8 * sizeof(float), stream>>>(
-        x.data<T>(), partial, gamma.data<T>(), beta.data<T>(), table, counters, static_cast<int>(positions),
-        static_cast<int>(channels), cpg, groups, static_cast<int>(chunk), rows, eps);
+        x.data<T>(), partial, static_cast<int>(positions), static_cast<int>(channels), cpg, groups,
+        static_cast<int>(chunk), rows);
     SD_CUDA_LAUNCH_CHECK();
     const dim3 grid(static_cast<unsigned>(apply_blocks), static_cast<unsigned>(batch));
-    const int p = static_cast<int>(positions);
+    const int p = static_cast<int>(positions), s = static_cast<int>(splits);
+    const auto launch = [&](auto kernel) {
+      kernel<<<grid, stats_threads, apply_smem, stream>>>(x.data<T>(), y.data<T>(), partial, gamma.data<T>(),
+                                                          beta.data<T>(), p, nch, rows, cpg, groups, s, eps);
+    };
     if (silu) {
-      gn_apply_kernel<T, true><<<grid, used, 0, stream>>>(x.data<T>(), y.data<T>(), table, p, nch, rows);
+      launch(gn_apply_kernel<T, true>);
     } else {
-      gn_apply_kernel<T, false><<<grid, used, 0, stream>>>(x.data<T>(), y.data<T>(), table, p, nch, rows);
+      launch(gn_apply_kernel<T, false>);
     }
     SD_CUDA_LAUNCH_CHECK();
   });
-}
-
-int* CudaBackend::norm_counters() {
-  if (!norm_counters_.defined()) {
-    norm_counters_ = empty({kGnMaxBatch}, DType::kI32);
-    SD_CUDA_CHECK(cudaMemsetAsync(norm_counters_.raw(), 0, norm_counters_.nbytes(), stream_));
-  }
-  return static_cast<int*>(norm_counters_.raw());
 }
 
 }  // namespace sd::cuda

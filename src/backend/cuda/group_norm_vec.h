@@ -1,5 +1,5 @@
 // The vectorised group norm (+ SiLU) of group_norm_vec.cu: f16/bf16, C % 8 == 0, 16-byte
-// aligned x and y; two launches (statistics with a last-block finalize, then one apply pass).
+// aligned x and y; two launches (split statistics, then an apply pass that merges them first).
 // CudaBackend::group_norm uses it by default where it applies (SDSERVE_CUDA_NORM=v1: never).
 #pragma once
 
@@ -10,7 +10,8 @@ namespace sd::cuda {
 class CudaBackend;
 
 constexpr int kGnVecMaxChunks = 512;  // C/8 <= this: a stats block holds C/8 x rows lanes
-constexpr int kGnMaxBatch = 4096;     // batch rows with a ticket counter (CudaBackend::norm_counters)
+constexpr int kGnMaxBatch = 65535;    // batch rows: the grid's y dimension
+constexpr int kGnVecMaxGroups = 1024; // the apply prologue keeps (sum, sum of squares, mean, rstd) per group in shared memory
 
 // Whether group_norm_vec can normalise x [B, ..., C] into y with `groups` groups.
 bool group_norm_vec_applies(const Tensor& x, const Tensor& y, int groups);

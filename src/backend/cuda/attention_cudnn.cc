@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -21,7 +22,7 @@ namespace sd::cuda {
 namespace {
 
 constexpr int64_t kUidQ = 1, kUidK = 2, kUidV = 3, kUidO = 4, kUidScale = 5;
-constexpr int kMaxCandidates = 4;
+constexpr int kDefaultCandidates = 8;  // SDSERVE_CUDNN_CANDIDATES overrides
 constexpr int64_t kMaxWorkspace = int64_t{256} << 20;
 
 struct SdpaKey {
@@ -126,7 +127,7 @@ void build(cudnnHandle_t handle, const SdpaKey& k, SdpaPlan& out) {
   cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);  // deprecated
   SD_CUDNN_CHECK(cudnnBackendFinalize(graph));
 
-  CudnnCandidates c = find_cudnn_plans(handle, graph, kMaxCandidates, kMaxWorkspace);
+  CudnnCandidates c = find_cudnn_plans(handle, graph, cudnn_max_candidates(kDefaultCandidates), kMaxWorkspace);
   out.plans = std::move(c.plans);
   out.workspace = std::move(c.workspace);
   out.keep.insert(out.keep.end(), c.configs.begin(), c.configs.end());
@@ -205,29 +206,72 @@ bool run_attention_cudnn(int device, DType dtype, const AttentionArgs& a, cudaSt
   if (plan.plans.empty() || (capturing && !plan.proven)) return false;
   SD_CUDNN_CHECK(cudnnSetStream(st.handle, stream));
   float scale = 1.f / std::sqrt(static_cast<float>(a.d));
-  while (!plan.plans.empty()) {
+  if (plan.proven) {
     void* ws = plan.workspace[0] > 0 ? workspace(static_cast<size_t>(plan.workspace[0])) : nullptr;
     const cudnnStatus_t s = execute(st.handle, plan.plans[0], a, &scale, ws);
-    if (s == CUDNN_STATUS_SUCCESS) {
-      if (!plan.proven) {
-        for (size_t i = 1; i < plan.plans.size(); ++i) cudnnBackendDestroyDescriptor(plan.plans[i]);
-        plan.plans.resize(1);
-        plan.workspace.resize(1);
-        plan.proven = true;
-        if (log_enabled()) std::fprintf(stderr, "sdserve: cuDNN SDPA runs %s\n", key_str(key).c_str());
-      }
-      return true;
-    }
-    if (plan.proven) {
+    if (s != CUDNN_STATUS_SUCCESS) {
       throw Error(Internal("cuDNN SDPA failed for " + key_str(key) + ": " + cudnnGetErrorString(s)));
     }
-    if (log_enabled()) {
-      std::fprintf(stderr, "sdserve: cuDNN SDPA plan failed for %s: %s\n", key_str(key).c_str(), cudnnGetErrorString(s));
-    }
-    cudnnBackendDestroyDescriptor(plan.plans[0]);
-    plan.plans.erase(plan.plans.begin());
-    plan.workspace.erase(plan.workspace.begin());
+    return true;
   }
+  // First (eager) call: run every candidate; with more than one that runs, time each (1 warm-up
+  // + 3 runs between events) and keep the fastest, which then computes the result.
+  size_t best = plan.plans.size();
+  float best_ms = std::numeric_limits<float>::max();
+  cudaEvent_t start = nullptr, stop = nullptr;
+  SD_CUDA_CHECK(cudaEventCreate(&start));
+  SD_CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<bool> runs(plan.plans.size(), false);
+  for (size_t i = 0; i < plan.plans.size(); ++i) {
+    void* ws = plan.workspace[i] > 0 ? workspace(static_cast<size_t>(plan.workspace[i])) : nullptr;
+    cudnnStatus_t s = execute(st.handle, plan.plans[i], a, &scale, ws);
+    if (s != CUDNN_STATUS_SUCCESS) {
+      if (log_enabled()) {
+        std::fprintf(stderr, "sdserve: cuDNN SDPA plan %zu failed for %s: %s\n", i, key_str(key).c_str(),
+                     cudnnGetErrorString(s));
+      }
+      continue;
+    }
+    runs[i] = true;
+    if (plan.plans.size() == 1) {
+      best = i;
+      break;
+    }
+    SD_CUDA_CHECK(cudaEventRecord(start, stream));
+    for (int r = 0; r < 3 && s == CUDNN_STATUS_SUCCESS; ++r) s = execute(st.handle, plan.plans[i], a, &scale, ws);
+    SD_CUDA_CHECK(cudaEventRecord(stop, stream));
+    SD_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0.f;
+    SD_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    if (log_enabled()) std::fprintf(stderr, "sdserve: cuDNN SDPA %s plan %zu: %.4f ms\n", key_str(key).c_str(), i, ms / 3);
+    if (s == CUDNN_STATUS_SUCCESS && ms < best_ms) {
+      best_ms = ms;
+      best = i;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  if (best == plan.plans.size()) {  // none runs: this shape goes to our own kernels
+    destroy_all(plan.plans);
+    plan.workspace.clear();
+    return false;
+  }
+  for (size_t i = 0; i < plan.plans.size(); ++i) {
+    if (i != best) cudnnBackendDestroyDescriptor(plan.plans[i]);
+  }
+  plan.plans = {plan.plans[best]};
+  plan.workspace = {plan.workspace[best]};
+  plan.proven = true;
+  if (log_enabled()) std::fprintf(stderr, "sdserve: cuDNN SDPA runs %s with plan %zu\n", key_str(key).c_str(), best);
+  if (runs.size() > 1) {  // the last run was another candidate's: recompute with the winner
+    void* ws = plan.workspace[0] > 0 ? workspace(static_cast<size_t>(plan.workspace[0])) : nullptr;
+    const cudnnStatus_t s = execute(st.handle, plan.plans[0], a, &scale, ws);
+    if (s != CUDNN_STATUS_SUCCESS) {
+      throw Error(Internal("cuDNN SDPA failed for " + key_str(key) + ": " + cudnnGetErrorString(s)));
+    }
+  }
+  return true;
+
   return false;
 }
 

@@ -16,7 +16,7 @@ namespace {
 
 constexpr int64_t kUidX = 1, kUidW = 2, kUidY = 3, kUidBias = 4, kUidRow = 5, kUidResidual = 6;
 constexpr int64_t kUidVirtual = 100;  // + index: f32 intermediates between the fused ops
-constexpr int kMaxCandidates = 8;
+constexpr int kDefaultCandidates = 8;  // SDSERVE_CUDNN_CANDIDATES overrides
 constexpr int64_t kMaxWorkspace = int64_t{512} << 20;
 
 // Owns a descriptor until released.
@@ -151,7 +151,7 @@ void build(cudnnHandle_t handle, const ConvGraphKey& key, int64_t ho, int64_t wo
   out.keep.push_back(graph.release());
   cudnnBackendDescriptor_t graph_d = out.keep.back();
 
-  CudnnCandidates c = find_cudnn_plans(handle, graph_d, kMaxCandidates, kMaxWorkspace);
+  CudnnCandidates c = find_cudnn_plans(handle, graph_d, cudnn_max_candidates(kDefaultCandidates), kMaxWorkspace);
   out.plans = std::move(c.plans);
   out.workspace = std::move(c.workspace);
   out.keep.insert(out.keep.end(), c.configs.begin(), c.configs.end());

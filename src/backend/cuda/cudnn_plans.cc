@@ -3,9 +3,27 @@
 // left). Descriptors that must outlive the plans are returned to the caller to keep.
 #include "backend/cuda/cudnn_plans.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "backend/cuda/cuda_check.h"
 
 namespace sd::cuda {
+
+int cudnn_max_candidates(int fallback) {
+  static const int from_env = [] {
+    const char* env = std::getenv("SDSERVE_CUDNN_CANDIDATES");
+    if (!env || !*env) return 0;
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    if (*end != '\0' || v < 1 || v > 64) {
+      std::fprintf(stderr, "sdserve: ignoring SDSERVE_CUDNN_CANDIDATES=%s (want 1..64)\n", env);
+      return 0;
+    }
+    return static_cast<int>(v);
+  }();
+  return from_env > 0 ? from_env : fallback;
+}
 
 CudnnCandidates find_cudnn_plans(cudnnHandle_t handle, cudnnBackendDescriptor_t graph, int max_candidates,
                                  int64_t max_workspace) {

@@ -16,6 +16,10 @@ struct CudnnCandidates {
   std::vector<cudnnBackendDescriptor_t> configs;    // engine configs the plans reference (destroy after)
 };
 
+// How many candidate plans to build and time per shape: SDSERVE_CUDNN_CANDIDATES (1..64) when
+// set, else `fallback`. More candidates: a longer first call per shape, perhaps a faster plan.
+int cudnn_max_candidates(int fallback);
+
 CudnnCandidates find_cudnn_plans(cudnnHandle_t handle, cudnnBackendDescriptor_t graph, int max_candidates,
                                  int64_t max_workspace);
 

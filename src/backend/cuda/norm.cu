@@ -179,33 +179,34 @@ NormKernels norm_kernels() {
 bool vector_group_norm() { return norm_kernels() != NormKernels::kGeneral; }
 bool vector_layer_norm() { return norm_kernels() != NormKernels::kGeneral; }
 
-// One warp per row of `cols` (= 8 * nvec, nvec <= 32 * V) values held in registers: exact
-// two-pass mean and variance in f32.
-template <typename T, int V>
+// One group of L lanes (8, 16 or 32 of a warp) per row of `cols` (= 8 * nvec, nvec <= L * V)
+// values held in registers: exact two-pass mean and variance in f32. Narrow rows take fewer
+// lanes so that every lane has several 16-byte loads in flight (C = 320: 8 lanes x 5).
+template <typename T, int V, int L>
 __global__ void layer_norm_warp_kernel(const T* __restrict__ x, T* __restrict__ y, const T* __restrict__ gamma,
                                        const T* __restrict__ beta, int64_t rows, int nvec, float eps) {
-  const int64_t row = int64_t{blockIdx.x} * (blockDim.x / 32) + threadIdx.x / 32;
-  if (row >= rows) return;
-  const int lane = threadIdx.x % 32;
-  const uint4* xr = reinterpret_cast<const uint4*>(x) + row * nvec;
+  const int64_t row = int64_t{blockIdx.x} * (blockDim.x / L) + threadIdx.x / L;
+  const int lane = threadIdx.x % L;
+  const bool active = row < rows;  // inactive lanes still join the shuffles of their warp
+  const uint4* xr = reinterpret_cast<const uint4*>(x) + (active ? row : 0) * nvec;
   float v[V][8];
   float s = 0.f;
 #pragma unroll
   for (int i = 0; i < V; ++i) {
-    const int idx = lane + 32 * i;
-    if (idx < nvec) {
+    const int idx = lane + L * i;
+    if (active && idx < nvec) {
       unpack8<T>(xr[idx], v[i]);
 #pragma unroll
       for (int j = 0; j < 8; ++j) s += v[i][j];
     }
   }
-  for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xffffffffu, s, off);
+  for (int off = L / 2; off > 0; off /= 2) s += __shfl_xor_sync(0xffffffffu, s, off);
   const float inv_n = 1.f / static_cast<float>(nvec * 8);
   const float mean = s * inv_n;
   float q = 0.f;
 #pragma unroll
   for (int i = 0; i < V; ++i) {
-    if (lane + 32 * i < nvec) {
+    if (active && lane + L * i < nvec) {
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         const float dv = v[i][j] - mean;
@@ -213,12 +214,13 @@ __global__ void layer_norm_warp_kernel(const T* __restrict__ x, T* __restrict__ 
       }
     }
   }
-  for (int off = 16; off > 0; off /= 2) q += __shfl_xor_sync(0xffffffffu, q, off);
+  for (int off = L / 2; off > 0; off /= 2) q += __shfl_xor_sync(0xffffffffu, q, off);
+  if (!active) return;
   const float rstd = rsqrtf(q * inv_n + eps);
   uint4* yr = reinterpret_cast<uint4*>(y) + row * nvec;
 #pragma unroll
   for (int i = 0; i < V; ++i) {
-    const int idx = lane + 32 * i;
+    const int idx = lane + L * i;
     if (idx < nvec) {
       float gm[8], bt[8];
       unpack8<T>(reinterpret_cast<const uint4*>(gamma)[idx], gm);
@@ -298,16 +300,18 @@ Tensor CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tenso
       aligned16(x.raw()) && aligned16(y.raw()) && aligned16(gamma.raw()) && aligned16(beta.raw())) {
     dispatch_half(x.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      const auto go = [&](auto v) {
-        constexpr int kRowsPerBlock = 8;  // one warp per row
-        layer_norm_warp_kernel<T, decltype(v)::value>
-            <<<static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock), 32 * kRowsPerBlock, 0, stream_>>>(
+      const auto go = [&](auto v, auto l) {
+        constexpr int kV = decltype(v)::value, kL = decltype(l)::value;
+        constexpr int kRowsPerBlock = 256 / kL;  // 8 warps
+        layer_norm_warp_kernel<T, kV, kL>
+            <<<static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock), 256, 0, stream_>>>(
                 x.data<T>(), y.data<T>(), gamma.data<T>(), beta.data<T>(), rows, static_cast<int>(nvec), eps);
       };
-      if (nvec <= 32) go(std::integral_constant<int, 1>{});
-      else if (nvec <= 64) go(std::integral_constant<int, 2>{});
-      else if (nvec <= 128) go(std::integral_constant<int, 4>{});
-      else go(std::integral_constant<int, 8>{});
+      using std::integral_constant;
+      if (nvec <= 8 * 6) go(integral_constant<int, 6>{}, integral_constant<int, 8>{});          // C <= 384
+      else if (nvec <= 16 * 6) go(integral_constant<int, 6>{}, integral_constant<int, 16>{});  // C <= 768
+      else if (nvec <= 32 * 6) go(integral_constant<int, 6>{}, integral_constant<int, 32>{});  // C <= 1536
+      else go(integral_constant<int, 8>{}, integral_constant<int, 32>{});
       SD_CUDA_LAUNCH_CHECK();
     });
     return y;

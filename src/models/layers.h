@@ -31,9 +31,19 @@ struct Conv2d {
   int stride = 1, padding = 0;
   void load(ModelLoader& l, const std::string& prefix, int64_t in, int64_t out, int k, int stride = 1,
             int padding = -1 /* k/2 */);
-  Tensor operator()(Backend& be, const Tensor& x) const { return be.conv2d(x, w, b, stride, padding); }
+  // A 1x1 convolution with stride 1 and no padding is a GEMM over the channels of NHWC x: it runs
+  // as linear() (on CUDA the bias and residual become the cuBLASLt matmul's epilogue).
+  bool pointwise() const { return w.dim(1) == 1 && w.dim(2) == 1 && stride == 1 && padding == 0; }
+  Tensor operator()(Backend& be, const Tensor& x) const {
+    if (pointwise()) return be.linear(x, w.reshape({w.dim(0), w.dim(3)}), b);  // [B, H, W, out]
+    return be.conv2d(x, w, b, stride, padding);
+  }
   // conv(x) [+ row_add [B, out] per channel] [+ residual [B, Ho, Wo, out]]; either may be undefined.
   Tensor fused(Backend& be, const Tensor& x, const Tensor& row_add, const Tensor& residual) const {
+    if (pointwise() && !row_add.defined()) {
+      const Tensor wm = w.reshape({w.dim(0), w.dim(3)});  // [out, in]
+      return residual.defined() ? be.linear_residual(x, wm, b, residual) : be.linear(x, wm, b);
+    }
     return be.conv2d_fused(x, w, b, stride, padding, row_add, residual);
   }
 };

@@ -5,6 +5,8 @@
 #include "backend/cuda/gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <limits>
 #include <cstdint>
 #include <string>
 
@@ -12,6 +14,14 @@
 #include "backend/cuda/cuda_check.h"
 
 namespace sd::cuda {
+
+bool gemm_autotune() {
+  static const bool on = [] {
+    const char* env = std::getenv("SDSERVE_CUBLASLT_AUTOTUNE");
+    return !(env && env[0] == '0');
+  }();
+  return on;
+}
 
 int pointer_alignment(const void* p) {
   const auto addr = reinterpret_cast<uintptr_t>(p);
@@ -60,17 +70,51 @@ GemmPlan& GemmPlans::get(cublasLtHandle_t lt, const GemmKey& key, size_t workspa
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ax, sizeof(ax));
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof(ac));
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ay, sizeof(ay));
-  cublasLtMatmulHeuristicResult_t result{};
+  cublasLtMatmulHeuristicResult_t results[kGemmCandidates] = {};
   int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, plan.op, plan.w, plan.x, plan.y, plan.y, pref, 1,
-                                                           &result, &found);
+  const int wanted = gemm_autotune() ? kGemmCandidates : 1;
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, plan.op, plan.w, plan.x, plan.y, plan.y, pref, wanted,
+                                                           results, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
     plan.use_cublas = true;  // e.g. row strides that are not 16-byte multiples
   } else {
-    plan.algo = result.algo;
+    for (int i = 0; i < found; ++i) {
+      if (results[i].state == CUBLAS_STATUS_SUCCESS) plan.candidates.push_back(results[i].algo);
+    }
+    if (plan.candidates.empty()) plan.candidates.push_back(results[0].algo);
+    plan.algo = plan.candidates[0];
+    plan.tuned = plan.candidates.size() == 1;
   }
   return plans_.emplace(key, plan).first->second;
+}
+
+// Times every candidate algorithm of `plan` (1 warm-up + 3 runs between events; candidates that
+// fail are skipped) and keeps the fastest. `run(algo)` enqueues one matmul on the stream; its
+// output is recomputed by the caller afterwards, so the candidates may overwrite it.
+template <typename Run>
+void tune_gemm(cudaStream_t stream, GemmPlan& plan, const Run& run) {
+  cudaEvent_t start = nullptr, stop = nullptr;
+  SD_CUDA_CHECK(cudaEventCreate(&start));
+  SD_CUDA_CHECK(cudaEventCreate(&stop));
+  float best_ms = std::numeric_limits<float>::max();
+  for (const cublasLtMatmulAlgo_t& algo : plan.candidates) {
+    if (run(algo) != CUBLAS_STATUS_SUCCESS) continue;
+    SD_CUDA_CHECK(cudaEventRecord(start, stream));
+    bool ok = true;
+    for (int r = 0; r < 3 && ok; ++r) ok = run(algo) == CUBLAS_STATUS_SUCCESS;
+    SD_CUDA_CHECK(cudaEventRecord(stop, stream));
+    SD_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0.f;
+    SD_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    if (ok && ms < best_ms) {
+      best_ms = ms;
+      plan.algo = algo;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  plan.tuned = true;
 }
 
 Tensor CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
@@ -119,9 +163,16 @@ Tensor CudaBackend::linear_impl(const Tensor& x, const Tensor& w, const Tensor& 
           cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr)));
     }
     const void* c = has_res ? residual.raw() : y.raw();  // C [M, N]: read only when beta != 0
-    const cublasStatus_t st = cublasLtMatmul(lt_, plan.op, &alpha, w.raw(), plan.w, x.raw(), plan.x, &beta, c,
-                                             plan.y, y.raw(), plan.y, &plan.algo, gemm_workspace_,
-                                             gemm_workspace_bytes_, stream_);
+    const auto run = [&](const cublasLtMatmulAlgo_t& algo) {
+      return cublasLtMatmul(lt_, plan.op, &alpha, w.raw(), plan.w, x.raw(), plan.x, &beta, c, plan.y, y.raw(),
+                            plan.y, &algo, gemm_workspace_, gemm_workspace_bytes_, stream_);
+    };
+    if (!plan.tuned) {
+      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+      SD_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
+      if (capture == cudaStreamCaptureStatusNone) tune_gemm(stream_, plan, run);  // never inside a capture
+    }
+    const cublasStatus_t st = run(plan.algo);
     if (st == CUBLAS_STATUS_SUCCESS) return y;
     if (st != CUBLAS_STATUS_NOT_SUPPORTED && st != CUBLAS_STATUS_INVALID_VALUE) {
       SD_CUBLAS_CHECK(st);

@@ -1,7 +1,7 @@
 // cuBLASLt plans for linear() and linear_residual(): per (M, N, K, dtype, bias, residual,
 // pointer alignments) one matmul
-// descriptor, three matrix layouts and the heuristic's algorithm, built on first use and
-// reused for every later call of that shape.
+// descriptor, three matrix layouts and the heuristic's top algorithms, built on first use; the
+// first call outside a graph capture times them and keeps the fastest for every later call.
 #pragma once
 
 #include <cublasLt.h>
@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <tuple>
+#include <vector>
 
 #include "tensor/tensor.h"
 
@@ -32,6 +33,10 @@ struct GemmPlan {
   cublasLtMatrixLayout_t w = nullptr, x = nullptr, y = nullptr;
   cublasLtMatmulAlgo_t algo{};
   bool use_cublas = false;  // cuBLASLt found no algorithm: plain cublasGemmEx + bias kernel
+  // The heuristic's top algorithms (algo = candidates[0] until tuned): the first eager call of
+  // the shape times each and keeps the fastest (SDSERVE_CUBLASLT_AUTOTUNE=0: the heuristic's first).
+  std::vector<cublasLtMatmulAlgo_t> candidates;
+  bool tuned = false;
 };
 
 class GemmPlans {
@@ -47,6 +52,10 @@ class GemmPlans {
  private:
   std::map<GemmKey, GemmPlan> plans_;
 };
+
+constexpr int kGemmCandidates = 8;  // heuristic results timed per shape
+// False when SDSERVE_CUBLASLT_AUTOTUNE=0 (the heuristic's first algorithm, untimed).
+bool gemm_autotune();
 
 // Largest power of two (<= 256) dividing the address.
 int pointer_alignment(const void* p);

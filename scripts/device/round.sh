@@ -9,6 +9,10 @@ make_model &
 if [ "${ROUND_TESTS:-1}" = 1 ]; then
   timeout 240 $B/test_gpu > $W/test_gpu.log 2>&1; echo "== test_gpu rc=$?"
   grep -E "^\[  (FAILED|PASSED)|Failure" $W/test_gpu.log | head -20
+  if [ -n "${EXTRA_TEST_ENV:-}" ]; then  # e.g. "SDSERVE_CUDA_GN_CLUSTER=0:*group_norm*"
+    env ${EXTRA_TEST_ENV%%:*} timeout 120 $B/test_gpu --gtest_filter="${EXTRA_TEST_ENV#*:}" > $W/test_gpu_extra.log 2>&1
+    echo "== test_gpu ($EXTRA_TEST_ENV) rc=$?"; grep -E "^\[  (FAILED|PASSED)|Failure" $W/test_gpu_extra.log | head
+  fi
 fi
 wait
 if [ "${ROUND_TESTS:-1}" = 1 ]; then
@@ -25,4 +29,8 @@ for who in ${VARIANTS:-new base new base}; do
   echo "== bench $who rc=$?"; grep -A6 "^batch" $W/bench-$name.txt; grep "model load" $W/bench-$name.txt
   grep "cuDNN SDPA" $W/bench-$name.txt | head -40
 done
+if [ "${ROUND_PROFILE:-0}" = 1 ]; then
+  timeout 200 $S bench --model $M --device cuda:0 --batch-sizes 1,16 --profile-only --json $W/profile.json > $W/profile.txt 2>&1
+  echo "== profile rc=$?"; grep -B2 -A16 "per op kind" $W/profile.txt | head -60
+fi
 finish

@@ -391,6 +391,10 @@ std::vector<OpCase> all_op_cases() {
   add_group_norm(L, "group_norm_seq_2x17x24_g4", {2, 17, 24}, 4, false, 0.f);
   add_group_norm(L, "group_norm_offset100_1x8x8x64_g32_silu", {1, 8, 8, 64}, 32, true, 100.f);
   add_group_norm(L, "group_norm_1x16x16x320_g32", {1, 16, 16, 320}, 32, false, 0.5f);
+  // Sizes for the CUDA one-launch (cluster) path: chunks shorter than the position lanes,
+  // 8-channel chunks spanning two groups (cpg 4), three batch rows, a large mean.
+  add_group_norm(L, "group_norm_2x20x13x96_g32_silu", {2, 20, 13, 96}, 32, true, 0.f);
+  add_group_norm(L, "group_norm_offset50_3x33x17x64_g16", {3, 33, 17, 64}, 16, false, 50.f);
 
   add_layer_norm(L, "layer_norm_2x7x40", {2, 7, 40}, 0.f);
   add_layer_norm(L, "layer_norm_3x768_offset10", {3, 768}, 10.f);

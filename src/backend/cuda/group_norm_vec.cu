@@ -103,11 +103,23 @@ __global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, cons
   __syncthreads();
   const float2* pb = partial + int64_t{b} * splits * groups;
   const int entries = splits * groups;
-  for (int e = threadIdx.x; e < entries; e += blockDim.x) {  // consecutive lanes: different groups
-    const float2 pq = __ldcg(&pb[e]);
-    const int g = e % groups;
-    atomicAdd(&acc[g], double(pq.x));
-    atomicAdd(&acc[groups + g], double(pq.y));
+  if (blockDim.x % groups == 0) {  // every entry of this thread is of group threadIdx.x % groups
+    double s = 0.0, q = 0.0;
+    for (int e = threadIdx.x; e < entries; e += blockDim.x) {
+      const float2 pq = __ldcg(&pb[e]);
+      s += pq.x;
+      q += pq.y;
+    }
+    const int g = threadIdx.x % groups;
+    atomicAdd(&acc[g], s);
+    atomicAdd(&acc[groups + g], q);
+  } else {
+    for (int e = threadIdx.x; e < entries; e += blockDim.x) {  // consecutive lanes: different groups
+      const float2 pq = __ldcg(&pb[e]);
+      const int g = e % groups;
+      atomicAdd(&acc[g], double(pq.x));
+      atomicAdd(&acc[groups + g], double(pq.y));
+    }
   }
   __syncthreads();
   float2* stat = reinterpret_cast<float2*>(acc + 2 * groups);  // [groups] (mean, rstd)
@@ -176,6 +188,7 @@ bool group_norm_vec_applies(const Tensor& x, const Tensor& y, int groups) {
 
 void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
                     int groups, float eps, bool silu) {
+  if (group_norm_cluster(be, x, gamma, beta, y, groups, eps, silu)) return;
   const int64_t batch = x.dim(0), channels = x.dim(-1);
   const int64_t positions = x.numel() / (batch * channels);
   const int nch = static_cast<int>(channels / 8);

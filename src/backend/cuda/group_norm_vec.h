@@ -15,11 +15,10 @@ constexpr int kGnVecMaxGroups = 1024; // the apply prologue keeps (sum, sum of s
 
 // Whether group_norm_vec can normalise x [B, ..., C] into y with `groups` groups.
 bool group_norm_vec_applies(const Tensor& x, const Tensor& y, int groups);
-// y = group_norm(x) (then SiLU); gamma/beta [C] in x's dtype. Enqueues on be.stream(). Small
-// inputs on Hopper take group_norm_cluster (one launch) when it applies.
+// y = group_norm(x) (then SiLU); gamma/beta [C] in x's dtype. Enqueues on be.stream(). With
+// SDSERVE_CUDA_GN_CLUSTER=1, small inputs on Hopper take group_norm_cluster instead.
 // One-launch variant (group_norm_cluster.cu): one thread-block cluster per batch row; false (nothing
-// enqueued) where it does not apply: no clusters, too many batch rows, large x,
-// SDSERVE_CUDA_GN_CLUSTER=0.
+// enqueued) where it does not apply: not enabled, no clusters, too many batch rows, large x.
 bool group_norm_cluster(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
                         int groups, float eps, bool silu);
 void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,

@@ -6,9 +6,9 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/column_window.h"
 
 namespace sd {
-namespace {
 
 // src [B, L, W] -> src[..., col : col + width] as a contiguous [B, L, width] tensor on `be`.
 // The rows of `src` are cut into chunks of g = gcd(W, col, width) elements (a table
@@ -18,7 +18,7 @@ Tensor gather_columns(Backend& be, const Tensor& src, int64_t col, int64_t width
   const int64_t g = std::gcd(std::gcd(W, col), width);
   const int64_t chunks_per_row = W / g, window_chunks = width / g, rows = B * L;
   SD_ASSERT(rows * chunks_per_row < (int64_t{1} << 31),
-            "attention_cols: " + src.describe() + " has too many chunks for i32 gather ids");
+            "gather_columns: " + src.describe() + " has too many chunks for i32 gather ids");
   Tensor ids = Tensor::empty_host({1, rows * window_chunks}, DType::kI32);  // [1, B*L*width/g]
   int32_t* id = ids.data<int32_t>();
   for (int64_t r = 0; r < rows; ++r) {
@@ -30,7 +30,6 @@ Tensor gather_columns(Backend& be, const Tensor& src, int64_t col, int64_t width
   return be.embedding(be.upload(ids, DType::kI32), table).reshape({B, L, width});
 }
 
-}  // namespace
 
 Tensor Backend::attention_cols(const Tensor& q_src, int64_t q_col, const Tensor& kv_src, int64_t k_col,
                                int64_t v_col, int64_t inner, int heads, bool causal) {

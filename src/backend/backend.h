@@ -103,6 +103,14 @@ class Backend {
   virtual Tensor attention_cols(const Tensor& q_src, int64_t q_col, const Tensor& kv_src, int64_t k_col,
                                 int64_t v_col, int64_t inner, int heads, bool causal);
 
+  // ---- group norm of x plus a per-(batch, channel) vector (ResNet time embedding) ----
+  // group_norm(x + v) (then SiLU) with v[b, c] = add_src[b, add_col + c]: add_src [B, W] holds
+  // the time projections of every ResNet side by side (one GEMM), this block's at add_col.
+  // Default (group_norm_add_default.cc): copies the window out, add_per_channel, group_norm.
+  // CUDA adds v inside both group norm passes.
+  virtual Tensor group_norm_add(const Tensor& x, const Tensor& add_src, int64_t add_col, const Tensor& gamma,
+                                const Tensor& beta, int groups, float eps, bool silu);
+
   // ---- elementwise ----
   virtual Tensor activation(const Tensor& x, Activation act) = 0;
   // x [..., 2N] -> [..., N]: x[..., :N] * gelu_erf(x[..., N:]) (diffusers GEGLU).

@@ -143,6 +143,13 @@ Tensor ProfilingBackend::group_norm(const Tensor& x, const Tensor& gamma, const 
                 [&] { return inner_.group_norm(x, gamma, beta, groups, eps, silu); });
 }
 
+Tensor ProfilingBackend::group_norm_add(const Tensor& x, const Tensor& add_src, int64_t add_col, const Tensor& gamma,
+                                        const Tensor& beta, int groups, float eps, bool silu) {
+  const double window = static_cast<double>(dtype_size(x.dtype()) * x.dim(0) * x.dim(-1));  // the [B, C] v read
+  return record("group_norm", 0, bytes_of(x) + bytes_of(gamma) + bytes_of(beta) + window,
+                [&] { return inner_.group_norm_add(x, add_src, add_col, gamma, beta, groups, eps, silu); });
+}
+
 Tensor ProfilingBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
   return record("layer_norm", 0, bytes_of(x) + bytes_of(gamma) + bytes_of(beta),
                 [&] { return inner_.layer_norm(x, gamma, beta, eps); });

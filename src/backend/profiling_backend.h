@@ -64,6 +64,8 @@ class ProfilingBackend final : public Backend {
   Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) override;
   Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
                     bool silu) override;
+  Tensor group_norm_add(const Tensor& x, const Tensor& add_src, int64_t add_col, const Tensor& gamma,
+                        const Tensor& beta, int groups, float eps, bool silu) override;
   Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;
   Tensor softmax(const Tensor& x) override;
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override;

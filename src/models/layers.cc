@@ -134,6 +134,13 @@ Tensor ResnetBlock::operator()(Backend& be, const Tensor& x, const Tensor& temb_
   return conv2.fused(be, norm2(be, h, true), Tensor(), has_shortcut ? shortcut(be, x) : x);
 }
 
+Tensor ResnetBlock::forward_stacked(Backend& be, const Tensor& x, const Tensor& temb_all) const {
+  SD_ASSERT(time_col >= 0 && temb_all.defined(), "ResnetBlock::forward_stacked without a stacked time projection");
+  Tensor h = conv1(be, norm1(be, x, true));  // [B, H, W, out], conv1's bias is in temb_all
+  h = be.group_norm_add(h, temb_all, time_col, norm2.gamma, norm2.beta, norm2.groups, norm2.eps, /*silu=*/true);
+  return conv2.fused(be, h, Tensor(), has_shortcut ? shortcut(be, x) : x);
+}
+
 Tensor upsample_to(Backend& be, const Tensor& x, int64_t out_h, int64_t out_w) {
   Tensor up = be.upsample_nearest2x(x);  // [B, 2H, 2W, C]
   // Odd skip sizes (latents not divisible by 2^levels): nearest resize to 2n-1 equals the

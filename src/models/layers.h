@@ -113,12 +113,18 @@ struct SpatialTransformer {
 struct ResnetBlock {
   GroupNorm norm1, norm2;
   Conv2d conv1, conv2, shortcut;  // shortcut only when in != out
-  Linear time_proj;               // only with a time embedding
+  Linear time_proj;               // only with a time embedding (until stacked by the UNet)
   bool has_shortcut = false, has_time = false;
+  // >= 0 once the UNet stacked this block's time projection (conv1's bias folded into its bias)
+  // into one GEMM for all blocks: this block's columns start here.
+  int64_t time_col = -1;
   void load(ModelLoader& l, const std::string& prefix, int64_t in, int64_t out, int64_t temb_dim, int groups,
             float eps);
   // x [B,H,W,in], temb_act [B, temb_dim] already passed through SiLU (or undefined).
   Tensor operator()(Backend& be, const Tensor& x, const Tensor& temb_act) const;
+  // Stacked form: temb_all [B, W] = every block's time projection (+ conv1 bias) side by side;
+  // the group norm after conv1 adds this block's window (Backend::group_norm_add).
+  Tensor forward_stacked(Backend& be, const Tensor& x, const Tensor& temb_all) const;
 };
 
 // Nearest-neighbour upsample of x [B,H,W,C] to (out_h, out_w) = (2H or 2H-1, 2W or 2W-1),

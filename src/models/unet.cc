@@ -117,7 +117,44 @@ Status UNet::build(ModelLoader& l) {
   }
   norm_out_.load(l, "conv_norm_out", ch[0], g, eps);
   conv_out_.load(l, "conv_out", ch[0], c.out_channels, 3);
+  stack_time_projections(l);
   return l.status();
+}
+
+std::vector<ResnetBlock*> UNet::resnets_in_order() {
+  std::vector<ResnetBlock*> out;
+  for (Level& lv : down_) {
+    for (ResnetBlock& r : lv.resnets) out.push_back(&r);
+  }
+  out.push_back(&mid_res1_);
+  out.push_back(&mid_res2_);
+  for (Level& lv : up_) {
+    for (ResnetBlock& r : lv.resnets) out.push_back(&r);
+  }
+  return out;
+}
+
+void UNet::stack_time_projections(ModelLoader& l) {
+  const std::vector<ResnetBlock*> blocks = resnets_in_order();
+  for (const ResnetBlock* r : blocks) {
+    // Recording mode or a failed load leaves tensors undefined: keep the per-block form.
+    if (!r->has_time || !r->time_proj.w.defined() || !r->time_proj.b.defined() || !r->conv1.b.defined()) return;
+  }
+  Backend& be = l.backend();
+  std::vector<Tensor> ws, bs;
+  for (const ResnetBlock* r : blocks) {
+    ws.push_back(r->time_proj.w);                        // [out, 4*C0]
+    bs.push_back(be.add(r->time_proj.b, r->conv1.b));   // [out]: conv1's bias rides on the projection
+  }
+  time_proj_all_.w = be.concat_rows(ws);  // [sum out, 4*C0]
+  time_proj_all_.b = be.concat_rows(bs);  // [sum out]
+  int64_t col = 0;
+  for (ResnetBlock* r : blocks) {
+    r->time_col = col;
+    col += r->time_proj.w.dim(0);
+    r->time_proj = Linear();
+    r->conv1.b = Tensor();
+  }
 }
 
 Tensor UNet::timestep_features_of(const std::vector<double>& timesteps) const {
@@ -144,11 +181,15 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
   SD_ASSERT(context.ndim() == 3 && context.dim(0) == x.dim(0) && context.dim(2) == config_.cross_attention_dim,
             "context must be [B, L, cross_attention_dim], got " + context.describe());
   // BackendScope names the blocks for ProfilingBackend (no-ops on other backends).
-  Tensor temb;
+  Tensor temb, temb_all;  // [B, 4*C0] after SiLU; [B, sum of ResNet widths] when stacked
   {
     BackendScope s(be, "time_embed");
     temb = time_embedding(features);
+    if (time_proj_all_.w.defined()) temb_all = time_proj_all_(be, temb);
   }
+  const auto resnet = [&](const ResnetBlock& r, const Tensor& x) {
+    return r.time_col >= 0 ? r.forward_stacked(be, x, temb_all) : r(be, x, temb);
+  };
   Tensor h;
   {
     BackendScope s(be, "conv_in");
@@ -161,7 +202,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
     for (size_t j = 0; j < lv.resnets.size(); ++j) {
       {
         BackendScope s(be, p + ".res." + std::to_string(j));
-        h = lv.resnets[j](be, h, temb);
+        h = resnet(lv.resnets[j], h);
       }
       if (!lv.attentions.empty()) {
         BackendScope s(be, p + ".attn." + std::to_string(j));
@@ -177,7 +218,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
   }
   {
     BackendScope s(be, "mid.res.0");
-    h = mid_res1_(be, h, temb);
+    h = resnet(mid_res1_, h);
   }
   {
     BackendScope s(be, "mid.attn.0");
@@ -185,7 +226,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
   }
   {
     BackendScope s(be, "mid.res.1");
-    h = mid_res2_(be, h, temb);
+    h = resnet(mid_res2_, h);
   }
   for (size_t i = 0; i < up_.size(); ++i) {
     const Level& lv = up_[i];
@@ -195,7 +236,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
       skips.pop_back();
       {
         BackendScope s(be, p + ".res." + std::to_string(j));  // the skip concat included
-        h = lv.resnets[j](be, be.concat_channels(h, skip), temb);
+        h = resnet(lv.resnets[j], be.concat_channels(h, skip));
       }
       if (!lv.attentions.empty()) {
         BackendScope s(be, p + ".attn." + std::to_string(j));

@@ -43,10 +43,15 @@ class UNet {
   UNet(const UNetConfig& c, Backend& b) : config_(c), backend_(b) {}
   Status build(ModelLoader& l);
   Tensor time_embedding(const Tensor& features) const;  // [B, C0] features -> [B, 4*C0] after SiLU
+  // One GEMM for every ResNet's time projection: stacks their weights (conv1's bias folded into
+  // each block's projection bias) into time_proj_all_ and sets each block's time_col.
+  void stack_time_projections(ModelLoader& l);
+  std::vector<ResnetBlock*> resnets_in_order();
 
   UNetConfig config_;
   Backend& backend_;
   Linear time_linear1_, time_linear2_;
+  Linear time_proj_all_;  // [sum of ResNet widths, 4*C0]; undefined when not stacked
   Conv2d conv_in_, conv_out_;
   GroupNorm norm_out_;
   std::vector<Level> down_, up_;

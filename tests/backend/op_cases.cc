@@ -142,6 +142,27 @@ void add_group_norm(CaseList& L, const std::string& name, Shape x_shape, int gro
   c.rel_tol_half = 1e-2;
 }
 
+// group_norm(x + add_src[:, col : col + C]) with add_src [B, width] (the stacked ResNet time
+// projections): aligned windows take CUDA's fused path, odd ones its copy fallback.
+void add_group_norm_add(CaseList& L, const std::string& name, Shape x_shape, int64_t width, int64_t col, int groups,
+                        bool silu) {
+  const int64_t b = x_shape[0], ch = x_shape.back();
+  OpCase& c = L.add(name, "group_norm_add");
+  c.inputs = {random_tensor(x_shape, L.seed()), random_tensor({b, width}, L.seed(), -2.f, 2.f),
+              random_tensor({ch}, L.seed(), 0.5f, 1.5f), random_tensor({ch}, L.seed())};
+  c.run = [col, groups, silu](Backend& be, const Inputs& d, const Inputs&) {
+    return be.group_norm_add(d[0], d[1], col, d[2], d[3], groups, 1e-5f, silu);
+  };
+  c.reference = [col, groups, silu, b, ch, width](const Inputs& h) {
+    Tensor v = Tensor::empty_host({b, ch}, DType::kF32);  // the window [B, C]
+    for (int64_t i = 0; i < b; ++i) {
+      for (int64_t j = 0; j < ch; ++j) v.data<float>()[i * ch + j] = h[1].data<float>()[i * width + col + j];
+    }
+    return ref::group_norm(ref::add_per_channel(h[0], v), h[2], h[3], groups, 1e-5f, silu);
+  };
+  c.rel_tol_half = 1e-2;
+}
+
 void add_layer_norm(CaseList& L, const std::string& name, Shape x_shape, float offset) {
   const int64_t ch = x_shape.back();
   OpCase& c = L.add(name, "layer_norm");
@@ -395,6 +416,9 @@ std::vector<OpCase> all_op_cases() {
   // 8-channel chunks spanning two groups (cpg 4), three batch rows, a large mean.
   add_group_norm(L, "group_norm_2x20x13x96_g32_silu", {2, 20, 13, 96}, 32, true, 0.f);
   add_group_norm(L, "group_norm_offset50_3x33x17x64_g16", {3, 33, 17, 64}, 16, false, 50.f);
+  add_group_norm_add(L, "group_norm_add_2x9x7x64_w200_c72_g32_silu", {2, 9, 7, 64}, 200, 72, 32, true);
+  add_group_norm_add(L, "group_norm_add_2x5x6x32_w32_c0_g8", {2, 5, 6, 32}, 32, 0, 8, false);
+  add_group_norm_add(L, "group_norm_add_odd_col3_1x4x4x24_w40_g4_silu", {1, 4, 4, 24}, 40, 3, 4, true);
 
   add_layer_norm(L, "layer_norm_2x7x40", {2, 7, 40}, 0.f);
   add_layer_norm(L, "layer_norm_3x768_offset10", {3, 768}, 10.f);

@@ -55,6 +55,8 @@ class CudaBackend final : public Backend {
 
   Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
                     bool silu) override;
+  Tensor group_norm_add(const Tensor& x, const Tensor& add_src, int64_t add_col, const Tensor& gamma,
+                        const Tensor& beta, int groups, float eps, bool silu) override;
   Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;
   Tensor softmax(const Tensor& x) override;
 

@@ -18,8 +18,9 @@ namespace {
 // past rows * C/8 (the block is a whole number of warps) only help reduce. No finalize here:
 // each apply block merges the splits itself (gn_apply_kernel), so no block waits on another.
 template <typename T>
-__global__ void gn_stats_kernel(const T* __restrict__ x, float2* __restrict__ partial, int positions, int channels,
-                                int cpg, int groups, int chunk, int rows) {
+__global__ void gn_stats_kernel(const T* __restrict__ x, const T* __restrict__ add, int64_t add_ld,
+                                float2* __restrict__ partial, int positions, int channels, int cpg, int groups, int chunk,
+                                int rows) {
   extern __shared__ float red[];  // [2][rows * C]: per-thread channel sums, then squares
   const int nch = channels / 8;
   const int used = rows * nch;
@@ -27,18 +28,21 @@ __global__ void gn_stats_kernel(const T* __restrict__ x, float2* __restrict__ pa
   const int r = threadIdx.x / nch, ch = threadIdx.x % nch;
   const int p0 = split * chunk, p1 = min(positions, p0 + chunk);
   const T* xb = x + int64_t{b} * positions * channels;
-  float sum[8], sq[8], shift[8];
+  const T* ab = add ? add + b * add_ld : nullptr;  // v[b, :] (or none)
+  float sum[8], sq[8], shift[8], va[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
     sum[i] = sq[i] = 0.f;
-    shift[i] = r < rows ? to_f32(xb[(ch * 8 + i) / cpg * cpg]) : 0.f;
+    const int c0 = (ch * 8 + i) / cpg * cpg;  // the group's first channel
+    shift[i] = r < rows ? to_f32(xb[c0]) + (ab ? to_f32(ab[c0]) : 0.f) : 0.f;
+    va[i] = r < rows && ab ? to_f32(ab[ch * 8 + i]) : 0.f;
   }
   const auto accumulate = [&](const uint4& raw) {
     float f[8];
     unpack8<T>(raw, f);
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      const float dv = f[i] - shift[i];
+      const float dv = f[i] + va[i] - shift[i];
       sum[i] += dv;
       sq[i] = fmaf(dv, dv, sq[i]);
     }
@@ -85,19 +89,22 @@ __global__ void gn_stats_kernel(const T* __restrict__ x, float2* __restrict__ pa
 // need no finalize launch or last-block wait. Then thread (r, ch) keeps channel chunk ch's 8
 // (scale, shift) pairs in registers and walks the positions r + rows * (blockIdx.x + gridDim.x * k).
 template <typename T, bool kSilu>
-__global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, const float2* __restrict__ partial,
-                                const T* __restrict__ gamma, const T* __restrict__ beta, int positions, int nch,
-                                int rows, int cpg, int groups, int splits, float eps) {
+__global__ void gn_apply_kernel(const T* __restrict__ x, const T* __restrict__ add, int64_t add_ld,
+                                T* __restrict__ y, const float2* __restrict__ partial, const T* __restrict__ gamma,
+                                const T* __restrict__ beta, int positions, int nch, int rows, int cpg, int groups,
+                                int splits, float eps) {
   extern __shared__ double acc[];  // [2][groups]: sums, sums of squares; then (mean, rstd) as float2
   const int b = blockIdx.y;
   const int r = threadIdx.x / nch, ch = threadIdx.x % nch;
   const int64_t base = int64_t{b} * positions * nch + ch;
   const T* xb = x + int64_t{b} * positions * nch * 8;
-  float ga[8], be[8];  // issued first: their latency overlaps the merge
+  const T* ab = add ? add + b * add_ld : nullptr;  // v[b, :] (or none)
+  float ga[8], be[8], va[8];  // issued first: their latency overlaps the merge
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
     ga[i] = to_f32(gamma[ch * 8 + i]);
     be[i] = to_f32(beta[ch * 8 + i]);
+    va[i] = ab ? to_f32(ab[ch * 8 + i]) : 0.f;
   }
   for (int g = threadIdx.x; g < 2 * groups; g += blockDim.x) acc[g] = 0.0;
   __syncthreads();
@@ -127,7 +134,8 @@ __global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, cons
   for (int g = threadIdx.x; g < groups; g += blockDim.x) {
     const double mean_d = acc[g] / n;
     const float var = static_cast<float>(fmax(acc[groups + g] / n - mean_d * mean_d, 0.0));
-    stat[g] = make_float2(to_f32(xb[g * cpg]) + static_cast<float>(mean_d), rsqrtf(var + eps));
+    const float shift = to_f32(xb[g * cpg]) + (ab ? to_f32(ab[g * cpg]) : 0.f);
+    stat[g] = make_float2(shift + static_cast<float>(mean_d), rsqrtf(var + eps));
   }
   __syncthreads();
   const uint4* xv = reinterpret_cast<const uint4*>(x) + base;
@@ -137,7 +145,7 @@ __global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, cons
   for (int i = 0; i < 8; ++i) {
     const float2 ms = stat[(ch * 8 + i) / cpg];
     sc[i] = ms.y * ga[i];
-    sh[i] = be[i] - ms.x * sc[i];
+    sh[i] = be[i] + (va[i] - ms.x) * sc[i];  // (x + v - mean) * sc + beta
   }
   const auto apply = [&](const uint4& raw) {
     float f[8];
@@ -187,8 +195,8 @@ bool group_norm_vec_applies(const Tensor& x, const Tensor& y, int groups) {
 }
 
 void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
-                    int groups, float eps, bool silu) {
-  if (group_norm_cluster(be, x, gamma, beta, y, groups, eps, silu)) return;
+                    int groups, float eps, bool silu, const void* add, int64_t add_ld) {
+  if (!add && group_norm_cluster(be, x, gamma, beta, y, groups, eps, silu)) return;
   const int64_t batch = x.dim(0), channels = x.dim(-1);
   const int64_t positions = x.numel() / (batch * channels);
   const int nch = static_cast<int>(channels / 8);
@@ -213,14 +221,15 @@ void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const
     using T = decltype(tag);
     gn_stats_kernel<T><<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(batch)), stats_threads,
                          size_t{2} * used * 8 * sizeof(float), stream>>>(
-        x.data<T>(), partial, static_cast<int>(positions), static_cast<int>(channels), cpg, groups,
-        static_cast<int>(chunk), rows);
+        x.data<T>(), static_cast<const T*>(add), add_ld, partial, static_cast<int>(positions),
+        static_cast<int>(channels), cpg, groups, static_cast<int>(chunk), rows);
     SD_CUDA_LAUNCH_CHECK();
     const dim3 grid(static_cast<unsigned>(apply_blocks), static_cast<unsigned>(batch));
     const int p = static_cast<int>(positions), s = static_cast<int>(splits);
     const auto launch = [&](auto kernel) {
-      kernel<<<grid, stats_threads, apply_smem, stream>>>(x.data<T>(), y.data<T>(), partial, gamma.data<T>(),
-                                                          beta.data<T>(), p, nch, rows, cpg, groups, s, eps);
+      kernel<<<grid, stats_threads, apply_smem, stream>>>(x.data<T>(), static_cast<const T*>(add), add_ld,
+                                                          y.data<T>(), partial, gamma.data<T>(), beta.data<T>(), p,
+                                                          nch, rows, cpg, groups, s, eps);
     };
     if (silu) {
       launch(gn_apply_kernel<T, true>);

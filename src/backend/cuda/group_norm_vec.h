@@ -21,7 +21,9 @@ bool group_norm_vec_applies(const Tensor& x, const Tensor& y, int groups);
 // enqueued) where it does not apply: not enabled, no clusters, too many batch rows, large x.
 bool group_norm_cluster(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
                         int groups, float eps, bool silu);
+// With `add` (x's dtype, 16-byte aligned, row stride add_ld elements, a multiple of 8): normalises
+// x + add[b, c] instead (the ResNet time embedding, Backend::group_norm_add).
 void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
-                    int groups, float eps, bool silu);
+                    int groups, float eps, bool silu, const void* add = nullptr, int64_t add_ld = 0);
 
 }  // namespace sd::cuda

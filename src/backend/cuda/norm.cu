@@ -284,6 +284,36 @@ Tensor CudaBackend::group_norm(const Tensor& x, const Tensor& gamma, const Tenso
   return y;
 }
 
+Tensor CudaBackend::group_norm_add(const Tensor& x, const Tensor& add_src, int64_t add_col, const Tensor& gamma,
+                                   const Tensor& beta, int groups, float eps, bool silu) {
+  check_on_device(x, "group_norm_add");
+  check_on_device(add_src, "group_norm_add");
+  SD_ASSERT(x.ndim() >= 2, "group_norm_add: " + x.describe());
+  const int64_t batch = x.dim(0), channels = x.dim(-1);
+  SD_ASSERT(add_src.ndim() == 2 && add_src.dim(0) == batch && add_col >= 0 && add_col + channels <= add_src.dim(1) &&
+                add_src.dtype() == x.dtype(),
+            "group_norm_add: add_src " + add_src.describe() + " col " + std::to_string(add_col) + " for x " +
+                x.describe());
+  const int64_t ld = add_src.dim(1);
+  const char* window = static_cast<const char*>(add_src.raw()) + add_col * dtype_size(x.dtype());
+  Tensor y = empty(x.shape(), x.dtype());
+  if (x.numel() > 0 && vector_group_norm() && group_norm_vec_applies(x, y, groups) && ld % 8 == 0 &&
+      aligned16(window) && gamma.numel() == channels && beta.numel() == channels && gamma.dtype() == x.dtype() &&
+      beta.dtype() == x.dtype()) {
+    check_on_device(gamma, "group_norm_add");
+    check_on_device(beta, "group_norm_add");
+    group_norm_vec(*this, x, gamma, beta, y, groups, eps, silu, window, ld);
+    return y;
+  }
+  // Otherwise: the window copied out (a 2-D device copy, capturable), added, then group_norm.
+  Tensor v = empty({batch, channels}, x.dtype());  // [B, C]
+  const size_t es = dtype_size(x.dtype());
+  SD_CUDA_CHECK(cudaMemcpy2DAsync(v.raw(), static_cast<size_t>(channels) * es, window, static_cast<size_t>(ld) * es,
+                                  static_cast<size_t>(channels) * es, static_cast<size_t>(batch),
+                                  cudaMemcpyDeviceToDevice, stream_));
+  return group_norm(add_per_channel(x, v), gamma, beta, groups, eps, silu);
+}
+
 Tensor CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
   check_on_device(x, "layer_norm");
   check_on_device(gamma, "layer_norm");

@@ -27,7 +27,7 @@ for who in ${VARIANTS:-new base new base}; do
   if [[ $who == new:* ]]; then IFS=, read -ra envs <<< "${who#new:}"; name=$(echo "$who" | tr ':=,' '___'); fi
   env "${envs[@]}" timeout 150 $bin bench --model $M --device cuda:0 --batch-sizes ${BENCH_BATCHES:-1,2,16} --steps 50 > $W/bench-$name.txt 2>&1
   echo "== bench $who rc=$?"; grep -A6 "^batch" $W/bench-$name.txt; grep "model load" $W/bench-$name.txt
-  grep "cuDNN SDPA" $W/bench-$name.txt | head -40
+  grep -E "cuDNN SDPA|im2col" $W/bench-$name.txt | head -40
 done
 if [ "${ROUND_PROFILE:-0}" = 1 ]; then
   timeout 200 $S bench --model $M --device cuda:0 --batch-sizes 1,16 --profile-only --json $W/profile.json > $W/profile.txt 2>&1

@@ -32,6 +32,9 @@ struct ConvPlan {
   int n_algos = 0;
   int chosen = -1;
   bool direct = false;  // cuDNN cannot run this shape: use the direct kernel (kernels.h)
+  // Small outputs (the 8x8 UNet level): im2col + cuBLASLt GEMM (split-K kernels) may beat
+  // cuDNN's implicit GEMM; both are timed on the shape's first eager call (conv_fused.cc).
+  enum class Im2col { kUntested, kNo, kYes } im2col = Im2col::kUntested;
 };
 
 class ConvPlans {

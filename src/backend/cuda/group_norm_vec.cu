@@ -2,6 +2,7 @@
 // (1) statistics: many blocks per batch row, f32 shifted sums per (split, group). (2) apply:
 // every block merges its batch row's splits (f64) in a prologue, then one 16-byte pass (+SiLU).
 #include <algorithm>
+#include <cstdlib>
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
@@ -184,6 +185,16 @@ int sm_count(int device) {
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
+// Minimum positions per statistics lane: SDSERVE_CUDA_GN_LANE_POSITIONS (1..256), default 8.
+int64_t lane_positions() {
+  static const int64_t v = [] {
+    const char* env = std::getenv("SDSERVE_CUDA_GN_LANE_POSITIONS");
+    const long n = env ? std::strtol(env, nullptr, 10) : 0;
+    return n >= 1 && n <= 256 ? int64_t{n} : int64_t{8};
+  }();
+  return v;
+}
+
 }  // namespace
 
 bool group_norm_vec_applies(const Tensor& x, const Tensor& y, int groups) {
@@ -204,8 +215,9 @@ void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const
   const int used = nch * rows;
   const int stats_threads = (used + 31) / 32 * 32;
   const int64_t target_blocks = int64_t{8} * sm_count(be.device().index);
-  // Statistics: about 8 blocks per SM in all, each lane reading at least 8 positions.
-  const int64_t max_splits = std::max<int64_t>(1, positions / (8 * rows));
+  // Statistics: about 8 blocks per SM in all, each lane reading at least kLanePositions
+  // positions (fewer splits also mean fewer partials for every apply block to merge).
+  const int64_t max_splits = std::max<int64_t>(1, positions / (lane_positions() * rows));
   const int64_t splits =
       std::clamp<int64_t>((target_blocks + batch - 1) / batch, 1, std::min<int64_t>(max_splits, 65535));
   const int64_t chunk = (positions + splits - 1) / splits;

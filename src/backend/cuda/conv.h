@@ -32,8 +32,8 @@ struct ConvPlan {
   int n_algos = 0;
   int chosen = -1;
   bool direct = false;  // cuDNN cannot run this shape: use the direct kernel (kernels.h)
-  // Small outputs (the 8x8 UNet level): im2col + cuBLASLt GEMM (split-K kernels) may beat
-  // cuDNN's implicit GEMM; both are timed on the shape's first eager call (conv_fused.cc).
+  // Small outputs (the 8x8 UNet level), opt-in SDSERVE_CUDA_IM2COL=1: im2col + cuBLASLt GEMM,
+  // timed against cuDNN's implicit GEMM on the shape's first eager call (conv_fused.cc).
   enum class Im2col { kUntested, kNo, kYes } im2col = Im2col::kUntested;
 };
 

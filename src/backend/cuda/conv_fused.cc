@@ -41,12 +41,13 @@ int conv_epilogue_mask() {
   return mask;
 }
 
-// im2col + GEMM for small convolutions: SDSERVE_CUDA_IM2COL=0 never, 2 always where it
-// applies (for tests), else (1, the default) where it times faster than cuDNN.
+// im2col + GEMM for small convolutions, opt-in: SDSERVE_CUDA_IM2COL=1 where it times faster than
+// cuDNN, 2 always where it applies (tests); default 0 (never): on an H100 it won only one SD 1.5
+// shape (16x16x1280 stride 2) and the step time did not move (docs/perf-notes.md).
 int im2col_mode() {
   static const int mode = [] {
     const char* env = std::getenv("SDSERVE_CUDA_IM2COL");
-    return env && (env[0] == '0' || env[0] == '2') ? env[0] - '0' : 1;
+    return env && (env[0] == '1' || env[0] == '2') ? env[0] - '0' : 0;
   }();
   return mode;
 }

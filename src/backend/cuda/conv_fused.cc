@@ -52,8 +52,6 @@ int im2col_mode() {
   return mode;
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 bool log_fusion() {
   static const bool on = [] {
     const char* env = std::getenv("SDSERVE_CUDNN_LOG");
@@ -122,7 +120,7 @@ Tensor CudaBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor&
   // (bias and residual in its epilogue) where that measured faster than cuDNN for this shape.
   const int64_t m_rows = key.b * plan.ho * plan.wo, k_cols = key.kernel * key.kernel * key.cin;
   if (im2col_mode() != 0 && plan.im2col != ConvPlan::Im2col::kNo && !plan.direct && key.kernel > 1 &&
-      x.dtype() != DType::kF32 && key.cin % 8 == 0 && aligned16(x.raw()) && m_rows <= 4096 &&
+      x.dtype() != DType::kF32 && key.cin % 8 == 0 && pointer_alignment(x.raw()) >= 16 && m_rows <= 4096 &&
       m_rows * k_cols * 2 <= (int64_t{32} << 20)) {
     const auto gemm_path = [&] {
       Tensor col = empty({m_rows, k_cols}, x.dtype());  // [B*Ho*Wo, k*k*Cin]

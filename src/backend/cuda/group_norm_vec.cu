@@ -185,6 +185,16 @@ int sm_count(int device) {
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
+// Statistics splits per batch row at most: SDSERVE_CUDA_GN_MAX_SPLITS (1..65535), default 128.
+int64_t max_splits_per_row() {
+  static const int64_t v = [] {
+    const char* env = std::getenv("SDSERVE_CUDA_GN_MAX_SPLITS");
+    const long n = env ? std::strtol(env, nullptr, 10) : 0;
+    return n >= 1 && n <= 65535 ? int64_t{n} : int64_t{128};
+  }();
+  return v;
+}
+
 // Minimum positions per statistics lane: SDSERVE_CUDA_GN_LANE_POSITIONS (1..256), default 8.
 int64_t lane_positions() {
   static const int64_t v = [] {
@@ -218,8 +228,11 @@ void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const
   // Statistics: about 8 blocks per SM in all, each lane reading at least kLanePositions
   // positions (fewer splits also mean fewer partials for every apply block to merge).
   const int64_t max_splits = std::max<int64_t>(1, positions / (lane_positions() * rows));
-  const int64_t splits =
-      std::clamp<int64_t>((target_blocks + batch - 1) / batch, 1, std::min<int64_t>(max_splits, 65535));
+  // At most max_splits_per_row() per batch row: every apply block merges splits x groups
+  // partials, so a large image at batch 1 (the VAE at 512x512: 1056 splits) would read ~270 KB
+  // per block.
+  const int64_t splits = std::clamp<int64_t>((target_blocks + batch - 1) / batch, 1,
+                                             std::min<int64_t>(max_splits, max_splits_per_row()));
   const int64_t chunk = (positions + splits - 1) / splits;
   // Apply: at most ~8 blocks per SM in all, each lane at least 4 positions.
   const int64_t apply_blocks = std::clamp<int64_t>(

@@ -39,6 +39,12 @@ const char* encode_png_raw(const RgbImage& image, png_text* texts, int num_texts
   png_set_write_fn(png, out, append_bytes, flush_nothing);
   png_set_IHDR(png, info, static_cast<png_uint_32>(image.width), static_cast<png_uint_32>(image.height), 8,
                PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  // Latency over the last few percent of size: zlib level 1 with run-length matching on the
+  // "sub" filter encodes a 512x512 image ~4x faster than libpng's defaults (9 vs 39 ms on the
+  // development machine) for a file ~4% larger; it sits on every request's critical path.
+  png_set_compression_level(png, 1);
+  png_set_compression_strategy(png, Z_RLE);
+  png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_SUB);
   if (num_texts > 0) png_set_text(png, info, texts, num_texts);
   png_write_info(png, info);
   const size_t stride = static_cast<size_t>(image.width) * 3;

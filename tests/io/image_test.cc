@@ -6,6 +6,7 @@
 #include <random>
 
 #include "io/image.h"
+#include "io/png_idat.h"
 #include "io_test_util.h"
 
 namespace sd {
@@ -44,6 +45,47 @@ TEST(Image, PngRoundTripWithParametersChunk) {
   auto via_format = encode_image(img, ImageFormat::kPNG, infotext);
   ASSERT_TRUE(via_format.ok());
   EXPECT_EQ(read_png_text(*via_format)->at(0).second, infotext);
+}
+
+// A smooth gradient with noise, like a generated picture (long runs for the RLE deflater).
+RgbImage smooth_image(int w, int h, uint32_t seed) {
+  std::mt19937 rng(seed);
+  RgbImage img{w, h, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3)};
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        img.rgb[(static_cast<size_t>(y) * w + x) * 3 + c] = static_cast<uint8_t>((x * (c + 1) + y * 2) / 3 + rng() % 5);
+      }
+    }
+  }
+  return img;
+}
+
+TEST(Image, PngStripesRoundTripAtManySizesAndThreadCounts) {
+  // Heights around the 32-row stripe minimum, odd widths, one row, one column.
+  const int sizes[][2] = {{1, 1}, {5, 1}, {1, 70}, {33, 31}, {33, 32}, {45, 64}, {97, 65}, {300, 257}, {512, 512}};
+  uint32_t seed = 10;
+  for (const auto& wh : sizes) {
+    for (const RgbImage& img : {random_image(wh[0], wh[1], seed++), smooth_image(wh[0], wh[1], seed++)}) {
+      auto png = encode_png(img, {{"parameters", "Steps: 20"}});
+      ASSERT_TRUE(png.ok()) << png.status().to_string();
+      auto decoded = decode_png(*png);
+      ASSERT_TRUE(decoded.ok()) << wh[0] << "x" << wh[1] << ": " << decoded.status().to_string();
+      EXPECT_EQ(decoded->rgb, img.rgb) << wh[0] << "x" << wh[1];
+      EXPECT_EQ(read_png_text(*png)->at(0).second, "Steps: 20");
+      // The image data alone, with 1, 3 and 8 stripes: each must decode to the same pixels.
+      for (int threads : {1, 3, 8}) {
+        auto head = encode_png(img);
+        ASSERT_TRUE(head.ok());
+        const std::string bytes(head->begin(), head->end());
+        std::vector<uint8_t> own(head->begin(), head->begin() + static_cast<long>(bytes.find("IDAT") - 4));
+        ASSERT_TRUE(append_png_idat_iend(img, threads, &own).ok());
+        auto again = decode_png(own);
+        ASSERT_TRUE(again.ok()) << threads << " threads: " << again.status().to_string();
+        EXPECT_EQ(again->rgb, img.rgb) << wh[0] << "x" << wh[1] << ", " << threads << " threads";
+      }
+    }
+  }
 }
 
 TEST(Image, PngDecoderRejectsCorruptBytes) {

@@ -305,7 +305,8 @@ Status SdEngine::finish_impl(const std::vector<Job*>& jobs, std::vector<Generati
       const float* src = decoded.f32() + m * H * W * 3;
       for (int64_t p = 0; p < H * W * 3; ++p) {
         const float v = std::clamp(src[p] * 0.5f + 0.5f, 0.0f, 1.0f);
-        im.rgb[static_cast<size_t>(p)] = static_cast<uint8_t>(std::lround(v * 255.0f));
+        // lround(v * 255) exactly (y >= 0 and y + 0.5 is exact in double), without a libm call.
+        im.rgb[static_cast<size_t>(p)] = static_cast<uint8_t>(static_cast<double>(v * 255.0f) + 0.5);
       }
       images.push_back(std::move(im));
     }

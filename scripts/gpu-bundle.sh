@@ -2,6 +2,7 @@
 # Ships GPU test binaries to the lent GPU machine, which has CUDA but not the Debian libraries.
 #   scripts/gpu-bundle.sh pack [BUILD_DIR]  (here) binaries + their non-system shared libraries
 #                                           -> .carry/gpu-bundle.tar.xz (git-ignored; carry ".carry")
+#   (BUNDLE=path: another bundle file, for both pack and run and scripts/device/common.sh)
 #   scripts/gpu-bundle.sh run               (on the device) unpack to /tmp, run the GPU tests and
 #                                           op timings, logs to $OUT (or ./out); exit status of the tests
 # Environment for run: GTEST_FILTER, SANITIZE=1 (compute-sanitizer memcheck on a subset),
@@ -22,7 +23,7 @@ skip_lib() {
 }
 
 pack() {
-  local build="${1:-build}"
+  local build="${1:-build}" bundle="${BUNDLE:-.carry/gpu-bundle.tar.xz}"
   [ -d "$build" ] || { echo "gpu-bundle: no build directory '$build'" >&2; exit 1; }
   local stage
   stage="$(mktemp -d)"
@@ -46,11 +47,11 @@ pack() {
   # Symbols are not needed there; the binaries share most of their code, which xz's large
   # dictionary (-9e) finds: ~19 MB -> ~10 MB, and the tree that travels must stay under 64 MiB.
   strip --strip-unneeded "$stage"/bin/* "$stage"/lib/* 2>/dev/null || true
-  XZ_OPT=-9e tar -C "$stage" -cJf .carry/gpu-bundle.tar.xz .
+  XZ_OPT=-9e tar -C "$stage" -cJf "$bundle" .
   rm -rf "$stage"
   echo "gpu-bundle: packed ${bins[*]##*/} from $build"
-  tar -tJvf .carry/gpu-bundle.tar.xz | awk '{print "  " $3, $6}'
-  du -h .carry/gpu-bundle.tar.xz
+  tar -tJvf "$bundle" | awk '{print "  " $3, $6}'
+  du -h "$bundle"
 }
 
 # First directory holding library $1 among the usual CUDA locations (toolkit, pip wheels).
@@ -67,7 +68,7 @@ run() {
   local out="${OUT:-$PWD/out}"
   mkdir -p "$out"
   local root=/tmp/sdbundle
-  rm -rf "$root" && mkdir -p "$root" && tar -C "$root" -xJf .carry/gpu-bundle.tar.xz || { echo "gpu-bundle: unpack failed"; exit 1; }
+  rm -rf "$root" && mkdir -p "$root" && tar -C "$root" -xJf "${BUNDLE:-.carry/gpu-bundle.tar.xz}" || { echo "gpu-bundle: unpack failed"; exit 1; }
   {
     echo "== date: $(date -u +%FT%TZ)  commit: $(cat $root/commit 2>/dev/null)"
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1

@@ -75,9 +75,15 @@ Tensor Attention::operator()(Backend& be, const Tensor& x, const Tensor& context
     a = be.attention_cols(p, 0, p, inner, 2 * inner, inner, heads, /*causal=*/false);
   } else {
     SD_ASSERT(context.defined(), "cross-attention called without a context");
-    const Tensor qx = q(be, x);         // [B, Lq, inner]
-    const Tensor kvx = kv(be, context);  // [B, Lk, 2*inner]: k | v
-    a = be.attention_cols(qx, 0, kvx, 0, inner, inner, heads, /*causal=*/false);
+    const Tensor qx = q(be, x);  // [B, Lq, inner]
+    if (kv_col >= 0) {           // context is the stacked K/V projections [B, Lk, W]
+      SD_ASSERT(context.ndim() == 3 && context.dim(2) >= kv_col + 2 * inner,
+                "cross-attention: stacked K/V " + context.describe() + " too narrow for column " + std::to_string(kv_col));
+      a = be.attention_cols(qx, 0, context, kv_col, kv_col + inner, inner, heads, /*causal=*/false);
+    } else {
+      const Tensor kvx = kv(be, context);  // [B, Lk, 2*inner]: k | v
+      a = be.attention_cols(qx, 0, kvx, 0, inner, inner, heads, /*causal=*/false);
+    }
   }
   return residual.defined() ? out.plus(be, a, residual) : out(be, a);
 }

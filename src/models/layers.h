@@ -76,16 +76,21 @@ enum class AttentionKind { kSelf, kCross };
 struct Attention {
   Linear qkv;  // kSelf: rows to_q; to_k; to_v -> [3*inner, query_dim]
   Linear q;    // kCross: [inner, query_dim]
-  Linear kv;   // kCross: rows to_k; to_v -> [2*inner, context_dim]
+  Linear kv;   // kCross: rows to_k; to_v -> [2*inner, context_dim] (undefined once stacked)
   Linear out;
+  // kCross, >= 0 once the UNet stacked this layer's K/V projection with every other cross-
+  // attention's into one GEMM per step (the context is the same for all of them): this layer's
+  // k columns start here in that GEMM's output, v columns at kv_col + inner.
+  int64_t kv_col = -1;
   int heads = 1;
   int64_t inner = 0;
   AttentionKind kind = AttentionKind::kSelf;
   // kSelf needs context_dim == query_dim.
   void load(ModelLoader& l, const std::string& prefix, AttentionKind kind, int64_t query_dim, int64_t context_dim,
             int64_t inner_dim, int heads, bool qkv_bias);
-  // x [B, Lq, query_dim]; context [B, Lk, context_dim] for kCross (undefined for kSelf); the
-  // output projection adds `residual` [B, Lq, query_dim] when it is defined.
+  // x [B, Lq, query_dim]; context [B, Lk, context_dim] for kCross (undefined for kSelf), or,
+  // once stacked (kv_col >= 0), the stacked K/V projections [B, Lk, W]; the output projection
+  // adds `residual` [B, Lq, query_dim] when it is defined.
   Tensor operator()(Backend& be, const Tensor& x, const Tensor& context = {}, const Tensor& residual = {}) const;
 };
 
@@ -95,6 +100,7 @@ struct TransformerBlock {
   Attention attn1, attn2;
   Linear ff_in, ff_out;  // [2*4C, C] (GEGLU), [C, 4C]
   void load(ModelLoader& l, const std::string& prefix, int64_t dim, int64_t context_dim, int heads);
+  // x [B, L, C]; context as Attention takes it for attn2 (text context or stacked K/V).
   Tensor operator()(Backend& be, const Tensor& x, const Tensor& context) const;  // [B, L, C]
 };
 

@@ -118,6 +118,7 @@ Status UNet::build(ModelLoader& l) {
   norm_out_.load(l, "conv_norm_out", ch[0], g, eps);
   conv_out_.load(l, "conv_out", ch[0], c.out_channels, 3);
   stack_time_projections(l);
+  stack_context_projections(l);
   return l.status();
 }
 
@@ -157,6 +158,45 @@ void UNet::stack_time_projections(ModelLoader& l) {
   }
 }
 
+std::vector<Attention*> UNet::cross_attentions() {
+  std::vector<Attention*> out;
+  const auto add = [&out](SpatialTransformer& st) {
+    for (TransformerBlock& b : st.blocks) out.push_back(&b.attn2);
+  };
+  for (Level& lv : down_) {
+    for (SpatialTransformer& st : lv.attentions) add(st);
+  }
+  add(mid_attn_);
+  for (Level& lv : up_) {
+    for (SpatialTransformer& st : lv.attentions) add(st);
+  }
+  return out;
+}
+
+void UNet::stack_context_projections(ModelLoader& l) {
+  const std::vector<Attention*> layers = cross_attentions();
+  if (layers.empty()) return;
+  const bool bias = layers.front()->kv.b.defined();
+  for (const Attention* a : layers) {
+    // Recording mode or a failed load leaves tensors undefined; mixed biases: keep per layer.
+    if (a->kind != AttentionKind::kCross || !a->kv.w.defined() || a->kv.b.defined() != bias) return;
+  }
+  Backend& be = l.backend();
+  std::vector<Tensor> ws, bs;
+  for (const Attention* a : layers) {
+    ws.push_back(a->kv.w);  // [2*inner, context dim]
+    if (bias) bs.push_back(a->kv.b);
+  }
+  context_kv_all_.w = be.concat_rows(ws);  // [sum 2*inner, context dim]
+  if (bias) context_kv_all_.b = be.concat_rows(bs);
+  int64_t col = 0;
+  for (Attention* a : layers) {
+    a->kv_col = col;
+    col += a->kv.w.dim(0);
+    a->kv = Linear();
+  }
+}
+
 Tensor UNet::timestep_features_of(const std::vector<double>& timesteps) const {
   return timestep_features(timesteps, config_.block_out_channels[0], config_.flip_sin_to_cos, config_.freq_shift);
 }
@@ -187,6 +227,12 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
     temb = time_embedding(features);
     if (time_proj_all_.w.defined()) temb_all = time_proj_all_(be, temb);
   }
+  // Every cross-attention's K/V projection of the context in one GEMM: [B, L, sum 2*inner].
+  Tensor ctx;
+  {
+    BackendScope s(be, "context_kv");
+    ctx = context_kv_all_.w.defined() ? context_kv_all_(be, context) : context;
+  }
   const auto resnet = [&](const ResnetBlock& r, const Tensor& x) {
     return r.time_col >= 0 ? r.forward_stacked(be, x, temb_all) : r(be, x, temb);
   };
@@ -206,7 +252,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
       }
       if (!lv.attentions.empty()) {
         BackendScope s(be, p + ".attn." + std::to_string(j));
-        h = lv.attentions[j](be, h, context);
+        h = lv.attentions[j](be, h, ctx);
       }
       skips.push_back(h);
     }
@@ -222,7 +268,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
   }
   {
     BackendScope s(be, "mid.attn.0");
-    h = mid_attn_(be, h, context);
+    h = mid_attn_(be, h, ctx);
   }
   {
     BackendScope s(be, "mid.res.1");
@@ -240,7 +286,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
       }
       if (!lv.attentions.empty()) {
         BackendScope s(be, p + ".attn." + std::to_string(j));
-        h = lv.attentions[j](be, h, context);
+        h = lv.attentions[j](be, h, ctx);
       }
     }
     if (lv.has_sampler) {

@@ -47,11 +47,16 @@ class UNet {
   // each block's projection bias) into time_proj_all_ and sets each block's time_col.
   void stack_time_projections(ModelLoader& l);
   std::vector<ResnetBlock*> resnets_in_order();
+  // One GEMM for every cross-attention's K/V projection of the text context: stacks their
+  // weights into context_kv_all_ and sets each layer's kv_col.
+  void stack_context_projections(ModelLoader& l);
+  std::vector<Attention*> cross_attentions();
 
   UNetConfig config_;
   Backend& backend_;
   Linear time_linear1_, time_linear2_;
   Linear time_proj_all_;  // [sum of ResNet widths, 4*C0]; undefined when not stacked
+  Linear context_kv_all_;  // [sum of 2*inner over cross-attentions, context dim]; undefined when not stacked
   Conv2d conv_in_, conv_out_;
   GroupNorm norm_out_;
   std::vector<Level> down_, up_;

@@ -117,7 +117,8 @@ TEST(ProfilingBackend, FusedEpiloguesForwardAndCountAsMatmuls) {
 
 // The scopes UNet::forward names for a configuration, plus the step's own.
 std::vector<std::string> expected_scopes(const UNetConfig& c) {
-  std::vector<std::string> s = {"scale_in", "time_embed", "conv_in"};
+  // context_kv: every cross-attention's K/V projection in one GEMM.
+  std::vector<std::string> s = {"scale_in", "time_embed", "context_kv", "conv_in"};
   const size_t levels = c.block_out_channels.size();
   for (size_t i = 0; i < levels; ++i) {
     for (int j = 0; j < c.layers_per_block; ++j) {
@@ -181,7 +182,9 @@ TEST(GuidedStepProfile, TinyUNetHasEveryScopeAndConsistentTotals) {
     EXPECT_GT(p.step_ms, 0);
     for (size_t i = 1; i < p.kinds.size(); ++i) EXPECT_GE(p.kinds[i - 1].ms, p.kinds[i].ms);
     // conv_in is one 3x3 conv on 2*batch rows of 8x8 latents.
-    const ProfileRow& conv_in = p.scopes[2];
+    const ProfileRow& conv_in = p.scopes[3];
+    // context_kv: one GEMM of the 77-token contexts of 2*batch rows.
+    EXPECT_EQ(p.scopes[2].ops, 1);
     ASSERT_EQ(conv_in.name, "conv_in");
     EXPECT_EQ(conv_in.ops, 1);
     EXPECT_DOUBLE_EQ(conv_in.flops, 2.0 * (2 * p.batch) * 8 * 8 * c.block_out_channels[0] * c.in_channels * 9);

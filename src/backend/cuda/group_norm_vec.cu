@@ -217,7 +217,7 @@ bool group_norm_vec_applies(const Tensor& x, const Tensor& y, int groups) {
 
 void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
                     int groups, float eps, bool silu, const void* add, int64_t add_ld) {
-  if (!add && group_norm_cluster(be, x, gamma, beta, y, groups, eps, silu)) return;
+  if (group_norm_onchip(be, x, gamma, beta, y, groups, eps, silu, add, add_ld)) return;
   const int64_t batch = x.dim(0), channels = x.dim(-1);
   const int64_t positions = x.numel() / (batch * channels);
   const int nch = static_cast<int>(channels / 8);

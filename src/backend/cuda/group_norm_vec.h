@@ -1,5 +1,6 @@
 // The vectorised group norm (+ SiLU) of group_norm_vec.cu: f16/bf16, C % 8 == 0, 16-byte
-// aligned x and y; two launches (split statistics, then an apply pass that merges them first).
+// aligned x and y; one on-chip launch where the batch row fits a cluster's shared memory, else two
+// launches (split statistics, then an apply pass that merges them first).
 // CudaBackend::group_norm uses it by default where it applies (SDSERVE_CUDA_NORM=v1: never).
 #pragma once
 
@@ -15,12 +16,28 @@ constexpr int kGnVecMaxGroups = 1024; // the apply prologue keeps (sum, sum of s
 
 // Whether group_norm_vec can normalise x [B, ..., C] into y with `groups` groups.
 bool group_norm_vec_applies(const Tensor& x, const Tensor& y, int groups);
-// y = group_norm(x) (then SiLU); gamma/beta [C] in x's dtype. Enqueues on be.stream(). With
-// SDSERVE_CUDA_GN_CLUSTER=1, small inputs on Hopper take group_norm_cluster instead.
-// One-launch variant (group_norm_cluster.cu): one thread-block cluster per batch row; false (nothing
-// enqueued) where it does not apply: not enabled, no clusters, too many batch rows, large x.
-bool group_norm_cluster(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
-                        int groups, float eps, bool silu);
+// The one-launch on-chip kernel's configuration for a [batch, positions, channels] input
+// (group_norm_onchip.cu): cluster 0 where it does not apply (no clusters, too many groups, or a
+// batch row larger than 16 CTAs' shared memory; SDSERVE_CUDA_GN_ONCHIP_BUDGET caps the slab
+// bytes per CTA, SDSERVE_CUDA_GN_ONCHIP_CLUSTER forces the cluster size).
+struct OnchipPlan {
+  int cluster = 0;          // CTAs per batch row (one cluster), 0: does not apply
+  int threads = 0, rows = 0;  // threads per CTA; position lanes (threads = rows x C/8, in warps)
+  int chunk = 0;            // positions per CTA
+  int stage_positions = 0;  // positions per load stage
+  size_t smem = 0;          // dynamic shared memory per CTA
+};
+OnchipPlan group_norm_onchip_plan(int device, int64_t batch, int64_t positions, int64_t channels, int groups);
+// Whether the on-chip kernel is the default (SDSERVE_CUDA_GN_ONCHIP unset) for this shape class:
+// where it measured faster than the two-kernel path on an H100 (docs/perf-notes.md).
+bool group_norm_onchip_default(int64_t batch, int64_t positions, int64_t channels);
+// One launch, x read once (group_norm_onchip.cu); false (nothing enqueued) where it does not apply
+// or is not chosen: SDSERVE_CUDA_GN_ONCHIP=0 never, 1 wherever it fits, "require" throws where it
+// does not (tests), unset: group_norm_onchip_default. Same arguments as group_norm_vec.
+bool group_norm_onchip(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
+                       int groups, float eps, bool silu, const void* add, int64_t add_ld);
+// y = group_norm(x) (then SiLU); gamma/beta [C] in x's dtype. Enqueues on be.stream(): the
+// on-chip kernel where it applies (above), else two launches.
 // With `add` (x's dtype, 16-byte aligned, row stride add_ld elements, a multiple of 8): normalises
 // x + add[b, c] instead (the ResNet time embedding, Backend::group_norm_add).
 void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,

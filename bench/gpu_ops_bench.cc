@@ -53,6 +53,31 @@ Tensor random_device(const Shape& shape, uint32_t seed, float lo = -1.f, float h
   return g_backend->upload(t);
 }
 
+// Sets an environment variable for one scope (the CUDA group norm reads its switches per call).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    const char* old = std::getenv(name);
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_) {
+      setenv(name_, old_.c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
+
 struct Case {
   std::string name;
   double flops = 0;  // per call (0: memory-bound op)
@@ -171,6 +196,33 @@ std::vector<Case> sd15_cases(int64_t b) {
     cases.push_back({"geglu/" + bs + dims({hw * hw, 8 * c}), 0,
                      [=] { return std::vector<Tensor>{random_device({b, hw * hw, 8 * c}, 13)}; },
                      [](const std::vector<Tensor>& in) { return g_backend->geglu(in[0]); }});
+  }
+  // Group norm (+SiLU, + the ResNet time-embedding add) per path: SDSERVE_CUDA_GN_ONCHIP=0 (two
+  // kernels), 1 (the on-chip kernel wherever it fits) and auto (the default choice).
+  for (auto [hw, c] : {std::array<int64_t, 2>{64, 320}, {32, 640}, {16, 1280}, {8, 1280}, {64, 640}, {64, 960},
+                       {32, 1920}, {16, 2560}}) {
+    for (const char* mode : {"0", "1", "auto"}) {
+      const std::string path = mode[0] == '0' ? "two_kernel" : mode[0] == '1' ? "onchip" : "auto";
+      cases.push_back({"gn_path/" + path + "/" + bs + dims({hw, hw, c}) + "/g32_silu", 0,
+                       [=] {
+                         return std::vector<Tensor>{random_device({b, hw, hw, c}, 17, -2, 3),
+                                                    random_device({c}, 18, 0.5f, 1.5f), random_device({c}, 19)};
+                       },
+                       [=](const std::vector<Tensor>& in) {
+                         ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP", mode);
+                         return g_backend->group_norm(in[0], in[1], in[2], 32, 1e-5f, true);
+                       }});
+      cases.push_back({"gn_path/" + path + "/" + bs + dims({hw, hw, c}) + "/g32_add_silu", 0,
+                       [=] {
+                         return std::vector<Tensor>{random_device({b, hw, hw, c}, 17, -2, 3),
+                                                    random_device({b, 4 * c}, 20), random_device({c}, 18, 0.5f, 1.5f),
+                                                    random_device({c}, 19)};
+                       },
+                       [=](const std::vector<Tensor>& in) {
+                         ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP", mode);
+                         return g_backend->group_norm_add(in[0], in[1], c, in[2], in[3], 32, 1e-5f, true);
+                       }});
+    }
   }
   for (auto [hw, c] : {std::array<int64_t, 2>{8, 1280}, {16, 1280}, {32, 640}}) {
     cases.push_back({"upsample2x/" + bs + dims({hw, hw, c}), 0,

@@ -1,0 +1,450 @@
+// One-launch group norm (+ SiLU, + per-channel add) that reads x once: each batch row is one
+// thread-block cluster (1..16 CTAs); CTA `rank` copies its slab of positions x C into shared
+// memory (bulk copies or cp.async), exact two-pass statistics merged through DSMEM, then applies.
+#include <cooperative_groups.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/group_norm_vec.h"
+
+namespace sd::cuda {
+
+namespace {
+
+namespace cg = cooperative_groups;
+
+constexpr int kStages = 4;          // the slab arrives in 4 position chunks, one barrier / group each
+constexpr int kMaxThreads = 512;    // position lanes x 8-channel chunks per CTA
+constexpr int kMaxCluster = 16;     // non-portable above 8
+constexpr int kMaxGroups = 256;     // statistics arrays in shared memory
+constexpr size_t kHeaderBytes = 128;  // the stage barriers
+
+struct OnchipArgs {
+  const void* x;      // [B, P, C]
+  const void* add;    // [B, add_ld] window (or null): normalises x + add[b, c]
+  int64_t add_ld;
+  void* y;            // [B, P, C]
+  const void* gamma;  // [C]
+  const void* beta;   // [C]
+  int positions, channels, cpg, groups;
+  int chunk;          // positions per CTA (the last CTAs of a row may have fewer, or none)
+  int stage_positions;  // positions per stage, a multiple of rows
+  int rows;           // position lanes per CTA
+  float eps;
+};
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Waits for stage s of this thread's cp.async groups (kStages groups were committed).
+__device__ __forceinline__ void cp_async_wait_stage(int s) {
+  switch (s) {
+    case 0: cp_async_wait<kStages - 1>(); break;
+    case 1: cp_async_wait<kStages - 2>(); break;
+    case 2: cp_async_wait<kStages - 3>(); break;
+    default: cp_async_wait<0>(); break;
+  }
+}
+
+// Per-group sums of v[8] (this thread's 8 channels) over the CTA: red [rows][C] holds every
+// lane's values; one warp per group adds the group's cpg channels over all lanes -> out[g].
+__device__ __forceinline__ void cta_group_sums(float* red, const float (&v)[8], float* out, int rows, int channels,
+                                               int cpg, int groups, bool active) {
+  if (active) {
+    float4* dst = reinterpret_cast<float4*>(red + threadIdx.x * 8);
+    dst[0] = make_float4(v[0], v[1], v[2], v[3]);
+    dst[1] = make_float4(v[4], v[5], v[6], v[7]);
+  }
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (int g = warp; g < groups; g += warps) {
+    float s = 0.f;
+    for (int i = lane; i < rows * cpg; i += 32) s += red[(i / cpg) * channels + g * cpg + i % cpg];
+    for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (lane == 0) out[g] = s;
+  }
+}
+
+// Grid (cluster, B), cluster (cluster, 1, 1): one cluster per batch row. Shared memory:
+// barriers | part_sum, part_sq, mean, rstd [groups] | red [threads x 8] f32 | slab [chunk, C] T.
+template <typename T, bool kSilu, bool kBulk>
+__global__ void __launch_bounds__(kMaxThreads) gn_onchip_kernel(const OnchipArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int ranks = static_cast<int>(cluster.num_blocks());
+  const int b = blockIdx.y;
+  const int C = a.channels, nch = C / 8, G = a.groups, rows = a.rows;
+  uint64_t* bars = reinterpret_cast<uint64_t*>(smem);
+  float* part_sum = reinterpret_cast<float*>(smem + kHeaderBytes);
+  float* part_sq = part_sum + G;
+  float* mean = part_sq + G;
+  float* rstd = mean + G;
+  float* red = reinterpret_cast<float*>(smem + kHeaderBytes + ((16 * G + 127) / 128) * 128);
+  uint4* slab = reinterpret_cast<uint4*>(reinterpret_cast<unsigned char*>(red) + blockDim.x * 32);
+  const int p0 = rank * a.chunk;
+  const int np = max(0, min(a.positions - p0, a.chunk));
+  const int sp = a.stage_positions;
+  const int stages = (np + sp - 1) / sp;
+  const T* xb = static_cast<const T*>(a.x) + (int64_t{b} * a.positions + p0) * C;
+
+  // Issue the whole slab's loads first: kStages chunks of positions.
+  if constexpr (kBulk) {
+    if (threadIdx.x == 0) {
+      for (int s = 0; s < kStages; ++s)
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smem_addr(&bars[s])) : "memory");
+      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+      for (int s = 0; s < stages; ++s) {
+        const int ps = s * sp, pe = min(np, ps + sp);
+        const uint32_t bytes = static_cast<uint32_t>(pe - ps) * C * 2;
+        const uint32_t bar = smem_addr(&bars[s]);
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+        asm volatile(
+            "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                smem_addr(slab + int64_t{ps} * nch)),
+            "l"(xb + int64_t{ps} * C), "r"(bytes), "r"(bar)
+            : "memory");
+      }
+    }
+  } else {
+    const uint4* src = reinterpret_cast<const uint4*>(xb);
+    for (int s = 0; s < kStages; ++s) {
+      const int vs = min(np, s * sp) * nch, ve = min(np, (s + 1) * sp) * nch;
+      for (int v = vs + threadIdx.x; v < ve; v += blockDim.x)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(slab + v)), "l"(src + v)
+                     : "memory");
+      asm volatile("cp.async.commit_group;\n" ::: "memory");
+    }
+  }
+
+  const int r = threadIdx.x / nch, ch = threadIdx.x % nch;
+  const bool active = r < rows;
+  const T* ab = a.add ? static_cast<const T*>(a.add) + b * a.add_ld : nullptr;  // v[b, :] (or none)
+  float ga[8], be[8], va[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    ga[i] = active ? to_f32(static_cast<const T*>(a.gamma)[ch * 8 + i]) : 0.f;
+    be[i] = active ? to_f32(static_cast<const T*>(a.beta)[ch * 8 + i]) : 0.f;
+    va[i] = active && ab ? to_f32(ab[ch * 8 + i]) : 0.f;
+  }
+  if constexpr (kBulk) __syncthreads();  // barriers initialised before anyone waits on them
+
+  // Pass 1: sums per channel lane, stage by stage as the slab arrives.
+  float acc[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) acc[i] = 0.f;
+  for (int s = 0; s < stages; ++s) {
+    if constexpr (kBulk) {
+      mbar_wait(smem_addr(&bars[s]), 0);
+    } else {
+      cp_async_wait_stage(s);
+      __syncthreads();
+    }
+    if (!active) continue;
+    const int pe = min(np, (s + 1) * sp);
+    for (int p = s * sp + r; p < pe; p += rows) {
+      float f[8];
+      unpack8<T>(slab[p * nch + ch], f);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[i] += f[i] + va[i];
+    }
+  }
+  if constexpr (!kBulk) cp_async_wait<0>();
+  cta_group_sums(red, acc, part_sum, rows, C, a.cpg, G, active);
+  cluster.sync();  // every CTA's part_sum is complete
+  const double n = double(a.positions) * a.cpg;
+  for (int g = threadIdx.x; g < G; g += blockDim.x) {
+    double s = 0.0;
+    for (int k = 0; k < ranks; ++k) s += cluster.map_shared_rank(part_sum, k)[g];
+    mean[g] = static_cast<float>(s / n);
+  }
+  __syncthreads();
+
+  // Pass 2: squared deviations from the mean, from the shared-memory copy.
+  float mu[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    mu[i] = active ? mean[(ch * 8 + i) / a.cpg] - va[i] : 0.f;  // x + v - mean = x - (mean - v)
+    acc[i] = 0.f;
+  }
+  if (active) {
+    for (int p = r; p < np; p += rows) {
+      float f[8];
+      unpack8<T>(slab[p * nch + ch], f);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const float d = f[i] - mu[i];
+        acc[i] = fmaf(d, d, acc[i]);
+      }
+    }
+  }
+  __syncthreads();  // red is reused
+  cta_group_sums(red, acc, part_sq, rows, C, a.cpg, G, active);
+  cluster.sync();  // every CTA's part_sq is complete (and no one still reads part_sum)
+  for (int g = threadIdx.x; g < G; g += blockDim.x) {
+    double q = 0.0;
+    for (int k = 0; k < ranks; ++k) q += cluster.map_shared_rank(part_sq, k)[g];
+    rstd[g] = rsqrtf(static_cast<float>(q / n) + a.eps);
+  }
+  // Done with the other CTAs' shared memory: they may leave once everyone has arrived here.
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+  __syncthreads();
+
+  // Apply: y = (x + v - mean) * rstd * gamma + beta (then SiLU), 16-byte stores.
+  if (active) {
+    float sc[8], sh[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      sc[i] = rstd[(ch * 8 + i) / a.cpg] * ga[i];
+      sh[i] = be[i] - mu[i] * sc[i];
+    }
+    uint4* yv = reinterpret_cast<uint4*>(static_cast<T*>(a.y) + (int64_t{b} * a.positions + p0) * C) + ch;
+    for (int p = r; p < np; p += rows) {
+      float f[8];
+      unpack8<T>(slab[p * nch + ch], f);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        f[j] = fmaf(f[j], sc[j], sh[j]);
+        if (kSilu) f[j] = silu_f(f[j]);
+      }
+      yv[int64_t{p} * nch] = pack8<T>(f);
+    }
+  }
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+
+// ---- configuration ----
+
+struct DeviceInfo {
+  int sms = 0;
+  int smem_optin = 0;  // dynamic shared memory per block, opted in
+  bool clusters = false;
+};
+
+DeviceInfo device_info(int device) {
+  static DeviceInfo cached[64];
+  static std::mutex mu;
+  if (device < 0 || device >= 64) return {};
+  std::lock_guard<std::mutex> lock(mu);
+  DeviceInfo& d = cached[device];
+  if (d.sms == 0) {
+    int major = 0, sms = 0, optin = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return {};
+    }
+    d.clusters = major >= 9;
+    d.smem_optin = optin;
+    d.sms = sms;
+  }
+  return d;
+}
+
+long env_long(const char* name, long fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  return end && *end == '\0' ? n : fallback;
+}
+
+enum class Mode { kOff, kAuto, kOn, kRequire };
+
+// SDSERVE_CUDA_GN_ONCHIP: 0 off, 1 wherever it fits, "require" (tests: throws where it does not
+// fit), unset / auto: the shape classes where it measured faster. Read on every call.
+Mode onchip_mode() {
+  const char* v = std::getenv("SDSERVE_CUDA_GN_ONCHIP");
+  if (!v || !*v || std::strcmp(v, "auto") == 0) return Mode::kAuto;
+  if (std::strcmp(v, "0") == 0) return Mode::kOff;
+  if (std::strcmp(v, "require") == 0) return Mode::kRequire;
+  return Mode::kOn;
+}
+
+size_t stats_bytes(int groups) { return kHeaderBytes + (static_cast<size_t>(16 * groups) + 127) / 128 * 128; }
+
+// Refused (cluster, smem) configurations per kernel: tried once, eagerly; never again.
+struct Refusals {
+  std::mutex mu;
+  std::vector<std::pair<int, size_t>> refused;  // (cluster, smallest refused smem)
+  bool refused_at(int cluster, size_t smem) {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& [c, s] : refused)
+      if (c == cluster && smem >= s) return true;
+    return false;
+  }
+  void add(int cluster, size_t smem) {
+    std::lock_guard<std::mutex> lock(mu);
+    refused.emplace_back(cluster, smem);
+  }
+};
+
+// Launches gn_onchip_kernel<T, kSilu, kBulk> with one cluster of `cluster` CTAs per batch row. A
+// configuration the device refuses (cluster too large for a GPC at this shared memory) is
+// remembered per kernel, so it is only tried on an eager call (the engine runs every shape eagerly
+// before capturing it), never inside a capture.
+template <typename T, bool kSilu, bool kBulk>
+bool launch_onchip(int smem_optin, int cluster, int batch, int threads, size_t smem, cudaStream_t stream,
+                   const OnchipArgs& args) {
+  auto kernel = gn_onchip_kernel<T, kSilu, kBulk>;
+  static Refusals refusals;
+  static const bool attrs_ok =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin) == cudaSuccess;
+  if (!attrs_ok) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  if (refusals.refused_at(cluster, smem)) return false;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(cluster), static_cast<unsigned>(batch), 1);
+  cfg.blockDim = dim3(static_cast<unsigned>(threads), 1, 1);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int active = 0;
+  if (cudaOccupancyMaxActiveClusters(&active, kernel, &cfg) != cudaSuccess || active < 1) {
+    (void)cudaGetLastError();
+    refusals.add(cluster, smem);
+    return false;
+  }
+  if (cudaLaunchKernelEx(&cfg, kernel, args) != cudaSuccess) {
+    (void)cudaGetLastError();  // a launch-configuration error is not sticky: the two-kernel path runs
+    refusals.add(cluster, smem);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+OnchipPlan group_norm_onchip_plan(int device, int64_t batch, int64_t positions, int64_t channels, int groups) {
+  OnchipPlan plan;
+  const DeviceInfo info = device_info(device);
+  if (!info.clusters || groups > kMaxGroups || channels % 8 != 0 || positions < 1) return plan;
+  const int nch = static_cast<int>(channels / 8);
+  if (nch > kMaxThreads) return plan;
+  plan.rows = std::max(1, kMaxThreads / nch);
+  plan.threads = (plan.rows * nch + 31) / 32 * 32;
+  const size_t fixed = stats_bytes(groups) + size_t{32} * plan.threads;
+  const long budget_env = env_long("SDSERVE_CUDA_GN_ONCHIP_BUDGET", 0);
+  size_t budget = static_cast<size_t>(info.smem_optin) > fixed ? info.smem_optin - fixed : 0;
+  if (budget_env > 0) budget = std::min(budget, static_cast<size_t>(budget_env));
+  const int64_t row_bytes = channels * 2;
+  const int64_t max_chunk = static_cast<int64_t>(budget) / row_bytes;  // positions per CTA at most
+  if (max_chunk < 1) return plan;
+  const int64_t min_cluster = (positions + max_chunk - 1) / max_chunk;
+  if (min_cluster > kMaxCluster) return plan;
+  // Default: one wave of CTAs (batch x cluster ~ SMs) for bandwidth, each with >= 1 lane of work.
+  int64_t cluster = std::clamp<int64_t>(info.sms / std::max<int64_t>(1, batch), min_cluster, kMaxCluster);
+  cluster = std::min<int64_t>(cluster, std::max<int64_t>(min_cluster, (positions + plan.rows - 1) / plan.rows));
+  const long forced = env_long("SDSERVE_CUDA_GN_ONCHIP_CLUSTER", 0);
+  if (forced >= 1 && forced <= kMaxCluster) {
+    if (forced < min_cluster) return plan;
+    cluster = forced;
+  }
+  plan.cluster = static_cast<int>(cluster);
+  plan.chunk = static_cast<int>((positions + cluster - 1) / cluster);
+  const int per_stage = (plan.chunk + kStages - 1) / kStages;
+  plan.stage_positions = (per_stage + plan.rows - 1) / plan.rows * plan.rows;
+  plan.smem = fixed + static_cast<size_t>(plan.chunk) * row_bytes;
+  return plan;
+}
+
+bool group_norm_onchip_default(int64_t batch, int64_t positions, int64_t channels) {
+  (void)batch;
+  (void)positions;
+  (void)channels;
+  return false;  // not measured yet: opt-in (SDSERVE_CUDA_GN_ONCHIP=1)
+}
+
+bool group_norm_onchip(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
+                       int groups, float eps, bool silu, const void* add, int64_t add_ld) {
+  const Mode mode = onchip_mode();
+  if (mode == Mode::kOff) return false;
+  const int64_t batch = x.dim(0), channels = x.dim(-1);
+  const int64_t positions = x.numel() / (batch * channels);
+  const OnchipPlan plan = group_norm_onchip_plan(be.device().index, batch, positions, channels, groups);
+  const auto refuse = [&](const char* why) {
+    if (mode == Mode::kRequire)
+      throw Error(Internal(std::string("group_norm: the on-chip kernel does not apply to ") + x.describe() + ": " +
+                           why));
+    return false;
+  };
+  if (plan.cluster == 0) return refuse("the batch row does not fit the cluster's shared memory");
+  if (mode == Mode::kAuto && !group_norm_onchip_default(batch, positions, channels)) return false;
+  const bool bulk = [] {
+    const char* v = std::getenv("SDSERVE_CUDA_GN_ONCHIP_LOAD");
+    return !(v && std::strcmp(v, "async") == 0);
+  }();
+  OnchipArgs args{};
+  args.x = x.raw();
+  args.add = add;
+  args.add_ld = add_ld;
+  args.y = y.raw();
+  args.gamma = gamma.raw();
+  args.beta = beta.raw();
+  args.positions = static_cast<int>(positions);
+  args.channels = static_cast<int>(channels);
+  args.cpg = static_cast<int>(channels / groups);
+  args.groups = groups;
+  args.chunk = plan.chunk;
+  args.stage_positions = plan.stage_positions;
+  args.rows = plan.rows;
+  args.eps = eps;
+  const int optin = device_info(be.device().index).smem_optin;
+  bool ok = false;
+  dispatch_half(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const int rows_b = static_cast<int>(batch);
+    const auto go = [&](auto silu_tag, auto bulk_tag) {
+      ok = launch_onchip<T, decltype(silu_tag)::value, decltype(bulk_tag)::value>(optin, plan.cluster, rows_b,
+                                                                                 plan.threads, plan.smem,
+                                                                                 be.stream(), args);
+    };
+    using On = std::true_type;
+    using Off = std::false_type;
+    if (silu) {
+      bulk ? go(On{}, On{}) : go(On{}, Off{});
+    } else {
+      bulk ? go(Off{}, On{}) : go(Off{}, Off{});
+    }
+  });
+  return ok ? true : refuse("the device refused the cluster configuration");
+}
+
+}  // namespace sd::cuda

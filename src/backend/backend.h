@@ -178,6 +178,13 @@ class Backend {
   // Window rows [h0,h0+h), cols [w0,w0+w): [B,H,W,C] -> [B,h,w,C].
   virtual Tensor crop_hw(const Tensor& x, int h0, int h, int w0, int w);
 
+  // ---- decoded images to 8-bit pixels ----
+  // x [..., C] in [-1, 1] (the VAE's output) -> u8 tensor of x's shape on this device:
+  // round(clamp(x * 0.5 + 0.5, 0, 1) * 255) with halves rounded up, each step in f32 as
+  // pixels_u8_value() computes it, so every backend produces the same bytes. Default
+  // (pixels_default.cc): downloads, converts on the host, uploads.
+  virtual Tensor to_pixels_u8(const Tensor& x);
+
   // ---- seeded noise (rng/) ----
   // Fills `out` (f32/f16/bf16 on this device, contiguous; 4-D when p.nchw_to_nhwc) with the
   // next out.numel() values of the Philox stream described by `p`, computed on the device
@@ -242,6 +249,14 @@ class RerunGraph final : public CapturedGraph {  // the portable default: run fn
   std::function<void()> fn_;
 };
 }  // namespace detail
+
+// One output value of Backend::to_pixels_u8 (NaN -> 0). x * 0.5f is exact, so a fused
+// multiply-add gives the same result; v * 255 is rounded to f32, then halves go up in double.
+inline uint8_t pixels_u8_value(float x) {
+  float v = x * 0.5f + 0.5f;
+  v = v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f;
+  return static_cast<uint8_t>(static_cast<double>(v * 255.0f) + 0.5);
+}
 
 inline std::unique_ptr<CapturedGraph> Backend::capture(const std::function<void()>& fn) {
   return std::make_unique<detail::RerunGraph>(fn);

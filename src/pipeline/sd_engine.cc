@@ -298,16 +298,12 @@ Status SdEngine::finish_impl(const std::vector<Job*>& jobs, std::vector<Generati
   for (size_t i = 0; i < latents.size(); i += static_cast<size_t>(max_decode_batch)) {
     const size_t end = std::min(latents.size(), i + static_cast<size_t>(max_decode_batch));
     std::vector<Tensor> part(latents.begin() + static_cast<long>(i), latents.begin() + static_cast<long>(end));
-    Tensor decoded = be.download(vae_graph_->decode(be.concat_rows(part)));  // [m, H, W, 3]
-    const int64_t H = decoded.dim(1), W = decoded.dim(2);
-    for (int64_t m = 0; m < decoded.dim(0); ++m) {
-      Image im{static_cast<int>(W), static_cast<int>(H), std::vector<uint8_t>(static_cast<size_t>(H * W * 3))};
-      const float* src = decoded.f32() + m * H * W * 3;
-      for (int64_t p = 0; p < H * W * 3; ++p) {
-        const float v = std::clamp(src[p] * 0.5f + 0.5f, 0.0f, 1.0f);
-        // lround(v * 255) exactly (y >= 0 and y + 0.5 is exact in double), without a libm call.
-        im.rgb[static_cast<size_t>(p)] = static_cast<uint8_t>(static_cast<double>(v * 255.0f) + 0.5);
-      }
+    // Bytes made on the device: a quarter of the f32 download, no host loop per value.
+    const Tensor pixels = be.download(be.to_pixels_u8(vae_graph_->decode(be.concat_rows(part))));  // u8 [m, H, W, 3]
+    const int64_t H = pixels.dim(1), W = pixels.dim(2);
+    for (int64_t m = 0; m < pixels.dim(0); ++m) {
+      const uint8_t* src = pixels.data<uint8_t>() + m * H * W * 3;
+      Image im{static_cast<int>(W), static_cast<int>(H), std::vector<uint8_t>(src, src + H * W * 3)};
       images.push_back(std::move(im));
     }
   }

@@ -3,7 +3,9 @@
 // coefficients, thread-count independence, attention_cols and shape assertions.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/op_cases.h"
@@ -38,6 +40,38 @@ TEST(CpuBackend, F16UploadRoundTripConvertsToF32) {
   const Tensor bf = convert_host(src, DType::kBF16);
   const Tensor back_bf = be->download(be->upload(bf));
   for (int64_t i = 0; i < src.numel(); ++i) EXPECT_EQ(back_bf.f32()[i], bf16_to_f32(bf.data<uint16_t>()[i]));
+}
+
+TEST(CpuBackend, PixelsU8RoundHalvesUpClampAndMapNaNToZero) {
+  auto be = cpu::make_backend(1);
+  // x -> v = x / 2 + 1/2 -> round(v * 255): exact halves (v * 255 = k + 0.5) go up.
+  const std::vector<float> xs = {-1.f, 1.f, 0.f, -3.f, 7.f, -INFINITY, INFINITY, NAN, 2 * (0.5f / 255) - 1,
+                                 2 * (1.5f / 255) - 1, 2 * (254.5f / 255) - 1, -0.99f, 0.999f};
+  Tensor host = Tensor::empty_host({1, static_cast<int64_t>(xs.size())}, DType::kF32);
+  for (size_t i = 0; i < xs.size(); ++i) host.f32()[i] = xs[i];
+  const Tensor px = be->download(be->to_pixels_u8(be->upload(host)));
+  ASSERT_EQ(px.dtype(), DType::kU8);
+  ASSERT_EQ(px.shape(), host.shape());
+  const uint8_t* p = px.data<uint8_t>();
+  EXPECT_EQ(p[0], 0);
+  EXPECT_EQ(p[1], 255);
+  EXPECT_EQ(p[2], 128);  // 127.5 rounds up
+  EXPECT_EQ(p[3], 0);
+  EXPECT_EQ(p[4], 255);
+  EXPECT_EQ(p[5], 0);
+  EXPECT_EQ(p[6], 255);
+  EXPECT_EQ(p[7], 0);  // NaN
+  for (size_t i = 8; i < xs.size(); ++i) {
+    const double v = std::clamp(static_cast<double>(xs[i]) * 0.5 + 0.5, 0.0, 1.0) * 255.0;
+    EXPECT_LE(std::fabs(p[i] - v), 0.5 + 1e-4) << "x " << xs[i];
+  }
+  // Random values: within half a step of the exact value everywhere.
+  const Tensor r = random_tensor({3, 8, 8, 3}, 5, -1.3f, 1.3f);
+  const Tensor rp = be->download(be->to_pixels_u8(be->upload(r)));
+  for (int64_t i = 0; i < r.numel(); ++i) {
+    const double v = std::clamp(static_cast<double>(r.f32()[i]) * 0.5 + 0.5, 0.0, 1.0) * 255.0;
+    ASSERT_LE(std::fabs(rp.data<uint8_t>()[i] - v), 0.5 + 1e-4) << i;
+  }
 }
 
 TEST(CpuBackend, UploadCopiesAndIntegersStayIntegers) {

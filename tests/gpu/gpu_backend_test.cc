@@ -63,6 +63,26 @@ TEST(GpuBackend, UploadDownloadEveryDtype) {
   for (int i = 0; i < 12; ++i) EXPECT_EQ(back.i32()[i], ids.i32()[i]);
 }
 
+TEST(GpuBackend, PixelsU8MatchesTheHostConversionByteForByte) {
+  SD_REQUIRE_GPU();
+  for (DType dt : {DType::kF16, DType::kBF16, DType::kF32}) {
+    Backend& be = gpu_backend(dt == DType::kBF16 ? DType::kBF16 : DType::kF16);
+    Tensor host = random_tensor({2, 33, 17, 3}, 21, -1.25f, 1.25f);
+    const float edges[] = {-1.f, 1.f, 0.f, NAN, INFINITY, -INFINITY, 2 * (0.5f / 255) - 1, 2 * (254.5f / 255) - 1};
+    for (size_t i = 0; i < std::size(edges); ++i) host.f32()[i * 97] = edges[i];
+    const Tensor dev = be.upload(host, dt);
+    const Tensor px = be.download(be.to_pixels_u8(dev));
+    ASSERT_EQ(px.dtype(), DType::kU8);
+    ASSERT_EQ(px.shape(), host.shape());
+    const Tensor vals = be.download(dev);  // the device's values as f32
+    int64_t mismatches = 0;
+    for (int64_t i = 0; i < host.numel(); ++i) {
+      if (px.data<uint8_t>()[i] != pixels_u8_value(vals.f32()[i])) ++mismatches;
+    }
+    EXPECT_EQ(mismatches, 0) << dtype_name(dt);
+  }
+}
+
 TEST(GpuBackend, CopyAndViews) {
   SD_REQUIRE_GPU();
   Backend& be = gpu_backend(DType::kF16);

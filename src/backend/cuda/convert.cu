@@ -18,6 +18,17 @@ __global__ void convert_kernel(const S* __restrict__ src, D* __restrict__ dst, i
   }
 }
 
+// Backend::to_pixels_u8, the same steps as pixels_u8_value() (backend.h): NaN -> 0, x * 0.5 is
+// exact (so contraction into an FMA changes nothing), v * 255 rounded to f32, halves up in double.
+template <typename S>
+__global__ void pixels_u8_kernel(const S* __restrict__ src, uint8_t* __restrict__ dst, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    float v = __fadd_rn(__fmul_rn(to_f32(src[i]), 0.5f), 0.5f);
+    v = v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f;
+    dst[i] = static_cast<uint8_t>(static_cast<double>(__fmul_rn(v, 255.0f)) + 0.5);
+  }
+}
+
 // y[b, p, c] += bias[c] + row[b, c] + residual[b, p, c], each term optional (null), in one
 // pass: the conv epilogue when cuDNN does not fuse it. V elements per thread (16-byte vectors
 // when C % 8 == 0 and every pointer is aligned), I the index type (32-bit when it fits).
@@ -66,6 +77,15 @@ void launch_convert(const void* src, DType src_dtype, void* dst, DType dst_dtype
       convert_kernel<S, D><<<grid_for(n, 256), 256, 0, stream>>>(static_cast<const S*>(src), static_cast<D*>(dst), n);
       SD_CUDA_LAUNCH_CHECK();
     });
+  });
+}
+
+void launch_pixels_u8(const void* src, DType src_dtype, void* dst, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  dispatch_float(src_dtype, [&](auto s) {
+    using S = decltype(s);
+    pixels_u8_kernel<S><<<grid_for(n, 256), 256, 0, stream>>>(static_cast<const S*>(src), static_cast<uint8_t*>(dst), n);
+    SD_CUDA_LAUNCH_CHECK();
   });
 }
 

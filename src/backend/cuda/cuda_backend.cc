@@ -227,6 +227,15 @@ Tensor CudaBackend::download(const Tensor& x) {
   return out;
 }
 
+Tensor CudaBackend::to_pixels_u8(const Tensor& x) {
+  check_on_device(x, "to_pixels_u8");
+  SD_ASSERT(is_float(x.dtype()), "to_pixels_u8: need a float tensor, got " + x.describe());
+  activate();
+  Tensor out = empty(x.shape(), DType::kU8);
+  launch_pixels_u8(x.raw(), x.dtype(), out.raw(), x.numel(), stream_);
+  return out;
+}
+
 void CudaBackend::copy(const Tensor& src, const Tensor& dst) {
   check_on_device(src, "copy");
   check_on_device(dst, "copy");

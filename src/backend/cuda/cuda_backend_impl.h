@@ -83,6 +83,7 @@ class CudaBackend final : public Backend {
   Tensor concat_channels(const Tensor& a, const Tensor& b) override;
   Tensor embedding(const Tensor& ids, const Tensor& table) override;
   Tensor concat_rows(const std::vector<Tensor>& parts) override;
+  Tensor to_pixels_u8(const Tensor& x) override;
 
   // randn_philox.cu: torch's CUDA randn computed on the device (rng/ latents).
   bool randn_philox(const Tensor& out, const PhiloxRandn& p) override;

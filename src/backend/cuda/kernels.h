@@ -14,6 +14,9 @@ namespace sd::cuda {
 // dst[i] = (dst dtype) src[i] for float dtypes f32/f16/bf16 in any combination.
 void launch_convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n, cudaStream_t stream);
 
+// dst[i] = Backend::to_pixels_u8 of src[i] (a float dtype) as u8.
+void launch_pixels_u8(const void* src, DType src_dtype, void* dst, int64_t n, cudaStream_t stream);
+
 // y[b, p, c] += bias[c] + row[b, c] + residual[b, p, c] for y [B, P, C] (in place, one pass);
 // bias [C], row [B, C], residual like y, each may be null; all of one float dtype.
 void launch_add_epilogue(void* y, const void* bias, const void* row, const void* residual, DType dtype,

@@ -135,6 +135,15 @@ void ResnetBlock::load(ModelLoader& l, const std::string& prefix, int64_t in, in
 }
 
 Tensor ResnetBlock::operator()(Backend& be, const Tensor& x, const Tensor& temb_act) const {
+  if (!has_time && conv1.b.defined() && !conv1.pointwise()) {
+    // (The VAE's blocks.) conv1's bias rides on the group norm after it: one pass fewer over h.
+    const int64_t B = x.dim(0), out = conv1.w.dim(0);
+    const Tensor bias_row = conv1.b.reshape({1, out});
+    const Tensor bias_rows = B == 1 ? bias_row : be.concat_rows(std::vector<Tensor>(static_cast<size_t>(B), bias_row));  // [B, out]
+    Tensor h = be.conv2d(norm1(be, x, true), conv1.w, Tensor(), conv1.stride, conv1.padding);  // [B, H, W, out]
+    h = be.group_norm_add(h, bias_rows, 0, norm2.gamma, norm2.beta, norm2.groups, norm2.eps, /*silu=*/true);
+    return conv2.fused(be, h, Tensor(), has_shortcut ? shortcut(be, x) : x);
+  }
   // conv1 + time embedding [B, out], conv2 + shortcut: each one fused op where the backend can.
   Tensor h = conv1.fused(be, norm1(be, x, true), has_time ? time_proj(be, temb_act) : Tensor(), Tensor());
   return conv2.fused(be, norm2(be, h, true), Tensor(), has_shortcut ? shortcut(be, x) : x);

@@ -198,7 +198,12 @@ std::vector<Case> sd15_cases(int64_t b) {
                      [](const std::vector<Tensor>& in) { return g_backend->geglu(in[0]); }});
   }
   // Group norm (+SiLU, + the ResNet time-embedding add) per path: SDSERVE_CUDA_GN_ONCHIP=0 (two
-  // kernels), 1 (the on-chip kernel wherever it fits) and auto (the default choice).
+  // kernels), 1 (the on-chip kernel wherever it fits; SDSERVE_BENCH_GN_ONCHIP=require makes a
+  // configuration that does not apply an error instead) and auto (the default choice).
+  static const std::string onchip_mode = [] {
+    const char* v = std::getenv("SDSERVE_BENCH_GN_ONCHIP");
+    return std::string(v ? v : "1");
+  }();
   for (auto [hw, c] : {std::array<int64_t, 2>{64, 320}, {32, 640}, {16, 1280}, {8, 1280}, {64, 640}, {64, 960},
                        {32, 1920}, {16, 2560}}) {
     for (const char* mode : {"0", "1", "auto"}) {
@@ -209,7 +214,7 @@ std::vector<Case> sd15_cases(int64_t b) {
                                                     random_device({c}, 18, 0.5f, 1.5f), random_device({c}, 19)};
                        },
                        [=](const std::vector<Tensor>& in) {
-                         ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP", mode);
+                         ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP", mode[0] == '1' ? onchip_mode.c_str() : mode);
                          return g_backend->group_norm(in[0], in[1], in[2], 32, 1e-5f, true);
                        }});
       cases.push_back({"gn_path/" + path + "/" + bs + dims({hw, hw, c}) + "/g32_add_silu", 0,
@@ -219,7 +224,7 @@ std::vector<Case> sd15_cases(int64_t b) {
                                                     random_device({c}, 19)};
                        },
                        [=](const std::vector<Tensor>& in) {
-                         ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP", mode);
+                         ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP", mode[0] == '1' ? onchip_mode.c_str() : mode);
                          return g_backend->group_norm_add(in[0], in[1], c, in[2], in[3], 32, 1e-5f, true);
                        }});
     }

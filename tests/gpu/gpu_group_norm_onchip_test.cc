@@ -1,6 +1,6 @@
 // The CUDA one-launch on-chip group norm (group_norm_onchip.cu) against the CPU backend and the
 // two-kernel path: SD shapes, batches 1-3 and 32, f16/bf16, SiLU, the time-embedding add, odd
-// position counts, every cluster size, both load paths, and the fits / does-not-fit boundary.
+// position counts, every cluster size and slice width, both load paths, the fit boundary.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -136,12 +136,15 @@ TEST(GpuGroupNormOnchip, MatchesTwoKernelAtBatch32) {
   check_onchip({{32, 8, 8, 1280}, 32}, DType::kF16, true, true, seed + 4, true);
 }
 
-// Rows larger than 16 CTAs' shared memory: "require" refuses, the default and "1" fall back to
-// the two-kernel path and still match the CPU.
-TEST(GpuGroupNormOnchip, LargeRowsFallBack) {
+// The up-level concat shapes fit through channel slices; rows whose narrowest slice (whole
+// groups) exceeds 16 CTAs' shared memory do not: "require" refuses, the default and "1" fall back
+// to the two-kernel path and still match the CPU.
+TEST(GpuGroupNormOnchip, ConcatShapesAndFallBack) {
   SD_REQUIRE_GPU();
   uint32_t seed = 2900;
-  for (const GnShape& s : {GnShape{{2, 64, 64, 640}, 32}, GnShape{{2, 64, 64, 960}, 32}, GnShape{{1, 32, 32, 1920}, 32}}) {
+  for (const GnShape& s : {GnShape{{2, 64, 64, 640}, 32}, GnShape{{2, 64, 64, 960}, 32}, GnShape{{1, 32, 32, 1920}, 32}})
+    for (bool add : {false, true}) check_onchip(s, DType::kF16, true, add, seed += 4);
+  for (const GnShape& s : {GnShape{{1, 256, 256, 320}, 32}, GnShape{{2, 64, 64, 640}, 1}}) {
     for (bool add : {false, true}) {
       const GnInputs in = make_inputs(s, DType::kF16, seed += 4);
       const std::string name = describe(s, DType::kF16, true, add);
@@ -153,25 +156,54 @@ TEST(GpuGroupNormOnchip, LargeRowsFallBack) {
   }
 }
 
-// SDSERVE_CUDA_GN_ONCHIP_BUDGET caps the slab per CTA: with room for 20 positions of 320
-// channels, 16 CTAs hold exactly 320 positions; 321 do not fit and take the two-kernel path.
+// SDSERVE_CUDA_GN_ONCHIP_BUDGET caps the slab per CTA. One group (no channel slices) with room for
+// 20 positions of 320 channels: 16 CTAs hold exactly 320 positions, 321 take the two-kernel path.
+// 32 groups: the narrowest slice is 40 channels (80 bytes a position), the same boundary.
 TEST(GpuGroupNormOnchip, FitBoundary) {
   SD_REQUIRE_GPU();
-  ScopedEnv budget("SDSERVE_CUDA_GN_ONCHIP_BUDGET", std::to_string(20 * 320 * 2));
-  const GnShape fits{{2, 16, 20, 320}, 32}, over{{2, 3, 107, 320}, 32};
-  for (DType dtype : {DType::kF16, DType::kBF16}) {
-    check_onchip(fits, dtype, true, true, 3000);
-    const GnInputs in = make_inputs(over, dtype, 3010);
-    EXPECT_THROW(run_gpu("require", dtype, in, over, true, true), Error);
-    const Tensor want = run_gn(cpu_reference_backend(), in, over, true, true);
-    EXPECT_LE(relative_l2(run_gpu("1", dtype, in, over, true, true), want), tol_vs_cpu(dtype));
+  for (auto [groups, budget_bytes] : {std::pair<int, int>{1, 20 * 320 * 2}, {32, 20 * 40 * 2}}) {
+    ScopedEnv budget("SDSERVE_CUDA_GN_ONCHIP_BUDGET", std::to_string(budget_bytes));
+    const GnShape fits{{2, 16, 20, 320}, groups}, over{{2, 3, 107, 320}, groups};
+    for (DType dtype : {DType::kF16, DType::kBF16}) {
+      SCOPED_TRACE("groups " + std::to_string(groups));
+      check_onchip(fits, dtype, true, true, 3000);
+      const GnInputs in = make_inputs(over, dtype, 3010);
+      EXPECT_THROW(run_gpu("require", dtype, in, over, true, true), Error);
+      const Tensor want = run_gn(cpu_reference_backend(), in, over, true, true);
+      EXPECT_LE(relative_l2(run_gpu("1", dtype, in, over, true, true), want), tol_vs_cpu(dtype));
+    }
   }
-  // One CTA: a 4 KB budget holds 6 positions of 320 channels; cluster 1 forced.
+  // One CTA: the budget holds 6 positions of 320 channels (one group); cluster 1 forced.
   ScopedEnv small("SDSERVE_CUDA_GN_ONCHIP_BUDGET", std::to_string(6 * 320 * 2));
   ScopedEnv one("SDSERVE_CUDA_GN_ONCHIP_CLUSTER", "1");
-  check_onchip({{3, 2, 3, 320}, 32}, DType::kF16, false, true, 3020);
-  const GnShape seven{{3, 7, 1, 320}, 32};
+  check_onchip({{3, 2, 3, 320}, 1}, DType::kF16, false, true, 3020);
+  const GnShape seven{{3, 7, 1, 320}, 1};
   EXPECT_THROW(run_gpu("require", DType::kF16, make_inputs(seven, DType::kF16, 3030), seven, false, false), Error);
+}
+
+// Every channel slice width (whole groups, 16-byte rows) of a few channel counts.
+TEST(GpuGroupNormOnchip, EverySliceWidth) {
+  SD_REQUIRE_GPU();
+  uint32_t seed = 3500;
+  struct Case {
+    int64_t b, h, w, c;
+    int groups;
+    int slices[5];  // 0: none
+  };
+  static constexpr Case kCases[] = {{2, 16, 16, 320, 32, {40, 80, 160, 320, 0}},
+                                    {3, 7, 9, 96, 32, {24, 48, 96, 0, 0}},
+                                    {2, 8, 8, 1920, 32, {120, 240, 480, 960, 1920}},
+                                    {2, 9, 5, 640, 16, {40, 80, 160, 320, 640}}};
+  for (const Case& c : kCases) {
+    const GnShape shape{{c.b, c.h, c.w, c.c}, c.groups};
+    for (int slice : c.slices) {
+      if (slice == 0) continue;
+      ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP_SLICE", std::to_string(slice));
+      SCOPED_TRACE("slice " + std::to_string(slice));
+      check_onchip(shape, DType::kF16, true, true, seed += 4);
+      check_onchip(shape, DType::kBF16, false, false, seed += 4);
+    }
+  }
 }
 
 // Every cluster size 1..16 (non-powers of two, ranks with no positions) and both load paths.
@@ -185,6 +217,8 @@ TEST(GpuGroupNormOnchip, EveryClusterSizeAndLoadPath) {
       SCOPED_TRACE(std::string(load) + " cluster " + std::to_string(cluster));
       check_onchip({{2, 5, 4, 320}, 32}, DType::kF16, true, cluster % 2 == 0, seed += 4);  // 20 positions
       check_onchip({{3, 8, 16, 640}, 32}, DType::kBF16, cluster % 3 == 0, true, seed += 4);
+      check_onchip({{2, 8, 8, 1280}, 32}, DType::kF16, true, false, seed += 4);
+      check_onchip({{2, 5, 4, 320}, 1}, DType::kF16, true, true, seed += 4);  // one group: slice = C, bulk copies
     }
     check_onchip({{2, 64, 64, 320}, 32}, DType::kF16, true, true, seed += 4);
   }

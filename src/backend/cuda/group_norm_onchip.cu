@@ -1,9 +1,11 @@
-// One-launch group norm (+ SiLU, + per-channel add) that reads x once: each batch row is one
-// thread-block cluster (1..16 CTAs); CTA `rank` copies its slab of positions x C into shared
-// memory (bulk copies or cp.async), exact two-pass statistics merged through DSMEM, then applies.
+// One-launch group norm (+ SiLU, + per-channel add) that reads x once: each (batch row, slice of
+// whole groups' channels) is one thread-block cluster (1..16 CTAs); CTA `rank` copies its slab of
+// positions x slice channels into shared memory, exact two-pass statistics via DSMEM, applies.
 #include <cooperative_groups.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -35,7 +37,9 @@ struct OnchipArgs {
   void* y;            // [B, P, C]
   const void* gamma;  // [C]
   const void* beta;   // [C]
-  int positions, channels, cpg, groups;
+  int positions, channels, cpg;
+  int slice;          // channels per cluster (whole groups, a multiple of 8); blockIdx.y picks it
+  int groups;         // groups per slice
   int chunk;          // positions per CTA (the last CTAs of a row may have fewer, or none)
   int stage_positions;  // positions per stage, a multiple of rows
   int rows;           // position lanes per CTA
@@ -91,16 +95,52 @@ __device__ __forceinline__ void cta_group_sums(float* red, const float (&v)[8], 
   }
 }
 
-// Grid (cluster, B), cluster (cluster, 1, 1): one cluster per batch row. Shared memory:
-// barriers | part_sum, part_sq, mean, rstd [groups] | red [threads x 8] f32 | slab [chunk, C] T.
-template <typename T, bool kSilu, bool kBulk>
+// Sum over the cluster's CTAs of part[g] (each CTA's shared array), f64: all ranks' loads in flight.
+template <bool kCluster>
+__device__ __forceinline__ double cluster_sum(float* part, int g, int ranks) {
+  if constexpr (!kCluster) return part[g];
+  cg::cluster_group cluster = cg::this_cluster();
+  float v[kMaxCluster];
+#pragma unroll
+  for (int k = 0; k < kMaxCluster; ++k) v[k] = k < ranks ? cluster.map_shared_rank(part, k)[g] : 0.f;
+  double s = 0.0;
+#pragma unroll
+  for (int k = 0; k < kMaxCluster; ++k) s += v[k];
+  return s;
+}
+
+// silu(x) = x * sigmoid(x) = h + h * tanh(h), h = x / 2: one MUFU op instead of exp + reciprocal
+// (the SiLU of a 164 KB slab is MUFU-bound on one SM).
+__device__ __forceinline__ float silu_tanh(float x) {
+  const float h = 0.5f * x;
+  float t;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(h));
+  return fmaf(h, t, h);
+}
+
+// Grid (cluster, slices, B), cluster (cluster, 1, 1): one cluster per (batch row, channel slice).
+// Shared memory: barriers | part_sum, part_sq, mean, rstd [groups] | red [threads x 8] f32 |
+// slab [chunk, slice] T.
+// kCluster false: a plain launch of single CTAs (cluster size 1), block barriers only.
+template <bool kCluster>
+__device__ __forceinline__ void cluster_barrier() {
+  if constexpr (kCluster) {
+    cg::this_cluster().sync();
+  } else {
+    __syncthreads();
+  }
+}
+
+template <typename T, bool kSilu, bool kBulk, bool kCluster>
 __global__ void __launch_bounds__(kMaxThreads) gn_onchip_kernel(const OnchipArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
-  cg::cluster_group cluster = cg::this_cluster();
-  const int rank = static_cast<int>(cluster.block_rank());
-  const int ranks = static_cast<int>(cluster.num_blocks());
-  const int b = blockIdx.y;
-  const int C = a.channels, nch = C / 8, G = a.groups, rows = a.rows;
+  int rank = 0, ranks = 1;
+  if constexpr (kCluster) {
+    rank = static_cast<int>(cg::this_cluster().block_rank());
+    ranks = static_cast<int>(cg::this_cluster().num_blocks());
+  }
+  const int b = blockIdx.z, c0 = blockIdx.y * a.slice;
+  const int C = a.channels, nch = a.slice / 8, G = a.groups, rows = a.rows;
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem);
   float* part_sum = reinterpret_cast<float*>(smem + kHeaderBytes);
   float* part_sq = part_sum + G;
@@ -112,10 +152,10 @@ __global__ void __launch_bounds__(kMaxThreads) gn_onchip_kernel(const OnchipArgs
   const int np = max(0, min(a.positions - p0, a.chunk));
   const int sp = a.stage_positions;
   const int stages = (np + sp - 1) / sp;
-  const T* xb = static_cast<const T*>(a.x) + (int64_t{b} * a.positions + p0) * C;
+  const T* xb = static_cast<const T*>(a.x) + (int64_t{b} * a.positions + p0) * C + c0;
 
   // Issue the whole slab's loads first: kStages chunks of positions.
-  if constexpr (kBulk) {
+  if constexpr (kBulk) {  // slice == C: the slab is contiguous
     if (threadIdx.x == 0) {
       for (int s = 0; s < kStages; ++s)
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smem_addr(&bars[s])) : "memory");
@@ -135,23 +175,27 @@ __global__ void __launch_bounds__(kMaxThreads) gn_onchip_kernel(const OnchipArgs
     }
   } else {
     const uint4* src = reinterpret_cast<const uint4*>(xb);
+    const int cv = C / 8;  // vectors per position in x
     for (int s = 0; s < kStages; ++s) {
       const int vs = min(np, s * sp) * nch, ve = min(np, (s + 1) * sp) * nch;
-      for (int v = vs + threadIdx.x; v < ve; v += blockDim.x)
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(slab + v)), "l"(src + v)
+      for (int v = vs + threadIdx.x; v < ve; v += blockDim.x) {
+        const int p = v / nch;
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(slab + v)),
+                     "l"(src + int64_t{p} * cv + (v - p * nch))
                      : "memory");
+      }
       asm volatile("cp.async.commit_group;\n" ::: "memory");
     }
   }
 
   const int r = threadIdx.x / nch, ch = threadIdx.x % nch;
   const bool active = r < rows;
-  const T* ab = a.add ? static_cast<const T*>(a.add) + b * a.add_ld : nullptr;  // v[b, :] (or none)
+  const T* ab = a.add ? static_cast<const T*>(a.add) + b * a.add_ld + c0 : nullptr;  // v[b, c0:] (or none)
   float ga[8], be[8], va[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
-    ga[i] = active ? to_f32(static_cast<const T*>(a.gamma)[ch * 8 + i]) : 0.f;
-    be[i] = active ? to_f32(static_cast<const T*>(a.beta)[ch * 8 + i]) : 0.f;
+    ga[i] = active ? to_f32(static_cast<const T*>(a.gamma)[c0 + ch * 8 + i]) : 0.f;
+    be[i] = active ? to_f32(static_cast<const T*>(a.beta)[c0 + ch * 8 + i]) : 0.f;
     va[i] = active && ab ? to_f32(ab[ch * 8 + i]) : 0.f;
   }
   if constexpr (kBulk) __syncthreads();  // barriers initialised before anyone waits on them
@@ -169,6 +213,7 @@ __global__ void __launch_bounds__(kMaxThreads) gn_onchip_kernel(const OnchipArgs
     }
     if (!active) continue;
     const int pe = min(np, (s + 1) * sp);
+#pragma unroll 4
     for (int p = s * sp + r; p < pe; p += rows) {
       float f[8];
       unpack8<T>(slab[p * nch + ch], f);
@@ -177,14 +222,10 @@ __global__ void __launch_bounds__(kMaxThreads) gn_onchip_kernel(const OnchipArgs
     }
   }
   if constexpr (!kBulk) cp_async_wait<0>();
-  cta_group_sums(red, acc, part_sum, rows, C, a.cpg, G, active);
-  cluster.sync();  // every CTA's part_sum is complete
+  cta_group_sums(red, acc, part_sum, rows, a.slice, a.cpg, G, active);
+  cluster_barrier<kCluster>();  // every CTA's part_sum is complete
   const double n = double(a.positions) * a.cpg;
-  for (int g = threadIdx.x; g < G; g += blockDim.x) {
-    double s = 0.0;
-    for (int k = 0; k < ranks; ++k) s += cluster.map_shared_rank(part_sum, k)[g];
-    mean[g] = static_cast<float>(s / n);
-  }
+  for (int g = threadIdx.x; g < G; g += blockDim.x) mean[g] = static_cast<float>(cluster_sum<kCluster>(part_sum, g, ranks) / n);
   __syncthreads();
 
   // Pass 2: squared deviations from the mean, from the shared-memory copy.
@@ -195,6 +236,7 @@ __global__ void __launch_bounds__(kMaxThreads) gn_onchip_kernel(const OnchipArgs
     acc[i] = 0.f;
   }
   if (active) {
+#pragma unroll 4
     for (int p = r; p < np; p += rows) {
       float f[8];
       unpack8<T>(slab[p * nch + ch], f);
@@ -206,15 +248,12 @@ __global__ void __launch_bounds__(kMaxThreads) gn_onchip_kernel(const OnchipArgs
     }
   }
   __syncthreads();  // red is reused
-  cta_group_sums(red, acc, part_sq, rows, C, a.cpg, G, active);
-  cluster.sync();  // every CTA's part_sq is complete (and no one still reads part_sum)
-  for (int g = threadIdx.x; g < G; g += blockDim.x) {
-    double q = 0.0;
-    for (int k = 0; k < ranks; ++k) q += cluster.map_shared_rank(part_sq, k)[g];
-    rstd[g] = rsqrtf(static_cast<float>(q / n) + a.eps);
-  }
+  cta_group_sums(red, acc, part_sq, rows, a.slice, a.cpg, G, active);
+  cluster_barrier<kCluster>();  // every CTA's part_sq is complete (and no one still reads part_sum)
+  for (int g = threadIdx.x; g < G; g += blockDim.x)
+    rstd[g] = rsqrtf(static_cast<float>(cluster_sum<kCluster>(part_sq, g, ranks) / n) + a.eps);
   // Done with the other CTAs' shared memory: they may leave once everyone has arrived here.
-  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+  if constexpr (kCluster) asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
   __syncthreads();
 
   // Apply: y = (x + v - mean) * rstd * gamma + beta (then SiLU), 16-byte stores.
@@ -225,19 +264,21 @@ __global__ void __launch_bounds__(kMaxThreads) gn_onchip_kernel(const OnchipArgs
       sc[i] = rstd[(ch * 8 + i) / a.cpg] * ga[i];
       sh[i] = be[i] - mu[i] * sc[i];
     }
-    uint4* yv = reinterpret_cast<uint4*>(static_cast<T*>(a.y) + (int64_t{b} * a.positions + p0) * C) + ch;
+    uint4* yv = reinterpret_cast<uint4*>(static_cast<T*>(a.y) + (int64_t{b} * a.positions + p0) * C + c0) + ch;
+    const int cv = C / 8;
+#pragma unroll 4
     for (int p = r; p < np; p += rows) {
       float f[8];
       unpack8<T>(slab[p * nch + ch], f);
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         f[j] = fmaf(f[j], sc[j], sh[j]);
-        if (kSilu) f[j] = silu_f(f[j]);
+        if (kSilu) f[j] = silu_tanh(f[j]);
       }
-      yv[int64_t{p} * nch] = pack8<T>(f);
+      yv[int64_t{p} * cv] = pack8<T>(f);
     }
   }
-  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+  if constexpr (kCluster) asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
 }
 
 // ---- configuration ----
@@ -289,21 +330,32 @@ Mode onchip_mode() {
   return Mode::kOn;
 }
 
+// SDSERVE_CUDA_GN_ONCHIP_PLAIN=0: single-CTA configurations launch as clusters of 1 too.
+bool plain_launch_off() {
+  const char* v = std::getenv("SDSERVE_CUDA_GN_ONCHIP_PLAIN");
+  return v && v[0] == '0';
+}
+
 size_t stats_bytes(int groups) { return kHeaderBytes + (static_cast<size_t>(16 * groups) + 127) / 128 * 128; }
 
-// Refused (cluster, smem) configurations per kernel: tried once, eagerly; never again.
-struct Refusals {
+// Cluster configurations per kernel already checked with the occupancy calculator: accepted
+// (cluster, smem) pairs launch without asking again; a refusal covers that cluster size at that
+// smem and more. A new configuration is checked before its first launch, which the engine makes
+// eagerly (it runs every shape before capturing it).
+struct CheckedConfigs {
   std::mutex mu;
-  std::vector<std::pair<int, size_t>> refused;  // (cluster, smallest refused smem)
-  bool refused_at(int cluster, size_t smem) {
+  std::vector<std::pair<int, size_t>> accepted, refused;  // refused: (cluster, smallest refused smem)
+  int lookup(int cluster, size_t smem) {  // 1 accepted, 0 refused, -1 unknown
     std::lock_guard<std::mutex> lock(mu);
     for (auto& [c, s] : refused)
-      if (c == cluster && smem >= s) return true;
-    return false;
+      if (c == cluster && smem >= s) return 0;
+    for (auto& [c, s] : accepted)
+      if (c == cluster && smem == s) return 1;
+    return -1;
   }
-  void add(int cluster, size_t smem) {
+  void add(int cluster, size_t smem, bool ok) {
     std::lock_guard<std::mutex> lock(mu);
-    refused.emplace_back(cluster, smem);
+    (ok ? accepted : refused).emplace_back(cluster, smem);
   }
 };
 
@@ -311,11 +363,11 @@ struct Refusals {
 // configuration the device refuses (cluster too large for a GPC at this shared memory) is
 // remembered per kernel, so it is only tried on an eager call (the engine runs every shape eagerly
 // before capturing it), never inside a capture.
-template <typename T, bool kSilu, bool kBulk>
+template <typename T, bool kSilu, bool kBulk, bool kCluster>
 bool launch_onchip(int smem_optin, int cluster, int batch, int threads, size_t smem, cudaStream_t stream,
                    const OnchipArgs& args) {
-  auto kernel = gn_onchip_kernel<T, kSilu, kBulk>;
-  static Refusals refusals;
+  auto kernel = gn_onchip_kernel<T, kSilu, kBulk, kCluster>;
+  static CheckedConfigs checked;
   static const bool attrs_ok =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin) == cudaSuccess;
@@ -323,9 +375,11 @@ bool launch_onchip(int smem_optin, int cluster, int batch, int threads, size_t s
     (void)cudaGetLastError();
     return false;
   }
-  if (refusals.refused_at(cluster, smem)) return false;
+  const int known = checked.lookup(cluster, smem);
+  if (known == 0) return false;
   cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(cluster), static_cast<unsigned>(batch), 1);
+  cfg.gridDim = dim3(static_cast<unsigned>(cluster), static_cast<unsigned>(args.channels / args.slice),
+                     static_cast<unsigned>(batch));
   cfg.blockDim = dim3(static_cast<unsigned>(threads), 1, 1);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
@@ -335,16 +389,24 @@ bool launch_onchip(int smem_optin, int cluster, int batch, int threads, size_t s
   attr[0].val.clusterDim.y = 1;
   attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  int active = 0;
-  if (cudaOccupancyMaxActiveClusters(&active, kernel, &cfg) != cudaSuccess || active < 1) {
-    (void)cudaGetLastError();
-    refusals.add(cluster, smem);
-    return false;
+  cfg.numAttrs = kCluster ? 1 : 0;
+  if (known < 0) {
+    int active = 0;
+    const bool ok = (kCluster ? cudaOccupancyMaxActiveClusters(&active, kernel, &cfg)
+                              : cudaOccupancyMaxActiveBlocksPerMultiprocessor(&active, kernel, threads, smem)) ==
+                        cudaSuccess &&
+                    active >= 1;
+    if (std::getenv("SDSERVE_CUDA_GN_ONCHIP_VERBOSE"))
+      std::fprintf(stderr, "gn_onchip: grid %ux%ux%u, %d threads, %zu B smem, cluster %d: %d active %s\n",
+                   cfg.gridDim.x, cfg.gridDim.y, cfg.gridDim.z, threads, smem, cluster, active,
+                   kCluster ? "clusters" : "CTAs per SM");
+    if (!ok) (void)cudaGetLastError();
+    checked.add(cluster, smem, ok);
+    if (!ok) return false;
   }
   if (cudaLaunchKernelEx(&cfg, kernel, args) != cudaSuccess) {
     (void)cudaGetLastError();  // a launch-configuration error is not sticky: the two-kernel path runs
-    refusals.add(cluster, smem);
+    checked.add(cluster, smem, false);
     return false;
   }
   return true;
@@ -352,37 +414,84 @@ bool launch_onchip(int smem_optin, int cluster, int batch, int threads, size_t s
 
 }  // namespace
 
-OnchipPlan group_norm_onchip_plan(int device, int64_t batch, int64_t positions, int64_t channels, int groups) {
+namespace {
+
+// One slice width's configuration at its fewest CTAs per cluster (cluster 0 where even 16 CTAs'
+// shared memory cannot hold the slice), with the most position lanes.
+OnchipPlan plan_for_slice(const DeviceInfo& info, int64_t positions, int cpg, int64_t slice, int64_t channels,
+                          int64_t budget_cap) {
   OnchipPlan plan;
-  const DeviceInfo info = device_info(device);
-  if (!info.clusters || groups > kMaxGroups || channels % 8 != 0 || positions < 1) return plan;
-  const int nch = static_cast<int>(channels / 8);
-  if (nch > kMaxThreads) return plan;
-  plan.rows = std::max(1, kMaxThreads / nch);
-  plan.threads = (plan.rows * nch + 31) / 32 * 32;
-  const size_t fixed = stats_bytes(groups) + size_t{32} * plan.threads;
-  const long budget_env = env_long("SDSERVE_CUDA_GN_ONCHIP_BUDGET", 0);
-  size_t budget = static_cast<size_t>(info.smem_optin) > fixed ? info.smem_optin - fixed : 0;
-  if (budget_env > 0) budget = std::min(budget, static_cast<size_t>(budget_env));
-  const int64_t row_bytes = channels * 2;
-  const int64_t max_chunk = static_cast<int64_t>(budget) / row_bytes;  // positions per CTA at most
+  const int nvs = static_cast<int>(slice / 8);
+  const int64_t groups = slice / cpg;
+  if (nvs > kMaxThreads || groups > kMaxGroups) return plan;
+  plan.slice = static_cast<int>(slice);
+  plan.slices = static_cast<int>(channels / slice);
+  plan.rows = std::max(1, kMaxThreads / nvs);
+  plan.threads = (plan.rows * nvs + 31) / 32 * 32;
+  const size_t fixed = stats_bytes(static_cast<int>(groups)) + size_t{32} * plan.threads;
+  int64_t budget = info.smem_optin > static_cast<int64_t>(fixed) ? info.smem_optin - static_cast<int64_t>(fixed) : 0;
+  if (budget_cap > 0) budget = std::min(budget, budget_cap);
+  const int64_t max_chunk = budget / (slice * 2);  // positions per CTA at most
   if (max_chunk < 1) return plan;
   const int64_t min_cluster = (positions + max_chunk - 1) / max_chunk;
   if (min_cluster > kMaxCluster) return plan;
-  // Default: one wave of CTAs (batch x cluster ~ SMs) for bandwidth, each with >= 1 lane of work.
-  int64_t cluster = std::clamp<int64_t>(info.sms / std::max<int64_t>(1, batch), min_cluster, kMaxCluster);
-  cluster = std::min<int64_t>(cluster, std::max<int64_t>(min_cluster, (positions + plan.rows - 1) / plan.rows));
-  const long forced = env_long("SDSERVE_CUDA_GN_ONCHIP_CLUSTER", 0);
-  if (forced >= 1 && forced <= kMaxCluster) {
-    if (forced < min_cluster) return plan;
-    cluster = forced;
-  }
-  plan.cluster = static_cast<int>(cluster);
+  plan.cluster = static_cast<int>(min_cluster);
+  return plan;
+}
+
+// `cluster` CTAs per slice: positions per CTA, position lanes (no more than positions: fewer
+// threads for small slabs), load stages and shared memory.
+void set_cluster(OnchipPlan& plan, int64_t positions, int cpg, int cluster) {
+  const int nvs = plan.slice / 8;
+  plan.cluster = cluster;
   plan.chunk = static_cast<int>((positions + cluster - 1) / cluster);
+  plan.rows = std::max(1, std::min(kMaxThreads / nvs, plan.chunk));
+  plan.threads = (plan.rows * nvs + 31) / 32 * 32;
   const int per_stage = (plan.chunk + kStages - 1) / kStages;
   plan.stage_positions = (per_stage + plan.rows - 1) / plan.rows * plan.rows;
-  plan.smem = fixed + static_cast<size_t>(plan.chunk) * row_bytes;
-  return plan;
+  plan.smem = stats_bytes(plan.slice / cpg) + size_t{32} * plan.threads + static_cast<size_t>(plan.chunk) * plan.slice * 2;
+}
+
+int64_t gcd64(int64_t a, int64_t b) { return b == 0 ? a : gcd64(b, a % b); }
+
+}  // namespace
+
+// The rule measured best on an H100 (docs/perf-notes.md, sweep of slice x cluster at batch rows 2
+// and 32): slices of about C/4 channels (the valid width nearest, the wider on a tie), and per
+// slice the fewest CTAs that hold it, raised to fill about half the SMs, at most 8 (16-CTA
+// clusters and more than one wave of CTAs cost several microseconds each).
+OnchipPlan group_norm_onchip_plan(int device, int64_t batch, int64_t positions, int64_t channels, int groups) {
+  const DeviceInfo info = device_info(device);
+  if (!info.clusters || channels % 8 != 0 || groups < 1 || channels % groups != 0 || positions < 1) return {};
+  const int cpg = static_cast<int>(channels / groups);
+  const int64_t unit = int64_t{cpg} * 8 / gcd64(cpg, 8);  // narrowest slice: whole groups, 16-byte rows
+  const int64_t budget_cap = env_long("SDSERVE_CUDA_GN_ONCHIP_BUDGET", 0);
+  const long forced_cluster = env_long("SDSERVE_CUDA_GN_ONCHIP_CLUSTER", 0);
+  const long forced_slice = env_long("SDSERVE_CUDA_GN_ONCHIP_SLICE", 0);
+  OnchipPlan best;
+  double best_distance = 0;
+  for (int64_t slice = channels; slice >= unit; slice -= unit) {
+    if (channels % slice != 0) continue;
+    if (forced_slice > 0 && slice != forced_slice) continue;
+    OnchipPlan p = plan_for_slice(info, positions, cpg, slice, channels, budget_cap);
+    if (p.cluster == 0) continue;
+    int k = p.cluster;
+    if (forced_cluster > 0) {
+      if (forced_cluster < k || forced_cluster > kMaxCluster) continue;
+      k = static_cast<int>(forced_cluster);
+    } else {
+      const int64_t fill = info.sms / 2 / std::max<int64_t>(1, batch * p.slices);
+      k = static_cast<int>(std::max<int64_t>(k, std::min<int64_t>({fill, 8, positions})));
+    }
+    set_cluster(p, positions, cpg, k);
+    // Distance from C/4 in log scale; wider slices first, so a tie keeps the wider.
+    const double distance = std::abs(std::log2(static_cast<double>(slice) * 4 / static_cast<double>(channels)));
+    if (best.cluster == 0 || distance < best_distance - 1e-9) {
+      best = p;
+      best_distance = distance;
+    }
+  }
+  return best;
 }
 
 bool group_norm_onchip_default(int64_t batch, int64_t positions, int64_t channels) {
@@ -405,9 +514,9 @@ bool group_norm_onchip(CudaBackend& be, const Tensor& x, const Tensor& gamma, co
                            why));
     return false;
   };
-  if (plan.cluster == 0) return refuse("the batch row does not fit the cluster's shared memory");
+  if (plan.cluster == 0 || batch > 65535) return refuse("a batch row's slice does not fit 16 CTAs' shared memory");
   if (mode == Mode::kAuto && !group_norm_onchip_default(batch, positions, channels)) return false;
-  const bool bulk = [] {
+  const bool bulk = plan.slice == channels && [] {
     const char* v = std::getenv("SDSERVE_CUDA_GN_ONCHIP_LOAD");
     return !(v && std::strcmp(v, "async") == 0);
   }();
@@ -421,7 +530,8 @@ bool group_norm_onchip(CudaBackend& be, const Tensor& x, const Tensor& gamma, co
   args.positions = static_cast<int>(positions);
   args.channels = static_cast<int>(channels);
   args.cpg = static_cast<int>(channels / groups);
-  args.groups = groups;
+  args.slice = plan.slice;
+  args.groups = plan.slice / args.cpg;
   args.chunk = plan.chunk;
   args.stage_positions = plan.stage_positions;
   args.rows = plan.rows;
@@ -432,9 +542,10 @@ bool group_norm_onchip(CudaBackend& be, const Tensor& x, const Tensor& gamma, co
     using T = decltype(tag);
     const int rows_b = static_cast<int>(batch);
     const auto go = [&](auto silu_tag, auto bulk_tag) {
-      ok = launch_onchip<T, decltype(silu_tag)::value, decltype(bulk_tag)::value>(optin, plan.cluster, rows_b,
-                                                                                 plan.threads, plan.smem,
-                                                                                 be.stream(), args);
+      constexpr bool kS = decltype(silu_tag)::value, kB = decltype(bulk_tag)::value;
+      ok = plan.cluster > 1 || plain_launch_off()
+               ? launch_onchip<T, kS, kB, true>(optin, plan.cluster, rows_b, plan.threads, plan.smem, be.stream(), args)
+               : launch_onchip<T, kS, kB, false>(optin, 1, rows_b, plan.threads, plan.smem, be.stream(), args);
     };
     using On = std::true_type;
     using Off = std::false_type;

@@ -17,11 +17,12 @@ constexpr int kGnVecMaxGroups = 1024; // the apply prologue keeps (sum, sum of s
 // Whether group_norm_vec can normalise x [B, ..., C] into y with `groups` groups.
 bool group_norm_vec_applies(const Tensor& x, const Tensor& y, int groups);
 // The one-launch on-chip kernel's configuration for a [batch, positions, channels] input
-// (group_norm_onchip.cu): cluster 0 where it does not apply (no clusters, too many groups, or a
-// batch row larger than 16 CTAs' shared memory; SDSERVE_CUDA_GN_ONCHIP_BUDGET caps the slab
-// bytes per CTA, SDSERVE_CUDA_GN_ONCHIP_CLUSTER forces the cluster size).
+// (group_norm_onchip.cu): cluster 0 where it does not apply (no clusters, or even the narrowest
+// slice of whole groups larger than 16 CTAs' shared memory). SDSERVE_CUDA_GN_ONCHIP_BUDGET caps the
+// slab bytes per CTA, SDSERVE_CUDA_GN_ONCHIP_CLUSTER / _SLICE force the cluster size / slice width.
 struct OnchipPlan {
-  int cluster = 0;          // CTAs per batch row (one cluster), 0: does not apply
+  int cluster = 0;          // CTAs per (batch row, slice): one cluster; 0: does not apply
+  int slice = 0, slices = 0;  // channels per cluster (whole groups, multiple of 8); C / slice
   int threads = 0, rows = 0;  // threads per CTA; position lanes (threads = rows x C/8, in warps)
   int chunk = 0;            // positions per CTA
   int stage_positions = 0;  // positions per load stage

@@ -1,12 +1,13 @@
-// PNG IDAT encoding in parallel stripes (see png_idat.h). Each stripe is an independent raw
-// deflate stream ending on a byte boundary (Z_SYNC_FLUSH; the last one Z_FINISH), so their
-// concatenation after one zlib header is a single valid stream; Adler-32 values are combined.
+// PNG IDAT encoding in parallel stripes (see png_idat.h). Each stripe is one literal-only deflate
+// block (deflate_literals.h) ending on a byte boundary (an empty stored block after all but the
+// last), so their concatenation after one zlib header is one valid stream; checksums combined.
 #include "io/png_idat.h"
+
+#include "io/deflate_literals.h"
 
 #include <zlib.h>
 
 #include <algorithm>
-#include <string>
 #include <thread>
 
 namespace sd {
@@ -17,8 +18,8 @@ struct Stripe {
   bool last = false;
   std::vector<uint8_t> deflated;
   uLong adler = 1;
+  uLong crc = 0;  // CRC-32 of `deflated`
   size_t filtered_bytes = 0;
-  std::string error;
 };
 
 // Sub-filtered scanlines of rows [row0, row1): each row is a filter byte (1) then
@@ -35,30 +36,8 @@ void deflate_stripe(const RgbImage& image, Stripe* s) {
   }
   s->filtered_bytes = filtered.size();
   s->adler = adler32(adler32(0L, Z_NULL, 0), filtered.data(), static_cast<uInt>(filtered.size()));
-  z_stream z{};
-  if (deflateInit2(&z, 1, Z_DEFLATED, -15, 8, Z_RLE) != Z_OK) {
-    s->error = "deflateInit2 failed";
-    return;
-  }
-  s->deflated.resize(deflateBound(&z, static_cast<uLong>(filtered.size())) + 64);
-  z.next_in = filtered.data();
-  z.avail_in = static_cast<uInt>(filtered.size());
-  size_t written = 0;
-  for (;;) {
-    z.next_out = s->deflated.data() + written;
-    z.avail_out = static_cast<uInt>(s->deflated.size() - written);
-    const int rc = deflate(&z, s->last ? Z_FINISH : Z_SYNC_FLUSH);
-    written = s->deflated.size() - z.avail_out;
-    if (rc == Z_STREAM_ERROR) {
-      s->error = "deflate failed";
-      break;
-    }
-    const bool done = s->last ? rc == Z_STREAM_END : (z.avail_in == 0 && z.avail_out > 0);
-    if (done) break;
-    s->deflated.resize(s->deflated.size() * 2);  // rare: the bound was not enough
-  }
-  deflateEnd(&z);
-  s->deflated.resize(written);
+  deflate_literals(filtered.data(), filtered.size(), s->last, &s->deflated);
+  s->crc = crc32(crc32(0L, Z_NULL, 0), s->deflated.data(), static_cast<uInt>(s->deflated.size()));
 }
 
 void put_be32(std::vector<uint8_t>* out, uint32_t v) {
@@ -89,7 +68,6 @@ Status append_png_idat_iend(const RgbImage& image, int threads, std::vector<uint
   uLong adler = adler32(0L, Z_NULL, 0);
   size_t deflated = 0;
   for (const Stripe& s : stripes) {
-    if (!s.error.empty()) return Internal("PNG encoding: " + s.error);
     adler = adler32_combine(adler, s.adler, static_cast<z_off_t>(s.filtered_bytes));
     deflated += s.deflated.size();
   }
@@ -101,9 +79,16 @@ Status append_png_idat_iend(const RgbImage& image, int threads, std::vector<uint
   for (char c : {'I', 'D', 'A', 'T'}) out->push_back(static_cast<uint8_t>(c));
   out->push_back(0x78);  // deflate, 32 KiB window
   out->push_back(0x01);  // fastest; (0x78 << 8 | 0x01) % 31 == 0
-  for (const Stripe& s : stripes) out->insert(out->end(), s.deflated.begin(), s.deflated.end());
+  // The chunk's CRC: type and zlib header here, each part's CRC (computed beside its
+  // deflation) combined in, then the Adler-32 trailer.
+  uLong crc = crc32(crc32(0L, Z_NULL, 0), out->data() + type_at, static_cast<uInt>(out->size() - type_at));
+  for (const Stripe& s : stripes) {
+    out->insert(out->end(), s.deflated.begin(), s.deflated.end());
+    crc = crc32_combine(crc, s.crc, static_cast<z_off_t>(s.deflated.size()));
+  }
+  const size_t adler_at = out->size();
   put_be32(out, static_cast<uint32_t>(adler));
-  const uLong crc = crc32(crc32(0L, Z_NULL, 0), out->data() + type_at, static_cast<uInt>(out->size() - type_at));
+  crc = crc32(crc, out->data() + adler_at, 4);
   put_be32(out, static_cast<uint32_t>(crc));
   static const uint8_t kIend[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
   out->insert(out->end(), kIend, kIend + 12);

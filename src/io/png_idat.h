@@ -1,6 +1,6 @@
 // The image data of a PNG written without libpng's single-threaded row writer: scanlines with
-// the Sub filter, deflated (zlib level 1, RLE) in horizontal stripes on several threads, joined
-// into one valid zlib stream (sync-flushed parts, combined Adler-32) in one IDAT chunk.
+// the Sub filter, deflated (literal-only dynamic Huffman blocks) in horizontal stripes on several
+// threads, joined into one valid zlib stream (byte-aligned parts, combined Adler-32) in one IDAT.
 #pragma once
 
 #include <cstdint>

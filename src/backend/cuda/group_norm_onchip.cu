@@ -494,11 +494,13 @@ OnchipPlan group_norm_onchip_plan(int device, int64_t batch, int64_t positions, 
   return best;
 }
 
-bool group_norm_onchip_default(int64_t batch, int64_t positions, int64_t channels) {
-  (void)batch;
-  (void)positions;
-  (void)channels;
-  return false;  // not measured yet: opt-in (SDSERVE_CUDA_GN_ONCHIP=1)
+// Measured on an H100 (docs/perf-notes.md, "One-launch group norm"): the on-chip kernel wins or
+// ties wherever its CTAs fit about two waves and its clusters hold at most 8 CTAs (batch 2 at every
+// UNet level but 64x64x960; batch 32 at 32x32x640, 16x16x1280, 8x8x1280, 16x16x2560); with more
+// waves each CTA's serial load / statistics / apply phases lose to the two-kernel path.
+bool group_norm_onchip_default(int device, int64_t batch, const OnchipPlan& plan) {
+  const int sms = device_info(device).sms;
+  return plan.cluster >= 1 && plan.cluster <= 8 && batch * plan.slices * plan.cluster <= int64_t{2} * sms;
 }
 
 bool group_norm_onchip(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
@@ -515,7 +517,7 @@ bool group_norm_onchip(CudaBackend& be, const Tensor& x, const Tensor& gamma, co
     return false;
   };
   if (plan.cluster == 0 || batch > 65535) return refuse("a batch row's slice does not fit 16 CTAs' shared memory");
-  if (mode == Mode::kAuto && !group_norm_onchip_default(batch, positions, channels)) return false;
+  if (mode == Mode::kAuto && !group_norm_onchip_default(be.device().index, batch, plan)) return false;
   const bool bulk = plan.slice == channels && [] {
     const char* v = std::getenv("SDSERVE_CUDA_GN_ONCHIP_LOAD");
     return !(v && std::strcmp(v, "async") == 0);

@@ -29,9 +29,9 @@ struct OnchipPlan {
   size_t smem = 0;          // dynamic shared memory per CTA
 };
 OnchipPlan group_norm_onchip_plan(int device, int64_t batch, int64_t positions, int64_t channels, int groups);
-// Whether the on-chip kernel is the default (SDSERVE_CUDA_GN_ONCHIP unset) for this shape class:
-// where it measured faster than the two-kernel path on an H100 (docs/perf-notes.md).
-bool group_norm_onchip_default(int64_t batch, int64_t positions, int64_t channels);
+// Whether the on-chip kernel is the default (SDSERVE_CUDA_GN_ONCHIP unset) for this plan: where
+// it measured faster than the two-kernel path on an H100 (at most ~2 waves of CTAs, clusters <= 8).
+bool group_norm_onchip_default(int device, int64_t batch, const OnchipPlan& plan);
 // One launch, x read once (group_norm_onchip.cu); false (nothing enqueued) where it does not apply
 // or is not chosen: SDSERVE_CUDA_GN_ONCHIP=0 never, 1 wherever it fits, "require" throws where it
 // does not (tests), unset: group_norm_onchip_default. Same arguments as group_norm_vec.

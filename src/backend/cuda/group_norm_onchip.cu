@@ -4,6 +4,7 @@
 #include <cooperative_groups.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -368,14 +369,23 @@ bool launch_onchip(int smem_optin, int cluster, int batch, int threads, size_t s
                    const OnchipArgs& args) {
   auto kernel = gn_onchip_kernel<T, kSilu, kBulk, kCluster>;
   static CheckedConfigs checked;
-  static const bool attrs_ok =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin) == cudaSuccess;
-  if (!attrs_ok) {
+  // Function attributes are per device: set once on each (0 unset, 1 set, -1 failed).
+  static std::atomic<int> attrs[64];
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) {
     (void)cudaGetLastError();
     return false;
   }
-  const int known = checked.lookup(cluster, smem);
+  if (attrs[device].load() == 0) {
+    const bool ok =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin) == cudaSuccess;
+    if (!ok) (void)cudaGetLastError();
+    attrs[device].store(ok ? 1 : -1);
+  }
+  if (attrs[device].load() != 1) return false;
+  const int key = device * 100 + cluster;  // per device and cluster size
+  const int known = checked.lookup(key, smem);
   if (known == 0) return false;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(static_cast<unsigned>(cluster), static_cast<unsigned>(args.channels / args.slice),
@@ -401,12 +411,12 @@ bool launch_onchip(int smem_optin, int cluster, int batch, int threads, size_t s
                    cfg.gridDim.x, cfg.gridDim.y, cfg.gridDim.z, threads, smem, cluster, active,
                    kCluster ? "clusters" : "CTAs per SM");
     if (!ok) (void)cudaGetLastError();
-    checked.add(cluster, smem, ok);
+    checked.add(key, smem, ok);
     if (!ok) return false;
   }
   if (cudaLaunchKernelEx(&cfg, kernel, args) != cudaSuccess) {
     (void)cudaGetLastError();  // a launch-configuration error is not sticky: the two-kernel path runs
-    checked.add(cluster, smem, false);
+    checked.add(key, smem, false);
     return false;
   }
   return true;

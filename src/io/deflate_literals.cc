@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
+#include <cstring>
 #include <initializer_list>
 #include <queue>
 #include <utility>
@@ -19,6 +21,8 @@ constexpr int kMaxClBits = 7;
 // Order in which the code-length code's lengths are sent (RFC 1951, 3.2.7).
 constexpr std::array<int, 19> kClOrder = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
 
+static_assert(std::endian::native == std::endian::little, "BitWriter::flush_bytes stores the bit buffer little-endian");
+
 // LSB-first bit writer (deflate's bit order) into a buffer with room for everything written.
 class BitWriter {
  public:
@@ -31,6 +35,19 @@ class BitWriter {
       buf_ >>= 32;
       n_ -= 32;
     }
+  }
+  // Adds bits without writing out: at most 64 - 8 bits may be pending after a flush_bytes().
+  void put_wide(uint32_t bits, int count) {
+    buf_ |= static_cast<uint64_t>(bits) << n_;
+    n_ += count;
+  }
+  // Writes out every whole byte (8 bytes stored, n_ / 8 kept), leaving fewer than 8 bits.
+  void flush_bytes() {
+    std::memcpy(at_, &buf_, 8);  // little-endian: the low bits first
+    const int whole = n_ >> 3;
+    at_ += whole;
+    buf_ = whole == 8 ? 0 : buf_ >> (8 * whole);
+    n_ &= 7;
   }
   void align() {  // pads with zero bits to a byte boundary and writes out everything
     while (n_ > 0) {
@@ -189,7 +206,7 @@ void deflate_literals(const uint8_t* data, size_t n, bool last, std::vector<uint
 
   // Room for the worst case: 15 bits per literal, the header (< 600 bytes) and the trailer.
   const size_t start = out->size();
-  out->resize(start + n * 15 / 8 + 1024);
+  out->resize(start + n * 15 / 8 + 1024);  // (+ 8 bytes of slack for flush_bytes' 8-byte stores)
   BitWriter w(out->data() + start);
   w.put(last ? 1u : 0u, 1);
   w.put(2, 2);  // dynamic Huffman codes
@@ -201,17 +218,21 @@ void deflate_literals(const uint8_t* data, size_t n, bool last, std::vector<uint
     w.put(cl_code[c.sym], cl_len[c.sym]);
     if (c.extra_bits) w.put(c.extra, c.extra_bits);
   }
-  // The literals: a table of (code, length) per byte, two symbols per put (<= 30 bits).
+  // The literals: a table of (code, length) per byte, three symbols per flush (<= 45 bits).
   std::array<uint32_t, 256> code{};
   std::array<uint8_t, 256> len{};
   for (int s = 0; s < 256; ++s) {
     code[static_cast<size_t>(s)] = lit_code[static_cast<size_t>(s)];
     len[static_cast<size_t>(s)] = lit_len[static_cast<size_t>(s)];
   }
+  w.flush_bytes();
   i = 0;
-  for (; i + 2 <= n; i += 2) {
-    const uint8_t a = data[i], b = data[i + 1];
-    w.put(code[a] | (code[b] << len[a]), len[a] + len[b]);
+  for (; i + 3 <= n; i += 3) {
+    const uint8_t a = data[i], b = data[i + 1], c = data[i + 2];
+    w.put_wide(code[a], len[a]);
+    w.put_wide(code[b], len[b]);
+    w.put_wide(code[c], len[c]);
+    w.flush_bytes();
   }
   for (; i < n; ++i) w.put(code[data[i]], len[data[i]]);
   w.put(lit_code[kEob], lit_len[kEob]);

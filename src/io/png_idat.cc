@@ -8,6 +8,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <mutex>
 #include <thread>
 
 namespace sd {
@@ -22,11 +23,43 @@ struct Stripe {
   size_t filtered_bytes = 0;
 };
 
+// Byte buffers of earlier encodings kept for reuse: a fresh large allocation costs a page fault
+// per 4 KiB on first touch (about 1 ms for the buffers of one 512x512 image); a reused one not.
+class ScratchPool {
+ public:
+  std::vector<uint8_t> take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.empty()) return {};
+    std::vector<uint8_t> v = std::move(free_.back());
+    free_.pop_back();
+    return v;
+  }
+  void give(std::vector<uint8_t> v) {
+    if (v.capacity() > kMaxKeptBytes) return;
+    v.clear();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.size() < kMaxKept) free_.push_back(std::move(v));
+  }
+
+ private:
+  static constexpr size_t kMaxKept = 64;
+  static constexpr size_t kMaxKeptBytes = size_t{32} << 20;
+  std::mutex mu_;
+  std::vector<std::vector<uint8_t>> free_;
+};
+
+ScratchPool& scratch_pool() {
+  static ScratchPool pool;
+  return pool;
+}
+
 // Sub-filtered scanlines of rows [row0, row1): each row is a filter byte (1) then
 // x[i] - x[i - 3] (mod 256), the first pixel as is.
 void deflate_stripe(const RgbImage& image, Stripe* s) {
   const size_t stride = static_cast<size_t>(image.width) * 3;
-  std::vector<uint8_t> filtered((stride + 1) * static_cast<size_t>(s->row1 - s->row0));
+  std::vector<uint8_t> filtered = scratch_pool().take();
+  filtered.resize((stride + 1) * static_cast<size_t>(s->row1 - s->row0));
+  s->deflated = scratch_pool().take();
   uint8_t* f = filtered.data();
   for (int y = s->row0; y < s->row1; ++y) {
     const uint8_t* p = image.rgb.data() + stride * static_cast<size_t>(y);
@@ -38,6 +71,7 @@ void deflate_stripe(const RgbImage& image, Stripe* s) {
   s->adler = adler32(adler32(0L, Z_NULL, 0), filtered.data(), static_cast<uInt>(filtered.size()));
   deflate_literals(filtered.data(), filtered.size(), s->last, &s->deflated);
   s->crc = crc32(crc32(0L, Z_NULL, 0), s->deflated.data(), static_cast<uInt>(s->deflated.size()));
+  scratch_pool().give(std::move(filtered));
 }
 
 void put_be32(std::vector<uint8_t>* out, uint32_t v) {
@@ -82,9 +116,10 @@ Status append_png_idat_iend(const RgbImage& image, int threads, std::vector<uint
   // The chunk's CRC: type and zlib header here, each part's CRC (computed beside its
   // deflation) combined in, then the Adler-32 trailer.
   uLong crc = crc32(crc32(0L, Z_NULL, 0), out->data() + type_at, static_cast<uInt>(out->size() - type_at));
-  for (const Stripe& s : stripes) {
+  for (Stripe& s : stripes) {
     out->insert(out->end(), s.deflated.begin(), s.deflated.end());
     crc = crc32_combine(crc, s.crc, static_cast<z_off_t>(s.deflated.size()));
+    scratch_pool().give(std::move(s.deflated));
   }
   const size_t adler_at = out->size();
   put_be32(out, static_cast<uint32_t>(adler));

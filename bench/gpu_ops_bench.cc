@@ -181,6 +181,25 @@ std::vector<Case> sd15_cases(int64_t b) {
                        return g_backend->attention(in[0], in[1], in[2], 8, false);
                      }});
   }
+  // Attention per path (SDSERVE_CUDA_ATTENTION per call): the Hopper wgmma kernel, cuDNN's
+  // SDPA and the mma.sync kernel (mma2) on the SD head dims 40 / 64 / 80.
+  for (auto [lq, lk, h, d] : {std::array<int64_t, 4>{4096, 4096, 8, 40}, {4096, 77, 8, 40}, {1024, 1024, 8, 80},
+                              {1024, 1024, 10, 64}, {1024, 77, 8, 80}}) {
+    for (const char* path : {"wgmma", "cudnn", "mma2"}) {
+      cases.push_back({std::string("attn_path/") + path + "/" + bs + "l" + std::to_string(lq) + "_lk" +
+                           std::to_string(lk) + "_h" + std::to_string(h) + "_d" + std::to_string(d),
+                       4.0 * b * h * lq * lk * d,
+                       [=] {
+                         return std::vector<Tensor>{random_device({b, lq, h * d}, 7, -2, 2),
+                                                    random_device({b, lk, h * d}, 8, -2, 2),
+                                                    random_device({b, lk, h * d}, 9)};
+                       },
+                       [=](const std::vector<Tensor>& in) {
+                         ScopedEnv env("SDSERVE_CUDA_ATTENTION", path);
+                         return g_backend->attention(in[0], in[1], in[2], static_cast<int>(h), false);
+                       }});
+    }
+  }
   for (auto [hw, c] : {std::array<int64_t, 2>{64, 320}, {32, 640}, {16, 1280}}) {
     auto norm_inputs = [=] {
       return std::vector<Tensor>{random_device({b, hw, hw, c}, 10), random_device({c}, 11, 0.5f, 1.5f),

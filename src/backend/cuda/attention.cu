@@ -227,20 +227,20 @@ void launch_attention_wmma(DType dtype, const AttentionArgs& a, cudaStream_t str
 namespace {
 
 // SDSERVE_CUDA_ATTENTION: "mma1" the first mma.sync kernel, "mma2" the pipelined one, "cudnn"
-// cuDNN's SDPA wherever it has a plan (non-causal), "auto" (default) cuDNN for long key
-// sequences only; "wmma" is read by the backend (attention_wmma_). H100, batch 2 (perf-notes):
-// cuDNN wins at 1024 and 4096 keys (d 40/64/80), mma2 at 77 keys and at d 160 over 256 keys.
-enum class AttentionPath { kAuto, kMma1, kMma2, kCudnn };
+// cuDNN's SDPA wherever it has a plan (non-causal), "wgmma" the Hopper kernel
+// (attention_wgmma.cu) wherever it applies, "auto" (default) cuDNN for long key sequences
+// only; "wmma" is read by the backend (attention_wmma_). H100, batch 2 (perf-notes): cuDNN
+// wins at 1024 and 4096 keys (d 40/64/80), mma2 at 77 keys and at d 160 over 256 keys.
+// Read on every call (a getenv), so tests and benchmarks can switch paths in one process.
+enum class AttentionPath { kAuto, kMma1, kMma2, kCudnn, kWgmma };
 
 AttentionPath attention_path() {
-  static const AttentionPath path = [] {
-    const char* env = std::getenv("SDSERVE_CUDA_ATTENTION");
-    if (env && std::strcmp(env, "mma1") == 0) return AttentionPath::kMma1;
-    if (env && std::strcmp(env, "mma2") == 0) return AttentionPath::kMma2;
-    if (env && std::strcmp(env, "cudnn") == 0) return AttentionPath::kCudnn;
-    return AttentionPath::kAuto;
-  }();
-  return path;
+  const char* env = std::getenv("SDSERVE_CUDA_ATTENTION");
+  if (env && std::strcmp(env, "mma1") == 0) return AttentionPath::kMma1;
+  if (env && std::strcmp(env, "mma2") == 0) return AttentionPath::kMma2;
+  if (env && std::strcmp(env, "cudnn") == 0) return AttentionPath::kCudnn;
+  if (env && std::strcmp(env, "wgmma") == 0) return AttentionPath::kWgmma;
+  return AttentionPath::kAuto;
 }
 
 bool want_cudnn(AttentionPath path, const AttentionArgs& a) {
@@ -268,6 +268,7 @@ Tensor copy_columns(CudaBackend& be, const Tensor& src, int64_t col, int64_t wid
 
 void CudaBackend::run_attention(DType dtype, const AttentionArgs& args) {
   const AttentionPath path = attention_path();
+  if (!attention_wmma_ && path == AttentionPath::kWgmma && launch_attention_wgmma(dtype, args, stream_)) return;
   if (!attention_wmma_ && want_cudnn(path, args)) {
     Tensor workspace;
     const auto scratch = [&](size_t bytes) {

@@ -43,4 +43,10 @@ void launch_attention_mma2(DType dtype, const AttentionArgs& a, cudaStream_t str
 bool run_attention_cudnn(int device, DType dtype, const AttentionArgs& a, cudaStream_t stream,
                          const std::function<void*(size_t)>& workspace);
 
+// Hopper wgmma kernel (attention_wgmma.cu): non-causal, d 40 / 64 / 80, a.vec, row strides % 8
+// == 0, on a compute-capability 9.0 device with the sm_90a build of the kernel. Returns false
+// (nothing enqueued) where it does not apply, or when its one-time device probe would have to
+// run while `stream` is being captured.
+bool launch_attention_wgmma(DType dtype, const AttentionArgs& a, cudaStream_t stream);
+
 }  // namespace sd::cuda

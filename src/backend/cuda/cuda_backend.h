@@ -26,4 +26,8 @@ struct AllocatorStats {
 };
 AllocatorStats allocator_stats(const Backend& backend);
 
+// Whether device `device_index` runs the Hopper (wgmma) attention kernel: a compute-capability
+// 9.0 device and a build that holds its sm_90a code (false without CUDA).
+bool attention_wgmma_supported(int device_index);
+
 }  // namespace sd::cuda

@@ -14,5 +14,6 @@ StatusOr<std::unique_ptr<Backend>> make_backend(int, DType) {
   return Unimplemented("this sdserve was built without the CUDA backend");
 }
 AllocatorStats allocator_stats(const Backend&) { return {}; }
+bool attention_wgmma_supported(int) { return false; }
 
 }  // namespace sd::cuda

@@ -1,0 +1,149 @@
+// The Hopper wgmma attention kernel (SDSERVE_CUDA_ATTENTION=wgmma, attention_wgmma.cu) against
+// the pipelined mma.sync kernel (mma2) and the CPU backend: head dims 40/64/80, f16 and bf16,
+// self / cross lengths, ragged tails, batches 1..32, strided q/k/v from packed projections.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+
+#include "backend/op_cases.h"
+#include "gpu_test_util.h"
+
+namespace sd::testing {
+namespace {
+
+// Sets SDSERVE_CUDA_ATTENTION (read on every attention call) for one scope.
+class AttentionPathScope {
+ public:
+  explicit AttentionPathScope(const char* path) { setenv("SDSERVE_CUDA_ATTENTION", path, 1); }
+  ~AttentionPathScope() { unsetenv("SDSERVE_CUDA_ATTENTION"); }
+  AttentionPathScope(const AttentionPathScope&) = delete;
+  AttentionPathScope& operator=(const AttentionPathScope&) = delete;
+};
+
+#define SD_REQUIRE_WGMMA()                                                                            \
+  do {                                                                                                \
+    SD_REQUIRE_GPU();                                                                                 \
+    if (!::sd::cuda::attention_wgmma_supported(0)) GTEST_SKIP() << "device 0 is not sm_90 (wgmma)"; \
+  } while (0)
+
+using Run = std::function<Tensor(Backend&, const std::vector<Tensor>&)>;
+
+// Runs `run` on device inputs with the wgmma path and with `other` ("mma2"); returns rel L2.
+double wgmma_vs(const char* other, DType dtype, const std::string& name, const std::vector<Tensor>& device_inputs,
+                const Run& run) {
+  Backend& gpu = gpu_backend(dtype);
+  Tensor got, want;
+  {
+    AttentionPathScope scope("wgmma");
+    got = gpu.download(run(gpu, device_inputs));
+  }
+  {
+    AttentionPathScope scope(other);
+    want = gpu.download(run(gpu, device_inputs));
+  }
+  EXPECT_TRUE(gpu.synchronize().ok());
+  EXPECT_EQ(got.shape(), want.shape()) << name;
+  if (got.shape() != want.shape()) return 1.0;
+  const double rel = relative_l2(got, want);
+  std::printf("  %-48s %s vs %s: rel_l2 %.2e max_abs %.2e\n", name.c_str(), dtype_name(dtype), other, rel,
+              max_abs_diff(got, want));
+  return rel;
+}
+
+double tolerance(DType dtype) { return dtype == DType::kBF16 ? 1e-2 : 2e-3; }
+
+struct Shape5 {
+  int64_t batch, lq, lk, heads, d;
+};
+
+std::string shape_name(const Shape5& s) {
+  return "b" + std::to_string(s.batch) + " lq" + std::to_string(s.lq) + " lk" + std::to_string(s.lk) + " h" +
+         std::to_string(s.heads) + " d" + std::to_string(s.d);
+}
+
+class GpuAttentionWgmma : public ::testing::TestWithParam<Shape5> {};
+
+TEST_P(GpuAttentionWgmma, MatchesMma2) {
+  SD_REQUIRE_WGMMA();
+  const Shape5 s = GetParam();
+  const int64_t hd = s.heads * s.d;
+  for (DType dtype : {DType::kF16, DType::kBF16}) {
+    Backend& gpu = gpu_backend(dtype);
+    const std::vector<Tensor> in = {gpu.upload(quantize(random_tensor({s.batch, s.lq, hd}, 401, -2.f, 2.f), dtype)),
+                                    gpu.upload(quantize(random_tensor({s.batch, s.lk, hd}, 402, -2.f, 2.f), dtype)),
+                                    gpu.upload(quantize(random_tensor({s.batch, s.lk, hd}, 403), dtype))};
+    const double rel = wgmma_vs("mma2", dtype, shape_name(s), in, [&](Backend& be, const std::vector<Tensor>& d) {
+      return be.attention(d[0], d[1], d[2], static_cast<int>(s.heads), false);
+    });
+    EXPECT_LE(rel, tolerance(dtype)) << shape_name(s) << " " << dtype_name(dtype);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, GpuAttentionWgmma,
+                         ::testing::Values(Shape5{2, 4096, 4096, 8, 40}, Shape5{2, 4096, 77, 8, 40},
+                                           Shape5{2, 1024, 1024, 8, 40}, Shape5{1, 1000, 77, 8, 40},
+                                           Shape5{1, 129, 4097, 2, 40}, Shape5{3, 77, 77, 3, 40},
+                                           Shape5{1, 1, 1, 1, 40}, Shape5{32, 4096, 4096, 8, 40},
+                                           Shape5{32, 4096, 77, 8, 40}, Shape5{2, 1024, 1024, 10, 64},
+                                           Shape5{3, 65, 200, 2, 64}, Shape5{2, 1024, 1024, 8, 80},
+                                           Shape5{2, 1024, 77, 8, 80}, Shape5{1, 300, 129, 2, 80}));
+
+// Against the CPU backend (f32 math on the same f16-rounded inputs).
+TEST(GpuAttentionWgmmaCpu, MatchesCpu) {
+  SD_REQUIRE_WGMMA();
+  Backend& gpu = gpu_backend(DType::kF16);
+  Backend& cpu = cpu_reference_backend();
+  for (const Shape5& s : {Shape5{1, 1000, 77, 8, 40}, Shape5{1, 777, 1031, 8, 40}, Shape5{2, 256, 300, 4, 64},
+                          Shape5{1, 333, 257, 4, 80}}) {
+    const int64_t hd = s.heads * s.d;
+    const std::vector<Tensor> host = {quantize(random_tensor({s.batch, s.lq, hd}, 411, -2.f, 2.f), DType::kF16),
+                                      quantize(random_tensor({s.batch, s.lk, hd}, 412, -2.f, 2.f), DType::kF16),
+                                      quantize(random_tensor({s.batch, s.lk, hd}, 413), DType::kF16)};
+    Tensor got;
+    {
+      AttentionPathScope scope("wgmma");
+      got = gpu.download(gpu.attention(gpu.upload(host[0]), gpu.upload(host[1]), gpu.upload(host[2]),
+                                       static_cast<int>(s.heads), false));
+    }
+    const Tensor want = cpu.download(cpu.attention(cpu.upload(host[0]), cpu.upload(host[1]), cpu.upload(host[2]),
+                                                   static_cast<int>(s.heads), false));
+    ASSERT_EQ(got.shape(), want.shape());
+    const double rel = relative_l2(got, want);
+    std::printf("  %-48s vs cpu: rel_l2 %.2e max_abs %.2e\n", shape_name(s).c_str(), rel, max_abs_diff(got, want));
+    EXPECT_LE(rel, 1e-2) << shape_name(s);
+  }
+}
+
+// attention_cols on packed projections: self (one [B, L, 3 inner] QKV buffer) and cross (q
+// alone, k|v packed); q/k/v rows are strided.
+TEST(GpuAttentionWgmmaCols, PackedProjectionsMatchMma2) {
+  SD_REQUIRE_WGMMA();
+  struct Cols {
+    int64_t batch, lq, lk, heads, d;
+    bool shared;
+  };
+  for (const Cols& c : {Cols{2, 4096, 4096, 8, 40, true}, Cols{2, 4096, 77, 8, 40, false},
+                        Cols{1, 1000, 77, 8, 40, false}, Cols{2, 1024, 1024, 10, 64, true},
+                        Cols{2, 1024, 1024, 8, 80, true}, Cols{2, 1024, 77, 8, 80, false}}) {
+    const int64_t inner = c.heads * c.d;
+    for (DType dtype : {DType::kF16, DType::kBF16}) {
+      Backend& gpu = gpu_backend(dtype);
+      std::vector<Tensor> in = {
+          gpu.upload(quantize(random_tensor({c.batch, c.lq, c.shared ? 3 * inner : inner}, 421, -2.f, 2.f), dtype))};
+      if (!c.shared) in.push_back(gpu.upload(quantize(random_tensor({c.batch, c.lk, 2 * inner}, 422, -2.f, 2.f), dtype)));
+      const std::string name = std::string(c.shared ? "cols self " : "cols cross ") +
+                               shape_name(Shape5{c.batch, c.lq, c.lk, c.heads, c.d});
+      const double rel = wgmma_vs("mma2", dtype, name, in, [&](Backend& be, const std::vector<Tensor>& d) {
+        if (c.shared) return be.attention_cols(d[0], 0, d[0], inner, 2 * inner, inner, static_cast<int>(c.heads), false);
+        return be.attention_cols(d[0], 0, d[1], 0, inner, inner, static_cast<int>(c.heads), false);
+      });
+      EXPECT_LE(rel, tolerance(dtype)) << name << " " << dtype_name(dtype);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sd::testing

@@ -212,7 +212,7 @@ Tensor UNet::forward(const Tensor& x, const std::vector<double>& timesteps, cons
   return forward(x, backend_.upload(timestep_features_of(timesteps)), context);
 }
 
-Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& context) const {
+Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& context, bool halves_equal) const {
   Backend& be = backend_;
   SD_ASSERT(x.ndim() == 4 && x.dim(3) == config_.in_channels, "UNet input must be NHWC latents, got " + x.describe());
   SD_ASSERT(features.ndim() == 2 && features.dim(0) == x.dim(0) && features.dim(1) == config_.block_out_channels[0],
@@ -233,15 +233,31 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
     BackendScope s(be, "context_kv");
     ctx = context_kv_all_.w.defined() ? context_kv_all_(be, context) : context;
   }
+  // Half mode: until the first attention, every row of the second half equals its twin in the
+  // first half, so only the first half is computed (x, temb and temb_all sliced to it).
+  const int64_t rows = x.dim(0);
+  bool halved = halves_equal && rows % 2 == 0 && rows > 0;
+  const int64_t first = halved ? rows / 2 : rows;
+  const Tensor temb_first = temb.slice_rows(0, first);
+  const Tensor temb_all_first = temb_all.defined() ? temb_all.slice_rows(0, first) : Tensor();
   const auto resnet = [&](const ResnetBlock& r, const Tensor& x) {
-    return r.time_col >= 0 ? r.forward_stacked(be, x, temb_all) : r(be, x, temb);
+    const Tensor& all = halved ? temb_all_first : temb_all;
+    return r.time_col >= 0 ? r.forward_stacked(be, x, all) : r(be, x, halved ? temb_first : temb);
   };
   Tensor h;
   {
     BackendScope s(be, "conv_in");
-    h = conv_in_(be, x);
+    h = conv_in_(be, halved ? x.slice_rows(0, first) : x);
   }
   std::vector<Tensor> skips{h};
+  // Leaves half mode: h and the skips so far get their second half (copies of the first).
+  const auto widen = [&] {
+    if (!halved) return;
+    BackendScope s(be, "widen");
+    h = be.concat_rows({h, h});
+    for (Tensor& t : skips) t = be.concat_rows({t, t});
+    halved = false;
+  };
   for (size_t i = 0; i < down_.size(); ++i) {
     const Level& lv = down_[i];
     const std::string p = "down." + std::to_string(i);
@@ -251,6 +267,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
         h = resnet(lv.resnets[j], h);
       }
       if (!lv.attentions.empty()) {
+        widen();
         BackendScope s(be, p + ".attn." + std::to_string(j));
         h = lv.attentions[j](be, h, ctx);
       }
@@ -266,6 +283,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
     BackendScope s(be, "mid.res.0");
     h = resnet(mid_res1_, h);
   }
+  widen();
   {
     BackendScope s(be, "mid.attn.0");
     h = mid_attn_(be, h, ctx);

@@ -26,7 +26,11 @@ class UNet {
   // The same with the sinusoidal timestep features already on the device: features
   // [B, block_out_channels[0]] in the compute dtype (upload of timestep_features_of()). Only
   // enqueues device ops (no upload, no synchronisation), so it can be graph-captured.
-  Tensor forward(const Tensor& x, const Tensor& features, const Tensor& context) const;
+  // halves_equal: rows [B/2, B) of x and features repeat rows [0, B/2) (classifier-free
+  // guidance: uncond and cond rows share latents and timestep, only the context differs); the
+  // layers before the first attention then run on the first half only, and their outputs
+  // (and skip connections) are duplicated where the rows start to differ.
+  Tensor forward(const Tensor& x, const Tensor& features, const Tensor& context, bool halves_equal = false) const;
   // Host f32 [B, block_out_channels[0]]: this model's timestep features (flip, shift).
   Tensor timestep_features_of(const std::vector<double>& timesteps) const;
 

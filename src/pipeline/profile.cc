@@ -69,7 +69,7 @@ StatusOr<StepProfile> profile_guided_step(const UNet& unet, ProfilingBackend& be
         BackendScope sc(be, "scale_in");
         in = be.lincomb({be.concat_rows({x, x})}, c_in);  // [2B, h, w, C]
       }
-      const Tensor eps = unet.forward(in, features, context);  // [2B, h, w, C]
+      const Tensor eps = unet.forward(in, features, context, /*halves_equal=*/true);  // [2B, h, w, C], as StepGraphs runs it
       Tensor guided;
       {
         BackendScope sc(be, "guidance");

@@ -102,7 +102,9 @@ void StepGraphs::record(Graph& g) {
   g.graph = be.capture([&be, &unet, gp] {
     const int64_t B = gp->bucket;
     be.slot_update({}, gp->gather_table, gp->gather_coeffs, gp->row_elems, gp->dtype);  // xin rows r, B + r
-    const Tensor out = unet.forward(gp->xin, gp->features, gp->context);              // [2B, h, w, C]
+    // xin rows B + r repeat rows r (same latents, scale and timestep; padding rows are zeros
+    // in both halves): the UNet runs its layers before the first attention on B rows only.
+    const Tensor out = unet.forward(gp->xin, gp->features, gp->context, /*halves_equal=*/true);  // [2B, h, w, C]
     be.slot_update({out.slice_rows(0, B), out.slice_rows(B, 2 * B)}, gp->update_table, gp->update_coeffs,
                    gp->row_elems, gp->dtype);
   });

@@ -115,9 +115,11 @@ TEST(StepGraphs, PortableCaptureOnCpuEqualsEagerSteps) {
 }
 
 // Each request on its own through the graph path (gather, UNet, guidance + sampler update in
-// the captured function) equals the eager step on the CPU: exactly with guidance (same rows,
-// same arithmetic); without, the graph also runs the uncond rows (a larger UNet batch).
-TEST(StepGraphs, PortableCaptureOnCpuAloneEqualsEagerExactly) {
+// the captured function) equals the eager step on the CPU up to f32 rounding: the graph runs
+// the UNet's layers before the first attention on half the rows (uncond and cond rows are
+// equal there), and without guidance it also runs the uncond rows; CPU GEMMs of other row
+// counts block differently (~1e-6 here).
+TEST(StepGraphs, PortableCaptureOnCpuAloneEqualsEagerSteps) {
   auto engine = load(testing::data_path("tiny-sd1/model"), Device::cpu());
   ASSERT_TRUE(engine);
   for (const GenerationRequest& r : crowd_requests(64)) {
@@ -126,7 +128,7 @@ TEST(StepGraphs, PortableCaptureOnCpuAloneEqualsEagerExactly) {
     engine->step_graphs = false;
     const Tensor b = run_alone(*engine, r);
     ASSERT_TRUE(a.defined() && b.defined()) << r.sampler;
-    EXPECT_LE(relative_l2(a, b), r.cfg_scale != 1.0f ? 1e-7 : 1e-5) << r.sampler;
+    EXPECT_LE(relative_l2(a, b), 1e-5) << r.sampler;
   }
 }
 
@@ -193,8 +195,9 @@ TEST(CudaGraphs, GraphStepsEqualEagerSteps) {
   auto engine = load(testing::data_path("tiny-sd1/model"), Device::cuda(0));
   ASSERT_TRUE(engine);
   ASSERT_TRUE(engine->step_graphs) << "graphs on by default on CUDA (unset SDSERVE_CUDA_GRAPHS=0 for this test)";
-  // With guidance the graph runs the same rows as the eager step (equal results); without, it
-  // also runs the uncond rows (weight 0): a larger batch whose kernels may round differently.
+  // The graph runs the layers before the first attention on half the rows (uncond and cond
+  // rows are equal there) and, without guidance, also the uncond rows (weight 0): batches of
+  // other sizes, whose fp16 kernels (and autotuned plans) round differently.
   for (const auto& r : {request("euler", 5, 7.5f, 11, 128), request("dpmpp_2m", 4, 1.0f, 12, 128, 2),
                         request("Euler a", 4, 5.0f, 13, 128), request("unipc", 4, 6.0f, 14, 128),
                         request("plms", 4, 7.0f, 15, 128), request("heun", 3, 4.0f, 16, 128),
@@ -207,7 +210,7 @@ TEST(CudaGraphs, GraphStepsEqualEagerSteps) {
     ASSERT_TRUE(a.defined() && b.defined());
     const double e = relative_l2(a, b);
     std::printf("[gpu] %s: graph steps vs eager steps, final latents relative L2 %.2e\n", r.sampler.c_str(), e);
-    EXPECT_LE(e, r.cfg_scale != 1.0f ? 1e-5 : 1e-2) << r.sampler;
+    EXPECT_LE(e, 1e-2) << r.sampler;
   }
   EXPECT_EQ(engine->captured_graphs(), 2u);
 }

@@ -5,6 +5,7 @@
 #include "pipeline/step_graph.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -44,6 +45,15 @@ Tensor view(const Tensor& block, size_t offset, Shape shape, DType dtype) {
 
 void put(const Tensor& host_block, size_t offset, const Tensor& host) {
   std::memcpy(static_cast<char*>(host_block.raw()) + offset, host.raw(), host.nbytes());
+}
+
+// SDSERVE_STEP_HALVES=0: the UNet runs every layer on all 2B rows (for measurements).
+bool run_halves() {
+  static const bool on = [] {
+    const char* env = std::getenv("SDSERVE_STEP_HALVES");
+    return !(env && env[0] == '0');
+  }();
+  return on;
 }
 
 int64_t address(const Tensor& t, int64_t row) { return static_cast<int64_t>(reinterpret_cast<uintptr_t>(row_address(t, row))); }
@@ -104,7 +114,7 @@ void StepGraphs::record(Graph& g) {
     be.slot_update({}, gp->gather_table, gp->gather_coeffs, gp->row_elems, gp->dtype);  // xin rows r, B + r
     // xin rows B + r repeat rows r (same latents, scale and timestep; padding rows are zeros
     // in both halves): the UNet runs its layers before the first attention on B rows only.
-    const Tensor out = unet.forward(gp->xin, gp->features, gp->context, /*halves_equal=*/true);  // [2B, h, w, C]
+    const Tensor out = unet.forward(gp->xin, gp->features, gp->context, run_halves());  // [2B, h, w, C]
     be.slot_update({out.slice_rows(0, B), out.slice_rows(B, 2 * B)}, gp->update_table, gp->update_coeffs,
                    gp->row_elems, gp->dtype);
   });

@@ -234,7 +234,8 @@ TEST(CudaGraphs, CrowdAtDifferentStepsThroughGraphsEqualsEachAlone) {
   }
 }
 
-// SD 1.5 shapes (every kernel the real model uses): 4 graph steps equal 4 eager steps.
+// SD 1.5 shapes (every kernel the real model uses): 4 graph steps equal 4 eager steps up to
+// fp16 rounding.
 TEST(CudaGraphs, Sd15GraphStepsEqualEagerSteps) {
   SKIP_WITHOUT_GPU();
   std::string path;
@@ -260,7 +261,9 @@ TEST(CudaGraphs, Sd15GraphStepsEqualEagerSteps) {
     const double e = relative_l2(a, b);
     std::printf("[gpu] sd15 512x512 batch %d: graph vs eager steps, final latents relative L2 %.2e\n", r.batch_size,
                 e);
-    EXPECT_LE(e, 1e-3);
+    // The graph runs the layers before the first attention on half the rows: other kernel
+    // choices, other fp16 rounding (~3e-3 after 4 steps; crowds of other batch sizes differ as much).
+    EXPECT_LE(e, 1e-2);
   }
 }
 

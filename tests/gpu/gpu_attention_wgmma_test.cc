@@ -1,4 +1,4 @@
-// The Hopper wgmma attention kernel (SDSERVE_CUDA_ATTENTION=wgmma, attention_wgmma.cu) against
+// The Hopper wgmma attention kernels (SDSERVE_CUDA_ATTENTION=wgmma, attention_wgmma*.cu) against
 // the pipelined mma.sync kernel (mma2) and the CPU backend: head dims 40/64/80, f16 and bf16,
 // self / cross lengths, ragged tails, batches 1..32, strided q/k/v from packed projections.
 #include <gtest/gtest.h>
@@ -143,6 +143,32 @@ TEST(GpuAttentionWgmmaCols, PackedProjectionsMatchMma2) {
       EXPECT_LE(rel, tolerance(dtype)) << name << " " << dtype_name(dtype);
     }
   }
+}
+
+// The other kernels behind the wgmma path (SDSERVE_CUDA_WGMMA_KERNEL, default the 2-consumer
+// ping-pong one that the tests above run): "pp3" (3 consumer warpgroups at d 40) and "simple".
+TEST(GpuAttentionWgmmaVariants, EachKernelMatchesMma2) {
+  SD_REQUIRE_WGMMA();
+  for (const char* variant : {"pp3", "simple"}) {
+    setenv("SDSERVE_CUDA_WGMMA_KERNEL", variant, 1);
+    for (const Shape5& s : {Shape5{2, 4096, 4096, 8, 40}, Shape5{1, 129, 4097, 2, 40}, Shape5{3, 77, 77, 3, 40},
+                            Shape5{1, 1, 1, 1, 40}, Shape5{1, 300, 129, 2, 80}, Shape5{3, 65, 200, 2, 64}}) {
+      const int64_t hd = s.heads * s.d;
+      for (DType dtype : {DType::kF16, DType::kBF16}) {
+        Backend& gpu = gpu_backend(dtype);
+        const std::vector<Tensor> in = {
+            gpu.upload(quantize(random_tensor({s.batch, s.lq, hd}, 431, -2.f, 2.f), dtype)),
+            gpu.upload(quantize(random_tensor({s.batch, s.lk, hd}, 432, -2.f, 2.f), dtype)),
+            gpu.upload(quantize(random_tensor({s.batch, s.lk, hd}, 433), dtype))};
+        const std::string name = std::string(variant) + " " + shape_name(s);
+        const double rel = wgmma_vs("mma2", dtype, name, in, [&](Backend& be, const std::vector<Tensor>& d) {
+          return be.attention(d[0], d[1], d[2], static_cast<int>(s.heads), false);
+        });
+        EXPECT_LE(rel, tolerance(dtype)) << name << " " << dtype_name(dtype);
+      }
+    }
+  }
+  unsetenv("SDSERVE_CUDA_WGMMA_KERNEL");
 }
 
 }  // namespace

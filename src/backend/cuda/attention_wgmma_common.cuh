@@ -1,0 +1,298 @@
+// Shared device helpers of the Hopper wgmma attention kernels (attention_wgmma*.cu): the
+// canonical shared-memory operand layout and its cp.async loads, wgmma / mbarrier / named-barrier
+// wrappers, and the online-softmax step on wgmma accumulator fragments.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "backend/cuda/attention.h"
+
+namespace sd::cuda {
+
+// The warp-specialized ping-pong kernel (attention_wgmma_pingpong.cu) with `consumers` (2 or 3)
+// consumer warpgroups of 64 query rows; the caller has checked the arguments and the device.
+void launch_attention_wgmma_pingpong(DType dtype, const AttentionArgs& a, cudaStream_t stream, int consumers);
+
+namespace {
+
+// Shared-memory operands use the canonical no-swizzle layout: a tile of R rows x C halves
+// (C % 8 == 0) is stored as 8-row x 16-byte core matrices, core matrix (row group rg, column
+// chunk c) at byte ((rg * C/8) + c) * 128, row r % 8 of it at + 16 * (r % 8). For Q and K
+// (K-major operands, C = head dim rounded up to 16) the descriptor's leading byte offset
+// (between core matrices along k) is 128 and the stride byte offset (between row groups) is
+// C/8 * 128. V [keys x d] is the B operand of P V in MN-major form (transpose bit set): core
+// matrices along k (keys) are C/8 * 128 apart (leading), along n (d) 128 apart (stride).
+constexpr int kBN = 128;  // keys per tile
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// rows x (chunks * 8) halves from global rows `src` (row stride `stride` elements) into the
+// canonical layout at `dst`: thread slot idx writes bytes [16 idx, 16 idx + 16), i.e. row
+// (idx / (8 chunks)) * 8 + idx % 8, chunk (idx / 8) % chunks. Rows >= valid_rows and columns
+// >= d are zero-filled.
+// `tid` is the thread's index among the kThreads loading threads.
+template <int kRows, int kChunks, int kThreads, typename T>
+__device__ __forceinline__ void load_canonical(uint32_t dst, const T* src, int64_t stride, int valid_rows, int d,
+                                               int tid) {
+  for (int idx = tid; idx < kRows * kChunks; idx += kThreads) {
+    const int r = (idx / (8 * kChunks)) * 8 + idx % 8, c = (idx / 8) % kChunks;
+    const bool ok = r < valid_rows && c * 8 < d;
+    cp_async16(dst + idx * 16, ok ? src + r * stride + c * 8 : src, ok);
+  }
+}
+
+// Descriptor bits of the layout (address field left 0): leading / stride byte offsets, no swizzle.
+__host__ __device__ constexpr uint64_t desc_bits(uint32_t leading_bytes, uint32_t stride_bytes) {
+  return (uint64_t{(leading_bytes >> 4) & 0x3FFFu} << 16) | (uint64_t{(stride_bytes >> 4) & 0x3FFFu} << 32);
+}
+__device__ __forceinline__ uint64_t make_desc(uint64_t bits, uint32_t smem_addr) {
+  return bits | uint64_t{(smem_addr >> 4) & 0x3FFFu};
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Pins accumulator registers at this point (after a wait): no use of them moves above it.
+template <int N>
+__device__ __forceinline__ void fence_regs(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __half>) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  } else {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define SD_WGMMA_COMPILED 1
+#else
+#define SD_WGMMA_COMPILED 0
+#endif
+
+// Operand lists of the wgmma forms used here (accumulators d[], f32).
+#define SD_WGMMA_SS_N128(TY) \
+  asm volatile( \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n" \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {" \
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31," \
+      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47," \
+      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63" \
+      "}, %64, %65, p, 1, 1, 0, 0;\n}\n" \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d))
+
+#define SD_WGMMA_RS_N40(TY) \
+  asm volatile( \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %25, 0;\n" \
+      "wgmma.mma_async.sync.aligned.m64n40k16.f32." TY "." TY " {" \
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
+      "%16,%17,%18,%19" \
+      "}, {%20,%21,%22,%23}, %24, p, 1, 1, 1;\n}\n" \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]) \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
+
+#define SD_WGMMA_RS_N64(TY) \
+  asm volatile( \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n" \
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {" \
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31" \
+      "}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n" \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]) \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
+
+#define SD_WGMMA_RS_N80(TY) \
+  asm volatile( \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %45, 0;\n" \
+      "wgmma.mma_async.sync.aligned.m64n80k16.f32." TY "." TY " {" \
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31," \
+      "%32,%33,%34,%35,%36,%37,%38,%39" \
+      "}, {%40,%41,%42,%43}, %44, p, 1, 1, 1;\n}\n" \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]) \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
+
+
+// d[64] (+)= A (64 x 16, smem desc) * B (16 x 128, smem desc, K-major); scale_d 0 overwrites.
+template <typename T>
+__device__ __forceinline__ void wgmma_ss_n128(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+#if SD_WGMMA_COMPILED
+  if constexpr (std::is_same_v<T, __half>) SD_WGMMA_SS_N128("f16");
+  else SD_WGMMA_SS_N128("bf16");
+#endif
+}
+
+// d[N/2] += A (64 x 16, registers) * B (16 x N, smem desc, MN-major).
+template <typename T, int N>
+__device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b) {
+#if SD_WGMMA_COMPILED
+  if constexpr (N == 40) {
+    if constexpr (std::is_same_v<T, __half>) SD_WGMMA_RS_N40("f16");
+    else SD_WGMMA_RS_N40("bf16");
+  } else if constexpr (N == 64) {
+    if constexpr (std::is_same_v<T, __half>) SD_WGMMA_RS_N64("f16");
+    else SD_WGMMA_RS_N64("bf16");
+  } else {
+    static_assert(N == 80);
+    if constexpr (std::is_same_v<T, __half>) SD_WGMMA_RS_N80("f16");
+    else SD_WGMMA_RS_N80("bf16");
+  }
+#endif
+}
+
+// mbarriers (shared::cta, 8 bytes each) and named barriers.
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void fence_mbar_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+// Blocks until the phase of parity `parity` of `bar` has completed.
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar) : "memory");
+}
+// One arrival on `bar` once all of this thread's earlier cp.async copies have landed (the
+// barrier's expected count includes it: .noinc).
+__device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void named_bar_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+// Keeps registers read by an in-flight wgmma (register A operand) alive up to this point.
+template <int N, int M>
+__device__ __forceinline__ void keep_live(const uint32_t (&r)[N][M]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+#pragma unroll
+    for (int j = 0; j < M; ++j) asm volatile("" ::"r"(r[i][j]) : "memory");
+  }
+}
+
+// Online softmax over NB 8-key blocks of S accumulators s[4 NB] (keys key0 + 8 i + 2 t + e % 2
+// for element 4 i + e): masks keys >= lk, updates the row maxima m0 / m1 (raw score units; rows
+// g, g + 8) and this thread's row sums l0 / l1, returns the factors alpha0 / alpha1 for the
+// output so far, and overwrites s with the unnormalized probabilities.
+template <int NB>
+__device__ __forceinline__ void softmax_exp(float (&s)[4 * NB], int key0, int lk, int t, float scale_log2,
+                                            float& m0, float& m1, float& l0, float& l1, float& alpha0,
+                                            float& alpha1) {
+  if (key0 + 8 * NB > lk) {  // ragged last tile: keys >= lk do not exist
+#pragma unroll
+    for (int i = 0; i < NB; ++i) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if (key0 + 8 * i + 2 * t + (e & 1) >= lk) s[4 * i + e] = -INFINITY;
+      }
+    }
+  }
+  float mx0 = m0, mx1 = m1;
+#pragma unroll
+  for (int i = 0; i < NB; ++i) {
+    mx0 = fmaxf(mx0, fmaxf(s[4 * i], s[4 * i + 1]));
+    mx1 = fmaxf(mx1, fmaxf(s[4 * i + 2], s[4 * i + 3]));
+  }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  // The first key of a tile exists, so the maxima are finite after it; exp2(-inf) = 0.
+  alpha0 = exp2f((m0 - mx0) * scale_log2);
+  alpha1 = exp2f((m1 - mx1) * scale_log2);
+  m0 = mx0;
+  m1 = mx1;
+  const float ms0 = mx0 * scale_log2, ms1 = mx1 * scale_log2;
+  float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+  for (int i = 0; i < NB; ++i) {
+    s[4 * i] = exp2f(fmaf(s[4 * i], scale_log2, -ms0));
+    s[4 * i + 1] = exp2f(fmaf(s[4 * i + 1], scale_log2, -ms0));
+    s[4 * i + 2] = exp2f(fmaf(s[4 * i + 2], scale_log2, -ms1));
+    s[4 * i + 3] = exp2f(fmaf(s[4 * i + 3], scale_log2, -ms1));
+    sum0 += s[4 * i] + s[4 * i + 1];
+    sum1 += s[4 * i + 2] + s[4 * i + 3];
+  }
+  l0 = l0 * alpha0 + sum0;
+  l1 = l1 * alpha1 + sum1;
+}
+
+// P (probabilities s[4 NB]) as the register A fragments of NB / 2 k16 steps.
+template <typename T, int NB>
+__device__ __forceinline__ void pack_p(const float (&s)[4 * NB], uint32_t (&p)[NB / 2][4]) {
+#pragma unroll
+  for (int i = 0; i < NB; ++i) {
+    p[i / 2][(i % 2) * 2] = pack2<T>(s[4 * i], s[4 * i + 1]);
+    p[i / 2][(i % 2) * 2 + 1] = pack2<T>(s[4 * i + 2], s[4 * i + 3]);
+  }
+}
+
+// Output accumulators: rows g (elements 4 i, 4 i + 1) times a0, rows g + 8 times a1.
+template <int N>
+__device__ __forceinline__ void scale_rows(float (&acc)[N], float a0, float a1) {
+#pragma unroll
+  for (int i = 0; i < N / 4; ++i) {
+    acc[4 * i] *= a0;
+    acc[4 * i + 1] *= a0;
+    acc[4 * i + 2] *= a1;
+    acc[4 * i + 3] *= a1;
+  }
+}
+
+}  // namespace
+}  // namespace sd::cuda

@@ -160,12 +160,13 @@ Tensor CudaBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor&
     return y;
   };
   Tensor y = empty({key.b, plan.ho, plan.wo, cout}, x.dtype());
-  const ConvGraphOperands ops{x.raw(),
+  ConvGraphOperands ops{x.raw(),
                               w.raw(),
                               y.raw(),
                               bias.defined() ? bias.raw() : nullptr,
                               row_add.defined() ? row_add.raw() : nullptr,
                               residual.defined() ? residual.raw() : nullptr};
+  ops.x_bytes = x.nbytes();
   int align = std::min({16, pointer_alignment(x.raw()), pointer_alignment(w.raw()), pointer_alignment(y.raw())});
   for (const void* p : {ops.bias, ops.row, ops.residual}) {
     if (p) align = std::min(align, pointer_alignment(p));

@@ -50,6 +50,7 @@ struct ConvGraphOperands {
   const void* bias = nullptr;
   const void* row = nullptr;
   const void* residual = nullptr;
+  size_t x_bytes = 0;  // x's size: autotuning re-reads x into L2 before each timed run
 };
 
 class ConvGraphPlans {

@@ -11,6 +11,7 @@
 #include "backend/cuda/conv_graph.h"
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/tuning_l2.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
 
@@ -225,6 +226,14 @@ Tensor CudaBackend::download(const Tensor& x) {
   }
   SD_CUDA_CHECK(cudaStreamSynchronize(stream_));
   return out;
+}
+
+void CudaBackend::prepare_tuning_run(const void* input, size_t input_bytes) {
+  if (!tune_cold_weights()) return;
+  const size_t l2 = l2_bytes(device_);
+  // Through the caching allocator: the block is reused by the next tuning run.
+  const Tensor scratch = empty({static_cast<int64_t>(2 * l2)}, DType::kU8);
+  evict_l2_keep_input(stream_, scratch.raw(), scratch.nbytes(), input, input_bytes, l2);
 }
 
 Tensor CudaBackend::to_pixels_u8(const Tensor& x) {

@@ -120,6 +120,9 @@ class CudaBackend final : public Backend {
   Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual);
   // conv2d without bias: graph API, legacy API or the direct kernel (conv.cc).
   Tensor conv2d_plain(const Tensor& x, const Tensor& w, int stride, int padding);
+  // Before one timed autotuning run: evicts L2 and re-reads `input` (tuning_l2.h); no-op with
+  // SDSERVE_CUDA_TUNE_COLD=0.
+  void prepare_tuning_run(const void* input, size_t input_bytes);
   // Attention through cuBLAS batched GEMMs and a softmax kernel (any head dim; f32 scores).
   Tensor attention_unfused(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal);
   // [B,Ho,Wo,C] window of x [B,H,W,C] starting at (dy, dx), zero outside (pad_hw, crop_hw).

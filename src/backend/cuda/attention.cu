@@ -228,9 +228,9 @@ namespace {
 
 // SDSERVE_CUDA_ATTENTION: "mma1" the first mma.sync kernel, "mma2" the pipelined one, "cudnn"
 // cuDNN's SDPA wherever it has a plan (non-causal), "wgmma" the Hopper kernel
-// (attention_wgmma.cu) wherever it applies, "auto" (default) cuDNN for long key sequences
-// only; "wmma" is read by the backend (attention_wmma_). H100, batch 2 (perf-notes): cuDNN
-// wins at 1024 and 4096 keys (d 40/64/80), mma2 at 77 keys and at d 160 over 256 keys.
+// (attention_wgmma.cu) wherever it applies, "auto" (default) cuDNN for non-causal attention
+// with >= 64 keys and d <= 128, mma2 for the rest (causal CLIP, d 160); "wmma" is read by the
+// backend (attention_wmma_).
 // Read on every call (a getenv), so tests and benchmarks can switch paths in one process.
 enum class AttentionPath { kAuto, kMma1, kMma2, kCudnn, kWgmma };
 
@@ -243,9 +243,22 @@ AttentionPath attention_path() {
   return AttentionPath::kAuto;
 }
 
+// "auto" sends non-causal attention with at least this many keys (and d <= 128) to cuDNN:
+// SDSERVE_CUDNN_SDPA_MIN_KEYS, default 64. On an H100 (session 4, gpu_ops_bench) cuDNN also won
+// the 77-key cross-attention since the packed K/V layout: 13.9 vs 15.5 us (mma2) at b2 lq 4096
+// d40, 139 vs 182 at b32; d80: 8.3 vs 9.4 / 51 vs 75. (The old threshold was 512.)
+int64_t cudnn_min_keys() {
+  static const int64_t v = [] {
+    const char* env = std::getenv("SDSERVE_CUDNN_SDPA_MIN_KEYS");
+    const long n = env ? std::strtol(env, nullptr, 10) : 0;
+    return n >= 1 ? int64_t{n} : int64_t{64};
+  }();
+  return v;
+}
+
 bool want_cudnn(AttentionPath path, const AttentionArgs& a) {
   if (path == AttentionPath::kCudnn) return true;
-  return path == AttentionPath::kAuto && !a.causal && a.lk >= 512 && a.d <= 128;
+  return path == AttentionPath::kAuto && !a.causal && a.lk >= cudnn_min_keys() && a.d <= 128;
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }

@@ -201,11 +201,18 @@ bool launch_attention_wgmma(DType dtype, const AttentionArgs& a, cudaStream_t st
     state = attention_wgmma_supported(device) ? 1 : 2;
   }
   if (state != 1) return false;
-  // SDSERVE_CUDA_WGMMA_KERNEL (read per call): "simple" the kernel above, "pp3" the ping-pong
-  // kernel with 3 consumer warpgroups (d 40; 2 elsewhere), default "pp2" (2 consumers).
+  // SDSERVE_CUDA_WGMMA_KERNEL (read per call): "simple" the kernel above, else the
+  // warp-specialized one, "pp<consumers>[b64][ns]" (default "pp2": 2 consumers, 128-key tiles,
+  // ping-pong on; "b64" 64-key tiles, "ns" no ping-pong barriers).
   const char* variant = std::getenv("SDSERVE_CUDA_WGMMA_KERNEL");
   if (!variant || std::strcmp(variant, "simple") != 0) {
-    launch_attention_wgmma_pingpong(dtype, a, stream, variant && std::strcmp(variant, "pp3") == 0 ? 3 : 2);
+    WgmmaVariant w;
+    if (variant && std::strncmp(variant, "pp", 2) == 0 && variant[2] >= '2' && variant[2] <= '4') {
+      w.consumers = variant[2] - '0';
+      w.keys = std::strstr(variant, "b64") || w.consumers == 4 ? 64 : 128;
+      w.pingpong = std::strstr(variant, "ns") == nullptr;
+    }
+    launch_attention_wgmma_pingpong(dtype, a, stream, w);
     return true;
   }
   dispatch_half(dtype, [&](auto tag) {

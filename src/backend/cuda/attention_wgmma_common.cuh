@@ -14,9 +14,17 @@
 
 namespace sd::cuda {
 
-// The warp-specialized ping-pong kernel (attention_wgmma_pingpong.cu) with `consumers` (2 or 3)
-// consumer warpgroups of 64 query rows; the caller has checked the arguments and the device.
-void launch_attention_wgmma_pingpong(DType dtype, const AttentionArgs& a, cudaStream_t stream, int consumers);
+// Configuration of the warp-specialized kernel (attention_wgmma_pingpong.cu): consumer
+// warpgroups of 64 query rows (2; 3 or 4 at d 40, where 4 implies 64-key tiles), keys per tile
+// (128 or 64), and whether the consumers take turns issuing wgmmas (named barriers).
+struct WgmmaVariant {
+  int consumers = 2;
+  int keys = 128;
+  bool pingpong = true;
+};
+// The caller has checked the arguments and the device.
+void launch_attention_wgmma_pingpong(DType dtype, const AttentionArgs& a, cudaStream_t stream,
+                                     const WgmmaVariant& w);
 
 namespace {
 
@@ -115,6 +123,19 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
         "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
       : "l"(desc_a), "l"(desc_b), "r"(scale_d))
 
+#define SD_WGMMA_SS_N64(TY) \
+  asm volatile( \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n" \
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {" \
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31" \
+      "}, %32, %33, p, 1, 1, 0, 0;\n}\n" \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]) \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d))
+
 #define SD_WGMMA_RS_N40(TY) \
   asm volatile( \
       "{\n.reg .pred p;\nsetp.ne.b32 p, %25, 0;\n" \
@@ -162,6 +183,21 @@ __device__ __forceinline__ void wgmma_ss_n128(float (&d)[64], uint64_t desc_a, u
 #if SD_WGMMA_COMPILED
   if constexpr (std::is_same_v<T, __half>) SD_WGMMA_SS_N128("f16");
   else SD_WGMMA_SS_N128("bf16");
+#endif
+}
+
+// d[N/2] (+)= A (64 x 16, smem desc) * B (16 x N, smem desc, K-major); scale_d 0 overwrites.
+template <typename T, int N>
+__device__ __forceinline__ void wgmma_ss(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+#if SD_WGMMA_COMPILED
+  if constexpr (N == 128) {
+    if constexpr (std::is_same_v<T, __half>) SD_WGMMA_SS_N128("f16");
+    else SD_WGMMA_SS_N128("bf16");
+  } else {
+    static_assert(N == 64);
+    if constexpr (std::is_same_v<T, __half>) SD_WGMMA_SS_N64("f16");
+    else SD_WGMMA_SS_N64("bf16");
+  }
 #endif
 }
 

@@ -16,19 +16,20 @@ namespace sd::cuda {
 
 namespace {
 
-template <int D, int NC>
+template <int D, int NC, int BN>
 struct PingpongCfg {
   static constexpr int kDK = (D + 15) / 16 * 16;  // Q K^T depth, zero-filled past D
   static constexpr int kChunksK = kDK / 8, kChunksV = D / 8;
-  static constexpr int kStages = 3;
+  static constexpr int kStages = BN == 64 ? 4 : 3;
   static constexpr int kBM = 64 * NC;               // queries per block
   static constexpr int kThreads = 128 * (NC + 1);   // warpgroup 0 produces, 1..NC consume
-  // Registers per thread after setmaxnreg: the block holds 65536 (NC 3) or 168 x 384 (NC 2).
-  static constexpr int kProducerRegs = NC == 2 ? 40 : 32;
-  static constexpr int kConsumerRegs = NC == 2 ? 232 : 160;
+  // Registers per thread after setmaxnreg: the block holds 168 x 384 (NC 2), 128 x 512 (NC 3)
+  // or 96 x 640 (NC 4).
+  static constexpr int kProducerRegs = 40;
+  static constexpr int kConsumerRegs = NC == 2 ? 232 : NC == 3 ? 152 : 104;
   static constexpr uint32_t kQBytes = uint32_t{kBM} * kDK * 2;
-  static constexpr uint32_t kKBytes = uint32_t{kBN} * kDK * 2;
-  static constexpr uint32_t kVBytes = uint32_t{kBN} * D * 2;
+  static constexpr uint32_t kKBytes = uint32_t{BN} * kDK * 2;
+  static constexpr uint32_t kVBytes = uint32_t{BN} * D * 2;
   static constexpr uint32_t kStageBytes = kKBytes + kVBytes;
   static constexpr uint32_t kBarOffset = kQBytes + kStages * kStageBytes;  // full[kStages], empty[kStages]
   static constexpr uint32_t kBytes = kBarOffset + 2 * kStages * 8;
@@ -45,19 +46,22 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 
 // q [B, Lq, H*D] (rows q_stride apart), k/v [B, Lk, H*D] (rows kv_stride apart) -> o [B, Lq,
 // H*D] contiguous. Grid (ceil(Lq / 64 NC), H, B), 128 (NC + 1) threads, one block per SM.
-// Tile j of 128 keys lives in stage j % kStages: full[s] completes when the producer's 128
+// Tile j of BN keys lives in stage j % kStages: full[s] completes when the producer's 128
 // threads' copies have landed, empty[s] when all 128 NC consumer threads are done with it.
 // Consumer c issues its wgmmas in "sections" (QK^T of tile j with PV of tile j - 1) between
 // bar.sync(1 + c) and bar.arrive(1 + (c + 1) % NC): sections run round-robin over the consumers,
 // so one's softmax overlaps the others' wgmmas; inside a consumer, the softmax of tile j runs
-// while its PV of tile j - 1 is still on the tensor cores. Fragment layouts as attention_wgmma.cu.
-template <typename T, int D, int NC>
+// while its PV of tile j - 1 is still on the tensor cores. With pingpong false the consumers skip
+// the named barriers and run freely. Fragment layouts as attention_wgmma.cu.
+template <typename T, int D, int NC, int BN>
 __global__ void __launch_bounds__(128 * (NC + 1), 1)
     attention_wgmma_pingpong_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                                     T* __restrict__ o, int lq, int lk, int heads, int64_t q_stride,
-                                    int64_t kv_stride, float scale_log2, uint64_t qk_bits, uint64_t v_bits) {
+                                    int64_t kv_stride, float scale_log2, uint64_t qk_bits, uint64_t v_bits,
+                                    bool pingpong) {
 #if SD_WGMMA_COMPILED
-  using C = PingpongCfg<D, NC>;
+  using C = PingpongCfg<D, NC, BN>;
+  constexpr int kNB = BN / 8;  // 8-key blocks per tile
   constexpr int kS = C::kStages;
   extern __shared__ __align__(128) unsigned char smem[];
   const uint32_t sq = smem_u32(smem);
@@ -65,7 +69,7 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
   const uint32_t full = sq + C::kBarOffset, empty = full + 8 * kS;
 
   const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * C::kBM;
-  const int ntiles = (lk + kBN - 1) / kBN;
+  const int ntiles = (lk + BN - 1) / BN;
   if (threadIdx.x == 0) {
 #pragma unroll
     for (int s = 0; s < kS; ++s) {
@@ -84,12 +88,12 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     for (int j = 0; j < ntiles; ++j) {
       const int s = j % kS;
       if (j >= kS) mbar_wait(empty + 8 * s, (j / kS - 1) & 1);
-      const int k0 = j * kBN;
+      const int k0 = j * BN;
       const uint32_t dst = sstage + s * C::kStageBytes;
-      load_canonical<kBN, C::kChunksK, 128>(dst, kb + int64_t{k0} * kv_stride, kv_stride, min(kBN, lk - k0), D,
+      load_canonical<BN, C::kChunksK, 128>(dst, kb + int64_t{k0} * kv_stride, kv_stride, min(BN, lk - k0), D,
                                             threadIdx.x);
-      load_canonical<kBN, C::kChunksV, 128>(dst + C::kKBytes, vb + int64_t{k0} * kv_stride, kv_stride,
-                                            min(kBN, lk - k0), D, threadIdx.x);
+      load_canonical<BN, C::kChunksV, 128>(dst + C::kKBytes, vb + int64_t{k0} * kv_stride, kv_stride,
+                                           min(BN, lk - k0), D, threadIdx.x);
       cp_async_mbar_arrive(full + 8 * s);
     }
     cp_async_wait_all();
@@ -112,34 +116,36 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     // Ping-pong sections: ntiles + 1 per consumer; the last consumer's last arrive has no taker.
     const int nsec = ntiles + 1;
     int sec = 0;
-    const auto section_begin = [&] { named_bar_sync(1 + c, 256); };
+    const auto section_begin = [&] {
+      if (pingpong) named_bar_sync(1 + c, 256);
+    };
     const auto section_end = [&] {
-      if (!(c == NC - 1 && sec == nsec - 1)) named_bar_arrive(1 + (c + 1) % NC, 256);
+      if (pingpong && !(c == NC - 1 && sec == nsec - 1)) named_bar_arrive(1 + (c + 1) % NC, 256);
       ++sec;
     };
-    if (c == NC - 1) named_bar_arrive(1, 256);  // consumer 0 goes first
+    if (pingpong && c == NC - 1) named_bar_arrive(1, 256);  // consumer 0 goes first
 
     float acc[kOut];
 #pragma unroll
     for (int i = 0; i < kOut; ++i) acc[i] = 0.f;
     float m0 = -INFINITY, m1 = -INFINITY;  // running row maxima (raw score units), rows g and g + 8
     float l0 = 0.f, l1 = 0.f;              // this thread's share of the row sums
-    float s[64];                           // S [64 x 128] of the current tile, then its probabilities
-    uint32_t pa[8][4];                     // P of the previous tile, register A fragments
+    float s[BN / 2];                       // S [64 x BN] of the current tile, then its probabilities
+    uint32_t pa[BN / 16][4];               // P of the previous tile, register A fragments
     float a0, a1;
 
     const auto issue_qk = [&](int st) {
       const uint32_t ks = sstage + st * C::kStageBytes;
 #pragma unroll
       for (int kk = 0; kk < kSteps; ++kk) {
-        wgmma_ss_n128<T>(s, make_desc(qk_bits, q_tile + kk * 256), make_desc(qk_bits, ks + kk * 256), kk > 0);
+        wgmma_ss<T, BN>(s, make_desc(qk_bits, q_tile + kk * 256), make_desc(qk_bits, ks + kk * 256), kk > 0);
       }
       wgmma_commit();
     };
     const auto issue_pv = [&](int st) {
       const uint32_t vs = sstage + st * C::kStageBytes + C::kKBytes;
 #pragma unroll
-      for (int kk = 0; kk < 8; ++kk) wgmma_rs<T, D>(acc, pa[kk], make_desc(v_bits, vs + kk * kVStep));
+      for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs<T, D>(acc, pa[kk], make_desc(v_bits, vs + kk * kVStep));
       wgmma_commit();
     };
 
@@ -152,8 +158,8 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     section_end();
     wgmma_wait<0>();
     fence_regs(s);
-    softmax_exp<16>(s, 0, lk, t, scale_log2, m0, m1, l0, l1, a0, a1);
-    pack_p<T, 16>(s, pa);
+    softmax_exp<kNB>(s, 0, lk, t, scale_log2, m0, m1, l0, l1, a0, a1);
+    pack_p<T, kNB>(s, pa);
     for (int j = 1; j < ntiles; ++j) {
       const int st = j % kS, prev = (j - 1) % kS;
       mbar_wait(full + 8 * st, (j / kS) & 1);
@@ -165,13 +171,13 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
       section_end();
       wgmma_wait<1>();  // S has landed
       fence_regs(s);
-      softmax_exp<16>(s, j * kBN, lk, t, scale_log2, m0, m1, l0, l1, a0, a1);
+      softmax_exp<kNB>(s, j * BN, lk, t, scale_log2, m0, m1, l0, l1, a0, a1);
       wgmma_wait<0>();  // P V has landed: stage prev is free, pa may be overwritten
       fence_regs(acc);
       keep_live(pa);
       mbar_arrive(empty + 8 * prev);
       scale_rows(acc, a0, a1);
-      pack_p<T, 16>(s, pa);
+      pack_p<T, kNB>(s, pa);
     }
     section_begin();
     wgmma_fence();
@@ -205,10 +211,10 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
 #endif
 }
 
-template <typename T, int D, int NC>
-void launch(const AttentionArgs& a, cudaStream_t stream) {
-  using C = PingpongCfg<D, NC>;
-  const auto kernel = attention_wgmma_pingpong_kernel<T, D, NC>;
+template <typename T, int D, int NC, int BN>
+void launch(const AttentionArgs& a, cudaStream_t stream, bool pingpong) {
+  using C = PingpongCfg<D, NC, BN>;
+  const auto kernel = attention_wgmma_pingpong_kernel<T, D, NC, BN>;
   SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kBytes)));
   const float scale_log2 = 1.4426950408889634f / std::sqrt(static_cast<float>(D));
   const uint64_t qk_bits = desc_bits(128, C::kChunksK * 128);  // leading (along k), stride (row groups)
@@ -217,27 +223,31 @@ void launch(const AttentionArgs& a, cudaStream_t stream) {
                   static_cast<unsigned>(a.batch));
   kernel<<<grid, C::kThreads, C::kBytes, stream>>>(static_cast<const T*>(a.q), static_cast<const T*>(a.k),
                                                    static_cast<const T*>(a.v), static_cast<T*>(a.o), a.lq, a.lk,
-                                                   a.heads, a.q_stride, a.kv_stride, scale_log2, qk_bits, v_bits);
+                                                   a.heads, a.q_stride, a.kv_stride, scale_log2, qk_bits, v_bits,
+                                                   pingpong);
   SD_CUDA_LAUNCH_CHECK();
 }
 
 template <typename T, int D>
-void launch_d(const AttentionArgs& a, cudaStream_t stream, int consumers) {
-  // 3 consumers have 160 registers each: enough for d 40 (S 64 + O 20 + P 32), tight above.
+void launch_d(const AttentionArgs& a, cudaStream_t stream, const WgmmaVariant& w) {
+  // More than 2 consumers (fewer registers each) only at d 40: S + O + P fit there.
   if constexpr (D == 40) {
-    if (consumers == 3) return launch<T, D, 3>(a, stream);
+    if (w.consumers == 3) return launch<T, D, 3, 128>(a, stream, w.pingpong);
+    if (w.consumers == 4) return launch<T, D, 4, 64>(a, stream, w.pingpong);
   }
-  launch<T, D, 2>(a, stream);
+  if (w.keys == 64) return launch<T, D, 2, 64>(a, stream, w.pingpong);
+  launch<T, D, 2, 128>(a, stream, w.pingpong);
 }
 
 }  // namespace
 
-void launch_attention_wgmma_pingpong(DType dtype, const AttentionArgs& a, cudaStream_t stream, int consumers) {
+void launch_attention_wgmma_pingpong(DType dtype, const AttentionArgs& a, cudaStream_t stream,
+                                     const WgmmaVariant& w) {
   dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (a.d == 40) launch_d<T, 40>(a, stream, consumers);
-    else if (a.d == 64) launch_d<T, 64>(a, stream, consumers);
-    else launch_d<T, 80>(a, stream, consumers);
+    if (a.d == 40) launch_d<T, 40>(a, stream, w);
+    else if (a.d == 64) launch_d<T, 64>(a, stream, w);
+    else launch_d<T, 80>(a, stream, w);
   });
 }
 

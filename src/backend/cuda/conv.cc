@@ -15,6 +15,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/tuning_l2.h"
 
 namespace sd::cuda {
 
@@ -193,19 +194,10 @@ bool CudaBackend::conv2d_graph(ConvGraphPlan& plan, int epilogue, const ConvGrap
         break;
       }
       // Each timed run alone, after L2 is evicted and x re-read (weights cold, as in the step).
-      bool ok = true;
-      float ms = 0.f;
-      for (int r = 0; r < 3 && ok; ++r) {
-        prepare_tuning_run(ops.x, ops.x_bytes);
-        SD_CUDA_CHECK(cudaEventRecord(start, stream_));
-        ok = run(i) == CUDNN_STATUS_SUCCESS;
-        SD_CUDA_CHECK(cudaEventRecord(stop, stream_));
-        SD_CUDA_CHECK(cudaEventSynchronize(stop));
-        float one = 0.f;
-        SD_CUDA_CHECK(cudaEventElapsedTime(&one, start, stop));
-        ms += one;
-      }
-      if (ok && ms < best_ms) {
+      const float ms = time_runs_alone(
+          stream_, start, stop, 3, [&] { prepare_tuning_run(ops.x, ops.x_bytes); },
+          [&] { return run(i) == CUDNN_STATUS_SUCCESS; });
+      if (ms >= 0.f && ms < best_ms) {
         best_ms = ms;
         best = i;
         plan.tuned_ms = ms / 3;

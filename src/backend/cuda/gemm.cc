@@ -102,19 +102,9 @@ void tune_gemm(cudaStream_t stream, GemmPlan& plan, const Run& run, const Prepar
   float best_ms = std::numeric_limits<float>::max();
   for (const cublasLtMatmulAlgo_t& algo : plan.candidates) {
     if (run(algo) != CUBLAS_STATUS_SUCCESS) continue;
-    bool ok = true;
-    float total = 0.f;
-    for (int r = 0; r < 3 && ok; ++r) {
-      prepare();
-      SD_CUDA_CHECK(cudaEventRecord(start, stream));
-      ok = run(algo) == CUBLAS_STATUS_SUCCESS;
-      SD_CUDA_CHECK(cudaEventRecord(stop, stream));
-      SD_CUDA_CHECK(cudaEventSynchronize(stop));
-      float ms = 0.f;
-      SD_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-      total += ms;
-    }
-    if (ok && total < best_ms) {
+    const float total =
+        time_runs_alone(stream, start, stop, 3, prepare, [&] { return run(algo) == CUBLAS_STATUS_SUCCESS; });
+    if (total >= 0.f && total < best_ms) {
       best_ms = total;
       plan.algo = algo;
     }

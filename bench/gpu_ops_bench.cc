@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
+#include "scoped_env.h"
 
 namespace {
 
@@ -52,31 +53,6 @@ Tensor random_device(const Shape& shape, uint32_t seed, float lo = -1.f, float h
   }
   return g_backend->upload(t);
 }
-
-// Sets an environment variable for one scope (the CUDA group norm reads its switches per call).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    const char* old = std::getenv(name);
-    had_ = old != nullptr;
-    if (had_) old_ = old;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (had_) {
-      setenv(name_, old_.c_str(), 1);
-    } else {
-      unsetenv(name_);
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::string old_;
-  bool had_ = false;
-};
 
 struct Case {
   std::string name;
@@ -195,7 +171,7 @@ std::vector<Case> sd15_cases(int64_t b) {
                                                     random_device({b, lk, h * d}, 9)};
                        },
                        [=](const std::vector<Tensor>& in) {
-                         ScopedEnv env("SDSERVE_CUDA_ATTENTION", path);
+                         sd::testing::ScopedEnv env("SDSERVE_CUDA_ATTENTION", path);
                          return g_backend->attention(in[0], in[1], in[2], static_cast<int>(h), false);
                        }});
     }
@@ -233,7 +209,7 @@ std::vector<Case> sd15_cases(int64_t b) {
                                                     random_device({c}, 18, 0.5f, 1.5f), random_device({c}, 19)};
                        },
                        [=](const std::vector<Tensor>& in) {
-                         ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP", mode[0] == '1' ? onchip_mode.c_str() : mode);
+                         sd::testing::ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP", mode[0] == '1' ? onchip_mode.c_str() : mode);
                          return g_backend->group_norm(in[0], in[1], in[2], 32, 1e-5f, true);
                        }});
       cases.push_back({"gn_path/" + path + "/" + bs + dims({hw, hw, c}) + "/g32_add_silu", 0,
@@ -243,7 +219,7 @@ std::vector<Case> sd15_cases(int64_t b) {
                                                     random_device({c}, 19)};
                        },
                        [=](const std::vector<Tensor>& in) {
-                         ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP", mode[0] == '1' ? onchip_mode.c_str() : mode);
+                         sd::testing::ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP", mode[0] == '1' ? onchip_mode.c_str() : mode);
                          return g_backend->group_norm_add(in[0], in[1], c, in[2], in[3], 32, 1e-5f, true);
                        }});
     }

@@ -10,34 +10,10 @@
 #include "backend/op_cases.h"
 #include "core/status.h"
 #include "gpu_test_util.h"
+#include "scoped_env.h"
 
 namespace sd::testing {
 namespace {
-
-// Sets an environment variable for one scope (the CUDA group norm reads these on every call).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::string& value) : name_(name) {
-    const char* old = std::getenv(name);
-    had_ = old != nullptr;
-    if (had_) old_ = old;
-    setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnv() {
-    if (had_) {
-      setenv(name_, old_.c_str(), 1);
-    } else {
-      unsetenv(name_);
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::string old_;
-  bool had_ = false;
-};
 
 struct GnShape {
   Shape x;  // [B, H, W, C] or [B, L, C]

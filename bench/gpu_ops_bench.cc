@@ -158,10 +158,10 @@ std::vector<Case> sd15_cases(int64_t b) {
                      }});
   }
   // Attention per path (SDSERVE_CUDA_ATTENTION per call): the Hopper wgmma kernel, cuDNN's
-  // SDPA and the mma.sync kernel (mma2) on the SD head dims 40 / 64 / 80.
+  // SDPA, the mma.sync kernel (mma2) and the default choice (auto) on the SD head dims 40 / 64 / 80.
   for (auto [lq, lk, h, d] : {std::array<int64_t, 4>{4096, 4096, 8, 40}, {4096, 77, 8, 40}, {1024, 1024, 8, 80},
                               {1024, 1024, 10, 64}, {1024, 77, 8, 80}}) {
-    for (const char* path : {"wgmma", "cudnn", "mma2"}) {
+    for (const char* path : {"wgmma", "cudnn", "mma2", "auto"}) {
       cases.push_back({std::string("attn_path/") + path + "/" + bs + "l" + std::to_string(lq) + "_lk" +
                            std::to_string(lk) + "_h" + std::to_string(h) + "_d" + std::to_string(d),
                        4.0 * b * h * lq * lk * d,

@@ -145,12 +145,12 @@ TEST(GpuAttentionWgmmaCols, PackedProjectionsMatchMma2) {
   }
 }
 
-// The other kernels behind the wgmma path (SDSERVE_CUDA_WGMMA_KERNEL, default the 2-consumer
-// ping-pong one that the tests above run): 3 or 4 consumer warpgroups at d 40 (4 with 64-key
-// tiles), 64-key tiles, no ping-pong barriers ("ns"), and the "simple" kernel.
+// The other kernels behind the wgmma path (SDSERVE_CUDA_WGMMA_KERNEL; the tests above run the
+// default: "pp4ns" at d 40 / 64, "pp2" at d 80): 2, 3 or 4 consumer warpgroups (4 with 64-key
+// tiles), 64-key tiles, turns in pairs, no turns ("ns"), and the "simple" kernel.
 TEST(GpuAttentionWgmmaVariants, EachKernelMatchesMma2) {
   SD_REQUIRE_WGMMA();
-  for (const char* variant : {"pp3", "pp3ns", "pp4", "pp4ns", "pp2b64", "pp2ns", "simple"}) {
+  for (const char* variant : {"pp2", "pp3", "pp3b64", "pp4", "pp4pairs", "pp2b64", "pp2ns", "simple"}) {
     setenv("SDSERVE_CUDA_WGMMA_KERNEL", variant, 1);
     for (const Shape5& s : {Shape5{2, 4096, 4096, 8, 40}, Shape5{1, 129, 4097, 2, 40}, Shape5{3, 77, 77, 3, 40},
                             Shape5{1, 1, 1, 1, 40}, Shape5{1, 300, 129, 2, 80}, Shape5{3, 65, 200, 2, 64}}) {

@@ -228,8 +228,9 @@ namespace {
 
 // SDSERVE_CUDA_ATTENTION: "mma1" the first mma.sync kernel, "mma2" the pipelined one, "cudnn"
 // cuDNN's SDPA wherever it has a plan (non-causal), "wgmma" the Hopper kernel
-// (attention_wgmma.cu) wherever it applies, "auto" (default) cuDNN for non-causal attention
-// with >= 64 keys and d <= 128, mma2 for the rest (causal CLIP, d 160); "wmma" is read by the
+// (attention_wgmma*.cu) wherever it applies, "auto" (default) the wgmma kernel for d 40 over
+// >= 4096 keys at batch x heads == 16 (want_wgmma), cuDNN for other non-causal attention with
+// >= 64 keys and d <= 128, mma2 for the rest (causal CLIP, d 160); "wmma" is read by the
 // backend (attention_wmma_).
 // Read on every call (a getenv), so tests and benchmarks can switch paths in one process.
 enum class AttentionPath { kAuto, kMma1, kMma2, kCudnn, kWgmma };
@@ -254,6 +255,21 @@ int64_t cudnn_min_keys() {
     return n >= 1 ? int64_t{n} : int64_t{64};
   }();
   return v;
+}
+
+// "auto" sends d 40 attention over >= 4096 keys with batch x heads == 16 (the SD 1.5 64x64
+// self-attention at 2 rows, 8 heads) to the Hopper wgmma kernel where it runs: H100, session 4
+// (helper H8, gpu_ops_bench): 142-145 vs cuDNN 150-151 us at b2 h8 l4096; at b32 2260 vs 2234,
+// so larger batches stay on cuDNN; b1 / b4 are not measured yet. SDSERVE_CUDA_WGMMA_AUTO=0
+// switches this off.
+bool want_wgmma(AttentionPath path, const AttentionArgs& a) {
+  if (path == AttentionPath::kWgmma) return true;
+  static const bool enabled = [] {
+    const char* env = std::getenv("SDSERVE_CUDA_WGMMA_AUTO");
+    return !(env && std::strcmp(env, "0") == 0);
+  }();
+  return enabled && path == AttentionPath::kAuto && !a.causal && a.d == 40 && a.lk >= 4096 &&
+         int64_t{a.batch} * a.heads == 16;
 }
 
 bool want_cudnn(AttentionPath path, const AttentionArgs& a) {
@@ -281,7 +297,7 @@ Tensor copy_columns(CudaBackend& be, const Tensor& src, int64_t col, int64_t wid
 
 void CudaBackend::run_attention(DType dtype, const AttentionArgs& args) {
   const AttentionPath path = attention_path();
-  if (!attention_wmma_ && path == AttentionPath::kWgmma && launch_attention_wgmma(dtype, args, stream_)) return;
+  if (!attention_wmma_ && want_wgmma(path, args) && launch_attention_wgmma(dtype, args, stream_)) return;
   if (!attention_wmma_ && want_cudnn(path, args)) {
     Tensor workspace;
     const auto scratch = [&](size_t bytes) {

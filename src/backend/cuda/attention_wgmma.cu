@@ -202,15 +202,19 @@ bool launch_attention_wgmma(DType dtype, const AttentionArgs& a, cudaStream_t st
   }
   if (state != 1) return false;
   // SDSERVE_CUDA_WGMMA_KERNEL (read per call): "simple" the kernel above, else the
-  // warp-specialized one, "pp<consumers>[b64][ns]" (default "pp2": 2 consumers, 128-key tiles,
-  // ping-pong on; "b64" 64-key tiles, "ns" no ping-pong barriers).
+  // warp-specialized one, "pp<consumers>[b64][ns|pairs]" ("b64" 64-key tiles, "ns" no turns,
+  // "pairs" turns in pairs, else all consumers take turns). Default (H100, perf-notes): d 40 / 64
+  // "pp4ns" (4 consumers, 64-key tiles, no turns), d 80 "pp2" (2 consumers, 128-key tiles,
+  // ping-pong), where 4 consumers spill.
   const char* variant = std::getenv("SDSERVE_CUDA_WGMMA_KERNEL");
   if (!variant || std::strcmp(variant, "simple") != 0) {
     WgmmaVariant w;
     if (variant && std::strncmp(variant, "pp", 2) == 0 && variant[2] >= '2' && variant[2] <= '4') {
       w.consumers = variant[2] - '0';
       w.keys = std::strstr(variant, "b64") || w.consumers == 4 ? 64 : 128;
-      w.pingpong = std::strstr(variant, "ns") == nullptr;
+      w.group = std::strstr(variant, "ns") ? 0 : std::strstr(variant, "pairs") ? 2 : -1;
+    } else if (a.d <= 64) {
+      w = WgmmaVariant{4, 64, 0};
     }
     launch_attention_wgmma_pingpong(dtype, a, stream, w);
     return true;

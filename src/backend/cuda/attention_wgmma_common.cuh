@@ -15,12 +15,13 @@
 namespace sd::cuda {
 
 // Configuration of the warp-specialized kernel (attention_wgmma_pingpong.cu): consumer
-// warpgroups of 64 query rows (2; 3 or 4 at d 40, where 4 implies 64-key tiles), keys per tile
-// (128 or 64), and whether the consumers take turns issuing wgmmas (named barriers).
+// warpgroups of 64 query rows (2; 3 at d 40; 4 at d <= 64, with 64-key tiles), keys per tile
+// (128 or 64), and how many consumers take turns issuing wgmmas (named barriers): -1 all of
+// them, 2 pairs, 0 none.
 struct WgmmaVariant {
   int consumers = 2;
   int keys = 128;
-  bool pingpong = true;
+  int group = -1;
 };
 // The caller has checked the arguments and the device.
 void launch_attention_wgmma_pingpong(DType dtype, const AttentionArgs& a, cudaStream_t stream,

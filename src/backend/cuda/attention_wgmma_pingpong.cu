@@ -25,8 +25,8 @@ struct PingpongCfg {
   static constexpr int kThreads = 128 * (NC + 1);   // warpgroup 0 produces, 1..NC consume
   // Registers per thread after setmaxnreg: the block holds 168 x 384 (NC 2), 128 x 512 (NC 3)
   // or 96 x 640 (NC 4).
-  static constexpr int kProducerRegs = 40;
-  static constexpr int kConsumerRegs = NC == 2 ? 232 : NC == 3 ? 152 : 104;
+  static constexpr int kProducerRegs = NC == 4 && D > 40 ? 32 : 40;
+  static constexpr int kConsumerRegs = NC == 2 ? 232 : NC == 3 ? 152 : kProducerRegs == 32 ? 112 : 104;
   static constexpr uint32_t kQBytes = uint32_t{kBM} * kDK * 2;
   static constexpr uint32_t kKBytes = uint32_t{BN} * kDK * 2;
   static constexpr uint32_t kVBytes = uint32_t{BN} * D * 2;
@@ -51,14 +51,14 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 // Consumer c issues its wgmmas in "sections" (QK^T of tile j with PV of tile j - 1) between
 // bar.sync(1 + c) and bar.arrive(1 + (c + 1) % NC): sections run round-robin over the consumers,
 // so one's softmax overlaps the others' wgmmas; inside a consumer, the softmax of tile j runs
-// while its PV of tile j - 1 is still on the tensor cores. With pingpong false the consumers skip
-// the named barriers and run freely. Fragment layouts as attention_wgmma.cu.
+// while its PV of tile j - 1 is still on the tensor cores. `group` consumers take turns (NC: all,
+// round-robin; 2: pairs 0/1 and 2/3); 0: no named barriers, the consumers run freely. Fragment layouts as attention_wgmma.cu.
 template <typename T, int D, int NC, int BN>
 __global__ void __launch_bounds__(128 * (NC + 1), 1)
     attention_wgmma_pingpong_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                                     T* __restrict__ o, int lq, int lk, int heads, int64_t q_stride,
                                     int64_t kv_stride, float scale_log2, uint64_t qk_bits, uint64_t v_bits,
-                                    bool pingpong) {
+                                    int group) {
 #if SD_WGMMA_COMPILED
   using C = PingpongCfg<D, NC, BN>;
   constexpr int kNB = BN / 8;  // 8-key blocks per tile
@@ -116,14 +116,16 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     // Ping-pong sections: ntiles + 1 per consumer; the last consumer's last arrive has no taker.
     const int nsec = ntiles + 1;
     int sec = 0;
+    const int first = group > 0 ? c - c % group : c, turn = group > 0 ? c % group : 0;
+    const bool last_of_group = group > 0 && turn == group - 1;
     const auto section_begin = [&] {
-      if (pingpong) named_bar_sync(1 + c, 256);
+      if (group > 0) named_bar_sync(1 + c, 256);
     };
     const auto section_end = [&] {
-      if (pingpong && !(c == NC - 1 && sec == nsec - 1)) named_bar_arrive(1 + (c + 1) % NC, 256);
+      if (group > 0 && !(last_of_group && sec == nsec - 1)) named_bar_arrive(1 + first + (turn + 1) % group, 256);
       ++sec;
     };
-    if (pingpong && c == NC - 1) named_bar_arrive(1, 256);  // consumer 0 goes first
+    if (last_of_group) named_bar_arrive(1 + first, 256);  // the group's first consumer goes first
 
     float acc[kOut];
 #pragma unroll
@@ -212,7 +214,7 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
 }
 
 template <typename T, int D, int NC, int BN>
-void launch(const AttentionArgs& a, cudaStream_t stream, bool pingpong) {
+void launch(const AttentionArgs& a, cudaStream_t stream, int group) {
   using C = PingpongCfg<D, NC, BN>;
   const auto kernel = attention_wgmma_pingpong_kernel<T, D, NC, BN>;
   SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kBytes)));
@@ -224,19 +226,30 @@ void launch(const AttentionArgs& a, cudaStream_t stream, bool pingpong) {
   kernel<<<grid, C::kThreads, C::kBytes, stream>>>(static_cast<const T*>(a.q), static_cast<const T*>(a.k),
                                                    static_cast<const T*>(a.v), static_cast<T*>(a.o), a.lq, a.lk,
                                                    a.heads, a.q_stride, a.kv_stride, scale_log2, qk_bits, v_bits,
-                                                   pingpong);
+                                                   group);
   SD_CUDA_LAUNCH_CHECK();
+}
+
+// Consumers per turn group for NC consumers: all (-1 or no divisor of NC), pairs, none (0, 1).
+template <int NC>
+int turn_group(int requested) {
+  if (requested == 0 || requested == 1) return 0;
+  return requested < 0 || requested > NC || NC % requested != 0 ? NC : requested;
 }
 
 template <typename T, int D>
 void launch_d(const AttentionArgs& a, cudaStream_t stream, const WgmmaVariant& w) {
-  // More than 2 consumers (fewer registers each) only at d 40: S + O + P fit there.
-  if constexpr (D == 40) {
-    if (w.consumers == 3) return launch<T, D, 3, 128>(a, stream, w.pingpong);
-    if (w.consumers == 4) return launch<T, D, 4, 64>(a, stream, w.pingpong);
+  // 4 consumers (104-112 registers each) only with 64-key tiles up to d 64 (d 80 spills and
+  // serializes its wgmmas); 3 (152) only at d 40.
+  if constexpr (D <= 64) {
+    if (w.consumers == 4) return launch<T, D, 4, 64>(a, stream, turn_group<4>(w.group));
   }
-  if (w.keys == 64) return launch<T, D, 2, 64>(a, stream, w.pingpong);
-  launch<T, D, 2, 128>(a, stream, w.pingpong);
+  if constexpr (D == 40) {
+    if (w.consumers == 3 && w.keys == 64) return launch<T, D, 3, 64>(a, stream, turn_group<3>(w.group));
+    if (w.consumers == 3) return launch<T, D, 3, 128>(a, stream, turn_group<3>(w.group));
+  }
+  if (w.keys == 64) return launch<T, D, 2, 64>(a, stream, turn_group<2>(w.group));
+  launch<T, D, 2, 128>(a, stream, turn_group<2>(w.group));
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // Warp-specialized wgmma attention (sm_90a), FlashAttention-3 structure: a producer warpgroup
 // streams K/V tiles by cp.async into a ring of stages (full/empty mbarriers, no block barrier per
-// tile); 2 or 3 consumer warpgroups take turns issuing their wgmmas (named barriers, ping-pong).
+// tile); 2-4 consumer warpgroups, optionally taking turns issuing wgmmas (named barriers).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -52,7 +52,8 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 // bar.sync(1 + c) and bar.arrive(1 + (c + 1) % NC): sections run round-robin over the consumers,
 // so one's softmax overlaps the others' wgmmas; inside a consumer, the softmax of tile j runs
 // while its PV of tile j - 1 is still on the tensor cores. `group` consumers take turns (NC: all,
-// round-robin; 2: pairs 0/1 and 2/3); 0: no named barriers, the consumers run freely. Fragment layouts as attention_wgmma.cu.
+// round-robin; 2: pairs 0/1 and 2/3); 0: no named barriers, the consumers run freely.
+// Fragment layouts as in attention_wgmma.cu.
 template <typename T, int D, int NC, int BN>
 __global__ void __launch_bounds__(128 * (NC + 1), 1)
     attention_wgmma_pingpong_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,

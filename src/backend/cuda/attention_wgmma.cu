@@ -113,26 +113,7 @@ __global__ void __launch_bounds__(128 * WG, D <= 64 ? 2 : 1)
     fence_regs(acc);
   }
 
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  const float inv0 = 1.f / l0, inv1 = 1.f / l1;
-  const int64_t os = int64_t{heads} * D;
-  const int r0 = q0 + wg * 64 + warp * 16 + g;
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int row = r0 + 8 * half;
-    if (row < lq) {
-      T* orow = o + (int64_t{b} * lq + row) * os + int64_t{h} * D;
-      const float inv = half ? inv1 : inv0;
-#pragma unroll
-      for (int i = 0; i < kOut / 4; ++i) {
-        *reinterpret_cast<uint32_t*>(orow + 8 * i + 2 * t) =
-            pack2<T>(acc[4 * i + 2 * half] * inv, acc[4 * i + 2 * half + 1] * inv);
-      }
-    }
-  }
+  store_output_rows<T, D>(o, acc, l0, l1, b, h, heads, lq, q0 + wg * 64 + warp * 16 + g, t);
 #endif
 }
 
@@ -161,14 +142,10 @@ void launch(const AttentionArgs& a, cudaStream_t stream) {
   using C = WgmmaCfg<D, WG>;
   const auto kernel = attention_wgmma_kernel<T, D, WG>;
   SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kBytes)));
-  const float scale_log2 = 1.4426950408889634f / std::sqrt(static_cast<float>(D));
-  const uint64_t qk_bits = desc_bits(128, C::kChunksK * 128);  // leading (along k), stride (row groups)
-  const uint64_t v_bits = desc_bits(C::kChunksV * 128, 128);   // leading (along keys), stride (along d)
-  const dim3 grid(static_cast<unsigned>((a.lq + C::kBM - 1) / C::kBM), static_cast<unsigned>(a.heads),
-                  static_cast<unsigned>(a.batch));
-  kernel<<<grid, C::kThreads, C::kBytes, stream>>>(static_cast<const T*>(a.q), static_cast<const T*>(a.k),
+  const WgmmaLaunch l = wgmma_launch_params<C, D>(a);
+  kernel<<<l.grid, C::kThreads, C::kBytes, stream>>>(static_cast<const T*>(a.q), static_cast<const T*>(a.k),
                                                    static_cast<const T*>(a.v), static_cast<T*>(a.o), a.lq, a.lk,
-                                                   a.heads, a.q_stride, a.kv_stride, scale_log2, qk_bits, v_bits);
+                                                   a.heads, a.q_stride, a.kv_stride, l.scale_log2, l.qk_bits, l.v_bits);
   SD_CUDA_LAUNCH_CHECK();
 }
 

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "backend/cuda/attention.h"
+#include "backend/cuda/mbarrier.cuh"
 
 namespace sd::cuda {
 
@@ -227,17 +228,7 @@ __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
 __device__ __forceinline__ void fence_mbar_init() {
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 }
-// Blocks until the phase of parity `parity` of `bar` has completed.
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (!done);
-}
+// mbar_wait (blocks until the phase of parity `parity` of `bar` has completed): mbarrier.cuh.
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
   asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar) : "memory");
 }
@@ -328,6 +319,52 @@ __device__ __forceinline__ void scale_rows(float (&acc)[N], float a0, float a1) 
     acc[4 * i + 1] *= a0;
     acc[4 * i + 2] *= a1;
     acc[4 * i + 3] *= a1;
+  }
+}
+
+// Launch parameters shared by the wgmma kernels: softmax scale in log2 units, the smem
+// descriptor bits of the Q/K (K-major) and V (MN-major) tiles, the grid (query tiles of C::kBM
+// rows, heads, batch). C: the kernel's configuration (kChunksK, kChunksV, kBM).
+struct WgmmaLaunch {
+  float scale_log2;
+  uint64_t qk_bits, v_bits;
+  dim3 grid;
+};
+template <typename C, int D>
+WgmmaLaunch wgmma_launch_params(const AttentionArgs& a) {
+  WgmmaLaunch l;
+  l.scale_log2 = 1.4426950408889634f / std::sqrt(static_cast<float>(D));
+  l.qk_bits = desc_bits(128, C::kChunksK * 128);  // leading (along k), stride (row groups)
+  l.v_bits = desc_bits(C::kChunksV * 128, 128);   // leading (along keys), stride (along d)
+  l.grid = dim3(static_cast<unsigned>((a.lq + C::kBM - 1) / C::kBM), static_cast<unsigned>(a.heads),
+                static_cast<unsigned>(a.batch));
+  return l;
+}
+
+// The end of a warpgroup's rows: sums this thread's row sums l0 / l1 over its quad, divides the
+// output accumulators (D / 2 per thread, wgmma's m64nD fragment) and stores rows r0 and r0 + 8
+// (r0: the first row of this thread's fragment; rows >= lq are skipped) of o [B, Lq, heads * D].
+template <typename T, int D>
+__device__ __forceinline__ void store_output_rows(T* __restrict__ o, const float (&acc)[D / 2], float l0, float l1,
+                                                  int b, int h, int heads, int lq, int r0, int t) {
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+  const int64_t os = int64_t{heads} * D;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = r0 + 8 * half;
+    if (row < lq) {
+      T* orow = o + (int64_t{b} * lq + row) * os + int64_t{h} * D;
+      const float inv = half ? inv1 : inv0;
+#pragma unroll
+      for (int i = 0; i < D / 8; ++i) {
+        *reinterpret_cast<uint32_t*>(orow + 8 * i + 2 * t) =
+            pack2<T>(acc[4 * i + 2 * half] * inv, acc[4 * i + 2 * half + 1] * inv);
+      }
+    }
   }
 }
 

@@ -199,17 +199,26 @@ std::vector<Case> sd15_cases(int64_t b) {
     const char* v = std::getenv("SDSERVE_BENCH_GN_ONCHIP");
     return std::string(v ? v : "1");
   }();
+  // "fast": the one-pass register kernel (group_norm_fast.cu), SDSERVE_CUDA_GN_FAST=1 (or
+  // SDSERVE_BENCH_GN_FAST, e.g. require); the other paths leave it to its own rule.
+  static const std::string fast_mode = [] {
+    const char* v = std::getenv("SDSERVE_BENCH_GN_FAST");
+    return std::string(v ? v : "1");
+  }();
   for (auto [hw, c] : {std::array<int64_t, 2>{64, 320}, {32, 640}, {16, 1280}, {8, 1280}, {64, 640}, {64, 960},
-                       {32, 1920}, {16, 2560}}) {
-    for (const char* mode : {"0", "1", "auto"}) {
-      const std::string path = mode[0] == '0' ? "two_kernel" : mode[0] == '1' ? "onchip" : "auto";
+                       {32, 1920}, {16, 2560}, {32, 960}, {32, 1280}, {16, 1920}}) {
+    for (const char* mode : {"0", "1", "auto", "fast"}) {
+      const bool fast = mode[0] == 'f';
+      const std::string path = mode[0] == '0' ? "two_kernel" : mode[0] == '1' ? "onchip" : mode;
       cases.push_back({"gn_path/" + path + "/" + bs + dims({hw, hw, c}) + "/g32_silu", 0,
                        [=] {
                          return std::vector<Tensor>{random_device({b, hw, hw, c}, 17, -2, 3),
                                                     random_device({c}, 18, 0.5f, 1.5f), random_device({c}, 19)};
                        },
                        [=](const std::vector<Tensor>& in) {
-                         sd::testing::ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP", mode[0] == '1' ? onchip_mode.c_str() : mode);
+                         sd::testing::ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP",
+                                                    mode[0] == '1' ? onchip_mode : fast ? "auto" : mode);
+                         sd::testing::ScopedEnv env_fast("SDSERVE_CUDA_GN_FAST", fast ? fast_mode : "auto");
                          return g_backend->group_norm(in[0], in[1], in[2], 32, 1e-5f, true);
                        }});
       cases.push_back({"gn_path/" + path + "/" + bs + dims({hw, hw, c}) + "/g32_add_silu", 0,
@@ -219,7 +228,9 @@ std::vector<Case> sd15_cases(int64_t b) {
                                                     random_device({c}, 19)};
                        },
                        [=](const std::vector<Tensor>& in) {
-                         sd::testing::ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP", mode[0] == '1' ? onchip_mode.c_str() : mode);
+                         sd::testing::ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP",
+                                                    mode[0] == '1' ? onchip_mode : fast ? "auto" : mode);
+                         sd::testing::ScopedEnv env_fast("SDSERVE_CUDA_GN_FAST", fast ? fast_mode : "auto");
                          return g_backend->group_norm_add(in[0], in[1], c, in[2], in[3], 32, 1e-5f, true);
                        }});
     }

@@ -1,0 +1,41 @@
+// The one-pass register group norm of group_norm_fast.cu: x read once into registers, shifted f32
+// statistics, a per-batch-row barrier on global atomics (cooperative launch: co-resident grid),
+// apply from the registers. Tried first by group_norm_vec; falls back (returns false) elsewhere.
+#pragma once
+
+#include <cstdint>
+
+#include "tensor/tensor.h"
+
+namespace sd::cuda {
+
+class CudaBackend;
+
+// The fast kernel's configuration for a [batch, positions, channels] input: ctas_per_row 0 where
+// it does not apply (groups not dividing C, C % 8, too many groups, a row needing more than
+// 16 vectors per thread at the co-resident CTA count, ...).
+struct FastPlan {
+  int threads = 0;       // per CTA: rows x C/8 rounded up to whole warps
+  int rows = 0;          // position lanes per CTA
+  int slice = 0;         // channels per CTA (whole groups, a multiple of 8; about C / 4)
+  int slices = 0;        // C / slice (grid y)
+  int ctas_per_row = 0;  // CTAs per (batch row, slice) (grid x); 0: does not apply
+  int chunk = 0;         // positions per CTA (a multiple of rows but for the last CTA)
+  int vectors = 0;       // 16-byte vectors per thread at most (chunk / rows)
+  int max_vectors = 0;   // the kernel instance: 4, 8 or 16 registers' worth of vectors
+  size_t smem = 0;       // dynamic shared memory per CTA
+};
+// SDSERVE_CUDA_GN_FAST_CTAS=N: CTAs in all to aim for (default 2 x SMs); _CPR=N forces CTAs per
+// (row, slice); _SLICES=n forces slices of C / n channels.
+FastPlan group_norm_fast_plan(int device, int64_t batch, int64_t positions, int64_t channels, int groups);
+// Whether the fast kernel is the default for this shape (SDSERVE_CUDA_GN_FAST unset): where it
+// measured faster than the previous default on an H100 (docs/perf-notes.md, "Fast group norm").
+bool group_norm_fast_default(int device, int64_t batch, int64_t positions, int64_t channels, const FastPlan& plan);
+// One launch; false (nothing enqueued) where it does not apply or is not chosen:
+// SDSERVE_CUDA_GN_FAST=0 never, 1 wherever it fits, "require" throws where it does not (tests),
+// unset / auto: group_norm_fast_default, and not when SDSERVE_CUDA_GN_ONCHIP asks for a path
+// (0, 1, require). Same arguments as group_norm_vec (x, y 16-byte aligned, C % 8 == 0).
+bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
+                     int groups, float eps, bool silu, const void* add, int64_t add_ld);
+
+}  // namespace sd::cuda

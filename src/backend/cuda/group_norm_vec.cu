@@ -7,6 +7,7 @@
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/group_norm_fast.h"
 #include "backend/cuda/group_norm_vec.h"
 
 namespace sd::cuda {
@@ -217,6 +218,7 @@ bool group_norm_vec_applies(const Tensor& x, const Tensor& y, int groups) {
 
 void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
                     int groups, float eps, bool silu, const void* add, int64_t add_ld) {
+  if (group_norm_fast(be, x, gamma, beta, y, groups, eps, silu, add, add_ld)) return;
   if (group_norm_onchip(be, x, gamma, beta, y, groups, eps, silu, add, add_ld)) return;
   const int64_t batch = x.dim(0), channels = x.dim(-1);
   const int64_t positions = x.numel() / (batch * channels);

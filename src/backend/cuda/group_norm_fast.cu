@@ -385,16 +385,22 @@ FastPlan group_norm_fast_plan(int device, int64_t batch, int64_t positions, int6
   if (threads < gs) return plan;  // the merge needs a thread per group
   const size_t smem = size_t{64} * threads + size_t{8} * gs;
   const long forced_cpr = env_long("SDSERVE_CUDA_GN_FAST_CPR", 0);
-  const long target = std::max<long>(1, env_long("SDSERVE_CUDA_GN_FAST_CTAS", 2L * sms));
-  // Positions per CTA: a whole number of lanes, at most 16 vectors per thread.
-  int64_t cpr = forced_cpr > 0 ? forced_cpr : std::max<int64_t>(1, target / (batch * slices));
-  int64_t chunk = (positions + cpr - 1) / cpr;
-  chunk = (chunk + rows - 1) / rows * rows;
-  if (chunk > int64_t{16} * rows) {
-    if (forced_cpr > 0) return plan;
-    chunk = int64_t{16} * rows;
+  const long forced_target = env_long("SDSERVE_CUDA_GN_FAST_CTAS", 0);
+  // Positions per CTA: a whole number of lanes, at most 16 vectors per thread. About one CTA per
+  // SM in all, or two where one would hold more than 8 vectors per thread (measured on an H100:
+  // docs/perf-notes.md, "Fast group norm").
+  int64_t cpr = 0, chunk = 0;
+  for (const long target : {forced_target > 0 ? forced_target : long{sms}, 2L * sms}) {
+    cpr = forced_cpr > 0 ? forced_cpr : std::max<int64_t>(1, target / (batch * slices));
+    chunk = (positions + cpr - 1) / cpr;
+    chunk = (chunk + rows - 1) / rows * rows;
+    if (chunk > int64_t{16} * rows) {
+      if (forced_cpr > 0) return plan;
+      chunk = int64_t{16} * rows;
+    }
+    cpr = (positions + chunk - 1) / chunk;
+    if (chunk <= int64_t{8} * rows || forced_cpr > 0 || forced_target > 0) break;
   }
-  cpr = (positions + chunk - 1) / chunk;
   const int vectors = static_cast<int>(chunk / rows);
   const int max_vectors = vectors <= 4 ? 4 : vectors <= 8 ? 8 : 16;
   const int per_sm = plan_blocks_per_sm(max_vectors, device, threads, smem);
@@ -413,12 +419,10 @@ FastPlan group_norm_fast_plan(int device, int64_t batch, int64_t positions, int6
 }
 
 bool group_norm_fast_default(int device, int64_t batch, int64_t positions, int64_t channels, const FastPlan& plan) {
+  // Faster than the on-chip and two-kernel paths wherever it applied on the H100 (batch-2 rows at
+  // every UNet level, up to 2 x 64x64x960 = 15.7 MB; 32 x 8x8x1280): on up to 16 MiB of input.
   (void)device;
-  (void)batch;
-  (void)positions;
-  (void)channels;
-  (void)plan;
-  return false;  // not yet measured faster anywhere
+  return plan.ctas_per_row > 0 && batch * positions * channels * 2 <= (int64_t{16} << 20);
 }
 
 bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,

@@ -25,7 +25,8 @@ struct FastPlan {
   int max_vectors = 0;   // the kernel instance: 4, 8 or 16 registers' worth of vectors
   size_t smem = 0;       // dynamic shared memory per CTA
 };
-// SDSERVE_CUDA_GN_FAST_CTAS=N: CTAs in all to aim for (default 2 x SMs); _CPR=N forces CTAs per
+// SDSERVE_CUDA_GN_FAST_CTAS=N: CTAs in all to aim for (default: SMs, or 2 x SMs where one per SM
+// would hold more than 8 vectors a thread); _CPR=N forces CTAs per
 // (row, slice); _SLICES=n forces slices of C / n channels.
 FastPlan group_norm_fast_plan(int device, int64_t batch, int64_t positions, int64_t channels, int groups);
 // Whether the fast kernel is the default for this shape (SDSERVE_CUDA_GN_FAST unset): where it

@@ -9,6 +9,7 @@
 #include <map>
 #include <tuple>
 
+#include "backend/cuda/conv_splitk.h"
 #include "tensor/tensor.h"
 
 namespace sd::cuda {
@@ -32,9 +33,14 @@ struct ConvPlan {
   int n_algos = 0;
   int chosen = -1;
   bool direct = false;  // cuDNN cannot run this shape: use the direct kernel (kernels.h)
-  // Small outputs (the 8x8 UNet level), opt-in SDSERVE_CUDA_IM2COL=1: im2col + cuBLASLt GEMM,
-  // timed against cuDNN's implicit GEMM on the shape's first eager call (conv_fused.cc).
-  enum class Im2col { kUntested, kNo, kYes } im2col = Im2col::kUntested;
+  // Our split-K implicit GEMM (conv_splitk.h), per epilogue (index: ConvEpilogue flags of the
+  // call): whether it timed faster than cuDNN plus separate adds on the first eager call, and
+  // with which tiles (conv_splitk_choice.cc).
+  struct SplitK {
+    enum class Use { kUntested, kNo, kYes } use = Use::kUntested;
+    SplitKConvConfig cfg;
+  };
+  SplitK splitk[8];
 };
 
 class ConvPlans {

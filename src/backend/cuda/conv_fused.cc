@@ -41,17 +41,6 @@ int conv_epilogue_mask() {
   return mask;
 }
 
-// im2col + GEMM for small convolutions, opt-in: SDSERVE_CUDA_IM2COL=1 where it times faster than
-// cuDNN, 2 always where it applies (tests); default 0 (never): on an H100 it won only one SD 1.5
-// shape (16x16x1280 stride 2) and the step time did not move (docs/perf-notes.md).
-int im2col_mode() {
-  static const int mode = [] {
-    const char* env = std::getenv("SDSERVE_CUDA_IM2COL");
-    return env && (env[0] == '1' || env[0] == '2') ? env[0] - '0' : 0;
-  }();
-  return mode;
-}
-
 bool log_fusion() {
   static const bool on = [] {
     const char* env = std::getenv("SDSERVE_CUDNN_LOG");
@@ -116,38 +105,10 @@ Tensor CudaBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor&
     add_epilogue(y, bias, row_add, residual);          // one pass for all three adds
     return y;
   };
-  // Few output positions and a long reduction (the 8x8 UNet level): im2col + one cuBLASLt GEMM
-  // (bias and residual in its epilogue) where that measured faster than cuDNN for this shape.
-  const int64_t m_rows = key.b * plan.ho * plan.wo, k_cols = key.kernel * key.kernel * key.cin;
-  if (im2col_mode() != 0 && plan.im2col != ConvPlan::Im2col::kNo && !plan.direct && key.kernel > 1 &&
-      x.dtype() != DType::kF32 && key.cin % 8 == 0 && pointer_alignment(x.raw()) >= 16 && m_rows <= 4096 &&
-      m_rows * k_cols * 2 <= (int64_t{32} << 20)) {
-    const auto gemm_path = [&] {
-      Tensor col = empty({m_rows, k_cols}, x.dtype());  // [B*Ho*Wo, k*k*Cin]
-      launch_im2col(x.raw(), col.raw(), x.dtype(), key.b, key.h, key.w, key.cin, static_cast<int>(key.kernel),
-                    stride, padding, plan.ho, plan.wo, stream_);
-      Tensor y = linear_impl(col, w.reshape({cout, k_cols}), bias, residual).reshape({key.b, plan.ho, plan.wo, cout});
-      if (row_add.defined()) add_epilogue(y, Tensor(), row_add, Tensor());
-      return y;
-    };
-    if (im2col_mode() == 2) plan.im2col = ConvPlan::Im2col::kYes;
-    if (plan.im2col == ConvPlan::Im2col::kUntested) {
-      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-      SD_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
-      if (capture == cudaStreamCaptureStatusNone) {  // decide on an eager call, never inside a capture
-        (void)unfused();  // cuDNN plans and their autotuning happen here, outside the timing
-        const float gemm_ms = time_runs(stream_, [&] { (void)gemm_path(); });
-        const float cudnn_ms = time_runs(stream_, [&] { (void)unfused(); });
-        plan.im2col = gemm_ms < cudnn_ms ? ConvPlan::Im2col::kYes : ConvPlan::Im2col::kNo;
-        if (log_fusion()) {
-          std::fprintf(stderr, "[sdserve] conv x[%lld,%lld,%lld,%lld] -> %lld k%lld s%d: im2col+gemm %.4f ms, "
-                       "cuDNN %.4f ms\n", static_cast<long long>(key.b), static_cast<long long>(key.h),
-                       static_cast<long long>(key.w), static_cast<long long>(key.cin), static_cast<long long>(cout),
-                       static_cast<long long>(key.kernel), stride, gemm_ms, cudnn_ms);
-        }
-      }
-    }
-    if (plan.im2col == ConvPlan::Im2col::kYes) return gemm_path();
+  // Few output positions and a long reduction (the 8x8 / 16x16 UNet levels): our split-K
+  // implicit GEMM with the adds fused, opt-in, where it timed faster than cuDNN for this shape.
+  if (Tensor y = conv2d_splitk(x, w, bias, stride, padding, row_add, residual, plan, unfused); y.defined()) {
+    return y;
   }
   if (epi == 0 || !fused_epilogues_enabled() || !conv_graph_enabled_ || plan.direct || x.dtype() == DType::kF32) {
     return unfused();

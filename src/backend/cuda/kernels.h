@@ -29,12 +29,6 @@ void launch_add_bias_rows(void* y, const void* bias, DType dtype, int64_t rows, 
 
 namespace sd::cuda {
 
-// im2col for NHWC: x [B,H,W,Cin] -> col [B*Ho*Wo, k*k*Cin] (row = output position, columns in
-// (ky, kx, cin) order = the [Cout, k, k, Cin] filter's), zeros where the window leaves x.
-// f16/bf16 with Cin % 8 == 0 and 16-byte aligned pointers.
-void launch_im2col(const void* x, void* col, DType dtype, int64_t b, int64_t h, int64_t w, int64_t cin, int k,
-                   int stride, int padding, int64_t ho, int64_t wo, cudaStream_t stream);
-
 // Direct convolution (one thread per output element, f32 accumulation): the fallback for
 // shapes cuDNN has no algorithm for. x [B,H,W,Cin], w [Cout,k,k,Cin] -> y [B,Ho,Wo,Cout].
 struct ConvDims {

@@ -1,0 +1,145 @@
+// When conv2d takes our split-K implicit GEMM (conv_splitk.h) instead of cuDNN: per shape and
+// epilogue, on the first eager call, cuDNN (plus its separate add kernel) and each candidate
+// tiling are timed with the weights cold, as the captured step meets them; the fastest is kept.
+// SDSERVE_CUDA_SPLITK_CONV=0 (default: on an H100 cuDNN won every SD 1.5 shape): never; 1: where
+// it timed faster; 2: always where it applies
+// (tests; SDSERVE_CUDA_SPLITK_TILE=BMxBN, _SPLITS=N, _CLUSTER=0|1 pick the config).
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <string>
+
+#include "backend/cuda/conv.h"
+#include "backend/cuda/conv_graph.h"
+#include "backend/cuda/conv_splitk.h"
+#include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/tuning_l2.h"
+
+namespace sd::cuda {
+
+namespace {
+
+// Read per call (tests switch it); only eager calls get here, never the replayed graphs.
+int splitk_mode() {
+  const char* env = std::getenv("SDSERVE_CUDA_SPLITK_CONV");
+  return env && (env[0] == '1' || env[0] == '2') ? env[0] - '0' : 0;
+}
+
+bool log_choice() {
+  static const bool on = [] {
+    const char* env = std::getenv("SDSERVE_CUDNN_LOG");
+    return env && env[0] == '1';
+  }();
+  return on;
+}
+
+// The forced configuration of mode 2: the heuristic's, with the env overrides (read per call).
+SplitKConvConfig forced_config(const SplitKConvShape& s, int sms) {
+  SplitKConvConfig cfg = splitk_conv_candidates(s, sms).front();
+  if (const char* tile = std::getenv("SDSERVE_CUDA_SPLITK_TILE")) {
+    int bm = 0, bn = 0;
+    if (std::sscanf(tile, "%dx%d", &bm, &bn) == 2 && (bm == 64 || bm == 128) && (bn == 64 || bn == 128) &&
+        s.cout % bn == 0) {
+      cfg.bm = bm;
+      cfg.bn = bn;
+    }
+  }
+  if (const char* cluster = std::getenv("SDSERVE_CUDA_SPLITK_CLUSTER")) {
+    if (cluster[0] == '0' || cluster[0] == '1') cfg.cluster = cluster[0] == '1';
+  }
+  if (const char* splits = std::getenv("SDSERVE_CUDA_SPLITK_SPLITS")) {
+    const int n = std::atoi(splits);
+    if (n >= 1) cfg.splits = n;
+  }
+  if (cfg.splits > 16) cfg.cluster = false;  // clusters hold at most 16 CTAs
+  return cfg;
+}
+
+// Output rows above which the split-K path is not even timed (cuDNN's large tiles were ~3x faster
+// on an H100 at 16+ images' 16x16 and larger levels).
+constexpr int64_t kMaxRows = 8192;
+
+int device_sms(int device) {
+  int n = 0;
+  if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || n <= 0) n = 132;
+  return n;
+}
+
+}  // namespace
+
+Tensor CudaBackend::conv2d_splitk(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
+                                  const Tensor& row_add, const Tensor& residual, ConvPlan& plan,
+                                  const std::function<Tensor()>& cudnn_path) {
+  if (splitk_mode() == 0 || plan.direct) return Tensor();
+  const SplitKConvShape s{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), static_cast<int>(w.dim(1)),
+                          stride, padding, plan.ho, plan.wo};
+  if (!splitk_conv_supported(s, x.dtype())) return Tensor();
+  for (const Tensor* t : {&x, &w, &bias, &row_add, &residual}) {
+    if (t->defined() && pointer_alignment(t->raw()) < 16) return Tensor();
+  }
+  const int epilogue = (bias.defined() ? kEpiBias : 0) | (row_add.defined() ? kEpiRow : 0) |
+                       (residual.defined() ? kEpiResidual : 0);
+  ConvPlan::SplitK& choice = plan.splitk[epilogue];
+  const auto run = [&](const SplitKConvConfig& cfg) {
+    Tensor y = empty({s.b, s.ho, s.wo, s.cout}, x.dtype());  // [B, Ho, Wo, Cout]
+    Tensor partial;
+    if (const size_t n = splitk_conv_workspace(s, cfg)) partial = empty({static_cast<int64_t>(n)}, DType::kF32);
+    SplitKConvOperands ops;
+    ops.x = x.raw(), ops.w = w.raw(), ops.y = y.raw();
+    ops.bias = bias.defined() ? bias.raw() : nullptr;
+    ops.row = row_add.defined() ? row_add.raw() : nullptr;
+    ops.residual = residual.defined() ? residual.raw() : nullptr;
+    ops.partial = partial.defined() ? partial.data<float>() : nullptr;
+    return launch_conv_splitk(ops, x.dtype(), s, cfg, stream_) ? y : Tensor();
+  };
+  if (splitk_mode() == 2) return run(forced_config(s, device_sms(device_)));
+  if (s.b * s.ho * s.wo > kMaxRows) return Tensor();  // cuDNN's large tiles win there (3x)
+  if (choice.use == ConvPlan::SplitK::Use::kUntested) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    SD_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
+    if (capture != cudaStreamCaptureStatusNone) return Tensor();  // decide on an eager call only
+    (void)cudnn_path();  // cuDNN's own plan choice and autotuning happen here, outside the timing
+    cudaEvent_t start = nullptr, stop = nullptr;
+    SD_CUDA_CHECK(cudaEventCreate(&start));
+    SD_CUDA_CHECK(cudaEventCreate(&stop));
+    const auto prepare = [&] { prepare_tuning_run(x.raw(), x.nbytes()); };
+    const float cudnn_ms = time_runs_alone(stream_, start, stop, 3, prepare, [&] {
+      (void)cudnn_path();
+      return true;
+    });
+    float best_ms = std::numeric_limits<float>::max();
+    SplitKConvConfig best;
+    for (const SplitKConvConfig& cfg : splitk_conv_candidates(s, device_sms(device_))) {
+      if (!run(cfg).defined()) continue;  // warm-up; a refused cluster shape is skipped
+      const float ms = time_runs_alone(stream_, start, stop, 3, prepare, [&] { return run(cfg).defined(); });
+      if (ms < 0.f) continue;
+      if (log_choice()) {
+        std::fprintf(stderr, "[sdserve] conv x[%lld,%lld,%lld,%lld] -> %lld k%d s%d epilogue %d: split-K %s %.4f ms\n",
+                     static_cast<long long>(s.b), static_cast<long long>(s.h), static_cast<long long>(s.w),
+                     static_cast<long long>(s.cin), static_cast<long long>(s.cout), s.k, s.stride, epilogue,
+                     cfg.describe().c_str(), ms / 3);
+      }
+      if (ms < best_ms) {
+        best_ms = ms;
+        best = cfg;
+      }
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    choice.use = best_ms < cudnn_ms ? ConvPlan::SplitK::Use::kYes : ConvPlan::SplitK::Use::kNo;
+    choice.cfg = best;
+    if (log_choice()) {
+      std::fprintf(stderr, "[sdserve] conv x[%lld,%lld,%lld,%lld] -> %lld k%d s%d epilogue %d: cuDNN %.4f ms, "
+                   "split-K %s %.4f ms -> %s\n", static_cast<long long>(s.b), static_cast<long long>(s.h),
+                   static_cast<long long>(s.w), static_cast<long long>(s.cin), static_cast<long long>(s.cout), s.k,
+                   s.stride, epilogue, cudnn_ms / 3, best.describe().c_str(), best_ms / 3,
+                   choice.use == ConvPlan::SplitK::Use::kYes ? "split-K" : "cuDNN");
+    }
+  }
+  if (choice.use != ConvPlan::SplitK::Use::kYes) return Tensor();
+  return run(choice.cfg);
+}
+
+}  // namespace sd::cuda

@@ -65,10 +65,6 @@ class Backend {
   virtual void copy(const Tensor& src, const Tensor& dst) = 0;
   // Waits for queued work; returns the first device error since the last call.
   virtual Status synchronize() = 0;
-  // Pipelining: waits for the work enqueued before the previous call of this function, so the
-  // work enqueued since may still run while the caller prepares more (one step in flight while
-  // the host builds the next). Errors of that earlier work come back here. Default: synchronize().
-  virtual Status synchronize_previous() { return synchronize(); }
   // Bytes of device memory in use / peak since reset (0 when unknown).
   virtual size_t memory_in_use() const { return 0; }
   virtual size_t memory_peak() const { return 0; }

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -120,6 +121,12 @@ class CudaBackend final : public Backend {
   Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual);
   // conv2d without bias: graph API, legacy API or the direct kernel (conv.cc).
   Tensor conv2d_plain(const Tensor& x, const Tensor& w, int stride, int padding);
+  // The split-K implicit-GEMM conv when SDSERVE_CUDA_SPLITK_CONV picks it for this shape
+  // (conv_splitk_choice.cc; `cudnn_path` runs the cuDNN alternative when it is timed against it);
+  // undefined if it does not apply.
+  Tensor conv2d_splitk(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
+                       const Tensor& row_add, const Tensor& residual, ConvPlan& plan,
+                       const std::function<Tensor()>& cudnn_path);
   // Before one timed autotuning run: evicts L2 and re-reads `input` (tuning_l2.h); no-op with
   // SDSERVE_CUDA_TUNE_COLD=0.
   void prepare_tuning_run(const void* input, size_t input_bytes);

@@ -176,6 +176,29 @@ std::vector<Case> sd15_cases(int64_t b) {
                        }});
     }
   }
+  // The wgmma kernel's softmax options at the d 40 self-attention (attention_wgmma_pingpong.cu):
+  // SDSERVE_CUDA_WGMMA_POLY p (p of every 8 exps by polynomial on the FMA pipe) x
+  // SDSERVE_CUDA_WGMMA_RESCALE r (0 always, 1 skipped when no row maximum changed, 2 maxima
+  // raised only by > 8 in log2 units).
+  for (int poly = 0; poly <= 4; ++poly) {
+    for (int rescale = 0; rescale <= 2; ++rescale) {
+      const int64_t lq = 4096, lk = 4096, h = 8, d = 40;
+      cases.push_back({"attn_wgmma_sm/p" + std::to_string(poly) + "_r" + std::to_string(rescale) + "/" + bs + "l" +
+                           std::to_string(lq) + "_h" + std::to_string(h) + "_d" + std::to_string(d),
+                       4.0 * b * h * lq * lk * d,
+                       [=] {
+                         return std::vector<Tensor>{random_device({b, lq, h * d}, 7, -2, 2),
+                                                    random_device({b, lk, h * d}, 8, -2, 2),
+                                                    random_device({b, lk, h * d}, 9)};
+                       },
+                       [=](const std::vector<Tensor>& in) {
+                         sd::testing::ScopedEnv env("SDSERVE_CUDA_ATTENTION", "wgmma");
+                         sd::testing::ScopedEnv p("SDSERVE_CUDA_WGMMA_POLY", std::to_string(poly));
+                         sd::testing::ScopedEnv r("SDSERVE_CUDA_WGMMA_RESCALE", std::to_string(rescale));
+                         return g_backend->attention(in[0], in[1], in[2], static_cast<int>(h), false);
+                       }});
+    }
+  }
   for (auto [hw, c] : {std::array<int64_t, 2>{64, 320}, {32, 640}, {16, 1280}}) {
     auto norm_inputs = [=] {
       return std::vector<Tensor>{random_device({b, hw, hw, c}, 10), random_device({c}, 11, 0.5f, 1.5f),
@@ -207,18 +230,21 @@ std::vector<Case> sd15_cases(int64_t b) {
   }();
   for (auto [hw, c] : {std::array<int64_t, 2>{64, 320}, {32, 640}, {16, 1280}, {8, 1280}, {64, 640}, {64, 960},
                        {32, 1920}, {16, 2560}, {32, 960}, {32, 1280}, {16, 1920}}) {
-    for (const char* mode : {"0", "1", "auto", "fast"}) {
+    // "nofast": SDSERVE_CUDA_GN_FAST=0 with the rest's default (the default before the fast kernel).
+    for (const char* mode : {"0", "1", "auto", "fast", "nofast"}) {
       const bool fast = mode[0] == 'f';
+      const bool nofast = mode[0] == 'n';
       const std::string path = mode[0] == '0' ? "two_kernel" : mode[0] == '1' ? "onchip" : mode;
+      const std::string onchip_env = mode[0] == '1' ? onchip_mode : (fast || nofast) ? "auto" : mode;
+      const std::string fast_env = fast ? fast_mode : nofast ? "0" : "auto";
       cases.push_back({"gn_path/" + path + "/" + bs + dims({hw, hw, c}) + "/g32_silu", 0,
                        [=] {
                          return std::vector<Tensor>{random_device({b, hw, hw, c}, 17, -2, 3),
                                                     random_device({c}, 18, 0.5f, 1.5f), random_device({c}, 19)};
                        },
                        [=](const std::vector<Tensor>& in) {
-                         sd::testing::ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP",
-                                                    mode[0] == '1' ? onchip_mode : fast ? "auto" : mode);
-                         sd::testing::ScopedEnv env_fast("SDSERVE_CUDA_GN_FAST", fast ? fast_mode : "auto");
+                         sd::testing::ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP", onchip_env);
+                         sd::testing::ScopedEnv env_fast("SDSERVE_CUDA_GN_FAST", fast_env);
                          return g_backend->group_norm(in[0], in[1], in[2], 32, 1e-5f, true);
                        }});
       cases.push_back({"gn_path/" + path + "/" + bs + dims({hw, hw, c}) + "/g32_add_silu", 0,
@@ -228,10 +254,24 @@ std::vector<Case> sd15_cases(int64_t b) {
                                                     random_device({c}, 19)};
                        },
                        [=](const std::vector<Tensor>& in) {
-                         sd::testing::ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP",
-                                                    mode[0] == '1' ? onchip_mode : fast ? "auto" : mode);
-                         sd::testing::ScopedEnv env_fast("SDSERVE_CUDA_GN_FAST", fast ? fast_mode : "auto");
+                         sd::testing::ScopedEnv env("SDSERVE_CUDA_GN_ONCHIP", onchip_env);
+                         sd::testing::ScopedEnv env_fast("SDSERVE_CUDA_GN_FAST", fast_env);
                          return g_backend->group_norm_add(in[0], in[1], c, in[2], in[3], 32, 1e-5f, true);
+                       }});
+    }
+  }
+  // Layer norm per path (SDSERVE_CUDA_LN): the one-row-per-group kernel (warp), the persistent
+  // one (rows) and the default (auto), at the UNet's transformer token counts x channels.
+  for (auto [tokens, c] : {std::array<int64_t, 2>{4096, 320}, {1024, 640}, {256, 1280}, {64, 1280}}) {
+    for (const char* mode : {"warp", "rows", "auto"}) {
+      cases.push_back({std::string("ln_path/") + mode + "/" + bs + dims({tokens, c}), 0,
+                       [=] {
+                         return std::vector<Tensor>{random_device({b, tokens, c}, 21, -2, 3),
+                                                    random_device({c}, 22, 0.5f, 1.5f), random_device({c}, 23)};
+                       },
+                       [=](const std::vector<Tensor>& in) {
+                         sd::testing::ScopedEnv env("SDSERVE_CUDA_LN", mode);
+                         return g_backend->layer_norm(in[0], in[1], in[2], 1e-5f);
                        }});
     }
   }

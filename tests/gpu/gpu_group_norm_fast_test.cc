@@ -1,6 +1,7 @@
 // The CUDA one-pass register group norm (group_norm_fast.cu) against the CPU backend and the
-// two-kernel path: every UNet shape at batch 2, batches 1/3/32, odd positions, f16/bf16, SiLU, the
-// time-embedding add, mean >> std data, forced CTA counts, repeat determinism and graph replay.
+// two-kernel path: every UNet shape at batch 2 and 32 (waves of rows), batches 1/3, odd positions,
+// f16/bf16, SiLU, the time-embedding add, mean >> std data, forced CTA counts and rows a wave,
+// repeat determinism and graph replay.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -126,7 +127,8 @@ TEST(GpuGroupNormFast, MeanMuchLargerThanSpread) {
     }
 }
 
-// Batch 16 (32 rows) where it fits; where it does not, "require" throws and "1" falls back.
+// Batch 16 (32 rows): one grid where it fits, waves of rows elsewhere (every UNet shape); the
+// fallback where even one row a wave does not fit, and with SDSERVE_CUDA_GN_FAST_WAVES=0.
 TEST(GpuGroupNormFast, Batch32AndFallBack) {
   SD_REQUIRE_GPU();
   uint32_t seed = 8000;
@@ -135,14 +137,58 @@ TEST(GpuGroupNormFast, Batch32AndFallBack) {
     check_fast(s, DType::kBF16, false, true, seed += 4, false);
   }
   check_fast({{32, 8, 8, 1280}, 32}, DType::kF16, true, true, seed += 4, true);
-  // Too large for the co-resident grid's registers: the other paths run (compared with the two kernels).
-  for (const GnShape& s : {GnShape{{32, 64, 64, 320}, 32}, GnShape{{16, 64, 64, 960}, 32}}) {
-    const GnInputs in = make_inputs(s, DType::kF16, seed += 4);
-    const std::string name = describe(s, DType::kF16, true, true);
-    EXPECT_THROW(run_gpu("require", "auto", DType::kF16, in, s, true, true), Error) << name;
-    const Tensor two = run_gpu("0", "0", DType::kF16, in, s, true, true);
-    EXPECT_LE(relative_l2(run_gpu("1", "auto", DType::kF16, in, s, true, true), two), 1.5e-3) << name;
-    EXPECT_LE(relative_l2(run_gpu("auto", "auto", DType::kF16, in, s, true, true), two), 1.5e-3) << name;
+  // Too large for the co-resident grid's registers even one row a wave: the other paths run.
+  const GnShape huge{{1, 256, 256, 320}, 32};
+  for (const char* prefetch : {"0", "1"}) {
+    ScopedEnv env("SDSERVE_CUDA_GN_FAST_PREFETCH", prefetch);
+    const GnInputs in = make_inputs(huge, DType::kF16, seed += 4);
+    const std::string name = describe(huge, DType::kF16, true, true) + " prefetch " + prefetch;
+    EXPECT_THROW(run_gpu("require", "auto", DType::kF16, in, huge, true, true), Error) << name;
+    const Tensor two = run_gpu("0", "0", DType::kF16, in, huge, true, true);
+    EXPECT_LE(relative_l2(run_gpu("1", "auto", DType::kF16, in, huge, true, true), two), 1.5e-3) << name;
+    EXPECT_LE(relative_l2(run_gpu("auto", "auto", DType::kF16, in, huge, true, true), two), 1.5e-3) << name;
+  }
+  {
+    ScopedEnv env("SDSERVE_CUDA_GN_FAST_WAVES", "0");
+    const GnShape s{{32, 64, 64, 320}, 32};
+    EXPECT_THROW(run_gpu("require", "auto", DType::kF16, make_inputs(s, DType::kF16, seed += 4), s, true, true), Error);
+  }
+}
+
+// Every 32-row UNet shape in waves (the 16-image batch), both register layouts (8 vectors +
+// prefetch, 16 vectors), vs the two kernels; the CPU on two of them.
+TEST(GpuGroupNormFast, Batch32Waves) {
+  SD_REQUIRE_GPU();
+  uint32_t seed = 8500;
+  for (const char* prefetch : {"1", "0"}) {
+    ScopedEnv env("SDSERVE_CUDA_GN_FAST_PREFETCH", prefetch);
+    SCOPED_TRACE(std::string("prefetch ") + prefetch);
+    for (auto [hw, c] : {std::pair<int64_t, int64_t>{64, 320}, {32, 640}, {16, 1280}, {64, 640}, {64, 960},
+                         {32, 1280}, {32, 1920}, {32, 960}, {16, 2560}, {16, 1920}}) {
+      const bool add = (hw + c) % 3 == 0;
+      check_fast({{32, hw, hw, c}, 32}, (c / 320) % 2 ? DType::kF16 : DType::kBF16, true, add, seed += 4, false);
+    }
+    check_fast({{32, 32, 32, 640}, 32}, DType::kF16, true, true, seed += 4, true);
+    check_fast({{32, 16, 16, 1280}, 32}, DType::kBF16, false, false, seed += 4, true, 49.f, 51.f);
+  }
+}
+
+// Forced rows a wave (1 row, rows not dividing the batch, ...) on small shapes vs the CPU, also
+// with mean >> std and forced CTAs per row.
+TEST(GpuGroupNormFast, ForcedWaves) {
+  SD_REQUIRE_GPU();
+  uint32_t seed = 8800;
+  for (const char* prefetch : {"1", "0"}) {
+    ScopedEnv p("SDSERVE_CUDA_GN_FAST_PREFETCH", prefetch);
+    for (int z : {1, 2, 3, 5}) {
+      ScopedEnv env("SDSERVE_CUDA_GN_FAST_Z", std::to_string(z));
+      SCOPED_TRACE(std::string("prefetch ") + prefetch + " z " + std::to_string(z));
+      check_fast({{7, 16, 16, 320}, 32}, DType::kF16, true, true, seed += 4);
+      check_fast({{6, 9, 7, 640}, 32}, DType::kBF16, false, true, seed += 4);
+      check_fast({{5, 8, 8, 1280}, 32}, DType::kF16, true, false, seed += 4, true, -101.f, -99.f);
+      ScopedEnv cpr("SDSERVE_CUDA_GN_FAST_CPR", "3");
+      check_fast({{4, 12, 10, 640}, 16}, DType::kF16, false, false, seed += 4);
+    }
   }
 }
 
@@ -191,6 +237,17 @@ TEST(GpuGroupNormFast, DeterministicAndGraphReplay) {
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(max_abs_diff(be.download(gn_op(be, xa, ga, ba, va, a, true, true)), first_a), 0.0);
     EXPECT_EQ(max_abs_diff(be.download(gn_op(be, xb, gb, bb, vb, b, false, false)), first_b), 0.0);
+  }
+  {  // 32 rows in waves (prefetching and not): repeat calls bitwise identical too
+    const GnShape w{{32, 32, 32, 640}, 32};
+    const GnInputs iw = make_inputs(w, DType::kF16, 9520);
+    const Tensor xw = be.upload(iw.x), gw = be.upload(iw.gamma), bw = be.upload(iw.beta), vw = be.upload(iw.add_src);
+    for (const char* prefetch : {"1", "0"}) {
+      ScopedEnv p("SDSERVE_CUDA_GN_FAST_PREFETCH", prefetch);
+      const Tensor first_w = be.download(gn_op(be, xw, gw, bw, vw, w, true, true));
+      for (int i = 0; i < 2; ++i)
+        EXPECT_EQ(max_abs_diff(be.download(gn_op(be, xw, gw, bw, vw, w, true, true)), first_w), 0.0) << prefetch;
+    }
   }
   if (!be.supports_capture()) return;
   Tensor ya, yb;

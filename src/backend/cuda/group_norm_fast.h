@@ -24,10 +24,14 @@ struct FastPlan {
   int vectors = 0;       // 16-byte vectors per thread at most (chunk / rows)
   int max_vectors = 0;   // the kernel instance: 4, 8 or 16 registers' worth of vectors
   size_t smem = 0;       // dynamic shared memory per CTA
+  int waves_z = 0;       // batch rows a wave (grid z): B, or fewer where B rows do not fit at once
+  bool prefetch = false;  // waves: the next wave's vectors loaded before the barrier (<= 8 vectors)
 };
 // SDSERVE_CUDA_GN_FAST_CTAS=N: CTAs in all to aim for (default: SMs, or 2 x SMs where one per SM
 // would hold more than 8 vectors a thread); _CPR=N forces CTAs per
-// (row, slice); _SLICES=n forces slices of C / n channels.
+// (row, slice); _SLICES=n forces slices of C / n channels. Where the batch does not fit one
+// co-resident grid, rows go in waves (grid z < B): _WAVES=0 refuses that, _Z=n forces n rows a
+// wave (also below B), _PREFETCH=0 takes 16 vectors a thread and no prefetch (default 8 + prefetch).
 FastPlan group_norm_fast_plan(int device, int64_t batch, int64_t positions, int64_t channels, int groups);
 // Whether the fast kernel is the default for this shape (SDSERVE_CUDA_GN_FAST unset): where it
 // measured faster than the previous default on an H100 (docs/perf-notes.md, "Fast group norm").

@@ -1,6 +1,7 @@
 // The Hopper wgmma attention kernels (SDSERVE_CUDA_ATTENTION=wgmma, attention_wgmma*.cu) against
 // the pipelined mma.sync kernel (mma2) and the CPU backend: head dims 40/64/80, f16 and bf16,
-// self / cross lengths, ragged tails, batches 1..32, strided q/k/v from packed projections.
+// self / cross lengths, ragged tails, batches 1..32, strided q/k/v from packed projections,
+// the softmax options (polynomial exps, skipped rescales).
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -10,6 +11,7 @@
 
 #include "backend/op_cases.h"
 #include "gpu_test_util.h"
+#include "scoped_env.h"
 
 namespace sd::testing {
 namespace {
@@ -170,6 +172,70 @@ TEST(GpuAttentionWgmmaVariants, EachKernelMatchesMma2) {
     }
   }
   unsetenv("SDSERVE_CUDA_WGMMA_KERNEL");
+}
+
+// The softmax options of the default d 40 kernel: SDSERVE_CUDA_WGMMA_POLY (k of every 8 exps by
+// polynomial) x SDSERVE_CUDA_WGMMA_RESCALE (0 always, 1 skip when no row maximum changed, 2 raise
+// maxima only by > 8 in log2 units) x SDSERVE_CUDA_WGMMA_ROWSUM (1: row sums by the P V wgmma
+// through a ones column of V), on inputs in [-2, 2] and peaky ones in [-6, 6] (the maxima
+// move often), vs mma2; the extreme setting also vs the CPU backend.
+TEST(GpuAttentionWgmmaSoftmax, PolyAndRescaleMatchMma2AndCpu) {
+  SD_REQUIRE_WGMMA();
+  ScopedEnv kernel("SDSERVE_CUDA_WGMMA_KERNEL", "pp4ns");
+  struct Opt {
+    const char *poly, *rescale, *rowsum;
+  };
+  for (const Opt& o : {Opt{"0", "0", "0"}, Opt{"1", "0", "0"}, Opt{"2", "0", "0"}, Opt{"3", "0", "0"},
+                       Opt{"4", "0", "0"}, Opt{"0", "1", "0"}, Opt{"0", "2", "0"}, Opt{"2", "1", "0"},
+                       Opt{"4", "2", "0"}, Opt{"0", "0", "1"}, Opt{"0", "2", "1"}, Opt{"4", "2", "1"}}) {
+    ScopedEnv poly("SDSERVE_CUDA_WGMMA_POLY", o.poly);
+    ScopedEnv rescale("SDSERVE_CUDA_WGMMA_RESCALE", o.rescale);
+    ScopedEnv rowsum("SDSERVE_CUDA_WGMMA_ROWSUM", o.rowsum);
+    for (const Shape5& s : {Shape5{2, 4096, 4096, 8, 40}, Shape5{1, 129, 4097, 2, 40}, Shape5{3, 77, 77, 3, 40},
+                            Shape5{2, 4096, 77, 8, 40}}) {
+      for (float range : {2.f, 6.f}) {
+        const int64_t hd = s.heads * s.d;
+        for (DType dtype : {DType::kF16, DType::kBF16}) {
+          Backend& gpu = gpu_backend(dtype);
+          const std::vector<Tensor> in = {
+              gpu.upload(quantize(random_tensor({s.batch, s.lq, hd}, 441, -range, range), dtype)),
+              gpu.upload(quantize(random_tensor({s.batch, s.lk, hd}, 442, -range, range), dtype)),
+              gpu.upload(quantize(random_tensor({s.batch, s.lk, hd}, 443), dtype))};
+          const std::string name = std::string("poly ") + o.poly + " rescale " + o.rescale + " rowsum " +
+                                   o.rowsum + " +-" + std::to_string(static_cast<int>(range)) + " " + shape_name(s);
+          const double rel = wgmma_vs("mma2", dtype, name, in, [&](Backend& be, const std::vector<Tensor>& d) {
+            return be.attention(d[0], d[1], d[2], static_cast<int>(s.heads), false);
+          });
+          EXPECT_LE(rel, tolerance(dtype)) << name << " " << dtype_name(dtype);
+        }
+      }
+    }
+  }
+  for (const char* rowsum : {"0", "1"}) {
+    ScopedEnv poly("SDSERVE_CUDA_WGMMA_POLY", "4");
+    ScopedEnv rescale("SDSERVE_CUDA_WGMMA_RESCALE", "2");
+    ScopedEnv rowsum_env("SDSERVE_CUDA_WGMMA_ROWSUM", rowsum);
+    Backend& gpu = gpu_backend(DType::kF16);
+    Backend& cpu = cpu_reference_backend();
+    const Shape5 s{1, 777, 1031, 8, 40};
+    const int64_t hd = s.heads * s.d;
+    const std::vector<Tensor> host = {quantize(random_tensor({s.batch, s.lq, hd}, 451, -4.f, 4.f), DType::kF16),
+                                      quantize(random_tensor({s.batch, s.lk, hd}, 452, -4.f, 4.f), DType::kF16),
+                                      quantize(random_tensor({s.batch, s.lk, hd}, 453), DType::kF16)};
+    Tensor got;
+    {
+      AttentionPathScope scope("wgmma");
+      got = gpu.download(gpu.attention(gpu.upload(host[0]), gpu.upload(host[1]), gpu.upload(host[2]),
+                                       static_cast<int>(s.heads), false));
+    }
+    const Tensor want = cpu.download(
+        cpu.attention(cpu.upload(host[0]), cpu.upload(host[1]), cpu.upload(host[2]), static_cast<int>(s.heads), false));
+    ASSERT_EQ(got.shape(), want.shape());
+    const double rel = relative_l2(got, want);
+    std::printf("  poly 4 rescale 2 rowsum %s %-40s vs cpu: rel_l2 %.2e max_abs %.2e\n", rowsum,
+                shape_name(s).c_str(), rel, max_abs_diff(got, want));
+    EXPECT_LE(rel, 1e-2) << shape_name(s) << " rowsum " << rowsum;
+  }
 }
 
 }  // namespace

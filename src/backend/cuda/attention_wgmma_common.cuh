@@ -24,6 +24,18 @@ struct WgmmaVariant {
   int keys = 128;
   int group = -1;
 };
+// Softmax options of the warp-specialized kernel (attention_wgmma_pingpong.cu, which reads them
+// from the environment per call): poly / 8 of the exps by polynomial on the FMA pipe (0..4; only
+// the 4-consumer 64-key kernel at d 40 has them, the others run 0), and the output rescale:
+// 0 every tile, 1 skipped by a warp whose rows' maxima did not change, 2 as 1 with the maxima
+// raised only by more than 8 / scale_log2 (so most tiles skip it).
+// rowsum_mma (d 40 4-consumer kernel only): the row sums of P come from the P V wgmma (n 48:
+// V gets a column of ones) instead of FADDs in the softmax.
+struct WgmmaSoftmax {
+  int poly = 0;
+  int rescale = 0;
+  bool rowsum_mma = false;
+};
 // The caller has checked the arguments and the device.
 void launch_attention_wgmma_pingpong(DType dtype, const AttentionArgs& a, cudaStream_t stream,
                                      const WgmmaVariant& w);
@@ -53,12 +65,14 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 // canonical layout at `dst`: thread slot idx writes bytes [16 idx, 16 idx + 16), i.e. row
 // (idx / (8 chunks)) * 8 + idx % 8, chunk (idx / 8) % chunks. Rows >= valid_rows and columns
 // >= d are zero-filled.
-// `tid` is the thread's index among the kThreads loading threads.
-template <int kRows, int kChunks, int kThreads, typename T>
+// `tid` is the thread's index among the kThreads loading threads. kKeepPastD: columns >= d are
+// left as they are (the ones column of the row-sum-by-MMA V tile) instead of zero-filled.
+template <int kRows, int kChunks, int kThreads, typename T, bool kKeepPastD = false>
 __device__ __forceinline__ void load_canonical(uint32_t dst, const T* src, int64_t stride, int valid_rows, int d,
                                                int tid) {
   for (int idx = tid; idx < kRows * kChunks; idx += kThreads) {
     const int r = (idx / (8 * kChunks)) * 8 + idx % 8, c = (idx / 8) % kChunks;
+    if (kKeepPastD && c * 8 >= d) continue;
     const bool ok = r < valid_rows && c * 8 < d;
     cp_async16(dst + idx * 16, ok ? src + r * stride + c * 8 : src, ok);
   }
@@ -150,6 +164,18 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
         "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]) \
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
 
+#define SD_WGMMA_RS_N48(TY) \
+  asm volatile( \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %29, 0;\n" \
+      "wgmma.mma_async.sync.aligned.m64n48k16.f32." TY "." TY " {" \
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
+      "%16,%17,%18,%19,%20,%21,%22,%23" \
+      "}, {%24,%25,%26,%27}, %28, p, 1, 1, 1;\n}\n" \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]) \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
+
 #define SD_WGMMA_RS_N64(TY) \
   asm volatile( \
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n" \
@@ -210,6 +236,9 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[
   if constexpr (N == 40) {
     if constexpr (std::is_same_v<T, __half>) SD_WGMMA_RS_N40("f16");
     else SD_WGMMA_RS_N40("bf16");
+  } else if constexpr (N == 48) {
+    if constexpr (std::is_same_v<T, __half>) SD_WGMMA_RS_N48("f16");
+    else SD_WGMMA_RS_N48("bf16");
   } else if constexpr (N == 64) {
     if constexpr (std::is_same_v<T, __half>) SD_WGMMA_RS_N64("f16");
     else SD_WGMMA_RS_N64("bf16");
@@ -253,14 +282,35 @@ __device__ __forceinline__ void keep_live(const uint32_t (&r)[N][M]) {
   }
 }
 
+// 2^x on the FMA pipe (FlashAttention-4's split of the exps between MUFU and FMA): x clamped to
+// >= -126, n = round(x) by the 1.5 * 2^23 magic-number addition, 2^(x - n) by a degree-3 minimax
+// polynomial on [-0.5, 0.5] (relative error 7.5e-5, below f16's half ulp 4.9e-4), n added into the
+// exponent bits. The __fadd_rn keep the compiler from folding the magic-number rounding away.
+__device__ __forceinline__ float exp2_poly(float x) {
+  constexpr float kMagic = 12582912.f;  // 1.5 * 2^23: x + kMagic has round(x) in its low mantissa bits
+  x = fmaxf(x, -126.f);  // p >= 0.707 (exponent field >= 126): n >= -126 keeps the field >= 0
+  const float j = __fadd_rn(x, kMagic);
+  const float f = __fadd_rn(x, -__fadd_rn(j, -kMagic));  // x - round(x), in [-0.5, 0.5]
+  float p = fmaf(0.0551716685f, f, 0.242611125f);
+  p = fmaf(p, f, 0.693260968f);
+  p = fmaf(p, f, 0.999928057f);
+  return __uint_as_float(__float_as_uint(p) + (__float_as_uint(j) << 23));
+}
+
 // Online softmax over NB 8-key blocks of S accumulators s[4 NB] (keys key0 + 8 i + 2 t + e % 2
 // for element 4 i + e): masks keys >= lk, updates the row maxima m0 / m1 (raw score units; rows
 // g, g + 8) and this thread's row sums l0 / l1, returns the factors alpha0 / alpha1 for the
 // output so far, and overwrites s with the unnormalized probabilities.
-template <int NB>
+// kPoly (0..4): elements j with j % 8 < kPoly (kPoly / 8 of them) take exp2_poly, the rest
+// ex2.approx (MUFU). max_slack (raw score units, >= 0): a row's maximum is only raised when the
+// tile's exceeds it by more than this (0: whenever it grows); then alpha is exactly 1 and the
+// caller may skip the rescale of the output (probabilities stay <= 2^(max_slack * scale_log2)).
+// kRowSum false: l0 / l1 are left alone (the row sums come from the P V MMA's ones column).
+template <int NB, int kPoly = 0, bool kRowSum = true>
 __device__ __forceinline__ void softmax_exp(float (&s)[4 * NB], int key0, int lk, int t, float scale_log2,
                                             float& m0, float& m1, float& l0, float& l1, float& alpha0,
-                                            float& alpha1) {
+                                            float& alpha1, float max_slack = 0.f) {
+  static_assert(kPoly >= 0 && kPoly <= 4, "kPoly: 0..4 of every 8 elements");
   if (key0 + 8 * NB > lk) {  // ragged last tile: keys >= lk do not exist
 #pragma unroll
     for (int i = 0; i < NB; ++i) {
@@ -280,7 +330,11 @@ __device__ __forceinline__ void softmax_exp(float (&s)[4 * NB], int key0, int lk
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
   mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-  // The first key of a tile exists, so the maxima are finite after it; exp2(-inf) = 0.
+  // Keep the old maximum unless the new one exceeds it by more than max_slack (m = -inf: always
+  // taken, since the first key of a tile exists and the maxima are finite after it).
+  if (!(mx0 > m0 + max_slack)) mx0 = m0;
+  if (!(mx1 > m1 + max_slack)) mx1 = m1;
+  // exp2(-inf) = 0; exp2(0) = 1 exactly.
   alpha0 = exp2f((m0 - mx0) * scale_log2);
   alpha1 = exp2f((m1 - mx1) * scale_log2);
   m0 = mx0;
@@ -289,15 +343,20 @@ __device__ __forceinline__ void softmax_exp(float (&s)[4 * NB], int key0, int lk
   float sum0 = 0.f, sum1 = 0.f;
 #pragma unroll
   for (int i = 0; i < NB; ++i) {
-    s[4 * i] = exp2f(fmaf(s[4 * i], scale_log2, -ms0));
-    s[4 * i + 1] = exp2f(fmaf(s[4 * i + 1], scale_log2, -ms0));
-    s[4 * i + 2] = exp2f(fmaf(s[4 * i + 2], scale_log2, -ms1));
-    s[4 * i + 3] = exp2f(fmaf(s[4 * i + 3], scale_log2, -ms1));
-    sum0 += s[4 * i] + s[4 * i + 1];
-    sum1 += s[4 * i + 2] + s[4 * i + 3];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float x = fmaf(s[4 * i + e], scale_log2, e < 2 ? -ms0 : -ms1);
+      s[4 * i + e] = (4 * i + e) % 8 < kPoly ? exp2_poly(x) : exp2f(x);
+    }
+    if constexpr (kRowSum) {
+      sum0 += s[4 * i] + s[4 * i + 1];
+      sum1 += s[4 * i + 2] + s[4 * i + 3];
+    }
   }
-  l0 = l0 * alpha0 + sum0;
-  l1 = l1 * alpha1 + sum1;
+  if constexpr (kRowSum) {
+    l0 = l0 * alpha0 + sum0;
+    l1 = l1 * alpha1 + sum1;
+  }
 }
 
 // P (probabilities s[4 NB]) as the register A fragments of NB / 2 k16 steps.
@@ -344,8 +403,9 @@ WgmmaLaunch wgmma_launch_params(const AttentionArgs& a) {
 // The end of a warpgroup's rows: sums this thread's row sums l0 / l1 over its quad, divides the
 // output accumulators (D / 2 per thread, wgmma's m64nD fragment) and stores rows r0 and r0 + 8
 // (r0: the first row of this thread's fragment; rows >= lq are skipped) of o [B, Lq, heads * D].
-template <typename T, int D>
-__device__ __forceinline__ void store_output_rows(T* __restrict__ o, const float (&acc)[D / 2], float l0, float l1,
+// acc may hold more columns than D (N / 2 >= D / 2 accumulators): those are not stored.
+template <typename T, int D, int N = D>
+__device__ __forceinline__ void store_output_rows(T* __restrict__ o, const float (&acc)[N / 2], float l0, float l1,
                                                   int b, int h, int heads, int lq, int r0, int t) {
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 1);

@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <type_traits>
 
 #include "backend/cuda/attention.h"
 #include "backend/cuda/attention_wgmma_common.cuh"
@@ -16,10 +18,13 @@ namespace sd::cuda {
 
 namespace {
 
-template <int D, int NC, int BN>
+// kOnes: V tiles get a column of ones after the D real ones (kN = D + 8 wide), so the P V wgmma
+// also yields the row sums of P (column D of the output accumulators).
+template <int D, int NC, int BN, bool kOnes = false>
 struct PingpongCfg {
   static constexpr int kDK = (D + 15) / 16 * 16;  // Q K^T depth, zero-filled past D
-  static constexpr int kChunksK = kDK / 8, kChunksV = D / 8;
+  static constexpr int kN = kOnes ? D + 8 : D;     // P V width
+  static constexpr int kChunksK = kDK / 8, kChunksV = kN / 8;
   static constexpr int kStages = BN == 64 ? 4 : 3;
   static constexpr int kBM = 64 * NC;               // queries per block
   static constexpr int kThreads = 128 * (NC + 1);   // warpgroup 0 produces, 1..NC consume
@@ -29,7 +34,7 @@ struct PingpongCfg {
   static constexpr int kConsumerRegs = NC == 2 ? 232 : NC == 3 ? 152 : kProducerRegs == 32 ? 112 : 104;
   static constexpr uint32_t kQBytes = uint32_t{kBM} * kDK * 2;
   static constexpr uint32_t kKBytes = uint32_t{BN} * kDK * 2;
-  static constexpr uint32_t kVBytes = uint32_t{BN} * D * 2;
+  static constexpr uint32_t kVBytes = uint32_t{BN} * kN * 2;
   static constexpr uint32_t kStageBytes = kKBytes + kVBytes;
   static constexpr uint32_t kBarOffset = kQBytes + kStages * kStageBytes;  // full[kStages], empty[kStages]
   static constexpr uint32_t kBytes = kBarOffset + 2 * kStages * 8;
@@ -53,15 +58,18 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 // so one's softmax overlaps the others' wgmmas; inside a consumer, the softmax of tile j runs
 // while its PV of tile j - 1 is still on the tensor cores. `group` consumers take turns (NC: all,
 // round-robin; 2: pairs 0/1 and 2/3); 0: no named barriers, the consumers run freely.
+// kPoly / 8 of the exps by polynomial (softmax_exp); max_slack > 0 or skip_rescale: a warp skips
+// the output rescale when no row of it raised its maximum (WgmmaSoftmax::rescale 2 / 1).
+// kOnes: row sums by the P V wgmma (PingpongCfg), none in the softmax.
 // Fragment layouts as in attention_wgmma.cu.
-template <typename T, int D, int NC, int BN>
+template <typename T, int D, int NC, int BN, int kPoly, bool kOnes>
 __global__ void __launch_bounds__(128 * (NC + 1), 1)
     attention_wgmma_pingpong_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                                     T* __restrict__ o, int lq, int lk, int heads, int64_t q_stride,
                                     int64_t kv_stride, float scale_log2, uint64_t qk_bits, uint64_t v_bits,
-                                    int group) {
+                                    int group, float max_slack, bool skip_rescale) {
 #if SD_WGMMA_COMPILED
-  using C = PingpongCfg<D, NC, BN>;
+  using C = PingpongCfg<D, NC, BN, kOnes>;
   constexpr int kNB = BN / 8;  // 8-key blocks per tile
   constexpr int kS = C::kStages;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -79,6 +87,17 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     }
     fence_mbar_init();
   }
+  if constexpr (kOnes) {  // column D of every stage's V tile: (1, 0 x 7) per key, written once
+    for (int idx = threadIdx.x; idx < kS * BN; idx += C::kThreads) {
+      const int st = idx / BN, r = idx % BN;
+      const uint32_t at = sstage + st * C::kStageBytes + C::kKBytes + (r / 8) * C::kChunksV * 128 +
+                          (D / 8) * 128 + (r % 8) * 16;
+      const uint32_t one = std::is_same_v<T, __half> ? 0x3C00u : 0x3F80u;
+      asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(at), "r"(one), "r"(0u), "r"(0u), "r"(0u)
+                   : "memory");
+    }
+    fence_proxy_async();
+  }
   __syncthreads();
 
   const int wg = threadIdx.x / 128;
@@ -93,7 +112,7 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
       const uint32_t dst = sstage + s * C::kStageBytes;
       load_canonical<BN, C::kChunksK, 128>(dst, kb + int64_t{k0} * kv_stride, kv_stride, min(BN, lk - k0), D,
                                             threadIdx.x);
-      load_canonical<BN, C::kChunksV, 128>(dst + C::kKBytes, vb + int64_t{k0} * kv_stride, kv_stride,
+      load_canonical<BN, C::kChunksV, 128, T, kOnes>(dst + C::kKBytes, vb + int64_t{k0} * kv_stride, kv_stride,
                                            min(BN, lk - k0), D, threadIdx.x);
       cp_async_mbar_arrive(full + 8 * s);
     }
@@ -103,7 +122,7 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     const int c = wg - 1, tid = threadIdx.x % 128;
     const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
     constexpr int kSteps = C::kDK / 16;
-    constexpr int kOut = D / 2;                          // output accumulators per thread
+    constexpr int kOut = C::kN / 2;                      // output accumulators per thread
     constexpr uint32_t kVStep = 2 * C::kChunksV * 128;  // bytes of 16 V rows
     const int qr0 = q0 + 64 * c;
     const uint32_t q_tile = sq + uint32_t(c) * 64 * C::kDK * 2;
@@ -148,7 +167,7 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     const auto issue_pv = [&](int st) {
       const uint32_t vs = sstage + st * C::kStageBytes + C::kKBytes;
 #pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs<T, D>(acc, pa[kk], make_desc(v_bits, vs + kk * kVStep));
+      for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs<T, C::kN>(acc, pa[kk], make_desc(v_bits, vs + kk * kVStep));
       wgmma_commit();
     };
 
@@ -161,7 +180,7 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     section_end();
     wgmma_wait<0>();
     fence_regs(s);
-    softmax_exp<kNB>(s, 0, lk, t, scale_log2, m0, m1, l0, l1, a0, a1);
+    softmax_exp<kNB, kPoly, !kOnes>(s, 0, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
     pack_p<T, kNB>(s, pa);
     for (int j = 1; j < ntiles; ++j) {
       const int st = j % kS, prev = (j - 1) % kS;
@@ -174,12 +193,12 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
       section_end();
       wgmma_wait<1>();  // S has landed
       fence_regs(s);
-      softmax_exp<kNB>(s, j * BN, lk, t, scale_log2, m0, m1, l0, l1, a0, a1);
+      softmax_exp<kNB, kPoly, !kOnes>(s, j * BN, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
       wgmma_wait<0>();  // P V has landed: stage prev is free, pa may be overwritten
       fence_regs(acc);
       keep_live(pa);
       mbar_arrive(empty + 8 * prev);
-      scale_rows(acc, a0, a1);
+      if (!skip_rescale || __any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) scale_rows(acc, a0, a1);
       pack_p<T, kNB>(s, pa);
     }
     section_begin();
@@ -190,21 +209,26 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     fence_regs(acc);
     keep_live(pa);
 
-    store_output_rows<T, D>(o, acc, l0, l1, b, h, heads, lq, qr0 + warp * 16 + g, t);
+    if constexpr (kOnes) {  // column D: lane t == 0 of each quad holds it (rows g, g + 8)
+      l0 = t == 0 ? acc[2 * D / 4] : 0.f;
+      l1 = t == 0 ? acc[2 * D / 4 + 2] : 0.f;
+    }
+    store_output_rows<T, D, C::kN>(o, acc, l0, l1, b, h, heads, lq, qr0 + warp * 16 + g, t);
   }
 #endif
 }
 
-template <typename T, int D, int NC, int BN>
-void launch(const AttentionArgs& a, cudaStream_t stream, int group) {
-  using C = PingpongCfg<D, NC, BN>;
-  const auto kernel = attention_wgmma_pingpong_kernel<T, D, NC, BN>;
+template <typename T, int D, int NC, int BN, int kPoly = 0, bool kOnes = false>
+void launch(const AttentionArgs& a, cudaStream_t stream, int group, const WgmmaSoftmax& sm) {
+  using C = PingpongCfg<D, NC, BN, kOnes>;
+  const auto kernel = attention_wgmma_pingpong_kernel<T, D, NC, BN, kPoly, kOnes>;
   SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kBytes)));
   const WgmmaLaunch l = wgmma_launch_params<C, D>(a);
   kernel<<<l.grid, C::kThreads, C::kBytes, stream>>>(static_cast<const T*>(a.q), static_cast<const T*>(a.k),
                                                    static_cast<const T*>(a.v), static_cast<T*>(a.o), a.lq, a.lk,
                                                    a.heads, a.q_stride, a.kv_stride, l.scale_log2, l.qk_bits, l.v_bits,
-                                                   group);
+                                                   group, sm.rescale == 2 ? 8.f / l.scale_log2 : 0.f,
+                                                   sm.rescale != 0);
   SD_CUDA_LAUNCH_CHECK();
 }
 
@@ -216,18 +240,63 @@ int turn_group(int requested) {
 }
 
 template <typename T, int D>
-void launch_d(const AttentionArgs& a, cudaStream_t stream, const WgmmaVariant& w) {
+void launch_d(const AttentionArgs& a, cudaStream_t stream, const WgmmaVariant& w, const WgmmaSoftmax& sm) {
   // 4 consumers (104-112 registers each) only with 64-key tiles up to d 64 (d 80 spills and
-  // serializes its wgmmas); 3 (152) only at d 40.
+  // serializes its wgmmas); 3 (152) only at d 40. The polynomial exps only in the d 40 default.
+  if constexpr (D == 40) {
+    if (w.consumers == 4) {
+      const int g = turn_group<4>(w.group);
+      if (sm.rowsum_mma) {
+        switch (sm.poly) {
+          case 1: return launch<T, D, 4, 64, 1, true>(a, stream, g, sm);
+          case 2: return launch<T, D, 4, 64, 2, true>(a, stream, g, sm);
+          case 3: return launch<T, D, 4, 64, 3, true>(a, stream, g, sm);
+          case 4: return launch<T, D, 4, 64, 4, true>(a, stream, g, sm);
+          default: return launch<T, D, 4, 64, 0, true>(a, stream, g, sm);
+        }
+      }
+      switch (sm.poly) {
+        case 1: return launch<T, D, 4, 64, 1>(a, stream, g, sm);
+        case 2: return launch<T, D, 4, 64, 2>(a, stream, g, sm);
+        case 3: return launch<T, D, 4, 64, 3>(a, stream, g, sm);
+        case 4: return launch<T, D, 4, 64, 4>(a, stream, g, sm);
+        default: return launch<T, D, 4, 64>(a, stream, g, sm);
+      }
+    }
+  }
   if constexpr (D <= 64) {
-    if (w.consumers == 4) return launch<T, D, 4, 64>(a, stream, turn_group<4>(w.group));
+    if (w.consumers == 4) return launch<T, D, 4, 64>(a, stream, turn_group<4>(w.group), sm);
   }
   if constexpr (D == 40) {
-    if (w.consumers == 3 && w.keys == 64) return launch<T, D, 3, 64>(a, stream, turn_group<3>(w.group));
-    if (w.consumers == 3) return launch<T, D, 3, 128>(a, stream, turn_group<3>(w.group));
+    if (w.consumers == 3 && w.keys == 64) return launch<T, D, 3, 64>(a, stream, turn_group<3>(w.group), sm);
+    if (w.consumers == 3) return launch<T, D, 3, 128>(a, stream, turn_group<3>(w.group), sm);
   }
-  if (w.keys == 64) return launch<T, D, 2, 64>(a, stream, turn_group<2>(w.group));
-  launch<T, D, 2, 128>(a, stream, turn_group<2>(w.group));
+  if (w.keys == 64) return launch<T, D, 2, 64>(a, stream, turn_group<2>(w.group), sm);
+  launch<T, D, 2, 128>(a, stream, turn_group<2>(w.group), sm);
+}
+
+// SDSERVE_CUDA_WGMMA_POLY (0..4: that many of every 8 exps by polynomial; default
+// kDefaultPoly), SDSERVE_CUDA_WGMMA_RESCALE (0 / 1 / 2, WgmmaSoftmax; default
+// kDefaultRescale) and SDSERVE_CUDA_WGMMA_ROWSUM (0 FADDs, 1 the ones column; default
+// kDefaultRowsumMma), read per call so tests and benchmarks can sweep them in one process.
+// Defaults from the H100 sweep (perf-notes, helper H11): the polynomial lost at every fraction
+// (b2 l4096 h8 d40: 149 us at 0, 154 / 164 / 171 / 185 at 1..4 of 8); rescale 2 won ~1% (147-149
+// at b2, 2315-2319 vs 2348-2350 at b32); the ones-column row sums won 4% at b32 (2225-2242) but
+// lost 2% at b2 (152), the shape that "auto" sends here.
+constexpr int kDefaultPoly = 0;
+constexpr int kDefaultRescale = 2;
+constexpr int kDefaultRowsumMma = 0;
+WgmmaSoftmax softmax_options() {
+  const auto read = [](const char* name, int fallback) {
+    const char* env = std::getenv(name);
+    return env && env[0] >= '0' && env[0] <= '4' && env[1] == '\0' ? env[0] - '0' : fallback;
+  };
+  WgmmaSoftmax sm;
+  sm.poly = read("SDSERVE_CUDA_WGMMA_POLY", kDefaultPoly);
+  sm.rescale = read("SDSERVE_CUDA_WGMMA_RESCALE", kDefaultRescale);
+  if (sm.rescale > 2) sm.rescale = kDefaultRescale;
+  sm.rowsum_mma = read("SDSERVE_CUDA_WGMMA_ROWSUM", kDefaultRowsumMma) == 1;
+  return sm;
 }
 
 }  // namespace
@@ -236,9 +305,10 @@ void launch_attention_wgmma_pingpong(DType dtype, const AttentionArgs& a, cudaSt
                                      const WgmmaVariant& w) {
   dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (a.d == 40) launch_d<T, 40>(a, stream, w);
-    else if (a.d == 64) launch_d<T, 64>(a, stream, w);
-    else launch_d<T, 80>(a, stream, w);
+    const WgmmaSoftmax sm = softmax_options();
+    if (a.d == 40) launch_d<T, 40>(a, stream, w, sm);
+    else if (a.d == 64) launch_d<T, 64>(a, stream, w, sm);
+    else launch_d<T, 80>(a, stream, w, sm);
   });
 }
 

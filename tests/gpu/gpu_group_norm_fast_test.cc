@@ -128,7 +128,8 @@ TEST(GpuGroupNormFast, MeanMuchLargerThanSpread) {
 }
 
 // Batch 16 (32 rows): one grid where it fits, waves of rows elsewhere (every UNet shape); the
-// fallback where even one row a wave does not fit, and with SDSERVE_CUDA_GN_FAST_WAVES=0.
+// fallback where even one row a wave does not fit registers, and with SDSERVE_CUDA_GN_FAST_WAVES=0;
+// the streamed waves on that large row.
 TEST(GpuGroupNormFast, Batch32AndFallBack) {
   SD_REQUIRE_GPU();
   uint32_t seed = 8000;
@@ -139,7 +140,9 @@ TEST(GpuGroupNormFast, Batch32AndFallBack) {
   check_fast({{32, 8, 8, 1280}, 32}, DType::kF16, true, true, seed += 4, true);
   // Too large for the co-resident grid's registers even one row a wave: the other paths run.
   const GnShape huge{{1, 256, 256, 320}, 32};
+  check_fast(huge, DType::kF16, true, true, seed += 4, false);  // streamed
   for (const char* prefetch : {"0", "1"}) {
+    ScopedEnv regs("SDSERVE_CUDA_GN_FAST_WAVES", "regs");
     ScopedEnv env("SDSERVE_CUDA_GN_FAST_PREFETCH", prefetch);
     const GnInputs in = make_inputs(huge, DType::kF16, seed += 4);
     const std::string name = describe(huge, DType::kF16, true, true) + " prefetch " + prefetch;
@@ -155,14 +158,25 @@ TEST(GpuGroupNormFast, Batch32AndFallBack) {
   }
 }
 
-// Every 32-row UNet shape in waves (the 16-image batch), both register layouts (8 vectors +
-// prefetch, 16 vectors), vs the two kernels; the CPU on two of them.
+// The wave layouts: streamed (x read twice; y stored evict-first or plain), registers with 8
+// vectors + prefetch, 16 vectors.
+struct WaveMode {
+  const char* waves;
+  const char* prefetch;
+  const char* store = "cs";
+};
+constexpr WaveMode kWaveModes[] = {{"stream", "1", "cs"}, {"stream", "1", "wb"}, {"regs", "1"}, {"regs", "0"}};
+
+// Every 32-row UNet shape in waves (the 16-image batch), every wave layout, vs the two kernels;
+// the CPU on two of them.
 TEST(GpuGroupNormFast, Batch32Waves) {
   SD_REQUIRE_GPU();
   uint32_t seed = 8500;
-  for (const char* prefetch : {"1", "0"}) {
-    ScopedEnv env("SDSERVE_CUDA_GN_FAST_PREFETCH", prefetch);
-    SCOPED_TRACE(std::string("prefetch ") + prefetch);
+  for (const WaveMode& m : kWaveModes) {
+    ScopedEnv w("SDSERVE_CUDA_GN_FAST_WAVES", m.waves);
+    ScopedEnv env("SDSERVE_CUDA_GN_FAST_PREFETCH", m.prefetch);
+    ScopedEnv st("SDSERVE_CUDA_GN_STREAM_STORE", m.store);
+    SCOPED_TRACE(std::string(m.waves) + " prefetch " + m.prefetch + " store " + m.store);
     for (auto [hw, c] : {std::pair<int64_t, int64_t>{64, 320}, {32, 640}, {16, 1280}, {64, 640}, {64, 960},
                          {32, 1280}, {32, 1920}, {32, 960}, {16, 2560}, {16, 1920}}) {
       const bool add = (hw + c) % 3 == 0;
@@ -178,11 +192,13 @@ TEST(GpuGroupNormFast, Batch32Waves) {
 TEST(GpuGroupNormFast, ForcedWaves) {
   SD_REQUIRE_GPU();
   uint32_t seed = 8800;
-  for (const char* prefetch : {"1", "0"}) {
-    ScopedEnv p("SDSERVE_CUDA_GN_FAST_PREFETCH", prefetch);
+  for (const WaveMode& m : kWaveModes) {
+    ScopedEnv w("SDSERVE_CUDA_GN_FAST_WAVES", m.waves);
+    ScopedEnv p("SDSERVE_CUDA_GN_FAST_PREFETCH", m.prefetch);
+    ScopedEnv st("SDSERVE_CUDA_GN_STREAM_STORE", m.store);
     for (int z : {1, 2, 3, 5}) {
       ScopedEnv env("SDSERVE_CUDA_GN_FAST_Z", std::to_string(z));
-      SCOPED_TRACE(std::string("prefetch ") + prefetch + " z " + std::to_string(z));
+      SCOPED_TRACE(std::string(m.waves) + " prefetch " + m.prefetch + " z " + std::to_string(z));
       check_fast({{7, 16, 16, 320}, 32}, DType::kF16, true, true, seed += 4);
       check_fast({{6, 9, 7, 640}, 32}, DType::kBF16, false, true, seed += 4);
       check_fast({{5, 8, 8, 1280}, 32}, DType::kF16, true, false, seed += 4, true, -101.f, -99.f);
@@ -238,15 +254,17 @@ TEST(GpuGroupNormFast, DeterministicAndGraphReplay) {
     EXPECT_EQ(max_abs_diff(be.download(gn_op(be, xa, ga, ba, va, a, true, true)), first_a), 0.0);
     EXPECT_EQ(max_abs_diff(be.download(gn_op(be, xb, gb, bb, vb, b, false, false)), first_b), 0.0);
   }
-  {  // 32 rows in waves (prefetching and not): repeat calls bitwise identical too
+  {  // 32 rows in waves (every layout): repeat calls bitwise identical too
     const GnShape w{{32, 32, 32, 640}, 32};
     const GnInputs iw = make_inputs(w, DType::kF16, 9520);
     const Tensor xw = be.upload(iw.x), gw = be.upload(iw.gamma), bw = be.upload(iw.beta), vw = be.upload(iw.add_src);
-    for (const char* prefetch : {"1", "0"}) {
-      ScopedEnv p("SDSERVE_CUDA_GN_FAST_PREFETCH", prefetch);
+    for (const WaveMode& m : kWaveModes) {
+      ScopedEnv wv("SDSERVE_CUDA_GN_FAST_WAVES", m.waves);
+      ScopedEnv p("SDSERVE_CUDA_GN_FAST_PREFETCH", m.prefetch);
+      ScopedEnv st("SDSERVE_CUDA_GN_STREAM_STORE", m.store);
       const Tensor first_w = be.download(gn_op(be, xw, gw, bw, vw, w, true, true));
       for (int i = 0; i < 2; ++i)
-        EXPECT_EQ(max_abs_diff(be.download(gn_op(be, xw, gw, bw, vw, w, true, true)), first_w), 0.0) << prefetch;
+        EXPECT_EQ(max_abs_diff(be.download(gn_op(be, xw, gw, bw, vw, w, true, true)), first_w), 0.0) << m.waves;
     }
   }
   if (!be.supports_capture()) return;

@@ -1,8 +1,8 @@
 // One-launch group norm (+ SiLU, + per-channel add) that keeps x in registers: every thread loads
 // its few 16-byte vectors once, shifted f32 statistics in one pass, a per-batch-row barrier on
 // global atomics (cooperative launch, so the grid is co-resident), f64 merge, apply, store.
-// Batches too large for one co-resident grid loop over batch rows (grid z < B, "waves"), the next
-// row's vectors optionally loaded before the barrier (prefetch).
+// Batches too large for one co-resident grid go in waves of batch rows (grid z < B): x streamed
+// twice (the default; the second read from L2) or kept in registers (opt-in). Kernel: group_norm_fast_kernel.cuh.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -102,7 +102,8 @@ Workspace workspace(int device, cudaStream_t stream, bool may_allocate) {
   return w;
 }
 
-// Instances: 4, 8 or 16 vectors a thread; the prefetching ones (two register sets) for 4 and 8 only.
+// Instances: 4, 8 or 16 vectors a thread; the prefetching ones (two register sets) for 4 and 8
+// only; 0: x streamed twice (no registers).
 template <typename T, bool kSilu, int kMaxV, bool kPrefetch = false>
 const void* kernel_ptr() {
   static_assert(!kPrefetch || kMaxV <= 8, "no 16-vector prefetching instance");
@@ -141,6 +142,7 @@ int plan_blocks_per_sm(int max_vectors, bool prefetch, int device, int threads, 
                             : least_blocks_per_sm<4, false>(device, threads, smem);
     case 8: return prefetch ? least_blocks_per_sm<8, true>(device, threads, smem)
                             : least_blocks_per_sm<8, false>(device, threads, smem);
+    case 0: return least_blocks_per_sm<0, false>(device, threads, smem);
     default: return least_blocks_per_sm<16, false>(device, threads, smem);
   }
 }
@@ -223,14 +225,46 @@ FastPlan waves_plan(FastPlan plan, int device, int sms, int64_t batch, int64_t p
 }
 
 
+// Batch rows in waves with x streamed twice (no register limit): Z rows a wave whose slab fits
+// SDSERVE_CUDA_GN_STREAM_MB (default 24: the apply's second read then mostly hits L2), CTAs per
+// (row, slice) filling the co-resident grid (SDSERVE_CUDA_GN_STREAM_PER_SM caps CTAs per SM).
+FastPlan stream_plan(FastPlan plan, int device, int sms, int64_t batch, int64_t positions, int64_t channels, int64_t gs,
+                     long forced_cpr, long forced_target, long forced_z) {
+  const int64_t slices = plan.slices, rows = plan.rows;
+  const int64_t row_bytes = positions * channels * 2;
+  const int64_t budget = int64_t{env_long("SDSERVE_CUDA_GN_STREAM_MB", 24)} << 20;
+  int64_t z = forced_z > 0 ? forced_z : std::max<int64_t>(1, budget / row_bytes);
+  z = std::min(z, batch);
+  const int64_t waves = (batch + z - 1) / z;
+  z = (batch + waves - 1) / waves;
+  int per_sm = plan_blocks_per_sm(0, false, device, plan.threads, plan.smem);
+  if (const long cap = env_long("SDSERVE_CUDA_GN_STREAM_PER_SM", 0); cap > 0) per_sm = std::min<int>(per_sm, static_cast<int>(cap));
+  int64_t capacity = int64_t{per_sm} * sms;
+  if (forced_target > 0) capacity = std::min<int64_t>(capacity, forced_target);
+  int64_t cpr = forced_cpr > 0 ? forced_cpr : std::max<int64_t>(1, capacity / (slices * z));
+  int64_t chunk = (positions + cpr - 1) / cpr;
+  chunk = (chunk + rows - 1) / rows * rows;
+  cpr = (positions + chunk - 1) / chunk;
+  if (per_sm < 1 || slices * z * cpr > int64_t{per_sm} * sms || batch * slices * cpr * gs > kPartialEntries ||
+      cpr > 65535)
+    return {};
+  plan.ctas_per_row = static_cast<int>(cpr);
+  plan.chunk = static_cast<int>(chunk);
+  plan.vectors = static_cast<int>(chunk / rows);
+  plan.max_vectors = 0;
+  plan.waves_z = static_cast<int>(z);
+  return plan;
+}
+
 // Whether a plan in waves (grid z < B) is the default: not in registers (slower than the previous
-// default at 9 of the 10 32-row UNet shapes on an H100: the per-wave barrier is not hidden).
+// default at 8 of the 10 32-row UNet shapes on an H100, tied at 2: the per-wave barrier is not hidden);
+// streamed, yes (with evict-first stores faster than the previous default at all 10 32-row UNet
+// shapes, 7-25%: docs/perf-notes.md, "Norms at batch 16").
 bool waves_default(int64_t batch, int64_t positions, int64_t channels, const FastPlan& plan) {
   (void)batch;
   (void)positions;
   (void)channels;
-  (void)plan;
-  return false;
+  return plan.max_vectors == 0;
 }
 
 }  // namespace
@@ -272,11 +306,14 @@ FastPlan group_norm_fast_plan(int device, int64_t batch, int64_t positions, int6
   plan.slice = static_cast<int>(slice);
   plan.slices = static_cast<int>(slices);
   plan.smem = smem;
+  const char* waves = std::getenv("SDSERVE_CUDA_GN_FAST_WAVES");
+  const std::string waves_mode = waves && *waves ? waves : "stream";
   if (forced_z <= 0 || forced_z >= batch) {
     const FastPlan one = one_wave_plan(plan, device, sms, batch, positions, gs, forced_cpr, forced_target);
-    if (one.ctas_per_row > 0 || forced_z >= batch || env_long("SDSERVE_CUDA_GN_FAST_WAVES", 1) == 0) return one;
+    if (one.ctas_per_row > 0 || forced_z >= batch || waves_mode == "0") return one;
   }
-  return waves_plan(plan, device, sms, batch, positions, gs, forced_cpr, forced_target, forced_z);
+  if (waves_mode == "regs") return waves_plan(plan, device, sms, batch, positions, gs, forced_cpr, forced_target, forced_z);
+  return stream_plan(plan, device, sms, batch, positions, channels, gs, forced_cpr, forced_target, forced_z);
 }
 
 bool group_norm_fast_default(int device, int64_t batch, int64_t positions, int64_t channels, const FastPlan& plan) {
@@ -334,6 +371,10 @@ bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, cons
   args.rows = plan.rows;
   args.chunk = plan.chunk;
   args.batch = static_cast<int>(batch);
+  // Streamed plans store y evict-first (st.global.cs: 4-17% faster at every 32-row UNet shape on
+  // an H100, the second read of x then stays in L2); SDSERVE_CUDA_GN_STREAM_STORE=wb plain stores.
+  const char* stores = std::getenv("SDSERVE_CUDA_GN_STREAM_STORE");
+  args.stream_stores = stores && std::strcmp(stores, "wb") == 0 ? 0 : 1;
   args.eps = eps;
 
   const void* kernel = nullptr;
@@ -344,6 +385,7 @@ bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, cons
       switch (plan.max_vectors) {
         case 4: kernel = plan.prefetch ? kernel_ptr<T, kS, 4, true>() : kernel_ptr<T, kS, 4>(); break;
         case 8: kernel = plan.prefetch ? kernel_ptr<T, kS, 8, true>() : kernel_ptr<T, kS, 8>(); break;
+        case 0: kernel = kernel_ptr<T, kS, 0>(); break;
         default: kernel = kernel_ptr<T, kS, 16>(); break;
       }
     };
@@ -387,7 +429,7 @@ bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, cons
     static std::mutex print_mu;
     std::lock_guard<std::mutex> lock(print_mu);
     std::fprintf(stderr, "gn_fast: %s g%d: grid %ux%ux%u%s, slice %d, %d threads, %d rows, chunk %d, %d/%d vectors, %zu B smem, %d per SM: %s\n",
-                 x.describe().c_str(), groups, grid_x, grid_y, grid_z, plan.prefetch ? " prefetch" : "", plan.slice,
+                 x.describe().c_str(), groups, grid_x, grid_y, grid_z, plan.max_vectors == 0 ? " stream" : plan.prefetch ? " prefetch" : "", plan.slice,
                  plan.threads, plan.rows, plan.chunk, plan.vectors, plan.max_vectors, plan.smem, per_sm,
                  ok ? "launched" : "refused");
   }

@@ -1,6 +1,7 @@
 // The one-pass register group norm of group_norm_fast.cu: x read once into registers, shifted f32
 // statistics, a per-batch-row barrier on global atomics (cooperative launch: co-resident grid),
-// apply from the registers. Tried first by group_norm_vec; falls back (returns false) elsewhere.
+// apply from the registers (batches too large: waves of rows, x streamed twice). Tried first by
+// group_norm_vec; falls back (returns false) elsewhere.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +23,7 @@ struct FastPlan {
   int ctas_per_row = 0;  // CTAs per (batch row, slice) (grid x); 0: does not apply
   int chunk = 0;         // positions per CTA (a multiple of rows but for the last CTA)
   int vectors = 0;       // 16-byte vectors per thread at most (chunk / rows)
-  int max_vectors = 0;   // the kernel instance: 4, 8 or 16 registers' worth of vectors
+  int max_vectors = 0;   // the kernel instance: 4, 8 or 16 registers' worth of vectors; 0 streams x twice
   size_t smem = 0;       // dynamic shared memory per CTA
   int waves_z = 0;       // batch rows a wave (grid z): B, or fewer where B rows do not fit at once
   bool prefetch = false;  // waves: the next wave's vectors loaded before the barrier (<= 8 vectors)
@@ -30,11 +31,15 @@ struct FastPlan {
 // SDSERVE_CUDA_GN_FAST_CTAS=N: CTAs in all to aim for (default: SMs, or 2 x SMs where one per SM
 // would hold more than 8 vectors a thread); _CPR=N forces CTAs per
 // (row, slice); _SLICES=n forces slices of C / n channels. Where the batch does not fit one
-// co-resident grid, rows go in waves (grid z < B): _WAVES=0 refuses that, _Z=n forces n rows a
-// wave (also below B), _PREFETCH=0 takes 16 vectors a thread and no prefetch (default 8 + prefetch).
+// co-resident grid, rows go in waves (grid z < B): _WAVES=stream (default: x read twice, Z rows a
+// wave within _STREAM_MB, default 24 MB, so the second read hits L2; y stored evict-first unless
+// _STREAM_STORE=wb; _STREAM_PER_SM=n caps CTAs per SM), regs (x in registers:
+// _PREFETCH=0 takes 16 vectors a thread and no prefetch, default 8 + the next wave's prefetch) or 0
+// (none); _Z=n forces n rows a wave (also below B).
 FastPlan group_norm_fast_plan(int device, int64_t batch, int64_t positions, int64_t channels, int groups);
 // Whether the fast kernel is the default for this shape (SDSERVE_CUDA_GN_FAST unset): where it
-// measured faster than the previous default on an H100 (docs/perf-notes.md, "Fast group norm").
+// measured faster than the previous default on an H100 (docs/perf-notes.md, "Fast group norm";
+// streamed waves: "Norms at batch 16").
 bool group_norm_fast_default(int device, int64_t batch, int64_t positions, int64_t channels, const FastPlan& plan);
 // One launch; false (nothing enqueued) where it does not apply or is not chosen:
 // SDSERVE_CUDA_GN_FAST=0 never, 1 wherever it fits, "require" throws where it does not (tests),

@@ -29,6 +29,7 @@ struct FastArgs {
   int rows;   // position lanes per CTA (threadIdx.x / (C/8))
   int chunk;  // positions per CTA
   int batch;  // B: grid z CTAs take rows z, z + gridDim.z, ...
+  int stream_stores;  // streamed plans: 1 stores y with st.global.cs (evict first), 0 plain stores
   float eps;
 };
 
@@ -67,8 +68,10 @@ __device__ __forceinline__ void row_barrier(unsigned* counter) {
 // Grid (ctas_per_row, slices, Z <= B), block `threads` = (position lane r, 8-channel chunk ch of the
 // slice), r < rows active. Thread (r, ch) of CTA (k, sl, z) holds x[b, k*chunk + r + j*rows,
 // sl*slice + ch*8 .. +8) for j < kMaxV, for the batch rows b = z, z + Z, ... in turn (one wave
-// each; kPrefetch: the next wave's vectors are loaded before this wave's barrier). A barrier per
-// (row, slice). Shared memory: red [2][threads x 8] f32 (per-lane sums, later the f64 merge) | stat [G] float2.
+// each; kPrefetch: the next wave's vectors are loaded before this wave's barrier). kMaxV == 0:
+// no registers; the thread streams its positions (any number) for the statistics and again (from
+// L2 where the Z rows' slab fits) for the apply. A barrier per (row, slice).
+// Shared memory: red [2][threads x 8] f32 (per-lane sums, later the f64 merge) | stat [G] float2.
 template <typename T, bool kSilu, int kMaxV, bool kPrefetch>
 __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs a) {
   extern __shared__ __align__(16) unsigned char smem[];
@@ -80,11 +83,13 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
   const bool active = r < rows;
   const int p0 = k * a.chunk, p1 = min(a.positions, p0 + a.chunk);
   const int span = active ? p1 - p0 - r : 0;
-  const int nvalid = span > 0 ? (span + rows - 1) / rows : 0;  // <= kMaxV (the plan)
+  const int nvalid = span > 0 ? (span + rows - 1) / rows : 0;  // <= kMaxV (the plan) unless streaming
+  constexpr int kRegs = kMaxV > 0 ? kMaxV : 1;
+  constexpr int kUnroll = 8;  // streaming: loads in flight per thread
   const auto row_x = [&](int b) {  // x[b, 0, c0]
     return static_cast<const T*>(a.x) + int64_t{b} * a.positions * C + c0;
   };
-  const auto load = [&](uint4 (&dst)[kMaxV], int b) {
+  const auto load = [&](uint4 (&dst)[kRegs], int b) {
     const uint4* xv = reinterpret_cast<const uint4*>(row_x(b)) + ch;
 #pragma unroll
     for (int j = 0; j < kMaxV; ++j) {
@@ -93,8 +98,8 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
   };
 
   // Every load first: the vectors, gamma / beta rows as raw 16-byte vectors.
-  uint4 v[kMaxV];
-  load(v, blockIdx.z);
+  uint4 v[kRegs];
+  if (kMaxV > 0) load(v, blockIdx.z);
   const int cc = active ? ch : 0;
   const uint4 graw = __ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(a.gamma) + c0) + cc);
   const uint4 braw = __ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(a.beta) + c0) + cc);
@@ -117,18 +122,32 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
     float s[8], q[8];
 #pragma unroll
     for (int i = 0; i < 8; ++i) s[i] = q[i] = 0.f;
+    const auto accumulate = [&](const uint4& raw) {
+      float f[8];
+      unpack8<T>(raw, f);
 #pragma unroll
-    for (int j = 0; j < kMaxV; ++j) {
-      if (j < nvalid) {
-        float f[8];
-        unpack8<T>(v[j], f);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const float d = f[i] - off[i];
-          s[i] += d;
-          q[i] = fmaf(d, d, q[i]);
-        }
+      for (int i = 0; i < 8; ++i) {
+        const float d = f[i] - off[i];
+        s[i] += d;
+        q[i] = fmaf(d, d, q[i]);
       }
+    };
+    const uint4* xv = reinterpret_cast<const uint4*>(xb) + ch;  // x[b, p, c0 + ch*8] = xv[p * cv]
+    if constexpr (kMaxV > 0) {
+#pragma unroll
+      for (int j = 0; j < kMaxV; ++j) {
+        if (j < nvalid) accumulate(v[j]);
+      }
+    } else {
+      int j = 0;
+      for (; j + kUnroll <= nvalid; j += kUnroll) {
+        uint4 t[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) t[u] = __ldg(xv + int64_t{p0 + r + (j + u) * rows} * cv);
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) accumulate(t[u]);
+      }
+      for (; j < nvalid; ++j) accumulate(__ldg(xv + int64_t{p0 + r + j * rows} * cv));
     }
 
     // CTA: red[r*S + c] = lane sums (tid*8 + i == r*S + ch*8 + i); one warp per group adds its
@@ -162,7 +181,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
       }
     }
     const bool more = b + waves_z < a.batch;
-    uint4 next[kMaxV];
+    uint4 next[kRegs];
     if (kPrefetch && more) load(next, b + waves_z);  // in flight across the barrier
     row_barrier(a.counters + row);
 
@@ -212,21 +231,41 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
         }
       }
       uint4* yv = reinterpret_cast<uint4*>(static_cast<T*>(a.y) + int64_t{b} * a.positions * C + c0) + ch;
+      const auto apply = [&](const uint4& raw) {
+        float f[8];
+        unpack8<T>(raw, f);
 #pragma unroll
-      for (int j = 0; j < kMaxV; ++j) {
-        if (j < nvalid) {
-          float f[8];
-          unpack8<T>(v[j], f);
-#pragma unroll
-          for (int i = 0; i < 8; ++i) {
-            f[i] = fmaf(f[i], sc[i], sh[i]);
-            if (kSilu) f[i] = silu_tanh_fast(f[i]);
-          }
-          yv[int64_t{p0 + r + j * rows} * cv] = pack8<T>(f);
+        for (int i = 0; i < 8; ++i) {
+          f[i] = fmaf(f[i], sc[i], sh[i]);
+          if (kSilu) f[i] = silu_tanh_fast(f[i]);
         }
+        return pack8<T>(f);
+      };
+      if constexpr (kMaxV > 0) {
+#pragma unroll
+        for (int j = 0; j < kMaxV; ++j) {
+          if (j < nvalid) yv[int64_t{p0 + r + j * rows} * cv] = apply(v[j]);
+        }
+      } else {  // second read: the last use of x (evict first)
+        const auto store = [&](uint4* dst, const uint4& val) {
+          if (a.stream_stores) {
+            __stcs(dst, val);
+          } else {
+            *dst = val;
+          }
+        };
+        int j = 0;
+        for (; j + kUnroll <= nvalid; j += kUnroll) {
+          uint4 t[kUnroll];
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u) t[u] = __ldcs(xv + int64_t{p0 + r + (j + u) * rows} * cv);
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u) store(yv + int64_t{p0 + r + (j + u) * rows} * cv, apply(t[u]));
+        }
+        for (; j < nvalid; ++j) store(yv + int64_t{p0 + r + j * rows} * cv, apply(__ldcs(xv + int64_t{p0 + r + j * rows} * cv)));
       }
     }
-    if (more) {
+    if (kMaxV > 0 && more) {
       if (kPrefetch) {
 #pragma unroll
         for (int j = 0; j < kMaxV; ++j) v[j] = next[j];

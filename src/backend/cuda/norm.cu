@@ -322,8 +322,8 @@ LnPath ln_path() {
 }
 
 // Where the persistent kernel is the default: everywhere it applies. It measured faster than the
-// one-row kernel at every UNet shape on an H100 (2 rows: 4.2-5.4 vs 5.1-5.8 us; 32 rows: 5.5-64 vs
-// 7.3-70 us; docs/perf-notes.md, "Norms at batch 16").
+// one-row kernel at every UNet shape on an H100 (2 rows: 4.2-5.4 vs 5.1-5.8 us; 32 rows: 5.3-64 vs
+// 7.2-70 us; docs/perf-notes.md, "Norms at batch 16").
 bool layer_norm_rows_default(int64_t rows, int64_t cols) {
   (void)rows;
   (void)cols;

@@ -260,16 +260,22 @@ int64_t cudnn_min_keys() {
 // "auto" sends d 40 attention over >= 4096 keys with batch x heads == 16 (the SD 1.5 64x64
 // self-attention at 2 rows, 8 heads) to the Hopper wgmma kernel where it runs: H100, session 4
 // (helper H8, gpu_ops_bench): 142-145 vs cuDNN 150-151 us at b2 h8 l4096; at b32 2260 vs 2234,
-// so larger batches stay on cuDNN; b1 / b4 are not measured yet. SDSERVE_CUDA_WGMMA_AUTO=0
-// switches this off.
+// so larger batches stay on cuDNN. Session 5 (helper H11, softmax defaults of
+// attention_wgmma_pingpong.cu): b1 77 vs 79, b2 146-149 vs 145-151, b4 283-291 vs 289, b8 558 vs
+// 569, b32 2225-2274 vs 2226-2268: within 1-3% (ties at b2 / b4 / b32), and the batch-1 step did not
+// move with b1 added (5.54-5.62 ms either way), so the rule stays. SDSERVE_CUDA_WGMMA_AUTO=0
+// switches this off; =N (>= 2) takes batch x heads <= N instead of == 16 (for measuring).
 bool want_wgmma(AttentionPath path, const AttentionArgs& a) {
   if (path == AttentionPath::kWgmma) return true;
-  static const bool enabled = [] {
+  static const long max_bh = [] {  // 0: off, -1: the default rule
     const char* env = std::getenv("SDSERVE_CUDA_WGMMA_AUTO");
-    return !(env && std::strcmp(env, "0") == 0);
+    if (env && std::strcmp(env, "0") == 0) return 0L;
+    const long n = env ? std::strtol(env, nullptr, 10) : 0;
+    return n >= 2 ? n : -1L;
   }();
-  return enabled && path == AttentionPath::kAuto && !a.causal && a.d == 40 && a.lk >= 4096 &&
-         int64_t{a.batch} * a.heads == 16;
+  const int64_t bh = int64_t{a.batch} * a.heads;
+  return max_bh != 0 && path == AttentionPath::kAuto && !a.causal && a.d == 40 && a.lk >= 4096 &&
+         (max_bh < 0 ? bh == 16 : bh <= max_bh);
 }
 
 bool want_cudnn(AttentionPath path, const AttentionArgs& a) {

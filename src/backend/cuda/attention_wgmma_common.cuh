@@ -30,7 +30,7 @@ struct WgmmaVariant {
 // 0 every tile, 1 skipped by a warp whose rows' maxima did not change, 2 as 1 with the maxima
 // raised only by more than 8 / scale_log2 (so most tiles skip it).
 // rowsum_mma (d 40 4-consumer kernel only): the row sums of P come from the P V wgmma (n 48:
-// V gets a column of ones) instead of FADDs in the softmax.
+// V gets a column of ones) instead of FADDs in the softmax. Defaults: attention_wgmma_pingpong.cu.
 struct WgmmaSoftmax {
   int poly = 0;
   int rescale = 0;

@@ -279,14 +279,16 @@ void launch_d(const AttentionArgs& a, cudaStream_t stream, const WgmmaVariant& w
 // kDefaultPoly), SDSERVE_CUDA_WGMMA_RESCALE (0 / 1 / 2, WgmmaSoftmax; default
 // kDefaultRescale) and SDSERVE_CUDA_WGMMA_ROWSUM (0 FADDs, 1 the ones column; default
 // kDefaultRowsumMma), read per call so tests and benchmarks can sweep them in one process.
-// Defaults from the H100 sweep (perf-notes, helper H11): the polynomial lost at every fraction
-// (b2 l4096 h8 d40: 149 us at 0, 154 / 164 / 171 / 185 at 1..4 of 8); rescale 2 won ~1% (147-149
-// at b2, 2315-2319 vs 2348-2350 at b32); the ones-column row sums won 4% at b32 (2225-2242) but
-// lost 2% at b2 (152), the shape that "auto" sends here.
+// Defaults from the H100 sweep (perf-notes, helper H11; l4096 h8 d40): the polynomial lost at
+// every fraction (b2: 149 us at 0, 154 / 164 / 171 / 185 at 1..4 of 8); rescale 2 won 1-2% at
+// every batch; the ones-column row sums won 1-3% from batch x heads 32 up (b4 283-288 vs 291,
+// b8 558 vs 574, b32 2274 vs 2344) and lost at 8 (b1: 81 vs 77) and 16 (b2: 148-152 vs 146-149),
+// so by default (-1) they are on from batch x heads >= kRowsumMinBh.
 constexpr int kDefaultPoly = 0;
 constexpr int kDefaultRescale = 2;
-constexpr int kDefaultRowsumMma = 0;
-WgmmaSoftmax softmax_options() {
+constexpr int kDefaultRowsumMma = -1;
+constexpr int64_t kRowsumMinBh = 32;
+WgmmaSoftmax softmax_options(const AttentionArgs& a) {
   const auto read = [](const char* name, int fallback) {
     const char* env = std::getenv(name);
     return env && env[0] >= '0' && env[0] <= '4' && env[1] == '\0' ? env[0] - '0' : fallback;
@@ -295,7 +297,8 @@ WgmmaSoftmax softmax_options() {
   sm.poly = read("SDSERVE_CUDA_WGMMA_POLY", kDefaultPoly);
   sm.rescale = read("SDSERVE_CUDA_WGMMA_RESCALE", kDefaultRescale);
   if (sm.rescale > 2) sm.rescale = kDefaultRescale;
-  sm.rowsum_mma = read("SDSERVE_CUDA_WGMMA_ROWSUM", kDefaultRowsumMma) == 1;
+  const int rowsum = read("SDSERVE_CUDA_WGMMA_ROWSUM", kDefaultRowsumMma);
+  sm.rowsum_mma = rowsum == 1 || (rowsum < 0 && int64_t{a.batch} * a.heads >= kRowsumMinBh);
   return sm;
 }
 
@@ -305,7 +308,7 @@ void launch_attention_wgmma_pingpong(DType dtype, const AttentionArgs& a, cudaSt
                                      const WgmmaVariant& w) {
   dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const WgmmaSoftmax sm = softmax_options();
+    const WgmmaSoftmax sm = softmax_options(a);
     if (a.d == 40) launch_d<T, 40>(a, stream, w, sm);
     else if (a.d == 64) launch_d<T, 64>(a, stream, w, sm);
     else launch_d<T, 80>(a, stream, w, sm);

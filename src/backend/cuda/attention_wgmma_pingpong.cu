@@ -280,7 +280,7 @@ void launch_d(const AttentionArgs& a, cudaStream_t stream, const WgmmaVariant& w
 // kDefaultRescale) and SDSERVE_CUDA_WGMMA_ROWSUM (0 FADDs, 1 the ones column; default
 // kDefaultRowsumMma), read per call so tests and benchmarks can sweep them in one process.
 // Defaults from the H100 sweep (perf-notes, helper H11; l4096 h8 d40): the polynomial lost at
-// every fraction (b2: 149 us at 0, 154 / 164 / 171 / 185 at 1..4 of 8); rescale 2 won 1-2% at
+// every fraction (b2: 150 us at 0, 154 / 168 / 171 / 183 at 1..4 of 8); rescale 2 won 1-2% at
 // every batch; the ones-column row sums won 1-3% from batch x heads 32 up (b4 283-288 vs 291,
 // b8 558 vs 574, b32 2274 vs 2344) and lost at 8 (b1: 81 vs 77) and 16 (b2: 148-152 vs 146-149),
 // so by default (-1) they are on from batch x heads >= kRowsumMinBh.

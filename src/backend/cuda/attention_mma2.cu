@@ -10,6 +10,7 @@
 #include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/mma_sync.cuh"
 
 namespace sd::cuda {
@@ -54,6 +55,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma2_kernel(const T* __res
                                                                   const T* __restrict__ v, T* __restrict__ o, int lq,
                                                                   int lk, int heads, int d, int64_t q_stride,
                                                                   int64_t kv_stride, float scale_log2, bool causal) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   using C = Mma2Cfg<DP, MT>;
   constexpr int kLd = C::kLd, kBM = C::kBM, kTile = C::kTile;
   constexpr int kDF = DP / 16;  // k-steps of Q K^T
@@ -245,8 +248,8 @@ void launch(const AttentionArgs& a, cudaStream_t stream) {
   const float scale_log2 = 1.4426950408889634f / std::sqrt(static_cast<float>(a.d));
   const dim3 grid(static_cast<unsigned>((a.lq + C::kBM - 1) / C::kBM), static_cast<unsigned>(a.heads),
                   static_cast<unsigned>(a.batch));
-  attention_mma2_kernel<T, DP, MT><<<grid, kThreads, bytes, stream>>>(
-      static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v), static_cast<T*>(a.o), a.lq,
+  launch_kernel(attention_mma2_kernel<T, DP, MT>, grid, kThreads, bytes, stream, static_cast<const T*>(a.q),
+      static_cast<const T*>(a.k), static_cast<const T*>(a.v), static_cast<T*>(a.o), a.lq,
       a.lk, a.heads, a.d, a.q_stride, a.kv_stride, scale_log2, a.causal);
   SD_CUDA_LAUNCH_CHECK();
 }

@@ -17,6 +17,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace sd::cuda {
 
@@ -44,6 +45,8 @@ __global__ void __launch_bounds__(128 * WG, D <= 64 ? 2 : 1)
     attention_wgmma_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                            T* __restrict__ o, int lq, int lk, int heads, int64_t q_stride, int64_t kv_stride,
                            float scale_log2, uint64_t qk_bits, uint64_t v_bits) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
 #if SD_WGMMA_COMPILED
   using C = WgmmaCfg<D, WG>;
   constexpr int kSteps = C::kDK / 16;
@@ -143,7 +146,7 @@ void launch(const AttentionArgs& a, cudaStream_t stream) {
   const auto kernel = attention_wgmma_kernel<T, D, WG>;
   SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kBytes)));
   const WgmmaLaunch l = wgmma_launch_params<C, D>(a);
-  kernel<<<l.grid, C::kThreads, C::kBytes, stream>>>(static_cast<const T*>(a.q), static_cast<const T*>(a.k),
+  launch_kernel(kernel, l.grid, C::kThreads, C::kBytes, stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k),
                                                    static_cast<const T*>(a.v), static_cast<T*>(a.o), a.lq, a.lk,
                                                    a.heads, a.q_stride, a.kv_stride, l.scale_log2, l.qk_bits, l.v_bits);
   SD_CUDA_LAUNCH_CHECK();

@@ -13,6 +13,7 @@
 #include "backend/cuda/attention_wgmma_common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace sd::cuda {
 
@@ -68,6 +69,8 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
                                     T* __restrict__ o, int lq, int lk, int heads, int64_t q_stride,
                                     int64_t kv_stride, float scale_log2, uint64_t qk_bits, uint64_t v_bits,
                                     int group, float max_slack, bool skip_rescale) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
 #if SD_WGMMA_COMPILED
   using C = PingpongCfg<D, NC, BN, kOnes>;
   constexpr int kNB = BN / 8;  // 8-key blocks per tile
@@ -224,7 +227,7 @@ void launch(const AttentionArgs& a, cudaStream_t stream, int group, const WgmmaS
   const auto kernel = attention_wgmma_pingpong_kernel<T, D, NC, BN, kPoly, kOnes>;
   SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kBytes)));
   const WgmmaLaunch l = wgmma_launch_params<C, D>(a);
-  kernel<<<l.grid, C::kThreads, C::kBytes, stream>>>(static_cast<const T*>(a.q), static_cast<const T*>(a.k),
+  launch_kernel(kernel, l.grid, C::kThreads, C::kBytes, stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k),
                                                    static_cast<const T*>(a.v), static_cast<T*>(a.o), a.lq, a.lk,
                                                    a.heads, a.q_stride, a.kv_stride, l.scale_log2, l.qk_bits, l.v_bits,
                                                    group, sm.rescale == 2 ? 8.f / l.scale_log2 : 0.f,

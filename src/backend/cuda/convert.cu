@@ -3,6 +3,7 @@
 // used as the convolution (and cuBLAS fallback) epilogue.
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/kernels.h"
 
 #include <type_traits>
@@ -13,6 +14,8 @@ namespace {
 
 template <typename S, typename D>
 __global__ void convert_kernel(const S* __restrict__ src, D* __restrict__ dst, int64_t n) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     dst[i] = from_f32<D>(to_f32(src[i]));
   }
@@ -22,6 +25,8 @@ __global__ void convert_kernel(const S* __restrict__ src, D* __restrict__ dst, i
 // exact (so contraction into an FMA changes nothing), v * 255 rounded to f32, halves up in double.
 template <typename S>
 __global__ void pixels_u8_kernel(const S* __restrict__ src, uint8_t* __restrict__ dst, int64_t n) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     float v = __fadd_rn(__fmul_rn(to_f32(src[i]), 0.5f), 0.5f);
     v = v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f;
@@ -35,6 +40,8 @@ __global__ void pixels_u8_kernel(const S* __restrict__ src, uint8_t* __restrict_
 template <typename T, int V, typename I>
 __global__ void add_epilogue_kernel(T* __restrict__ y, const T* __restrict__ bias, const T* __restrict__ row,
                                     const T* __restrict__ residual, I per_batch, I channels, I n_vec) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   using VT = Vec<T, V>;
   for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n_vec; i += I(gridDim.x) * blockDim.x) {
     const I e = i * V;  // first element of this vector
@@ -74,7 +81,8 @@ void launch_convert(const void* src, DType src_dtype, void* dst, DType dst_dtype
     using S = decltype(s);
     dispatch_float(dst_dtype, [&](auto d) {
       using D = decltype(d);
-      convert_kernel<S, D><<<grid_for(n, 256), 256, 0, stream>>>(static_cast<const S*>(src), static_cast<D*>(dst), n);
+      launch_kernel(convert_kernel<S, D>, grid_for(n, 256), 256, 0, stream, static_cast<const S*>(src),
+          static_cast<D*>(dst), n);
       SD_CUDA_LAUNCH_CHECK();
     });
   });
@@ -84,7 +92,8 @@ void launch_pixels_u8(const void* src, DType src_dtype, void* dst, int64_t n, cu
   if (n == 0) return;
   dispatch_float(src_dtype, [&](auto s) {
     using S = decltype(s);
-    pixels_u8_kernel<S><<<grid_for(n, 256), 256, 0, stream>>>(static_cast<const S*>(src), static_cast<uint8_t*>(dst), n);
+    launch_kernel(pixels_u8_kernel<S>, grid_for(n, 256), 256, 0, stream, static_cast<const S*>(src),
+        static_cast<uint8_t*>(dst), n);
     SD_CUDA_LAUNCH_CHECK();
   });
 }
@@ -101,8 +110,8 @@ void launch_add_epilogue(void* y, const void* bias, const void* row, const void*
     const auto launch = [&](auto v_tag, auto i_tag) {
       constexpr int V = decltype(v_tag)::value;
       using I = decltype(i_tag);
-      add_epilogue_kernel<T, V, I><<<grid_for(n / V, 256), 256, 0, stream>>>(
-          static_cast<T*>(y), static_cast<const T*>(bias), static_cast<const T*>(row),
+      launch_kernel(add_epilogue_kernel<T, V, I>, grid_for(n / V, 256), 256, 0, stream, static_cast<T*>(y),
+          static_cast<const T*>(bias), static_cast<const T*>(row),
           static_cast<const T*>(residual), static_cast<I>(positions * channels), static_cast<I>(channels),
           static_cast<I>(n / V));
     };

@@ -2,6 +2,7 @@
 // nvcc or no cuDNN): reports that CUDA is absent, so `--device cuda` fails with a clear
 // message. The real backend replaces this file when CUDA is enabled.
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/pdl.cuh"
 
 namespace sd::cuda {
 
@@ -15,5 +16,7 @@ StatusOr<std::unique_ptr<Backend>> make_backend(int, DType) {
 }
 AllocatorStats allocator_stats(const Backend&) { return {}; }
 bool attention_wgmma_supported(int) { return false; }
+bool pdl_enabled() { return false; }
+void set_pdl_enabled(bool) {}
 
 }  // namespace sd::cuda

@@ -6,6 +6,7 @@
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace sd::cuda {
 
@@ -36,6 +37,8 @@ struct ScaleOp {
 // out[i] = op(a[i], b[i]) (b may be null for unary ops); n counts V-element vectors.
 template <typename T, int V, typename Op>
 __global__ void map_kernel(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ b, int64_t n, Op op) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   using VT = Vec<T, V>;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     const VT va = reinterpret_cast<const VT*>(a)[i];
@@ -61,9 +64,9 @@ void launch_map(const Tensor& out, const Tensor& a, const Tensor* b, Op op, cuda
     const T* pa = a.data<T>();
     const T* pb = b ? b->data<T>() : nullptr;
     if (n % V == 0 && aligned16(o) && aligned16(pa) && (!pb || aligned16(pb))) {
-      map_kernel<T, V, Op><<<grid_for(n / V, 256), 256, 0, stream>>>(o, pa, pb, n / V, op);
+      launch_kernel(map_kernel<T, V, Op>, grid_for(n / V, 256), 256, 0, stream, o, pa, pb, n / V, op);
     } else {
-      map_kernel<T, 1, Op><<<grid_for(n, 256), 256, 0, stream>>>(o, pa, pb, n, op);
+      launch_kernel(map_kernel<T, 1, Op>, grid_for(n, 256), 256, 0, stream, o, pa, pb, n, op);
     }
     SD_CUDA_LAUNCH_CHECK();
   });
@@ -73,6 +76,8 @@ void launch_map(const Tensor& out, const Tensor& a, const Tensor* b, Op op, cuda
 // (V = 16 bytes when N % V == 0 and both pointers are 16-byte aligned; else V = 1).
 template <typename T, int V>
 __global__ void geglu_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t vectors, int64_t half) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   using VT = Vec<T, V>;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < vectors; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t e = i * V;  // first output element of this vector
@@ -91,6 +96,8 @@ __global__ void geglu_kernel(T* __restrict__ out, const T* __restrict__ x, int64
 template <typename T, int V>
 __global__ void add_per_channel_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ v,
                                        int64_t per_batch, int64_t channels, int64_t n) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   using VT = Vec<T, V>;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t e = i * V;  // first element of this vector
@@ -119,6 +126,8 @@ struct LincombArgs {
 template <typename T>
 __global__ void lincomb_kernel(T* __restrict__ out, const LincombArgs<T> args, const float* __restrict__ dev_coeff,
                                const T* const* __restrict__ dev_in, int n_inputs, int64_t per_batch, int64_t total) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < total; e += int64_t{gridDim.x} * blockDim.x) {
     const int64_t b = e / per_batch;
     float acc = 0.f;
@@ -160,9 +169,9 @@ Tensor CudaBackend::geglu(const Tensor& x) {
     constexpr int V = 16 / sizeof(T);
     const int64_t n = out.numel();
     if (half % V == 0 && aligned16(out.raw()) && aligned16(x.raw())) {
-      geglu_kernel<T, V><<<grid_for(n / V, 256), 256, 0, stream_>>>(out.data<T>(), x.data<T>(), n / V, half);
+      launch_kernel(geglu_kernel<T, V>, grid_for(n / V, 256), 256, 0, stream_, out.data<T>(), x.data<T>(), n / V, half);
     } else {
-      geglu_kernel<T, 1><<<grid_for(n, 256), 256, 0, stream_>>>(out.data<T>(), x.data<T>(), n, half);
+      launch_kernel(geglu_kernel<T, 1>, grid_for(n, 256), 256, 0, stream_, out.data<T>(), x.data<T>(), n, half);
     }
     SD_CUDA_LAUNCH_CHECK();
   });
@@ -207,10 +216,11 @@ Tensor CudaBackend::add_per_channel(const Tensor& x, const Tensor& v) {
     using T = decltype(tag);
     constexpr int V = 16 / sizeof(T);
     if (channels % V == 0 && aligned16(out.raw()) && aligned16(x.raw()) && aligned16(v.raw())) {
-      add_per_channel_kernel<T, V><<<grid_for(n / V, 256), 256, 0, stream_>>>(out.data<T>(), x.data<T>(),
+      launch_kernel(add_per_channel_kernel<T, V>, grid_for(n / V, 256), 256, 0, stream_, out.data<T>(), x.data<T>(),
                                                                               v.data<T>(), per_batch, channels, n / V);
     } else {
-      add_per_channel_kernel<T, 1><<<grid_for(n, 256), 256, 0, stream_>>>(out.data<T>(), x.data<T>(), v.data<T>(),
+      launch_kernel(add_per_channel_kernel<T, 1>, grid_for(n, 256), 256, 0, stream_, out.data<T>(), x.data<T>(),
+          v.data<T>(),
                                                                           per_batch, channels, n);
     }
     SD_CUDA_LAUNCH_CHECK();
@@ -263,7 +273,8 @@ Tensor CudaBackend::lincomb(const std::vector<Tensor>& inputs, const Tensor& coe
       dev_coeff = coeff_dev.f32();
       dev_in = ptrs_dev.data<const T*>();
     }
-    lincomb_kernel<T><<<grid_for(total, 256), 256, 0, stream_>>>(out.data<T>(), args, dev_coeff, dev_in, n_inputs,
+    launch_kernel(lincomb_kernel<T>, grid_for(total, 256), 256, 0, stream_, out.data<T>(), args, dev_coeff, dev_in,
+        n_inputs,
                                                                  per_batch, total);
     SD_CUDA_LAUNCH_CHECK();
   });

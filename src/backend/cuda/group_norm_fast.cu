@@ -4,6 +4,7 @@
 // Batches too large for one co-resident grid go in waves of batch rows (grid z < B): x streamed
 // twice (the default; the second read from L2) or kept in registers (opt-in). Kernel: group_norm_fast_kernel.cuh.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -20,6 +21,7 @@
 #include "backend/cuda/cuda_types.cuh"
 #include "backend/cuda/group_norm_fast.h"
 #include "backend/cuda/group_norm_fast_kernel.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace sd::cuda {
 
@@ -413,7 +415,7 @@ bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, cons
     cfg.blockDim = dim3(static_cast<unsigned>(plan.threads), 1, 1);
     cfg.dynamicSmemBytes = plan.smem;
     cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
+    cudaLaunchAttribute attr[2];
     attr[0].id = cudaLaunchAttributeCooperative;
     attr[0].val.cooperative = 1;
     cfg.attrs = attr;
@@ -422,7 +424,22 @@ bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, cons
     const char* coop = std::getenv("SDSERVE_CUDA_GN_FAST_COOP");
     cfg.numAttrs = coop && coop[0] == '0' ? 0 : 1;
     void* params[] = {&args};
-    ok = cudaLaunchKernelExC(&cfg, kernel, params) == cudaSuccess;
+    // PDL (pdl.cuh; the kernel's first statement is pdl_wait(), before its grid barrier): retried
+    // without it if the device refuses the combination with the cooperative attribute.
+    static std::atomic<bool> pdl_refused{false};
+    if (pdl_enabled() && !pdl_refused.load()) {
+      attr[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr[cfg.numAttrs].val.programmaticStreamSerializationAllowed = 1;
+      ++cfg.numAttrs;
+      ok = cudaLaunchKernelExC(&cfg, kernel, params) == cudaSuccess;
+      if (!ok) {
+        (void)cudaGetLastError();
+        --cfg.numAttrs;
+        pdl_refused.store(true);
+        std::fprintf(stderr, "gn_fast: the device refused PDL with the cooperative launch; launching without\n");
+      }
+    }
+    if (!ok || !pdl_enabled() || pdl_refused.load()) ok = cudaLaunchKernelExC(&cfg, kernel, params) == cudaSuccess;
     if (!ok) (void)cudaGetLastError();  // a launch-configuration error is not sticky: the other paths run
   }
   if (std::getenv("SDSERVE_CUDA_GN_FAST_VERBOSE")) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace sd::cuda::gn_fast {
 
@@ -74,6 +75,7 @@ __device__ __forceinline__ void row_barrier(unsigned* counter) {
 // Shared memory: red [2][threads x 8] f32 (per-lane sums, later the f64 merge) | stat [G] float2.
 template <typename T, bool kSilu, int kMaxV, bool kPrefetch>
 __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs a) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA, before the grid barrier
   extern __shared__ __align__(16) unsigned char smem[];
   const int sl = blockIdx.y, k = blockIdx.x, cpr = gridDim.x, waves_z = gridDim.z;
   const int C = a.channels, S = a.slice, nch = S / 8, cv = C / 8, rows = a.rows, cpg = a.cpg, G = a.groups;

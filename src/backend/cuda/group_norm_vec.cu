@@ -7,6 +7,7 @@
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/group_norm_fast.h"
 #include "backend/cuda/group_norm_vec.h"
 
@@ -23,6 +24,8 @@ template <typename T>
 __global__ void gn_stats_kernel(const T* __restrict__ x, const T* __restrict__ add, int64_t add_ld,
                                 float2* __restrict__ partial, int positions, int channels, int cpg, int groups, int chunk,
                                 int rows) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   extern __shared__ float red[];  // [2][rows * C]: per-thread channel sums, then squares
   const int nch = channels / 8;
   const int used = rows * nch;
@@ -95,6 +98,8 @@ __global__ void gn_apply_kernel(const T* __restrict__ x, const T* __restrict__ a
                                 T* __restrict__ y, const float2* __restrict__ partial, const T* __restrict__ gamma,
                                 const T* __restrict__ beta, int positions, int nch, int rows, int cpg, int groups,
                                 int splits, float eps) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   extern __shared__ double acc[];  // [2][groups]: sums, sums of squares; then (mean, rstd) as float2
   const int b = blockIdx.y;
   const int r = threadIdx.x / nch, ch = threadIdx.x % nch;
@@ -246,15 +251,15 @@ void group_norm_vec(CudaBackend& be, const Tensor& x, const Tensor& gamma, const
   const size_t apply_smem = static_cast<size_t>(groups) * (2 * sizeof(double) + sizeof(float2));
   dispatch_half(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    gn_stats_kernel<T><<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(batch)), stats_threads,
-                         size_t{2} * used * 8 * sizeof(float), stream>>>(
-        x.data<T>(), static_cast<const T*>(add), add_ld, partial, static_cast<int>(positions),
+    launch_kernel(gn_stats_kernel<T>, dim3(static_cast<unsigned>(splits), static_cast<unsigned>(batch)), stats_threads,
+        size_t{2} * used * 8 * sizeof(float), stream, x.data<T>(), static_cast<const T*>(add), add_ld, partial,
+        static_cast<int>(positions),
         static_cast<int>(channels), cpg, groups, static_cast<int>(chunk), rows);
     SD_CUDA_LAUNCH_CHECK();
     const dim3 grid(static_cast<unsigned>(apply_blocks), static_cast<unsigned>(batch));
     const int p = static_cast<int>(positions), s = static_cast<int>(splits);
     const auto launch = [&](auto kernel) {
-      kernel<<<grid, stats_threads, apply_smem, stream>>>(x.data<T>(), static_cast<const T*>(add), add_ld,
+      launch_kernel(kernel, grid, stats_threads, apply_smem, stream, x.data<T>(), static_cast<const T*>(add), add_ld,
                                                           y.data<T>(), partial, gamma.data<T>(), beta.data<T>(), p,
                                                           nch, rows, cpg, groups, s, eps);
     };

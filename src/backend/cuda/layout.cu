@@ -6,6 +6,7 @@
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace sd::cuda {
 
@@ -22,6 +23,8 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) ==
 template <typename T, int V>
 __global__ void upsample2x_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t h, int64_t w, int64_t cv,
                                   int64_t n) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   using P = Pack<T, V>;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t c = i % cv;
@@ -38,6 +41,8 @@ __global__ void upsample2x_kernel(const T* __restrict__ x, T* __restrict__ y, in
 template <typename T, int V>
 __global__ void concat_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y, int64_t ca,
                               int64_t cb, int64_t n) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   using P = Pack<T, V>;
   const int64_t c = ca + cb;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
@@ -52,6 +57,8 @@ __global__ void concat_kernel(const T* __restrict__ a, const T* __restrict__ b, 
 template <typename T, int V>
 __global__ void window_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t h, int64_t w, int64_t ho,
                               int64_t wo, int64_t cv, int64_t dy, int64_t dx, int64_t n) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   using P = Pack<T, V>;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t c = i % cv;
@@ -76,6 +83,8 @@ __global__ void window_kernel(const T* __restrict__ x, T* __restrict__ y, int64_
 template <typename T>
 __global__ void embedding_kernel(const int32_t* __restrict__ ids, const T* __restrict__ table, T* __restrict__ y,
                                  int64_t vocab, int64_t dim, int64_t n) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = i / dim, d = i % dim;
     const int32_t id = ids[r];
@@ -97,7 +106,7 @@ Tensor CudaBackend::upsample_nearest2x(const Tensor& x) {
     using T = decltype(tag);
     constexpr int V = decltype(vtag)::value;
     const int64_t n = y.numel() / V;
-    upsample2x_kernel<T, V><<<grid_for(n, 256), 256, 0, stream_>>>(x.data<T>(), y.data<T>(), h, w, c / V, n);
+    launch_kernel(upsample2x_kernel<T, V>, grid_for(n, 256), 256, 0, stream_, x.data<T>(), y.data<T>(), h, w, c / V, n);
     SD_CUDA_LAUNCH_CHECK();
   };
   // Pure copies: move 2- or 4-byte elements as opaque integers.
@@ -121,7 +130,8 @@ Tensor CudaBackend::window(const Tensor& x, int64_t ho, int64_t wo, int64_t dy, 
     using T = decltype(tag);
     constexpr int V = decltype(vtag)::value;
     const int64_t n = y.numel() / V;
-    window_kernel<T, V><<<grid_for(n, 256), 256, 0, stream_>>>(x.data<T>(), y.data<T>(), h, w, ho, wo, c / V, dy, dx,
+    launch_kernel(window_kernel<T, V>, grid_for(n, 256), 256, 0, stream_, x.data<T>(), y.data<T>(), h, w, ho, wo, c / V,
+        dy, dx,
                                                                n);
     SD_CUDA_LAUNCH_CHECK();
   };
@@ -163,7 +173,8 @@ Tensor CudaBackend::concat_channels(const Tensor& a, const Tensor& b) {
     using T = decltype(tag);
     constexpr int V = decltype(vtag)::value;
     const int64_t n = y.numel() / V;
-    concat_kernel<T, V><<<grid_for(n, 256), 256, 0, stream_>>>(a.data<T>(), b.data<T>(), y.data<T>(), ca / V, cb / V,
+    launch_kernel(concat_kernel<T, V>, grid_for(n, 256), 256, 0, stream_, a.data<T>(), b.data<T>(), y.data<T>(), ca / V,
+        cb / V,
                                                                n);
     SD_CUDA_LAUNCH_CHECK();
   };
@@ -192,7 +203,8 @@ Tensor CudaBackend::embedding(const Tensor& ids, const Tensor& table) {
   if (n == 0) return y;
   dispatch_float(table.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    embedding_kernel<T><<<grid_for(n, 256), 256, 0, stream_>>>(ids.data<int32_t>(), table.data<T>(), y.data<T>(),
+    launch_kernel(embedding_kernel<T>, grid_for(n, 256), 256, 0, stream_, ids.data<int32_t>(), table.data<T>(),
+        y.data<T>(),
                                                                vocab, dim, n);
     SD_CUDA_LAUNCH_CHECK();
   });

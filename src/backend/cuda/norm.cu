@@ -10,6 +10,7 @@
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/group_norm_vec.h"
 
 namespace sd::cuda {
@@ -39,6 +40,8 @@ constexpr int kGnRows = 8;    // position lanes per block
 template <typename T>
 __global__ void gn_partial_kernel(const T* __restrict__ x, Moments* __restrict__ partial, int64_t positions,
                                   int64_t channels, int64_t chunk) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   const int64_t b = blockIdx.z, s = blockIdx.y;
   const int64_t c = int64_t{blockIdx.x} * kGnTileC + threadIdx.x;
   const int64_t p0 = s * chunk, p1 = min(positions, p0 + chunk);
@@ -67,6 +70,8 @@ __global__ void gn_partial_kernel(const T* __restrict__ x, Moments* __restrict__
 // partial [B, S, C] -> stats [B, G] as (mean, rstd); one block per (b, g).
 __global__ void gn_finalize_kernel(const Moments* __restrict__ partial, float2* __restrict__ stats, int splits,
                                    int64_t channels, int groups, float eps) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   const int b = blockIdx.x / groups, g = blockIdx.x % groups;
   const int64_t cpg = channels / groups;
   const int64_t items = splits * cpg;
@@ -96,6 +101,8 @@ template <typename T>
 __global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, const float2* __restrict__ stats,
                                 const T* __restrict__ gamma, const T* __restrict__ beta, int64_t per_batch,
                                 int64_t channels, int64_t cpg, int groups, int64_t n, bool silu) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t c = i % channels;
     const int64_t b = i / per_batch;
@@ -129,6 +136,8 @@ __device__ float block_reduce(float v, float* scratch) {
 template <typename T>
 __global__ void layer_norm_kernel(const T* __restrict__ x, T* __restrict__ y, const T* __restrict__ gamma,
                                   const T* __restrict__ beta, int64_t cols, float eps) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   __shared__ float scratch[32];
   const T* row = x + blockIdx.x * cols;
   T* out = y + blockIdx.x * cols;
@@ -148,6 +157,8 @@ __global__ void layer_norm_kernel(const T* __restrict__ x, T* __restrict__ y, co
 
 template <typename T>
 __global__ void softmax_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t cols) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   __shared__ float scratch[32];
   const T* row = x + blockIdx.x * cols;
   T* out = y + blockIdx.x * cols;
@@ -185,6 +196,8 @@ bool vector_layer_norm() { return norm_kernels() != NormKernels::kGeneral; }
 template <typename T, int V, int L>
 __global__ void layer_norm_warp_kernel(const T* __restrict__ x, T* __restrict__ y, const T* __restrict__ gamma,
                                        const T* __restrict__ beta, int64_t rows, int nvec, float eps) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   const int64_t row = int64_t{blockIdx.x} * (blockDim.x / L) + threadIdx.x / L;
   const int lane = threadIdx.x % L;
   const bool active = row < rows;  // inactive lanes still join the shuffles of their warp
@@ -241,6 +254,8 @@ template <typename T, int V, int L>
 __global__ void __launch_bounds__(256) layer_norm_rows_kernel(const T* __restrict__ x, T* __restrict__ y,
                                                              const T* __restrict__ gamma, const T* __restrict__ beta,
                                                              int64_t rows, int nvec, float eps) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   const int lane = threadIdx.x % L;
   const int64_t stride = int64_t{gridDim.x} * (blockDim.x / L);
   int64_t row = int64_t{blockIdx.x} * (blockDim.x / L) + threadIdx.x / L;
@@ -365,7 +380,8 @@ void launch_layer_norm_rows(const T* x, T* y, const T* gamma, const T* beta, int
   }
   int64_t ctas = std::min<int64_t>((rows + rows_per_cta - 1) / rows_per_cta, int64_t{per_sm} * sms);
   if (const char* c = std::getenv("SDSERVE_CUDA_LN_CTAS"); c && std::atoi(c) > 0) ctas = std::atoi(c);
-  layer_norm_rows_kernel<T, V, L><<<static_cast<unsigned>(ctas), threads, 0, stream>>>(x, y, gamma, beta, rows, nvec, eps);
+  launch_kernel(layer_norm_rows_kernel<T, V, L>, static_cast<unsigned>(ctas), threads, 0, stream, x, y, gamma, beta,
+      rows, nvec, eps);
 }
 
 }  // namespace
@@ -402,14 +418,14 @@ Tensor CudaBackend::group_norm(const Tensor& x, const Tensor& gamma, const Tenso
   dispatch_float(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const dim3 grid(static_cast<unsigned>(ctiles), static_cast<unsigned>(splits), static_cast<unsigned>(batch));
-    gn_partial_kernel<T><<<grid, dim3(kGnTileC, kGnRows), 0, stream_>>>(
-        x.data<T>(), reinterpret_cast<Moments*>(partial.raw()), positions, channels, chunk);
+    launch_kernel(gn_partial_kernel<T>, grid, dim3(kGnTileC, kGnRows), 0, stream_, x.data<T>(),
+        reinterpret_cast<Moments*>(partial.raw()), positions, channels, chunk);
     SD_CUDA_LAUNCH_CHECK();
-    gn_finalize_kernel<<<static_cast<unsigned>(batch * groups), 256, 0, stream_>>>(
+    launch_kernel(gn_finalize_kernel, static_cast<unsigned>(batch * groups), 256, 0, stream_,
         reinterpret_cast<const Moments*>(partial.raw()), reinterpret_cast<float2*>(stats.raw()),
         static_cast<int>(splits), channels, groups, eps);
     SD_CUDA_LAUNCH_CHECK();
-    gn_apply_kernel<T><<<grid_for(n, 256), 256, 0, stream_>>>(x.data<T>(), y.data<T>(),
+    launch_kernel(gn_apply_kernel<T>, grid_for(n, 256), 256, 0, stream_, x.data<T>(), y.data<T>(),
                                                               reinterpret_cast<const float2*>(stats.raw()),
                                                               gamma.data<T>(), beta.data<T>(), n / batch, channels,
                                                               channels / groups, groups, n, silu);
@@ -474,9 +490,9 @@ Tensor CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tenso
                                             static_cast<int>(nvec), eps, stream_);
           return;
         }
-        layer_norm_warp_kernel<T, kV, kL>
-            <<<static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock), 256, 0, stream_>>>(
-                x.data<T>(), y.data<T>(), gamma.data<T>(), beta.data<T>(), rows, static_cast<int>(nvec), eps);
+        launch_kernel(layer_norm_warp_kernel<T, kV, kL>,
+            static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock), 256, 0, stream_, x.data<T>(),
+            y.data<T>(), gamma.data<T>(), beta.data<T>(), rows, static_cast<int>(nvec), eps);
       };
       using std::integral_constant;
       if (nvec <= 8 * 6) go(integral_constant<int, 6>{}, integral_constant<int, 8>{});          // C <= 384
@@ -489,8 +505,8 @@ Tensor CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tenso
   }
   dispatch_float(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    layer_norm_kernel<T><<<static_cast<unsigned>(rows), kRowThreads, 0, stream_>>>(
-        x.data<T>(), y.data<T>(), gamma.data<T>(), beta.data<T>(), cols, eps);
+    launch_kernel(layer_norm_kernel<T>, static_cast<unsigned>(rows), kRowThreads, 0, stream_, x.data<T>(), y.data<T>(),
+        gamma.data<T>(), beta.data<T>(), cols, eps);
     SD_CUDA_LAUNCH_CHECK();
   });
   return y;
@@ -505,7 +521,8 @@ Tensor CudaBackend::softmax(const Tensor& x) {
   SD_ASSERT(rows <= 0x7fffffff, "softmax: too many rows");
   dispatch_float(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    softmax_kernel<T><<<static_cast<unsigned>(rows), kRowThreads, 0, stream_>>>(x.data<T>(), y.data<T>(), cols);
+    launch_kernel(softmax_kernel<T>, static_cast<unsigned>(rows), kRowThreads, 0, stream_, x.data<T>(), y.data<T>(),
+        cols);
     SD_CUDA_LAUNCH_CHECK();
   });
   return y;

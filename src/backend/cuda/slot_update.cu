@@ -6,6 +6,7 @@
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace sd::cuda {
 namespace {
@@ -25,6 +26,8 @@ struct DirectInputs {
 template <typename T>
 __global__ void slot_update_kernel(const int64_t* table, const float* coeffs, DirectInputs<T> direct, int n_direct,
                                    int n_in, int n_out, int64_t row_elems) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
   __shared__ const T* in[kMaxIn];
   __shared__ T* out[kMaxOut];
   __shared__ float c[kMaxOut * kMaxIn];
@@ -89,7 +92,8 @@ void CudaBackend::slot_update(const std::vector<Tensor>& direct, const Tensor& t
     DirectInputs<T> d{};
     for (int i = 0; i < n_direct; ++i) d.row0[i] = direct[static_cast<size_t>(i)].data<T>();
     const dim3 grid(grid_for(row_elems, kBlock, 1024), static_cast<unsigned>(rows));
-    slot_update_kernel<T><<<grid, kBlock, 0, stream_>>>(table.data<int64_t>(), coeffs.data<float>(), d, n_direct, n_in,
+    launch_kernel(slot_update_kernel<T>, grid, kBlock, 0, stream_, table.data<int64_t>(), coeffs.data<float>(), d,
+        n_direct, n_in,
                                                         n_out, row_elems);
     SD_CUDA_LAUNCH_CHECK();
   });

@@ -34,8 +34,9 @@ __device__ __forceinline__ void pdl_wait() {
 
 // Lets the next PDL-launched kernel start (its CTAs then sit in pdl_wait() until this grid has
 // completed and flushed); call it after pdl_wait(). Ordering is unaffected: only the launch moves.
+// Build with -DSD_PDL_NO_TRIGGER to measure without it (dependents then start as CTAs exit).
 __device__ __forceinline__ void pdl_trigger() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(SD_PDL_NO_TRIGGER)
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }

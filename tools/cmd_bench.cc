@@ -25,6 +25,8 @@ int run_bench_cmd(int argc, char** argv) {
   app.add_option("--timed-steps", o.timed_steps, "Guided steps timed per batch size")->capture_default_str();
   app.add_option("--sampler", o.sampler, "Sampler")->capture_default_str();
   app.add_flag("--no-e2e", no_e2e, "Skip the end-to-end generations");
+  app.add_option("--e2e-runs", o.e2e_runs, "End-to-end generations per batch size (the median run is reported)")
+      ->capture_default_str();
   app.add_flag("--profile", o.profile,
                "Also profile one guided step per batch size: per block and per op kind time, FLOPs, bytes, "
                "floor (eager, CUDA events on a GPU)");
@@ -54,8 +56,10 @@ int run_bench_cmd(int argc, char** argv) {
       return 2;
     }
   }
-  if (o.timed_steps < 1 || o.steps < 1 || o.steps > 150 || o.profile_repeats < 1) {
-    std::fprintf(stderr, "sdserve bench: --steps must be 1..150, --timed-steps and --profile-repeats >= 1\n");
+  if (o.timed_steps < 1 || o.steps < 1 || o.steps > 150 || o.profile_repeats < 1 || o.e2e_runs < 1 ||
+      o.e2e_runs > 20) {
+    std::fprintf(stderr,
+                 "sdserve bench: --steps must be 1..150, --e2e-runs 1..20, --timed-steps and --profile-repeats >= 1\n");
     return 2;
   }
   auto rep = sd::run_bench(o, [](const std::string& s) { std::fprintf(stderr, "bench: %s\n", s.c_str()); });

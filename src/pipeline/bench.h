@@ -21,6 +21,7 @@ struct BenchOptions {
   int timed_steps = 20;  // guided steps timed per batch size (after warm-up)
   std::string sampler = "euler";
   bool end_to_end = true;  // also run whole generations per batch size
+  int e2e_runs = 3;        // whole generations per batch size; the run of median time is reported
   bool steps_and_images = true;  // the timings above (false: --profile-only)
   bool profile = false;          // also profile the guided step per batch size (profile.h)
   int profile_repeats = 10;

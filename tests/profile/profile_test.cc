@@ -236,6 +236,26 @@ TEST(GuidedStepProfile, BenchProfileOnlyWritesItIntoTheJson) {
   EXPECT_NE(rep->table().find("per scope"), std::string::npos);
 }
 
+TEST(Bench, EndToEndReportsTheMedianOfItsRuns) {
+  BenchOptions o;
+  o.model = testing::data_path("tiny-sd1/model");
+  o.width = o.height = 64;
+  o.steps = 2;
+  o.timed_steps = 1;
+  o.e2e_runs = 3;
+  auto rep = run_bench(o);
+  ASSERT_TRUE(rep.ok()) << rep.status().to_string();
+  ASSERT_EQ(rep->rows.size(), 1u);
+  const BenchRow& r = rep->rows[0];
+  EXPECT_GT(r.step_ms_median, 0.0);
+  EXPECT_GT(r.batch_seconds, 0.0);
+  EXPECT_DOUBLE_EQ(r.seconds_per_image, r.batch_seconds);
+  EXPECT_NEAR(r.images_per_second * r.batch_seconds, 1.0, 1e-9);
+  EXPECT_GT(r.text_ms, 0.0);
+  EXPECT_GT(r.decode_ms_per_image, 0.0);
+  EXPECT_GT(r.png_ms_per_image, 0.0);
+}
+
 TEST(GuidedStepProfile, RejectsSizesNotMultipleOf8) {
   ProfileOptions o;
   o.model = testing::data_path("tiny-sd1/model");

@@ -170,6 +170,9 @@ class Backend {
   virtual Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
     return add(linear(x, w, bias), residual);
   }
+  // geglu(linear(x, w, bias)): w [2N, K], bias [2N] (rows [0, N) the value, [N, 2N) the gate)
+  // -> [..., N]. The feed-forward's first projection; CUDA computes GEGLU in the GEMM epilogue.
+  virtual Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor& bias) { return geglu(linear(x, w, bias)); }
 
   // ---- spatial padding and cropping (NHWC) ----
   // These have a portable default (download, host loop, upload); backends may override.

@@ -137,6 +137,13 @@ Tensor ProfilingBackend::linear_residual(const Tensor& x, const Tensor& w, const
                 [&] { return inner_.linear_residual(x, w, bias, residual); });
 }
 
+Tensor ProfilingBackend::linear_geglu(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  Shape y = x.shape();
+  y.back() = w.dim(0);  // the GEMM's [..., 2N] before GEGLU halves it
+  return record("linear", linear_flops(y, w.dim(1)), bytes_of(x) + bytes_of(w) + bytes_of(bias),
+                [&] { return inner_.linear_geglu(x, w, bias); });
+}
+
 Tensor ProfilingBackend::group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
                                     bool silu) {
   return record("group_norm", 0, bytes_of(x) + bytes_of(gamma) + bytes_of(beta),

@@ -73,6 +73,7 @@ class ProfilingBackend final : public Backend {
                         int64_t inner, int heads, bool causal) override;  // recorded as "attention"
   Tensor activation(const Tensor& x, Activation act) override;
   Tensor geglu(const Tensor& x) override;
+  Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor& bias) override;  // kind "linear"
   Tensor add(const Tensor& a, const Tensor& b) override;
   Tensor mul(const Tensor& a, const Tensor& b) override;
   Tensor scale(const Tensor& x, float s) override;

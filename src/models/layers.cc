@@ -101,7 +101,7 @@ void TransformerBlock::load(ModelLoader& l, const std::string& prefix, int64_t d
 Tensor TransformerBlock::operator()(Backend& be, const Tensor& x, const Tensor& context) const {
   Tensor h = attn1(be, norm1(be, x), {}, /*residual=*/x);
   h = attn2(be, norm2(be, h), context, /*residual=*/h);
-  return ff_out.plus(be, be.geglu(ff_in(be, norm3(be, h))), h);  // [B, L, 4C] inside
+  return ff_out.plus(be, ff_in.geglu(be, norm3(be, h)), h);  // [B, L, 4C] inside
 }
 
 void SpatialTransformer::load(ModelLoader& l, const std::string& prefix, int64_t channels, int64_t context_dim,

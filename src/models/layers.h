@@ -24,6 +24,8 @@ struct Linear {
   Tensor plus(Backend& be, const Tensor& x, const Tensor& residual) const {
     return be.linear_residual(x, w, b, residual);
   }
+  // GEGLU of this projection (w [2N, in]: value rows, then gate rows) -> [..., N], one op.
+  Tensor geglu(Backend& be, const Tensor& x) const { return be.linear_geglu(x, w, b); }
 };
 
 struct Conv2d {

@@ -129,6 +129,19 @@ void add_linear_residual(CaseList& L, const std::string& name, Shape x_shape, in
   c.reference = [](const Inputs& h) { return ref::add(ref::linear(h[0], h[1], h.size() > 3 ? h[3] : Tensor()), h[2]); };
 }
 
+// linear_geglu: x [..., K], w [2N, K], then the bias [2N] if any -> [..., N].
+void add_linear_geglu(CaseList& L, const std::string& name, Shape x_shape, int64_t n, bool with_bias) {
+  const int64_t k = x_shape.back();
+  OpCase& c = L.add(name, "linear_geglu");
+  c.inputs = {random_tensor(x_shape, L.seed()), random_tensor({2 * n, k}, L.seed(), -0.5f, 0.5f)};
+  if (with_bias) c.inputs.push_back(random_tensor({2 * n}, L.seed()));
+  c.run = [](Backend& be, const Inputs& d, const Inputs&) {
+    return be.linear_geglu(d[0], d[1], d.size() > 2 ? d[2] : Tensor());
+  };
+  c.reference = [](const Inputs& h) { return ref::geglu(ref::linear(h[0], h[1], h.size() > 2 ? h[2] : Tensor())); };
+  c.rel_tol_half = 1e-2;
+}
+
 // `offset` shifts the inputs away from zero mean to exercise the accuracy of the statistics.
 void add_group_norm(CaseList& L, const std::string& name, Shape x_shape, int groups, bool silu, float offset) {
   const int64_t ch = x_shape.back();
@@ -406,6 +419,10 @@ std::vector<OpCase> all_op_cases() {
   add_linear_residual(L, "linear_residual_3x64_to_48_nobias", {3, 64}, 48, false);
   add_linear_residual(L, "linear_residual_2x77x320_to_320_bias", {2, 77, 320}, 320, true);
   add_linear_residual(L, "linear_residual_1x1_to_5_bias", {1, 1}, 5, true);
+  add_linear_geglu(L, "linear_geglu_2x9x40_to_24_bias", {2, 9, 40}, 24, true);
+  add_linear_geglu(L, "linear_geglu_3x64_to_36_nobias", {3, 64}, 36, false);
+  add_linear_geglu(L, "linear_geglu_2x77x320_to_1280_bias", {2, 77, 320}, 1280, true);
+  add_linear_geglu(L, "linear_geglu_130x64_to_136_bias", {130, 64}, 136, true);
 
   add_group_norm(L, "group_norm_2x6x5x32_g8", {2, 6, 5, 32}, 8, false, 0.f);
   add_group_norm(L, "group_norm_2x6x5x32_g8_silu", {2, 6, 5, 32}, 8, true, 0.f);

@@ -1,0 +1,59 @@
+// Hopper GEMM of our own (TMA + wgmma, warp-specialized; sm_90a): y = x w^T (+ bias) (+ residual)
+// or the fused feed-forward GEGLU y = a * gelu_erf(g), with split-K for small M. The dispatch
+// (gemm_wgmma_choice.cc) times it against cuBLASLt per shape; see docs/perf-notes.md.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace sd::cuda {
+
+// y[M, N] = x[M, K] · w[N, K]^T (+ bias[N]) (+ residual[M, N]); all row-major, contiguous, f16 or
+// bf16, f32 accumulation. GEGLU: w is [2N, K] and bias [2N] (rows [0, N) the value a, rows
+// [N, 2N) the gate g, as the checkpoint stores them) and y[M, N] = a * gelu_erf(g) (no residual).
+struct WgmmaGemmShape {
+  int64_t m, n, k;
+  bool geglu = false;
+};
+
+// One kernel configuration: a CTA computes bm x bn outputs (bm 128: two consumer warpgroups of
+// 64 rows; bn 64, 128 or 256 — with GEGLU bn counts the value and gate columns of the tile, so
+// it writes bn / 2 outputs), splits: the K range cut into this many slices (f32 partials in the
+// workspace, summed in order by a reduce kernel that applies the epilogue: deterministic).
+struct WgmmaGemmConfig {
+  int bm = 128, bn = 128;
+  int splits = 1;
+  std::string describe() const;  // "wgmma 128x128 s1"
+};
+
+// Limits: f16 / bf16, K % 8 == 0 and N % 8 == 0 (TMA strides of 16 bytes; K tails are zero
+// filled), M >= 1 arbitrary, every extent < 2^31; the device must be sm_90 (checked at launch).
+bool wgmma_gemm_supported(const WgmmaGemmShape& s, DType dtype);
+// Candidate configurations for the shape on a GPU of `sms` multiprocessors, best guess first.
+std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int sms);
+// Workspace bytes of the configuration (0 unless split): splits x M x N f32 (x 2N with GEGLU).
+// It needs no zeroing (every split writes its whole slice).
+size_t wgmma_gemm_workspace(const WgmmaGemmShape& s, const WgmmaGemmConfig& c);
+
+struct WgmmaGemmOperands {
+  const void* x = nullptr;
+  const void* w = nullptr;
+  void* y = nullptr;
+  const void* bias = nullptr;
+  const void* residual = nullptr;
+  void* workspace = nullptr;  // wgmma_gemm_workspace() bytes, no zeroing needed
+};
+
+// Enqueues the GEMM on `stream` (graph-capturable: no host sync, no allocation). False if it
+// could not launch (nothing ran): unsupported shape / config, no sm_90 device, no TMA entry
+// point in the driver, missing workspace. Pointers 16-byte aligned (the caller checks).
+bool launch_wgmma_gemm(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
+                       cudaStream_t stream);
+
+}  // namespace sd::cuda

@@ -131,6 +131,34 @@ std::vector<Case> sd15_cases(int64_t b) {
                        return g_backend->conv2d(in[0], in[1], in[2], static_cast<int>(stride), 1);
                      }});
   }
+  // Hopper wgmma implicit-GEMM convolution (conv_wgmma.cu) vs cuDNN at the small UNet levels:
+  // path cudnn (SDSERVE_CUDA_WGMMA_CONV=0), wgmma (=2, the heuristic config), auto (=1, the timed
+  // choice; SDSERVE_CUDNN_LOG=1 prints every candidate). Four weight copies used in turn (> L2),
+  // so each call reads its weights from memory as the step does.
+  for (auto [hw, cin, cout] : {std::array<int64_t, 3>{8, 1280, 1280}, {8, 2560, 1280}, {16, 1280, 1280},
+                               {16, 640, 1280}, {16, 1920, 1280}, {16, 2560, 1280}, {32, 640, 640},
+                               {32, 1280, 640}, {32, 960, 640}}) {
+    for (const char* path : {"cudnn", "wgmma", "auto"}) {
+      const auto turn = std::make_shared<int>(0);
+      cases.push_back({std::string("conv_wgmma/") + path + "/" + bs + dims({hw, hw, cin}) + "->" +
+                           std::to_string(cout),
+                       2.0 * b * hw * hw * cin * cout * 9,
+                       [=] {
+                         std::vector<Tensor> in{random_device({b, hw, hw, cin}, 31), random_device({cout}, 33)};
+                         for (uint32_t i = 0; i < 4; ++i) {
+                           in.push_back(random_device({cout, 3, 3, cin}, 34 + i, -0.02f, 0.02f));
+                         }
+                         return in;
+                       },
+                       [=](const std::vector<Tensor>& in) {
+                         sd::testing::ScopedEnv env("SDSERVE_CUDA_WGMMA_CONV",
+                                                    path[0] == 'c' ? "0" : path[0] == 'w' ? "2" : "1");
+                         sd::testing::ScopedEnv splitk("SDSERVE_CUDA_SPLITK_CONV", "0");
+                         const Tensor& w = in[2 + static_cast<size_t>((*turn)++ % 4)];
+                         return g_backend->conv2d(in[0], w, in[1], 1, 1);
+                       }});
+    }
+  }
   // Linear: per token row, K -> N (q/k/v/out and proj_in/out, GEGLU in, FF out, text k/v).
   for (auto [tokens, k, n] : {std::array<int64_t, 3>{4096, 320, 320}, {4096, 320, 2560}, {4096, 1280, 320},
                               {1024, 640, 640}, {1024, 640, 5120}, {256, 1280, 1280}, {77, 768, 320}}) {

@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "backend/cuda/conv_splitk.h"
+#include "backend/cuda/conv_wgmma.h"
 #include "tensor/tensor.h"
 
 namespace sd::cuda {
@@ -39,6 +40,9 @@ struct ConvPlan {
   struct SplitK {
     enum class Use { kUntested, kNo, kYes } use = Use::kUntested;
     SplitKConvConfig cfg;
+    // The Hopper wgmma convolution (conv_wgmma.h) won the timing: run it with wgmma_cfg.
+    bool wgmma = false;
+    WgmmaConvConfig wgmma_cfg;
   };
   SplitK splitk[8];
 };

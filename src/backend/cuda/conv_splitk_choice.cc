@@ -4,6 +4,9 @@
 // SDSERVE_CUDA_SPLITK_CONV=0 (default: on an H100 cuDNN won every SD 1.5 shape): never; 1: where
 // it timed faster; 2: always where it applies
 // (tests; SDSERVE_CUDA_SPLITK_TILE=BMxBN, _SPLITS=N, _CLUSTER=0|1 pick the config).
+// The Hopper wgmma convolution (conv_wgmma.h) is a second candidate family of the same timing:
+// SDSERVE_CUDA_WGMMA_CONV=0|1|2 (never / where it timed faster / always where it applies; tests
+// pick its config with SDSERVE_CUDA_WGMMA_CONV_BN=64|128, _SPLITS=N).
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -25,6 +28,15 @@ namespace {
 int splitk_mode() {
   const char* env = std::getenv("SDSERVE_CUDA_SPLITK_CONV");
   return env && (env[0] == '1' || env[0] == '2') ? env[0] - '0' : 0;
+}
+
+// Default of SDSERVE_CUDA_WGMMA_CONV (see docs/perf-notes.md, "Hopper implicit-GEMM convolution").
+constexpr int kWgmmaDefault = 0;
+
+int wgmma_mode() {
+  const char* env = std::getenv("SDSERVE_CUDA_WGMMA_CONV");
+  if (!env || !env[0]) return kWgmmaDefault;
+  return env[0] == '1' || env[0] == '2' ? env[0] - '0' : 0;
 }
 
 bool log_choice() {
@@ -57,6 +69,20 @@ SplitKConvConfig forced_config(const SplitKConvShape& s, int sms) {
   return cfg;
 }
 
+// The forced wgmma configuration of mode 2: the heuristic's, with the env overrides.
+WgmmaConvConfig forced_wgmma_config(const SplitKConvShape& s, int sms) {
+  WgmmaConvConfig cfg = wgmma_conv_candidates(s, sms).front();
+  if (const char* bn = std::getenv("SDSERVE_CUDA_WGMMA_CONV_BN")) {
+    const int v = std::atoi(bn);
+    if ((v == 64 || v == 128) && s.cout % v == 0) cfg.bn = v;
+  }
+  if (const char* splits = std::getenv("SDSERVE_CUDA_WGMMA_CONV_SPLITS")) {
+    const int n = std::atoi(splits);
+    if (n >= 1) cfg.splits = n;
+  }
+  return cfg;
+}
+
 // Output rows above which the split-K path is not even timed (cuDNN's large tiles were ~3x faster
 // on an H100 at 16+ images' 16x16 and larger levels).
 constexpr int64_t kMaxRows = 8192;
@@ -72,29 +98,42 @@ int device_sms(int device) {
 Tensor CudaBackend::conv2d_splitk(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
                                   const Tensor& row_add, const Tensor& residual, ConvPlan& plan,
                                   const std::function<Tensor()>& cudnn_path) {
-  if (splitk_mode() == 0 || plan.direct) return Tensor();
+  const int sk_mode = splitk_mode(), wg_mode = wgmma_mode();
+  if ((sk_mode == 0 && wg_mode == 0) || plan.direct) return Tensor();
   const SplitKConvShape s{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), static_cast<int>(w.dim(1)),
                           stride, padding, plan.ho, plan.wo};
-  if (!splitk_conv_supported(s, x.dtype())) return Tensor();
+  const bool sk_ok = sk_mode != 0 && splitk_conv_supported(s, x.dtype());
+  const bool wg_ok = wg_mode != 0 && wgmma_conv_supported(s, x.dtype()) && wgmma_conv_device_ok(device_);
+  if (!sk_ok && !wg_ok) return Tensor();
   for (const Tensor* t : {&x, &w, &bias, &row_add, &residual}) {
     if (t->defined() && pointer_alignment(t->raw()) < 16) return Tensor();
   }
   const int epilogue = (bias.defined() ? kEpiBias : 0) | (row_add.defined() ? kEpiRow : 0) |
                        (residual.defined() ? kEpiResidual : 0);
   ConvPlan::SplitK& choice = plan.splitk[epilogue];
-  const auto run = [&](const SplitKConvConfig& cfg) {
-    Tensor y = empty({s.b, s.ho, s.wo, s.cout}, x.dtype());  // [B, Ho, Wo, Cout]
-    Tensor partial;
-    if (const size_t n = splitk_conv_workspace(s, cfg)) partial = empty({static_cast<int64_t>(n)}, DType::kF32);
+  const auto fill_ops = [&](const Tensor& y, const Tensor& partial) {
     SplitKConvOperands ops;
     ops.x = x.raw(), ops.w = w.raw(), ops.y = y.raw();
     ops.bias = bias.defined() ? bias.raw() : nullptr;
     ops.row = row_add.defined() ? row_add.raw() : nullptr;
     ops.residual = residual.defined() ? residual.raw() : nullptr;
     ops.partial = partial.defined() ? partial.data<float>() : nullptr;
-    return launch_conv_splitk(ops, x.dtype(), s, cfg, stream_) ? y : Tensor();
+    return ops;
   };
-  if (splitk_mode() == 2) return run(forced_config(s, device_sms(device_)));
+  const auto run = [&](const SplitKConvConfig& cfg) {
+    Tensor y = empty({s.b, s.ho, s.wo, s.cout}, x.dtype());  // [B, Ho, Wo, Cout]
+    Tensor partial;
+    if (const size_t n = splitk_conv_workspace(s, cfg)) partial = empty({static_cast<int64_t>(n)}, DType::kF32);
+    return launch_conv_splitk(fill_ops(y, partial), x.dtype(), s, cfg, stream_) ? y : Tensor();
+  };
+  const auto run_wgmma = [&](const WgmmaConvConfig& cfg) {
+    Tensor y = empty({s.b, s.ho, s.wo, s.cout}, x.dtype());  // [B, Ho, Wo, Cout]
+    Tensor partial;  // [splits, B*Ho*Wo, Cout] f32
+    if (const size_t n = wgmma_conv_workspace(s, cfg)) partial = empty({static_cast<int64_t>(n)}, DType::kF32);
+    return launch_conv_wgmma(fill_ops(y, partial), x.dtype(), s, cfg, stream_) ? y : Tensor();
+  };
+  if (wg_ok && wg_mode == 2) return run_wgmma(forced_wgmma_config(s, device_sms(device_)));
+  if (sk_ok && sk_mode == 2) return run(forced_config(s, device_sms(device_)));
   if (s.b * s.ho * s.wo > kMaxRows) return Tensor();  // cuDNN's large tiles win there (3x)
   if (choice.use == ConvPlan::SplitK::Use::kUntested) {
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
@@ -110,36 +149,55 @@ Tensor CudaBackend::conv2d_splitk(const Tensor& x, const Tensor& w, const Tensor
       return true;
     });
     float best_ms = std::numeric_limits<float>::max();
-    SplitKConvConfig best;
-    for (const SplitKConvConfig& cfg : splitk_conv_candidates(s, device_sms(device_))) {
-      if (!run(cfg).defined()) continue;  // warm-up; a refused cluster shape is skipped
-      const float ms = time_runs_alone(stream_, start, stop, 3, prepare, [&] { return run(cfg).defined(); });
-      if (ms < 0.f) continue;
-      if (log_choice()) {
-        std::fprintf(stderr, "[sdserve] conv x[%lld,%lld,%lld,%lld] -> %lld k%d s%d epilogue %d: split-K %s %.4f ms\n",
-                     static_cast<long long>(s.b), static_cast<long long>(s.h), static_cast<long long>(s.w),
-                     static_cast<long long>(s.cin), static_cast<long long>(s.cout), s.k, s.stride, epilogue,
-                     cfg.describe().c_str(), ms / 3);
+    std::string best_name;
+    const auto log_candidate = [&](const std::string& name, float ms) {
+      if (!log_choice()) return;
+      std::fprintf(stderr, "[sdserve] conv x[%lld,%lld,%lld,%lld] -> %lld k%d s%d epilogue %d: %s %.4f ms\n",
+                   static_cast<long long>(s.b), static_cast<long long>(s.h), static_cast<long long>(s.w),
+                   static_cast<long long>(s.cin), static_cast<long long>(s.cout), s.k, s.stride, epilogue,
+                   name.c_str(), ms / 3);
+    };
+    if (sk_ok) {
+      for (const SplitKConvConfig& cfg : splitk_conv_candidates(s, device_sms(device_))) {
+        if (!run(cfg).defined()) continue;  // warm-up; a refused cluster shape is skipped
+        const float ms = time_runs_alone(stream_, start, stop, 3, prepare, [&] { return run(cfg).defined(); });
+        if (ms < 0.f) continue;
+        log_candidate("split-K " + cfg.describe(), ms);
+        if (ms < best_ms) {
+          best_ms = ms;
+          choice.cfg = cfg;
+          choice.wgmma = false;
+          best_name = "split-K " + cfg.describe();
+        }
       }
-      if (ms < best_ms) {
-        best_ms = ms;
-        best = cfg;
+    }
+    if (wg_ok) {
+      for (const WgmmaConvConfig& cfg : wgmma_conv_candidates(s, device_sms(device_))) {
+        if (!run_wgmma(cfg).defined()) continue;  // warm-up; a refused tensor map is skipped
+        const float ms = time_runs_alone(stream_, start, stop, 3, prepare, [&] { return run_wgmma(cfg).defined(); });
+        if (ms < 0.f) continue;
+        log_candidate(cfg.describe(), ms);
+        if (ms < best_ms) {
+          best_ms = ms;
+          choice.wgmma_cfg = cfg;
+          choice.wgmma = true;
+          best_name = cfg.describe();
+        }
       }
     }
     cudaEventDestroy(start);
     cudaEventDestroy(stop);
     choice.use = best_ms < cudnn_ms ? ConvPlan::SplitK::Use::kYes : ConvPlan::SplitK::Use::kNo;
-    choice.cfg = best;
     if (log_choice()) {
       std::fprintf(stderr, "[sdserve] conv x[%lld,%lld,%lld,%lld] -> %lld k%d s%d epilogue %d: cuDNN %.4f ms, "
-                   "split-K %s %.4f ms -> %s\n", static_cast<long long>(s.b), static_cast<long long>(s.h),
+                   "best %s %.4f ms -> %s\n", static_cast<long long>(s.b), static_cast<long long>(s.h),
                    static_cast<long long>(s.w), static_cast<long long>(s.cin), static_cast<long long>(s.cout), s.k,
-                   s.stride, epilogue, cudnn_ms / 3, best.describe().c_str(), best_ms / 3,
-                   choice.use == ConvPlan::SplitK::Use::kYes ? "split-K" : "cuDNN");
+                   s.stride, epilogue, cudnn_ms / 3, best_name.c_str(), best_ms / 3,
+                   choice.use == ConvPlan::SplitK::Use::kYes ? best_name.c_str() : "cuDNN");
     }
   }
   if (choice.use != ConvPlan::SplitK::Use::kYes) return Tensor();
-  return run(choice.cfg);
+  return choice.wgmma ? run_wgmma(choice.wgmma_cfg) : run(choice.cfg);
 }
 
 }  // namespace sd::cuda

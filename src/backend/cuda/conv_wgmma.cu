@@ -1,0 +1,359 @@
+// Hopper implicit-GEMM convolution (stride 1, same padding) for NHWC f16/bf16: a producer warp
+// streams (filter tap, 64-channel) steps by TMA into a 6-8 stage ring (the input as a 4D box whose
+// out-of-bounds taps TMA zero-fills = the padding; the weights as a 2D box, both swizzle-128B),
+// two consumer warpgroups run wgmma m64nBNk16 from shared memory; split-K slices write f32
+// partials that a reduce kernel sums in slice order while applying bias / row / residual.
+#include "backend/cuda/conv_wgmma.h"
+
+#include <cuda.h>
+
+#include <algorithm>
+
+#include "backend/cuda/conv_wgmma_kernel.cuh"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/mma_sync.cuh"
+
+namespace sd::cuda {
+
+namespace {
+
+using namespace conv_wgmma;
+
+constexpr int kBM = 128;       // output positions per tile: two consumer warpgroups of 64
+constexpr int kBK = 64;        // reduction step: 64 input channels of one filter tap (128 bytes)
+constexpr int kThreads = 384;  // warpgroup 0: producer (one thread issues TMA), 1-2: consumers
+
+template <int BN>
+struct Cfg {
+  static constexpr int kStages = BN == 128 ? 6 : 8;
+  static constexpr uint32_t kABytes = kBM * kBK * 2;  // [128 positions][64 channels], swizzled
+  static constexpr uint32_t kBBytes = BN * kBK * 2;   // [BN out channels][64 channels], swizzled
+  static constexpr size_t kSmem = size_t{kStages} * (kABytes + kBBytes) + 2 * kStages * 8 + 1024;
+};
+
+struct Params {
+  void* y;
+  const void* bias;
+  const void* row;
+  const void* residual;
+  float* partial;  // [splits, M, Cout] when splits > 1
+  int m, cout, hw, k, pad;
+  int cin_steps;        // Cin / 64
+  int kiters;           // k * k * Cin / 64
+  int iters_per_split;  // reduction steps per slice
+  int splits;
+  int imgs, rows, tiles_per_img;  // a tile = `imgs` images x `rows` rows x W (the input box)
+};
+
+// y[m, n..n+1] = v + bias + row + residual (n even).
+template <typename T>
+__device__ __forceinline__ void store_pair(const Params& p, int m, int n, float v0, float v1) {
+  const int64_t o = int64_t{m} * p.cout + n;
+  if (p.bias) {
+    const float2 b = sm80::unpack_pair<T>(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.bias) + n));
+    v0 += b.x;
+    v1 += b.y;
+  }
+  if (p.row) {
+    const int img = m / p.hw;
+    const float2 r = sm80::unpack_pair<T>(
+        *reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.row) + int64_t{img} * p.cout + n));
+    v0 += r.x;
+    v1 += r.y;
+  }
+  if (p.residual) {
+    const float2 r =
+        sm80::unpack_pair<T>(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.residual) + o));
+    v0 += r.x;
+    v1 += r.y;
+  }
+  *reinterpret_cast<uint32_t*>(static_cast<T*>(p.y) + o) = sm80::pack_pair<T>(v0, v1);
+}
+
+// Grid (Cout / BN, output tiles, splits), kThreads threads, Cfg<BN>::kSmem dynamic shared memory.
+// xmap: 4D [B, H, W, Cin] box {64, W, rows, imgs}; wmap: 2D [Cout, k*k*Cin] box {64, BN}.
+template <typename T, int BN>
+__global__ void __launch_bounds__(kThreads, 1)
+    conv_wgmma_kernel(const __grid_constant__ CUtensorMap xmap, const __grid_constant__ CUtensorMap wmap,
+                      const Params p) {
+#if SD_CONV_WGMMA_COMPILED
+  using C = Cfg<BN>;
+  constexpr int kStages = C::kStages;
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;  // swizzle-128B wants 1024-byte stages
+  const uint32_t sa = base, sb = base + kStages * C::kABytes;
+  const uint32_t full = sb + kStages * C::kBBytes, empty = full + 8 * kStages;
+  const int n0 = blockIdx.x * BN, tile = blockIdx.y;
+  const int kt0 = blockIdx.z * p.iters_per_split;
+  const int niters = min(p.kiters, kt0 + p.iters_per_split) - kt0;
+  const int wg = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(full + 8 * s, 1);   // the producer's arrive + the TMA bytes
+      mbar_init(empty + 8 * s, 2);  // one arrive per consumer warpgroup
+    }
+    fence_mbar_init();
+    prefetch_tensor_map(&xmap);
+    prefetch_tensor_map(&wmap);
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    setmaxnreg_dec<40>();
+    if (threadIdx.x != 0) return;
+    const int b0 = (tile / p.tiles_per_img) * p.imgs, h0 = (tile % p.tiles_per_img) * p.rows;
+    const uint64_t stream_once = evict_first_policy();
+    for (int it = 0; it < niters; ++it) {
+      const int s = it % kStages;
+      if (it >= kStages) mbar_wait(empty + 8 * s, ((it / kStages) - 1) & 1);
+      mbar_arrive_expect_tx(full + 8 * s, C::kABytes + C::kBBytes);
+      const int kt = kt0 + it, tap = kt / p.cin_steps, c0 = (kt - tap * p.cin_steps) * kBK;
+      const int ky = tap / p.k, kx = tap - ky * p.k;
+      tma_load_4d(sa + s * C::kABytes, &xmap, full + 8 * s, c0, kx - p.pad, h0 + ky - p.pad, b0);
+      tma_load_2d(sb + s * C::kBBytes, &wmap, full + 8 * s, kt * kBK, n0, stream_once);
+    }
+    return;
+  }
+
+  setmaxnreg_inc<232>();
+  const int cw = wg - 1;  // consumer: tile rows [64 cw, 64 cw + 64)
+  float acc[BN / 2];
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
+  for (int it = 0; it < niters; ++it) {
+    const int s = it % kStages;
+    mbar_wait(full + 8 * s, (it / kStages) & 1);
+    const uint32_t a = sa + s * C::kABytes + cw * 64 * 128, b = sb + s * C::kBBytes;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; ++kk) wgmma_ss<T, BN>(acc, sw128_desc(a + kk * 32), sw128_desc(b + kk * 32));
+    wgmma_commit();
+    wgmma_wait<1>();  // the step before this one is done: its stage goes back to the producer
+    if (it > 0 && threadIdx.x % 128 == 0) mbar_arrive(empty + 8 * ((it - 1) % kStages));
+  }
+  wgmma_wait<0>();
+  fence_regs(acc);
+
+  // Accumulator i of thread (warp w, lane l): row 16 w + l / 4 + 8 ((i / 2) % 2), column
+  // 8 (i / 4) + 2 (l % 4) + i % 2.
+  const int lane = threadIdx.x & 31, warp = (threadIdx.x / 32) & 3;
+  float* part = p.splits > 1 ? p.partial + int64_t{blockIdx.z} * p.m * p.cout : nullptr;
+#pragma unroll
+  for (int hh = 0; hh < 2; ++hh) {
+    const int m = tile * kBM + cw * 64 + warp * 16 + lane / 4 + 8 * hh;
+    if (m >= p.m) continue;
+#pragma unroll
+    for (int i = 0; i < BN / 8; ++i) {
+      const int n = n0 + i * 8 + 2 * (lane & 3);
+      const float v0 = acc[i * 4 + hh * 2], v1 = acc[i * 4 + hh * 2 + 1];
+      if (part) {
+        __stcg(reinterpret_cast<float2*>(part + int64_t{m} * p.cout + n), make_float2(v0, v1));
+      } else {
+        store_pair<T>(p, m, n, v0, v1);
+      }
+    }
+  }
+#endif
+}
+
+// y = sum over slices of partial (in slice order: deterministic) + the adds; 8 outputs a thread.
+template <typename T>
+__global__ void conv_wgmma_reduce_kernel(const Params p) {
+  const int64_t mn = int64_t{p.m} * p.cout, n8 = mn / 8;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n8; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t e = i * 8;
+    float v[8] = {};
+    for (int s = 0; s < p.splits; ++s) {
+      const float4* src = reinterpret_cast<const float4*>(p.partial + s * mn + e);
+      const float4 a = __ldcg(src), b = __ldcg(src + 1);
+      v[0] += a.x, v[1] += a.y, v[2] += a.z, v[3] += a.w, v[4] += b.x, v[5] += b.y, v[6] += b.z, v[7] += b.w;
+    }
+    const int m = static_cast<int>(e / p.cout), n = static_cast<int>(e - int64_t{m} * p.cout);
+    float add[8];
+    if (p.bias) {
+      unpack8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.bias) + n), add);
+      for (int j = 0; j < 8; ++j) v[j] += add[j];
+    }
+    if (p.row) {
+      unpack8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.row) + int64_t{m / p.hw} * p.cout + n), add);
+      for (int j = 0; j < 8; ++j) v[j] += add[j];
+    }
+    if (p.residual) {
+      unpack8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.residual) + e), add);
+      for (int j = 0; j < 8; ++j) v[j] += add[j];
+    }
+    *reinterpret_cast<uint4*>(static_cast<T*>(p.y) + e) = pack8<T>(v);
+  }
+}
+
+// cuTensorMapEncodeTiled from the driver, through the runtime (no libcuda link); null without.
+using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                 const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+EncodeTiled encode_tiled() {
+  static const EncodeTiled fn = []() -> EncodeTiled {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) !=
+            cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return nullptr;
+    }
+    return reinterpret_cast<EncodeTiled>(f);
+  }();
+  return fn;
+}
+
+// A tile of 128 output positions as one box of the input: `imgs` whole images (H*W <= 128) or
+// `rows` rows of one image (H*W > 128); tiles_per_img = H*W / 128 in the second case, else 1.
+struct Geometry {
+  bool ok = false;
+  int imgs = 1, rows = 1, tiles_per_img = 1;
+  int64_t tiles = 0;
+};
+Geometry geometry(const SplitKConvShape& s) {
+  Geometry g;
+  const int64_t hw = s.h * s.w;
+  if (s.w > kBM || kBM % s.w != 0) return g;
+  if (hw <= kBM) {
+    if (kBM % hw != 0) return g;
+    g.imgs = static_cast<int>(kBM / hw);
+    g.rows = static_cast<int>(s.h);
+    g.tiles = (s.b + g.imgs - 1) / g.imgs;
+  } else {
+    if (hw % kBM != 0) return g;
+    g.rows = static_cast<int>(kBM / s.w);
+    g.tiles_per_img = static_cast<int>(hw / kBM);
+    g.tiles = s.b * g.tiles_per_img;
+  }
+  g.ok = true;
+  return g;
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+template <typename T, int BN>
+void launch_kernel(const CUtensorMap& xmap, const CUtensorMap& wmap, const Params& p, int64_t tiles,
+                   cudaStream_t stream) {
+  const auto kernel = conv_wgmma_kernel<T, BN>;
+  static const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                       static_cast<int>(Cfg<BN>::kSmem));
+  SD_CUDA_CHECK(attr);
+  const dim3 grid(static_cast<unsigned>(p.cout / BN), static_cast<unsigned>(tiles), static_cast<unsigned>(p.splits));
+  kernel<<<grid, kThreads, Cfg<BN>::kSmem, stream>>>(xmap, wmap, p);
+  SD_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+std::string WgmmaConvConfig::describe() const {
+  return "wgmma 128x" + std::to_string(bn) + " split " + std::to_string(splits);
+}
+
+bool wgmma_conv_supported(const SplitKConvShape& s, DType dtype) {
+  if (dtype != DType::kF16 && dtype != DType::kBF16) return false;
+  if (s.stride != 1 || s.k < 1 || s.k % 2 == 0 || s.padding != s.k / 2 || s.ho != s.h || s.wo != s.w) return false;
+  if (s.b < 1 || s.h < 1 || s.w < 1 || s.cin % kBK != 0 || s.cout % 64 != 0) return false;
+  const int64_t lim = int64_t{1} << 31;
+  if (s.b * s.h * s.w * s.cout >= lim || s.cout * s.k * s.k * s.cin >= lim || s.b * s.h * s.w * s.cin >= lim) {
+    return false;
+  }
+  return geometry(s).ok;
+}
+
+bool wgmma_conv_device_ok(int device) {
+  int major = 0, minor = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return major == 9 && minor == 0 && encode_tiled() != nullptr;
+}
+
+std::vector<WgmmaConvConfig> wgmma_conv_candidates(const SplitKConvShape& s, int sms) {
+  std::vector<WgmmaConvConfig> out;
+  const Geometry g = geometry(s);
+  const int64_t kiters = s.k * s.k * s.cin / kBK, m = s.b * s.h * s.w;
+  const auto add = [&](int bn, int64_t splits) {
+    if (s.cout % bn != 0) return;
+    splits = std::clamp<int64_t>(splits, 1, std::max<int64_t>(1, kiters / 2));  // >= 2 steps a slice
+    while (splits > 1 && splits * m * s.cout > (int64_t{16} << 20)) --splits;  // partials <= 64 MB
+    splits = ceil_div(kiters, ceil_div(kiters, splits));                        // no empty slice
+    for (const WgmmaConvConfig& o : out) {
+      if (o.bn == bn && o.splits == splits) return;
+    }
+    out.push_back({bn, static_cast<int>(splits)});
+  };
+  for (const int bn : {128, 64}) {
+    const int64_t tiles = g.tiles * (s.cout / bn);
+    add(bn, std::max<int64_t>(1, sms / tiles));  // one wave of one CTA per SM
+    add(bn, ceil_div(sms, tiles));               // every SM busy, a few twice
+  }
+  return out;
+}
+
+size_t wgmma_conv_workspace(const SplitKConvShape& s, const WgmmaConvConfig& cfg) {
+  return cfg.splits > 1 ? static_cast<size_t>(cfg.splits * s.b * s.ho * s.wo * s.cout) : 0;
+}
+
+bool launch_conv_wgmma(const SplitKConvOperands& ops, DType dtype, const SplitKConvShape& s,
+                       const WgmmaConvConfig& cfg, cudaStream_t stream) {
+  SD_ASSERT(wgmma_conv_supported(s, dtype), "conv_wgmma: unsupported shape or dtype");
+  SD_ASSERT((cfg.bn == 64 || cfg.bn == 128) && s.cout % cfg.bn == 0 && cfg.splits >= 1,
+            "conv_wgmma: config " + cfg.describe());
+  SD_ASSERT(cfg.splits == 1 || ops.partial, "conv_wgmma: split partials need a workspace");
+  const EncodeTiled encode = encode_tiled();
+  if (!encode) return false;
+  const Geometry g = geometry(s);
+  const CUtensorMapDataType type =
+      dtype == DType::kF16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const cuuint32_t unit[4] = {1, 1, 1, 1};
+  // x [B, H, W, Cin] innermost first; a box is 64 channels x W x rows x imgs = 128 positions.
+  CUtensorMap xmap{}, wmap{};
+  const cuuint64_t xdims[4] = {static_cast<cuuint64_t>(s.cin), static_cast<cuuint64_t>(s.w),
+                               static_cast<cuuint64_t>(s.h), static_cast<cuuint64_t>(s.b)};
+  const cuuint64_t xstrides[3] = {static_cast<cuuint64_t>(s.cin * 2), static_cast<cuuint64_t>(s.w * s.cin * 2),
+                                  static_cast<cuuint64_t>(s.h * s.w * s.cin * 2)};
+  const cuuint32_t xbox[4] = {kBK, static_cast<cuuint32_t>(s.w), static_cast<cuuint32_t>(g.rows),
+                              static_cast<cuuint32_t>(g.imgs)};
+  if (encode(&xmap, type, 4, const_cast<void*>(ops.x), xdims, xstrides, xbox, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
+             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
+    return false;
+  }
+  // w [Cout, k*k*Cin]; a box is 64 reduction elements x bn output channels.
+  const int64_t ktot = s.k * s.k * s.cin;
+  const cuuint64_t wdims[2] = {static_cast<cuuint64_t>(ktot), static_cast<cuuint64_t>(s.cout)};
+  const cuuint64_t wstrides[1] = {static_cast<cuuint64_t>(ktot * 2)};
+  const cuuint32_t wbox[2] = {kBK, static_cast<cuuint32_t>(cfg.bn)};
+  if (encode(&wmap, type, 2, const_cast<void*>(ops.w), wdims, wstrides, wbox, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
+             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
+    return false;
+  }
+  Params p{};
+  p.y = ops.y, p.bias = ops.bias, p.row = ops.row, p.residual = ops.residual, p.partial = ops.partial;
+  p.m = static_cast<int>(s.b * s.h * s.w), p.cout = static_cast<int>(s.cout), p.hw = static_cast<int>(s.h * s.w);
+  p.k = s.k, p.pad = s.padding;
+  p.cin_steps = static_cast<int>(s.cin / kBK);
+  p.kiters = s.k * s.k * p.cin_steps;
+  p.iters_per_split = static_cast<int>(ceil_div(p.kiters, cfg.splits));
+  p.splits = static_cast<int>(ceil_div(p.kiters, p.iters_per_split));
+  p.imgs = g.imgs, p.rows = g.rows, p.tiles_per_img = g.tiles_per_img;
+  dispatch_half(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if (cfg.bn == 128) launch_kernel<T, 128>(xmap, wmap, p, g.tiles, stream);
+    else launch_kernel<T, 64>(xmap, wmap, p, g.tiles, stream);
+    if (p.splits > 1) {
+      const int64_t n8 = int64_t{p.m} * p.cout / 8;
+      conv_wgmma_reduce_kernel<T><<<grid_for(n8, 256), 256, 0, stream>>>(p);
+      SD_CUDA_LAUNCH_CHECK();
+    }
+  });
+  return true;
+}
+
+}  // namespace sd::cuda

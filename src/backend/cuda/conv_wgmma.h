@@ -1,0 +1,47 @@
+// Hopper implicit-GEMM convolution for the small UNet levels (8x8 .. 32x32 at a few images):
+// TMA tile loads into a deep shared-memory ring fed by a producer warp, wgmma from shared memory,
+// the reduction split over >= one CTA per SM so the weights stream at memory speed.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/conv_splitk.h"
+#include "tensor/tensor.h"
+
+namespace sd::cuda {
+
+// Output tile 128 positions x bn channels (bn 64 or 128), the reduction (filter tap, 64-channel
+// chunk) steps split into `splits` contiguous slices; slices > 1 write f32 partials that a second
+// kernel sums in slice order (deterministic) while applying bias / row / residual.
+struct WgmmaConvConfig {
+  int bn = 128;
+  int splits = 1;
+  std::string describe() const;
+};
+
+// f16/bf16, stride 1, "same" padding (k odd, padding k / 2), Cin % 64 == 0, Cout % bn == 0, and
+// a 128-position tile that is one box of the input: W divides 128 and H*W divides 128 (whole
+// images per tile) or 128 divides H*W (rows of one image per tile).
+bool wgmma_conv_supported(const SplitKConvShape& s, DType dtype);
+
+// Whether `device` runs the kernel: compute capability 9.0 (wgmma, TMA) and a driver that gives
+// cuTensorMapEncodeTiled (looked up through the runtime; libcuda is never linked).
+bool wgmma_conv_device_ok(int device);
+
+// Configurations worth timing for `s` on a device with `sms` SMs, the heuristic's pick first.
+std::vector<WgmmaConvConfig> wgmma_conv_candidates(const SplitKConvShape& s, int sms);
+
+// f32 elements of split partials `cfg` needs (0 without a split).
+size_t wgmma_conv_workspace(const SplitKConvShape& s, const WgmmaConvConfig& cfg);
+
+// Enqueues the convolution (and with a split the reduction that applies the adds). Pointers
+// 16-byte aligned; ops.partial holds wgmma_conv_workspace() floats when cfg.splits > 1. False
+// when a tensor map could not be encoded (nothing ran).
+bool launch_conv_wgmma(const SplitKConvOperands& ops, DType dtype, const SplitKConvShape& s,
+                       const WgmmaConvConfig& cfg, cudaStream_t stream);
+
+}  // namespace sd::cuda

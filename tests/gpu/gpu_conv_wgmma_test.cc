@@ -1,0 +1,127 @@
+// The Hopper wgmma implicit-GEMM convolution (src/backend/cuda/conv_wgmma.cu), forced with
+// SDSERVE_CUDA_WGMMA_CONV=2 and each tile / split configuration, against the CPU backend's
+// conv2d_fused on the same rounded inputs: SD 1.5 small-level shapes, 1x1, odd sizes, bf16.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "backend/op_cases.h"
+#include "gpu_test_util.h"
+#include "scoped_env.h"
+
+namespace sd::testing {
+namespace {
+
+struct WgmmaCase {
+  const char* name;
+  int64_t b, h, w, cin, cout;
+  int k, stride;
+  bool bias, row, residual;
+  const char* bn;      // SDSERVE_CUDA_WGMMA_CONV_BN ("" = heuristic)
+  const char* splits;  // SDSERVE_CUDA_WGMMA_CONV_SPLITS ("" = heuristic)
+  DType dtype;
+};
+
+class GpuConvWgmma : public ::testing::TestWithParam<WgmmaCase> {};
+
+TEST_P(GpuConvWgmma, MatchesCpuAndIsDeterministic) {
+  SD_REQUIRE_GPU();
+  const WgmmaCase c = GetParam();
+  const int pad = c.k / 2;
+  const int64_t ho = (c.h + 2 * pad - c.k) / c.stride + 1, wo = (c.w + 2 * pad - c.k) / c.stride + 1;
+  const float wr = 1.f / std::sqrt(static_cast<float>(c.cin * c.k * c.k));
+  const std::vector<Tensor> host = {
+      quantize(random_tensor({c.b, c.h, c.w, c.cin}, 601, -2.f, 3.f), c.dtype),    // x [B, H, W, Cin]
+      quantize(random_tensor({c.cout, c.k, c.k, c.cin}, 602, -wr, wr), c.dtype),  // w [Cout, k, k, Cin]
+      quantize(random_tensor({c.cout}, 603), c.dtype),                            // bias [Cout]
+      quantize(random_tensor({c.b, c.cout}, 604), c.dtype),                       // row [B, Cout]
+      quantize(random_tensor({c.b, ho, wo, c.cout}, 605), c.dtype)};              // residual like y
+  const auto conv = [&](Backend& be, const std::vector<Tensor>& d) {
+    return be.conv2d_fused(d[0], d[1], c.bias ? d[2] : Tensor(), c.stride, pad, c.row ? d[3] : Tensor(),
+                           c.residual ? d[4] : Tensor());
+  };
+  Backend& gpu = gpu_backend(c.dtype);
+  Backend& cpu = cpu_reference_backend();
+  std::vector<Tensor> dg, dc;
+  for (const Tensor& t : host) {
+    dg.push_back(gpu.upload(t));
+    dc.push_back(cpu.upload(t));
+  }
+  const Tensor want = cpu.download(conv(cpu, dc));
+  Tensor got, again;
+  {
+    ScopedEnv mode("SDSERVE_CUDA_WGMMA_CONV", "2");
+    ScopedEnv splitk("SDSERVE_CUDA_SPLITK_CONV", "0");
+    ScopedEnv bn("SDSERVE_CUDA_WGMMA_CONV_BN", c.bn);
+    ScopedEnv splits("SDSERVE_CUDA_WGMMA_CONV_SPLITS", c.splits);
+    got = gpu.download(conv(gpu, dg));
+    again = gpu.download(conv(gpu, dg));
+  }
+  Tensor cudnn;
+  {
+    ScopedEnv mode("SDSERVE_CUDA_WGMMA_CONV", "0");
+    ScopedEnv splitk("SDSERVE_CUDA_SPLITK_CONV", "0");
+    cudnn = gpu.download(conv(gpu, dg));
+  }
+  ASSERT_TRUE(gpu.synchronize().ok());
+  ASSERT_EQ(got.shape(), want.shape()) << c.name;
+  const double rel = relative_l2(got, want), rel_cudnn = relative_l2(got, cudnn);
+  std::printf("  %-30s vs CPU rel_l2 %.2e max_abs %.2e | vs cuDNN rel_l2 %.2e\n", c.name, rel,
+              max_abs_diff(got, want), rel_cudnn);
+  const double tol = c.dtype == DType::kBF16 ? 1e-2 : 2e-3;
+  EXPECT_LE(rel, tol) << c.name;
+  EXPECT_LE(rel_cudnn, tol) << c.name;
+  EXPECT_EQ(max_abs_diff(got, again), 0.0) << c.name << ": two runs differ";
+}
+
+std::string case_name(const ::testing::TestParamInfo<WgmmaCase>& info) { return info.param.name; }
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, GpuConvWgmma,
+    ::testing::Values(
+        // name, b, h, w, cin, cout, k, stride, bias, row, residual, bn, splits, dtype
+        WgmmaCase{"l8_resnet_conv2", 2, 8, 8, 1280, 1280, 3, 1, true, false, true, "", "", DType::kF16},
+        WgmmaCase{"l8_conv1_row_bn64_s7", 2, 8, 8, 1280, 1280, 3, 1, true, true, false, "64", "7", DType::kF16},
+        WgmmaCase{"l8_nosplit_all_adds", 2, 8, 8, 1280, 1280, 3, 1, true, true, true, "128", "1", DType::kF16},
+        WgmmaCase{"l8_concat_2560", 2, 8, 8, 2560, 1280, 3, 1, true, true, true, "", "", DType::kF16},
+        WgmmaCase{"l8_shortcut_k1_2560", 2, 8, 8, 2560, 1280, 1, 1, true, false, false, "", "", DType::kF16},
+        WgmmaCase{"l16_1280", 2, 16, 16, 1280, 1280, 3, 1, true, false, true, "", "", DType::kF16},
+        WgmmaCase{"l16_640_to_1280_row", 2, 16, 16, 640, 1280, 3, 1, true, true, false, "", "", DType::kF16},
+        WgmmaCase{"l16_1920_bn64_s3", 2, 16, 16, 1920, 1280, 3, 1, true, false, true, "64", "3", DType::kF16},
+        WgmmaCase{"l16_shortcut_k1_1920", 2, 16, 16, 1920, 1280, 1, 1, true, false, true, "", "", DType::kF16},
+        WgmmaCase{"l32_640", 2, 32, 32, 640, 640, 3, 1, true, false, true, "", "", DType::kF16},
+        WgmmaCase{"odd_3x4x8_imgs4_s5", 3, 4, 8, 128, 192, 3, 1, true, true, true, "64", "5", DType::kF16},
+        WgmmaCase{"odd_1x16x8_cout320", 1, 16, 8, 192, 320, 3, 1, true, true, false, "", "4", DType::kF16},
+        WgmmaCase{"odd_3x32x8_rows16", 3, 32, 8, 64, 128, 3, 1, true, true, true, "128", "3", DType::kF16},
+        WgmmaCase{"odd_5x2x2_k1", 5, 2, 2, 64, 64, 1, 1, true, true, true, "", "", DType::kF16},
+        WgmmaCase{"many_splits_uneven", 1, 8, 8, 1280, 1280, 3, 1, false, false, false, "64", "37", DType::kF16},
+        WgmmaCase{"s2_falls_back_to_cudnn", 2, 16, 16, 640, 640, 3, 2, true, false, false, "", "", DType::kF16},
+        WgmmaCase{"l8_bf16", 2, 8, 8, 1280, 1280, 3, 1, true, true, true, "", "", DType::kBF16},
+        WgmmaCase{"l16_bf16_bn64_nosplit", 2, 16, 16, 640, 1280, 3, 1, true, false, true, "64", "1", DType::kBF16},
+        WgmmaCase{"odd_bf16_3x4x8", 3, 4, 8, 128, 192, 3, 1, false, true, true, "64", "2", DType::kBF16}),
+    case_name);
+
+// The timed choice (mode 1) must give the same values as whichever path it picks.
+TEST(GpuConvWgmmaChoice, TimedChoiceMatchesCpu) {
+  SD_REQUIRE_GPU();
+  Backend& gpu = gpu_backend(DType::kF16);
+  Backend& cpu = cpu_reference_backend();
+  const float wr = 1.f / std::sqrt(2560.f * 9.f);
+  const std::vector<Tensor> host = {quantize(random_tensor({2, 8, 8, 2560}, 611, -2.f, 3.f), DType::kF16),
+                                    quantize(random_tensor({1280, 3, 3, 2560}, 612, -wr, wr), DType::kF16),
+                                    quantize(random_tensor({1280}, 613), DType::kF16)};
+  ScopedEnv mode("SDSERVE_CUDA_WGMMA_CONV", "1");
+  const Tensor want = cpu.download(cpu.conv2d(cpu.upload(host[0]), cpu.upload(host[1]), cpu.upload(host[2]), 1, 1));
+  const Tensor x = gpu.upload(host[0]), w = gpu.upload(host[1]), b = gpu.upload(host[2]);
+  const Tensor first = gpu.download(gpu.conv2d(x, w, b, 1, 1));   // times the candidates
+  const Tensor second = gpu.download(gpu.conv2d(x, w, b, 1, 1));  // runs the chosen one
+  ASSERT_TRUE(gpu.synchronize().ok());
+  EXPECT_LE(relative_l2(first, want), 2e-3);
+  EXPECT_LE(relative_l2(second, want), 2e-3);
+}
+
+}  // namespace
+}  // namespace sd::testing

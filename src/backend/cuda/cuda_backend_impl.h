@@ -19,6 +19,7 @@
 namespace sd::cuda {
 
 class GemmPlans;  // gemm.cc: cuBLASLt descriptors and algorithms per shape
+struct GemmPlan;
 class ConvPlans;  // conv.cc: cuDNN descriptors, algorithm and workspace size per shape
 class ConvGraphPlans;  // conv_graph.cc: cuDNN graph-API execution plans per shape
 struct ConvGraphPlan;
@@ -53,6 +54,7 @@ class CudaBackend final : public Backend {
   Tensor conv2d_fused(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
                       const Tensor& row_add, const Tensor& residual) override;
   Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) override;
+  Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor& bias) override;
 
   Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
                     bool silu) override;
@@ -119,6 +121,18 @@ class CudaBackend final : public Backend {
   ConvPlan& conv_plan(const ConvKey& key);
   // linear (+ residual as cuBLASLt's C with beta = 1; residual may be undefined) (gemm.cc).
   Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual);
+  // Checks the operands of a linear and returns the cuBLASLt plan of its shape for an output at
+  // 256-byte alignment (as the allocator gives); null when the output is empty (gemm.cc).
+  GemmPlan* linear_plan(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual);
+  // y = x w^T (+ bias) (+ residual) through cuBLASLt (or cuBLAS), the plan tuned on its first
+  // eager call (gemm.cc).
+  void linear_library(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual, GemmPlan& plan,
+                      const Tensor& y);
+  // Our Hopper GEMM (gemm_wgmma.h) where SDSERVE_CUDA_WGMMA_GEMM picks it for this shape
+  // (gemm_wgmma_choice.cc; `library_path` runs cuBLASLt (+ the GEGLU kernel) when it is timed
+  // against it); geglu: w [2N, K], the result [..., N]. Undefined if it does not apply.
+  Tensor linear_wgmma(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual, bool geglu,
+                      GemmPlan& plan, const std::function<Tensor()>& library_path);
   // conv2d without bias: graph API, legacy API or the direct kernel (conv.cc).
   Tensor conv2d_plain(const Tensor& x, const Tensor& w, int stride, int padding);
   // The split-K implicit-GEMM conv when SDSERVE_CUDA_SPLITK_CONV picks it for this shape

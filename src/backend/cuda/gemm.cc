@@ -124,7 +124,9 @@ Tensor CudaBackend::linear_residual(const Tensor& x, const Tensor& w, const Tens
   return linear_impl(x, w, bias, residual);
 }
 
-Tensor CudaBackend::linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
+// Checks x [..., K], w [N, K], bias [N], residual [..., N]; the plan of the shape for an output
+// from the allocator (256-byte aligned); null when the output is empty.
+GemmPlan* CudaBackend::linear_plan(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
   check_on_device(x, "linear");
   check_on_device(w, "linear");
   SD_ASSERT(w.ndim() == 2 && x.ndim() >= 1 && x.dim(-1) == w.dim(1),
@@ -137,21 +139,54 @@ Tensor CudaBackend::linear_impl(const Tensor& x, const Tensor& w, const Tensor& 
   }
   const int64_t k = w.dim(1), n = w.dim(0);
   const int64_t m = k ? x.numel() / k : 0;
-  Shape out_shape = x.shape();
-  out_shape.back() = n;
   if (has_res) {
     SD_ASSERT(residual.numel() == m * n && residual.dim(-1) == n && residual.dtype() == x.dtype(),
               "linear_residual: residual " + residual.describe() + " for x " + x.describe() + " w " + w.describe());
   }
-  Tensor y = empty(out_shape, x.dtype());
-  if (m == 0 || n == 0) return y;
+  if (m == 0 || n == 0) return nullptr;
   SD_ASSERT(k > 0, "linear with K = 0");
   SD_ASSERT(m < (int64_t{1} << 31) && n < (int64_t{1} << 31) && k < (int64_t{1} << 31), "linear: too large");
+  const GemmKey key{m, n, k, x.dtype(), has_bias, pointer_alignment(w.raw()), pointer_alignment(x.raw()),
+                    /*align_y=*/256, has_bias ? pointer_alignment(bias.raw()) : 256, has_res,
+                    has_res ? pointer_alignment(residual.raw()) : 256};
+  return &gemm_->get(lt_, key, gemm_workspace_bytes_);
+}
 
-  GemmKey key{m, n, k, x.dtype(), has_bias, pointer_alignment(w.raw()), pointer_alignment(x.raw()),
-              pointer_alignment(y.raw()), has_bias ? pointer_alignment(bias.raw()) : 256, has_res,
-              has_res ? pointer_alignment(residual.raw()) : 256};
-  GemmPlan& plan = gemm_->get(lt_, key, gemm_workspace_bytes_);
+Tensor CudaBackend::linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
+  Shape out_shape = x.shape();
+  out_shape.back() = w.dim(0);
+  GemmPlan* plan = linear_plan(x, w, bias, residual);
+  if (!plan) return empty(out_shape, x.dtype());
+  const auto library = [&] {
+    Tensor y = empty(out_shape, x.dtype());
+    SD_ASSERT(pointer_alignment(y.raw()) == 256, "linear: output not 256-byte aligned");
+    linear_library(x, w, bias, residual, *plan, y);
+    return y;
+  };
+  if (Tensor yw = linear_wgmma(x, w, bias, residual, /*geglu=*/false, *plan, library); yw.defined()) return yw;
+  return library();
+}
+
+Tensor CudaBackend::linear_geglu(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  SD_ASSERT(w.ndim() == 2 && w.dim(0) % 2 == 0, "linear_geglu: w " + w.describe());
+  Shape out_shape = x.shape();
+  out_shape.back() = w.dim(0);
+  GemmPlan* plan = linear_plan(x, w, bias, Tensor());
+  if (!plan) return geglu(empty(out_shape, x.dtype()));
+  const auto library = [&] {
+    Tensor wide = empty(out_shape, x.dtype());  // [..., 2N]: value, gate
+    SD_ASSERT(pointer_alignment(wide.raw()) == 256, "linear_geglu: output not 256-byte aligned");
+    linear_library(x, w, bias, Tensor(), *plan, wide);
+    return geglu(wide);
+  };
+  if (Tensor y = linear_wgmma(x, w, bias, Tensor(), /*geglu=*/true, *plan, library); y.defined()) return y;
+  return library();
+}
+
+void CudaBackend::linear_library(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual,
+                                 GemmPlan& plan, const Tensor& y) {
+  const bool has_bias = bias.defined(), has_res = residual.defined();
+  const int64_t k = w.dim(1), n = w.dim(0), m = x.numel() / k;
   const float alpha = 1.f, beta = has_res ? 1.f : 0.f;
   if (!plan.use_cublas) {
     if (has_bias) {
@@ -172,7 +207,7 @@ Tensor CudaBackend::linear_impl(const Tensor& x, const Tensor& w, const Tensor& 
       }
     }
     const cublasStatus_t st = run(plan.algo);
-    if (st == CUBLAS_STATUS_SUCCESS) return y;
+    if (st == CUBLAS_STATUS_SUCCESS) return;
     if (st != CUBLAS_STATUS_NOT_SUPPORTED && st != CUBLAS_STATUS_INVALID_VALUE) {
       SD_CUBLAS_CHECK(st);
     }
@@ -185,7 +220,6 @@ Tensor CudaBackend::linear_impl(const Tensor& x, const Tensor& w, const Tensor& 
                                static_cast<int>(k), &beta, y.raw(), dt, static_cast<int>(n), CUBLAS_COMPUTE_32F,
                                CUBLAS_GEMM_DEFAULT));
   if (has_bias) add_bias_rows(y, bias);
-  return y;
 }
 
 }  // namespace sd::cuda

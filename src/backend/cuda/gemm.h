@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include "backend/cuda/gemm_wgmma.h"
 #include "tensor/tensor.h"
 
 namespace sd::cuda {
@@ -37,6 +38,13 @@ struct GemmPlan {
   // the shape times each and keeps the fastest (SDSERVE_CUBLASLT_AUTOTUNE=0: the heuristic's first).
   std::vector<cublasLtMatmulAlgo_t> candidates;
   bool tuned = false;
+  // Whether our Hopper GEMM (gemm_wgmma.h) runs this shape instead, decided by timing on the first
+  // eager call (gemm_wgmma_choice.cc); [0] plain / residual, [1] with the GEGLU epilogue.
+  struct Wgmma {
+    enum class Use { kUntested, kLibrary, kWgmma } use = Use::kUntested;
+    WgmmaGemmConfig config;
+  };
+  Wgmma wgmma[2];
 };
 
 class GemmPlans {

@@ -1,6 +1,7 @@
 // The Hopper wgmma implicit-GEMM convolution (src/backend/cuda/conv_wgmma.cu), forced with
 // SDSERVE_CUDA_WGMMA_CONV=2 and each tile / split configuration, against the CPU backend's
-// conv2d_fused on the same rounded inputs: SD 1.5 small-level shapes, 1x1, odd sizes, bf16.
+// conv2d_fused on the same rounded inputs: SD 1.5 small-level shapes, 1x1, odd sizes, bf16,
+// clusters that multicast the input (along N) and the weights (along M).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -23,6 +24,7 @@ struct WgmmaCase {
   const char* bn;      // SDSERVE_CUDA_WGMMA_CONV_BN ("" = heuristic)
   const char* splits;  // SDSERVE_CUDA_WGMMA_CONV_SPLITS ("" = heuristic)
   DType dtype;
+  const char* cluster = "";  // SDSERVE_CUDA_WGMMA_CONV_CLUSTER ("CXxCY"; "" = heuristic)
 };
 
 class GpuConvWgmma : public ::testing::TestWithParam<WgmmaCase> {};
@@ -57,6 +59,7 @@ TEST_P(GpuConvWgmma, MatchesCpuAndIsDeterministic) {
     ScopedEnv splitk("SDSERVE_CUDA_SPLITK_CONV", "0");
     ScopedEnv bn("SDSERVE_CUDA_WGMMA_CONV_BN", c.bn);
     ScopedEnv splits("SDSERVE_CUDA_WGMMA_CONV_SPLITS", c.splits);
+    ScopedEnv cluster("SDSERVE_CUDA_WGMMA_CONV_CLUSTER", c.cluster);
     got = gpu.download(conv(gpu, dg));
     again = gpu.download(conv(gpu, dg));
   }
@@ -101,7 +104,25 @@ INSTANTIATE_TEST_SUITE_P(
         WgmmaCase{"s2_falls_back_to_cudnn", 2, 16, 16, 640, 640, 3, 2, true, false, false, "", "", DType::kF16},
         WgmmaCase{"l8_bf16", 2, 8, 8, 1280, 1280, 3, 1, true, true, true, "", "", DType::kBF16},
         WgmmaCase{"l16_bf16_bn64_nosplit", 2, 16, 16, 640, 1280, 3, 1, true, false, true, "64", "1", DType::kBF16},
-        WgmmaCase{"odd_bf16_3x4x8", 3, 4, 8, 128, 192, 3, 1, false, true, true, "64", "2", DType::kBF16}),
+        WgmmaCase{"odd_bf16_3x4x8", 3, 4, 8, 128, 192, 3, 1, false, true, true, "64", "2", DType::kBF16},
+        WgmmaCase{"l16_bn256_s6_all_adds", 2, 16, 16, 1280, 1280, 3, 1, true, true, true, "256", "6", DType::kF16},
+        WgmmaCase{"l8_bn256_nosplit", 2, 8, 8, 1280, 1280, 3, 1, true, false, false, "256", "1", DType::kF16},
+        WgmmaCase{"odd_bf16_bn256_3x4x8", 3, 4, 8, 128, 256, 3, 1, true, true, true, "256", "4", DType::kBF16},
+        // name, ..., bn, splits, dtype, cluster
+        WgmmaCase{"l8_cluster4x1_bn64_s6", 2, 8, 8, 1280, 1280, 3, 1, true, true, true, "64", "6", DType::kF16,
+                  "4x1"},
+        WgmmaCase{"l8_cluster2x1_bn128", 2, 8, 8, 2560, 1280, 3, 1, true, false, true, "128", "", DType::kF16,
+                  "2x1"},
+        WgmmaCase{"l16_cluster2x2_s3", 2, 16, 16, 1280, 1280, 3, 1, true, true, true, "128", "3", DType::kF16,
+                  "2x2"},
+        WgmmaCase{"l16_cluster4x2_bn64", 2, 16, 16, 640, 1280, 3, 1, true, false, false, "64", "2", DType::kF16,
+                  "4x2"},
+        WgmmaCase{"l32_cluster1x2", 2, 32, 32, 640, 640, 3, 1, true, false, true, "128", "1", DType::kF16, "1x2"},
+        WgmmaCase{"odd_rows16_cluster1x2", 3, 32, 8, 64, 128, 3, 1, true, true, true, "128", "3", DType::kF16,
+                  "1x2"},
+        WgmmaCase{"odd_3x8x4_cluster4x1", 3, 8, 4, 128, 256, 3, 1, true, true, true, "64", "3", DType::kF16, "4x1"},
+        WgmmaCase{"odd_bf16_rows2_cluster4x2", 1, 32, 16, 64, 256, 3, 1, true, true, true, "64", "1", DType::kBF16,
+                  "4x2"}),
     case_name);
 
 // The timed choice (mode 1) must give the same values as whichever path it picks.

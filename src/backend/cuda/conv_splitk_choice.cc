@@ -5,8 +5,8 @@
 // it timed faster; 2: always where it applies
 // (tests; SDSERVE_CUDA_SPLITK_TILE=BMxBN, _SPLITS=N, _CLUSTER=0|1 pick the config).
 // The Hopper wgmma convolution (conv_wgmma.h) is a second candidate family of the same timing:
-// SDSERVE_CUDA_WGMMA_CONV=0|1|2 (never / where it timed faster / always where it applies; tests
-// pick its config with SDSERVE_CUDA_WGMMA_CONV_BN=64|128, _SPLITS=N).
+// SDSERVE_CUDA_WGMMA_CONV=0|1|2 (never / where it timed faster / always where it
+// applies; tests pick its config with SDSERVE_CUDA_WGMMA_CONV_BN=64|128|256, _SPLITS=N, _CLUSTER=CXxCY).
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -74,12 +74,17 @@ WgmmaConvConfig forced_wgmma_config(const SplitKConvShape& s, int sms) {
   WgmmaConvConfig cfg = wgmma_conv_candidates(s, sms).front();
   if (const char* bn = std::getenv("SDSERVE_CUDA_WGMMA_CONV_BN")) {
     const int v = std::atoi(bn);
-    if ((v == 64 || v == 128) && s.cout % v == 0) cfg.bn = v;
+    if ((v == 64 || v == 128 || v == 256) && s.cout % v == 0) cfg.bn = v;
   }
   if (const char* splits = std::getenv("SDSERVE_CUDA_WGMMA_CONV_SPLITS")) {
     const int n = std::atoi(splits);
     if (n >= 1) cfg.splits = n;
   }
+  if (const char* cluster = std::getenv("SDSERVE_CUDA_WGMMA_CONV_CLUSTER")) {
+    int cx = 0, cy = 0;
+    if (std::sscanf(cluster, "%dx%d", &cx, &cy) == 2) cfg.cx = cx, cfg.cy = cy;
+  }
+  if (!wgmma_conv_config_ok(s, cfg)) cfg.cx = cfg.cy = 1;  // an override that does not fit the shape
   return cfg;
 }
 

@@ -1,8 +1,9 @@
 // Hopper implicit-GEMM convolution (stride 1, same padding) for NHWC f16/bf16: a producer warp
 // streams (filter tap, 64-channel) steps by TMA into a 6-8 stage ring (the input as a 4D box whose
 // out-of-bounds taps TMA zero-fills = the padding; the weights as a 2D box, both swizzle-128B),
-// two consumer warpgroups run wgmma m64nBNk16 from shared memory; split-K slices write f32
-// partials that a reduce kernel sums in slice order while applying bias / row / residual.
+// two consumer warpgroups run wgmma m64nBNk16 from shared memory; a cluster of CTAs along N / M
+// shares each input / weight box by TMA multicast; split-K slices write f32 partials that a
+// reduce kernel sums in slice order while applying bias / row / residual.
 #include "backend/cuda/conv_wgmma.h"
 
 #include <cuda.h>
@@ -26,7 +27,7 @@ constexpr int kThreads = 384;  // warpgroup 0: producer (one thread issues TMA),
 
 template <int BN>
 struct Cfg {
-  static constexpr int kStages = BN == 128 ? 6 : 8;
+  static constexpr int kStages = BN == 256 ? 4 : BN == 128 ? 6 : 8;  // 192 KB of stages
   static constexpr uint32_t kABytes = kBM * kBK * 2;  // [128 positions][64 channels], swizzled
   static constexpr uint32_t kBBytes = BN * kBK * 2;   // [BN out channels][64 channels], swizzled
   static constexpr size_t kSmem = size_t{kStages} * (kABytes + kBBytes) + 2 * kStages * 8 + 1024;
@@ -38,12 +39,15 @@ struct Params {
   const void* row;
   const void* residual;
   float* partial;  // [splits, M, Cout] when splits > 1
-  int m, cout, hw, k, pad;
+  int m, cout, hw, w_, k, pad;
   int cin_steps;        // Cin / 64
   int kiters;           // k * k * Cin / 64
   int iters_per_split;  // reduction steps per slice
   int splits;
-  int imgs, rows, tiles_per_img;  // a tile = `imgs` images x `rows` rows x W (the input box)
+  // Cluster cx x cy: the cx CTAs of one output tile row (along N) each load a_piece positions of
+  // the input box and multicast them to the others; the cy CTAs along M share the weight box in
+  // pieces of b_piece output channels likewise.
+  int cx, cy, a_piece, b_piece;
 };
 
 // y[m, n..n+1] = v + bias + row + residual (n even).
@@ -72,7 +76,8 @@ __device__ __forceinline__ void store_pair(const Params& p, int m, int n, float 
 }
 
 // Grid (Cout / BN, output tiles, splits), kThreads threads, Cfg<BN>::kSmem dynamic shared memory.
-// xmap: 4D [B, H, W, Cin] box {64, W, rows, imgs}; wmap: 2D [Cout, k*k*Cin] box {64, BN}.
+// xmap: 4D [B, H, W, Cin], box {64, W, rows, imgs} = a_piece positions; wmap: 2D [Cout, k*k*Cin],
+// box {64, b_piece}. Launched as clusters (cx, cy, 1) when cx * cy > 1.
 template <typename T, int BN>
 __global__ void __launch_bounds__(kThreads, 1)
     conv_wgmma_kernel(const __grid_constant__ CUtensorMap xmap, const __grid_constant__ CUtensorMap wmap,
@@ -88,31 +93,47 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int kt0 = blockIdx.z * p.iters_per_split;
   const int niters = min(p.kiters, kt0 + p.iters_per_split) - kt0;
   const int wg = threadIdx.x / 128;
+  const int ncta = p.cx * p.cy;
+  const uint32_t rx = ncta > 1 ? cluster_ctaid_x() : 0, ry = ncta > 1 ? cluster_ctaid_y() : 0;
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
-      mbar_init(full + 8 * s, 1);   // the producer's arrive + the TMA bytes
-      mbar_init(empty + 8 * s, 2);  // one arrive per consumer warpgroup
+      mbar_init(full + 8 * s, 1);          // the producer's arrive + the TMA bytes
+      mbar_init(empty + 8 * s, 2 * ncta);  // one arrive per consumer warpgroup of the cluster
     }
     fence_mbar_init();
     prefetch_tensor_map(&xmap);
     prefetch_tensor_map(&wmap);
   }
-  __syncthreads();
+  if (ncta > 1) cluster_sync();  // every CTA's barriers exist before anyone multicasts into them
+  else __syncthreads();
 
   if (wg == 0) {
     setmaxnreg_dec<40>();
-    if (threadIdx.x != 0) return;
-    const int b0 = (tile / p.tiles_per_img) * p.imgs, h0 = (tile % p.tiles_per_img) * p.rows;
-    const uint64_t stream_once = evict_first_policy();
-    for (int it = 0; it < niters; ++it) {
-      const int s = it % kStages;
-      if (it >= kStages) mbar_wait(empty + 8 * s, ((it / kStages) - 1) & 1);
-      mbar_arrive_expect_tx(full + 8 * s, C::kABytes + C::kBBytes);
-      const int kt = kt0 + it, tap = kt / p.cin_steps, c0 = (kt - tap * p.cin_steps) * kBK;
-      const int ky = tap / p.k, kx = tap - ky * p.k;
-      tma_load_4d(sa + s * C::kABytes, &xmap, full + 8 * s, c0, kx - p.pad, h0 + ky - p.pad, b0);
-      tma_load_2d(sb + s * C::kBBytes, &wmap, full + 8 * s, kt * kBK, n0, stream_once);
+    if (threadIdx.x == 0) {
+      // This CTA's piece of the input box: positions [a_piece rx, a_piece (rx + 1)) of the tile.
+      const int pos = tile * kBM + static_cast<int>(rx) * p.a_piece;
+      const int ab = pos / p.hw, ah = (pos % p.hw) / p.w_;
+      const uint32_t a_off = rx * p.a_piece * 128, b_off = ry * p.b_piece * 128;
+      uint16_t a_mask = 0, b_mask = 0;  // the CTAs of this tile row / of this N column
+      for (int i = 0; i < p.cx; ++i) a_mask |= static_cast<uint16_t>(1u << (ry * p.cx + i));
+      for (int j = 0; j < p.cy; ++j) b_mask |= static_cast<uint16_t>(1u << (j * p.cx + rx));
+      const uint64_t stream_once = evict_first_policy();
+      for (int it = 0; it < niters; ++it) {
+        const int s = it % kStages;
+        if (it >= kStages) mbar_wait(empty + 8 * s, ((it / kStages) - 1) & 1);
+        mbar_arrive_expect_tx(full + 8 * s, C::kABytes + C::kBBytes);
+        const int kt = kt0 + it, tap = kt / p.cin_steps, c0 = (kt - tap * p.cin_steps) * kBK;
+        const int ky = tap / p.k, kx = tap - ky * p.k;
+        const uint32_t da = sa + s * C::kABytes + a_off, db = sb + s * C::kBBytes + b_off;
+        const int nb = n0 + static_cast<int>(ry) * p.b_piece;
+        if (p.cx > 1) tma_load_4d_multicast(da, &xmap, full + 8 * s, c0, kx - p.pad, ah + ky - p.pad, ab, a_mask);
+        else tma_load_4d(da, &xmap, full + 8 * s, c0, kx - p.pad, ah + ky - p.pad, ab);
+        if (p.cy > 1) tma_load_2d_multicast(db, &wmap, full + 8 * s, kt * kBK, nb, b_mask, stream_once);
+        else tma_load_2d(db, &wmap, full + 8 * s, kt * kBK, nb, stream_once);
+      }
     }
+    __syncwarp();                  // warp 0 whole again before the aligned cluster barrier
+    if (ncta > 1) cluster_sync();  // no CTA leaves while others may still arrive on its barriers
     return;
   }
 
@@ -130,7 +151,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int kk = 0; kk < kBK / 16; ++kk) wgmma_ss<T, BN>(acc, sw128_desc(a + kk * 32), sw128_desc(b + kk * 32));
     wgmma_commit();
     wgmma_wait<1>();  // the step before this one is done: its stage goes back to the producer
-    if (it > 0 && threadIdx.x % 128 == 0) mbar_arrive(empty + 8 * ((it - 1) % kStages));
+    if (it > 0 && threadIdx.x % 128 == 0) {
+      const uint32_t bar = empty + 8 * ((it - 1) % kStages);
+      if (ncta > 1) {
+        for (int q = 0; q < ncta; ++q) mbar_arrive_cluster(bar, q);  // the stage is free in every CTA
+      } else {
+        mbar_arrive(bar);
+      }
+    }
   }
   wgmma_wait<0>();
   fence_regs(acc);
@@ -154,6 +182,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   }
+  if (ncta > 1) cluster_sync();
 #endif
 }
 
@@ -234,22 +263,62 @@ Geometry geometry(const SplitKConvShape& s) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// The input box of one CTA of a cx-wide cluster: 128 / cx positions as imgs x rows x W, or
+// false when they are not one box (fewer positions than a row, or not whole images / rows).
+bool piece_box(const SplitKConvShape& s, int cx, int& imgs, int& rows) {
+  const int64_t piece = kBM / cx, hw = s.h * s.w;
+  if (piece >= hw) {
+    if (piece % hw != 0) return false;
+    imgs = static_cast<int>(piece / hw);
+    rows = static_cast<int>(s.h);
+    return true;
+  }
+  if (piece % s.w != 0 || hw % piece != 0) return false;
+  imgs = 1;
+  rows = static_cast<int>(piece / s.w);
+  return true;
+}
+
+bool cluster_ok(const SplitKConvShape& s, const Geometry& g, int bn, int cx, int cy) {
+  int imgs = 0, rows = 0;
+  return (cx == 1 || cx == 2 || cx == 4) && (cy == 1 || cy == 2 || cy == 4) && cx * cy <= 8 &&
+         (s.cout / bn) % cx == 0 && g.tiles % cy == 0 && piece_box(s, cx, imgs, rows);
+}
+
+// False when the device refused the cluster shape (nothing ran).
 template <typename T, int BN>
-void launch_kernel(const CUtensorMap& xmap, const CUtensorMap& wmap, const Params& p, int64_t tiles,
+bool launch_kernel(const CUtensorMap& xmap, const CUtensorMap& wmap, const Params& p, int64_t tiles,
                    cudaStream_t stream) {
   const auto kernel = conv_wgmma_kernel<T, BN>;
   static const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                        static_cast<int>(Cfg<BN>::kSmem));
   SD_CUDA_CHECK(attr);
-  const dim3 grid(static_cast<unsigned>(p.cout / BN), static_cast<unsigned>(tiles), static_cast<unsigned>(p.splits));
-  kernel<<<grid, kThreads, Cfg<BN>::kSmem, stream>>>(xmap, wmap, p);
-  SD_CUDA_LAUNCH_CHECK();
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(p.cout / BN), static_cast<unsigned>(tiles), static_cast<unsigned>(p.splits));
+  cfg.blockDim = dim3(kThreads, 1, 1);
+  cfg.dynamicSmemBytes = Cfg<BN>::kSmem;
+  cfg.stream = stream;
+  cudaLaunchAttribute cluster[1];
+  cluster[0].id = cudaLaunchAttributeClusterDimension;
+  cluster[0].val.clusterDim.x = static_cast<unsigned>(p.cx);
+  cluster[0].val.clusterDim.y = static_cast<unsigned>(p.cy);
+  cluster[0].val.clusterDim.z = 1;
+  cfg.attrs = cluster;
+  cfg.numAttrs = p.cx * p.cy > 1 ? 1 : 0;
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, xmap, wmap, p);
+  if (err != cudaSuccess && cfg.numAttrs > 0) {
+    (void)cudaGetLastError();  // a refused cluster shape is not sticky
+    return false;
+  }
+  SD_CUDA_CHECK(err);
+  return true;
 }
 
 }  // namespace
 
 std::string WgmmaConvConfig::describe() const {
-  return "wgmma 128x" + std::to_string(bn) + " split " + std::to_string(splits);
+  return "wgmma 128x" + std::to_string(bn) + " split " + std::to_string(splits) + " cluster " + std::to_string(cx) +
+         "x" + std::to_string(cy);
 }
 
 bool wgmma_conv_supported(const SplitKConvShape& s, DType dtype) {
@@ -261,6 +330,11 @@ bool wgmma_conv_supported(const SplitKConvShape& s, DType dtype) {
     return false;
   }
   return geometry(s).ok;
+}
+
+bool wgmma_conv_config_ok(const SplitKConvShape& s, const WgmmaConvConfig& cfg) {
+  return (cfg.bn == 64 || cfg.bn == 128 || cfg.bn == 256) && s.cout % cfg.bn == 0 && cfg.splits >= 1 &&
+         cluster_ok(s, geometry(s), cfg.bn, cfg.cx, cfg.cy);
 }
 
 bool wgmma_conv_device_ok(int device) {
@@ -277,20 +351,22 @@ std::vector<WgmmaConvConfig> wgmma_conv_candidates(const SplitKConvShape& s, int
   std::vector<WgmmaConvConfig> out;
   const Geometry g = geometry(s);
   const int64_t kiters = s.k * s.k * s.cin / kBK, m = s.b * s.h * s.w;
-  const auto add = [&](int bn, int64_t splits) {
-    if (s.cout % bn != 0) return;
+  const auto add = [&](int bn, int64_t splits, int cx, int cy) {
+    if (s.cout % bn != 0 || !cluster_ok(s, g, bn, cx, cy)) return;
     splits = std::clamp<int64_t>(splits, 1, std::max<int64_t>(1, kiters / 2));  // >= 2 steps a slice
     while (splits > 1 && splits * m * s.cout > (int64_t{16} << 20)) --splits;  // partials <= 64 MB
     splits = ceil_div(kiters, ceil_div(kiters, splits));                        // no empty slice
     for (const WgmmaConvConfig& o : out) {
-      if (o.bn == bn && o.splits == splits) return;
+      if (o.bn == bn && o.splits == splits && o.cx == cx && o.cy == cy) return;
     }
-    out.push_back({bn, static_cast<int>(splits)});
+    out.push_back({bn, static_cast<int>(splits), cx, cy});
   };
-  for (const int bn : {128, 64}) {
-    const int64_t tiles = g.tiles * (s.cout / bn);
-    add(bn, std::max<int64_t>(1, sms / tiles));  // one wave of one CTA per SM
-    add(bn, ceil_div(sms, tiles));               // every SM busy, a few twice
+  // One wave of one CTA per SM, no clusters: on an H100 every multicast cluster (2x1 .. 4x2) was
+  // 1.5-10x slower than the same tiles without (docs/perf-notes.md); they stay for measuring,
+  // through SDSERVE_CUDA_WGMMA_CONV_CLUSTER in mode 2.
+  for (const int bn : {128, 64, 256}) {
+    if (s.cout % bn != 0) continue;
+    add(bn, std::max<int64_t>(1, sms / (g.tiles * (s.cout / bn))), 1, 1);
   }
   return out;
 }
@@ -302,33 +378,36 @@ size_t wgmma_conv_workspace(const SplitKConvShape& s, const WgmmaConvConfig& cfg
 bool launch_conv_wgmma(const SplitKConvOperands& ops, DType dtype, const SplitKConvShape& s,
                        const WgmmaConvConfig& cfg, cudaStream_t stream) {
   SD_ASSERT(wgmma_conv_supported(s, dtype), "conv_wgmma: unsupported shape or dtype");
-  SD_ASSERT((cfg.bn == 64 || cfg.bn == 128) && s.cout % cfg.bn == 0 && cfg.splits >= 1,
+  const Geometry g = geometry(s);
+  SD_ASSERT((cfg.bn == 64 || cfg.bn == 128 || cfg.bn == 256) && s.cout % cfg.bn == 0 && cfg.splits >= 1 &&
+                cluster_ok(s, g, cfg.bn, cfg.cx, cfg.cy),
             "conv_wgmma: config " + cfg.describe());
   SD_ASSERT(cfg.splits == 1 || ops.partial, "conv_wgmma: split partials need a workspace");
   const EncodeTiled encode = encode_tiled();
   if (!encode) return false;
-  const Geometry g = geometry(s);
+  int piece_imgs = 1, piece_rows = 1;
+  piece_box(s, cfg.cx, piece_imgs, piece_rows);
   const CUtensorMapDataType type =
       dtype == DType::kF16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
   const cuuint32_t unit[4] = {1, 1, 1, 1};
-  // x [B, H, W, Cin] innermost first; a box is 64 channels x W x rows x imgs = 128 positions.
+  // x [B, H, W, Cin] innermost first; a box is 64 channels x W x rows x imgs = 128 / cx positions.
   CUtensorMap xmap{}, wmap{};
   const cuuint64_t xdims[4] = {static_cast<cuuint64_t>(s.cin), static_cast<cuuint64_t>(s.w),
                                static_cast<cuuint64_t>(s.h), static_cast<cuuint64_t>(s.b)};
   const cuuint64_t xstrides[3] = {static_cast<cuuint64_t>(s.cin * 2), static_cast<cuuint64_t>(s.w * s.cin * 2),
                                   static_cast<cuuint64_t>(s.h * s.w * s.cin * 2)};
-  const cuuint32_t xbox[4] = {kBK, static_cast<cuuint32_t>(s.w), static_cast<cuuint32_t>(g.rows),
-                              static_cast<cuuint32_t>(g.imgs)};
+  const cuuint32_t xbox[4] = {kBK, static_cast<cuuint32_t>(s.w), static_cast<cuuint32_t>(piece_rows),
+                              static_cast<cuuint32_t>(piece_imgs)};
   if (encode(&xmap, type, 4, const_cast<void*>(ops.x), xdims, xstrides, xbox, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
              CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
     return false;
   }
-  // w [Cout, k*k*Cin]; a box is 64 reduction elements x bn output channels.
+  // w [Cout, k*k*Cin]; a box is 64 reduction elements x bn / cy output channels.
   const int64_t ktot = s.k * s.k * s.cin;
   const cuuint64_t wdims[2] = {static_cast<cuuint64_t>(ktot), static_cast<cuuint64_t>(s.cout)};
   const cuuint64_t wstrides[1] = {static_cast<cuuint64_t>(ktot * 2)};
-  const cuuint32_t wbox[2] = {kBK, static_cast<cuuint32_t>(cfg.bn)};
+  const cuuint32_t wbox[2] = {kBK, static_cast<cuuint32_t>(cfg.bn / cfg.cy)};
   if (encode(&wmap, type, 2, const_cast<void*>(ops.w), wdims, wstrides, wbox, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
              CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
@@ -337,23 +416,26 @@ bool launch_conv_wgmma(const SplitKConvOperands& ops, DType dtype, const SplitKC
   Params p{};
   p.y = ops.y, p.bias = ops.bias, p.row = ops.row, p.residual = ops.residual, p.partial = ops.partial;
   p.m = static_cast<int>(s.b * s.h * s.w), p.cout = static_cast<int>(s.cout), p.hw = static_cast<int>(s.h * s.w);
+  p.w_ = static_cast<int>(s.w);
   p.k = s.k, p.pad = s.padding;
   p.cin_steps = static_cast<int>(s.cin / kBK);
   p.kiters = s.k * s.k * p.cin_steps;
   p.iters_per_split = static_cast<int>(ceil_div(p.kiters, cfg.splits));
   p.splits = static_cast<int>(ceil_div(p.kiters, p.iters_per_split));
-  p.imgs = g.imgs, p.rows = g.rows, p.tiles_per_img = g.tiles_per_img;
+  p.cx = cfg.cx, p.cy = cfg.cy, p.a_piece = kBM / cfg.cx, p.b_piece = cfg.bn / cfg.cy;
+  bool ok = true;
   dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (cfg.bn == 128) launch_kernel<T, 128>(xmap, wmap, p, g.tiles, stream);
-    else launch_kernel<T, 64>(xmap, wmap, p, g.tiles, stream);
-    if (p.splits > 1) {
+    ok = cfg.bn == 256   ? launch_kernel<T, 256>(xmap, wmap, p, g.tiles, stream)
+         : cfg.bn == 128 ? launch_kernel<T, 128>(xmap, wmap, p, g.tiles, stream)
+                         : launch_kernel<T, 64>(xmap, wmap, p, g.tiles, stream);
+    if (ok && p.splits > 1) {
       const int64_t n8 = int64_t{p.m} * p.cout / 8;
       conv_wgmma_reduce_kernel<T><<<grid_for(n8, 256), 256, 0, stream>>>(p);
       SD_CUDA_LAUNCH_CHECK();
     }
   });
-  return true;
+  return ok;
 }
 
 }  // namespace sd::cuda

@@ -14,12 +14,15 @@
 
 namespace sd::cuda {
 
-// Output tile 128 positions x bn channels (bn 64 or 128), the reduction (filter tap, 64-channel
+// Output tile 128 positions x bn channels (bn 64, 128 or 256), the reduction (filter tap, 64-channel
 // chunk) steps split into `splits` contiguous slices; slices > 1 write f32 partials that a second
-// kernel sums in slice order (deterministic) while applying bias / row / residual.
+// kernel sums in slice order (deterministic) while applying bias / row / residual. Clusters of
+// cx x cy CTAs (cx, cy in 1, 2, 4; cx * cy <= 8): the cx CTAs along N multicast the shared input
+// box, the cy CTAs along M the shared weight box (each loads 1 / cx or 1 / cy of it).
 struct WgmmaConvConfig {
   int bn = 128;
   int splits = 1;
+  int cx = 1, cy = 1;
   std::string describe() const;
 };
 
@@ -27,6 +30,10 @@ struct WgmmaConvConfig {
 // a 128-position tile that is one box of the input: W divides 128 and H*W divides 128 (whole
 // images per tile) or 128 divides H*W (rows of one image per tile).
 bool wgmma_conv_supported(const SplitKConvShape& s, DType dtype);
+
+// Whether `cfg`'s tile and cluster fit shape `s` (grid divisible by the cluster, input pieces
+// that are boxes).
+bool wgmma_conv_config_ok(const SplitKConvShape& s, const WgmmaConvConfig& cfg);
 
 // Whether `device` runs the kernel: compute capability 9.0 (wgmma, TMA) and a driver that gives
 // cuTensorMapEncodeTiled (looked up through the runtime; libcuda is never linked).
@@ -40,7 +47,7 @@ size_t wgmma_conv_workspace(const SplitKConvShape& s, const WgmmaConvConfig& cfg
 
 // Enqueues the convolution (and with a split the reduction that applies the adds). Pointers
 // 16-byte aligned; ops.partial holds wgmma_conv_workspace() floats when cfg.splits > 1. False
-// when a tensor map could not be encoded (nothing ran).
+// when a tensor map could not be encoded or the device refused the cluster (nothing ran).
 bool launch_conv_wgmma(const SplitKConvOperands& ops, DType dtype, const SplitKConvShape& s,
                        const WgmmaConvConfig& cfg, cudaStream_t stream);
 

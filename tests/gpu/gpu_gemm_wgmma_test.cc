@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -31,7 +32,7 @@ struct GemmCase {
   int64_t m, n, k;
   bool geglu, bias, residual;
   DType dtype;
-  bool forced = true;  // also the forced tiles 64 / 128 / 256 x splits 1 / 3 beside the candidates
+  bool forced = true;  // also forced tiles (cooperative and ping-pong, split or not) beside the candidates
 };
 
 // Rows checked against the f64 reference: all up to 192, else the first and last 64 and 64 spread.
@@ -117,6 +118,11 @@ TEST_P(GpuGemmWgmma, MatchesReferenceAndBackend) {
   if (c.forced) {
     for (int bn : {64, 128, 256})
       for (int splits : {1, 3}) configs.push_back({128, bn, splits});
+    configs.push_back({128, 160, 1});
+    configs.push_back({128, 192, 3});
+    configs.push_back({64, 128, 1});
+    configs.push_back({64, 160, 3});
+    configs.push_back({64, 256, 1});
   }
   const double tol = c.dtype == DType::kBF16 ? 1e-2 : 2e-3;
   for (const cuda::WgmmaGemmConfig& cfg : configs) {
@@ -241,6 +247,8 @@ TEST(GpuGemmWgmmaBench, DISABLED_SdShapes) {
   const Level levels[] = {{4096, 320}, {1024, 640}, {256, 1280}, {64, 1280}};
   const Kind kinds[] = {{"qkv", 1, 3, false, false}, {"out", 1, 1, false, true}, {"ff1_geglu", 1, 4, true, false},
                         {"ff2", 4, 1, false, true}};
+  const char* bm_env = std::getenv("SDSERVE_GEMM_BENCH_BM");  // only configurations of this bm
+  const int only_bm = bm_env ? std::atoi(bm_env) : 0;
   std::printf("gemm_bench rows level kind MxNxK | path config us TFLOP/s\n");
   for (int64_t rows : {2, 32}) {
     for (const Level& lv : levels) {
@@ -262,10 +270,12 @@ TEST(GpuGemmWgmmaBench, DISABLED_SdShapes) {
         });
         std::printf("%s | cublaslt%s %.2f %.1f\n", tag.c_str(), kd.geglu ? "+geglu" : "", base_us,
                     flops / base_us * 1e-6);
+        std::fflush(stdout);
         const Tensor y = gpu.upload(Tensor::zeros_host({m, n}, DType::kF32));
         double best = 1e30;
         std::string best_cfg;
         for (const cuda::WgmmaGemmConfig& cfg : cuda::wgmma_gemm_candidates(shape, sms)) {
+          if (only_bm > 0 && cfg.bm != only_bm) continue;
           const size_t bytes = cuda::wgmma_gemm_workspace(shape, cfg);
           Tensor work;
           if (bytes) work = gpu.upload(Tensor::zeros_host({static_cast<int64_t>(bytes / 4)}, DType::kF32), DType::kF32);
@@ -282,6 +292,7 @@ TEST(GpuGemmWgmmaBench, DISABLED_SdShapes) {
           });
           std::printf("%s | %s %.2f %.1f%s\n", tag.c_str(), cfg.describe().c_str(), us, flops / us * 1e-6,
                       ok ? "" : " (launch failed)");
+          std::fflush(stdout);
           if (ok && us > 0 && us < best) {
             best = us;
             best_cfg = cfg.describe();

@@ -14,46 +14,48 @@ namespace sd::cuda {
 namespace {
 
 using gemm_wgmma::kBK;
-using gemm_wgmma::kBM;
 
 constexpr int kMaxDevices = 64;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// True when the current device is sm_90 (looked up once per device).
-bool device_is_sm90() {
+// Multiprocessors of the current device when it is sm_90, else 0 (looked up once per device).
+int sm90_multiprocessors() {
   static std::mutex mu;
-  static int cached[kMaxDevices];  // 0 unknown, 1 yes, 2 no
+  static int cached[kMaxDevices];  // 0 unknown, -1 not sm_90, else the multiprocessor count
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
     (void)cudaGetLastError();
-    return false;
+    return 0;
   }
   std::lock_guard<std::mutex> lock(mu);
   if (!cached[dev]) {
-    int major = 0, minor = 0;
+    int major = 0, minor = 0, sms = 0;
     const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-                    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess;
+                    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess;
     (void)cudaGetLastError();
-    cached[dev] = ok && major == 9 && minor == 0 ? 1 : 2;
+    cached[dev] = ok && major == 9 && minor == 0 && sms > 0 ? sms : -1;
   }
-  return cached[dev] == 1;
+  return std::max(cached[dev], 0);
 }
 
 bool config_valid(const WgmmaGemmShape& s, const WgmmaGemmConfig& c) {
-  if (c.bm != kBM || (c.bn != 64 && c.bn != 128 && c.bn != 256)) return false;
+  const bool cooperative = c.bm == 128 && (c.bn == 64 || c.bn == 128 || c.bn == 160 || c.bn == 192 || c.bn == 256);
+  const bool ping_pong = c.bm == 64 && (c.bn == 128 || c.bn == 160 || c.bn == 256);
+  if (!cooperative && !ping_pong) return false;
   return c.splits >= 1 && c.splits <= ceil_div(s.k, kBK);
 }
 
-template <typename T, int BN, bool GEGLU, bool SPLIT>
+template <typename T, int BM, int BN, bool GEGLU, bool SPLIT>
 bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
-                  cudaStream_t stream) {
+                  cudaStream_t stream, int sms) {
   const uint64_t w_rows = GEGLU ? 2 * s.n : s.n;
   CUtensorMap tx, tw;
-  if (!encode_tma_2d(o.x, dtype, s.m, s.k, s.k, kBM, kBK, TmaSwizzle::k128B, &tx).ok()) return false;
+  if (!encode_tma_2d(o.x, dtype, s.m, s.k, s.k, BM, kBK, TmaSwizzle::k128B, &tx).ok()) return false;
   if (!encode_tma_2d(o.w, dtype, w_rows, s.k, s.k, GEGLU ? BN / 2 : BN, kBK, TmaSwizzle::k128B, &tw).ok()) return false;
-  auto* kernel = gemm_wgmma::gemm_kernel<T, BN, GEGLU, SPLIT>;
-  constexpr int kSmem = gemm_wgmma::smem_bytes_for(BN);
+  auto* kernel = gemm_wgmma::gemm_kernel<T, BM, BN, GEGLU, SPLIT>;
+  constexpr int kSmem = gemm_wgmma::smem_bytes_for(BM, BN);
   static std::atomic<int> attr_state[kMaxDevices];  // per device: 0 unset, 1 set, 2 failed
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return false;
@@ -70,17 +72,19 @@ bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
   p.kblocks = static_cast<int>(ceil_div(s.k, kBK));
   p.kblocks_per_split = static_cast<int>(ceil_div(p.kblocks, c.splits));
   const int splits = static_cast<int>(ceil_div(p.kblocks, p.kblocks_per_split));  // no empty slice
-  p.m_tiles = static_cast<int>(ceil_div(s.m, kBM));
+  p.m_tiles = static_cast<int>(ceil_div(s.m, BM));
   p.n_tiles = static_cast<int>(ceil_div(s.n, GEGLU ? BN / 2 : BN));
   p.y = o.y;
   p.bias = o.bias;
   p.residual = GEGLU ? nullptr : o.residual;
   p.partial = static_cast<float*>(o.workspace);
-  const dim3 grid(static_cast<unsigned>(int64_t{p.m_tiles} * p.n_tiles), static_cast<unsigned>(splits));
-  kernel<<<grid, gemm_wgmma::kThreads, kSmem, stream>>>(tx, tw, p);
+  const int64_t units = int64_t{p.m_tiles} * p.n_tiles * splits;
+  if (units >= (int64_t{1} << 31)) return false;
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(units, sms));  // persistent: one CTA per SM
+  kernel<<<grid, gemm_wgmma::kThreads, kSmem, stream>>>(tx, tw, p, static_cast<int>(units), splits);
   if (SPLIT) {
     const int64_t quads = s.m * s.n / 4;
-    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(quads, 256), 132 * 16));
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(quads, 256), int64_t{sms} * 16));
     gemm_wgmma::splitk_reduce_kernel<T, GEGLU><<<blocks, 256, 0, stream>>>(p, splits);
   }
   return cudaGetLastError() == cudaSuccess;
@@ -88,21 +92,34 @@ bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
 
 template <typename T, bool GEGLU, bool SPLIT>
 bool launch_bn(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
-               cudaStream_t stream) {
+               cudaStream_t stream, int sms) {
+  if (c.bm == 64) {
+    switch (c.bn) {
+      case 128: return launch_typed<T, 64, 128, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
+      case 160: return launch_typed<T, 64, 160, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
+      case 256: return launch_typed<T, 64, 256, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
+      default: return false;
+    }
+  }
   switch (c.bn) {
-    case 64: return launch_typed<T, 64, GEGLU, SPLIT>(o, dtype, s, c, stream);
-    case 128: return launch_typed<T, 128, GEGLU, SPLIT>(o, dtype, s, c, stream);
-    case 256: return launch_typed<T, 256, GEGLU, SPLIT>(o, dtype, s, c, stream);
+    case 64: return launch_typed<T, 128, 64, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
+    case 128: return launch_typed<T, 128, 128, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
+    case 160: return launch_typed<T, 128, 160, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
+    case 192: return launch_typed<T, 128, 192, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
+    case 256: return launch_typed<T, 128, 256, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
     default: return false;
   }
 }
 
 template <typename T>
 bool launch_dtype(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
-                  cudaStream_t stream) {
-  const bool split = c.splits > 1;
-  if (s.geglu) return split ? launch_bn<T, true, true>(o, dtype, s, c, stream) : launch_bn<T, true, false>(o, dtype, s, c, stream);
-  return split ? launch_bn<T, false, true>(o, dtype, s, c, stream) : launch_bn<T, false, false>(o, dtype, s, c, stream);
+                  cudaStream_t stream, int sms) {
+  if (s.geglu) {
+    return c.splits > 1 ? launch_bn<T, true, true>(o, dtype, s, c, stream, sms)
+                        : launch_bn<T, true, false>(o, dtype, s, c, stream, sms);
+  }
+  return c.splits > 1 ? launch_bn<T, false, true>(o, dtype, s, c, stream, sms)
+                      : launch_bn<T, false, false>(o, dtype, s, c, stream, sms);
 }
 
 }  // namespace
@@ -122,32 +139,54 @@ bool wgmma_gemm_supported(const WgmmaGemmShape& s, DType dtype) {
 std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int sms) {
   std::vector<WgmmaGemmConfig> out;
   if (sms < 1) sms = 132;
-  const int64_t kblocks = ceil_div(s.k, kBK), m_tiles = ceil_div(s.m, kBM);
-  const auto add = [&](int bn, int splits) {
-    splits = static_cast<int>(std::clamp<int64_t>(splits, 1, kblocks));
-    splits = static_cast<int>(ceil_div(kblocks, ceil_div(kblocks, splits)));  // no empty slice
+  const int64_t kblocks = ceil_div(s.k, kBK);
+  const auto add = [&](int bm, int bn, int64_t splits) {
+    splits = std::clamp<int64_t>(splits, 1, kblocks);
+    splits = ceil_div(kblocks, ceil_div(kblocks, splits));  // no empty slice
     for (const WgmmaGemmConfig& c : out)
-      if (c.bn == bn && c.splits == splits) return;
-    out.push_back({kBM, bn, splits});
+      if (c.bm == bm && c.bn == bn && c.splits == splits) return;
+    out.push_back({bm, bn, static_cast<int>(splits)});
   };
-  const auto tiles = [&](int bn) { return m_tiles * ceil_div(s.n, s.geglu ? bn / 2 : bn); };
-  if (tiles(256) >= 2 * sms) {  // plenty of tiles: the widest first
-    add(256, 1);
-    add(128, 1);
+  const auto out_cols = [&](int bn) { return s.geglu ? bn / 2 : bn; };
+  const auto tiles = [&](int bm, int bn) { return ceil_div(s.m, bm) * ceil_div(s.n, out_cols(bn)); };
+  // Tile widths by the share of computed columns that are real (N tails waste the rest), the
+  // widest first among equals; widths wasting more than a quarter are left out (but 128).
+  std::vector<int> widths = {256, 192, 160, 128, 64};
+  const auto waste = [&](int bn) {
+    return static_cast<double>(ceil_div(s.n, out_cols(bn)) * out_cols(bn)) / static_cast<double>(s.n);
+  };
+  std::stable_sort(widths.begin(), widths.end(), [&](int a, int b) { return waste(a) < waste(b) - 1e-9; });
+  widths.erase(std::remove_if(widths.begin(), widths.end(), [&](int bn) { return waste(bn) > 1.25 && bn != 128; }),
+               widths.end());
+  const auto ping_pong_width = [](int bn) { return bn == 128 || bn == 160 || bn == 256; };
+  if (tiles(128, 128) >= 2 * sms) {  // plenty of tiles: the persistent CTAs stream them, no split
+    int cooperative = 0, ping_pong = 0;
+    for (int bn : widths) {
+      if (bn != 64 && cooperative < 3) add(128, bn, 1), ++cooperative;
+      if (ping_pong_width(bn) && ping_pong < 2) add(64, bn, 1), ++ping_pong;
+    }
+    add(128, 128, 1);
     return out;
   }
   // Few tiles: cut K so that about one wave of CTAs streams the weights (>= 2 K blocks a slice).
-  for (int bn : {128, 64, 256}) {
-    const int64_t t = tiles(bn);
+  for (int bn : widths) {
+    const int64_t t = tiles(128, bn);
     if (t >= sms) {
-      add(bn, 1);
+      add(128, bn, 1);
       continue;
     }
     const int64_t want = std::min<int64_t>(ceil_div(sms, t), std::max<int64_t>(1, kblocks / 2));
-    add(bn, static_cast<int>(want));
-    if (want > 2) add(bn, static_cast<int>(want / 2));
+    add(128, bn, want);
+    if (want > 2) add(128, bn, want / 2);
+    if (out.size() >= 6) break;
   }
-  add(128, 1);
+  for (int bn : widths) {  // ping-pong, for M not a multiple of 128 or a tile count just over a wave
+    if (!ping_pong_width(bn)) continue;
+    const int64_t t = tiles(64, bn);
+    add(64, bn, t >= sms ? 1 : std::min<int64_t>(ceil_div(sms, t), std::max<int64_t>(1, kblocks / 2)));
+    break;
+  }
+  add(128, 128, 1);
   return out;
 }
 
@@ -162,9 +201,10 @@ bool launch_wgmma_gemm(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmS
                        cudaStream_t stream) {
   if (!wgmma_gemm_supported(s, dtype) || !config_valid(s, c)) return false;
   if (!o.x || !o.w || !o.y || (c.splits > 1 && !o.workspace)) return false;
-  if (!device_is_sm90() || !tma_available()) return false;
-  if (dtype == DType::kF16) return launch_dtype<__half>(o, dtype, s, c, stream);
-  return launch_dtype<__nv_bfloat16>(o, dtype, s, c, stream);
+  const int sms = sm90_multiprocessors();
+  if (sms == 0 || !tma_available()) return false;
+  if (dtype == DType::kF16) return launch_dtype<__half>(o, dtype, s, c, stream, sms);
+  return launch_dtype<__nv_bfloat16>(o, dtype, s, c, stream, sms);
 }
 
 }  // namespace sd::cuda

@@ -22,10 +22,13 @@ struct WgmmaGemmShape {
   bool geglu = false;
 };
 
-// One kernel configuration: a CTA computes bm x bn outputs (bm 128: two consumer warpgroups of
-// 64 rows; bn 64, 128 or 256 — with GEGLU bn counts the value and gate columns of the tile, so
-// it writes bn / 2 outputs), splits: the K range cut into this many slices (f32 partials in the
-// workspace, summed in order by a reduce kernel that applies the epilogue: deterministic).
+// One kernel configuration: a tile of bm x bn outputs — bm 128: cooperative, both consumer
+// warpgroups on one tile (64 rows each), bn 64, 128, 160, 192 or 256; bm 64: ping-pong, the
+// consumers take alternate tiles (one's epilogue overlaps the other's MMAs), bn 128, 160 or 256.
+// With GEGLU bn counts the value and gate columns of the tile, so it writes bn / 2 outputs.
+// One persistent CTA per multiprocessor walks the tiles.
+// splits: the K range cut into this many slices (f32 partials in the workspace, summed in order
+// by a reduce kernel that applies the epilogue: deterministic).
 struct WgmmaGemmConfig {
   int bm = 128, bn = 128;
   int splits = 1;

@@ -12,15 +12,21 @@
 
 namespace sd::cuda::gemm_wgmma {
 
-constexpr int kBM = 128;         // rows per CTA: two consumer warpgroups of 64
+// Tile rows bm: 128 (cooperative: both consumer warpgroups share a tile, 64 rows each) or 64
+// (ping-pong: the consumers take alternate tiles, so one's epilogue overlaps the other's MMAs).
 constexpr int kBK = 64;          // K per stage: one 128-byte swizzle row of halves
 constexpr int kThreads = 384;    // producer warpgroup + 2 consumers
 constexpr int kGroupM = 8;       // tile raster: 8 M tiles sweep all N tiles before moving on
 constexpr int kRowBytes = kBK * 2;
 
-// Pipeline depth per tile width (stages of (128 + bn) x 64 halves: 192 KB of shared memory).
-__host__ __device__ constexpr int stages_for(int bn) { return bn == 64 ? 8 : bn == 128 ? 6 : 4; }
-__host__ __device__ constexpr int smem_bytes_for(int bn) { return stages_for(bn) * (kBM + bn) * kRowBytes + 1024; }
+// Pipeline depth per tile width (stages of (128 + bn) x 64 halves: 180..192 KB of shared memory).
+__host__ __device__ constexpr int stages_for(int bm, int bn) {
+  const int s = 200 * 1024 / ((bm + bn) * kRowBytes);
+  return s > 8 ? 8 : s;
+}
+__host__ __device__ constexpr int smem_bytes_for(int bm, int bn) {
+  return stages_for(bm, bn) * (bm + bn) * kRowBytes + 1024;
+}
 
 struct Params {
   int m, n, k;                // n: output columns (GEGLU: w has 2n rows)
@@ -46,37 +52,124 @@ __device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
   return r;
 }
 
-// y = x w^T for one bm x bn tile (blockIdx.x: tile, raster of kGroupM M tiles; blockIdx.y: the
-// K slice). Shared memory: stages of A (128 rows x 128 B) then of B (bn rows x 128 B), both
-// 128-byte swizzled as TMA writes them. GEGLU: the B tile holds w rows [n0, n0 + bn/2) (values)
-// then [N + n0, N + n0 + bn/2) (gates), so a thread's value and gate accumulators pair up.
+// Work unit: one bm x bn tile and one K slice. Units are (tile, slice) with the slice fastest;
+// tiles go in a raster of kGroupM M tiles (M fastest within a group) across all N tiles.
+struct Unit {
+  int m0, n0, kb0, nkb, split;
+};
+template <int kBM, int kOutBN>
+__device__ __forceinline__ Unit unit_at(const Params& p, int u, int splits) {
+  Unit w;
+  w.split = u % splits;
+  const int tile = u / splits;
+  const int per_group = kGroupM * p.n_tiles;
+  const int group = tile / per_group, in_group = tile % per_group;
+  const int first_m = group * kGroupM;
+  const int group_m = min(p.m_tiles - first_m, kGroupM);
+  w.m0 = (first_m + in_group % group_m) * kBM;
+  w.n0 = (in_group / group_m) * kOutBN;
+  w.kb0 = w.split * p.kblocks_per_split;
+  w.nkb = max(0, min(p.kblocks, w.kb0 + p.kblocks_per_split) - w.kb0);
+  return w;
+}
+
+// Consumer epilogue of one unit: acc (this thread's m64nBN fragment, rows row0 and row0 + 8 of
+// each 8-column block) plus bias / residual / GEGLU into y, or raw into the slice's partials.
 template <typename T, int BN, bool GEGLU, bool SPLIT>
+__device__ __forceinline__ void store_unit(const Params& p, const Unit& w, const float (&acc)[BN / 2], int row0, int t) {
+  constexpr int kOutBN = GEGLU ? BN / 2 : BN;
+  if constexpr (SPLIT) {
+    const int64_t wn = GEGLU ? 2 * int64_t{p.n} : p.n;
+    float* part = p.partial + int64_t{w.split} * p.m * wn;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      int col = 8 * (j % (kOutBN / 8)) + 2 * t + w.n0;
+      if (col >= p.n) continue;
+      if (GEGLU && j >= kOutBN / 8) col += p.n;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = row0 + 8 * h;
+        if (row < p.m)
+          *reinterpret_cast<float2*>(part + row * wn + col) = make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+      }
+    }
+  } else {
+    // Chunks of kChunk 8-column blocks: every load of a chunk (bias pairs, residual pairs) is
+    // issued before its stores, so a chunk waits for one memory latency, not one per block
+    // (y may alias nothing here, but the compiler cannot know that).
+    constexpr int kBlocks = kOutBN / 8, kChunk = 8;
+    const uint32_t* bias = static_cast<const uint32_t*>(p.bias);      // T pairs
+    const uint32_t* res = static_cast<const uint32_t*>(p.residual);   // T pairs
+    uint32_t* y = static_cast<uint32_t*>(p.y);
+    const int64_t half_n = p.n / 2;  // pairs per row
+#pragma unroll
+    for (int j0 = 0; j0 < kBlocks; j0 += kChunk) {
+      uint32_t bv[kChunk], gv[kChunk], rv[kChunk][2];
+#pragma unroll
+      for (int jj = 0; jj < kChunk; ++jj) {
+        const int col = w.n0 + 8 * (j0 + jj) + 2 * t;
+        const bool ok = j0 + jj < kBlocks && col < p.n;
+        bv[jj] = ok && bias ? __ldg(bias + col / 2) : 0u;
+        gv[jj] = GEGLU && ok && bias ? __ldg(bias + (p.n + col) / 2) : 0u;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = row0 + 8 * h;
+          rv[jj][h] = !GEGLU && ok && res && row < p.m ? __ldg(res + row * half_n + col / 2) : 0u;
+        }
+      }
+#pragma unroll
+      for (int jj = 0; jj < kChunk; ++jj) {
+        const int j = j0 + jj;
+        const int col = w.n0 + 8 * j + 2 * t;
+        if (j >= kBlocks || col >= p.n) continue;
+        const T* b2 = reinterpret_cast<const T*>(&bv[jj]);
+        const T* g2 = reinterpret_cast<const T*>(&gv[jj]);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = row0 + 8 * h;
+          if (row >= p.m) continue;
+          float v0 = acc[4 * j + 2 * h] + to_f32(b2[0]), v1 = acc[4 * j + 2 * h + 1] + to_f32(b2[1]);
+          if constexpr (GEGLU) {
+            constexpr int kGate = 4 * kBlocks;
+            v0 *= gelu_erf_f(acc[kGate + 4 * j + 2 * h] + to_f32(g2[0]));
+            v1 *= gelu_erf_f(acc[kGate + 4 * j + 2 * h + 1] + to_f32(g2[1]));
+          } else {
+            const T* r2 = reinterpret_cast<const T*>(&rv[jj][h]);
+            v0 += to_f32(r2[0]);
+            v1 += to_f32(r2[1]);
+          }
+          y[row * half_n + col / 2] = pack_pair<T>(v0, v1);
+        }
+      }
+    }
+  }
+}
+
+// Persistent kernel: CTA b takes units b, b + gridDim.x, ... The producer thread streams the K
+// blocks of its units through the stage ring without pause, so the next unit's loads overlap
+// this unit's epilogue. Shared memory: stages of A (128 rows x 128 B) then of B (bn rows x
+// 128 B), both 128-byte swizzled as TMA writes them. GEGLU: the B tile holds w rows
+// [n0, n0 + bn/2) (values) then [N + n0, N + n0 + bn/2) (gates), so a thread's value and gate
+// accumulators pair up.
+template <typename T, int BM, int BN, bool GEGLU, bool SPLIT>
 __global__ void __launch_bounds__(kThreads, 1)
-    gemm_kernel(const __grid_constant__ CUtensorMap tmap_x, const __grid_constant__ CUtensorMap tmap_w, Params p) {
+    gemm_kernel(const __grid_constant__ CUtensorMap tmap_x, const __grid_constant__ CUtensorMap tmap_w, Params p,
+                int units, int splits) {
 #if SD_SM90A_COMPILED
   using namespace sm90;
-  constexpr int kStages = stages_for(BN);
+  constexpr int kStages = stages_for(BM, BN);
+  constexpr bool kPingPong = BM == 64;
   constexpr int kOutBN = GEGLU ? BN / 2 : BN;
-  constexpr uint32_t kABytes = kBM * kRowBytes, kBBytes = BN * kRowBytes;
+  constexpr uint32_t kABytes = BM * kRowBytes, kBBytes = BN * kRowBytes;
   extern __shared__ uint8_t smem_raw[];
   __shared__ __align__(8) uint64_t full_bar[kStages], empty_bar[kStages];
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
   const uint32_t a_base = base, b_base = base + kStages * kABytes;
 
-  // Tile raster: groups of kGroupM M tiles, M fastest within a group.
-  const int per_group = kGroupM * p.n_tiles;
-  const int group = blockIdx.x / per_group, in_group = blockIdx.x % per_group;
-  const int first_m = group * kGroupM;
-  const int group_m = min(p.m_tiles - first_m, kGroupM);
-  const int m0 = (first_m + in_group % group_m) * kBM;
-  const int n0 = (in_group / group_m) * kOutBN;
-  const int kb0 = blockIdx.y * p.kblocks_per_split;
-  const int nkb = max(0, min(p.kblocks, kb0 + p.kblocks_per_split) - kb0);
-
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbarrier_init(smem_addr(&full_bar[s]), 1);
-      mbarrier_init(smem_addr(&empty_bar[s]), 2 * 128);
+      mbarrier_init(smem_addr(&empty_bar[s]), kPingPong ? 128 : 2 * 128);
     }
     mbarrier_init_fence();
   }
@@ -87,95 +180,62 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (threadIdx.x == 0) {  // producer
       tma_prefetch_descriptor(&tmap_x);
       tma_prefetch_descriptor(&tmap_w);
-      for (int i = 0; i < nkb; ++i) {
-        const int s = i % kStages;
-        mbarrier_wait(smem_addr(&empty_bar[s]), ((i / kStages) & 1) ^ 1);
-        const uint32_t full = smem_addr(&full_bar[s]);
-        mbarrier_arrive_expect_tx(full, kABytes + kBBytes);
-        const int kc = (kb0 + i) * kBK;
-        tma_load_2d(a_base + s * kABytes, &tmap_x, full, kc, m0);
-        if constexpr (GEGLU) {
-          tma_load_2d(b_base + s * kBBytes, &tmap_w, full, kc, n0);
-          tma_load_2d(b_base + s * kBBytes + kBBytes / 2, &tmap_w, full, kc, p.n + n0);
-        } else {
-          tma_load_2d(b_base + s * kBBytes, &tmap_w, full, kc, n0);
+      int it = 0;  // K blocks issued so far (stage it % kStages, round it / kStages)
+      for (int u = blockIdx.x; u < units; u += gridDim.x) {
+        const Unit w = unit_at<BM, kOutBN>(p, u, splits);
+        for (int i = 0; i < w.nkb; ++i, ++it) {
+          const int s = it % kStages;
+          mbarrier_wait(smem_addr(&empty_bar[s]), ((it / kStages) & 1) ^ 1);
+          const uint32_t full = smem_addr(&full_bar[s]);
+          mbarrier_arrive_expect_tx(full, kABytes + kBBytes);
+          const int kc = (w.kb0 + i) * kBK;
+          tma_load_2d(a_base + s * kABytes, &tmap_x, full, kc, w.m0);
+          if constexpr (GEGLU) {
+            tma_load_2d(b_base + s * kBBytes, &tmap_w, full, kc, w.n0);
+            tma_load_2d(b_base + s * kBBytes + kBBytes / 2, &tmap_w, full, kc, p.n + w.n0);
+          } else {
+            tma_load_2d(b_base + s * kBBytes, &tmap_w, full, kc, w.n0);
+          }
         }
       }
     }
   } else {
     setmaxnreg_inc<232>();
-    const int c = wg - 1;                        // consumer: rows m0 + 64 c ..
+    const int c = wg - 1;  // cooperative: rows m0 + 64 c ..; ping-pong: this CTA's units c, c + 2, ..
     const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
-    float acc[BN / 2];
-#pragma unroll
-    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
-    for (int i = 0; i < nkb; ++i) {
-      const int s = i % kStages;
-      mbarrier_wait(smem_addr(&full_bar[s]), (i / kStages) & 1);
-      const uint64_t da = desc_sw128(a_base + s * kABytes + c * 64 * kRowBytes);
-      const uint64_t db = desc_sw128(b_base + s * kBBytes);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kBK / 16; ++kk) wgmma_ss<T, BN>(acc, da + 2 * kk, db + 2 * kk, 1);
-      wgmma_commit();
-      wgmma_wait<1>();  // the previous stage's wgmmas are done: hand it back to the producer
-      if (i > 0) mbarrier_arrive(smem_addr(&empty_bar[(i - 1) % kStages]));
-    }
-    wgmma_wait<0>();
-    fence_accumulators(acc);
-
-    const int row0 = m0 + c * 64 + warp * 16 + g;
-    if constexpr (SPLIT) {
-      const int64_t wn = GEGLU ? 2 * int64_t{p.n} : p.n;
-      float* part = p.partial + int64_t{blockIdx.y} * p.m * wn;
-#pragma unroll
-      for (int j = 0; j < BN / 8; ++j) {
-        int col = 8 * (j % (kOutBN / 8)) + 2 * t + n0;
-        if (col >= p.n) continue;
-        if (GEGLU && j >= kOutBN / 8) col += p.n;
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int row = row0 + 8 * h;
-          if (row < p.m)
-            *reinterpret_cast<float2*>(part + row * wn + col) = make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
-        }
+    const int row_off = kPingPong ? 0 : c * 64;
+    int it = 0, local = 0;
+    for (int u = blockIdx.x; u < units; u += gridDim.x, ++local) {
+      const Unit w = unit_at<BM, kOutBN>(p, u, splits);
+      if (kPingPong && (local & 1) != c) {  // the other consumer's unit: skip its K blocks
+        it += w.nkb;
+        continue;
       }
-    } else {
-      const T* bias = static_cast<const T*>(p.bias);
-      const T* res = static_cast<const T*>(p.residual);
-      T* y = static_cast<T*>(p.y);
+      // Ping-pong: the consumers' main loops take turns (named barriers 1 and 2), so the one
+      // waiting on a stage is never a full ring round ahead of the stage's last completed fill
+      // (the phase-parity wait cannot tell rounds r and r + 2 apart).
+      if (kPingPong && local > 0) named_barrier_sync(1 + c, 2 * 128);
+      float acc[BN / 2];
 #pragma unroll
-      for (int j = 0; j < kOutBN / 8; ++j) {
-        const int col = n0 + 8 * j + 2 * t;
-        if (col >= p.n) continue;
-        float b0 = 0.f, b1 = 0.f, bg0 = 0.f, bg1 = 0.f;
-        if (bias) {
-          b0 = to_f32(bias[col]);
-          b1 = to_f32(bias[col + 1]);
-          if constexpr (GEGLU) {
-            bg0 = to_f32(bias[p.n + col]);
-            bg1 = to_f32(bias[p.n + col + 1]);
-          }
-        }
+      for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
+      for (int i = 0; i < w.nkb; ++i, ++it) {
+        const int s = it % kStages;
+        mbarrier_wait(smem_addr(&full_bar[s]), (it / kStages) & 1);
+        const uint64_t da = desc_sw128(a_base + s * kABytes + row_off * kRowBytes);
+        const uint64_t db = desc_sw128(b_base + s * kBBytes);
+        wgmma_fence();
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int row = row0 + 8 * h;
-          if (row >= p.m) continue;
-          float v0 = acc[4 * j + 2 * h] + b0, v1 = acc[4 * j + 2 * h + 1] + b1;
-          if constexpr (GEGLU) {
-            constexpr int kGate = 4 * (kOutBN / 8);
-            v0 *= gelu_erf_f(acc[kGate + 4 * j + 2 * h] + bg0);
-            v1 *= gelu_erf_f(acc[kGate + 4 * j + 2 * h + 1] + bg1);
-          } else if (res) {
-            const uint32_t r = *reinterpret_cast<const uint32_t*>(res + int64_t{row} * p.n + col);
-            const T* rp = reinterpret_cast<const T*>(&r);
-            v0 += to_f32(rp[0]);
-            v1 += to_f32(rp[1]);
-          }
-          *reinterpret_cast<uint32_t*>(y + int64_t{row} * p.n + col) = pack_pair<T>(v0, v1);
-        }
+        for (int kk = 0; kk < kBK / 16; ++kk) wgmma_ss<T, BN>(acc, da + 2 * kk, db + 2 * kk, 1);
+        wgmma_commit();
+        wgmma_wait<1>();  // the previous stage's wgmmas are done: hand it back to the producer
+        if (i > 0) mbarrier_arrive(smem_addr(&empty_bar[(it - 1) % kStages]));
       }
+      wgmma_wait<0>();
+      fence_accumulators(acc);
+      if (w.nkb > 0) mbarrier_arrive(smem_addr(&empty_bar[(it - 1) % kStages]));
+      if (kPingPong) named_barrier_arrive(2 - c, 2 * 128);  // the other consumer's turn
+      store_unit<T, BN, GEGLU, SPLIT>(p, w, acc, w.m0 + row_off + warp * 16 + g, t);
     }
   }
 #endif

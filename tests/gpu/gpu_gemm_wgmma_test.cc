@@ -10,6 +10,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/op_cases.h"
@@ -123,6 +124,9 @@ TEST_P(GpuGemmWgmma, MatchesReferenceAndBackend) {
     configs.push_back({64, 128, 1});
     configs.push_back({64, 160, 3});
     configs.push_back({64, 256, 1});
+    for (const auto& [bm, bn] : {std::pair{128, 64}, {128, 128}, {128, 160}, {128, 256}, {64, 160}, {64, 256}}) {
+      if (((c.geglu ? bn / 2 : bn) / 8) % 4 == 0) configs.push_back({bm, bn, 1, true});  // wide-store epilogue
+    }
   }
   const double tol = c.dtype == DType::kBF16 ? 1e-2 : 2e-3;
   for (const cuda::WgmmaGemmConfig& cfg : configs) {
@@ -274,7 +278,13 @@ TEST(GpuGemmWgmmaBench, DISABLED_SdShapes) {
         const Tensor y = gpu.upload(Tensor::zeros_host({m, n}, DType::kF32));
         double best = 1e30;
         std::string best_cfg;
-        for (const cuda::WgmmaGemmConfig& cfg : cuda::wgmma_gemm_candidates(shape, sms)) {
+        std::vector<cuda::WgmmaGemmConfig> configs = cuda::wgmma_gemm_candidates(shape, sms);
+        for (size_t i = 0, n0 = configs.size(); i < n0; ++i) {  // the wide-store twins too
+          cuda::WgmmaGemmConfig v = configs[i];
+          v.vec_epilogue = true;
+          if (v.splits == 1 && ((kd.geglu ? v.bn / 2 : v.bn) / 8) % 4 == 0) configs.push_back(v);
+        }
+        for (const cuda::WgmmaGemmConfig& cfg : configs) {
           if (only_bm > 0 && cfg.bm != only_bm) continue;
           const size_t bytes = cuda::wgmma_gemm_workspace(shape, cfg);
           Tensor work;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <mutex>
 
 #include "backend/cuda/gemm_wgmma_kernel.cuh"
@@ -44,17 +45,21 @@ bool config_valid(const WgmmaGemmShape& s, const WgmmaGemmConfig& c) {
   const bool cooperative = c.bm == 128 && (c.bn == 64 || c.bn == 128 || c.bn == 160 || c.bn == 192 || c.bn == 256);
   const bool ping_pong = c.bm == 64 && (c.bn == 128 || c.bn == 160 || c.bn == 256);
   if (!cooperative && !ping_pong) return false;
+  if (c.vec_epilogue && (c.splits != 1 || ((s.geglu ? c.bn / 2 : c.bn) / 8) % 4 != 0)) return false;
   return c.splits >= 1 && c.splits <= ceil_div(s.k, kBK);
 }
 
-template <typename T, int BM, int BN, bool GEGLU, bool SPLIT>
+template <typename T, int BM, int BN, bool GEGLU, bool SPLIT, bool VEC>
 bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
                   cudaStream_t stream, int sms) {
+  if constexpr (VEC && ((GEGLU ? BN / 2 : BN) / 8) % 4 != 0) {
+    return false;  // config_valid rejects it; no such kernel is built
+  } else {
   const uint64_t w_rows = GEGLU ? 2 * s.n : s.n;
   CUtensorMap tx, tw;
   if (!encode_tma_2d(o.x, dtype, s.m, s.k, s.k, BM, kBK, TmaSwizzle::k128B, &tx).ok()) return false;
   if (!encode_tma_2d(o.w, dtype, w_rows, s.k, s.k, GEGLU ? BN / 2 : BN, kBK, TmaSwizzle::k128B, &tw).ok()) return false;
-  auto* kernel = gemm_wgmma::gemm_kernel<T, BM, BN, GEGLU, SPLIT>;
+  auto* kernel = gemm_wgmma::gemm_kernel<T, BM, BN, GEGLU, SPLIT, VEC>;
   constexpr int kSmem = gemm_wgmma::smem_bytes_for(BM, BN);
   static std::atomic<int> attr_state[kMaxDevices];  // per device: 0 unset, 1 set, 2 failed
   int dev = 0;
@@ -88,25 +93,26 @@ bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
     gemm_wgmma::splitk_reduce_kernel<T, GEGLU><<<blocks, 256, 0, stream>>>(p, splits);
   }
   return cudaGetLastError() == cudaSuccess;
+  }
 }
 
-template <typename T, bool GEGLU, bool SPLIT>
+template <typename T, bool GEGLU, bool SPLIT, bool VEC>
 bool launch_bn(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
                cudaStream_t stream, int sms) {
   if (c.bm == 64) {
     switch (c.bn) {
-      case 128: return launch_typed<T, 64, 128, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
-      case 160: return launch_typed<T, 64, 160, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
-      case 256: return launch_typed<T, 64, 256, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
+      case 128: return launch_typed<T, 64, 128, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
+      case 160: return launch_typed<T, 64, 160, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
+      case 256: return launch_typed<T, 64, 256, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
       default: return false;
     }
   }
   switch (c.bn) {
-    case 64: return launch_typed<T, 128, 64, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
-    case 128: return launch_typed<T, 128, 128, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
-    case 160: return launch_typed<T, 128, 160, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
-    case 192: return launch_typed<T, 128, 192, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
-    case 256: return launch_typed<T, 128, 256, GEGLU, SPLIT>(o, dtype, s, c, stream, sms);
+    case 64: return launch_typed<T, 128, 64, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
+    case 128: return launch_typed<T, 128, 128, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
+    case 160: return launch_typed<T, 128, 160, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
+    case 192: return launch_typed<T, 128, 192, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
+    case 256: return launch_typed<T, 128, 256, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
     default: return false;
   }
 }
@@ -115,17 +121,20 @@ template <typename T>
 bool launch_dtype(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
                   cudaStream_t stream, int sms) {
   if (s.geglu) {
-    return c.splits > 1 ? launch_bn<T, true, true>(o, dtype, s, c, stream, sms)
-                        : launch_bn<T, true, false>(o, dtype, s, c, stream, sms);
+    if (c.splits > 1) return launch_bn<T, true, true, false>(o, dtype, s, c, stream, sms);
+    return c.vec_epilogue ? launch_bn<T, true, false, true>(o, dtype, s, c, stream, sms)
+                          : launch_bn<T, true, false, false>(o, dtype, s, c, stream, sms);
   }
-  return c.splits > 1 ? launch_bn<T, false, true>(o, dtype, s, c, stream, sms)
-                      : launch_bn<T, false, false>(o, dtype, s, c, stream, sms);
+  if (c.splits > 1) return launch_bn<T, false, true, false>(o, dtype, s, c, stream, sms);
+  return c.vec_epilogue ? launch_bn<T, false, false, true>(o, dtype, s, c, stream, sms)
+                        : launch_bn<T, false, false, false>(o, dtype, s, c, stream, sms);
 }
 
 }  // namespace
 
 std::string WgmmaGemmConfig::describe() const {
-  return "wgmma " + std::to_string(bm) + "x" + std::to_string(bn) + " s" + std::to_string(splits);
+  return "wgmma " + std::to_string(bm) + "x" + std::to_string(bn) + " s" + std::to_string(splits) +
+         (vec_epilogue ? " v" : "");
 }
 
 bool wgmma_gemm_supported(const WgmmaGemmShape& s, DType dtype) {
@@ -136,7 +145,26 @@ bool wgmma_gemm_supported(const WgmmaGemmShape& s, DType dtype) {
   return s.m < limit && w_rows < limit && s.k < limit && s.m * w_rows < limit;
 }
 
+namespace {
+std::vector<WgmmaGemmConfig> base_candidates(const WgmmaGemmShape& s, int sms);
+}  // namespace
+
 std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int sms) {
+  std::vector<WgmmaGemmConfig> out = base_candidates(s, sms);
+  const char* vec = std::getenv("SDSERVE_WGMMA_GEMM_VEC");
+  if (vec && vec[0] == '1') {  // wide-store twins of the unsplit candidates, first
+    std::vector<WgmmaGemmConfig> twins;
+    for (WgmmaGemmConfig c : out) {
+      c.vec_epilogue = true;
+      if (config_valid(s, c)) twins.push_back(c);
+    }
+    out.insert(out.begin(), twins.begin(), twins.end());
+  }
+  return out;
+}
+
+namespace {
+std::vector<WgmmaGemmConfig> base_candidates(const WgmmaGemmShape& s, int sms) {
   std::vector<WgmmaGemmConfig> out;
   if (sms < 1) sms = 132;
   const int64_t kblocks = ceil_div(s.k, kBK);
@@ -189,6 +217,7 @@ std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int 
   add(128, 128, 1);
   return out;
 }
+}  // namespace
 
 size_t wgmma_gemm_workspace(const WgmmaGemmShape& s, const WgmmaGemmConfig& c) {
   if (c.splits <= 1) return 0;

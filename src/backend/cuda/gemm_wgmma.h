@@ -29,10 +29,14 @@ struct WgmmaGemmShape {
 // One persistent CTA per multiprocessor walks the tiles.
 // splits: the K range cut into this many slices (f32 partials in the workspace, summed in order
 // by a reduce kernel that applies the epilogue: deterministic).
+// vec_epilogue (splits 1 only; output columns per tile / 8 a multiple of 4): the epilogue swaps
+// values within each quad by shuffles so bias / residual / y move as 16-byte vectors. Not yet
+// measured on a GPU: candidates list it only with SDSERVE_WGMMA_GEMM_VEC=1 (see perf-notes).
 struct WgmmaGemmConfig {
   int bm = 128, bn = 128;
   int splits = 1;
-  std::string describe() const;  // "wgmma 128x128 s1"
+  bool vec_epilogue = false;
+  std::string describe() const;  // "wgmma 128x128 s1" (+ " v" with vec_epilogue)
 };
 
 // Limits: f16 / bf16, K % 8 == 0 and N % 8 == 0 (TMA strides of 16 bytes; K tails are zero

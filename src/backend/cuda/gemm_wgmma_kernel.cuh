@@ -145,13 +145,103 @@ __device__ __forceinline__ void store_unit(const Params& p, const Unit& w, const
   }
 }
 
+// Wide-store epilogue (config vec_epilogue): the four threads of a quad hold, for 4 consecutive
+// 8-column blocks, 2 columns each; a 4 x 4 exchange by shuffles (selects, no register indexing)
+// gives thread t all 8 columns of block j0 + t, so bias and residual are read and y written as
+// 16-byte vectors (a warp covers 64 contiguous bytes of 8 rows) instead of 4-byte pairs.
+// GEGLU is applied before the exchange (value and gate sit in the same thread there).
+// Needs (bn, or bn / 2 with GEGLU) / 8 % 4 == 0.
+// v[4 (j0 + k) + idx] for a run-time k in 0..3, by selects (no register-array indexing).
+template <int N>
+__device__ __forceinline__ float pick4(const float (&v)[N], int j0, int k, int idx) {
+  const float a = v[4 * (j0 + 0) + idx], b = v[4 * (j0 + 1) + idx], c = v[4 * (j0 + 2) + idx],
+              d = v[4 * (j0 + 3) + idx];
+  return k == 0 ? a : k == 1 ? b : k == 2 ? c : d;
+}
+
+template <typename T, int BN, bool GEGLU>
+__device__ __forceinline__ void store_unit_vec(const Params& p, const Unit& w, float (&acc)[BN / 2], int row0, int t) {
+  constexpr int kOutBN = GEGLU ? BN / 2 : BN;
+  constexpr int kBlocks = kOutBN / 8;
+  static_assert(kBlocks % 4 == 0, "wide-store epilogue: output blocks per tile must be a multiple of 4");
+  const int lane = threadIdx.x % 32;
+  if constexpr (GEGLU) {
+    const uint32_t* bias = static_cast<const uint32_t*>(p.bias);
+#pragma unroll
+    for (int j = 0; j < kBlocks; ++j) {
+      const int col = w.n0 + 8 * j + 2 * t;
+      const bool ok = col < p.n && bias;
+      const uint32_t bv = ok ? __ldg(bias + col / 2) : 0u, gv = ok ? __ldg(bias + (p.n + col) / 2) : 0u;
+      const T* b2 = reinterpret_cast<const T*>(&bv);
+      const T* g2 = reinterpret_cast<const T*>(&gv);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float a = acc[4 * j + i] + to_f32(b2[i % 2]);
+        acc[4 * j + i] = a * gelu_erf_f(acc[4 * kBlocks + 4 * j + i] + to_f32(g2[i % 2]));
+      }
+    }
+  }
+  const uint4* bias16 = GEGLU ? nullptr : static_cast<const uint4*>(p.bias);
+  const uint4* res16 = GEGLU ? nullptr : static_cast<const uint4*>(p.residual);
+  uint4* y16 = static_cast<uint4*>(p.y);
+  const int64_t n8 = p.n / 8;
+#pragma unroll
+  for (int j0 = 0; j0 < kBlocks; j0 += 4) {
+    const int col = w.n0 + 8 * (j0 + t);  // this thread's block after the exchange
+    const bool col_ok = col < p.n;
+    uint4 bv = make_uint4(0, 0, 0, 0), rv[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
+    if (col_ok && bias16) bv = __ldg(bias16 + col / 8);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = row0 + 8 * h;
+      if (col_ok && res16 && row < p.m) rv[h] = __ldg(res16 + row * n8 + col / 8);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float o[8];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        // Round r: read quad lane s = (t + r) % 4, which sends its block j0 + ((s - r) % 4) = j0 + t.
+        const int send_block = (t - r) & 3;
+        const float s0 = pick4(acc, j0, send_block, 2 * h), s1 = pick4(acc, j0, send_block, 2 * h + 1);
+        const int src = (lane & ~3) | ((t + r) & 3);
+        const float r0 = __shfl_sync(0xffffffffu, s0, src), r1 = __shfl_sync(0xffffffffu, s1, src);
+        const int sl = (t + r) & 3;  // columns 2 sl, 2 sl + 1 of the block
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          if (k == sl) {
+            o[2 * k] = r0;
+            o[2 * k + 1] = r1;
+          }
+        }
+      }
+      const int row = row0 + 8 * h;
+      if (!col_ok || row >= p.m) continue;
+      const T* b8 = reinterpret_cast<const T*>(&bv);
+      const T* r8 = reinterpret_cast<const T*>(&rv[h]);
+      uint4 out;
+      uint32_t* o4 = reinterpret_cast<uint32_t*>(&out);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        float v0 = o[2 * k], v1 = o[2 * k + 1];
+        if constexpr (!GEGLU) {
+          v0 += to_f32(b8[2 * k]) + to_f32(r8[2 * k]);
+          v1 += to_f32(b8[2 * k + 1]) + to_f32(r8[2 * k + 1]);
+        }
+        o4[k] = pack_pair<T>(v0, v1);
+      }
+      y16[row * n8 + col / 8] = out;
+    }
+  }
+}
+
 // Persistent kernel: CTA b takes units b, b + gridDim.x, ... The producer thread streams the K
 // blocks of its units through the stage ring without pause, so the next unit's loads overlap
 // this unit's epilogue. Shared memory: stages of A (128 rows x 128 B) then of B (bn rows x
 // 128 B), both 128-byte swizzled as TMA writes them. GEGLU: the B tile holds w rows
 // [n0, n0 + bn/2) (values) then [N + n0, N + n0 + bn/2) (gates), so a thread's value and gate
 // accumulators pair up.
-template <typename T, int BM, int BN, bool GEGLU, bool SPLIT>
+template <typename T, int BM, int BN, bool GEGLU, bool SPLIT, bool VEC = false>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_kernel(const __grid_constant__ CUtensorMap tmap_x, const __grid_constant__ CUtensorMap tmap_w, Params p,
                 int units, int splits) {
@@ -235,7 +325,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       fence_accumulators(acc);
       if (w.nkb > 0) mbarrier_arrive(smem_addr(&empty_bar[(it - 1) % kStages]));
       if (kPingPong) named_barrier_arrive(2 - c, 2 * 128);  // the other consumer's turn
-      store_unit<T, BN, GEGLU, SPLIT>(p, w, acc, w.m0 + row_off + warp * 16 + g, t);
+      if constexpr (VEC && !SPLIT) store_unit_vec<T, BN, GEGLU>(p, w, acc, w.m0 + row_off + warp * 16 + g, t);
+      else store_unit<T, BN, GEGLU, SPLIT>(p, w, acc, w.m0 + row_off + warp * 16 + g, t);
     }
   }
 #endif

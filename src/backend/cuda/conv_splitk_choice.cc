@@ -5,7 +5,7 @@
 // it timed faster; 2: always where it applies
 // (tests; SDSERVE_CUDA_SPLITK_TILE=BMxBN, _SPLITS=N, _CLUSTER=0|1 pick the config).
 // The Hopper wgmma convolution (conv_wgmma.h) is a second candidate family of the same timing:
-// SDSERVE_CUDA_WGMMA_CONV=0|1|2 (never / where it timed faster / always where it
+// SDSERVE_CUDA_WGMMA_CONV=0|1|2 (never / where it timed faster, the default / always where it
 // applies; tests pick its config with SDSERVE_CUDA_WGMMA_CONV_BN=64|128|256, _SPLITS=N, _CLUSTER=CXxCY).
 #include <cstdio>
 #include <cstdlib>
@@ -30,8 +30,10 @@ int splitk_mode() {
   return env && (env[0] == '1' || env[0] == '2') ? env[0] - '0' : 0;
 }
 
-// Default of SDSERVE_CUDA_WGMMA_CONV (see docs/perf-notes.md, "Hopper implicit-GEMM convolution").
-constexpr int kWgmmaDefault = 0;
+// Default of SDSERVE_CUDA_WGMMA_CONV: the H100 step was faster with it in all six pairs (5.49-5.55
+// vs 5.55-5.58 ms at batch 1, batch 16 unchanged; docs/perf-notes.md, "Hopper implicit-GEMM
+// convolution").
+constexpr int kWgmmaDefault = 1;
 
 int wgmma_mode() {
   const char* env = std::getenv("SDSERVE_CUDA_WGMMA_CONV");

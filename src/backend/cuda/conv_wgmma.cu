@@ -290,9 +290,9 @@ template <typename T, int BN>
 bool launch_kernel(const CUtensorMap& xmap, const CUtensorMap& wmap, const Params& p, int64_t tiles,
                    cudaStream_t stream) {
   const auto kernel = conv_wgmma_kernel<T, BN>;
-  static const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                       static_cast<int>(Cfg<BN>::kSmem));
-  SD_CUDA_CHECK(attr);
+  // Cheap host-side call; made every time so every device (and thread) is covered.
+  SD_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Cfg<BN>::kSmem)));
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(static_cast<unsigned>(p.cout / BN), static_cast<unsigned>(tiles), static_cast<unsigned>(p.splits));
   cfg.blockDim = dim3(kThreads, 1, 1);

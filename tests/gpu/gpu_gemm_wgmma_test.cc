@@ -127,6 +127,18 @@ TEST_P(GpuGemmWgmma, MatchesReferenceAndBackend) {
     for (const auto& [bm, bn] : {std::pair{128, 64}, {128, 128}, {128, 160}, {128, 256}, {64, 160}, {64, 256}}) {
       if (((c.geglu ? bn / 2 : bn) / 8) % 4 == 0) configs.push_back({bm, bn, 1, true});  // wide-store epilogue
     }
+    for (const auto& [bm, bn] : {std::pair{128, 64}, {128, 128}, {128, 160}, {128, 192}, {128, 256}, {64, 128},
+                                 {64, 160}, {64, 256}})
+      configs.push_back({bm, bn, 1, false, true});  // TMA-store epilogue
+  }
+  {  // the candidates' TMA-store twins (also when not forced)
+    std::vector<cuda::WgmmaGemmConfig> twins;
+    for (cuda::WgmmaGemmConfig t : configs) {
+      if (t.splits != 1 || t.vec_epilogue || t.tma_store || c.forced) continue;
+      t.tma_store = true;
+      twins.push_back(t);
+    }
+    configs.insert(configs.end(), twins.begin(), twins.end());
   }
   const double tol = c.dtype == DType::kBF16 ? 1e-2 : 2e-3;
   for (const cuda::WgmmaGemmConfig& cfg : configs) {
@@ -283,6 +295,9 @@ TEST(GpuGemmWgmmaBench, DISABLED_SdShapes) {
           cuda::WgmmaGemmConfig v = configs[i];
           v.vec_epilogue = true;
           if (v.splits == 1 && ((kd.geglu ? v.bn / 2 : v.bn) / 8) % 4 == 0) configs.push_back(v);
+          v.vec_epilogue = false;
+          v.tma_store = true;  // and the TMA-store twins
+          if (v.splits == 1 && !configs[i].tma_store) configs.push_back(v);
         }
         for (const cuda::WgmmaGemmConfig& cfg : configs) {
           if (only_bm > 0 && cfg.bm != only_bm) continue;

@@ -46,21 +46,31 @@ bool config_valid(const WgmmaGemmShape& s, const WgmmaGemmConfig& c) {
   const bool ping_pong = c.bm == 64 && (c.bn == 128 || c.bn == 160 || c.bn == 256);
   if (!cooperative && !ping_pong) return false;
   if (c.vec_epilogue && (c.splits != 1 || ((s.geglu ? c.bn / 2 : c.bn) / 8) % 4 != 0)) return false;
+  if (c.tma_store && (c.splits != 1 || c.vec_epilogue)) return false;
   return c.splits >= 1 && c.splits <= ceil_div(s.k, kBK);
 }
 
-template <typename T, int BM, int BN, bool GEGLU, bool SPLIT, bool VEC>
+template <typename T, int BM, int BN, bool GEGLU, bool SPLIT, int EPI>
 bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
                   cudaStream_t stream, int sms) {
-  if constexpr (VEC && ((GEGLU ? BN / 2 : BN) / 8) % 4 != 0) {
+  constexpr int kOutBN = GEGLU ? BN / 2 : BN;
+  if constexpr (EPI == gemm_wgmma::kEpiVec && (kOutBN / 8) % 4 != 0) {
     return false;  // config_valid rejects it; no such kernel is built
   } else {
   const uint64_t w_rows = GEGLU ? 2 * s.n : s.n;
-  CUtensorMap tx, tw;
+  CUtensorMap tx, tw, ty{}, tr{};
   if (!encode_tma_2d(o.x, dtype, s.m, s.k, s.k, BM, kBK, TmaSwizzle::k128B, &tx).ok()) return false;
   if (!encode_tma_2d(o.w, dtype, w_rows, s.k, s.k, GEGLU ? BN / 2 : BN, kBK, TmaSwizzle::k128B, &tw).ok()) return false;
-  auto* kernel = gemm_wgmma::gemm_kernel<T, BM, BN, GEGLU, SPLIT, VEC>;
-  constexpr int kSmem = gemm_wgmma::smem_bytes_for(BM, BN);
+  constexpr bool kTma = EPI == gemm_wgmma::kEpiTma;
+  if constexpr (kTma) {  // y and residual [M, N] in boxes of 64 rows, swizzled at the box width
+    constexpr int kBoxCols = gemm_wgmma::tma_box_cols(kOutBN);
+    constexpr TmaSwizzle kSwz = kBoxCols == 64 ? TmaSwizzle::k128B : kBoxCols == 32 ? TmaSwizzle::k64B : TmaSwizzle::k32B;
+    if (!encode_tma_2d(o.y, dtype, s.m, s.n, s.n, 64, kBoxCols, kSwz, &ty).ok()) return false;
+    if (!GEGLU && o.residual && !encode_tma_2d(o.residual, dtype, s.m, s.n, s.n, 64, kBoxCols, kSwz, &tr).ok())
+      return false;
+  }
+  auto* kernel = gemm_wgmma::gemm_kernel<T, BM, BN, GEGLU, SPLIT, EPI>;
+  constexpr int kSmem = kTma ? gemm_wgmma::smem_bytes_for_tma(BM, BN, kOutBN) : gemm_wgmma::smem_bytes_for(BM, BN);
   static std::atomic<int> attr_state[kMaxDevices];  // per device: 0 unset, 1 set, 2 failed
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return false;
@@ -86,7 +96,7 @@ bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
   const int64_t units = int64_t{p.m_tiles} * p.n_tiles * splits;
   if (units >= (int64_t{1} << 31)) return false;
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(units, sms));  // persistent: one CTA per SM
-  kernel<<<grid, gemm_wgmma::kThreads, kSmem, stream>>>(tx, tw, p, static_cast<int>(units), splits);
+  kernel<<<grid, gemm_wgmma::kThreads, kSmem, stream>>>(tx, tw, ty, tr, p, static_cast<int>(units), splits);
   if (SPLIT) {
     const int64_t quads = s.m * s.n / 4;
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(quads, 256), int64_t{sms} * 16));
@@ -96,23 +106,23 @@ bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
   }
 }
 
-template <typename T, bool GEGLU, bool SPLIT, bool VEC>
+template <typename T, bool GEGLU, bool SPLIT, int EPI>
 bool launch_bn(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
                cudaStream_t stream, int sms) {
   if (c.bm == 64) {
     switch (c.bn) {
-      case 128: return launch_typed<T, 64, 128, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
-      case 160: return launch_typed<T, 64, 160, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
-      case 256: return launch_typed<T, 64, 256, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
+      case 128: return launch_typed<T, 64, 128, GEGLU, SPLIT, EPI>(o, dtype, s, c, stream, sms);
+      case 160: return launch_typed<T, 64, 160, GEGLU, SPLIT, EPI>(o, dtype, s, c, stream, sms);
+      case 256: return launch_typed<T, 64, 256, GEGLU, SPLIT, EPI>(o, dtype, s, c, stream, sms);
       default: return false;
     }
   }
   switch (c.bn) {
-    case 64: return launch_typed<T, 128, 64, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
-    case 128: return launch_typed<T, 128, 128, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
-    case 160: return launch_typed<T, 128, 160, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
-    case 192: return launch_typed<T, 128, 192, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
-    case 256: return launch_typed<T, 128, 256, GEGLU, SPLIT, VEC>(o, dtype, s, c, stream, sms);
+    case 64: return launch_typed<T, 128, 64, GEGLU, SPLIT, EPI>(o, dtype, s, c, stream, sms);
+    case 128: return launch_typed<T, 128, 128, GEGLU, SPLIT, EPI>(o, dtype, s, c, stream, sms);
+    case 160: return launch_typed<T, 128, 160, GEGLU, SPLIT, EPI>(o, dtype, s, c, stream, sms);
+    case 192: return launch_typed<T, 128, 192, GEGLU, SPLIT, EPI>(o, dtype, s, c, stream, sms);
+    case 256: return launch_typed<T, 128, 256, GEGLU, SPLIT, EPI>(o, dtype, s, c, stream, sms);
     default: return false;
   }
 }
@@ -120,21 +130,24 @@ bool launch_bn(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s,
 template <typename T>
 bool launch_dtype(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
                   cudaStream_t stream, int sms) {
+  using namespace gemm_wgmma;
   if (s.geglu) {
-    if (c.splits > 1) return launch_bn<T, true, true, false>(o, dtype, s, c, stream, sms);
-    return c.vec_epilogue ? launch_bn<T, true, false, true>(o, dtype, s, c, stream, sms)
-                          : launch_bn<T, true, false, false>(o, dtype, s, c, stream, sms);
+    if (c.splits > 1) return launch_bn<T, true, true, kEpiPairs>(o, dtype, s, c, stream, sms);
+    if (c.tma_store) return launch_bn<T, true, false, kEpiTma>(o, dtype, s, c, stream, sms);
+    return c.vec_epilogue ? launch_bn<T, true, false, kEpiVec>(o, dtype, s, c, stream, sms)
+                          : launch_bn<T, true, false, kEpiPairs>(o, dtype, s, c, stream, sms);
   }
-  if (c.splits > 1) return launch_bn<T, false, true, false>(o, dtype, s, c, stream, sms);
-  return c.vec_epilogue ? launch_bn<T, false, false, true>(o, dtype, s, c, stream, sms)
-                        : launch_bn<T, false, false, false>(o, dtype, s, c, stream, sms);
+  if (c.splits > 1) return launch_bn<T, false, true, kEpiPairs>(o, dtype, s, c, stream, sms);
+  if (c.tma_store) return launch_bn<T, false, false, kEpiTma>(o, dtype, s, c, stream, sms);
+  return c.vec_epilogue ? launch_bn<T, false, false, kEpiVec>(o, dtype, s, c, stream, sms)
+                        : launch_bn<T, false, false, kEpiPairs>(o, dtype, s, c, stream, sms);
 }
 
 }  // namespace
 
 std::string WgmmaGemmConfig::describe() const {
   return "wgmma " + std::to_string(bm) + "x" + std::to_string(bn) + " s" + std::to_string(splits) +
-         (vec_epilogue ? " v" : "");
+         (vec_epilogue ? " v" : "") + (tma_store ? " t" : "");
 }
 
 bool wgmma_gemm_supported(const WgmmaGemmShape& s, DType dtype) {
@@ -156,6 +169,15 @@ std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int 
     std::vector<WgmmaGemmConfig> twins;
     for (WgmmaGemmConfig c : out) {
       c.vec_epilogue = true;
+      if (config_valid(s, c)) twins.push_back(c);
+    }
+    out.insert(out.begin(), twins.begin(), twins.end());
+  }
+  const char* tma = std::getenv("SDSERVE_WGMMA_GEMM_TMA");
+  if (tma && tma[0] == '1') {  // TMA-store twins of the unsplit candidates, first
+    std::vector<WgmmaGemmConfig> twins;
+    for (WgmmaGemmConfig c : out) {
+      c.tma_store = true;
       if (config_valid(s, c)) twins.push_back(c);
     }
     out.insert(out.begin(), twins.begin(), twins.end());

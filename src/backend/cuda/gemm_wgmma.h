@@ -32,11 +32,16 @@ struct WgmmaGemmShape {
 // vec_epilogue (splits 1 only; output columns per tile / 8 a multiple of 4): the epilogue swaps
 // values within each quad by shuffles so bias / residual / y move as 16-byte vectors. Not yet
 // measured on a GPU: candidates list it only with SDSERVE_WGMMA_GEMM_VEC=1 (see perf-notes).
+// tma_store (splits 1 only, not with vec_epilogue): each consumer warpgroup writes its 64 rows of
+// the tile (bias, residual, GEGLU applied) into a swizzled shared-memory staging tile, and one
+// thread stores it by TMA (asynchronous, coalesced, M / N tails clipped) while the warpgroup goes
+// on to its next tile; the residual tile is TMA-loaded into the staging tile during the main loop.
 struct WgmmaGemmConfig {
   int bm = 128, bn = 128;
   int splits = 1;
   bool vec_epilogue = false;
-  std::string describe() const;  // "wgmma 128x128 s1" (+ " v" with vec_epilogue)
+  bool tma_store = false;
+  std::string describe() const;  // "wgmma 128x128 s1" (+ " v" with vec_epilogue, " t" with tma_store)
 };
 
 // Limits: f16 / bf16, K % 8 == 0 and N % 8 == 0 (TMA strides of 16 bytes; K tails are zero

@@ -28,6 +28,24 @@ __host__ __device__ constexpr int smem_bytes_for(int bm, int bn) {
   return stages_for(bm, bn) * (bm + bn) * kRowBytes + 1024;
 }
 
+// Epilogue kinds (template parameter EPI of gemm_kernel).
+constexpr int kEpiPairs = 0;  // 4-byte stores of column pairs straight from the accumulators
+constexpr int kEpiVec = 1;    // quad shuffles, 16-byte bias / residual / y
+constexpr int kEpiTma = 2;    // staged in shared memory, TMA store (residual TMA-loaded there first)
+
+// TMA-store epilogue: each consumer warpgroup owns a staging tile of its 64 rows x out_bn columns,
+// as boxes of 64 rows x kBoxCols columns (box rows of 32 / 64 / 128 bytes, swizzled at that width
+// so the fragment writes are free of bank conflicts). The stages share what remains of 227 KB.
+__host__ __device__ constexpr int tma_box_cols(int out_bn) { return out_bn % 64 == 0 ? 64 : out_bn % 32 == 0 ? 32 : 16; }
+__host__ __device__ constexpr int staging_bytes_for(int out_bn) { return 2 * 64 * out_bn * 2; }
+__host__ __device__ constexpr int stages_for_tma(int bm, int bn, int out_bn) {
+  const int s = (227 * 1024 - 3072 - staging_bytes_for(out_bn)) / ((bm + bn) * kRowBytes);
+  return s > 8 ? 8 : s;
+}
+__host__ __device__ constexpr int smem_bytes_for_tma(int bm, int bn, int out_bn) {
+  return stages_for_tma(bm, bn, out_bn) * (bm + bn) * kRowBytes + staging_bytes_for(out_bn) + 1024;
+}
+
 struct Params {
   int m, n, k;                // n: output columns (GEGLU: w has 2n rows)
   int kblocks;                // ceil(k / 64)
@@ -235,32 +253,96 @@ __device__ __forceinline__ void store_unit_vec(const Params& p, const Unit& w, f
   }
 }
 
+// TMA-store epilogue of one tile for one consumer warpgroup (64 rows from row m0): values with
+// bias (+ residual, already TMA-loaded into the staging tile at `stage`) or GEGLU are written as
+// column pairs into the swizzled staging boxes (conflict-free: the 8 rows of a fragment land in
+// 8 different 16-byte chunks), then one thread stores the boxes by TMA (rows / columns past M / N
+// clipped) and commits them as a bulk group; the warpgroup goes on to its next tile at once.
+template <typename T, int BN, bool GEGLU>
+__device__ __forceinline__ void store_unit_tma(const Params& p, int n0, const float (&acc)[BN / 2], uint32_t stage,
+                                               bool has_res, int warp, int g, int t) {
+  constexpr int kOutBN = GEGLU ? BN / 2 : BN;
+  constexpr int kBlocks = kOutBN / 8, kChunk = 8;
+  constexpr int kBoxCols = tma_box_cols(kOutBN), kBoxRowBytes = kBoxCols * 2, kBoxBytes = 64 * kBoxRowBytes;
+  constexpr uint32_t kSwzMask = kBoxRowBytes / 16 - 1;  // 16-byte chunk bits XORed with address bits 7..
+  const uint32_t* bias = static_cast<const uint32_t*>(p.bias);  // T pairs
+#pragma unroll
+  for (int j0 = 0; j0 < kBlocks; j0 += kChunk) {
+    uint32_t bv[kChunk], gv[kChunk];
+#pragma unroll
+    for (int jj = 0; jj < kChunk; ++jj) {
+      const int col = n0 + 8 * (j0 + jj) + 2 * t;
+      const bool ok = j0 + jj < kBlocks && col < p.n && bias;
+      bv[jj] = ok ? __ldg(bias + col / 2) : 0u;
+      gv[jj] = GEGLU && ok ? __ldg(bias + (p.n + col) / 2) : 0u;
+    }
+#pragma unroll
+    for (int jj = 0; jj < kChunk; ++jj) {
+      const int j = j0 + jj;
+      if (j >= kBlocks) continue;
+      const T* b2 = reinterpret_cast<const T*>(&bv[jj]);
+      const T* g2 = reinterpret_cast<const T*>(&gv[jj]);
+      const int oc = 8 * j + 2 * t;  // column within the tile
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint32_t rr = warp * 16 + g + 8 * h;
+        uint32_t off = rr * kBoxRowBytes + (oc % kBoxCols) * 2;
+        off ^= ((off >> 7) & kSwzMask) << 4;
+        const uint32_t addr = stage + (oc / kBoxCols) * kBoxBytes + off;
+        float v0 = acc[4 * j + 2 * h] + to_f32(b2[0]), v1 = acc[4 * j + 2 * h + 1] + to_f32(b2[1]);
+        if constexpr (GEGLU) {
+          constexpr int kGate = 4 * kBlocks;
+          v0 *= gelu_erf_f(acc[kGate + 4 * j + 2 * h] + to_f32(g2[0]));
+          v1 *= gelu_erf_f(acc[kGate + 4 * j + 2 * h + 1] + to_f32(g2[1]));
+        } else {
+          if (has_res) {
+            const uint32_t rv = sm90::ld_shared_u32(addr);
+            const T* r2 = reinterpret_cast<const T*>(&rv);
+            v0 += to_f32(r2[0]);
+            v1 += to_f32(r2[1]);
+          }
+        }
+        sm90::st_shared_u32(addr, pack_pair<T>(v0, v1));
+      }
+    }
+  }
+}
+
 // Persistent kernel: CTA b takes units b, b + gridDim.x, ... The producer thread streams the K
 // blocks of its units through the stage ring without pause, so the next unit's loads overlap
 // this unit's epilogue. Shared memory: stages of A (128 rows x 128 B) then of B (bn rows x
 // 128 B), both 128-byte swizzled as TMA writes them. GEGLU: the B tile holds w rows
 // [n0, n0 + bn/2) (values) then [N + n0, N + n0 + bn/2) (gates), so a thread's value and gate
 // accumulators pair up.
-template <typename T, int BM, int BN, bool GEGLU, bool SPLIT, bool VEC = false>
+// EPI == kEpiTma: tmap_y / tmap_r map y and the residual ([M, N], boxes of 64 rows x
+// tma_box_cols(out_bn)); with the other epilogues they are unused.
+template <typename T, int BM, int BN, bool GEGLU, bool SPLIT, int EPI = kEpiPairs>
 __global__ void __launch_bounds__(kThreads, 1)
-    gemm_kernel(const __grid_constant__ CUtensorMap tmap_x, const __grid_constant__ CUtensorMap tmap_w, Params p,
+    gemm_kernel(const __grid_constant__ CUtensorMap tmap_x, const __grid_constant__ CUtensorMap tmap_w,
+                const __grid_constant__ CUtensorMap tmap_y, const __grid_constant__ CUtensorMap tmap_r, Params p,
                 int units, int splits) {
 #if SD_SM90A_COMPILED
   using namespace sm90;
-  constexpr int kStages = stages_for(BM, BN);
-  constexpr bool kPingPong = BM == 64;
+  constexpr bool kTma = EPI == kEpiTma && !SPLIT;
   constexpr int kOutBN = GEGLU ? BN / 2 : BN;
+  constexpr int kStages = kTma ? stages_for_tma(BM, BN, kOutBN) : stages_for(BM, BN);
+  constexpr bool kPingPong = BM == 64;
   constexpr uint32_t kABytes = BM * kRowBytes, kBBytes = BN * kRowBytes;
+  constexpr int kBoxCols = tma_box_cols(kOutBN), kBoxBytes = 64 * kBoxCols * 2;
+  constexpr uint32_t kStagingBytes = 64 * kOutBN * 2;  // per consumer warpgroup
   extern __shared__ uint8_t smem_raw[];
-  __shared__ __align__(8) uint64_t full_bar[kStages], empty_bar[kStages];
+  __shared__ __align__(8) uint64_t full_bar[kStages], empty_bar[kStages], res_bar[2];
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
   const uint32_t a_base = base, b_base = base + kStages * kABytes;
+  const uint32_t staging_base = b_base + kStages * kBBytes;  // 1024-aligned: tiles are multiples of 8 rows
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbarrier_init(smem_addr(&full_bar[s]), 1);
       mbarrier_init(smem_addr(&empty_bar[s]), kPingPong ? 128 : 2 * 128);
     }
+    mbarrier_init(smem_addr(&res_bar[0]), 1);
+    mbarrier_init(smem_addr(&res_bar[1]), 1);
     mbarrier_init_fence();
   }
   __syncthreads();
@@ -295,12 +377,27 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
     const int row_off = kPingPong ? 0 : c * 64;
-    int it = 0, local = 0;
+    const bool leader = threadIdx.x % 128 == 0;  // issues this warpgroup's TMA stores
+    const bool has_res = !GEGLU && p.residual != nullptr;
+    const uint32_t stage = staging_base + c * kStagingBytes;
+    int it = 0, local = 0, res_phase = 0;
     for (int u = blockIdx.x; u < units; u += gridDim.x, ++local) {
       const Unit w = unit_at<BM, kOutBN>(p, u, splits);
       if (kPingPong && (local & 1) != c) {  // the other consumer's unit: skip its K blocks
         it += w.nkb;
         continue;
+      }
+      if constexpr (kTma) {
+        // The residual tile goes into the staging tile while the main loop runs, once the
+        // previous tile's store has read it out.
+        if (has_res && leader) {
+          bulk_wait_group_read<0>();
+          const uint32_t bar = smem_addr(&res_bar[c]);
+          mbarrier_arrive_expect_tx(bar, kStagingBytes);
+#pragma unroll
+          for (int b = 0; b < kOutBN / kBoxCols; ++b)
+            tma_load_2d(stage + b * kBoxBytes, &tmap_r, bar, w.n0 + b * kBoxCols, w.m0 + row_off);
+        }
       }
       // Ping-pong: the consumers' main loops take turns (named barriers 1 and 2), so the one
       // waiting on a stage is never a full ring round ahead of the stage's last completed fill
@@ -325,8 +422,31 @@ __global__ void __launch_bounds__(kThreads, 1)
       fence_accumulators(acc);
       if (w.nkb > 0) mbarrier_arrive(smem_addr(&empty_bar[(it - 1) % kStages]));
       if (kPingPong) named_barrier_arrive(2 - c, 2 * 128);  // the other consumer's turn
-      if constexpr (VEC && !SPLIT) store_unit_vec<T, BN, GEGLU>(p, w, acc, w.m0 + row_off + warp * 16 + g, t);
-      else store_unit<T, BN, GEGLU, SPLIT>(p, w, acc, w.m0 + row_off + warp * 16 + g, t);
+      if constexpr (kTma) {
+        if (has_res) {
+          mbarrier_wait(smem_addr(&res_bar[c]), res_phase & 1);
+          ++res_phase;
+        } else {
+          if (leader) bulk_wait_group_read<0>();  // the previous store has read the staging tile
+          named_barrier_sync(3 + c, 128);
+        }
+        store_unit_tma<T, BN, GEGLU>(p, w.n0, acc, stage, has_res, warp, g, t);
+        fence_proxy_async_smem();  // the staging writes, visible to the TMA store
+        named_barrier_sync(3 + c, 128);
+        if (leader) {
+#pragma unroll
+          for (int b = 0; b < kOutBN / kBoxCols; ++b)
+            tma_store_2d(&tmap_y, stage + b * kBoxBytes, w.n0 + b * kBoxCols, w.m0 + row_off);
+          bulk_commit_group();
+        }
+      } else if constexpr (EPI == kEpiVec && !SPLIT) {
+        store_unit_vec<T, BN, GEGLU>(p, w, acc, w.m0 + row_off + warp * 16 + g, t);
+      } else {
+        store_unit<T, BN, GEGLU, SPLIT>(p, w, acc, w.m0 + row_off + warp * 16 + g, t);
+      }
+    }
+    if constexpr (kTma) {
+      if (leader) bulk_wait_group<0>();  // the stores have finished before the CTA (and its smem) goes
     }
   }
 #endif

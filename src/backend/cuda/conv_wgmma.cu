@@ -14,6 +14,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
 #include "backend/cuda/mma_sync.cuh"
+#include "backend/cuda/tma.h"
 
 namespace sd::cuda {
 
@@ -216,25 +217,6 @@ __global__ void conv_wgmma_reduce_kernel(const Params p) {
   }
 }
 
-// cuTensorMapEncodeTiled from the driver, through the runtime (no libcuda link); null without.
-using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
-                                 const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
-                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-EncodeTiled encode_tiled() {
-  static const EncodeTiled fn = []() -> EncodeTiled {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) !=
-            cudaSuccess ||
-        q != cudaDriverEntryPointSuccess) {
-      (void)cudaGetLastError();
-      return nullptr;
-    }
-    return reinterpret_cast<EncodeTiled>(f);
-  }();
-  return fn;
-}
-
 // A tile of 128 output positions as one box of the input: `imgs` whole images (H*W <= 128) or
 // `rows` rows of one image (H*W > 128); tiles_per_img = H*W / 128 in the second case, else 1.
 struct Geometry {
@@ -344,7 +326,7 @@ bool wgmma_conv_device_ok(int device) {
     (void)cudaGetLastError();
     return false;
   }
-  return major == 9 && minor == 0 && encode_tiled() != nullptr;
+  return major == 9 && minor == 0 && tma_available();
 }
 
 std::vector<WgmmaConvConfig> wgmma_conv_candidates(const SplitKConvShape& s, int sms) {
@@ -383,34 +365,27 @@ bool launch_conv_wgmma(const SplitKConvOperands& ops, DType dtype, const SplitKC
                 cluster_ok(s, g, cfg.bn, cfg.cx, cfg.cy),
             "conv_wgmma: config " + cfg.describe());
   SD_ASSERT(cfg.splits == 1 || ops.partial, "conv_wgmma: split partials need a workspace");
-  const EncodeTiled encode = encode_tiled();
-  if (!encode) return false;
   int piece_imgs = 1, piece_rows = 1;
   piece_box(s, cfg.cx, piece_imgs, piece_rows);
-  const CUtensorMapDataType type =
-      dtype == DType::kF16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  const cuuint32_t unit[4] = {1, 1, 1, 1};
   // x [B, H, W, Cin] innermost first; a box is 64 channels x W x rows x imgs = 128 / cx positions.
+  TmaTiledDesc xd;
+  xd.base = ops.x, xd.dtype = dtype, xd.rank = 4, xd.swizzle = TmaSwizzle::k128B, xd.l2_promote_bytes = 128;
+  const uint64_t xdims[4] = {static_cast<uint64_t>(s.cin), static_cast<uint64_t>(s.w), static_cast<uint64_t>(s.h),
+                             static_cast<uint64_t>(s.b)};
+  const uint32_t xbox[4] = {kBK, static_cast<uint32_t>(s.w), static_cast<uint32_t>(piece_rows),
+                            static_cast<uint32_t>(piece_imgs)};
+  for (int i = 0; i < 4; ++i) xd.dims[i] = xdims[i], xd.box[i] = xbox[i];
+  xd.strides_bytes[0] = static_cast<uint64_t>(s.cin * 2);
+  xd.strides_bytes[1] = static_cast<uint64_t>(s.w * s.cin * 2);
+  xd.strides_bytes[2] = static_cast<uint64_t>(s.h * s.w * s.cin * 2);
   CUtensorMap xmap{}, wmap{};
-  const cuuint64_t xdims[4] = {static_cast<cuuint64_t>(s.cin), static_cast<cuuint64_t>(s.w),
-                               static_cast<cuuint64_t>(s.h), static_cast<cuuint64_t>(s.b)};
-  const cuuint64_t xstrides[3] = {static_cast<cuuint64_t>(s.cin * 2), static_cast<cuuint64_t>(s.w * s.cin * 2),
-                                  static_cast<cuuint64_t>(s.h * s.w * s.cin * 2)};
-  const cuuint32_t xbox[4] = {kBK, static_cast<cuuint32_t>(s.w), static_cast<cuuint32_t>(piece_rows),
-                              static_cast<cuuint32_t>(piece_imgs)};
-  if (encode(&xmap, type, 4, const_cast<void*>(ops.x), xdims, xstrides, xbox, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
-             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
-    return false;
-  }
+  if (!encode_tma_tiled(xd, &xmap).ok()) return false;
   // w [Cout, k*k*Cin]; a box is 64 reduction elements x bn / cy output channels.
   const int64_t ktot = s.k * s.k * s.cin;
-  const cuuint64_t wdims[2] = {static_cast<cuuint64_t>(ktot), static_cast<cuuint64_t>(s.cout)};
-  const cuuint64_t wstrides[1] = {static_cast<cuuint64_t>(ktot * 2)};
-  const cuuint32_t wbox[2] = {kBK, static_cast<cuuint32_t>(cfg.bn / cfg.cy)};
-  if (encode(&wmap, type, 2, const_cast<void*>(ops.w), wdims, wstrides, wbox, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
-             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
+  if (!encode_tma_2d(ops.w, dtype, static_cast<uint64_t>(s.cout), static_cast<uint64_t>(ktot),
+                     static_cast<uint64_t>(ktot), static_cast<uint32_t>(cfg.bn / cfg.cy), kBK, TmaSwizzle::k128B,
+                     &wmap)
+           .ok()) {
     return false;
   }
   Params p{};

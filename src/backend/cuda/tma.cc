@@ -37,6 +37,15 @@ std::string dims_string(const TmaTiledDesc& d) {
 
 bool tma_available() { return encode_fn() != nullptr; }
 
+CUtensorMapL2promotion l2_promotion(int bytes) {
+  switch (bytes) {
+    case 64: return CU_TENSOR_MAP_L2_PROMOTION_L2_64B;
+    case 128: return CU_TENSOR_MAP_L2_PROMOTION_L2_128B;
+    case 256: return CU_TENSOR_MAP_L2_PROMOTION_L2_256B;
+    default: return CU_TENSOR_MAP_L2_PROMOTION_NONE;
+  }
+}
+
 Status encode_tma_tiled(const TmaTiledDesc& d, CUtensorMap* out) {
   CUtensorMapDataType type;
   switch (d.dtype) {
@@ -83,7 +92,7 @@ Status encode_tma_tiled(const TmaTiledDesc& d, CUtensorMap* out) {
   for (int i = 0; i + 1 < d.rank; ++i) strides[i] = d.strides_bytes[i];
   const CUresult r = fn(out, type, static_cast<cuuint32_t>(d.rank), const_cast<void*>(d.base), dims, strides, box,
                         estrides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
-                        d.l2_promote_256 ? CU_TENSOR_MAP_L2_PROMOTION_L2_256B : CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                        l2_promotion(d.l2_promote_bytes),
                         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) return Internal(what + ": cuTensorMapEncodeTiled failed (CUresult " + std::to_string(r) + ")");
   return Status::Ok();

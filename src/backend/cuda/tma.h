@@ -28,7 +28,7 @@ struct TmaTiledDesc {
   uint32_t box[5] = {1, 1, 1, 1, 1};
   uint32_t element_strides[5] = {1, 1, 1, 1, 1};
   TmaSwizzle swizzle = TmaSwizzle::kNone;
-  bool l2_promote_256 = true;  // L2 promotion of 256 bytes (else none)
+  int l2_promote_bytes = 256;  // L2 promotion: 0 (none), 64, 128 or 256 bytes
 };
 
 // True when the driver provides cuTensorMapEncodeTiled (looked up once).

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -130,15 +131,17 @@ TEST_P(GpuGemmWgmma, MatchesReferenceAndBackend) {
     for (const auto& [bm, bn] : {std::pair{128, 64}, {128, 128}, {128, 160}, {128, 192}, {128, 256}, {64, 128},
                                  {64, 160}, {64, 256}})
       configs.push_back({bm, bn, 1, false, true});  // TMA-store epilogue
-  }
-  {  // the candidates' TMA-store twins (also when not forced)
-    std::vector<cuda::WgmmaGemmConfig> twins;
-    for (cuda::WgmmaGemmConfig t : configs) {
-      if (t.splits != 1 || t.vec_epilogue || t.tma_store || c.forced) continue;
-      t.tma_store = true;
-      twins.push_back(t);
+    for (const auto& [bm, bn, splits] : {std::tuple{128, 128, 3}, {128, 192, 2}, {128, 160, 5}, {64, 160, 3},
+                                         {64, 128, 2}, {128, 64, 4}})
+      configs.push_back({bm, bn, splits, false, true});  // in-kernel split-K reduction
+  } else {  // the candidates' twins with the other epilogue (4-byte stores / reduce kernel or TMA)
+    const size_t n0 = configs.size();
+    for (size_t i = 0; i < n0; ++i) {
+      cuda::WgmmaGemmConfig t = configs[i];
+      if (t.vec_epilogue || (t.splits > 1 && t.bn == 256)) continue;
+      t.tma_store = !t.tma_store;
+      configs.push_back(t);
     }
-    configs.insert(configs.end(), twins.begin(), twins.end());
   }
   const double tol = c.dtype == DType::kBF16 ? 1e-2 : 2e-3;
   for (const cuda::WgmmaGemmConfig& cfg : configs) {
@@ -207,6 +210,19 @@ TEST(GpuGemmWgmmaLimits, RejectsWhatItCannotRun) {
   for (const auto& c : cuda::wgmma_gemm_candidates({128, 1280, 1280}, 132)) {
     EXPECT_GE(c.splits, 1);
     EXPECT_EQ(cuda::wgmma_gemm_workspace({128, 1280, 1280}, c) > 0, c.splits > 1) << c.describe();
+  }
+  // Every candidate is timed on a shape's first call: keep the lists short (SD 1.5 shapes).
+  for (const cuda::WgmmaGemmShape& sh :
+       {cuda::WgmmaGemmShape{8192, 960, 320}, {8192, 320, 1280}, {2048, 1920, 640}, {512, 1280, 5120},
+        {128, 3840, 1280}, {128, 1280, 1280}, {128, 1280, 5120}, {128, 5120, 1280, true}, {2048, 1280, 5120},
+        {131072, 1280, 320, true}}) {
+    const auto list = cuda::wgmma_gemm_candidates(sh, 132);
+    std::string names;
+    for (const auto& c : list) names += " [" + c.describe() + "]";
+    std::printf("  candidates %lldx%lldx%lld%s:%s\n", static_cast<long long>(sh.m), static_cast<long long>(sh.n),
+                static_cast<long long>(sh.k), sh.geglu ? " geglu" : "", names.c_str());
+    EXPECT_GE(list.size(), 1u);
+    EXPECT_LE(list.size(), 9u);
   }
 }
 
@@ -294,10 +310,11 @@ TEST(GpuGemmWgmmaBench, DISABLED_SdShapes) {
         for (size_t i = 0, n0 = configs.size(); i < n0; ++i) {  // the wide-store twins too
           cuda::WgmmaGemmConfig v = configs[i];
           v.vec_epilogue = true;
+          v.tma_store = false;
           if (v.splits == 1 && ((kd.geglu ? v.bn / 2 : v.bn) / 8) % 4 == 0) configs.push_back(v);
           v.vec_epilogue = false;
-          v.tma_store = true;  // and the TMA-store twins
-          if (v.splits == 1 && !configs[i].tma_store) configs.push_back(v);
+          v.tma_store = !configs[i].tma_store;  // and the twins with the other epilogue
+          if (!(v.tma_store && v.splits > 1 && v.bn == 256)) configs.push_back(v);
         }
         for (const cuda::WgmmaGemmConfig& cfg : configs) {
           if (only_bm > 0 && cfg.bm != only_bm) continue;

@@ -41,12 +41,18 @@ int sm90_multiprocessors() {
   return std::max(cached[dev], 0);
 }
 
+// f32 partials of the K slices, [splits, M, N (2N with GEGLU)], rounded up to 16 bytes.
+size_t partials_bytes(const WgmmaGemmShape& s, int64_t splits) {
+  return static_cast<size_t>((splits * s.m * (s.geglu ? 2 * s.n : s.n) * 4 + 15) / 16 * 16);
+}
+
 bool config_valid(const WgmmaGemmShape& s, const WgmmaGemmConfig& c) {
   const bool cooperative = c.bm == 128 && (c.bn == 64 || c.bn == 128 || c.bn == 160 || c.bn == 192 || c.bn == 256);
   const bool ping_pong = c.bm == 64 && (c.bn == 128 || c.bn == 160 || c.bn == 256);
   if (!cooperative && !ping_pong) return false;
   if (c.vec_epilogue && (c.splits != 1 || ((s.geglu ? c.bn / 2 : c.bn) / 8) % 4 != 0)) return false;
-  if (c.tma_store && (c.splits != 1 || c.vec_epilogue)) return false;
+  if (c.tma_store && c.vec_epilogue) return false;
+  if (c.tma_store && c.splits > 1 && c.bn == 256) return false;  // the in-kernel sum would spill (168 registers)
   return c.splits >= 1 && c.splits <= ceil_div(s.k, kBK);
 }
 
@@ -54,7 +60,8 @@ template <typename T, int BM, int BN, bool GEGLU, bool SPLIT, int EPI>
 bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
                   cudaStream_t stream, int sms) {
   constexpr int kOutBN = GEGLU ? BN / 2 : BN;
-  if constexpr (EPI == gemm_wgmma::kEpiVec && (kOutBN / 8) % 4 != 0) {
+  if constexpr ((EPI == gemm_wgmma::kEpiVec && (kOutBN / 8) % 4 != 0) ||
+                (EPI == gemm_wgmma::kEpiTma && SPLIT && BN == 256)) {
     return false;  // config_valid rejects it; no such kernel is built
   } else {
   const uint64_t w_rows = GEGLU ? 2 * s.n : s.n;
@@ -95,9 +102,15 @@ bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
   p.partial = static_cast<float*>(o.workspace);
   const int64_t units = int64_t{p.m_tiles} * p.n_tiles * splits;
   if (units >= (int64_t{1} << 31)) return false;
+  if (SPLIT && kTma) {  // in-kernel reduction: the tile counters follow the partials, zeroed here
+    const size_t partial_bytes = partials_bytes(s, splits);
+    p.tile_counters = reinterpret_cast<int*>(static_cast<char*>(o.workspace) + partial_bytes);
+    const size_t counter_bytes = static_cast<size_t>(p.m_tiles) * p.n_tiles * sizeof(int);
+    if (cudaMemsetAsync(p.tile_counters, 0, counter_bytes, stream) != cudaSuccess) return false;
+  }
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(units, sms));  // persistent: one CTA per SM
   kernel<<<grid, gemm_wgmma::kThreads, kSmem, stream>>>(tx, tw, ty, tr, p, static_cast<int>(units), splits);
-  if (SPLIT) {
+  if (SPLIT && !kTma) {
     const int64_t quads = s.m * s.n / 4;
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(quads, 256), int64_t{sms} * 16));
     gemm_wgmma::splitk_reduce_kernel<T, GEGLU><<<blocks, 256, 0, stream>>>(p, splits);
@@ -132,12 +145,16 @@ bool launch_dtype(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
                   cudaStream_t stream, int sms) {
   using namespace gemm_wgmma;
   if (s.geglu) {
-    if (c.splits > 1) return launch_bn<T, true, true, kEpiPairs>(o, dtype, s, c, stream, sms);
+    if (c.splits > 1)
+      return c.tma_store ? launch_bn<T, true, true, kEpiTma>(o, dtype, s, c, stream, sms)
+                         : launch_bn<T, true, true, kEpiPairs>(o, dtype, s, c, stream, sms);
     if (c.tma_store) return launch_bn<T, true, false, kEpiTma>(o, dtype, s, c, stream, sms);
     return c.vec_epilogue ? launch_bn<T, true, false, kEpiVec>(o, dtype, s, c, stream, sms)
                           : launch_bn<T, true, false, kEpiPairs>(o, dtype, s, c, stream, sms);
   }
-  if (c.splits > 1) return launch_bn<T, false, true, kEpiPairs>(o, dtype, s, c, stream, sms);
+  if (c.splits > 1)
+    return c.tma_store ? launch_bn<T, false, true, kEpiTma>(o, dtype, s, c, stream, sms)
+                       : launch_bn<T, false, true, kEpiPairs>(o, dtype, s, c, stream, sms);
   if (c.tma_store) return launch_bn<T, false, false, kEpiTma>(o, dtype, s, c, stream, sms);
   return c.vec_epilogue ? launch_bn<T, false, false, kEpiVec>(o, dtype, s, c, stream, sms)
                         : launch_bn<T, false, false, kEpiPairs>(o, dtype, s, c, stream, sms);
@@ -173,14 +190,15 @@ std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int 
     }
     out.insert(out.begin(), twins.begin(), twins.end());
   }
+  // TMA-store epilogue (and, split, the in-kernel reduction) by default: faster than the 4-byte
+  // stores at every shape measured (perf-notes, H15); SDSERVE_WGMMA_GEMM_TMA=0 lists the old ones.
   const char* tma = std::getenv("SDSERVE_WGMMA_GEMM_TMA");
-  if (tma && tma[0] == '1') {  // TMA-store twins of the unsplit candidates, first
-    std::vector<WgmmaGemmConfig> twins;
-    for (WgmmaGemmConfig c : out) {
-      c.tma_store = true;
-      if (config_valid(s, c)) twins.push_back(c);
+  if (!(tma && tma[0] == '0')) {
+    for (WgmmaGemmConfig& c : out) {
+      WgmmaGemmConfig t = c;
+      t.tma_store = true;
+      if (config_valid(s, t)) c = t;
     }
-    out.insert(out.begin(), twins.begin(), twins.end());
   }
   return out;
 }
@@ -218,22 +236,32 @@ std::vector<WgmmaGemmConfig> base_candidates(const WgmmaGemmShape& s, int sms) {
     add(128, 128, 1);
     return out;
   }
-  // Few tiles: cut K so that about one wave of CTAs streams the weights (>= 2 K blocks a slice).
+  // Few tiles: cut K so that about half a wave of CTAs streams the weights (H100: the full-wave
+  // split was slower at every small-M shape measured, its partials cost more than the extra CTAs
+  // gain); 128x128 gets the full-wave split too. No 256-wide splits (slow with the reduce kernel,
+  // and the in-kernel sum does not fit its registers).
+  const auto want_splits = [&](int64_t t) {
+    return std::min<int64_t>(ceil_div(sms, t), std::max<int64_t>(1, kblocks / 2));
+  };
   for (int bn : widths) {
     const int64_t t = tiles(128, bn);
     if (t >= sms) {
       add(128, bn, 1);
       continue;
     }
-    const int64_t want = std::min<int64_t>(ceil_div(sms, t), std::max<int64_t>(1, kblocks / 2));
-    add(128, bn, want);
-    if (want > 2) add(128, bn, want / 2);
-    if (out.size() >= 6) break;
+    if (4 * t >= 3 * sms) add(128, bn, 1);  // most of a wave already: the unsplit tile too
+    if (bn == 256) continue;
+    const int64_t want = want_splits(t);
+    add(128, bn, want > 2 ? want / 2 : want);
+    if (bn == 128 && want > 2) add(128, bn, want);
+    if (out.size() >= 5) break;
   }
   for (int bn : widths) {  // ping-pong, for M not a multiple of 128 or a tile count just over a wave
     if (!ping_pong_width(bn)) continue;
     const int64_t t = tiles(64, bn);
-    add(64, bn, t >= sms ? 1 : std::min<int64_t>(ceil_div(sms, t), std::max<int64_t>(1, kblocks / 2)));
+    if (t < sms && bn == 256) continue;
+    const int64_t want = want_splits(t);
+    add(64, bn, t >= sms ? 1 : want > 2 ? want / 2 : want);
     break;
   }
   add(128, 128, 1);
@@ -245,7 +273,12 @@ size_t wgmma_gemm_workspace(const WgmmaGemmShape& s, const WgmmaGemmConfig& c) {
   if (c.splits <= 1) return 0;
   const int64_t kblocks = ceil_div(s.k, kBK);
   const int64_t splits = ceil_div(kblocks, ceil_div(kblocks, c.splits));
-  return static_cast<size_t>(splits * s.m * (s.geglu ? 2 * s.n : s.n)) * sizeof(float);
+  size_t bytes = partials_bytes(s, splits);
+  if (c.tma_store) {  // + the in-kernel reduction's tile counters
+    const int out_bn = s.geglu ? c.bn / 2 : c.bn;
+    bytes += static_cast<size_t>(ceil_div(s.m, c.bm) * ceil_div(s.n, out_bn)) * sizeof(int);
+  }
+  return bytes;
 }
 
 bool launch_wgmma_gemm(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,

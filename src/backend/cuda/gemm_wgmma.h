@@ -32,10 +32,14 @@ struct WgmmaGemmShape {
 // vec_epilogue (splits 1 only; output columns per tile / 8 a multiple of 4): the epilogue swaps
 // values within each quad by shuffles so bias / residual / y move as 16-byte vectors. Not yet
 // measured on a GPU: candidates list it only with SDSERVE_WGMMA_GEMM_VEC=1 (see perf-notes).
-// tma_store (splits 1 only, not with vec_epilogue): each consumer warpgroup writes its 64 rows of
-// the tile (bias, residual, GEGLU applied) into a swizzled shared-memory staging tile, and one
-// thread stores it by TMA (asynchronous, coalesced, M / N tails clipped) while the warpgroup goes
-// on to its next tile; the residual tile is TMA-loaded into the staging tile during the main loop.
+// tma_store (not with vec_epilogue): each consumer warpgroup writes its 64 rows of the tile (bias,
+// residual, GEGLU applied) into a swizzled shared-memory staging tile, and one thread stores it by
+// TMA (asynchronous, coalesced, M / N tails clipped) while the warpgroup goes on to its next tile;
+// the residual tile is TMA-loaded into the staging tile during the main loop. With splits > 1 the
+// K slices are summed in the kernel (no reduce kernel): each slice writes its f32 partials and
+// counts itself done on a per-tile counter; the CTA completing the count sums the slices in order
+// (deterministic) and runs the epilogue. The candidates use it by default (SDSERVE_WGMMA_GEMM_TMA=0:
+// the 4-byte-store epilogue and the reduce kernel instead).
 struct WgmmaGemmConfig {
   int bm = 128, bn = 128;
   int splits = 1;
@@ -49,8 +53,9 @@ struct WgmmaGemmConfig {
 bool wgmma_gemm_supported(const WgmmaGemmShape& s, DType dtype);
 // Candidate configurations for the shape on a GPU of `sms` multiprocessors, best guess first.
 std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int sms);
-// Workspace bytes of the configuration (0 unless split): splits x M x N f32 (x 2N with GEGLU).
-// It needs no zeroing (every split writes its whole slice).
+// Workspace bytes of the configuration (0 unless split): splits x M x N f32 (x 2N with GEGLU), with
+// tma_store plus one int per tile. It needs no zeroing (every split writes its whole slice; the
+// launch zeroes the tile counters itself, a memset node in a graph).
 size_t wgmma_gemm_workspace(const WgmmaGemmShape& s, const WgmmaGemmConfig& c);
 
 struct WgmmaGemmOperands {
@@ -59,7 +64,7 @@ struct WgmmaGemmOperands {
   void* y = nullptr;
   const void* bias = nullptr;
   const void* residual = nullptr;
-  void* workspace = nullptr;  // wgmma_gemm_workspace() bytes, no zeroing needed
+  void* workspace = nullptr;  // wgmma_gemm_workspace() bytes, no zeroing needed (16-byte aligned)
 };
 
 // Enqueues the GEMM on `stream` (graph-capturable: no host sync, no allocation). False if it

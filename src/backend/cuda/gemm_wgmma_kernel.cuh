@@ -55,6 +55,7 @@ struct Params {
   const void* bias;           // [n] ([2n] GEGLU) or null
   const void* residual;       // [m, n] or null
   float* partial;             // split: [splits, m, wn] f32, wn = n (2n GEGLU: value cols then gate cols)
+  int* tile_counters;         // in-kernel split-K (TMA-store epilogue): [tiles] slices done, zeroed per launch
 };
 
 template <typename T>
@@ -157,6 +158,39 @@ __device__ __forceinline__ void store_unit(const Params& p, const Unit& w, const
             v1 += to_f32(r2[1]);
           }
           y[row * half_n + col / 2] = pack_pair<T>(v0, v1);
+        }
+      }
+    }
+  }
+}
+
+// In-kernel split-K: acc = the sum of the tile's K slices in slice order (0, 1, ..), read back
+// from the partials exactly where store_unit<SPLIT> wrote them (the own slice too, so the sum
+// is the same whichever CTA runs it: deterministic). Out-of-range rows / columns give 0.
+template <int BN, bool GEGLU>
+__device__ __forceinline__ void sum_partials(const Params& p, const Unit& w, float (&acc)[BN / 2], int row0, int t,
+                                             int splits) {
+  constexpr int kOutBN = GEGLU ? BN / 2 : BN;
+  const int64_t wn = GEGLU ? 2 * int64_t{p.n} : p.n;
+  const int64_t slice = int64_t{p.m} * wn;
+  for (int s = 0; s < splits; ++s) {
+    const float* part = p.partial + s * slice;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      int col = 8 * (j % (kOutBN / 8)) + 2 * t + w.n0;
+      const bool col_ok = col < p.n;
+      if (GEGLU && j >= kOutBN / 8) col += p.n;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = row0 + 8 * h;
+        float2 v = make_float2(0.f, 0.f);
+        if (col_ok && row < p.m) v = __ldcg(reinterpret_cast<const float2*>(part + row * wn + col));
+        if (s == 0) {
+          acc[4 * j + 2 * h] = v.x;
+          acc[4 * j + 2 * h + 1] = v.y;
+        } else {
+          acc[4 * j + 2 * h] += v.x;
+          acc[4 * j + 2 * h + 1] += v.y;
         }
       }
     }
@@ -323,7 +357,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                 int units, int splits) {
 #if SD_SM90A_COMPILED
   using namespace sm90;
-  constexpr bool kTma = EPI == kEpiTma && !SPLIT;
+  constexpr bool kTma = EPI == kEpiTma;  // with SPLIT: the in-kernel split-K reduction
   constexpr int kOutBN = GEGLU ? BN / 2 : BN;
   constexpr int kStages = kTma ? stages_for_tma(BM, BN, kOutBN) : stages_for(BM, BN);
   constexpr bool kPingPong = BM == 64;
@@ -332,6 +366,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr uint32_t kStagingBytes = 64 * kOutBN * 2;  // per consumer warpgroup
   extern __shared__ uint8_t smem_raw[];
   __shared__ __align__(8) uint64_t full_bar[kStages], empty_bar[kStages], res_bar[2];
+  __shared__ int last_slice[2];  // in-kernel split-K: this tile's slices all done (per tile owner)
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
   const uint32_t a_base = base, b_base = base + kStages * kABytes;
   const uint32_t staging_base = b_base + kStages * kBBytes;  // 1024-aligned: tiles are multiples of 8 rows
@@ -387,7 +422,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         it += w.nkb;
         continue;
       }
-      if constexpr (kTma) {
+      if constexpr (kTma && !SPLIT) {
         // The residual tile goes into the staging tile while the main loop runs, once the
         // previous tile's store has read it out.
         if (has_res && leader) {
@@ -422,6 +457,34 @@ __global__ void __launch_bounds__(kThreads, 1)
       fence_accumulators(acc);
       if (w.nkb > 0) mbarrier_arrive(smem_addr(&empty_bar[(it - 1) % kStages]));
       if (kPingPong) named_barrier_arrive(2 - c, 2 * 128);  // the other consumer's turn
+      if constexpr (kTma && SPLIT) {
+        // In-kernel split-K: every slice writes its partials; the tile's owner threads (both
+        // consumers when cooperative, one when ping-pong) publish them (fence, barrier, one
+        // atomic); the CTA that completes the tile's count sums all slices in order and runs
+        // the epilogue. Nothing waits on another CTA, so no co-residency is needed.
+        constexpr int kOwners = kPingPong ? 128 : 256;
+        const int bar_id = kPingPong ? 3 + c : 5, flag = kPingPong ? c : 0;
+        const int row0 = w.m0 + row_off + warp * 16 + g;
+        store_unit<T, BN, GEGLU, true>(p, w, acc, row0, t);
+        __threadfence();
+        named_barrier_sync(bar_id, kOwners);
+        if (threadIdx.x == (kPingPong ? 128 * (c + 1) : 128)) {
+          int* counter = p.tile_counters + (w.m0 / BM) * p.n_tiles + w.n0 / kOutBN;
+          last_slice[flag] = atomicAdd(counter, 1) == splits - 1;
+        }
+        named_barrier_sync(bar_id, kOwners);
+        if (!last_slice[flag]) continue;
+        __threadfence();
+        if (has_res && leader) {  // the residual tile into the staging tile while the sum runs
+          bulk_wait_group_read<0>();
+          const uint32_t bar = smem_addr(&res_bar[c]);
+          mbarrier_arrive_expect_tx(bar, kStagingBytes);
+#pragma unroll
+          for (int b = 0; b < kOutBN / kBoxCols; ++b)
+            tma_load_2d(stage + b * kBoxBytes, &tmap_r, bar, w.n0 + b * kBoxCols, w.m0 + row_off);
+        }
+        sum_partials<BN, GEGLU>(p, w, acc, row0, t, splits);
+      }
       if constexpr (kTma) {
         if (has_res) {
           mbarrier_wait(smem_addr(&res_bar[c]), res_phase & 1);

@@ -190,15 +190,16 @@ std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int 
     }
     out.insert(out.begin(), twins.begin(), twins.end());
   }
-  // TMA-store epilogue (and, split, the in-kernel reduction) by default: faster than the 4-byte
-  // stores at every shape measured (perf-notes, H15); SDSERVE_WGMMA_GEMM_TMA=0 lists the old ones.
+  // Unsplit: the TMA-store epilogue by default, faster than the 4-byte stores at every shape
+  // measured and than the wide stores at all but two (within 1%; perf-notes, H15).
+  // SDSERVE_WGMMA_GEMM_TMA=0: the 4-byte stores; =2: also the in-kernel split-K reduction for the
+  // split ones (correct, but 1.3-3x slower than the reduce kernel on the H100: not by default).
   const char* tma = std::getenv("SDSERVE_WGMMA_GEMM_TMA");
-  if (!(tma && tma[0] == '0')) {
-    for (WgmmaGemmConfig& c : out) {
-      WgmmaGemmConfig t = c;
-      t.tma_store = true;
-      if (config_valid(s, t)) c = t;
-    }
+  const int tma_mode = tma ? std::atoi(tma) : 1;
+  for (WgmmaGemmConfig& c : out) {
+    WgmmaGemmConfig t = c;
+    t.tma_store = true;
+    if (tma_mode >= (c.splits > 1 ? 2 : 1) && !c.vec_epilogue && config_valid(s, t)) c = t;
   }
   return out;
 }
@@ -237,9 +238,9 @@ std::vector<WgmmaGemmConfig> base_candidates(const WgmmaGemmShape& s, int sms) {
     return out;
   }
   // Few tiles: cut K so that about half a wave of CTAs streams the weights (H100: the full-wave
-  // split was slower at every small-M shape measured, its partials cost more than the extra CTAs
-  // gain); 128x128 gets the full-wave split too. No 256-wide splits (slow with the reduce kernel,
-  // and the in-kernel sum does not fit its registers).
+  // split was slower at every small-M shape measured, 1.2-1.5x: its partials cost more than the
+  // extra CTAs gain). No 256-wide splits (slowest of all with the reduce kernel, and the in-kernel
+  // sum does not fit its registers).
   const auto want_splits = [&](int64_t t) {
     return std::min<int64_t>(ceil_div(sms, t), std::max<int64_t>(1, kblocks / 2));
   };
@@ -253,8 +254,7 @@ std::vector<WgmmaGemmConfig> base_candidates(const WgmmaGemmShape& s, int sms) {
     if (bn == 256) continue;
     const int64_t want = want_splits(t);
     add(128, bn, want > 2 ? want / 2 : want);
-    if (bn == 128 && want > 2) add(128, bn, want);
-    if (out.size() >= 5) break;
+    if (out.size() >= 6) break;
   }
   for (int bn : widths) {  // ping-pong, for M not a multiple of 128 or a tile count just over a wave
     if (!ping_pong_width(bn)) continue;

@@ -83,11 +83,11 @@ template <typename T, int BN>
 __global__ void __launch_bounds__(kThreads, 1)
     conv_wgmma_kernel(const __grid_constant__ CUtensorMap xmap, const __grid_constant__ CUtensorMap wmap,
                       const Params p) {
-#if SD_CONV_WGMMA_COMPILED
+#if SD_SM90A_COMPILED
   using C = Cfg<BN>;
   constexpr int kStages = C::kStages;
   extern __shared__ unsigned char smem_raw[];
-  const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;  // swizzle-128B wants 1024-byte stages
+  const uint32_t base = (sm90::smem_addr(smem_raw) + 1023u) & ~1023u;  // swizzle-128B wants 1024-byte stages
   const uint32_t sa = base, sb = base + kStages * C::kABytes;
   const uint32_t full = sb + kStages * C::kBBytes, empty = full + 8 * kStages;
   const int n0 = blockIdx.x * BN, tile = blockIdx.y;
@@ -98,18 +98,18 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t rx = ncta > 1 ? cluster_ctaid_x() : 0, ry = ncta > 1 ? cluster_ctaid_y() : 0;
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
-      mbar_init(full + 8 * s, 1);          // the producer's arrive + the TMA bytes
-      mbar_init(empty + 8 * s, 2 * ncta);  // one arrive per consumer warpgroup of the cluster
+      sm90::mbarrier_init(full + 8 * s, 1);          // the producer's arrive + the TMA bytes
+      sm90::mbarrier_init(empty + 8 * s, 2 * ncta);  // one arrive per consumer warpgroup of the cluster
     }
-    fence_mbar_init();
-    prefetch_tensor_map(&xmap);
-    prefetch_tensor_map(&wmap);
+    sm90::mbarrier_init_fence();
+    sm90::tma_prefetch_descriptor(&xmap);
+    sm90::tma_prefetch_descriptor(&wmap);
   }
   if (ncta > 1) cluster_sync();  // every CTA's barriers exist before anyone multicasts into them
   else __syncthreads();
 
   if (wg == 0) {
-    setmaxnreg_dec<40>();
+    sm90::setmaxnreg_dec<40>();
     if (threadIdx.x == 0) {
       // This CTA's piece of the input box: positions [a_piece rx, a_piece (rx + 1)) of the tile.
       const int pos = tile * kBM + static_cast<int>(rx) * p.a_piece;
@@ -122,15 +122,15 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int it = 0; it < niters; ++it) {
         const int s = it % kStages;
         if (it >= kStages) mbar_wait(empty + 8 * s, ((it / kStages) - 1) & 1);
-        mbar_arrive_expect_tx(full + 8 * s, C::kABytes + C::kBBytes);
+        sm90::mbarrier_arrive_expect_tx(full + 8 * s, C::kABytes + C::kBBytes);
         const int kt = kt0 + it, tap = kt / p.cin_steps, c0 = (kt - tap * p.cin_steps) * kBK;
         const int ky = tap / p.k, kx = tap - ky * p.k;
         const uint32_t da = sa + s * C::kABytes + a_off, db = sb + s * C::kBBytes + b_off;
         const int nb = n0 + static_cast<int>(ry) * p.b_piece;
         if (p.cx > 1) tma_load_4d_multicast(da, &xmap, full + 8 * s, c0, kx - p.pad, ah + ky - p.pad, ab, a_mask);
-        else tma_load_4d(da, &xmap, full + 8 * s, c0, kx - p.pad, ah + ky - p.pad, ab);
+        else sm90::tma_load_4d(da, &xmap, full + 8 * s, c0, kx - p.pad, ah + ky - p.pad, ab);
         if (p.cy > 1) tma_load_2d_multicast(db, &wmap, full + 8 * s, kt * kBK, nb, b_mask, stream_once);
-        else tma_load_2d(db, &wmap, full + 8 * s, kt * kBK, nb, stream_once);
+        else sm90::tma_load_2d(db, &wmap, full + 8 * s, kt * kBK, nb, stream_once);
       }
     }
     __syncwarp();                  // warp 0 whole again before the aligned cluster barrier
@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     return;
   }
 
-  setmaxnreg_inc<232>();
+  sm90::setmaxnreg_inc<232>();
   const int cw = wg - 1;  // consumer: tile rows [64 cw, 64 cw + 64)
   float acc[BN / 2];
 #pragma unroll
@@ -147,22 +147,24 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int s = it % kStages;
     mbar_wait(full + 8 * s, (it / kStages) & 1);
     const uint32_t a = sa + s * C::kABytes + cw * 64 * 128, b = sb + s * C::kBBytes;
-    wgmma_fence();
+    sm90::wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kBK / 16; ++kk) wgmma_ss<T, BN>(acc, sw128_desc(a + kk * 32), sw128_desc(b + kk * 32));
-    wgmma_commit();
-    wgmma_wait<1>();  // the step before this one is done: its stage goes back to the producer
+    for (int kk = 0; kk < kBK / 16; ++kk) {
+      sm90::wgmma_ss<T, BN>(acc, sm90::desc_sw128(a + kk * 32), sm90::desc_sw128(b + kk * 32), 1);
+    }
+    sm90::wgmma_commit();
+    sm90::wgmma_wait<1>();  // the step before this one is done: its stage goes back to the producer
     if (it > 0 && threadIdx.x % 128 == 0) {
       const uint32_t bar = empty + 8 * ((it - 1) % kStages);
       if (ncta > 1) {
         for (int q = 0; q < ncta; ++q) mbar_arrive_cluster(bar, q);  // the stage is free in every CTA
       } else {
-        mbar_arrive(bar);
+        sm90::mbarrier_arrive(bar);
       }
     }
   }
-  wgmma_wait<0>();
-  fence_regs(acc);
+  sm90::wgmma_wait<0>();
+  sm90::fence_accumulators(acc);
 
   // Accumulator i of thread (warp w, lane l): row 16 w + l / 4 + 8 ((i / 2) % 2), column
   // 8 (i / 4) + 2 (l % 4) + i % 2.

@@ -181,7 +181,7 @@ std::vector<WgmmaGemmConfig> base_candidates(const WgmmaGemmShape& s, int sms);
 
 std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int sms) {
   std::vector<WgmmaGemmConfig> out = base_candidates(s, sms);
-  const char* vec = std::getenv("SDSERVE_WGMMA_GEMM_VEC");
+  const char* vec = std::getenv("SDSERVE_CUDA_WGMMA_GEMM_VEC");
   if (vec && vec[0] == '1') {  // wide-store twins of the unsplit candidates, first
     std::vector<WgmmaGemmConfig> twins;
     for (WgmmaGemmConfig c : out) {
@@ -192,9 +192,9 @@ std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int 
   }
   // Unsplit: the TMA-store epilogue by default, faster than the 4-byte stores at every shape
   // measured and than the wide stores at all but two (within 1%; perf-notes, H15).
-  // SDSERVE_WGMMA_GEMM_TMA=0: the 4-byte stores; =2: also the in-kernel split-K reduction for the
+  // SDSERVE_CUDA_WGMMA_GEMM_TMA=0: the 4-byte stores; =2: also the in-kernel split-K reduction for the
   // split ones (correct, but 1.3-3x slower than the reduce kernel on the H100: not by default).
-  const char* tma = std::getenv("SDSERVE_WGMMA_GEMM_TMA");
+  const char* tma = std::getenv("SDSERVE_CUDA_WGMMA_GEMM_TMA");
   const int tma_mode = tma ? std::atoi(tma) : 1;
   for (WgmmaGemmConfig& c : out) {
     WgmmaGemmConfig t = c;

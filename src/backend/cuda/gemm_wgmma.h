@@ -31,7 +31,7 @@ struct WgmmaGemmShape {
 // by a reduce kernel that applies the epilogue: deterministic).
 // vec_epilogue (splits 1 only; output columns per tile / 8 a multiple of 4): the epilogue swaps
 // values within each quad by shuffles so bias / residual / y move as 16-byte vectors. Not yet
-// measured on a GPU: candidates list it only with SDSERVE_WGMMA_GEMM_VEC=1 (see perf-notes).
+// measured on a GPU: candidates list it only with SDSERVE_CUDA_WGMMA_GEMM_VEC=1 (see perf-notes).
 // tma_store (not with vec_epilogue): each consumer warpgroup writes its 64 rows of the tile (bias,
 // residual, GEGLU applied) into a swizzled shared-memory staging tile, and one thread stores it by
 // TMA (asynchronous, coalesced, M / N tails clipped) while the warpgroup goes on to its next tile;
@@ -39,7 +39,7 @@ struct WgmmaGemmShape {
 // K slices are summed in the kernel (no reduce kernel): each slice writes its f32 partials and
 // counts itself done on a per-tile counter; the CTA completing the count sums the slices in order
 // (deterministic) and runs the epilogue. The candidates use it for unsplit tiles by default
-// (SDSERVE_WGMMA_GEMM_TMA=0: never; =2: for split ones too — the in-kernel sum measured 1.3-3x
+// (SDSERVE_CUDA_WGMMA_GEMM_TMA=0: never; =2: for split ones too — the in-kernel sum measured 1.3-3x
 // slower than the reduce kernel on the H100, so split candidates keep the reduce kernel).
 struct WgmmaGemmConfig {
   int bm = 128, bn = 128;

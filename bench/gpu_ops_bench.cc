@@ -1,6 +1,6 @@
 // Google Benchmark suite of the CUDA backend's main kernels at SD 1.5 512x512 shapes (UNet
-// batches 2 and 16 by default): 3x3 convs per level, linear projections, self/cross attention,
-// group_norm+SiLU, layer_norm, GEGLU, upsample, add. Times come from the backend's marks.
+// batches 2 and 16 by default): 3x3 convs per level (cuDNN / wgmma), linear projections, linear_geglu
+// per path, self/cross attention, group_norm+SiLU, layer_norm, GEGLU, upsample, add. Times come from the backend's marks.
 #include <benchmark/benchmark.h>
 
 #include <array>
@@ -168,6 +168,25 @@ std::vector<Case> sd15_cases(int64_t b) {
                                                   random_device({n, k}, 5, -0.05f, 0.05f), random_device({n}, 6)};
                      },
                      [](const std::vector<Tensor>& in) { return g_backend->linear(in[0], in[1], in[2]); }});
+  }
+  // Feed-forward in-projection with GEGLU per path: SDSERVE_CUDA_WGMMA_GEMM=0 (cuBLASLt + the
+  // geglu kernel), 2 (our GEMM with GEGLU in its epilogue), 1 (the timed choice, the default).
+  for (auto [tokens, c] : {std::array<int64_t, 2>{4096, 320}, {1024, 640}, {256, 1280}, {64, 1280}}) {
+    for (const char* path : {"library", "wgmma", "auto"}) {
+      cases.push_back({std::string("linear_geglu/") + path + "/" + bs + dims({tokens, c}) + "->" +
+                           std::to_string(4 * c),
+                       2.0 * b * tokens * c * 8 * c,
+                       [=] {
+                         return std::vector<Tensor>{random_device({b, tokens, c}, 4),
+                                                    random_device({8 * c, c}, 5, -0.05f, 0.05f),
+                                                    random_device({8 * c}, 6)};
+                       },
+                       [=](const std::vector<Tensor>& in) {
+                         sd::testing::ScopedEnv env("SDSERVE_CUDA_WGMMA_GEMM",
+                                                    path[0] == 'l' ? "0" : path[0] == 'w' ? "2" : "1");
+                         return g_backend->linear_geglu(in[0], in[1], in[2]);
+                       }});
+    }
   }
   // Attention: self at 4096/1024/256 tokens, cross with 77 keys; 8 heads.
   for (auto [lq, lk, d] : {std::array<int64_t, 3>{4096, 4096, 40}, {1024, 1024, 80}, {256, 256, 160},

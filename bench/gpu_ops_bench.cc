@@ -1,6 +1,7 @@
 // Google Benchmark suite of the CUDA backend's main kernels at SD 1.5 512x512 shapes (UNet
-// batches 2 and 16 by default): 3x3 convs per level (cuDNN / wgmma), linear projections, linear_geglu
-// per path, self/cross attention, group_norm+SiLU, layer_norm, GEGLU, upsample, add. Times come from the backend's marks.
+// batches 2 and 16 by default): 3x3 convs per level (cuDNN / wgmma), linear projections,
+// linear_geglu per path, self/cross attention, group_norm+SiLU, layer_norm, GEGLU, upsample, add.
+// Times come from the backend's marks.
 #include <benchmark/benchmark.h>
 
 #include <array>

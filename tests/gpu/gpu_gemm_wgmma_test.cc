@@ -134,11 +134,13 @@ TEST_P(GpuGemmWgmma, MatchesReferenceAndBackend) {
     for (const auto& [bm, bn, splits] : {std::tuple{128, 128, 3}, {128, 192, 2}, {128, 160, 5}, {64, 160, 3},
                                          {64, 128, 2}, {128, 64, 4}})
       configs.push_back({bm, bn, splits, false, true});  // in-kernel split-K reduction
+    if (!c.geglu)
+      for (int bn : {64, 128}) configs.push_back({128, bn, 1, false, true, true});  // epilogue under the next MMAs
   } else {  // the candidates' twins with the other epilogue (4-byte stores / reduce kernel or TMA)
     const size_t n0 = configs.size();
     for (size_t i = 0; i < n0; ++i) {
       cuda::WgmmaGemmConfig t = configs[i];
-      if (t.vec_epilogue || (t.splits > 1 && t.bn == 256)) continue;
+      if (t.vec_epilogue || t.overlap || (t.splits > 1 && t.bn == 256)) continue;
       t.tma_store = !t.tma_store;
       configs.push_back(t);
     }
@@ -307,8 +309,10 @@ TEST(GpuGemmWgmmaBench, DISABLED_SdShapes) {
         double best = 1e30;
         std::string best_cfg;
         std::vector<cuda::WgmmaGemmConfig> configs = cuda::wgmma_gemm_candidates(shape, sms);
-        for (size_t i = 0, n0 = configs.size(); i < n0; ++i) {  // the wide-store twins too
+        const char* twins = std::getenv("SDSERVE_GEMM_BENCH_TWINS");  // =0: the candidates only
+        for (size_t i = 0, n0 = twins && twins[0] == '0' ? 0 : configs.size(); i < n0; ++i) {  // wide-store twins too
           cuda::WgmmaGemmConfig v = configs[i];
+          if (v.overlap) continue;
           v.vec_epilogue = true;
           v.tma_store = false;
           if (v.splits == 1 && ((kd.geglu ? v.bn / 2 : v.bn) / 8) % 4 == 0) configs.push_back(v);

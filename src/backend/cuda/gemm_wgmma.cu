@@ -52,6 +52,7 @@ bool config_valid(const WgmmaGemmShape& s, const WgmmaGemmConfig& c) {
   if (!cooperative && !ping_pong) return false;
   if (c.vec_epilogue && (c.splits != 1 || ((s.geglu ? c.bn / 2 : c.bn) / 8) % 4 != 0)) return false;
   if (c.tma_store && c.vec_epilogue) return false;
+  if (c.overlap && (!c.tma_store || c.splits != 1 || c.bm != 128 || c.bn > 128 || s.geglu)) return false;
   if (c.tma_store && c.splits > 1 && c.bn == 256) return false;  // the in-kernel sum would spill (168 registers)
   return c.splits >= 1 && c.splits <= ceil_div(s.k, kBK);
 }
@@ -61,14 +62,15 @@ bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
                   cudaStream_t stream, int sms) {
   constexpr int kOutBN = GEGLU ? BN / 2 : BN;
   if constexpr ((EPI == gemm_wgmma::kEpiVec && (kOutBN / 8) % 4 != 0) ||
-                (EPI == gemm_wgmma::kEpiTma && SPLIT && BN == 256)) {
+                (EPI == gemm_wgmma::kEpiTma && SPLIT && BN == 256) ||
+                (EPI == gemm_wgmma::kEpiTmaOverlap && (BM != 128 || BN > 128 || GEGLU || SPLIT))) {
     return false;  // config_valid rejects it; no such kernel is built
   } else {
   const uint64_t w_rows = GEGLU ? 2 * s.n : s.n;
   CUtensorMap tx, tw, ty{}, tr{};
   if (!encode_tma_2d(o.x, dtype, s.m, s.k, s.k, BM, kBK, TmaSwizzle::k128B, &tx).ok()) return false;
   if (!encode_tma_2d(o.w, dtype, w_rows, s.k, s.k, GEGLU ? BN / 2 : BN, kBK, TmaSwizzle::k128B, &tw).ok()) return false;
-  constexpr bool kTma = EPI == gemm_wgmma::kEpiTma;
+  constexpr bool kTma = EPI == gemm_wgmma::kEpiTma || EPI == gemm_wgmma::kEpiTmaOverlap;
   if constexpr (kTma) {  // y and residual [M, N] in boxes of 64 rows, swizzled at the box width
     constexpr int kBoxCols = gemm_wgmma::tma_box_cols(kOutBN);
     constexpr TmaSwizzle kSwz = kBoxCols == 64 ? TmaSwizzle::k128B : kBoxCols == 32 ? TmaSwizzle::k64B : TmaSwizzle::k32B;
@@ -155,6 +157,7 @@ bool launch_dtype(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
   if (c.splits > 1)
     return c.tma_store ? launch_bn<T, false, true, kEpiTma>(o, dtype, s, c, stream, sms)
                        : launch_bn<T, false, true, kEpiPairs>(o, dtype, s, c, stream, sms);
+  if (c.overlap) return launch_bn<T, false, false, kEpiTmaOverlap>(o, dtype, s, c, stream, sms);
   if (c.tma_store) return launch_bn<T, false, false, kEpiTma>(o, dtype, s, c, stream, sms);
   return c.vec_epilogue ? launch_bn<T, false, false, kEpiVec>(o, dtype, s, c, stream, sms)
                         : launch_bn<T, false, false, kEpiPairs>(o, dtype, s, c, stream, sms);
@@ -164,7 +167,7 @@ bool launch_dtype(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
 
 std::string WgmmaGemmConfig::describe() const {
   return "wgmma " + std::to_string(bm) + "x" + std::to_string(bn) + " s" + std::to_string(splits) +
-         (vec_epilogue ? " v" : "") + (tma_store ? " t" : "");
+         (vec_epilogue ? " v" : "") + (tma_store ? " t" : "") + (overlap ? " o" : "");
 }
 
 bool wgmma_gemm_supported(const WgmmaGemmShape& s, DType dtype) {
@@ -177,6 +180,10 @@ bool wgmma_gemm_supported(const WgmmaGemmShape& s, DType dtype) {
 
 namespace {
 std::vector<WgmmaGemmConfig> base_candidates(const WgmmaGemmShape& s, int sms);
+bool overlap_listed() {
+  const char* ov = std::getenv("SDSERVE_CUDA_WGMMA_GEMM_OVERLAP");
+  return ov && ov[0] == '1';
+}
 }  // namespace
 
 std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int sms) {
@@ -200,6 +207,15 @@ std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int 
     WgmmaGemmConfig t = c;
     t.tma_store = true;
     if (tma_mode >= (c.splits > 1 ? 2 : 1) && !c.vec_epilogue && config_valid(s, t)) c = t;
+  }
+  // SDSERVE_CUDA_WGMMA_GEMM_OVERLAP=1: the overlapped twin of each unsplit cooperative TMA-store
+  // candidate of bn <= 128, after it (correct on the H100, speed not yet measured: opt-in).
+  if (overlap_listed()) {
+    for (size_t i = 0; i < out.size(); ++i) {
+      WgmmaGemmConfig o = out[i];
+      o.overlap = true;
+      if (!out[i].overlap && config_valid(s, o)) out.insert(out.begin() + static_cast<std::ptrdiff_t>(++i), o);
+    }
   }
   return out;
 }
@@ -235,6 +251,7 @@ std::vector<WgmmaGemmConfig> base_candidates(const WgmmaGemmShape& s, int sms) {
       if (ping_pong_width(bn) && ping_pong < 2) add(64, bn, 1), ++ping_pong;
     }
     add(128, 128, 1);
+    if (overlap_listed() && s.n % 64 == 0 && !s.geglu) add(128, 64, 1);  // the overlapped epilogue's other width
     return out;
   }
   // Few tiles: cut K so that about half a wave of CTAs streams the weights (H100: the full-wave

@@ -41,12 +41,18 @@ struct WgmmaGemmShape {
 // (deterministic) and runs the epilogue. The candidates use it for unsplit tiles by default
 // (SDSERVE_CUDA_WGMMA_GEMM_TMA=0: never; =2: for split ones too — the in-kernel sum measured 1.3-3x
 // slower than the reduce kernel on the H100, so split candidates keep the reduce kernel).
+// overlap (tma_store, splits 1, bm 128, bn 64 or 128, no GEGLU): the consumers issue the next
+// tile's first K blocks to the tensor cores before running this tile's epilogue (from a copy of
+// the accumulators), so the epilogue no longer idles the tensor cores in the cooperative schedule.
+// Correct on the H100 (tests), speed not yet measured: candidates list it beside the plain
+// TMA-store twin only with SDSERVE_CUDA_WGMMA_GEMM_OVERLAP=1 (see perf-notes, H16).
 struct WgmmaGemmConfig {
   int bm = 128, bn = 128;
   int splits = 1;
   bool vec_epilogue = false;
   bool tma_store = false;
-  std::string describe() const;  // "wgmma 128x128 s1" (+ " v" with vec_epilogue, " t" with tma_store)
+  bool overlap = false;
+  std::string describe() const;  // "wgmma 128x128 s1" (+ " v" vec_epilogue, " t" tma_store, " o" overlap)
 };
 
 // Limits: f16 / bf16, K % 8 == 0 and N % 8 == 0 (TMA strides of 16 bytes; K tails are zero

@@ -181,6 +181,14 @@ class Backend {
   // Window rows [h0,h0+h), cols [w0,w0+w): [B,H,W,C] -> [B,h,w,C].
   virtual Tensor crop_hw(const Tensor& x, int h0, int h, int w0, int w);
 
+  // ---- sub-pixel upsampling (a nearest 2x upsample followed by a 3x3 convolution) ----
+  // The four output phases of such a convolution are 2x2 convolutions of the small image;
+  // models run them as one conv2d(x, w_phases [4*C, 2, 2, Cin], padding 1) -> y4, and this op
+  // scatters them: y4 [B, H+1, W+1, 4*C] -> out [B, 2H, 2W, C] with
+  //   out[b, 2i+a, 2j+c, ch] = y4[b, i+a, j+c, (2a+c)*C + ch] + bias[ch]   (a, c in {0, 1}),
+  // bias [C] or undefined. Portable default (spatial_default.cc): download, host loop, upload.
+  virtual Tensor interleave_phases2x(const Tensor& y4, const Tensor& bias);
+
   // ---- decoded images to 8-bit pixels ----
   // x [..., C] in [-1, 1] (the VAE's output) -> u8 tensor of x's shape on this device:
   // round(clamp(x * 0.5 + 0.5, 0, 1) * 255) with halves rounded up, each step in f32 as

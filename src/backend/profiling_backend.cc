@@ -246,6 +246,10 @@ Tensor ProfilingBackend::crop_hw(const Tensor& x, int h0, int h, int w0, int w) 
   return record("pad_crop", 0, window, [&] { return inner_.crop_hw(x, h0, h, w0, w); });
 }
 
+Tensor ProfilingBackend::interleave_phases2x(const Tensor& y4, const Tensor& bias) {
+  return record("upsample", 0, 2 * bytes_of(y4), [&] { return inner_.interleave_phases2x(y4, bias); });
+}
+
 bool ProfilingBackend::randn_philox(const Tensor& out, const PhiloxRandn& p) {
   bool done = false;
   (void)record("randn", 0, 0, [&] {

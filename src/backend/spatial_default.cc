@@ -1,6 +1,6 @@
-// Portable default implementations of the rarely used spatial ops (pad_hw, crop_hw):
+// Portable default implementations of the spatial ops (pad_hw, crop_hw, interleave_phases2x):
 // download to the host, loop, upload. Correct on every backend; a backend overrides them
-// when they show up in a profile (they run once per VAE encode or odd-sized UNet level).
+// when they show up in a profile (the CPU and CUDA backends override all three).
 #include <cstring>
 
 #include "backend/backend.h"
@@ -31,6 +31,25 @@ Tensor Backend::crop_hw(const Tensor& x, int h0, int h, int w0, int w) {
                   static_cast<size_t>(w * C) * 4);
   (void)H;
   return upload(out, x.dtype());
+}
+
+Tensor Backend::interleave_phases2x(const Tensor& y4, const Tensor& bias) {
+  SD_ASSERT(y4.ndim() == 4 && y4.dim(1) >= 1 && y4.dim(2) >= 1 && y4.dim(3) % 4 == 0,
+            "interleave_phases2x: y4 [B, H+1, W+1, 4C], got " + y4.describe());
+  const int64_t B = y4.dim(0), H = y4.dim(1) - 1, W = y4.dim(2) - 1, C = y4.dim(3) / 4;
+  SD_ASSERT(!bias.defined() || bias.numel() == C, "interleave_phases2x: bias " + bias.describe());
+  const Tensor src = download(y4);  // [B, H+1, W+1, 4C] f32
+  const Tensor b = bias.defined() ? download(bias) : Tensor();
+  Tensor out = Tensor::empty_host({B, 2 * H, 2 * W, C}, DType::kF32);
+  for (int64_t n = 0; n < B; ++n)
+    for (int64_t y = 0; y < 2 * H; ++y)
+      for (int64_t x = 0; x < 2 * W; ++x) {
+        const int64_t a = y % 2, c = x % 2;
+        const float* in = src.f32() + ((n * (H + 1) + y / 2 + a) * (W + 1) + x / 2 + c) * 4 * C + (2 * a + c) * C;
+        float* o = out.f32() + ((n * 2 * H + y) * 2 * W + x) * C;
+        for (int64_t ch = 0; ch < C; ++ch) o[ch] = in[ch] + (b.defined() ? b.f32()[ch] : 0.f);
+      }
+  return upload(out, y4.dtype());
 }
 
 }  // namespace sd

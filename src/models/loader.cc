@@ -58,4 +58,19 @@ Tensor ModelLoader::conv_weight(const std::string& name, int64_t out, int64_t in
   return backend_.upload(nchw_to_nhwc(*t));
 }
 
+Tensor ModelLoader::conv_weight_host(const std::string& name, int64_t out, int64_t in, int64_t k) {
+  if (record_) {
+    record_->emplace_back(name, Shape{out, in, k, k});
+    return {};
+  }
+  if (!status_.ok()) return {};
+  auto t = fetch(name, {out, in, k, k});
+  if (!t.ok()) {
+    fail(t.status());
+    return {};
+  }
+  parameters_ += static_cast<size_t>(t->numel());
+  return *t;  // [out, in, k, k]
+}
+
 }  // namespace sd

@@ -26,6 +26,10 @@ class ModelLoader {
   Tensor linear_weight(const std::string& name, int64_t out, int64_t in);
   // Conv weight stored [out, in, k, k], returned as [out, k, k, in] (NHWC kernels).
   Tensor conv_weight(const std::string& name, int64_t out, int64_t in, int64_t k);
+  // The same conv weight on the host, as stored: [out, in, k, k] in the file's dtype, for
+  // layers that derive other weights from it at load. Undefined in recording mode (the name is
+  // recorded) and after a failure (kept in status()).
+  Tensor conv_weight_host(const std::string& name, int64_t out, int64_t in, int64_t k);
   Tensor vector(const std::string& name, int64_t n) { return tensor(name, {n}); }
   bool has(const std::string& name) const { return record_ ? true : source_->has(name); }
 

@@ -112,7 +112,8 @@ Status UNet::build(ModelLoader& l) {
       }
     }
     lv.has_sampler = i + 1 < levels;
-    if (lv.has_sampler) lv.sampler.load(l, p + ".upsamplers.0.conv", out, out, 3);
+    // The 3x3 weights stay too: skip sizes are odd when the latent size is not a multiple of 2^levels.
+    if (lv.has_sampler) lv.upsampler.load(l, p + ".upsamplers.0.conv", out, /*keep_3x3=*/true);
     prev = out;
   }
   norm_out_.load(l, "conv_norm_out", ch[0], g, eps);
@@ -310,7 +311,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
     if (lv.has_sampler) {
       BackendScope s(be, p + ".upsample");
       const Tensor& next_skip = skips.back();  // the resolution the next level works at
-      h = lv.sampler(be, upsample_to(be, h, next_skip.dim(1), next_skip.dim(2)));
+      h = lv.upsampler(be, h, next_skip.dim(1), next_skip.dim(2));
     }
   }
   BackendScope s(be, "out");

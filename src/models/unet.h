@@ -10,6 +10,7 @@
 #include "io/model_config.h"
 #include "io/weights.h"
 #include "models/layers.h"
+#include "models/upsample_conv.h"
 
 namespace sd {
 
@@ -42,7 +43,8 @@ class UNet {
     std::vector<ResnetBlock> resnets;
     std::vector<SpatialTransformer> attentions;  // empty for DownBlock2D / UpBlock2D
     bool has_sampler = false;
-    Conv2d sampler;  // downsample (stride 2) or upsample conv
+    Conv2d sampler;          // down levels: the stride-2 downsample conv
+    UpsampleConv upsampler;  // up levels: nearest 2x upsample + 3x3 conv (sub-pixel)
   };
   UNet(const UNetConfig& c, Backend& b) : config_(c), backend_(b) {}
   Status build(ModelLoader& l);

@@ -56,7 +56,7 @@ void VAE::build(ModelLoader& l, bool with_encoder) {
       lv.resnets.back().load(l, p + ".resnets." + std::to_string(j), j == 0 ? prev : out, out, 0, g, 1e-6f);
     }
     lv.has_sampler = i + 1 < L;
-    if (lv.has_sampler) lv.sampler.load(l, p + ".upsamplers.0.conv", out, out, 3);
+    if (lv.has_sampler) lv.upsampler.load(l, p + ".upsamplers.0.conv", out, /*keep_3x3=*/false);
     prev = out;
   }
   m->dec_norm_out_.load(l, "decoder.conv_norm_out", ch[0], g, 1e-6f);
@@ -114,7 +114,7 @@ Tensor VAE::decode(const Tensor& z) const {
   h = run_mid(dec_mid_, h);
   for (const Level& lv : dec_up_) {
     for (const auto& r : lv.resnets) h = r(be, h, {});
-    if (lv.has_sampler) h = lv.sampler(be, be.upsample_nearest2x(h));
+    if (lv.has_sampler) h = lv.upsampler(be, h, 2 * h.dim(1), 2 * h.dim(2));
   }
   return dec_conv_out_(be, dec_norm_out_(be, h, true));
 }

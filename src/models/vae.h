@@ -10,6 +10,7 @@
 #include "io/model_config.h"
 #include "io/weights.h"
 #include "models/layers.h"
+#include "models/upsample_conv.h"
 
 namespace sd {
 
@@ -46,7 +47,8 @@ class VAE {
   struct Level {
     std::vector<ResnetBlock> resnets;
     bool has_sampler = false;
-    Conv2d sampler;
+    Conv2d sampler;          // encoder: the stride-2 downsample conv
+    UpsampleConv upsampler;  // decoder: nearest 2x upsample + 3x3 conv (sub-pixel)
   };
   VAE(const VAEConfig& c, Backend& b) : config_(c), backend_(b) {}
   void build(ModelLoader& l, bool with_encoder);

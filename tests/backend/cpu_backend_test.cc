@@ -226,3 +226,24 @@ TEST(CpuBackendDeathTest, ShapeMismatchesAssertWithShapes) {
 
 }  // namespace
 }  // namespace sd::testing
+
+namespace sd::testing {
+namespace {
+
+// The portable default of interleave_phases2x (download, host loop, upload) against the naive
+// reference, with and without a bias: backends without their own kernel get it.
+TEST(CpuBackend, DefaultInterleavePhasesMatchesTheReference) {
+  auto be = make_cpu_backend();
+  const Tensor y4 = random_tensor({2, 3, 5, 4 * 6}, 41);  // [B, H+1, W+1, 4C]
+  const Tensor bias = random_tensor({6}, 42);
+  for (bool with_bias : {true, false}) {
+    const Tensor b = with_bias ? be->upload(bias) : Tensor();
+    const Tensor got = be->download(be->Backend::interleave_phases2x(be->upload(y4), b));
+    const Tensor want = ref::interleave_phases2x(y4, with_bias ? bias : Tensor());
+    ASSERT_EQ(got.shape(), (Shape{2, 4, 8, 6}));
+    EXPECT_EQ(relative_l2(got, want), 0.0) << "bias " << with_bias;
+  }
+}
+
+}  // namespace
+}  // namespace sd::testing

@@ -299,6 +299,17 @@ void add_layout_and_elementwise(CaseList& L) {
     c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.upsample_nearest2x(d[0]); };
     c.reference = [](const Inputs& h) { return ref::upsample_nearest2x(h[0]); };
   }
+  for (bool with_bias : {true, false}) {
+    // C = 8: 16-byte vectors in f16; C = 3: element by element.
+    const int64_t ch = with_bias ? 8 : 3;
+    OpCase& c = L.add(std::string("interleave_phases2x_2x4x6x4c") + (with_bias ? "8_bias" : "3"), "interleave_phases2x");
+    c.inputs = {random_tensor({2, 4, 6, 4 * ch}, L.seed())};  // [B, H+1, W+1, 4C]
+    if (with_bias) c.inputs.push_back(random_tensor({ch}, L.seed()));
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) {
+      return be.interleave_phases2x(d[0], d.size() > 1 ? d[1] : Tensor());
+    };
+    c.reference = [](const Inputs& h) { return ref::interleave_phases2x(h[0], h.size() > 1 ? h[1] : Tensor()); };
+  }
   {
     OpCase& c = L.add("pad_hw_2x3x5x4_t1b2l0r3", "pad_hw");
     c.inputs = {random_tensor({2, 3, 5, 4}, L.seed())};
@@ -403,6 +414,8 @@ std::vector<OpCase> all_op_cases() {
   add_conv(L, "conv2d_1x1", {2, 5, 7, 12}, 9, 1, 1, 0, true);
   add_conv(L, "conv2d_1x1_nobias", {1, 6, 6, 8}, 3, 1, 1, 0, false);
   add_conv(L, "conv2d_3x3_nobias", {1, 5, 5, 3}, 2, 3, 1, 1, false);
+  // The sub-pixel upsample's 2x2 kernel with padding 1 ([B, H+1, W+1, 4C] out).
+  add_conv(L, "conv2d_2x2_s1_p1_subpixel", {2, 6, 5, 16}, 4 * 8, 2, 1, 1, false);
   add_conv(L, "conv2d_3x3_s1_p1_64x64x64", {1, 64, 64, 64}, 64, 3, 1, 1, true);
   // Column matrices over 16 MiB: the CPU backend's chunked im2col path.
   add_conv(L, "conv2d_3x3_s1_p1_96x96x64_chunked", {1, 96, 96, 64}, 16, 3, 1, 1, true);

@@ -228,6 +228,20 @@ Tensor upsample_nearest2x(const Tensor& x) {
   return y;
 }
 
+Tensor interleave_phases2x(const Tensor& y4, const Tensor& bias) {
+  const int64_t B = y4.dim(0), H = y4.dim(1) - 1, W = y4.dim(2) - 1, C = y4.dim(3) / 4;
+  Tensor y = Tensor::empty_host({B, 2 * H, 2 * W, C}, DType::kF32);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t oy = 0; oy < 2 * H; ++oy)
+      for (int64_t ox = 0; ox < 2 * W; ++ox)
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t pa = oy % 2, pc = ox % 2, iy = oy / 2 + pa, ix = ox / 2 + pc;
+          const float v = y4.f32()[((b * (H + 1) + iy) * (W + 1) + ix) * 4 * C + (2 * pa + pc) * C + c];
+          y.f32()[((b * 2 * H + oy) * 2 * W + ox) * C + c] = v + (bias.defined() ? bias.f32()[c] : 0.f);
+        }
+  return y;
+}
+
 Tensor concat_channels(const Tensor& a, const Tensor& b) {
   const int64_t Ca = a.dim(-1), Cb = b.dim(-1), R = rows_of(a);
   Shape s = a.shape();

@@ -24,6 +24,8 @@ Tensor scale(const Tensor& x, float s);
 Tensor add_per_channel(const Tensor& x, const Tensor& v);
 Tensor lincomb(const std::vector<Tensor>& inputs, const Tensor& coeffs);
 Tensor upsample_nearest2x(const Tensor& x);
+// y4 [B, H+1, W+1, 4C] -> [B, 2H, 2W, C]: out[b, 2i+a, 2j+c] = y4[b, i+a, j+c, phase 2a+c] (+ bias).
+Tensor interleave_phases2x(const Tensor& y4, const Tensor& bias);
 Tensor concat_channels(const Tensor& a, const Tensor& b);
 Tensor embedding(const Tensor& ids, const Tensor& table);
 Tensor concat_rows(const std::vector<Tensor>& parts);

@@ -191,6 +191,16 @@ TEST(GpuSdShapes, ConvLinearNormsMatchCpu) {
   EXPECT_LE(gpu_vs_cpu("layer_norm 2x4096x320", ln,
                        [](Backend& be, const std::vector<Tensor>& d) { return be.layer_norm(d[0], d[1], d[2], 1e-5f); }),
             1e-2);
+  // Sub-pixel upsample conv of the UNet's 32x32 -> 64x64 level (narrowed to 320 channels): the 2x2
+  // conv with padding 1 into the four phases [2, 33, 33, 4*320], then interleave + bias.
+  const float wp = 1.f / std::sqrt(4.f * 320.f);
+  const std::vector<Tensor> sub = {random_tensor({2, 32, 32, 320}, 251), random_tensor({4 * 320, 2, 2, 320}, 252, -wp, wp),
+                                   random_tensor({320}, 253)};
+  EXPECT_LE(gpu_vs_cpu("sub-pixel upsample conv 2x32x32x320 -> 2x64x64x320", sub,
+                       [](Backend& be, const std::vector<Tensor>& d) {
+                         return be.interleave_phases2x(be.conv2d(d[0], d[1], Tensor(), 1, 1), d[2]);
+                       }),
+            1e-2);
   const std::vector<Tensor> tev = {random_tensor({2, 32, 32, 640}, 241), random_tensor({2, 640}, 242)};
   EXPECT_LE(gpu_vs_cpu("add_per_channel + upsample + concat", tev,
                        [](Backend& be, const std::vector<Tensor>& d) {

@@ -115,6 +115,9 @@ class CpuBackend final : public Backend, public CpuContext {
     return cpu::lincomb(*this, inputs, coeffs);
   }
   Tensor upsample_nearest2x(const Tensor& x) override { return cpu::upsample_nearest2x(*this, x); }
+  Tensor interleave_phases2x(const Tensor& y4, const Tensor& bias) override {
+    return cpu::interleave_phases2x(*this, y4, bias);
+  }
   Tensor concat_channels(const Tensor& a, const Tensor& b) override { return cpu::concat_channels(*this, a, b); }
   Tensor embedding(const Tensor& ids, const Tensor& table) override { return cpu::embedding(*this, ids, table); }
   Tensor concat_rows(const std::vector<Tensor>& parts) override { return cpu::concat_rows(*this, parts); }

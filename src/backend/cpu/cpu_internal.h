@@ -92,6 +92,7 @@ Tensor lincomb(CpuContext& ctx, const std::vector<Tensor>& inputs, const Tensor&
 
 // ---- layout (cpu_layout.cc) ----
 Tensor upsample_nearest2x(CpuContext& ctx, const Tensor& x);
+Tensor interleave_phases2x(CpuContext& ctx, const Tensor& y4, const Tensor& bias);
 Tensor concat_channels(CpuContext& ctx, const Tensor& a, const Tensor& b);
 Tensor embedding(CpuContext& ctx, const Tensor& ids, const Tensor& table);
 Tensor concat_rows(CpuContext& ctx, const std::vector<Tensor>& parts);

@@ -1,5 +1,5 @@
-// Layout ops of the CPU backend: nearest 2x upsampling, padding and cropping (NHWC), channel
-// concatenation, embedding lookup and row concatenation. Pure data movement with memcpy of
+// Layout ops of the CPU backend: nearest 2x upsampling, sub-pixel phase interleaving, padding
+// and cropping (NHWC), channel concatenation, embedding lookup and row concatenation. Pure data movement with memcpy of
 // contiguous channel runs, split over threads where the tensors are large.
 #include <cstring>
 
@@ -22,6 +22,38 @@ Tensor upsample_nearest2x(CpuContext& ctx, const Tensor& x) {
         std::memcpy(dst + (2 * ix + 1) * C, src + ix * C, pixel_bytes);
       }
       std::memcpy(dst + 2 * W * C, dst, 2 * W * pixel_bytes);
+    }
+  });
+  return y;
+}
+
+Tensor interleave_phases2x(CpuContext& ctx, const Tensor& y4, const Tensor& bias) {
+  check_f32(y4, "interleave_phases2x", "y4");
+  SD_ASSERT(y4.ndim() == 4 && y4.dim(1) >= 1 && y4.dim(2) >= 1 && y4.dim(3) % 4 == 0,
+            "interleave_phases2x: y4 must be [B, H+1, W+1, 4C], got " + shape_str(y4.shape()));
+  const int64_t B = y4.dim(0), H = y4.dim(1) - 1, W = y4.dim(2) - 1, C = y4.dim(3) / 4;
+  if (bias.defined()) {
+    check_f32(bias, "interleave_phases2x", "bias");
+    SD_ASSERT(bias.numel() == C, "interleave_phases2x: bias " + shape_str(bias.shape()) + " for " + std::to_string(C) +
+                                     " channels");
+  }
+  Tensor y = ctx.alloc_f32({B, 2 * H, 2 * W, C});  // [B, 2H, 2W, C]
+  const float* bv = bias.defined() ? bias.f32() : nullptr;
+  parallel_chunks(ctx, B * 2 * H, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, 2 * W * C)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {  // r = b*2H + oy
+      const int64_t b = r / (2 * H), oy = r % (2 * H), a = oy % 2;
+      const float* row = y4.f32() + (b * (H + 1) + oy / 2 + a) * (W + 1) * 4 * C;  // [W+1, 4C]
+      float* dst = y.f32() + r * 2 * W * C;
+      for (int64_t ox = 0; ox < 2 * W; ++ox) {
+        const int64_t c = ox % 2;
+        const float* src = row + (ox / 2 + c) * 4 * C + (2 * a + c) * C;
+        float* o = dst + ox * C;
+        if (bv) {
+          for (int64_t ch = 0; ch < C; ++ch) o[ch] = src[ch] + bv[ch];
+        } else {
+          std::memcpy(o, src, static_cast<size_t>(C) * sizeof(float));
+        }
+      }
     }
   });
   return y;

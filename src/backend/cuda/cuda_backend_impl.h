@@ -81,6 +81,7 @@ class CudaBackend final : public Backend {
                    DType dtype) override;
 
   Tensor upsample_nearest2x(const Tensor& x) override;
+  Tensor interleave_phases2x(const Tensor& y4, const Tensor& bias) override;
   Tensor pad_hw(const Tensor& x, int top, int bottom, int left, int right) override;
   Tensor crop_hw(const Tensor& x, int h0, int h, int w0, int w) override;
   Tensor concat_channels(const Tensor& a, const Tensor& b) override;

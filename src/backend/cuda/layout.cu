@@ -1,4 +1,5 @@
-// Layout ops: NHWC nearest 2x upsample, zero padding / cropping of H and W, channel concat,
+// Layout ops: NHWC nearest 2x upsample, sub-pixel phase interleave (+ bias), zero padding /
+// cropping of H and W, channel concat,
 // token embedding lookup and row concatenation. Pure data movement, 16-byte vectors where the channel count allows.
 #include <string>
 #include <type_traits>
@@ -34,6 +35,34 @@ __global__ void upsample2x_kernel(const T* __restrict__ x, T* __restrict__ y, in
     const int64_t oy = t % (2 * h);
     const int64_t b = t / (2 * h);
     reinterpret_cast<P*>(y)[i] = reinterpret_cast<const P*>(x)[((b * h + oy / 2) * w + ox / 2) * cv + c];
+  }
+}
+
+// y4 [B, H+1, W+1, 4C] (the four phases of a sub-pixel convolution) -> y [B, 2H, 2W, C]:
+// y[b, 2i+a, 2j+s, ch] = y4[b, i+a, j+s, (2a+s)*C + ch] (+ bias[ch], f32 math). Work unit: one
+// vector of V channels of one output pixel; cv = C / V.
+template <typename T, int V>
+__global__ void interleave_phases_kernel(const T* __restrict__ y4, const T* __restrict__ bias, T* __restrict__ y,
+                                         int64_t h, int64_t w, int64_t cv, int64_t n) {
+  pdl_wait();  // PDL (pdl.cuh): first, in every CTA
+  pdl_trigger();
+  using P = Pack<T, V>;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t c = i % cv;
+    int64_t t = i / cv;
+    const int64_t ox = t % (2 * w);
+    t /= 2 * w;
+    const int64_t oy = t % (2 * h);
+    const int64_t b = t / (2 * h);
+    const int64_t a = oy & 1, s = ox & 1;
+    P v = reinterpret_cast<const P*>(y4)[((b * (h + 1) + (oy >> 1) + a) * (w + 1) + (ox >> 1) + s) * 4 * cv +
+                                         (2 * a + s) * cv + c];
+    if (bias != nullptr) {
+      const P bv = reinterpret_cast<const P*>(bias)[c];
+#pragma unroll
+      for (int j = 0; j < V; ++j) v.v[j] = from_f32<T>(to_f32(v.v[j]) + to_f32(bv.v[j]));
+    }
+    reinterpret_cast<P*>(y)[i] = v;
   }
 }
 
@@ -116,6 +145,36 @@ Tensor CudaBackend::upsample_nearest2x(const Tensor& x) {
   } else {
     vec ? run(uint32_t{}, std::integral_constant<int, 4>{}) : run(uint32_t{}, std::integral_constant<int, 1>{});
   }
+  return y;
+}
+
+Tensor CudaBackend::interleave_phases2x(const Tensor& y4, const Tensor& bias) {
+  check_on_device(y4, "interleave_phases2x");
+  SD_ASSERT(y4.ndim() == 4 && y4.dim(1) >= 1 && y4.dim(2) >= 1 && y4.dim(3) % 4 == 0,
+            "interleave_phases2x: y4 [B, H+1, W+1, 4C], got " + y4.describe());
+  const int64_t b = y4.dim(0), h = y4.dim(1) - 1, w = y4.dim(2) - 1, c = y4.dim(3) / 4;
+  if (bias.defined()) {
+    check_on_device(bias, "interleave_phases2x");
+    SD_ASSERT(bias.numel() == c && bias.dtype() == y4.dtype(), "interleave_phases2x: bias " + bias.describe() +
+                                                                  " for " + y4.describe());
+  }
+  Tensor y = empty({b, 2 * h, 2 * w, c}, y4.dtype());  // [B, 2H, 2W, C]
+  if (y.numel() == 0) return y;
+  const size_t es = dtype_size(y4.dtype());
+  const bool vec = (c * static_cast<int64_t>(es)) % 16 == 0 && aligned16(y4.raw()) && aligned16(y.raw()) &&
+                   (!bias.defined() || aligned16(bias.raw()));
+  dispatch_float(y4.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const auto run = [&](auto vtag) {
+      constexpr int V = decltype(vtag)::value;
+      const int64_t n = y.numel() / V;
+      launch_kernel(interleave_phases_kernel<T, V>, grid_for(n, 256), 256, 0, stream_, y4.data<T>(),
+                    bias.defined() ? bias.data<T>() : static_cast<const T*>(nullptr), y.data<T>(), h, w, c / V, n);
+      SD_CUDA_LAUNCH_CHECK();
+    };
+    constexpr int kVec = static_cast<int>(16 / sizeof(T));
+    vec ? run(std::integral_constant<int, kVec>{}) : run(std::integral_constant<int, 1>{});
+  });
   return y;
 }
 

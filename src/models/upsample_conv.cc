@@ -1,0 +1,77 @@
+// UpsampleConv: load-time derivation of the sub-pixel phase kernels from the stored 3x3 kernel,
+// and the forward pass (one 2x2 conv with padding 1 giving [B, H+1, W+1, 4*out], then
+// Backend::interleave_phases2x), with the upsample-then-conv path for odd sizes.
+#include "models/upsample_conv.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace sd {
+
+Tensor subpixel_phase_weights(const Tensor& w_oihw) {
+  SD_ASSERT(w_oihw.ndim() == 4 && w_oihw.dim(2) == 3 && w_oihw.dim(3) == 3,
+            "subpixel_phase_weights: w must be [out, in, 3, 3], got " + w_oihw.describe());
+  const Tensor w = to_f32_host(w_oihw);
+  const int64_t out = w.dim(0), in = w.dim(1);
+  // taps[parity][tap2] = which 3x3 taps (along one axis) sum into the 2x2 tap.
+  static constexpr int kFirst[2][2] = {{0, 1}, {0, 2}};  // first 3x3 tap of [parity][tap2]
+  static constexpr int kLast[2][2] = {{0, 2}, {1, 2}};   // last 3x3 tap (inclusive)
+  Tensor p = Tensor::empty_host({4 * out, in, 2, 2}, DType::kF32);  // [4*out, in, 2, 2]
+  for (int a = 0; a < 2; ++a)
+    for (int c = 0; c < 2; ++c)
+      for (int64_t o = 0; o < out; ++o)
+        for (int64_t i = 0; i < in; ++i) {
+          const float* k = w.f32() + (o * in + i) * 9;  // [3, 3]
+          float* dst = p.f32() + (((2 * a + c) * out + o) * in + i) * 4;
+          for (int r2 = 0; r2 < 2; ++r2)
+            for (int s2 = 0; s2 < 2; ++s2) {
+              double sum = 0;
+              for (int r = kFirst[a][r2]; r <= kLast[a][r2]; ++r)
+                for (int s = kFirst[c][s2]; s <= kLast[c][s2]; ++s) sum += k[r * 3 + s];
+              dst[r2 * 2 + s2] = static_cast<float>(sum);
+            }
+        }
+  return p;
+}
+
+bool subpixel_upsample_enabled() {
+  const char* env = std::getenv("SDSERVE_SUBPIXEL_UPSAMPLE");
+  return env == nullptr || std::strcmp(env, "0") != 0;
+}
+
+void UpsampleConv::load(ModelLoader& l, const std::string& prefix, int64_t channels, bool keep_3x3) {
+  const bool subpixel = subpixel_upsample_enabled();
+  conv = Conv2d();
+  w_phases = Tensor();
+  if (!subpixel) {
+    conv.load(l, prefix, channels, channels, 3);
+    bias = conv.b;
+    return;
+  }
+  const Tensor host = l.conv_weight_host(prefix + ".weight", channels, channels, 3);  // [out, in, 3, 3]
+  bias = l.vector(prefix + ".bias", channels);
+  if (!host.defined()) return;  // recording mode or a failed load (kept in l.status())
+  Backend& be = l.backend();
+  w_phases = be.upload(nchw_to_nhwc(subpixel_phase_weights(host)));  // [4*out, 2, 2, in]
+  if (keep_3x3) {
+    conv.w = be.upload(nchw_to_nhwc(host));  // [out, 3, 3, in]
+    conv.b = bias;
+    conv.stride = 1;
+    conv.padding = 1;
+  }
+}
+
+Tensor UpsampleConv::operator()(Backend& be, const Tensor& x, int64_t out_h, int64_t out_w) const {
+  SD_ASSERT(x.ndim() == 4, "UpsampleConv: x must be [B, H, W, C], got " + x.describe());
+  const bool exact2x = out_h == 2 * x.dim(1) && out_w == 2 * x.dim(2);
+  if (w_phases.defined() && exact2x) {
+    const Tensor y4 = be.conv2d(x, w_phases, Tensor(), /*stride=*/1, /*padding=*/1);  // [B, H+1, W+1, 4*out]
+    return be.interleave_phases2x(y4, bias);                                         // [B, 2H, 2W, out]
+  }
+  SD_ASSERT(conv.w.defined(), "UpsampleConv: odd target size " + std::to_string(out_h) + "x" + std::to_string(out_w) +
+                                  " for " + x.describe() + " needs the 3x3 weights (load with keep_3x3)");
+  return conv(be, upsample_to(be, x, out_h, out_w));
+}
+
+}  // namespace sd

@@ -1,10 +1,13 @@
-// UpsampleConv: load-time derivation of the sub-pixel phase kernels from the stored 3x3 kernel,
-// and the forward pass (one 2x2 conv with padding 1 giving [B, H+1, W+1, 4*out], then
-// Backend::interleave_phases2x), with the upsample-then-conv path for odd sizes.
+// UpsampleConv: load-time derivation of the sub-pixel phase kernels from the
+// stored 3x3 kernel, and the forward pass (one 2x2 conv with padding 1 giving
+// [B, H+1, W+1, 4*out], then Backend::interleave_phases2x), with the
+// upsample-then-conv path for odd sizes.
 #include "models/upsample_conv.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 namespace sd {
@@ -14,24 +17,37 @@ Tensor subpixel_phase_weights(const Tensor& w_oihw) {
             "subpixel_phase_weights: w must be [out, in, 3, 3], got " + w_oihw.describe());
   const Tensor w = to_f32_host(w_oihw);
   const int64_t out = w.dim(0), in = w.dim(1);
-  // taps[parity][tap2] = which 3x3 taps (along one axis) sum into the 2x2 tap.
-  static constexpr int kFirst[2][2] = {{0, 1}, {0, 2}};  // first 3x3 tap of [parity][tap2]
-  static constexpr int kLast[2][2] = {{0, 2}, {1, 2}};   // last 3x3 tap (inclusive)
-  Tensor p = Tensor::empty_host({4 * out, in, 2, 2}, DType::kF32);  // [4*out, in, 2, 2]
-  for (int a = 0; a < 2; ++a)
-    for (int c = 0; c < 2; ++c)
-      for (int64_t o = 0; o < out; ++o)
-        for (int64_t i = 0; i < in; ++i) {
-          const float* k = w.f32() + (o * in + i) * 9;  // [3, 3]
-          float* dst = p.f32() + (((2 * a + c) * out + o) * in + i) * 4;
-          for (int r2 = 0; r2 < 2; ++r2)
-            for (int s2 = 0; s2 < 2; ++s2) {
-              double sum = 0;
-              for (int r = kFirst[a][r2]; r <= kLast[a][r2]; ++r)
-                for (int s = kFirst[c][s2]; s <= kLast[c][s2]; ++s) sum += k[r * 3 + s];
-              dst[r2 * 2 + s2] = static_cast<float>(sum);
-            }
+  Tensor p = Tensor::empty_host({4 * out, 2, 2, in}, DType::kF32);  // [4*out, 2, 2, in]
+  const auto phases_of = [&](int64_t o0, int64_t o1) {  // output channels [o0, o1)
+    for (int64_t o = o0; o < o1; ++o)
+      for (int64_t i = 0; i < in; ++i) {
+        const float* k = w.f32() + (o * in + i) * 9;  // [3, 3]
+        // rows[a][r2][s]: the 3x3 rows that output-row parity a sums into 2x2 row r2, column s.
+        double rows[2][2][3];
+        for (int s = 0; s < 3; ++s) {
+          rows[0][0][s] = k[s];
+          rows[0][1][s] = double{k[3 + s]} + k[6 + s];
+          rows[1][0][s] = double{k[s]} + k[3 + s];
+          rows[1][1][s] = k[6 + s];
         }
+        for (int a = 0; a < 2; ++a)
+          for (int r2 = 0; r2 < 2; ++r2) {
+            const double* r = rows[a][r2];
+            const double cols[2][2] = {{r[0], r[1] + r[2]}, {r[0] + r[1], r[2]}};  // [column parity c][s2]
+            for (int c = 0; c < 2; ++c)
+              for (int s2 = 0; s2 < 2; ++s2)
+                p.f32()[((((2 * a + c) * out + o) * 2 + r2) * 2 + s2) * in + i] = static_cast<float>(cols[c][s2]);
+          }
+      }
+  };
+  // At load: a 1280-channel layer takes ~0.3 s on one core, so the output channels are split
+  // over threads.
+  const int64_t threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 16);
+  const int64_t chunk = (out + threads - 1) / threads;
+  std::vector<std::thread> pool;
+  for (int64_t o0 = chunk; o0 < out; o0 += chunk) pool.emplace_back(phases_of, o0, std::min(out, o0 + chunk));
+  phases_of(0, std::min(out, chunk));
+  for (std::thread& t : pool) t.join();
   return p;
 }
 
@@ -53,7 +69,7 @@ void UpsampleConv::load(ModelLoader& l, const std::string& prefix, int64_t chann
   bias = l.vector(prefix + ".bias", channels);
   if (!host.defined()) return;  // recording mode or a failed load (kept in l.status())
   Backend& be = l.backend();
-  w_phases = be.upload(nchw_to_nhwc(subpixel_phase_weights(host)));  // [4*out, 2, 2, in]
+  w_phases = be.upload(subpixel_phase_weights(host));  // [4*out, 2, 2, in]
   if (keep_3x3) {
     conv.w = be.upload(nchw_to_nhwc(host));  // [out, 3, 3, in]
     conv.b = bias;

@@ -12,8 +12,9 @@
 namespace sd {
 
 // The four phases' 2x2 kernels of a 3x3 kernel applied after a nearest 2x upsample:
-// w [out, in, 3, 3] (host, any float dtype) -> f32 host [4*out, in, 2, 2], rows of phase
-// p = 2a + c (output row parity a, column parity c) at [p*out, (p+1)*out). Along each axis the
+// w [out, in, 3, 3] (host, any float dtype, as stored) -> f32 host [4*out, 2, 2, in] (the
+// backends' NHWC kernel layout), rows of phase p = 2a + c (output row parity a, column parity c)
+// at [p*out, (p+1)*out). Along each axis the
 // taps of parity 0 are {w0} and {w1 + w2} (small-image rows i-1, i), of parity 1 {w0 + w1} and
 // {w2} (rows i, i+1); sums in f64, rounded once.
 Tensor subpixel_phase_weights(const Tensor& w_oihw);

@@ -84,8 +84,8 @@ TEST(UpsampleConv, PhaseKernelsSumTheTapsEachPhaseSees) {
   // All-ones 3x3 kernel: a phase tap sums 1, 2 or 4 of them. Parity 0 along an axis: taps {w0},
   // {w1 + w2}; parity 1: {w0 + w1}, {w2}.
   Tensor w = Tensor::from_vector({1, 1, 3, 3}, std::vector<float>(9, 1.f));
-  const Tensor p = subpixel_phase_weights(w);  // [4, 1, 2, 2]
-  ASSERT_EQ(p.shape(), (Shape{4, 1, 2, 2}));
+  const Tensor p = subpixel_phase_weights(w);  // [4, 2, 2, 1]
+  ASSERT_EQ(p.shape(), (Shape{4, 2, 2, 1}));
   const float want[4][4] = {{1, 2, 2, 4}, {2, 1, 4, 2}, {2, 4, 1, 2}, {4, 2, 2, 1}};
   for (int ph = 0; ph < 4; ++ph)
     for (int t = 0; t < 4; ++t) EXPECT_EQ(p.f32()[ph * 4 + t], want[ph][t]) << "phase " << ph << " tap " << t;

@@ -132,13 +132,14 @@ std::vector<Case> sd15_cases(int64_t b) {
                        return g_backend->conv2d(in[0], in[1], in[2], static_cast<int>(stride), 1);
                      }});
   }
-  // Hopper wgmma implicit-GEMM convolution (conv_wgmma.cu) vs cuDNN at the small UNet levels:
+  // Hopper wgmma implicit-GEMM convolution (conv_wgmma.cu) vs cuDNN at the UNet levels 8x8 .. 64x64:
   // path cudnn (SDSERVE_CUDA_WGMMA_CONV=0), wgmma (=2, the heuristic config), auto (=1, the timed
   // choice; SDSERVE_CUDNN_LOG=1 prints every candidate). Four weight copies used in turn (> L2),
   // so each call reads its weights from memory as the step does.
   for (auto [hw, cin, cout] : {std::array<int64_t, 3>{8, 1280, 1280}, {8, 2560, 1280}, {16, 1280, 1280},
                                {16, 640, 1280}, {16, 1920, 1280}, {16, 2560, 1280}, {32, 640, 640},
-                               {32, 1280, 640}, {32, 960, 640}}) {
+                               {32, 1280, 640}, {32, 960, 640}, {32, 1920, 640}, {32, 1280, 1280},
+                               {64, 320, 320}, {64, 640, 320}, {64, 960, 320}}) {
     for (const char* path : {"cudnn", "wgmma", "auto"}) {
       const auto turn = std::make_shared<int>(0);
       cases.push_back({std::string("conv_wgmma/") + path + "/" + bs + dims({hw, hw, cin}) + "->" +

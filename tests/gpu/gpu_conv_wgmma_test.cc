@@ -1,7 +1,7 @@
 // The Hopper wgmma implicit-GEMM convolution (src/backend/cuda/conv_wgmma.cu), forced with
 // SDSERVE_CUDA_WGMMA_CONV=2 and each tile / split configuration, against the CPU backend's
-// conv2d_fused on the same rounded inputs: SD 1.5 small-level shapes, 1x1, odd sizes, bf16,
-// clusters that multicast the input (along N) and the weights (along M).
+// conv2d_fused on the same rounded inputs: SD 1.5 shapes, 1x1, odd sizes, bf16, clusters that
+// multicast the input (along N) and the weights (along M), 256-position tiles, DSMEM split sums.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -25,6 +25,8 @@ struct WgmmaCase {
   const char* splits;  // SDSERVE_CUDA_WGMMA_CONV_SPLITS ("" = heuristic)
   DType dtype;
   const char* cluster = "";  // SDSERVE_CUDA_WGMMA_CONV_CLUSTER ("CXxCY"; "" = heuristic)
+  const char* bm = "";       // SDSERVE_CUDA_WGMMA_CONV_BM ("128" / "256"; "" = heuristic)
+  const char* dsmem = "";    // SDSERVE_CUDA_WGMMA_CONV_DSMEM ("1": split summed in-cluster)
 };
 
 class GpuConvWgmma : public ::testing::TestWithParam<WgmmaCase> {};
@@ -60,6 +62,8 @@ TEST_P(GpuConvWgmma, MatchesCpuAndIsDeterministic) {
     ScopedEnv bn("SDSERVE_CUDA_WGMMA_CONV_BN", c.bn);
     ScopedEnv splits("SDSERVE_CUDA_WGMMA_CONV_SPLITS", c.splits);
     ScopedEnv cluster("SDSERVE_CUDA_WGMMA_CONV_CLUSTER", c.cluster);
+    ScopedEnv bm("SDSERVE_CUDA_WGMMA_CONV_BM", c.bm);
+    ScopedEnv dsmem("SDSERVE_CUDA_WGMMA_CONV_DSMEM", c.dsmem);
     got = gpu.download(conv(gpu, dg));
     again = gpu.download(conv(gpu, dg));
   }
@@ -122,7 +126,51 @@ INSTANTIATE_TEST_SUITE_P(
                   "1x2"},
         WgmmaCase{"odd_3x8x4_cluster4x1", 3, 8, 4, 128, 256, 3, 1, true, true, true, "64", "3", DType::kF16, "4x1"},
         WgmmaCase{"odd_bf16_rows2_cluster4x2", 1, 32, 16, 64, 256, 3, 1, true, true, true, "64", "1", DType::kBF16,
-                  "4x2"}),
+                  "4x2"},
+        // name, ..., bn, splits, dtype, cluster, bm, dsmem: 256-position tiles and in-cluster split sums
+        WgmmaCase{"l32_bm256_bn128_dsmem3", 2, 32, 32, 640, 640, 3, 1, true, false, true, "128", "3", DType::kF16, "",
+                  "256", "1"},
+        WgmmaCase{"l32_bm256_bn160_dsmem4_row", 2, 32, 32, 640, 640, 3, 1, true, true, false, "160", "4", DType::kF16,
+                  "", "256", "1"},
+        WgmmaCase{"l32_1280_bm256_bn64_nosplit", 2, 32, 32, 1280, 640, 3, 1, true, false, true, "64", "1",
+                  DType::kF16, "", "256", "0"},
+        WgmmaCase{"l32_bm256_split3_partials", 2, 32, 32, 960, 640, 3, 1, true, true, true, "128", "3", DType::kF16,
+                  "", "256", "0"},
+        WgmmaCase{"l64_320_bm256_bn160_dsmem2", 2, 64, 64, 320, 320, 3, 1, true, true, true, "160", "2", DType::kF16,
+                  "", "256", "1"},
+        WgmmaCase{"l64_960_bm128_bn160_dsmem2", 2, 64, 64, 960, 320, 3, 1, true, false, true, "160", "2", DType::kF16,
+                  "", "128", "1"},
+        WgmmaCase{"l64_k1_640_bm256_bn160", 2, 64, 64, 640, 320, 1, 1, true, false, false, "160", "1", DType::kF16, "",
+                  "256", "0"},
+        WgmmaCase{"l16_640_bm256_dsmem8", 2, 16, 16, 640, 1280, 3, 1, true, true, false, "128", "8", DType::kF16, "",
+                  "256", "1"},
+        WgmmaCase{"l16_bn256_dsmem4", 2, 16, 16, 1280, 1280, 3, 1, true, false, true, "256", "4", DType::kF16, "",
+                  "128", "1"},
+        WgmmaCase{"l8_bm128_bn64_dsmem6", 2, 8, 8, 1280, 1280, 3, 1, true, true, true, "64", "6", DType::kF16, "", "128",
+                  "1"},
+        WgmmaCase{"l8_bm256_half_tile_dsmem8", 2, 8, 8, 1280, 1280, 3, 1, true, false, true, "64", "8", DType::kF16, "",
+                  "256", "1"},
+        WgmmaCase{"uneven_dsmem7", 1, 8, 8, 1280, 1280, 3, 1, false, false, false, "128", "7", DType::kF16, "", "128",
+                  "1"},
+        WgmmaCase{"odd_3x4x8_bm256_dsmem5", 3, 4, 8, 128, 192, 3, 1, true, true, true, "64", "5", DType::kF16, "",
+                  "256", "1"},
+        WgmmaCase{"odd_bf16_3x32x8_bm256_dsmem3", 3, 32, 8, 192, 128, 3, 1, true, true, true, "64", "3", DType::kBF16,
+                  "", "256", "1"},
+        WgmmaCase{"odd_bf16_1x16x8_bm256_bn160", 1, 16, 8, 192, 320, 3, 1, true, true, false, "160", "2", DType::kBF16,
+                  "", "256", "1"},
+        WgmmaCase{"l32_bf16_bm256_bn128_nosplit", 2, 32, 32, 640, 640, 3, 1, true, true, true, "128", "1",
+                  DType::kBF16, "", "256", "0"},
+        // multicast pairs with split sums: clusters (cx, cy, splits)
+        WgmmaCase{"l32_bn160_cluster1x2_dsmem2", 2, 32, 32, 640, 640, 3, 1, true, false, true, "160", "2",
+                  DType::kF16, "1x2", "128", "1"},
+        WgmmaCase{"l32_bn160_cluster1x2_s2_partials", 2, 32, 32, 960, 640, 3, 1, true, true, false, "160", "2",
+                  DType::kF16, "1x2", "128", "0"},
+        WgmmaCase{"l16_bn128_cluster2x1_dsmem3", 2, 16, 16, 1280, 1280, 3, 1, true, true, true, "128", "3",
+                  DType::kF16, "2x1", "128", "1"},
+        WgmmaCase{"l8_bn160_cluster2x1_dsmem4", 2, 8, 8, 1280, 1280, 3, 1, true, true, true, "160", "4", DType::kF16,
+                  "2x1", "128", "1"},
+        WgmmaCase{"odd_bf16_rows16_cluster1x2_dsmem3", 3, 32, 8, 64, 128, 3, 1, true, true, true, "128", "3",
+                  DType::kBF16, "1x2", "128", "1"}),
     case_name);
 
 // The timed choice (mode 1) must give the same values as whichever path it picks.

@@ -6,7 +6,8 @@
 // (tests; SDSERVE_CUDA_SPLITK_TILE=BMxBN, _SPLITS=N, _CLUSTER=0|1 pick the config).
 // The Hopper wgmma convolution (conv_wgmma.h) is a second candidate family of the same timing:
 // SDSERVE_CUDA_WGMMA_CONV=0|1|2 (never / where it timed faster, the default / always where it
-// applies; tests pick its config with SDSERVE_CUDA_WGMMA_CONV_BN=64|128|256, _SPLITS=N, _CLUSTER=CXxCY).
+// applies; tests pick its config with SDSERVE_CUDA_WGMMA_CONV_BN=64|128|160|256, _SPLITS=N,
+// _CLUSTER=CXxCY, _BM=128|256, _DSMEM=0|1).
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -76,7 +77,14 @@ WgmmaConvConfig forced_wgmma_config(const SplitKConvShape& s, int sms) {
   WgmmaConvConfig cfg = wgmma_conv_candidates(s, sms).front();
   if (const char* bn = std::getenv("SDSERVE_CUDA_WGMMA_CONV_BN")) {
     const int v = std::atoi(bn);
-    if ((v == 64 || v == 128 || v == 256) && s.cout % v == 0) cfg.bn = v;
+    if ((v == 64 || v == 128 || v == 160 || v == 256) && s.cout % v == 0) cfg.bn = v;
+  }
+  if (const char* bm = std::getenv("SDSERVE_CUDA_WGMMA_CONV_BM")) {
+    const int v = std::atoi(bm);
+    if (v == 128 || v == 256) cfg.bm = v;
+  }
+  if (const char* dsmem = std::getenv("SDSERVE_CUDA_WGMMA_CONV_DSMEM")) {
+    if (dsmem[0] == '0' || dsmem[0] == '1') cfg.dsmem = dsmem[0] == '1';
   }
   if (const char* splits = std::getenv("SDSERVE_CUDA_WGMMA_CONV_SPLITS")) {
     const int n = std::atoi(splits);
@@ -86,7 +94,10 @@ WgmmaConvConfig forced_wgmma_config(const SplitKConvShape& s, int sms) {
     int cx = 0, cy = 0;
     if (std::sscanf(cluster, "%dx%d", &cx, &cy) == 2) cfg.cx = cx, cfg.cy = cy;
   }
-  if (!wgmma_conv_config_ok(s, cfg)) cfg.cx = cfg.cy = 1;  // an override that does not fit the shape
+  // Overrides that do not fit the shape fall away: multicast first, then DSMEM, then the 256 tile.
+  if (!wgmma_conv_config_ok(s, cfg)) cfg.cx = cfg.cy = 1;
+  if (!wgmma_conv_config_ok(s, cfg)) cfg.dsmem = false;
+  if (!wgmma_conv_config_ok(s, cfg)) cfg.bm = 128;
   return cfg;
 }
 

@@ -1,19 +1,19 @@
-// Hopper implicit-GEMM convolution (stride 1, same padding) for NHWC f16/bf16: a producer warp
-// streams (filter tap, 64-channel) steps by TMA into a 6-8 stage ring (the input as a 4D box whose
-// out-of-bounds taps TMA zero-fills = the padding; the weights as a 2D box, both swizzle-128B),
-// two consumer warpgroups run wgmma m64nBNk16 from shared memory; a cluster of CTAs along N / M
-// shares each input / weight box by TMA multicast; split-K slices write f32 partials that a
-// reduce kernel sums in slice order while applying bias / row / residual.
+// Hopper implicit-GEMM convolution (stride 1, same padding) for NHWC f16/bf16, host side: tile
+// geometry (input boxes whose out-of-bounds taps TMA zero-fills = the padding), tensor maps, the
+// candidate configurations (128/256-position tiles, splits summed by a reduce kernel or in-cluster
+// through DSMEM, multicast clusters) and the launches; the kernels are in conv_wgmma_main.cuh.
 #include "backend/cuda/conv_wgmma.h"
 
 #include <cuda.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <utility>
 
-#include "backend/cuda/conv_wgmma_kernel.cuh"
+#include "backend/cuda/conv_wgmma_main.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
-#include "backend/cuda/mma_sync.cuh"
 #include "backend/cuda/tma.h"
 
 namespace sd::cuda {
@@ -21,203 +21,6 @@ namespace sd::cuda {
 namespace {
 
 using namespace conv_wgmma;
-
-constexpr int kBM = 128;       // output positions per tile: two consumer warpgroups of 64
-constexpr int kBK = 64;        // reduction step: 64 input channels of one filter tap (128 bytes)
-constexpr int kThreads = 384;  // warpgroup 0: producer (one thread issues TMA), 1-2: consumers
-
-template <int BN>
-struct Cfg {
-  static constexpr int kStages = BN == 256 ? 4 : BN == 128 ? 6 : 8;  // 192 KB of stages
-  static constexpr uint32_t kABytes = kBM * kBK * 2;  // [128 positions][64 channels], swizzled
-  static constexpr uint32_t kBBytes = BN * kBK * 2;   // [BN out channels][64 channels], swizzled
-  static constexpr size_t kSmem = size_t{kStages} * (kABytes + kBBytes) + 2 * kStages * 8 + 1024;
-};
-
-struct Params {
-  void* y;
-  const void* bias;
-  const void* row;
-  const void* residual;
-  float* partial;  // [splits, M, Cout] when splits > 1
-  int m, cout, hw, w_, k, pad;
-  int cin_steps;        // Cin / 64
-  int kiters;           // k * k * Cin / 64
-  int iters_per_split;  // reduction steps per slice
-  int splits;
-  // Cluster cx x cy: the cx CTAs of one output tile row (along N) each load a_piece positions of
-  // the input box and multicast them to the others; the cy CTAs along M share the weight box in
-  // pieces of b_piece output channels likewise.
-  int cx, cy, a_piece, b_piece;
-};
-
-// y[m, n..n+1] = v + bias + row + residual (n even).
-template <typename T>
-__device__ __forceinline__ void store_pair(const Params& p, int m, int n, float v0, float v1) {
-  const int64_t o = int64_t{m} * p.cout + n;
-  if (p.bias) {
-    const float2 b = sm80::unpack_pair<T>(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.bias) + n));
-    v0 += b.x;
-    v1 += b.y;
-  }
-  if (p.row) {
-    const int img = m / p.hw;
-    const float2 r = sm80::unpack_pair<T>(
-        *reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.row) + int64_t{img} * p.cout + n));
-    v0 += r.x;
-    v1 += r.y;
-  }
-  if (p.residual) {
-    const float2 r =
-        sm80::unpack_pair<T>(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.residual) + o));
-    v0 += r.x;
-    v1 += r.y;
-  }
-  *reinterpret_cast<uint32_t*>(static_cast<T*>(p.y) + o) = sm80::pack_pair<T>(v0, v1);
-}
-
-// Grid (Cout / BN, output tiles, splits), kThreads threads, Cfg<BN>::kSmem dynamic shared memory.
-// xmap: 4D [B, H, W, Cin], box {64, W, rows, imgs} = a_piece positions; wmap: 2D [Cout, k*k*Cin],
-// box {64, b_piece}. Launched as clusters (cx, cy, 1) when cx * cy > 1.
-template <typename T, int BN>
-__global__ void __launch_bounds__(kThreads, 1)
-    conv_wgmma_kernel(const __grid_constant__ CUtensorMap xmap, const __grid_constant__ CUtensorMap wmap,
-                      const Params p) {
-#if SD_SM90A_COMPILED
-  using C = Cfg<BN>;
-  constexpr int kStages = C::kStages;
-  extern __shared__ unsigned char smem_raw[];
-  const uint32_t base = (sm90::smem_addr(smem_raw) + 1023u) & ~1023u;  // swizzle-128B wants 1024-byte stages
-  const uint32_t sa = base, sb = base + kStages * C::kABytes;
-  const uint32_t full = sb + kStages * C::kBBytes, empty = full + 8 * kStages;
-  const int n0 = blockIdx.x * BN, tile = blockIdx.y;
-  const int kt0 = blockIdx.z * p.iters_per_split;
-  const int niters = min(p.kiters, kt0 + p.iters_per_split) - kt0;
-  const int wg = threadIdx.x / 128;
-  const int ncta = p.cx * p.cy;
-  const uint32_t rx = ncta > 1 ? cluster_ctaid_x() : 0, ry = ncta > 1 ? cluster_ctaid_y() : 0;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      sm90::mbarrier_init(full + 8 * s, 1);          // the producer's arrive + the TMA bytes
-      sm90::mbarrier_init(empty + 8 * s, 2 * ncta);  // one arrive per consumer warpgroup of the cluster
-    }
-    sm90::mbarrier_init_fence();
-    sm90::tma_prefetch_descriptor(&xmap);
-    sm90::tma_prefetch_descriptor(&wmap);
-  }
-  if (ncta > 1) cluster_sync();  // every CTA's barriers exist before anyone multicasts into them
-  else __syncthreads();
-
-  if (wg == 0) {
-    sm90::setmaxnreg_dec<40>();
-    if (threadIdx.x == 0) {
-      // This CTA's piece of the input box: positions [a_piece rx, a_piece (rx + 1)) of the tile.
-      const int pos = tile * kBM + static_cast<int>(rx) * p.a_piece;
-      const int ab = pos / p.hw, ah = (pos % p.hw) / p.w_;
-      const uint32_t a_off = rx * p.a_piece * 128, b_off = ry * p.b_piece * 128;
-      uint16_t a_mask = 0, b_mask = 0;  // the CTAs of this tile row / of this N column
-      for (int i = 0; i < p.cx; ++i) a_mask |= static_cast<uint16_t>(1u << (ry * p.cx + i));
-      for (int j = 0; j < p.cy; ++j) b_mask |= static_cast<uint16_t>(1u << (j * p.cx + rx));
-      const uint64_t stream_once = evict_first_policy();
-      for (int it = 0; it < niters; ++it) {
-        const int s = it % kStages;
-        if (it >= kStages) mbar_wait(empty + 8 * s, ((it / kStages) - 1) & 1);
-        sm90::mbarrier_arrive_expect_tx(full + 8 * s, C::kABytes + C::kBBytes);
-        const int kt = kt0 + it, tap = kt / p.cin_steps, c0 = (kt - tap * p.cin_steps) * kBK;
-        const int ky = tap / p.k, kx = tap - ky * p.k;
-        const uint32_t da = sa + s * C::kABytes + a_off, db = sb + s * C::kBBytes + b_off;
-        const int nb = n0 + static_cast<int>(ry) * p.b_piece;
-        if (p.cx > 1) tma_load_4d_multicast(da, &xmap, full + 8 * s, c0, kx - p.pad, ah + ky - p.pad, ab, a_mask);
-        else sm90::tma_load_4d(da, &xmap, full + 8 * s, c0, kx - p.pad, ah + ky - p.pad, ab);
-        if (p.cy > 1) tma_load_2d_multicast(db, &wmap, full + 8 * s, kt * kBK, nb, b_mask, stream_once);
-        else sm90::tma_load_2d(db, &wmap, full + 8 * s, kt * kBK, nb, stream_once);
-      }
-    }
-    __syncwarp();                  // warp 0 whole again before the aligned cluster barrier
-    if (ncta > 1) cluster_sync();  // no CTA leaves while others may still arrive on its barriers
-    return;
-  }
-
-  sm90::setmaxnreg_inc<232>();
-  const int cw = wg - 1;  // consumer: tile rows [64 cw, 64 cw + 64)
-  float acc[BN / 2];
-#pragma unroll
-  for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
-  for (int it = 0; it < niters; ++it) {
-    const int s = it % kStages;
-    mbar_wait(full + 8 * s, (it / kStages) & 1);
-    const uint32_t a = sa + s * C::kABytes + cw * 64 * 128, b = sb + s * C::kBBytes;
-    sm90::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kBK / 16; ++kk) {
-      sm90::wgmma_ss<T, BN>(acc, sm90::desc_sw128(a + kk * 32), sm90::desc_sw128(b + kk * 32), 1);
-    }
-    sm90::wgmma_commit();
-    sm90::wgmma_wait<1>();  // the step before this one is done: its stage goes back to the producer
-    if (it > 0 && threadIdx.x % 128 == 0) {
-      const uint32_t bar = empty + 8 * ((it - 1) % kStages);
-      if (ncta > 1) {
-        for (int q = 0; q < ncta; ++q) mbar_arrive_cluster(bar, q);  // the stage is free in every CTA
-      } else {
-        sm90::mbarrier_arrive(bar);
-      }
-    }
-  }
-  sm90::wgmma_wait<0>();
-  sm90::fence_accumulators(acc);
-
-  // Accumulator i of thread (warp w, lane l): row 16 w + l / 4 + 8 ((i / 2) % 2), column
-  // 8 (i / 4) + 2 (l % 4) + i % 2.
-  const int lane = threadIdx.x & 31, warp = (threadIdx.x / 32) & 3;
-  float* part = p.splits > 1 ? p.partial + int64_t{blockIdx.z} * p.m * p.cout : nullptr;
-#pragma unroll
-  for (int hh = 0; hh < 2; ++hh) {
-    const int m = tile * kBM + cw * 64 + warp * 16 + lane / 4 + 8 * hh;
-    if (m >= p.m) continue;
-#pragma unroll
-    for (int i = 0; i < BN / 8; ++i) {
-      const int n = n0 + i * 8 + 2 * (lane & 3);
-      const float v0 = acc[i * 4 + hh * 2], v1 = acc[i * 4 + hh * 2 + 1];
-      if (part) {
-        __stcg(reinterpret_cast<float2*>(part + int64_t{m} * p.cout + n), make_float2(v0, v1));
-      } else {
-        store_pair<T>(p, m, n, v0, v1);
-      }
-    }
-  }
-  if (ncta > 1) cluster_sync();
-#endif
-}
-
-// y = sum over slices of partial (in slice order: deterministic) + the adds; 8 outputs a thread.
-template <typename T>
-__global__ void conv_wgmma_reduce_kernel(const Params p) {
-  const int64_t mn = int64_t{p.m} * p.cout, n8 = mn / 8;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n8; i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t e = i * 8;
-    float v[8] = {};
-    for (int s = 0; s < p.splits; ++s) {
-      const float4* src = reinterpret_cast<const float4*>(p.partial + s * mn + e);
-      const float4 a = __ldcg(src), b = __ldcg(src + 1);
-      v[0] += a.x, v[1] += a.y, v[2] += a.z, v[3] += a.w, v[4] += b.x, v[5] += b.y, v[6] += b.z, v[7] += b.w;
-    }
-    const int m = static_cast<int>(e / p.cout), n = static_cast<int>(e - int64_t{m} * p.cout);
-    float add[8];
-    if (p.bias) {
-      unpack8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.bias) + n), add);
-      for (int j = 0; j < 8; ++j) v[j] += add[j];
-    }
-    if (p.row) {
-      unpack8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.row) + int64_t{m / p.hw} * p.cout + n), add);
-      for (int j = 0; j < 8; ++j) v[j] += add[j];
-    }
-    if (p.residual) {
-      unpack8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.residual) + e), add);
-      for (int j = 0; j < 8; ++j) v[j] += add[j];
-    }
-    *reinterpret_cast<uint4*>(static_cast<T*>(p.y) + e) = pack8<T>(v);
-  }
-}
 
 // A tile of 128 output positions as one box of the input: `imgs` whole images (H*W <= 128) or
 // `rows` rows of one image (H*W > 128); tiles_per_img = H*W / 128 in the second case, else 1.
@@ -229,16 +32,16 @@ struct Geometry {
 Geometry geometry(const SplitKConvShape& s) {
   Geometry g;
   const int64_t hw = s.h * s.w;
-  if (s.w > kBM || kBM % s.w != 0) return g;
-  if (hw <= kBM) {
-    if (kBM % hw != 0) return g;
-    g.imgs = static_cast<int>(kBM / hw);
+  if (s.w > kBox || kBox % s.w != 0) return g;
+  if (hw <= kBox) {
+    if (kBox % hw != 0) return g;
+    g.imgs = static_cast<int>(kBox / hw);
     g.rows = static_cast<int>(s.h);
     g.tiles = (s.b + g.imgs - 1) / g.imgs;
   } else {
-    if (hw % kBM != 0) return g;
-    g.rows = static_cast<int>(kBM / s.w);
-    g.tiles_per_img = static_cast<int>(hw / kBM);
+    if (hw % kBox != 0) return g;
+    g.rows = static_cast<int>(kBox / s.w);
+    g.tiles_per_img = static_cast<int>(hw / kBox);
     g.tiles = s.b * g.tiles_per_img;
   }
   g.ok = true;
@@ -250,7 +53,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // The input box of one CTA of a cx-wide cluster: 128 / cx positions as imgs x rows x W, or
 // false when they are not one box (fewer positions than a row, or not whole images / rows).
 bool piece_box(const SplitKConvShape& s, int cx, int& imgs, int& rows) {
-  const int64_t piece = kBM / cx, hw = s.h * s.w;
+  const int64_t piece = kBox / cx, hw = s.h * s.w;
   if (piece >= hw) {
     if (piece % hw != 0) return false;
     imgs = static_cast<int>(piece / hw);
@@ -269,26 +72,93 @@ bool cluster_ok(const SplitKConvShape& s, const Geometry& g, int bn, int cx, int
          (s.cout / bn) % cx == 0 && g.tiles % cy == 0 && piece_box(s, cx, imgs, rows);
 }
 
+int64_t tiles_of(const Geometry& g, int bm) { return ceil_div(g.tiles, bm / kBox); }
+
+bool bn_ok(int bm, int bn) {
+  return bn == 64 || bn == 128 || bn == 160 || (bm == 128 && bn == 256);  // <= 160 accumulators a thread
+}
+
+// The whole configuration check (after the split count was normalised to no empty slice).
+bool config_fits(const SplitKConvShape& s, const Geometry& g, const WgmmaConvConfig& cfg) {
+  if ((cfg.bm != 128 && cfg.bm != 256) || !bn_ok(cfg.bm, cfg.bn) || s.cout % cfg.bn != 0 || cfg.splits < 1) {
+    return false;
+  }
+  if (cfg.dsmem && cfg.splits * cfg.cx * cfg.cy > 8) return false;  // one portable cluster of slices
+  if (cfg.bm == 256 && cfg.cx * cfg.cy > 1) return false;                  // multicast: 128-position tiles
+  return cluster_ok(s, g, cfg.bn, cfg.cx, cfg.cy);
+}
+
+// Split count as the kernel runs it: ceil(kiters / per-slice steps), so no slice is empty.
+int64_t normalized_splits(int64_t kiters, int64_t splits) { return ceil_div(kiters, ceil_div(kiters, splits)); }
+
+// Clusters (1, 1, size) of the (BM, BN) kernel that the current device runs at once.
+template <int BM, int BN>
+int query_active_clusters(int size) {
+  const auto kernel = conv_wgmma_kernel<__half, BM, BN>;  // bf16 has the same resources
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Cfg<BM, BN>::kSmem)) !=
+      cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(1, 1, static_cast<unsigned>(size));
+  cfg.blockDim = dim3(kThreads, 1, 1);
+  cfg.dynamicSmemBytes = Cfg<BM, BN>::kSmem;
+  cudaLaunchAttribute cluster[1];
+  cluster[0].id = cudaLaunchAttributeClusterDimension;
+  cluster[0].val.clusterDim.x = 1;
+  cluster[0].val.clusterDim.y = 1;
+  cluster[0].val.clusterDim.z = static_cast<unsigned>(size);
+  cfg.attrs = cluster;
+  cfg.numAttrs = 1;
+  int n = 0;
+  if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+// Cached query_active_clusters (0 when unknown: no cluster split is listed then). One entry per
+// (bm, bn, size) for the process: the SD devices of one server are the same chip.
+int max_active_clusters(int bm, int bn, int size) {
+  static std::atomic<int> cache[2][5][9];  // value + 1; 0 = not asked yet
+  const int bi = bm == 256 ? 1 : 0, ni = bn == 64 ? 0 : bn == 128 ? 1 : bn == 160 ? 2 : bn == 256 ? 3 : 4;
+  if (ni == 4 || size < 1 || size > 8) return 0;
+  std::atomic<int>& slot = cache[bi][ni][size];
+  if (const int v = slot.load(std::memory_order_relaxed); v > 0) return v - 1;
+  int n = 0;
+  if (bm == 128) {
+    n = bn == 64 ? query_active_clusters<128, 64>(size) : bn == 128 ? query_active_clusters<128, 128>(size)
+        : bn == 160 ? query_active_clusters<128, 160>(size) : query_active_clusters<128, 256>(size);
+  } else if (bn != 256) {
+    n = bn == 64 ? query_active_clusters<256, 64>(size) : bn == 128 ? query_active_clusters<256, 128>(size)
+                                                          : query_active_clusters<256, 160>(size);
+  }
+  slot.store(n + 1, std::memory_order_relaxed);
+  return n;
+}
+
 // False when the device refused the cluster shape (nothing ran).
-template <typename T, int BN>
+template <typename T, int BM, int BN>
 bool launch_kernel(const CUtensorMap& xmap, const CUtensorMap& wmap, const Params& p, int64_t tiles,
                    cudaStream_t stream) {
-  const auto kernel = conv_wgmma_kernel<T, BN>;
+  const auto kernel = conv_wgmma_kernel<T, BM, BN>;
   // Cheap host-side call; made every time so every device (and thread) is covered.
-  SD_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Cfg<BN>::kSmem)));
+  SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(Cfg<BM, BN>::kSmem)));
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(static_cast<unsigned>(p.cout / BN), static_cast<unsigned>(tiles), static_cast<unsigned>(p.splits));
   cfg.blockDim = dim3(kThreads, 1, 1);
-  cfg.dynamicSmemBytes = Cfg<BN>::kSmem;
+  cfg.dynamicSmemBytes = Cfg<BM, BN>::kSmem;
   cfg.stream = stream;
   cudaLaunchAttribute cluster[1];
   cluster[0].id = cudaLaunchAttributeClusterDimension;
   cluster[0].val.clusterDim.x = static_cast<unsigned>(p.cx);
   cluster[0].val.clusterDim.y = static_cast<unsigned>(p.cy);
-  cluster[0].val.clusterDim.z = 1;
+  cluster[0].val.clusterDim.z = p.dsmem ? static_cast<unsigned>(p.splits) : 1u;  // (cx, cy, splits)
   cfg.attrs = cluster;
-  cfg.numAttrs = p.cx * p.cy > 1 ? 1 : 0;
+  cfg.numAttrs = p.cx * p.cy > 1 || p.dsmem ? 1 : 0;
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, xmap, wmap, p);
   if (err != cudaSuccess && cfg.numAttrs > 0) {
     (void)cudaGetLastError();  // a refused cluster shape is not sticky
@@ -298,11 +168,22 @@ bool launch_kernel(const CUtensorMap& xmap, const CUtensorMap& wmap, const Param
   return true;
 }
 
+template <typename T, int BM>
+bool launch_bm(int bn, const CUtensorMap& xmap, const CUtensorMap& wmap, const Params& p, int64_t tiles,
+               cudaStream_t stream) {
+  if constexpr (BM == 128) {
+    if (bn == 256) return launch_kernel<T, BM, 256>(xmap, wmap, p, tiles, stream);
+  }
+  return bn == 160   ? launch_kernel<T, BM, 160>(xmap, wmap, p, tiles, stream)
+         : bn == 128 ? launch_kernel<T, BM, 128>(xmap, wmap, p, tiles, stream)
+                     : launch_kernel<T, BM, 64>(xmap, wmap, p, tiles, stream);
+}
+
 }  // namespace
 
 std::string WgmmaConvConfig::describe() const {
-  return "wgmma 128x" + std::to_string(bn) + " split " + std::to_string(splits) + " cluster " + std::to_string(cx) +
-         "x" + std::to_string(cy);
+  return "wgmma " + std::to_string(bm) + "x" + std::to_string(bn) + " split " + std::to_string(splits) +
+         (dsmem ? " dsmem" : "") + " cluster " + std::to_string(cx) + "x" + std::to_string(cy);
 }
 
 bool wgmma_conv_supported(const SplitKConvShape& s, DType dtype) {
@@ -317,8 +198,10 @@ bool wgmma_conv_supported(const SplitKConvShape& s, DType dtype) {
 }
 
 bool wgmma_conv_config_ok(const SplitKConvShape& s, const WgmmaConvConfig& cfg) {
-  return (cfg.bn == 64 || cfg.bn == 128 || cfg.bn == 256) && s.cout % cfg.bn == 0 && cfg.splits >= 1 &&
-         cluster_ok(s, geometry(s), cfg.bn, cfg.cx, cfg.cy);
+  WgmmaConvConfig c = cfg;
+  if (c.splits >= 1) c.splits = static_cast<int>(normalized_splits(s.k * s.k * s.cin / kBK, c.splits));
+  if (c.splits == 1) c.dsmem = false;
+  return config_fits(s, geometry(s), c);
 }
 
 bool wgmma_conv_device_ok(int device) {
@@ -335,38 +218,64 @@ std::vector<WgmmaConvConfig> wgmma_conv_candidates(const SplitKConvShape& s, int
   std::vector<WgmmaConvConfig> out;
   const Geometry g = geometry(s);
   const int64_t kiters = s.k * s.k * s.cin / kBK, m = s.b * s.h * s.w;
-  const auto add = [&](int bn, int64_t splits, int cx, int cy) {
-    if (s.cout % bn != 0 || !cluster_ok(s, g, bn, cx, cy)) return;
+  const auto add = [&](int bm, int bn, int64_t splits, bool dsmem, int cx, int cy) {
+    if (s.cout % bn != 0 || !bn_ok(bm, bn)) return;
+    const int64_t ctas = tiles_of(g, bm) * (s.cout / bn), group = cx * cy;
     splits = std::clamp<int64_t>(splits, 1, std::max<int64_t>(1, kiters / 2));  // >= 2 steps a slice
-    while (splits > 1 && splits * m * s.cout > (int64_t{16} << 20)) --splits;  // partials <= 64 MB
-    splits = ceil_div(kiters, ceil_div(kiters, splits));                        // no empty slice
-    for (const WgmmaConvConfig& o : out) {
-      if (o.bn == bn && o.splits == splits && o.cx == cx && o.cy == cy) return;
+    if (dsmem) {
+      // All clusters in one wave: a cluster of 3-6 CTAs at ~200 KB of shared memory each fits
+      // fewer times than 132 / size on an H100 (GPCs of 14-18 SMs), and a second wave doubled the time.
+      splits = std::min<int64_t>(splits, 8 / group);
+      while (splits > 1 && ctas > group * max_active_clusters(bm, bn, static_cast<int>(splits * group))) --splits;
     }
-    out.push_back({bn, static_cast<int>(splits), cx, cy});
+    while (!dsmem && splits > 1 && splits * m * s.cout > (int64_t{16} << 20)) --splits;  // partials <= 64 MB
+    splits = normalized_splits(kiters, splits);
+    if (dsmem && splits < 2) return;
+    const WgmmaConvConfig cfg{bn, static_cast<int>(splits), cx, cy, bm, dsmem};
+    if (!config_fits(s, g, cfg)) return;
+    for (const WgmmaConvConfig& o : out) {
+      if (o.bm == bm && o.bn == bn && o.splits == cfg.splits && o.dsmem == dsmem && o.cx == cx && o.cy == cy) return;
+    }
+    out.push_back(cfg);
   };
-  // One wave of one CTA per SM, no clusters: on an H100 every multicast cluster (2x1 .. 4x2) was
-  // 1.5-10x slower than the same tiles without (docs/perf-notes.md); they stay for measuring,
-  // through SDSERVE_CUDA_WGMMA_CONV_CLUSTER in mode 2.
-  for (const int bn : {128, 64, 256}) {
-    if (s.cout % bn != 0) continue;
-    add(bn, std::max<int64_t>(1, sms / (g.tiles * (s.cout / bn))), 1, 1);
+  // One wave of one CTA per SM. Each tile with its wave-filling split summed by the reduce kernel,
+  // and (<= 8 CTAs a cluster, clusters that fit one wave) in-cluster through DSMEM. At bm 128 also
+  // pairs of CTAs that multicast the weight tile (1x2, along M) or the input tile (2x1, along N);
+  // SDSERVE_CUDA_WGMMA_CONV_MCAST=0 leaves those out. The first entry (mode 2's default) is
+  // session 6's 128x128 pick.
+  const char* mcast_env = std::getenv("SDSERVE_CUDA_WGMMA_CONV_MCAST");
+  const bool mcast = !(mcast_env && mcast_env[0] == '0');
+  for (const int bm : {128, 256}) {
+    for (const int bn : {128, 64, 160, 256}) {
+      if (s.cout % bn != 0 || !bn_ok(bm, bn)) continue;
+      const int64_t splits = std::max<int64_t>(1, sms / (tiles_of(g, bm) * (s.cout / bn)));
+      add(bm, bn, splits, false, 1, 1);
+      if (splits > 1) add(bm, bn, splits, true, 1, 1);
+    }
+  }
+  if (mcast) {
+    for (const int bn : {128, 160, 256}) {
+      if (s.cout % bn != 0) continue;
+      const int64_t splits = std::max<int64_t>(1, sms / (g.tiles * (s.cout / bn)));
+      for (const auto [cx, cy] : {std::pair{1, 2}, std::pair{2, 1}}) {
+        if (!cluster_ok(s, g, bn, cx, cy)) continue;
+        add(128, bn, splits, false, cx, cy);
+        if (splits > 1) add(128, bn, splits, true, cx, cy);
+      }
+    }
   }
   return out;
 }
 
 size_t wgmma_conv_workspace(const SplitKConvShape& s, const WgmmaConvConfig& cfg) {
-  return cfg.splits > 1 ? static_cast<size_t>(cfg.splits * s.b * s.ho * s.wo * s.cout) : 0;
+  return cfg.splits > 1 && !cfg.dsmem ? static_cast<size_t>(cfg.splits * s.b * s.ho * s.wo * s.cout) : 0;
 }
 
 bool launch_conv_wgmma(const SplitKConvOperands& ops, DType dtype, const SplitKConvShape& s,
                        const WgmmaConvConfig& cfg, cudaStream_t stream) {
   SD_ASSERT(wgmma_conv_supported(s, dtype), "conv_wgmma: unsupported shape or dtype");
   const Geometry g = geometry(s);
-  SD_ASSERT((cfg.bn == 64 || cfg.bn == 128 || cfg.bn == 256) && s.cout % cfg.bn == 0 && cfg.splits >= 1 &&
-                cluster_ok(s, g, cfg.bn, cfg.cx, cfg.cy),
-            "conv_wgmma: config " + cfg.describe());
-  SD_ASSERT(cfg.splits == 1 || ops.partial, "conv_wgmma: split partials need a workspace");
+  SD_ASSERT(wgmma_conv_config_ok(s, cfg), "conv_wgmma: config " + cfg.describe());
   int piece_imgs = 1, piece_rows = 1;
   piece_box(s, cfg.cx, piece_imgs, piece_rows);
   // x [B, H, W, Cin] innermost first; a box is 64 channels x W x rows x imgs = 128 / cx positions.
@@ -399,14 +308,16 @@ bool launch_conv_wgmma(const SplitKConvOperands& ops, DType dtype, const SplitKC
   p.kiters = s.k * s.k * p.cin_steps;
   p.iters_per_split = static_cast<int>(ceil_div(p.kiters, cfg.splits));
   p.splits = static_cast<int>(ceil_div(p.kiters, p.iters_per_split));
-  p.cx = cfg.cx, p.cy = cfg.cy, p.a_piece = kBM / cfg.cx, p.b_piece = cfg.bn / cfg.cy;
+  p.dsmem = cfg.dsmem && p.splits > 1 ? 1 : 0;
+  SD_ASSERT(p.splits == 1 || p.dsmem || ops.partial, "conv_wgmma: split partials need a workspace");
+  p.cx = cfg.cx, p.cy = cfg.cy, p.a_piece = kBox / cfg.cx, p.b_piece = cfg.bn / cfg.cy;
   bool ok = true;
+  const int64_t tiles = tiles_of(g, cfg.bm);
   dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
-    ok = cfg.bn == 256   ? launch_kernel<T, 256>(xmap, wmap, p, g.tiles, stream)
-         : cfg.bn == 128 ? launch_kernel<T, 128>(xmap, wmap, p, g.tiles, stream)
-                         : launch_kernel<T, 64>(xmap, wmap, p, g.tiles, stream);
-    if (ok && p.splits > 1) {
+    ok = cfg.bm == 256 ? launch_bm<T, 256>(cfg.bn, xmap, wmap, p, tiles, stream)
+                       : launch_bm<T, 128>(cfg.bn, xmap, wmap, p, tiles, stream);
+    if (ok && p.splits > 1 && !p.dsmem) {
       const int64_t n8 = int64_t{p.m} * p.cout / 8;
       conv_wgmma_reduce_kernel<T><<<grid_for(n8, 256), 256, 0, stream>>>(p);
       SD_CUDA_LAUNCH_CHECK();

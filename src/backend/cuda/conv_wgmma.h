@@ -14,15 +14,20 @@
 
 namespace sd::cuda {
 
-// Output tile 128 positions x bn channels (bn 64, 128 or 256), the reduction (filter tap, 64-channel
-// chunk) steps split into `splits` contiguous slices; slices > 1 write f32 partials that a second
-// kernel sums in slice order (deterministic) while applying bias / row / residual. Clusters of
-// cx x cy CTAs (cx, cy in 1, 2, 4; cx * cy <= 8): the cx CTAs along N multicast the shared input
-// box, the cy CTAs along M the shared weight box (each loads 1 / cx or 1 / cy of it).
+// Output tile bm positions (128, or 256: each consumer warpgroup runs two m64 wgmmas on one
+// weight tile) x bn channels (64, 128, 160, and 256 at bm 128), the reduction (filter tap,
+// 64-channel chunk) steps split into `splits` contiguous slices. Slices > 1 either write f32
+// partials that a second kernel sums in slice order, or (dsmem, cx * cy * splits <= 8) form one
+// cluster (cx, cy, splits) whose CTAs sum their tiles through distributed shared memory in slice
+// order; both deterministic, both applying bias / row / residual. Clusters of cx x cy CTAs (bm 128
+// only; cx, cy in 1, 2, 4; cx * cy <= 8): the cx CTAs along N multicast the shared input box, the
+// cy CTAs along M the shared weight box (each loads 1 / cx or 1 / cy of it).
 struct WgmmaConvConfig {
   int bn = 128;
   int splits = 1;
   int cx = 1, cy = 1;
+  int bm = 128;
+  bool dsmem = false;
   std::string describe() const;
 };
 

@@ -57,6 +57,22 @@ __device__ __forceinline__ void mbar_arrive_cluster(uint32_t bar, uint32_t rank)
       : "memory");
 }
 
+// DSMEM: a float2 store to this CTA's shared memory, and a float4 load from the same offset of
+// CTA `rank` of the cluster.
+__device__ __forceinline__ void st_shared_f32x2(uint32_t addr, float a, float b) {
+  asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(a), "f"(b) : "memory");
+}
+__device__ __forceinline__ float4 ld_cluster_f32x4(uint32_t addr, int rank) {
+  float4 v;
+  asm volatile(
+      "{\n.reg .b32 r;\nmapa.shared::cluster.u32 r, %4, %5;\n"
+      "ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [r];\n}\n"
+      : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+      : "r"(addr), "r"(rank)
+      : "memory");
+  return v;
+}
+
 // L2 policy for data read once (the weights): evicted first, so the activations stay resident.
 __device__ __forceinline__ uint64_t evict_first_policy() {
   uint64_t p;

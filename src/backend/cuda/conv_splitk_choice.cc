@@ -7,7 +7,7 @@
 // The Hopper wgmma convolution (conv_wgmma.h) is a second candidate family of the same timing:
 // SDSERVE_CUDA_WGMMA_CONV=0|1|2 (never / where it timed faster, the default / always where it
 // applies; tests pick its config with SDSERVE_CUDA_WGMMA_CONV_BN=64|128|160|256, _SPLITS=N,
-// _CLUSTER=CXxCY, _BM=128|256, _DSMEM=0|1).
+// _CLUSTER=CXxCY, _BM=128|256, _DSMEM=0|1; SDSERVE_CUDA_WGMMA_CONV_MCAST=1 also times multicast pairs).
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -33,7 +33,8 @@ int splitk_mode() {
 
 // Default of SDSERVE_CUDA_WGMMA_CONV: the H100 step was faster with it in all six pairs (5.49-5.55
 // vs 5.55-5.58 ms at batch 1, batch 16 unchanged; docs/perf-notes.md, "Hopper implicit-GEMM
-// convolution").
+// convolution"). With the 32x32 / 64x64 configurations (helper H17): 5.34 / 5.39 vs 5.42 / 5.45
+// and 5.38 / 5.41 vs 5.38 / 5.41 ms, conv op time 2.070 -> 2.011 ms.
 constexpr int kWgmmaDefault = 1;
 
 int wgmma_mode() {

@@ -239,12 +239,13 @@ std::vector<WgmmaConvConfig> wgmma_conv_candidates(const SplitKConvShape& s, int
     out.push_back(cfg);
   };
   // One wave of one CTA per SM. Each tile with its wave-filling split summed by the reduce kernel,
-  // and (<= 8 CTAs a cluster, clusters that fit one wave) in-cluster through DSMEM. At bm 128 also
-  // pairs of CTAs that multicast the weight tile (1x2, along M) or the input tile (2x1, along N);
-  // SDSERVE_CUDA_WGMMA_CONV_MCAST=0 leaves those out. The first entry (mode 2's default) is
-  // session 6's 128x128 pick.
+  // and (<= 8 CTAs a cluster, clusters that fit one wave) in-cluster through DSMEM. With
+  // SDSERVE_CUDA_WGMMA_CONV_MCAST=1 also, at bm 128, pairs of CTAs that multicast the weight tile
+  // (1x2, along M) or the input tile (2x1, along N): on an H100 they were 2-2.5x slower than the same
+  // tiles alone at every SD 1.5 shape (docs/perf-notes.md, helper H17), so they are not timed by
+  // default. The first entry (mode 2's default) is session 6's 128x128 pick.
   const char* mcast_env = std::getenv("SDSERVE_CUDA_WGMMA_CONV_MCAST");
-  const bool mcast = !(mcast_env && mcast_env[0] == '0');
+  const bool mcast = mcast_env && mcast_env[0] == '1';
   for (const int bm : {128, 256}) {
     for (const int bn : {128, 64, 160, 256}) {
       if (s.cout % bn != 0 || !bn_ok(bm, bn)) continue;

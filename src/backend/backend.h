@@ -188,6 +188,13 @@ class Backend {
   //   out[b, 2i+a, 2j+c, ch] = y4[b, i+a, j+c, (2a+c)*C + ch] + bias[ch]   (a, c in {0, 1}),
   // bias [C] or undefined. Portable default (spatial_default.cc): download, host loop, upload.
   virtual Tensor interleave_phases2x(const Tensor& y4, const Tensor& bias);
+  // The whole sub-pixel upsample: x [B, H, W, Cin], w_phases [4*C, 2, 2, Cin] (phase p's kernel
+  // in rows [p*C, (p+1)*C)), bias [C] or undefined -> [B, 2H, 2W, C]. Default: the two ops above
+  // (conv2d with padding 1, then interleave_phases2x); CUDA may run one kernel that writes the
+  // phases in place.
+  virtual Tensor conv2d_subpixel_upsample(const Tensor& x, const Tensor& w_phases, const Tensor& bias) {
+    return interleave_phases2x(conv2d(x, w_phases, Tensor(), /*stride=*/1, /*padding=*/1), bias);
+  }
 
   // ---- decoded images to 8-bit pixels ----
   // x [..., C] in [-1, 1] (the VAE's output) -> u8 tensor of x's shape on this device:

@@ -250,6 +250,13 @@ Tensor ProfilingBackend::interleave_phases2x(const Tensor& y4, const Tensor& bia
   return record("upsample", 0, 2 * bytes_of(y4), [&] { return inner_.interleave_phases2x(y4, bias); });
 }
 
+Tensor ProfilingBackend::conv2d_subpixel_upsample(const Tensor& x, const Tensor& w_phases, const Tensor& bias) {
+  // Counted as the four phases' 2x2 convolutions of the small image ([B, H, W, 4*C] outputs).
+  const double flops = conv2d_flops({x.dim(0), x.dim(1), x.dim(2), w_phases.dim(0)}, w_phases.shape());
+  return record("conv2d", flops, bytes_of(x) + bytes_of(w_phases) + bytes_of(bias),
+                [&] { return inner_.conv2d_subpixel_upsample(x, w_phases, bias); });
+}
+
 bool ProfilingBackend::randn_philox(const Tensor& out, const PhiloxRandn& p) {
   bool done = false;
   (void)record("randn", 0, 0, [&] {

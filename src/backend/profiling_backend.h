@@ -88,6 +88,7 @@ class ProfilingBackend final : public Backend {
   Tensor pad_hw(const Tensor& x, int top, int bottom, int left, int right) override;
   Tensor crop_hw(const Tensor& x, int h0, int h, int w0, int w) override;
   Tensor interleave_phases2x(const Tensor& y4, const Tensor& bias) override;
+  Tensor conv2d_subpixel_upsample(const Tensor& x, const Tensor& w_phases, const Tensor& bias) override;
   bool randn_philox(const Tensor& out, const PhiloxRandn& p) override;
   // Ops added to backend.h later: forward them here with record() like the ones above
   // (an op left out runs Backend's portable default, or does not compile if it has none).

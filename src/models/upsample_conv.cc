@@ -1,7 +1,6 @@
-// UpsampleConv: load-time derivation of the sub-pixel phase kernels from the
-// stored 3x3 kernel, and the forward pass (one 2x2 conv with padding 1 giving
-// [B, H+1, W+1, 4*out], then Backend::interleave_phases2x), with the
-// upsample-then-conv path for odd sizes.
+// UpsampleConv: load-time derivation of the sub-pixel phase kernels from the stored 3x3 kernel,
+// and the forward pass (Backend::conv2d_subpixel_upsample: by default one 2x2 conv with padding 1
+// into [B, H+1, W+1, 4*out], then interleave_phases2x), with upsample-then-conv for odd sizes.
 #include "models/upsample_conv.h"
 
 #include <algorithm>
@@ -82,8 +81,7 @@ Tensor UpsampleConv::operator()(Backend& be, const Tensor& x, int64_t out_h, int
   SD_ASSERT(x.ndim() == 4, "UpsampleConv: x must be [B, H, W, C], got " + x.describe());
   const bool exact2x = out_h == 2 * x.dim(1) && out_w == 2 * x.dim(2);
   if (w_phases.defined() && exact2x) {
-    const Tensor y4 = be.conv2d(x, w_phases, Tensor(), /*stride=*/1, /*padding=*/1);  // [B, H+1, W+1, 4*out]
-    return be.interleave_phases2x(y4, bias);                                         // [B, 2H, 2W, out]
+    return be.conv2d_subpixel_upsample(x, w_phases, bias);  // [B, 2H, 2W, out]
   }
   SD_ASSERT(conv.w.defined(), "UpsampleConv: odd target size " + std::to_string(out_h) + "x" + std::to_string(out_w) +
                                   " for " + x.describe() + " needs the 3x3 weights (load with keep_3x3)");

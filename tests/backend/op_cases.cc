@@ -4,6 +4,7 @@
 #include "backend/op_cases.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -309,6 +310,19 @@ void add_layout_and_elementwise(CaseList& L) {
       return be.interleave_phases2x(d[0], d.size() > 1 ? d[1] : Tensor());
     };
     c.reference = [](const Inputs& h) { return ref::interleave_phases2x(h[0], h.size() > 1 ? h[1] : Tensor()); };
+  }
+  for (auto [h, w, cin, cout] : {std::array<int64_t, 4>{5, 7, 16, 8}, std::array<int64_t, 4>{8, 8, 64, 64}}) {
+    // The whole sub-pixel upsample: x [2, H, W, Cin], w_phases [4*Cout, 2, 2, Cin], bias [Cout].
+    const float wr = 1.0f / std::sqrt(static_cast<float>(4 * cin));
+    OpCase& c = L.add("conv2d_subpixel_upsample_2x" + std::to_string(h) + "x" + std::to_string(w) + "x" +
+                          std::to_string(cin) + "_to_" + std::to_string(cout),
+                      "conv2d_subpixel_upsample");
+    c.inputs = {random_tensor({2, h, w, cin}, L.seed()), random_tensor({4 * cout, 2, 2, cin}, L.seed(), -wr, wr),
+                random_tensor({cout}, L.seed())};
+    c.run = [](Backend& be, const Inputs& d, const Inputs&) { return be.conv2d_subpixel_upsample(d[0], d[1], d[2]); };
+    c.reference = [](const Inputs& h) {
+      return ref::interleave_phases2x(ref::conv2d(h[0], h[1], Tensor(), 1, 1), h[2]);
+    };
   }
   {
     OpCase& c = L.add("pad_hw_2x3x5x4_t1b2l0r3", "pad_hw");

@@ -46,16 +46,10 @@ Tensor ModelLoader::linear_weight(const std::string& name, int64_t out, int64_t 
 }
 
 Tensor ModelLoader::conv_weight(const std::string& name, int64_t out, int64_t in, int64_t k) {
-  if (record_) return tensor(name, {out, in, k, k});
-  if (!status_.ok()) return {};
-  auto t = fetch(name, {out, in, k, k});
-  if (!t.ok()) {
-    fail(t.status());
-    return {};
-  }
-  parameters_ += static_cast<size_t>(t->numel());
+  const Tensor t = conv_weight_host(name, out, in, k);  // [out, in, k, k]; undefined when recording / failed
+  if (!t.defined()) return {};
   // [out, in, k, k] -> [out, k, k, in]: the same transform as NCHW -> NHWC with in as channels.
-  return backend_.upload(nchw_to_nhwc(*t));
+  return backend_.upload(nchw_to_nhwc(t));
 }
 
 Tensor ModelLoader::conv_weight_host(const std::string& name, int64_t out, int64_t in, int64_t k) {

@@ -20,6 +20,21 @@ struct alignas(sizeof(T) * V) Pack {
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
+// Coordinates of flat index i over an NHWC tensor [B, h, w, cv] (cv: channels in vectors).
+struct Nhwc {
+  int64_t b, y, x, c;
+};
+__device__ __forceinline__ Nhwc nhwc_of(int64_t i, int64_t h, int64_t w, int64_t cv) {
+  Nhwc p;
+  p.c = i % cv;
+  int64_t t = i / cv;
+  p.x = t % w;
+  t /= w;
+  p.y = t % h;
+  p.b = t / h;
+  return p;
+}
+
 // [B,H,W,C] -> [B,2H,2W,C]; work unit: one vector of V channels of one output pixel.
 template <typename T, int V>
 __global__ void upsample2x_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t h, int64_t w, int64_t cv,
@@ -28,13 +43,8 @@ __global__ void upsample2x_kernel(const T* __restrict__ x, T* __restrict__ y, in
   pdl_trigger();
   using P = Pack<T, V>;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t c = i % cv;
-    int64_t t = i / cv;
-    const int64_t ox = t % (2 * w);
-    t /= 2 * w;
-    const int64_t oy = t % (2 * h);
-    const int64_t b = t / (2 * h);
-    reinterpret_cast<P*>(y)[i] = reinterpret_cast<const P*>(x)[((b * h + oy / 2) * w + ox / 2) * cv + c];
+    const Nhwc o = nhwc_of(i, 2 * h, 2 * w, cv);
+    reinterpret_cast<P*>(y)[i] = reinterpret_cast<const P*>(x)[((o.b * h + o.y / 2) * w + o.x / 2) * cv + o.c];
   }
 }
 
@@ -48,17 +58,12 @@ __global__ void interleave_phases_kernel(const T* __restrict__ y4, const T* __re
   pdl_trigger();
   using P = Pack<T, V>;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t c = i % cv;
-    int64_t t = i / cv;
-    const int64_t ox = t % (2 * w);
-    t /= 2 * w;
-    const int64_t oy = t % (2 * h);
-    const int64_t b = t / (2 * h);
-    const int64_t a = oy & 1, s = ox & 1;
-    P v = reinterpret_cast<const P*>(y4)[((b * (h + 1) + (oy >> 1) + a) * (w + 1) + (ox >> 1) + s) * 4 * cv +
-                                         (2 * a + s) * cv + c];
+    const Nhwc o = nhwc_of(i, 2 * h, 2 * w, cv);
+    const int64_t a = o.y & 1, s = o.x & 1;
+    P v = reinterpret_cast<const P*>(y4)[((o.b * (h + 1) + (o.y >> 1) + a) * (w + 1) + (o.x >> 1) + s) * 4 * cv +
+                                         (2 * a + s) * cv + o.c];
     if (bias != nullptr) {
-      const P bv = reinterpret_cast<const P*>(bias)[c];
+      const P bv = reinterpret_cast<const P*>(bias)[o.c];
 #pragma unroll
       for (int j = 0; j < V; ++j) v.v[j] = from_f32<T>(to_f32(v.v[j]) + to_f32(bv.v[j]));
     }
@@ -90,16 +95,11 @@ __global__ void window_kernel(const T* __restrict__ x, T* __restrict__ y, int64_
   pdl_trigger();
   using P = Pack<T, V>;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t c = i % cv;
-    int64_t t = i / cv;
-    const int64_t ox = t % wo;
-    t /= wo;
-    const int64_t oy = t % ho;
-    const int64_t b = t / ho;
-    const int64_t iy = oy + dy, ix = ox + dx;
+    const Nhwc o = nhwc_of(i, ho, wo, cv);
+    const int64_t iy = o.y + dy, ix = o.x + dx;
     P val;
     if (iy >= 0 && iy < h && ix >= 0 && ix < w) {
-      val = reinterpret_cast<const P*>(x)[((b * h + iy) * w + ix) * cv + c];
+      val = reinterpret_cast<const P*>(x)[((o.b * h + iy) * w + ix) * cv + o.c];
     } else {
 #pragma unroll
       for (int j = 0; j < V; ++j) val.v[j] = T(0);

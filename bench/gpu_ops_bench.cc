@@ -161,6 +161,41 @@ std::vector<Case> sd15_cases(int64_t b) {
                        }});
     }
   }
+  // The sub-pixel upsample (conv_subpixel.cc): path default (SDSERVE_CUDA_WGMMA_SUBPIXEL=0: cuDNN
+  // conv2d into [B, H+1, W+1, 4C] + interleave_phases2x), wgmma (=2: the phase kernel writing
+  // [B, 2H, 2W, C] in place, first candidate), auto (=1: the timed choice). UNet levels at this
+  // batch; the VAE decoder's (batch 1) with the first batch only. Four weight copies in turn.
+  struct Up {
+    int64_t b, hw, cin, c;
+    const char* tag;
+  };
+  std::vector<Up> ups = {{b, 8, 1280, 1280, "unet"}, {b, 16, 1280, 1280, "unet"}, {b, 32, 640, 640, "unet"}};
+  if (b == batches().front()) {
+    for (const Up u : {Up{1, 64, 512, 512, "vae"}, Up{1, 128, 512, 512, "vae"}, Up{1, 256, 256, 256, "vae"}}) {
+      ups.push_back(u);
+    }
+  }
+  for (const Up u : ups) {
+    for (const char* path : {"default", "wgmma", "auto"}) {
+      const auto turn = std::make_shared<int>(0);
+      cases.push_back({std::string("subpixel/") + path + "/" + u.tag + "/b" + std::to_string(u.b) + "/" +
+                           dims({u.hw, u.hw, u.cin}) + "->" + std::to_string(u.c),
+                       2.0 * u.b * u.hw * u.hw * 4 * u.cin * 4 * u.c,  // useful FLOPs: H*W positions
+                       [=] {
+                         std::vector<Tensor> in{random_device({u.b, u.hw, u.hw, u.cin}, 41), random_device({u.c}, 43)};
+                         for (uint32_t i = 0; i < 4; ++i) {
+                           in.push_back(random_device({4 * u.c, 2, 2, u.cin}, 44 + i, -0.02f, 0.02f));
+                         }
+                         return in;
+                       },
+                       [=](const std::vector<Tensor>& in) {
+                         sd::testing::ScopedEnv env("SDSERVE_CUDA_WGMMA_SUBPIXEL",
+                                                    path[0] == 'd' ? "0" : path[0] == 'w' ? "2" : "1");
+                         const Tensor& w = in[2 + static_cast<size_t>((*turn)++ % 4)];
+                         return g_backend->conv2d_subpixel_upsample(in[0], w, in[1]);
+                       }});
+    }
+  }
   // Linear: per token row, K -> N (q/k/v/out and proj_in/out, GEGLU in, FF out, text k/v).
   for (auto [tokens, k, n] : {std::array<int64_t, 3>{4096, 320, 320}, {4096, 320, 2560}, {4096, 1280, 320},
                               {1024, 640, 640}, {1024, 640, 5120}, {256, 1280, 1280}, {77, 768, 320}}) {

@@ -8,6 +8,7 @@
 // SDSERVE_CUDA_WGMMA_CONV=0|1|2 (never / where it timed faster, the default / always where it
 // applies; tests pick its config with SDSERVE_CUDA_WGMMA_CONV_BN=64|128|160|256, _SPLITS=N,
 // _CLUSTER=CXxCY, _BM=128|256, _DSMEM=0|1; SDSERVE_CUDA_WGMMA_CONV_MCAST=1 also times multicast pairs).
+// Shapes above SDSERVE_CUDA_CONV_TIMED_MAX_ROWS output rows (default 8192) stay with cuDNN untimed.
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -102,9 +103,19 @@ WgmmaConvConfig forced_wgmma_config(const SplitKConvShape& s, int sms) {
   return cfg;
 }
 
-// Output rows above which the split-K path is not even timed (cuDNN's large tiles were ~3x faster
-// on an H100 at 16+ images' 16x16 and larger levels).
+// Output rows above which neither family is even timed (session 6: cuDNN's large tiles were ~3x
+// faster than the split-K kernel on an H100 at 16+ images' 16x16 and larger levels).
+// SDSERVE_CUDA_CONV_TIMED_MAX_ROWS overrides it (read per call).
 constexpr int64_t kMaxRows = 8192;
+
+int64_t timed_max_rows() {
+  const char* env = std::getenv("SDSERVE_CUDA_CONV_TIMED_MAX_ROWS");
+  if (env && env[0]) {
+    const long long v = std::atoll(env);
+    if (v > 0) return v;
+  }
+  return kMaxRows;
+}
 
 int device_sms(int device) {
   int n = 0;
@@ -153,7 +164,7 @@ Tensor CudaBackend::conv2d_splitk(const Tensor& x, const Tensor& w, const Tensor
   };
   if (wg_ok && wg_mode == 2) return run_wgmma(forced_wgmma_config(s, device_sms(device_)));
   if (sk_ok && sk_mode == 2) return run(forced_config(s, device_sms(device_)));
-  if (s.b * s.ho * s.wo > kMaxRows) return Tensor();  // cuDNN's large tiles win there (3x)
+  if (s.b * s.ho * s.wo > timed_max_rows()) return Tensor();  // cuDNN's large tiles won there
   if (choice.use == ConvPlan::SplitK::Use::kUntested) {
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     SD_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));

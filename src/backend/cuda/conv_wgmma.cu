@@ -272,11 +272,13 @@ size_t wgmma_conv_workspace(const SplitKConvShape& s, const WgmmaConvConfig& cfg
   return cfg.splits > 1 && !cfg.dsmem ? static_cast<size_t>(cfg.splits * s.b * s.ho * s.wo * s.cout) : 0;
 }
 
-bool launch_conv_wgmma(const SplitKConvOperands& ops, DType dtype, const SplitKConvShape& s,
-                       const WgmmaConvConfig& cfg, cudaStream_t stream) {
-  SD_ASSERT(wgmma_conv_supported(s, dtype), "conv_wgmma: unsupported shape or dtype");
+namespace {
+
+// The launch of both forms: sub_c 0 = the convolution, else the sub-pixel upsample's phase
+// convolution with C = sub_c (Params::sub_c).
+bool launch_impl(const SplitKConvOperands& ops, DType dtype, const SplitKConvShape& s, const WgmmaConvConfig& cfg,
+                 int sub_c, cudaStream_t stream) {
   const Geometry g = geometry(s);
-  SD_ASSERT(wgmma_conv_config_ok(s, cfg), "conv_wgmma: config " + cfg.describe());
   int piece_imgs = 1, piece_rows = 1;
   piece_box(s, cfg.cx, piece_imgs, piece_rows);
   // x [B, H, W, Cin] innermost first; a box is 64 channels x W x rows x imgs = 128 / cx positions.
@@ -312,6 +314,7 @@ bool launch_conv_wgmma(const SplitKConvOperands& ops, DType dtype, const SplitKC
   p.dsmem = cfg.dsmem && p.splits > 1 ? 1 : 0;
   SD_ASSERT(p.splits == 1 || p.dsmem || ops.partial, "conv_wgmma: split partials need a workspace");
   p.cx = cfg.cx, p.cy = cfg.cy, p.a_piece = kBox / cfg.cx, p.b_piece = cfg.bn / cfg.cy;
+  p.sub_c = sub_c;
   bool ok = true;
   const int64_t tiles = tiles_of(g, cfg.bm);
   dispatch_half(dtype, [&](auto tag) {
@@ -325,6 +328,46 @@ bool launch_conv_wgmma(const SplitKConvOperands& ops, DType dtype, const SplitKC
     }
   });
   return ok;
+}
+
+}  // namespace
+
+bool launch_conv_wgmma(const SplitKConvOperands& ops, DType dtype, const SplitKConvShape& s,
+                       const WgmmaConvConfig& cfg, cudaStream_t stream) {
+  SD_ASSERT(wgmma_conv_supported(s, dtype), "conv_wgmma: unsupported shape or dtype");
+  SD_ASSERT(wgmma_conv_config_ok(s, cfg), "conv_wgmma: config " + cfg.describe());
+  return launch_impl(ops, dtype, s, cfg, 0, stream);
+}
+
+// ---- the sub-pixel upsample's phase convolution ----
+
+bool wgmma_subpixel_supported(const SplitKConvShape& s, DType dtype) {
+  if (dtype != DType::kF16 && dtype != DType::kBF16) return false;
+  if (s.k != 2 || s.stride != 1 || s.ho != s.h || s.wo != s.w || s.b < 1 || s.h < 1 || s.w < 1) return false;
+  if (s.cin % kBK != 0 || s.cout % 256 != 0) return false;  // C % 64 == 0: every N tile inside one phase
+  const int64_t lim = int64_t{1} << 31;
+  if (s.b * s.h * s.w * s.cout >= lim || s.cout * 4 * s.cin >= lim || s.b * s.h * s.w * s.cin >= lim) return false;
+  return geometry(s).ok;
+}
+
+bool wgmma_subpixel_config_ok(const SplitKConvShape& s, const WgmmaConvConfig& cfg) {
+  return cfg.cx == 1 && cfg.cy == 1 && (s.cout / 4) % cfg.bn == 0 && wgmma_conv_config_ok(s, cfg);
+}
+
+std::vector<WgmmaConvConfig> wgmma_subpixel_candidates(const SplitKConvShape& s, int sms) {
+  std::vector<WgmmaConvConfig> out;
+  for (const WgmmaConvConfig& cfg : wgmma_conv_candidates(s, sms)) {
+    if (wgmma_subpixel_config_ok(s, cfg)) out.push_back(cfg);
+  }
+  return out;
+}
+
+bool launch_conv_wgmma_subpixel(const SplitKConvOperands& ops, DType dtype, const SplitKConvShape& s,
+                                const WgmmaConvConfig& cfg, cudaStream_t stream) {
+  SD_ASSERT(wgmma_subpixel_supported(s, dtype), "conv_wgmma: unsupported sub-pixel shape or dtype");
+  SD_ASSERT(wgmma_subpixel_config_ok(s, cfg), "conv_wgmma: sub-pixel config " + cfg.describe());
+  SD_ASSERT(!ops.row && !ops.residual, "conv_wgmma: the sub-pixel upsample adds a bias only");
+  return launch_impl(ops, dtype, s, cfg, static_cast<int>(s.cout / 4), stream);
 }
 
 }  // namespace sd::cuda

@@ -56,4 +56,17 @@ size_t wgmma_conv_workspace(const SplitKConvShape& s, const WgmmaConvConfig& cfg
 bool launch_conv_wgmma(const SplitKConvOperands& ops, DType dtype, const SplitKConvShape& s,
                        const WgmmaConvConfig& cfg, cudaStream_t stream);
 
+// The sub-pixel upsample (Backend::conv2d_subpixel_upsample) as one phase convolution: s is
+// x [B, H, W, Cin] with cout = 4 C (the stacked phase kernels w_phases [4 C, 2, 2, Cin]), k = 2,
+// stride 1, ho = h, wo = w; ops.y is [B, 2H, 2W, C], ops.bias [C] or null, no row / residual. An
+// N tile lies inside one phase (C % bn == 0), whose 2x2 taps start at (a - 1, c - 1) (TMA's zero
+// fill is the border), and the epilogue writes y at (2i + a, 2j + c): no [B, H+1, W+1, 4 C]
+// intermediate and no interleave kernel. No multicast clusters.
+bool wgmma_subpixel_supported(const SplitKConvShape& s, DType dtype);
+bool wgmma_subpixel_config_ok(const SplitKConvShape& s, const WgmmaConvConfig& cfg);
+std::vector<WgmmaConvConfig> wgmma_subpixel_candidates(const SplitKConvShape& s, int sms);
+// wgmma_conv_workspace(s, cfg) floats in ops.partial when cfg.splits > 1 without dsmem.
+bool launch_conv_wgmma_subpixel(const SplitKConvOperands& ops, DType dtype, const SplitKConvShape& s,
+                                const WgmmaConvConfig& cfg, cudaStream_t stream);
+
 }  // namespace sd::cuda

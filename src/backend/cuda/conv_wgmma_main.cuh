@@ -44,14 +44,33 @@ struct Params {
   // positions of the input box and multicast them to the others; the cy CTAs along M share the
   // weight box in pieces of b_piece output channels likewise.
   int cx, cy, a_piece, b_piece;
+  // Sub-pixel upsample (conv_subpixel.cc): C > 0 when the GEMM's N = 4 C columns are the four
+  // output phases p = 2a + c (a, c: output row / column parity) of a 2x2 convolution of the small
+  // image x [B, H, W, Cin]; an N tile lies inside one phase, its taps start at row a - 1 and
+  // column c - 1, and position (b, i, j), column p C + ch goes to y [B, 2H, 2W, C] at
+  // (b, 2i + a, 2j + c, ch) with bias[ch]. 0: a plain convolution.
+  int sub_c;
 };
+
+// Element offset in y of GEMM position m, column n, and the bias index of n.
+__device__ __forceinline__ int64_t y_offset(const Params& p, int m, int n, int& bias_n) {
+  if (p.sub_c == 0) {
+    bias_n = n;
+    return int64_t{m} * p.cout + n;
+  }
+  const int ph = n / p.sub_c, ch = n - ph * p.sub_c;
+  const int b = m / p.hw, r = m - b * p.hw, i = r / p.w_, j = r - i * p.w_;
+  bias_n = ch;
+  return (int64_t{b} * 4 * p.hw + int64_t{2 * i + (ph >> 1)} * 2 * p.w_ + 2 * j + (ph & 1)) * p.sub_c + ch;
+}
 
 // y[m, n..n+1] = v + bias + row + residual (n even).
 template <typename T>
 __device__ __forceinline__ void store_pair(const Params& p, int m, int n, float v0, float v1) {
-  const int64_t o = int64_t{m} * p.cout + n;
+  int bn = n;
+  const int64_t o = y_offset(p, m, n, bn);  // row / residual: plain convolutions only (sub_c == 0)
   if (p.bias) {
-    const float2 b = sm80::unpack_pair<T>(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.bias) + n));
+    const float2 b = sm80::unpack_pair<T>(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.bias) + bn));
     v0 += b.x;
     v1 += b.y;
   }
@@ -125,22 +144,24 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (ncta > 1) boxes = kSub;  // the whole tile arrives, from every CTA of the row
       const uint32_t bytes = boxes * (C::kABytes / kSub) + C::kBBytes;
       const uint64_t stream_once = evict_first_policy();
+      const int phase = p.sub_c ? n0 / p.sub_c : 0;
+      const int pad_y = p.sub_c ? 1 - (phase >> 1) : p.pad, pad_x = p.sub_c ? 1 - (phase & 1) : p.pad;
       for (int it = 0; it < niters; ++it) {
         const int s = it % kStages;
         if (it >= kStages) mbar_wait(empty + 8 * s, ((it / kStages) - 1) & 1);
         sm90::mbarrier_arrive_expect_tx(full + 8 * s, bytes);
         const int kt = kt0 + it, tap = kt / p.cin_steps, c0 = (kt - tap * p.cin_steps) * kBK;
-        const int ky = tap / p.k, kx = tap - ky * p.k;
+        const int ky = tap / p.k, kx = tap - ky * p.k;  // sub-pixel: pad_y / pad_x = 1 - a / 1 - c
         const uint32_t da = sa + s * C::kABytes + a_off, db = sb + s * C::kBBytes + b_off;
         const int nb = n0 + static_cast<int>(ry) * p.b_piece;
         if (p.cx > 1) {
-          tma_load_4d_multicast(da, &xmap, full + 8 * s, c0, kx - p.pad, ah[0] + ky - p.pad, ab[0], a_mask);
+          tma_load_4d_multicast(da, &xmap, full + 8 * s, c0, kx - pad_x, ah[0] + ky - pad_y, ab[0], a_mask);
         } else {
 #pragma unroll
           for (int h = 0; h < kSub; ++h) {
             if (h < boxes) {
-              sm90::tma_load_4d(da + h * (C::kABytes / kSub), &xmap, full + 8 * s, c0, kx - p.pad,
-                                ah[h] + ky - p.pad, ab[h]);
+              sm90::tma_load_4d(da + h * (C::kABytes / kSub), &xmap, full + 8 * s, c0, kx - pad_x,
+                                ah[h] + ky - pad_y, ab[h]);
             }
           }
         }
@@ -284,9 +305,11 @@ __global__ void conv_wgmma_reduce_kernel(const Params p) {
       v[0] += a.x, v[1] += a.y, v[2] += a.z, v[3] += a.w, v[4] += b.x, v[5] += b.y, v[6] += b.z, v[7] += b.w;
     }
     const int m = static_cast<int>(e / p.cout), n = static_cast<int>(e - int64_t{m} * p.cout);
+    int bn = n;
+    const int64_t yo = y_offset(p, m, n, bn);  // 8 columns of one phase (C % 8 == 0)
     float add[8];
     if (p.bias) {
-      unpack8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.bias) + n), add);
+      unpack8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.bias) + bn), add);
       for (int j = 0; j < 8; ++j) v[j] += add[j];
     }
     if (p.row) {
@@ -297,7 +320,7 @@ __global__ void conv_wgmma_reduce_kernel(const Params p) {
       unpack8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.residual) + e), add);
       for (int j = 0; j < 8; ++j) v[j] += add[j];
     }
-    *reinterpret_cast<uint4*>(static_cast<T*>(p.y) + e) = pack8<T>(v);
+    *reinterpret_cast<uint4*>(static_cast<T*>(p.y) + yo) = pack8<T>(v);
   }
 }
 

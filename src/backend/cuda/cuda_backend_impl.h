@@ -28,6 +28,7 @@ struct ConvKey;
 struct ConvPlan;
 struct MarkerPool;  // markers.cc: pooled CUDA events for profiling marks
 struct AttentionArgs;  // attention.h: one fused attention launch
+struct SubpixelPlans;  // conv_subpixel.cc: per-shape choice of the sub-pixel upsample kernel
 
 class CudaBackend final : public Backend {
  public:
@@ -82,6 +83,9 @@ class CudaBackend final : public Backend {
 
   Tensor upsample_nearest2x(const Tensor& x) override;
   Tensor interleave_phases2x(const Tensor& y4, const Tensor& bias) override;
+  // conv_subpixel.cc: the phase convolution on the Hopper wgmma kernel writing y in place, where
+  // it applies and timed faster (SDSERVE_CUDA_WGMMA_SUBPIXEL); else the default two ops.
+  Tensor conv2d_subpixel_upsample(const Tensor& x, const Tensor& w_phases, const Tensor& bias) override;
   Tensor pad_hw(const Tensor& x, int top, int bottom, int left, int right) override;
   Tensor crop_hw(const Tensor& x, int h0, int h, int w0, int w) override;
   Tensor concat_channels(const Tensor& a, const Tensor& b) override;
@@ -171,6 +175,7 @@ class CudaBackend final : public Backend {
   void* gemm_workspace_ = nullptr;
   std::shared_ptr<MarkerPool> markers_;  // made on the first mark() (markers.cc)
   size_t gemm_workspace_bytes_ = 0;
+  std::shared_ptr<SubpixelPlans> subpixel_plans_;  // made on the first conv2d_subpixel_upsample
 };
 
 // False when SDSERVE_CUDA_FUSED=0: conv2d_fused / linear_residual run the unfused ops.

@@ -105,7 +105,9 @@ WgmmaConvConfig forced_wgmma_config(const SplitKConvShape& s, int sms) {
 
 // Output rows above which neither family is even timed (session 6: cuDNN's large tiles were ~3x
 // faster than the split-K kernel on an H100 at 16+ images' 16x16 and larger levels).
-// SDSERVE_CUDA_CONV_TIMED_MAX_ROWS overrides it (read per call).
+// SDSERVE_CUDA_CONV_TIMED_MAX_ROWS overrides it (read per call). Session 7 (helper H18), the
+// wgmma family with the limit raised at batch 16: cuDNN still won every newly timed shape (32 rows
+// at 32x32 / 64x64, the VAE's 128x128) by 1.2-1.6x, so the default stays.
 constexpr int64_t kMaxRows = 8192;
 
 int64_t timed_max_rows() {

@@ -29,7 +29,11 @@ namespace {
 
 // SDSERVE_CUDA_WGMMA_SUBPIXEL=0|1|2: never / where it timed faster (the default) / always where it
 // applies (tests; the config then takes SDSERVE_CUDA_WGMMA_CONV_BN / _BM / _DSMEM / _SPLITS as
-// conv2d's mode 2 does). Read per call; only eager calls decide.
+// conv2d's mode 2 does). Read per call; only eager calls decide. Default 1: on the H100 the
+// timing takes ours at 2x8x8 / 2x16x16 / 32x16x16 x1280 (35 vs 44, 58 vs 72, 1020 vs 1420 us) and
+// keeps the default path at 32x32 and the VAE levels (ours 1.5-2x slower there); step batch 1
+// 5.35 / 5.32 vs 5.31 / 5.34 ms, batch 16 59.28 / 59.07 vs 60.37 / 59.86 ms (docs/perf-notes.md,
+// helper H18).
 constexpr int kSubpixelDefault = 1;
 
 int subpixel_mode() {

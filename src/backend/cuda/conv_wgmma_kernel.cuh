@@ -49,10 +49,14 @@ __device__ __forceinline__ uint32_t cluster_ctaid_y() {
 __device__ __forceinline__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
 }
+// Arrives on the mbarrier at `bar` in cluster CTA `rank`, with the default semantics (release at
+// CTA scope) as CUTLASS's cluster barrier does: the caller's reads of the stage finished at its
+// wgmma.wait_group. (Until session 7 this was .release.cluster, suspected by helper H17 of the
+// multicast clusters' 2-2.5x slowdown.)
 __device__ __forceinline__ void mbar_arrive_cluster(uint32_t bar, uint32_t rank) {
   asm volatile(
       "{\n.reg .b32 r;\nmapa.shared::cluster.u32 r, %0, %1;\n"
-      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [r];\n}\n" ::"r"(bar),
+      "mbarrier.arrive.shared::cluster.b64 _, [r];\n}\n" ::"r"(bar),
       "r"(rank)
       : "memory");
 }

@@ -77,21 +77,7 @@ SplitKConvConfig forced_config(const SplitKConvShape& s, int sms) {
 // The forced wgmma configuration of mode 2: the heuristic's, with the env overrides.
 WgmmaConvConfig forced_wgmma_config(const SplitKConvShape& s, int sms) {
   WgmmaConvConfig cfg = wgmma_conv_candidates(s, sms).front();
-  if (const char* bn = std::getenv("SDSERVE_CUDA_WGMMA_CONV_BN")) {
-    const int v = std::atoi(bn);
-    if ((v == 64 || v == 128 || v == 160 || v == 256) && s.cout % v == 0) cfg.bn = v;
-  }
-  if (const char* bm = std::getenv("SDSERVE_CUDA_WGMMA_CONV_BM")) {
-    const int v = std::atoi(bm);
-    if (v == 128 || v == 256) cfg.bm = v;
-  }
-  if (const char* dsmem = std::getenv("SDSERVE_CUDA_WGMMA_CONV_DSMEM")) {
-    if (dsmem[0] == '0' || dsmem[0] == '1') cfg.dsmem = dsmem[0] == '1';
-  }
-  if (const char* splits = std::getenv("SDSERVE_CUDA_WGMMA_CONV_SPLITS")) {
-    const int n = std::atoi(splits);
-    if (n >= 1) cfg.splits = n;
-  }
+  apply_wgmma_conv_env(cfg, s.cout);
   if (const char* cluster = std::getenv("SDSERVE_CUDA_WGMMA_CONV_CLUSTER")) {
     int cx = 0, cy = 0;
     if (std::sscanf(cluster, "%dx%d", &cx, &cy) == 2) cfg.cx = cx, cfg.cy = cy;

@@ -58,21 +58,7 @@ int device_sms(int device) {
 WgmmaConvConfig forced_config(const SplitKConvShape& s, int sms) {
   const WgmmaConvConfig first = wgmma_subpixel_candidates(s, sms).front();
   WgmmaConvConfig cfg = first;
-  if (const char* bn = std::getenv("SDSERVE_CUDA_WGMMA_CONV_BN")) {
-    const int v = std::atoi(bn);
-    if ((v == 64 || v == 128 || v == 160 || v == 256) && (s.cout / 4) % v == 0) cfg.bn = v;
-  }
-  if (const char* bm = std::getenv("SDSERVE_CUDA_WGMMA_CONV_BM")) {
-    const int v = std::atoi(bm);
-    if (v == 128 || v == 256) cfg.bm = v;
-  }
-  if (const char* dsmem = std::getenv("SDSERVE_CUDA_WGMMA_CONV_DSMEM")) {
-    if (dsmem[0] == '0' || dsmem[0] == '1') cfg.dsmem = dsmem[0] == '1';
-  }
-  if (const char* splits = std::getenv("SDSERVE_CUDA_WGMMA_CONV_SPLITS")) {
-    const int n = std::atoi(splits);
-    if (n >= 1) cfg.splits = n;
-  }
+  apply_wgmma_conv_env(cfg, s.cout / 4);
   if (!wgmma_subpixel_config_ok(s, cfg)) cfg.dsmem = false;
   if (!wgmma_subpixel_config_ok(s, cfg)) cfg.bm = 128;
   if (!wgmma_subpixel_config_ok(s, cfg)) cfg = first;

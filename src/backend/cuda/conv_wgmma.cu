@@ -214,6 +214,24 @@ bool wgmma_conv_device_ok(int device) {
   return major == 9 && minor == 0 && tma_available();
 }
 
+void apply_wgmma_conv_env(WgmmaConvConfig& cfg, int64_t tile_cols) {
+  if (const char* bn = std::getenv("SDSERVE_CUDA_WGMMA_CONV_BN")) {
+    const int v = std::atoi(bn);
+    if ((v == 64 || v == 128 || v == 160 || v == 256) && tile_cols % v == 0) cfg.bn = v;
+  }
+  if (const char* bm = std::getenv("SDSERVE_CUDA_WGMMA_CONV_BM")) {
+    const int v = std::atoi(bm);
+    if (v == 128 || v == 256) cfg.bm = v;
+  }
+  if (const char* dsmem = std::getenv("SDSERVE_CUDA_WGMMA_CONV_DSMEM")) {
+    if (dsmem[0] == '0' || dsmem[0] == '1') cfg.dsmem = dsmem[0] == '1';
+  }
+  if (const char* splits = std::getenv("SDSERVE_CUDA_WGMMA_CONV_SPLITS")) {
+    const int n = std::atoi(splits);
+    if (n >= 1) cfg.splits = n;
+  }
+}
+
 std::vector<WgmmaConvConfig> wgmma_conv_candidates(const SplitKConvShape& s, int sms) {
   std::vector<WgmmaConvConfig> out;
   const Geometry g = geometry(s);
@@ -258,7 +276,7 @@ std::vector<WgmmaConvConfig> wgmma_conv_candidates(const SplitKConvShape& s, int
     for (const int bn : {128, 160, 256}) {
       if (s.cout % bn != 0) continue;
       const int64_t splits = std::max<int64_t>(1, sms / (g.tiles * (s.cout / bn)));
-      for (const auto [cx, cy] : {std::pair{1, 2}, std::pair{2, 1}}) {
+      for (const auto& [cx, cy] : {std::pair{1, 2}, std::pair{2, 1}}) {
         if (!cluster_ok(s, g, bn, cx, cy)) continue;
         add(128, bn, splits, false, cx, cy);
         if (splits > 1) add(128, bn, splits, true, cx, cy);

@@ -47,6 +47,11 @@ bool wgmma_conv_device_ok(int device);
 // Configurations worth timing for `s` on a device with `sms` SMs, the heuristic's pick first.
 std::vector<WgmmaConvConfig> wgmma_conv_candidates(const SplitKConvShape& s, int sms);
 
+// Mode 2's (forced: tests) overrides from the environment, applied to cfg:
+// SDSERVE_CUDA_WGMMA_CONV_BN (64 | 128 | 160 | 256, taken where it divides `tile_cols`), _BM
+// (128 | 256), _DSMEM (0 | 1), _SPLITS (>= 1). The caller checks that the result fits its shape.
+void apply_wgmma_conv_env(WgmmaConvConfig& cfg, int64_t tile_cols);
+
 // f32 elements of split partials `cfg` needs (0 without a split).
 size_t wgmma_conv_workspace(const SplitKConvShape& s, const WgmmaConvConfig& cfg);
 

@@ -31,6 +31,8 @@ int run_bench_cmd(int argc, char** argv) {
                "Also profile one guided step per batch size: per block and per op kind time, FLOPs, bytes, "
                "floor (eager, CUDA events on a GPU)");
   app.add_flag("--profile-only", profile_only, "Only the profile (no model-load, step and end-to-end timings)");
+  app.add_flag("--profile-ops", o.profile_ops,
+               "Profile (as --profile) and also list every op of the step: scope, kind, output, time, floor");
   app.add_option("--profile-repeats", o.profile_repeats, "Recorded steps per batch size (medians)")
       ->capture_default_str();
   app.add_option("--json", json_path, "Also write the results as JSON");
@@ -40,6 +42,7 @@ int run_bench_cmd(int argc, char** argv) {
     return app.exit(e);
   }
   o.end_to_end = !no_e2e;
+  if (o.profile_ops) o.profile = true;
   if (profile_only) {
     o.profile = true;
     o.steps_and_images = false;

@@ -149,6 +149,7 @@ StatusOr<BenchReport> run_bench(const BenchOptions& o, const std::function<void(
     po.width = o.width;
     po.height = o.height;
     po.repeats = o.profile_repeats;
+    po.per_op = o.profile_ops;
     SD_ASSIGN_OR_RETURN(rep.profile, run_profile(po, say));
     if (rep.device_name.empty()) rep.device_name = rep.profile->device_name;
   }

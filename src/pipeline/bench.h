@@ -25,6 +25,7 @@ struct BenchOptions {
   bool steps_and_images = true;  // the timings above (false: --profile-only)
   bool profile = false;          // also profile the guided step per batch size (profile.h)
   int profile_repeats = 10;
+  bool profile_ops = false;  // the profile table also lists every op
 };
 
 struct BenchRow {

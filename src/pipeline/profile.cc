@@ -127,6 +127,7 @@ StatusOr<StepProfile> profile_guided_step(const UNet& unet, ProfilingBackend& be
     if (new_kind) prof.kinds.push_back(ProfileRow{op.kind});
     add_op(prof.kinds[ki->second], ms, op);
     add_op(prof.total, ms, op);
+    prof.ops.push_back(ProfileOp{scope, op.kind, op.output, ms, op.flops, op.bytes, op_floor_ms(op.flops, op.bytes)});
   }
   std::stable_sort(prof.kinds.begin(), prof.kinds.end(),
                    [](const ProfileRow& a, const ProfileRow& b) { return a.ms > b.ms; });
@@ -152,6 +153,7 @@ StatusOr<ProfileReport> run_profile(const ProfileOptions& o, const std::function
   rep.device_name = be.name();
   rep.gpu = !device.is_cpu();
   rep.repeats = o.repeats;
+  rep.per_op = o.per_op;
   for (int batch : o.batch_sizes) {
     if (log) log("profiling the guided step at batch " + std::to_string(batch));
     SD_ASSIGN_OR_RETURN(StepProfile p,

@@ -23,6 +23,7 @@ struct ProfileOptions {
   int width = 512, height = 512;
   int warmup = 2;    // unrecorded steps first (cuDNN autotuning happens on the first)
   int repeats = 10;  // recorded steps; per-op medians over them
+  bool per_op = false;  // the table also lists every op (the JSON always does)
 };
 
 struct ProfileRow {
@@ -38,12 +39,20 @@ struct ProfileRow {
 // The floor of one op, in ms.
 double op_floor_ms(double flops, double bytes);
 
+// One recorded op of the step (median time over the recorded steps).
+struct ProfileOp {
+  std::string scope, kind;
+  std::string output;  // e.g. "f16[2,64,64,320] on cuda:0"
+  double ms = 0, flops = 0, bytes = 0, floor_ms = 0;
+};
+
 struct StepProfile {
   int batch = 0;           // images (UNet rows: 2 * batch)
   int latent_h = 0, latent_w = 0;
   std::vector<ProfileRow> scopes;  // in order of first use
   std::vector<ProfileRow> kinds;   // by time, longest first
   ProfileRow total;                // every recorded op (= sum of the scope rows = sum of the kind rows)
+  std::vector<ProfileOp> ops;      // every recorded op, in issue order
   double step_ms = 0;              // the same step unrecorded: host clock to synchronize(), median
   double step_ms_min = 0;
   double hold_ms = 0;              // queue hold before each recorded step (0 on the CPU)
@@ -54,6 +63,7 @@ struct ProfileReport {
   bool device_timer = false;  // CUDA events (true) or the host clock
   bool gpu = false;           // floors and efficiencies are meaningful (vs H100 peaks)
   int repeats = 0;
+  bool per_op = false;  // table() lists every op too
   std::vector<StepProfile> steps;
   std::string table() const;
   std::string json() const;

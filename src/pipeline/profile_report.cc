@@ -38,6 +38,29 @@ std::string line(const ProfileRow& r, double total_ms, bool gpu) {
   return s + "\n";
 }
 
+// "f16[2,64,64,320] on cuda:0" -> "f16[2,64,64,320]".
+std::string shape_only(const std::string& output) { return output.substr(0, output.find(" on ")); }
+
+std::string op_lines(const StepProfile& p, bool gpu) {
+  char buf[320];
+  std::snprintf(buf, sizeof buf, "\nper op (issue order)\n%4s %-18s %-14s %-22s %9s %9s %9s", "#", "scope", "kind",
+                "output", "us", "GFLOP", "MB");
+  std::string s = buf;
+  s += gpu ? " floor us    eff\n" : "\n";
+  for (size_t i = 0; i < p.ops.size(); ++i) {
+    const ProfileOp& op = p.ops[i];
+    std::snprintf(buf, sizeof buf, "%4zu %-18s %-14s %-22s %9.1f %9.3f %9.2f", i, op.scope.c_str(), op.kind.c_str(),
+                  shape_only(op.output).c_str(), 1e3 * op.ms, op.flops / 1e9, op.bytes / 1e6);
+    s += buf;
+    if (gpu) {
+      std::snprintf(buf, sizeof buf, " %8.1f %5.0f%%", 1e3 * op.floor_ms, op.ms > 0 ? 100.0 * op.floor_ms / op.ms : 0.0);
+      s += buf;
+    }
+    s += "\n";
+  }
+  return s;
+}
+
 nlohmann::json row_json(const ProfileRow& r) {
   return {{"name", r.name},   {"ops", r.ops},           {"ms", r.ms},
           {"flops", r.flops}, {"bytes", r.bytes},       {"floor_ms", r.floor_ms},
@@ -66,6 +89,7 @@ std::string ProfileReport::table() const {
     s += "\nper op kind\n" + header("kind", gpu);
     for (const ProfileRow& r : p.kinds) s += line(r, p.total.ms, gpu);
     s += line(p.total, p.total.ms, gpu);
+    if (per_op) s += op_lines(p, gpu);
     std::snprintf(buf, sizeof buf,
                   "\nsum of op times %.3f ms (%d ops) vs the measured step without graphs %.3f ms (min %.3f): "
                   "%.3f ms outside ops (launch gaps, host work)\n",
@@ -102,6 +126,11 @@ std::string ProfileReport::json() const {
     for (const ProfileRow& r : p.scopes) sj["scopes"].push_back(row_json(r));
     sj["kinds"] = nlohmann::json::array();
     for (const ProfileRow& r : p.kinds) sj["kinds"].push_back(row_json(r));
+    sj["ops"] = nlohmann::json::array();
+    for (const ProfileOp& op : p.ops) {
+      sj["ops"].push_back({{"scope", op.scope}, {"kind", op.kind}, {"output", shape_only(op.output)}, {"ms", op.ms},
+                           {"flops", op.flops}, {"bytes", op.bytes}, {"floor_ms", op.floor_ms}});
+    }
     j["steps"].push_back(sj);
   }
   return j.dump(2);

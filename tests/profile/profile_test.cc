@@ -3,6 +3,8 @@
 // the per-scope and per-kind rows summing to the total, table and JSON well formed.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -191,6 +193,19 @@ TEST(GuidedStepProfile, TinyUNetHasEveryScopeAndConsistentTotals) {
     EXPECT_GT(p.total.ms, 0);
     EXPECT_GT(p.step_ms, 0);
     for (size_t i = 1; i < p.kinds.size(); ++i) EXPECT_GE(p.kinds[i - 1].ms, p.kinds[i].ms);
+    // The per-op list is the same ops: one entry each, in issue order, summing to the total.
+    ASSERT_EQ(static_cast<int>(p.ops.size()), p.total.ops);
+    double op_ms = 0, op_flops = 0;
+    for (const ProfileOp& op : p.ops) op_ms += op.ms, op_flops += op.flops;
+    EXPECT_NEAR(op_ms, p.total.ms, 1e-9 * (1 + p.total.ms));
+    EXPECT_DOUBLE_EQ(op_flops, p.total.flops);
+    EXPECT_EQ(p.ops.front().scope, "scale_in");
+    EXPECT_EQ(p.ops.back().scope, "sampler");
+    const auto conv_in_op =
+        std::find_if(p.ops.begin(), p.ops.end(), [](const ProfileOp& op) { return op.scope == "conv_in"; });
+    ASSERT_NE(conv_in_op, p.ops.end());
+    EXPECT_EQ(conv_in_op->kind, "conv2d");
+    EXPECT_EQ(conv_in_op->output.find("f32[" + std::to_string(p.batch) + ",8,8,"), 0u) << conv_in_op->output;
     // conv_in is one 3x3 conv on batch rows of 8x8 latents.
     const ProfileRow& conv_in = p.scopes[3];
     // context_kv: one GEMM of the 77-token contexts of 2*batch rows.
@@ -212,12 +227,15 @@ TEST(GuidedStepProfile, TinyUNetHasEveryScopeAndConsistentTotals) {
   for (const char* needle : {"per scope", "per op kind", "down.0.attn.1", "conv2d", "sum of op times"})
     EXPECT_NE(table.find(needle), std::string::npos) << needle;
   EXPECT_EQ(table.find("floor ms"), std::string::npos);  // floors are for GPUs only
+  EXPECT_EQ(table.find("per op (issue order)"), std::string::npos);  // only when asked for
   const auto j = nlohmann::json::parse(rep->json());
   ASSERT_EQ(j["steps"].size(), 2u);
   EXPECT_EQ(j["timer"], "host clock");
   EXPECT_EQ(j["steps"][0]["scopes"].size(), want.size());
   EXPECT_EQ(j["steps"][1]["batch"], 2);
   EXPECT_EQ(j["steps"][0]["total"]["ops"].get<int>(), rep->steps[0].total.ops);
+  EXPECT_EQ(j["steps"][0]["ops"].size(), rep->steps[0].ops.size());
+  EXPECT_EQ(j["steps"][0]["ops"][0]["scope"], "scale_in");
   EXPECT_DOUBLE_EQ(j["peak_matmul_flops"].get<double>(), kPeakMatmulFlops);
 }
 
@@ -227,13 +245,20 @@ TEST(GuidedStepProfile, BenchProfileOnlyWritesItIntoTheJson) {
   o.width = o.height = 64;
   o.steps_and_images = false;
   o.profile = true;
+  o.profile_ops = true;
   o.profile_repeats = 1;
   auto rep = run_bench(o);
   ASSERT_TRUE(rep.ok()) << rep.status().to_string();
   ASSERT_TRUE(rep->profile.has_value());
   const auto j = nlohmann::json::parse(rep->json());
   EXPECT_EQ(j["profile"]["steps"].size(), 1u);
-  EXPECT_NE(rep->table().find("per scope"), std::string::npos);
+  const std::string table = rep->table();
+  EXPECT_NE(table.find("per scope"), std::string::npos);
+  // --profile-ops: one line per op after the header, conv_in's among them.
+  const size_t at = table.find("per op (issue order)");
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_NE(table.find("conv_in", at), std::string::npos);
+  EXPECT_EQ(std::count(table.begin() + at, table.end(), '\n'), rep->profile->steps[0].total.ops + 4);  // + 2 headers, blank, sum
 }
 
 TEST(Bench, EndToEndReportsTheMedianOfItsRuns) {

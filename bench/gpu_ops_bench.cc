@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -133,14 +134,16 @@ std::vector<Case> sd15_cases(int64_t b) {
                      }});
   }
   // Hopper wgmma implicit-GEMM convolution (conv_wgmma.cu) vs cuDNN at the UNet levels 8x8 .. 64x64:
-  // path cudnn (SDSERVE_CUDA_WGMMA_CONV=0), wgmma (=2, the heuristic config), auto (=1, the timed
-  // choice; SDSERVE_CUDNN_LOG=1 prints every candidate). Four weight copies used in turn (> L2),
+  // path cudnn (SDSERVE_CUDA_WGMMA_CONV=0), wgmma (=2, the heuristic config), reuse (=2 with
+  // SDSERVE_CUDA_WGMMA_CONV_REUSE=1: the input-reuse kernel, heuristic bn / split unless the
+  // _BN / _SPLITS / _DSMEM overrides are set), auto (=1, the timed choice; SDSERVE_CUDNN_LOG=1
+  // prints every candidate). Four weight copies used in turn (> L2),
   // so each call reads its weights from memory as the step does.
   for (auto [hw, cin, cout] : {std::array<int64_t, 3>{8, 1280, 1280}, {8, 2560, 1280}, {16, 1280, 1280},
                                {16, 640, 1280}, {16, 1920, 1280}, {16, 2560, 1280}, {32, 640, 640},
                                {32, 1280, 640}, {32, 960, 640}, {32, 1920, 640}, {32, 1280, 1280},
                                {64, 320, 320}, {64, 640, 320}, {64, 960, 320}}) {
-    for (const char* path : {"cudnn", "wgmma", "auto"}) {
+    for (const char* path : {"cudnn", "wgmma", "reuse", "auto"}) {
       const auto turn = std::make_shared<int>(0);
       cases.push_back({std::string("conv_wgmma/") + path + "/" + bs + dims({hw, hw, cin}) + "->" +
                            std::to_string(cout),
@@ -154,7 +157,9 @@ std::vector<Case> sd15_cases(int64_t b) {
                        },
                        [=](const std::vector<Tensor>& in) {
                          sd::testing::ScopedEnv env("SDSERVE_CUDA_WGMMA_CONV",
-                                                    path[0] == 'c' ? "0" : path[0] == 'w' ? "2" : "1");
+                                                    path[0] == 'c' ? "0" : path[0] == 'a' ? "1" : "2");
+                         std::optional<sd::testing::ScopedEnv> reuse;
+                         if (path[0] == 'r') reuse.emplace("SDSERVE_CUDA_WGMMA_CONV_REUSE", "1");
                          sd::testing::ScopedEnv splitk("SDSERVE_CUDA_SPLITK_CONV", "0");
                          const Tensor& w = in[2 + static_cast<size_t>((*turn)++ % 4)];
                          return g_backend->conv2d(in[0], w, in[1], 1, 1);
@@ -263,13 +268,15 @@ std::vector<Case> sd15_cases(int64_t b) {
   // The wgmma kernel's softmax options at the d 40 self-attention (attention_wgmma_pingpong.cu):
   // SDSERVE_CUDA_WGMMA_POLY p (p of every 8 exps by polynomial on the FMA pipe) x
   // SDSERVE_CUDA_WGMMA_RESCALE r (0 always, 1 skipped when no row maximum changed, 2 maxima
-  // raised only by > 8 in log2 units) x SDSERVE_CUDA_WGMMA_ROWSUM s (1: row sums by the P V wgmma).
-  for (int poly = 0; poly <= 4; ++poly) {
+  // raised only by > 8 in log2 units) x SDSERVE_CUDA_WGMMA_ROWSUM s (1: row sums by the P V wgmma);
+  // "ph2": no polynomial, SDSERVE_CUDA_WGMMA_EXPH2=1 (f16 exps two per MUFU op).
+  for (int poly = -1; poly <= 4; ++poly) {
     for (int rescale = 0; rescale <= 2; ++rescale) {
       for (int rowsum = 0; rowsum <= 1; ++rowsum) {
         const int64_t lq = 4096, lk = 4096, h = 8, d = 40;
-        cases.push_back({"attn_wgmma_sm/p" + std::to_string(poly) + "_r" + std::to_string(rescale) + "_s" +
-                             std::to_string(rowsum) + "/" + bs + "l" + std::to_string(lq) + "_h" + std::to_string(h) +
+        const std::string p_name = poly < 0 ? std::string("h2") : std::to_string(poly);
+        cases.push_back({"attn_wgmma_sm/p" + p_name + "_r" + std::to_string(rescale) + "_s" + std::to_string(rowsum) +
+                             "/" + bs + "l" + std::to_string(lq) + "_h" + std::to_string(h) +
                              "_d" + std::to_string(d),
                          4.0 * b * h * lq * lk * d,
                          [=] {
@@ -279,7 +286,8 @@ std::vector<Case> sd15_cases(int64_t b) {
                          },
                          [=](const std::vector<Tensor>& in) {
                            sd::testing::ScopedEnv env("SDSERVE_CUDA_ATTENTION", "wgmma");
-                           sd::testing::ScopedEnv p("SDSERVE_CUDA_WGMMA_POLY", std::to_string(poly));
+                           sd::testing::ScopedEnv p("SDSERVE_CUDA_WGMMA_POLY", std::to_string(poly < 0 ? 0 : poly));
+                           sd::testing::ScopedEnv h2("SDSERVE_CUDA_WGMMA_EXPH2", poly < 0 ? "1" : "0");
                            sd::testing::ScopedEnv r("SDSERVE_CUDA_WGMMA_RESCALE", std::to_string(rescale));
                            sd::testing::ScopedEnv sum("SDSERVE_CUDA_WGMMA_ROWSUM", std::to_string(rowsum));
                            return g_backend->attention(in[0], in[1], in[2], static_cast<int>(h), false);

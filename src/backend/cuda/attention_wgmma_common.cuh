@@ -31,13 +31,10 @@ struct WgmmaVariant {
 // raised only by more than 8 / scale_log2 (so most tiles skip it).
 // rowsum_mma (d 40 4-consumer kernel only): the row sums of P come from the P V wgmma (n 48:
 // V gets a column of ones) instead of FADDs in the softmax. Defaults: attention_wgmma_pingpong.cu.
-// exp_h2 (f16, d 40 4-consumer kernel, poly 0): two exps per MUFU op from f16 exponents
-// (softmax_exp_h2).
 struct WgmmaSoftmax {
   int poly = 0;
   int rescale = 0;
   bool rowsum_mma = false;
-  bool exp_h2 = false;
 };
 // The caller has checked the arguments and the device.
 void launch_attention_wgmma_pingpong(DType dtype, const AttentionArgs& a, cudaStream_t stream,
@@ -300,15 +297,20 @@ __device__ __forceinline__ float exp2_poly(float x) {
   return __uint_as_float(__float_as_uint(p) + (__float_as_uint(j) << 23));
 }
 
-// Online softmax, first half: masks keys >= lk of the NB 8-key blocks of S accumulators s[4 NB]
-// (keys key0 + 8 i + 2 t + e % 2 for element 4 i + e), updates the row maxima m0 / m1 (raw score
-// units; rows g, g + 8) and returns the factors alpha0 / alpha1 for the output so far.
-// max_slack (raw score units, >= 0): a row's maximum is only raised when the tile's exceeds it by
-// more than this (0: whenever it grows); then alpha is exactly 1 and the caller may skip the
-// rescale of the output (probabilities stay <= 2^(max_slack * scale_log2)).
-template <int NB>
-__device__ __forceinline__ void softmax_max(float (&s)[4 * NB], int key0, int lk, int t, float scale_log2,
-                                            float& m0, float& m1, float& alpha0, float& alpha1, float max_slack) {
+// Online softmax over NB 8-key blocks of S accumulators s[4 NB] (keys key0 + 8 i + 2 t + e % 2
+// for element 4 i + e): masks keys >= lk, updates the row maxima m0 / m1 (raw score units; rows
+// g, g + 8) and this thread's row sums l0 / l1, returns the factors alpha0 / alpha1 for the
+// output so far, and overwrites s with the unnormalized probabilities.
+// kPoly (0..4): elements j with j % 8 < kPoly (kPoly / 8 of them) take exp2_poly, the rest
+// ex2.approx (MUFU). max_slack (raw score units, >= 0): a row's maximum is only raised when the
+// tile's exceeds it by more than this (0: whenever it grows); then alpha is exactly 1 and the
+// caller may skip the rescale of the output (probabilities stay <= 2^(max_slack * scale_log2)).
+// kRowSum false: l0 / l1 are left alone (the row sums come from the P V MMA's ones column).
+template <int NB, int kPoly = 0, bool kRowSum = true>
+__device__ __forceinline__ void softmax_exp(float (&s)[4 * NB], int key0, int lk, int t, float scale_log2,
+                                            float& m0, float& m1, float& l0, float& l1, float& alpha0,
+                                            float& alpha1, float max_slack = 0.f) {
+  static_assert(kPoly >= 0 && kPoly <= 4, "kPoly: 0..4 of every 8 elements");
   if (key0 + 8 * NB > lk) {  // ragged last tile: keys >= lk do not exist
 #pragma unroll
     for (int i = 0; i < NB; ++i) {
@@ -337,20 +339,7 @@ __device__ __forceinline__ void softmax_max(float (&s)[4 * NB], int key0, int lk
   alpha1 = exp2f((m1 - mx1) * scale_log2);
   m0 = mx0;
   m1 = mx1;
-}
-
-// Online softmax over NB 8-key blocks (softmax_max, then the exps): overwrites s with the
-// unnormalized probabilities and adds them to this thread's row sums l0 / l1.
-// kPoly (0..4): elements j with j % 8 < kPoly (kPoly / 8 of them) take exp2_poly, the rest
-// ex2.approx (MUFU). kRowSum false: l0 / l1 are left alone (the row sums come from the P V MMA's
-// ones column).
-template <int NB, int kPoly = 0, bool kRowSum = true>
-__device__ __forceinline__ void softmax_exp(float (&s)[4 * NB], int key0, int lk, int t, float scale_log2,
-                                            float& m0, float& m1, float& l0, float& l1, float& alpha0,
-                                            float& alpha1, float max_slack = 0.f) {
-  static_assert(kPoly >= 0 && kPoly <= 4, "kPoly: 0..4 of every 8 elements");
-  softmax_max<NB>(s, key0, lk, t, scale_log2, m0, m1, alpha0, alpha1, max_slack);
-  const float ms0 = m0 * scale_log2, ms1 = m1 * scale_log2;
+  const float ms0 = mx0 * scale_log2, ms1 = mx1 * scale_log2;
   float sum0 = 0.f, sum1 = 0.f;
 #pragma unroll
   for (int i = 0; i < NB; ++i) {
@@ -367,47 +356,6 @@ __device__ __forceinline__ void softmax_exp(float (&s)[4 * NB], int key0, int lk
   if constexpr (kRowSum) {
     l0 = l0 * alpha0 + sum0;
     l1 = l1 * alpha1 + sum1;
-  }
-}
-
-// 2^x of two halves in one MUFU op (ex2.approx.f16x2).
-__device__ __forceinline__ uint32_t ex2_h2(uint32_t x) {
-  uint32_t y;
-  asm("ex2.approx.f16x2 %0, %1;\n" : "=r"(y) : "r"(x));
-  return y;
-}
-
-// As softmax_exp (no polynomial), f16 only: the exponents x = s scale_log2 - m (f32) are rounded
-// to f16 pairs and exponentiated two per MUFU op, straight into the register A fragments p of
-// the P V wgmma (what pack_p makes). x <= max_slack scale_log2 <= 8, so P <= 256; an f16 x of
-// magnitude in [2^k, 2^(k+1)) is off by <= 2^(k-11), i.e. P by <= 0.034% for |x| < 1 and by more
-// only where P < 2^-8. Row sums (kRowSum) add the f16 pairs per tile (<= 16 values a row, each
-// <= 256: no overflow), then in f32 across tiles.
-template <int NB, bool kRowSum = true>
-__device__ __forceinline__ void softmax_exp_h2(float (&s)[4 * NB], int key0, int lk, int t, float scale_log2,
-                                               float& m0, float& m1, float& l0, float& l1, float& alpha0,
-                                               float& alpha1, float max_slack, uint32_t (&p)[NB / 2][4]) {
-  softmax_max<NB>(s, key0, lk, t, scale_log2, m0, m1, alpha0, alpha1, max_slack);
-  const float ms0 = m0 * scale_log2, ms1 = m1 * scale_log2;
-  __half2 sum0 = __float2half2_rn(0.f), sum1 = sum0;
-#pragma unroll
-  for (int i = 0; i < NB; ++i) {
-    const __half2 x01 = __floats2half2_rn(fmaf(s[4 * i], scale_log2, -ms0), fmaf(s[4 * i + 1], scale_log2, -ms0));
-    const __half2 x23 =
-        __floats2half2_rn(fmaf(s[4 * i + 2], scale_log2, -ms1), fmaf(s[4 * i + 3], scale_log2, -ms1));
-    const uint32_t p01 = ex2_h2(*reinterpret_cast<const uint32_t*>(&x01));
-    const uint32_t p23 = ex2_h2(*reinterpret_cast<const uint32_t*>(&x23));
-    p[i / 2][(i % 2) * 2] = p01;
-    p[i / 2][(i % 2) * 2 + 1] = p23;
-    if constexpr (kRowSum) {
-      sum0 = __hadd2(sum0, *reinterpret_cast<const __half2*>(&p01));
-      sum1 = __hadd2(sum1, *reinterpret_cast<const __half2*>(&p23));
-    }
-  }
-  if constexpr (kRowSum) {
-    const float2 f0 = __half22float2(sum0), f1 = __half22float2(sum1);
-    l0 = l0 * alpha0 + (f0.x + f0.y);
-    l1 = l1 * alpha1 + (f1.x + f1.y);
   }
 }
 

@@ -61,10 +61,9 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 // round-robin; 2: pairs 0/1 and 2/3); 0: no named barriers, the consumers run freely.
 // kPoly / 8 of the exps by polynomial (softmax_exp); max_slack > 0 or skip_rescale: a warp skips
 // the output rescale when no row of it raised its maximum (WgmmaSoftmax::rescale 2 / 1).
-// kOnes: row sums by the P V wgmma (PingpongCfg), none in the softmax. kH2 (f16, kPoly 0): the
-// exps two per MUFU op straight into P's fragments (softmax_exp_h2).
+// kOnes: row sums by the P V wgmma (PingpongCfg), none in the softmax.
 // Fragment layouts as in attention_wgmma.cu.
-template <typename T, int D, int NC, int BN, int kPoly, bool kOnes, bool kH2>
+template <typename T, int D, int NC, int BN, int kPoly, bool kOnes>
 __global__ void __launch_bounds__(128 * (NC + 1), 1)
     attention_wgmma_pingpong_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                                     T* __restrict__ o, int lq, int lk, int heads, int64_t q_stride,
@@ -73,7 +72,6 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
   pdl_wait();  // PDL (pdl.cuh): first, in every CTA
   pdl_trigger();
 #if SD_WGMMA_COMPILED
-  static_assert(!kH2 || (kPoly == 0 && std::is_same_v<T, __half>), "kH2: f16, no polynomial");
   using C = PingpongCfg<D, NC, BN, kOnes>;
   constexpr int kNB = BN / 8;  // 8-key blocks per tile
   constexpr int kS = C::kStages;
@@ -159,27 +157,7 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     float l0 = 0.f, l1 = 0.f;              // this thread's share of the row sums
     float s[BN / 2];                       // S [64 x BN] of the current tile, then its probabilities
     uint32_t pa[BN / 16][4];               // P of the previous tile, register A fragments
-    uint32_t ph[BN / 16][4];               // kH2: P of the current tile until pa is free
     float a0, a1;
-    // Probabilities of the tile in s (kH2: into ph), then (pack) into pa once P V no longer reads it.
-    const auto softmax = [&](int key0) {
-      if constexpr (kH2) {
-        softmax_exp_h2<kNB, !kOnes>(s, key0, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack, ph);
-      } else {
-        softmax_exp<kNB, kPoly, !kOnes>(s, key0, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
-      }
-    };
-    const auto pack = [&] {
-      if constexpr (kH2) {
-#pragma unroll
-        for (int i = 0; i < BN / 16; ++i) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) pa[i][e] = ph[i][e];
-        }
-      } else {
-        pack_p<T, kNB>(s, pa);
-      }
-    };
 
     const auto issue_qk = [&](int st) {
       const uint32_t ks = sstage + st * C::kStageBytes;
@@ -205,8 +183,8 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     section_end();
     wgmma_wait<0>();
     fence_regs(s);
-    softmax(0);
-    pack();
+    softmax_exp<kNB, kPoly, !kOnes>(s, 0, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
+    pack_p<T, kNB>(s, pa);
     for (int j = 1; j < ntiles; ++j) {
       const int st = j % kS, prev = (j - 1) % kS;
       mbar_wait(full + 8 * st, (j / kS) & 1);
@@ -218,13 +196,13 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
       section_end();
       wgmma_wait<1>();  // S has landed
       fence_regs(s);
-      softmax(j * BN);
+      softmax_exp<kNB, kPoly, !kOnes>(s, j * BN, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
       wgmma_wait<0>();  // P V has landed: stage prev is free, pa may be overwritten
       fence_regs(acc);
       keep_live(pa);
       mbar_arrive(empty + 8 * prev);
       if (!skip_rescale || __any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) scale_rows(acc, a0, a1);
-      pack();
+      pack_p<T, kNB>(s, pa);
     }
     section_begin();
     wgmma_fence();
@@ -243,10 +221,10 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
 #endif
 }
 
-template <typename T, int D, int NC, int BN, int kPoly = 0, bool kOnes = false, bool kH2 = false>
+template <typename T, int D, int NC, int BN, int kPoly = 0, bool kOnes = false>
 void launch(const AttentionArgs& a, cudaStream_t stream, int group, const WgmmaSoftmax& sm) {
   using C = PingpongCfg<D, NC, BN, kOnes>;
-  const auto kernel = attention_wgmma_pingpong_kernel<T, D, NC, BN, kPoly, kOnes, kH2>;
+  const auto kernel = attention_wgmma_pingpong_kernel<T, D, NC, BN, kPoly, kOnes>;
   SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kBytes)));
   const WgmmaLaunch l = wgmma_launch_params<C, D>(a);
   launch_kernel(kernel, l.grid, C::kThreads, C::kBytes, stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k),
@@ -271,12 +249,6 @@ void launch_d(const AttentionArgs& a, cudaStream_t stream, const WgmmaVariant& w
   if constexpr (D == 40) {
     if (w.consumers == 4) {
       const int g = turn_group<4>(w.group);
-      if constexpr (std::is_same_v<T, __half>) {
-        if (sm.exp_h2 && sm.poly == 0) {
-          return sm.rowsum_mma ? launch<T, D, 4, 64, 0, true, true>(a, stream, g, sm)
-                               : launch<T, D, 4, 64, 0, false, true>(a, stream, g, sm);
-        }
-      }
       if (sm.rowsum_mma) {
         switch (sm.poly) {
           case 1: return launch<T, D, 4, 64, 1, true>(a, stream, g, sm);
@@ -309,8 +281,7 @@ void launch_d(const AttentionArgs& a, cudaStream_t stream, const WgmmaVariant& w
 // SDSERVE_CUDA_WGMMA_POLY (0..4: that many of every 8 exps by polynomial; default
 // kDefaultPoly), SDSERVE_CUDA_WGMMA_RESCALE (0 / 1 / 2, WgmmaSoftmax; default
 // kDefaultRescale) and SDSERVE_CUDA_WGMMA_ROWSUM (0 FADDs, 1 the ones column; default
-// kDefaultRowsumMma) and SDSERVE_CUDA_WGMMA_EXPH2 (1: two f16 exps per MUFU op; default
-// kDefaultExpH2), read per call so tests and benchmarks can sweep them in one process.
+// kDefaultRowsumMma), read per call so tests and benchmarks can sweep them in one process.
 // Defaults from the H100 sweep (perf-notes, helper H11; l4096 h8 d40): the polynomial lost at
 // every fraction (b2: 150 us at 0, 154 / 168 / 171 / 183 at 1..4 of 8); rescale 2 won 1-2% at
 // every batch; the ones-column row sums won 1-3% from batch x heads 32 up (b4 283-288 vs 291,
@@ -320,7 +291,6 @@ constexpr int kDefaultPoly = 0;
 constexpr int kDefaultRescale = 2;
 constexpr int kDefaultRowsumMma = -1;
 constexpr int64_t kRowsumMinBh = 32;
-constexpr int kDefaultExpH2 = 0;
 WgmmaSoftmax softmax_options(const AttentionArgs& a) {
   const auto read = [](const char* name, int fallback) {
     const char* env = std::getenv(name);
@@ -332,7 +302,6 @@ WgmmaSoftmax softmax_options(const AttentionArgs& a) {
   if (sm.rescale > 2) sm.rescale = kDefaultRescale;
   const int rowsum = read("SDSERVE_CUDA_WGMMA_ROWSUM", kDefaultRowsumMma);
   sm.rowsum_mma = rowsum == 1 || (rowsum < 0 && int64_t{a.batch} * a.heads >= kRowsumMinBh);
-  sm.exp_h2 = read("SDSERVE_CUDA_WGMMA_EXPH2", kDefaultExpH2) == 1;
   return sm;
 }
 

@@ -306,15 +306,12 @@ __device__ __forceinline__ float exp2_poly(float x) {
 // tile's exceeds it by more than this (0: whenever it grows); then alpha is exactly 1 and the
 // caller may skip the rescale of the output (probabilities stay <= 2^(max_slack * scale_log2)).
 // kRowSum false: l0 / l1 are left alone (the row sums come from the P V MMA's ones column).
-// kMask false: the caller knows every key of the tile exists (key0 + 8 NB <= lk). Callers branch
-// to it for all but the last tile: the compiler if-converts the mask into 32 selects + their
-// index arithmetic per tile otherwise, ~20% of the softmax's instructions.
-template <int NB, int kPoly = 0, bool kRowSum = true, bool kMask = true>
+template <int NB, int kPoly = 0, bool kRowSum = true>
 __device__ __forceinline__ void softmax_exp(float (&s)[4 * NB], int key0, int lk, int t, float scale_log2,
                                             float& m0, float& m1, float& l0, float& l1, float& alpha0,
                                             float& alpha1, float max_slack = 0.f) {
   static_assert(kPoly >= 0 && kPoly <= 4, "kPoly: 0..4 of every 8 elements");
-  if (kMask && key0 + 8 * NB > lk) {  // ragged last tile: keys >= lk do not exist
+  if (key0 + 8 * NB > lk) {  // ragged last tile: keys >= lk do not exist
 #pragma unroll
     for (int i = 0; i < NB; ++i) {
 #pragma unroll

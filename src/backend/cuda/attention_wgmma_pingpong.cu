@@ -158,14 +158,6 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     float s[BN / 2];                       // S [64 x BN] of the current tile, then its probabilities
     uint32_t pa[BN / 16][4];               // P of the previous tile, register A fragments
     float a0, a1;
-    // The softmax of the tile at key0; only a ragged last tile pays for the key mask.
-    const auto softmax = [&](int key0) {
-      if (key0 + BN > lk) {
-        softmax_exp<kNB, kPoly, !kOnes, true>(s, key0, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
-      } else {
-        softmax_exp<kNB, kPoly, !kOnes, false>(s, key0, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
-      }
-    };
 
     const auto issue_qk = [&](int st) {
       const uint32_t ks = sstage + st * C::kStageBytes;
@@ -191,7 +183,7 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     section_end();
     wgmma_wait<0>();
     fence_regs(s);
-    softmax(0);
+    softmax_exp<kNB, kPoly, !kOnes>(s, 0, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
     pack_p<T, kNB>(s, pa);
     for (int j = 1; j < ntiles; ++j) {
       const int st = j % kS, prev = (j - 1) % kS;
@@ -204,7 +196,7 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
       section_end();
       wgmma_wait<1>();  // S has landed
       fence_regs(s);
-      softmax(j * BN);
+      softmax_exp<kNB, kPoly, !kOnes>(s, j * BN, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
       wgmma_wait<0>();  // P V has landed: stage prev is free, pa may be overwritten
       fence_regs(acc);
       keep_live(pa);

@@ -30,6 +30,12 @@ bool fused_epilogues_enabled() {
 
 namespace {
 
+// SDSERVE_CUDA_THIN_CONV=0 keeps the few-output-channel convolutions on cuDNN (read per call).
+bool thin_conv_enabled() {
+  const char* env = std::getenv("SDSERVE_CUDA_THIN_CONV");
+  return !(env && env[0] == '0');
+}
+
 // ConvEpilogue flags that may go into the cuDNN graph (SDSERVE_CUDA_FUSED_CONV; default none).
 int conv_epilogue_mask() {
   static const int mask = [] {
@@ -105,6 +111,16 @@ Tensor CudaBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor&
     add_epilogue(y, bias, row_add, residual);          // one pass for all three adds
     return y;
   };
+  // Few output channels (conv_out of the UNet and the VAE): our mma.sync kernel, where cuDNN's
+  // tiles are mostly empty. SDSERVE_CUDA_THIN_CONV=0: cuDNN (read per call, for tests).
+  if (x.dtype() != DType::kF32 && conv3x3_thin_out_applies(x.dim(3), cout, w.dim(1), stride, padding) &&
+      thin_conv_enabled()) {
+    Tensor y = empty({key.b, x.dim(1), x.dim(2), cout}, x.dtype());  // [B, H, W, Cout]
+    launch_conv3x3_thin_out(x.raw(), w.raw(), bias.defined() ? bias.raw() : nullptr, y.raw(), x.dtype(), key.b,
+                            x.dim(1), x.dim(2), x.dim(3), cout, stream_);
+    add_epilogue(y, Tensor(), row_add, residual);
+    return y;
+  }
   // Few output positions and a long reduction (the 8x8 / 16x16 UNet levels): our split-K
   // implicit GEMM with the adds fused, opt-in, where it timed faster than cuDNN for this shape.
   if (Tensor y = conv2d_splitk(x, w, bias, stride, padding, row_add, residual, plan, unfused); y.defined()) {

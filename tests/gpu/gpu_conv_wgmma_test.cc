@@ -1,10 +1,12 @@
 // The Hopper wgmma implicit-GEMM convolution (src/backend/cuda/conv_wgmma.cu), forced with
 // SDSERVE_CUDA_WGMMA_CONV=2 and each tile / split configuration, against the CPU backend's
 // conv2d_fused on the same rounded inputs: SD 1.5 shapes, 1x1, odd sizes, bf16, clusters that
-// multicast the input (along N) and the weights (along M), 256-position tiles, DSMEM split sums.
+// multicast the input (along N) and the weights (along M), 256-position tiles, DSMEM split sums,
+// and the input-reuse kernel (halo boxes per channel chunk, taps read out of shared memory).
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -12,6 +14,10 @@
 #include "backend/op_cases.h"
 #include "gpu_test_util.h"
 #include "scoped_env.h"
+
+#if SD_TEST_CUDA_INTERNALS
+#include "backend/cuda/conv_wgmma.h"
+#endif
 
 namespace sd::testing {
 namespace {
@@ -27,6 +33,7 @@ struct WgmmaCase {
   const char* cluster = "";  // SDSERVE_CUDA_WGMMA_CONV_CLUSTER ("CXxCY"; "" = heuristic)
   const char* bm = "";       // SDSERVE_CUDA_WGMMA_CONV_BM ("128" / "256"; "" = heuristic)
   const char* dsmem = "";    // SDSERVE_CUDA_WGMMA_CONV_DSMEM ("1": split summed in-cluster)
+  const char* reuse = "";    // SDSERVE_CUDA_WGMMA_CONV_REUSE ("1": the input-reuse kernel)
 };
 
 class GpuConvWgmma : public ::testing::TestWithParam<WgmmaCase> {};
@@ -56,6 +63,9 @@ TEST_P(GpuConvWgmma, MatchesCpuAndIsDeterministic) {
   }
   const Tensor want = cpu.download(conv(cpu, dc));
   Tensor got, again;
+#if SD_TEST_CUDA_INTERNALS
+  const uint64_t reuse_before = cuda::wgmma_conv_reuse_launches();
+#endif
   {
     ScopedEnv mode("SDSERVE_CUDA_WGMMA_CONV", "2");
     ScopedEnv splitk("SDSERVE_CUDA_SPLITK_CONV", "0");
@@ -64,6 +74,7 @@ TEST_P(GpuConvWgmma, MatchesCpuAndIsDeterministic) {
     ScopedEnv cluster("SDSERVE_CUDA_WGMMA_CONV_CLUSTER", c.cluster);
     ScopedEnv bm("SDSERVE_CUDA_WGMMA_CONV_BM", c.bm);
     ScopedEnv dsmem("SDSERVE_CUDA_WGMMA_CONV_DSMEM", c.dsmem);
+    ScopedEnv reuse("SDSERVE_CUDA_WGMMA_CONV_REUSE", c.reuse);
     got = gpu.download(conv(gpu, dg));
     again = gpu.download(conv(gpu, dg));
   }
@@ -74,6 +85,18 @@ TEST_P(GpuConvWgmma, MatchesCpuAndIsDeterministic) {
     cudnn = gpu.download(conv(gpu, dg));
   }
   ASSERT_TRUE(gpu.synchronize().ok());
+#if SD_TEST_CUDA_INTERNALS
+  // A case that forces the reuse kernel on a shape it takes must have run it (not a fallback).
+  const cuda::SplitKConvShape shape{c.b, c.h, c.w, c.cin, c.cout, c.k, c.stride, pad, ho, wo};
+  const bool reuse_expected = c.reuse[0] == '1' && c.k == 3 && c.stride == 1;
+  EXPECT_EQ(cuda::wgmma_conv_reuse_launches() - reuse_before, reuse_expected ? 2u : 0u) << c.name;
+  if (reuse_expected) {
+    cuda::WgmmaConvConfig cfg;
+    cfg.bn = std::atoi(c.bn), cfg.splits = std::atoi(c.splits), cfg.dsmem = c.dsmem[0] == '1', cfg.reuse = true;
+    if (c.bm[0]) cfg.bm = std::atoi(c.bm);
+    EXPECT_TRUE(cuda::wgmma_conv_config_ok(shape, cfg)) << c.name << ": " << cfg.describe();
+  }
+#endif
   ASSERT_EQ(got.shape(), want.shape()) << c.name;
   const double rel = relative_l2(got, want), rel_cudnn = relative_l2(got, cudnn);
   std::printf("  %-30s vs CPU rel_l2 %.2e max_abs %.2e | vs cuDNN rel_l2 %.2e\n", c.name, rel,
@@ -170,7 +193,67 @@ INSTANTIATE_TEST_SUITE_P(
         WgmmaCase{"l8_bn160_cluster2x1_dsmem4", 2, 8, 8, 1280, 1280, 3, 1, true, true, true, "160", "4", DType::kF16,
                   "2x1", "128", "1"},
         WgmmaCase{"odd_bf16_rows16_cluster1x2_dsmem3", 3, 32, 8, 64, 128, 3, 1, true, true, true, "128", "3",
-                  DType::kBF16, "1x2", "128", "1"}),
+                  DType::kBF16, "1x2", "128", "1"},
+        // the input-reuse kernel: name, ..., bn, splits, dtype, cluster, bm, dsmem, reuse
+        WgmmaCase{"reuse_l64_320_bn64_dsmem2", 2, 64, 64, 320, 320, 3, 1, true, false, true, "64", "2", DType::kF16,
+                  "", "128", "1", "1"},
+        WgmmaCase{"reuse_l64_320_bn64_s3_partials", 2, 64, 64, 320, 320, 3, 1, true, true, false, "64", "3",
+                  DType::kF16, "", "128", "0", "1"},
+        WgmmaCase{"reuse_l64_ring2_bn128", 1, 64, 64, 128, 256, 3, 1, true, false, true, "128", "1", DType::kF16, "",
+                  "128", "0", "1"},
+        WgmmaCase{"reuse_l32_640_bn160_dsmem2", 2, 32, 32, 640, 640, 3, 1, true, false, true, "160", "2", DType::kF16,
+                  "", "128", "1", "1"},
+        WgmmaCase{"reuse_l32_640_bn128_nosplit", 2, 32, 32, 640, 640, 3, 1, true, true, true, "128", "1", DType::kF16,
+                  "", "128", "0", "1"},
+        WgmmaCase{"reuse_l16_1280_bn160_dsmem4", 2, 16, 16, 1280, 1280, 3, 1, true, false, true, "160", "4",
+                  DType::kF16, "", "128", "1", "1"},
+        WgmmaCase{"reuse_l16_1280_bn128_s5_partials", 2, 16, 16, 1280, 1280, 3, 1, true, true, true, "128", "5",
+                  DType::kF16, "", "128", "0", "1"},
+        WgmmaCase{"reuse_l8_1280_bn64_dsmem6", 2, 8, 8, 1280, 1280, 3, 1, true, true, true, "64", "6", DType::kF16, "",
+                  "128", "1", "1"},
+        WgmmaCase{"reuse_l8_2560_bn160_s8_partials", 2, 8, 8, 2560, 1280, 3, 1, true, false, false, "160", "8",
+                  DType::kF16, "", "128", "0", "1"},
+        WgmmaCase{"reuse_b32_l32_640_bn160", 32, 32, 32, 640, 640, 3, 1, true, false, false, "160", "1", DType::kF16,
+                  "", "128", "0", "1"},
+        WgmmaCase{"reuse_odd_3x12x16_cin64_rows", 3, 12, 16, 64, 128, 3, 1, true, true, true, "64", "1", DType::kF16,
+                  "", "128", "0", "1"},
+        WgmmaCase{"reuse_odd_1x20x8_cin128_s2", 1, 20, 8, 128, 192, 3, 1, true, true, false, "64", "2", DType::kF16,
+                  "", "128", "0", "1"},
+        WgmmaCase{"reuse_odd_3x4x16_imgs2_dsmem2", 3, 4, 16, 128, 64, 3, 1, true, true, true, "64", "2", DType::kF16,
+                  "", "128", "1", "1"},
+        WgmmaCase{"reuse_odd_2x8x16_imgs1_bn128", 2, 8, 16, 64, 128, 3, 1, true, false, true, "128", "1", DType::kF16,
+                  "", "128", "0", "1"},
+        WgmmaCase{"reuse_odd_3x4x8_short_tile", 3, 4, 8, 128, 192, 3, 1, true, true, true, "64", "1", DType::kF16, "",
+                  "128", "0", "1"},
+        WgmmaCase{"reuse_k1_falls_back", 2, 16, 16, 640, 1280, 1, 1, true, false, true, "128", "1", DType::kF16, "",
+                  "128", "0", "1"},
+        WgmmaCase{"reuse_bf16_l8_bn128_dsmem5", 2, 8, 8, 1280, 1280, 3, 1, true, true, true, "128", "5", DType::kBF16,
+                  "", "128", "1", "1"},
+        WgmmaCase{"reuse_bf16_l32_bn160_s3_partials", 2, 32, 32, 640, 640, 3, 1, true, false, true, "160", "3",
+                  DType::kBF16, "", "128", "0", "1"},
+        WgmmaCase{"reuse_bf16_odd_1x6x32_dsmem3", 1, 6, 32, 192, 128, 3, 1, true, true, true, "128", "3",
+                  DType::kBF16, "", "128", "1", "1"},
+        WgmmaCase{"reuse_bf16_odd_2x12x16_bn128", 2, 12, 16, 64, 256, 3, 1, false, true, true, "128", "1",
+                  DType::kBF16, "", "128", "0", "1"},
+        // bm 256: 32-channel chunks, 64-byte swizzle, two m64 sub-tiles a consumer warpgroup
+        WgmmaCase{"reuse_bm256_l32_640_bn160_dsmem2", 2, 32, 32, 640, 640, 3, 1, true, false, true, "160", "2",
+                  DType::kF16, "", "256", "1", "1"},
+        WgmmaCase{"reuse_bm256_l16_1280_bn128_s3_partials", 2, 16, 16, 1280, 1280, 3, 1, true, true, true, "128", "3",
+                  DType::kF16, "", "256", "0", "1"},
+        WgmmaCase{"reuse_bm256_l8_1280_bn128_dsmem4", 2, 8, 8, 1280, 1280, 3, 1, true, true, true, "128", "4",
+                  DType::kF16, "", "256", "1", "1"},
+        WgmmaCase{"reuse_bm256_l64_320_bn160_nosplit", 2, 64, 64, 320, 320, 3, 1, true, false, true, "160", "1",
+                  DType::kF16, "", "256", "0", "1"},
+        WgmmaCase{"reuse_bm256_b32_l32_640_bn160", 32, 32, 32, 640, 640, 3, 1, true, false, false, "160", "1",
+                  DType::kF16, "", "256", "0", "1"},
+        WgmmaCase{"reuse_bm256_odd_3x12x16_dsmem2", 3, 12, 16, 64, 128, 3, 1, true, true, true, "128", "2", DType::kF16,
+                  "", "256", "1", "1"},
+        WgmmaCase{"reuse_bm256_odd_1x20x8_s4", 1, 20, 8, 128, 256, 3, 1, true, true, false, "128", "4", DType::kF16, "",
+                  "256", "0", "1"},
+        WgmmaCase{"reuse_bm256_bf16_l16_bn160_dsmem3", 2, 16, 16, 1280, 1280, 3, 1, true, false, true, "160", "3",
+                  DType::kBF16, "", "256", "1", "1"},
+        WgmmaCase{"reuse_bm256_bf16_odd_3x4x16_imgs4", 3, 4, 16, 128, 128, 3, 1, true, true, true, "128", "1",
+                  DType::kBF16, "", "256", "0", "1"}),
     case_name);
 
 // The timed choice (mode 1) must give the same values as whichever path it picks.

@@ -8,6 +8,8 @@
 // SDSERVE_CUDA_WGMMA_CONV=0|1|2 (never / where it timed faster, the default / always where it
 // applies; tests pick its config with SDSERVE_CUDA_WGMMA_CONV_BN=64|128|160|256, _SPLITS=N,
 // _CLUSTER=CXxCY, _BM=128|256, _DSMEM=0|1; SDSERVE_CUDA_WGMMA_CONV_MCAST=1 also times multicast pairs).
+// The input-reuse kernel (3x3; conv_wgmma_reuse.cuh) is part of that family: SDSERVE_CUDA_WGMMA_CONV_REUSE=0
+// keeps it out of the timing, =1 forces it in mode 2 (with the overrides above; no multicast).
 // Shapes above SDSERVE_CUDA_CONV_TIMED_MAX_ROWS output rows (default 8192) stay with cuDNN untimed.
 #include <cstdio>
 #include <cstdlib>
@@ -76,16 +78,30 @@ SplitKConvConfig forced_config(const SplitKConvShape& s, int sms) {
 
 // The forced wgmma configuration of mode 2: the heuristic's, with the env overrides.
 WgmmaConvConfig forced_wgmma_config(const SplitKConvShape& s, int sms) {
-  WgmmaConvConfig cfg = wgmma_conv_candidates(s, sms).front();
+  const std::vector<WgmmaConvConfig> candidates = wgmma_conv_candidates(s, sms);
+  WgmmaConvConfig cfg = candidates.front();
   apply_wgmma_conv_env(cfg, s.cout);
   if (const char* cluster = std::getenv("SDSERVE_CUDA_WGMMA_CONV_CLUSTER")) {
     int cx = 0, cy = 0;
     if (std::sscanf(cluster, "%dx%d", &cx, &cy) == 2) cfg.cx = cx, cfg.cy = cy;
   }
-  // Overrides that do not fit the shape fall away: multicast first, then DSMEM, then the 256 tile.
-  if (!wgmma_conv_config_ok(s, cfg)) cfg.cx = cfg.cy = 1;
-  if (!wgmma_conv_config_ok(s, cfg)) cfg.dsmem = false;
-  if (!wgmma_conv_config_ok(s, cfg)) cfg.bm = 128;
+  if (const char* reuse = std::getenv("SDSERVE_CUDA_WGMMA_CONV_REUSE"); reuse && reuse[0] == '1') {
+    cfg.reuse = true;  // the reuse kernel: no multicast
+    cfg.cx = cfg.cy = 1;
+  }
+  // Overrides that do not fit the shape fall away: multicast first, then DSMEM, then the 256 tile,
+  // then the reuse kernel (a shape it does not take: 1x1, W not a multiple of 8, ...).
+  const auto fall_back = [&] {
+    if (!wgmma_conv_config_ok(s, cfg)) cfg.cx = cfg.cy = 1;
+    if (!wgmma_conv_config_ok(s, cfg)) cfg.dsmem = false;
+    if (!wgmma_conv_config_ok(s, cfg)) cfg.bm = 128;
+  };
+  fall_back();
+  if (cfg.reuse && !wgmma_conv_config_ok(s, cfg)) {
+    cfg.reuse = false;
+    fall_back();
+  }
+  if (!wgmma_conv_config_ok(s, cfg)) cfg = candidates.front();  // e.g. a shape only the reuse kernel takes
   return cfg;
 }
 

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -28,12 +29,17 @@ struct WgmmaConvConfig {
   int cx = 1, cy = 1;
   int bm = 128;
   bool dsmem = false;
+  // 3x3 only, bm 128, no multicast: each 64-channel chunk's input is loaded once as three
+  // column-shifted halo boxes and the 9 taps are read out of them (conv_wgmma_reuse.cuh); the
+  // split is over channel chunks.
+  bool reuse = false;
   std::string describe() const;
 };
 
 // f16/bf16, stride 1, "same" padding (k odd, padding k / 2), Cin % 64 == 0, Cout % bn == 0, and
 // a 128-position tile that is one box of the input: W divides 128 and H*W divides 128 (whole
-// images per tile) or 128 divides H*W (rows of one image per tile).
+// images per tile) or 128 divides H*W (rows of one image per tile). Or, for the reuse kernel
+// only (3x3, padding 1): W in 8, 16, 32, 64 and its halo boxes fit shared memory (any H).
 bool wgmma_conv_supported(const SplitKConvShape& s, DType dtype);
 
 // Whether `cfg`'s tile and cluster fit shape `s` (grid divisible by the cluster, input pieces
@@ -60,6 +66,10 @@ size_t wgmma_conv_workspace(const SplitKConvShape& s, const WgmmaConvConfig& cfg
 // when a tensor map could not be encoded or the device refused the cluster (nothing ran).
 bool launch_conv_wgmma(const SplitKConvOperands& ops, DType dtype, const SplitKConvShape& s,
                        const WgmmaConvConfig& cfg, cudaStream_t stream);
+
+// Launches of the input-reuse kernel so far in this process (tests check that a forced
+// configuration really ran it).
+uint64_t wgmma_conv_reuse_launches();
 
 // The sub-pixel upsample (Backend::conv2d_subpixel_upsample) as one phase convolution: s is
 // x [B, H, W, Cin] with cout = 4 C (the stacked phase kernels w_phases [4 C, 2, 2, Cin]), k = 2,

@@ -50,6 +50,10 @@ struct Params {
   // column c - 1, and position (b, i, j), column p C + ch goes to y [B, 2H, 2W, C] at
   // (b, 2i + a, 2j + c, ch) with bias[ch]. 0: a plain convolution.
   int sub_c;
+  // The input-reuse kernel (conv_wgmma_reuse.cuh; kiters / iters_per_split count 64-channel
+  // chunks there): halo box bytes, weight ring depth, images per tile, rows per image block,
+  // positions per image block, tiles per image, image height.
+  int r_box_bytes, r_b_stages, r_imgs, r_tile_h, r_tile_hw, r_tiles_per_img, r_h;
 };
 
 // Element offset in y of GEMM position m, column n, and the bias index of n.

@@ -37,9 +37,10 @@ struct ConvDims {
 };
 void launch_conv2d_direct(const void* x, const void* w, void* y, DType dtype, const ConvDims& d, cudaStream_t stream);
 
-// 3x3 stride-1 padding-1 convolutions with Cout <= 8 and Cin % 16 == 0 on mma.sync
-// (conv_thin.cu): x [B, H, W, Cin], w [Cout, 3, 3, Cin], bias [Cout] or null -> y [B, H, W, Cout].
-bool conv3x3_thin_out_applies(int64_t cin, int64_t cout, int64_t k, int stride, int padding);
+// 3x3 stride-1 padding-1 convolutions with Cout <= 8 and Cin % 16 == 0 on mma.sync, up to 32768
+// output positions (conv_thin.cu): x [B, H, W, Cin], w [Cout, 3, 3, Cin], bias [Cout] or null
+// -> y [B, H, W, Cout].
+bool conv3x3_thin_out_applies(int64_t positions, int64_t cin, int64_t cout, int64_t k, int stride, int padding);
 void launch_conv3x3_thin_out(const void* x, const void* w, const void* bias, void* y, DType dtype, int64_t batch,
                              int64_t h, int64_t wd, int64_t cin, int64_t cout, cudaStream_t stream);
 

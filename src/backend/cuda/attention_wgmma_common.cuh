@@ -320,12 +320,22 @@ __device__ __forceinline__ void softmax_exp(float (&s)[4 * NB], int key0, int lk
       }
     }
   }
-  float mx0 = m0, mx1 = m1;
+  // Row maxima as trees (depth log2 NB + 2 instead of a chain of NB dependent FMNMX).
+  float t0[NB], t1[NB];
 #pragma unroll
   for (int i = 0; i < NB; ++i) {
-    mx0 = fmaxf(mx0, fmaxf(s[4 * i], s[4 * i + 1]));
-    mx1 = fmaxf(mx1, fmaxf(s[4 * i + 2], s[4 * i + 3]));
+    t0[i] = fmaxf(s[4 * i], s[4 * i + 1]);
+    t1[i] = fmaxf(s[4 * i + 2], s[4 * i + 3]);
   }
+#pragma unroll
+  for (int step = 1; step < NB; step *= 2) {
+#pragma unroll
+    for (int i = 0; i + step < NB; i += 2 * step) {
+      t0[i] = fmaxf(t0[i], t0[i + step]);
+      t1[i] = fmaxf(t1[i], t1[i + step]);
+    }
+  }
+  float mx0 = fmaxf(m0, t0[0]), mx1 = fmaxf(m1, t1[0]);
   mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
   mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
@@ -340,7 +350,6 @@ __device__ __forceinline__ void softmax_exp(float (&s)[4 * NB], int key0, int lk
   m0 = mx0;
   m1 = mx1;
   const float ms0 = mx0 * scale_log2, ms1 = mx1 * scale_log2;
-  float sum0 = 0.f, sum1 = 0.f;
 #pragma unroll
   for (int i = 0; i < NB; ++i) {
 #pragma unroll
@@ -348,14 +357,24 @@ __device__ __forceinline__ void softmax_exp(float (&s)[4 * NB], int key0, int lk
       const float x = fmaf(s[4 * i + e], scale_log2, e < 2 ? -ms0 : -ms1);
       s[4 * i + e] = (4 * i + e) % 8 < kPoly ? exp2_poly(x) : exp2f(x);
     }
-    if constexpr (kRowSum) {
-      sum0 += s[4 * i] + s[4 * i + 1];
-      sum1 += s[4 * i + 2] + s[4 * i + 3];
-    }
   }
-  if constexpr (kRowSum) {
-    l0 = l0 * alpha0 + sum0;
-    l1 = l1 * alpha1 + sum1;
+  if constexpr (kRowSum) {  // row sums as trees too (the same association for every tile)
+    float u0[NB], u1[NB];
+#pragma unroll
+    for (int i = 0; i < NB; ++i) {
+      u0[i] = s[4 * i] + s[4 * i + 1];
+      u1[i] = s[4 * i + 2] + s[4 * i + 3];
+    }
+#pragma unroll
+    for (int step = 1; step < NB; step *= 2) {
+#pragma unroll
+      for (int i = 0; i + step < NB; i += 2 * step) {
+        u0[i] += u0[i + step];
+        u1[i] += u1[i + step];
+      }
+    }
+    l0 = l0 * alpha0 + u0[0];
+    l1 = l1 * alpha1 + u1[0];
   }
 }
 

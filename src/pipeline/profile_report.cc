@@ -53,7 +53,8 @@ std::string op_lines(const StepProfile& p, bool gpu) {
                   shape_only(op.output).c_str(), 1e3 * op.ms, op.flops / 1e9, op.bytes / 1e6);
     s += buf;
     if (gpu) {
-      std::snprintf(buf, sizeof buf, " %8.1f %5.0f%%", 1e3 * op.floor_ms, op.ms > 0 ? 100.0 * op.floor_ms / op.ms : 0.0);
+      const double eff = op.ms > 0 ? 100.0 * op.floor_ms / op.ms : 0.0;
+      std::snprintf(buf, sizeof buf, " %8.1f %5.0f%%", 1e3 * op.floor_ms, eff);
       s += buf;
     }
     s += "\n";

@@ -113,7 +113,9 @@ Tensor CudaBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor&
   };
   // Few output channels (conv_out of the UNet and the VAE): our mma.sync kernel, where cuDNN's
   // tiles are mostly empty. SDSERVE_CUDA_THIN_CONV=0: cuDNN (read per call, for tests).
-  if (x.dtype() != DType::kF32 && conv3x3_thin_out_applies(key.b * x.dim(1) * x.dim(2), x.dim(3), cout, w.dim(1), stride, padding) &&
+  const int64_t positions = key.b * x.dim(1) * x.dim(2);
+  if (x.dtype() != DType::kF32 && conv3x3_thin_out_applies(positions, x.dim(3), cout, w.dim(1), stride, padding) &&
+      pointer_alignment(x.raw()) >= 8 && pointer_alignment(w.raw()) >= 8 &&  // its 8-byte operand loads
       thin_conv_enabled()) {
     Tensor y = empty({key.b, x.dim(1), x.dim(2), cout}, x.dtype());  // [B, H, W, Cout]
     launch_conv3x3_thin_out(x.raw(), w.raw(), bias.defined() ? bias.raw() : nullptr, y.raw(), x.dtype(), key.b,

@@ -11,6 +11,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
 #include "backend/cuda/mma_sync.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace sd::cuda {
 
@@ -146,6 +147,8 @@ __global__ void __launch_bounds__(kThreads, 2) conv_splitk_kernel(const KernelPa
   const int niters = min(p.kiters, kt0 + p.iters_per_split) - kt0;
   const int chunk = tid & 7;
   const int64_t ktot = int64_t{p.kiters} * kBK;
+  pdl_wait();
+  pdl_trigger();
 
   // The output positions this thread gathers input rows for: their window origin and image.
   int a_iy0[kARows], a_ix0[kARows];
@@ -253,6 +256,8 @@ __global__ void __launch_bounds__(kThreads, 2) conv_splitk_kernel(const KernelPa
 // y = sum over splits of partial (in split order: deterministic) + the adds; 8 outputs per thread.
 template <typename T>
 __global__ void splitk_reduce_kernel(const KernelParams p) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t mn = int64_t{p.m} * p.cout, n8 = mn / 8;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n8; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t e = i * 8;
@@ -285,13 +290,13 @@ bool launch_tile(const KernelParams& p, cudaStream_t stream) {
   cfg.blockDim = dim3(kThreads, 1, 1);
   cfg.dynamicSmemBytes = C::kSmem;
   cfg.stream = stream;
-  cudaLaunchAttribute cluster[1];
-  cluster[0].id = cudaLaunchAttributeClusterDimension;
-  cluster[0].val.clusterDim.x = 1;
-  cluster[0].val.clusterDim.y = 1;
-  cluster[0].val.clusterDim.z = static_cast<unsigned>(p.splits);
-  cfg.attrs = cluster;
+  cudaLaunchAttribute attrs[2];
+  attrs[0].id = cudaLaunchAttributeClusterDimension;
+  attrs[0].val.clusterDim.x = 1;
+  attrs[0].val.clusterDim.y = 1;
+  attrs[0].val.clusterDim.z = static_cast<unsigned>(p.splits);
   cfg.numAttrs = kCluster ? 1 : 0;
+  add_pdl_attribute(cfg, attrs);
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, p);
   if (err != cudaSuccess && kCluster) {
     (void)cudaGetLastError();  // a refused cluster shape is not sticky
@@ -389,7 +394,7 @@ bool launch_conv_splitk(const SplitKConvOperands& ops, DType dtype, const SplitK
     if (cfg.bm == 64 && cfg.bn == 64) tile(cluster ? launch_tile<T, 64, 64, true> : launch_tile<T, 64, 64, false>);
     if (ok && p.splits > 1 && !cluster) {
       const int64_t n8 = int64_t{p.m} * p.cout / 8;
-      splitk_reduce_kernel<T><<<grid_for(n8, 256), 256, 0, stream>>>(p);
+      launch_kernel(splitk_reduce_kernel<T>, dim3(grid_for(n8, 256)), dim3(256), 0, stream, p);
       SD_CUDA_LAUNCH_CHECK();
     }
   });

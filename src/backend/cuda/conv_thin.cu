@@ -10,6 +10,7 @@
 #include "backend/cuda/cuda_types.cuh"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/mma_sync.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace sd::cuda {
 
@@ -39,6 +40,8 @@ __global__ void __launch_bounds__(kThreads)
     conv3x3_thin_out_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                             T* __restrict__ y, int batch, int h, int wd, int cin, int cout) {
   __shared__ float partial[9][32][4 * kTilesM];  // [tap][lane][accumulator]
+  pdl_wait();
+  pdl_trigger();
   const int tap = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int dy = tap / 3 - 1, dx = tap % 3 - 1;
   const int64_t positions = int64_t{batch} * h * wd, p0 = int64_t{blockIdx.x} * kPositions;
@@ -108,7 +111,7 @@ void launch_conv3x3_thin_out(const void* x, const void* w, const void* bias, voi
   if (blocks == 0) return;
   dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
-    conv3x3_thin_out_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+    launch_kernel(conv3x3_thin_out_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, stream,
         static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<T*>(y),
         static_cast<int>(batch), static_cast<int>(h), static_cast<int>(wd), static_cast<int>(cin),
         static_cast<int>(cout));

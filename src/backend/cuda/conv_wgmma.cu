@@ -230,15 +230,16 @@ bool launch_kernel(const CUtensorMap& xmap, const CUtensorMap& wmap, const Param
   cfg.blockDim = dim3(kThreads, 1, 1);
   cfg.dynamicSmemBytes = Cfg<BM, BN>::kSmem;
   cfg.stream = stream;
-  cudaLaunchAttribute cluster[1];
-  cluster[0].id = cudaLaunchAttributeClusterDimension;
-  cluster[0].val.clusterDim.x = static_cast<unsigned>(p.cx);
-  cluster[0].val.clusterDim.y = static_cast<unsigned>(p.cy);
-  cluster[0].val.clusterDim.z = p.dsmem ? static_cast<unsigned>(p.splits) : 1u;  // (cx, cy, splits)
-  cfg.attrs = cluster;
-  cfg.numAttrs = p.cx * p.cy > 1 || p.dsmem ? 1 : 0;
+  cudaLaunchAttribute attrs[2];
+  attrs[0].id = cudaLaunchAttributeClusterDimension;
+  attrs[0].val.clusterDim.x = static_cast<unsigned>(p.cx);
+  attrs[0].val.clusterDim.y = static_cast<unsigned>(p.cy);
+  attrs[0].val.clusterDim.z = p.dsmem ? static_cast<unsigned>(p.splits) : 1u;  // (cx, cy, splits)
+  const bool clustered = p.cx * p.cy > 1 || p.dsmem;
+  cfg.numAttrs = clustered ? 1 : 0;
+  add_pdl_attribute(cfg, attrs);
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, xmap, wmap, p);
-  if (err != cudaSuccess && cfg.numAttrs > 0) {
+  if (err != cudaSuccess && clustered) {
     (void)cudaGetLastError();  // a refused cluster shape is not sticky
     return false;
   }
@@ -447,7 +448,7 @@ bool launch_impl(const SplitKConvOperands& ops, DType dtype, const SplitKConvSha
                        : launch_bm<T, 128>(cfg.bn, xmap, wmap, p, tiles, stream);
     if (ok && p.splits > 1 && !p.dsmem) {
       const int64_t n8 = int64_t{p.m} * p.cout / 8;
-      conv_wgmma_reduce_kernel<T><<<grid_for(n8, 256), 256, 0, stream>>>(p);
+      ::sd::cuda::launch_kernel(conv_wgmma_reduce_kernel<T>, dim3(grid_for(n8, 256)), dim3(256), 0, stream, p);
       SD_CUDA_LAUNCH_CHECK();
     }
   });
@@ -465,13 +466,13 @@ void launch_reuse_kernel(const CUtensorMap& xmap, const CUtensorMap& wmap, const
   cfg.dynamicSmemBytes =
       reuse_smem_bytes(static_cast<uint32_t>(p.r_box_bytes), p.r_b_stages, ReuseCfg<BM, BN>::kBBytes);
   cfg.stream = stream;
-  cudaLaunchAttribute cluster[1];
-  cluster[0].id = cudaLaunchAttributeClusterDimension;
-  cluster[0].val.clusterDim.x = 1;
-  cluster[0].val.clusterDim.y = 1;
-  cluster[0].val.clusterDim.z = static_cast<unsigned>(p.splits);  // (1, 1, splits): the DSMEM split sum
-  cfg.attrs = cluster;
+  cudaLaunchAttribute attrs[2];
+  attrs[0].id = cudaLaunchAttributeClusterDimension;
+  attrs[0].val.clusterDim.x = 1;
+  attrs[0].val.clusterDim.y = 1;
+  attrs[0].val.clusterDim.z = static_cast<unsigned>(p.splits);  // (1, 1, splits): the DSMEM split sum
   cfg.numAttrs = p.dsmem ? 1 : 0;
+  add_pdl_attribute(cfg, attrs);
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, xmap, wmap, p);
   if (err != cudaSuccess && p.dsmem) {
     (void)cudaGetLastError();  // a refused cluster shape is not sticky
@@ -535,7 +536,7 @@ bool launch_reuse(const SplitKConvOperands& ops, DType dtype, const SplitKConvSh
     }
     if (ok && p.splits > 1 && !p.dsmem) {
       const int64_t n8 = int64_t{p.m} * p.cout / 8;
-      conv_wgmma_reduce_kernel<T><<<grid_for(n8, 256), 256, 0, stream>>>(p);
+      ::sd::cuda::launch_kernel(conv_wgmma_reduce_kernel<T>, dim3(grid_for(n8, 256)), dim3(256), 0, stream, p);
       SD_CUDA_LAUNCH_CHECK();
     }
   });

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "backend/cuda/mbarrier.cuh"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/wgmma_sm90.cuh"
 
 namespace sd::cuda::conv_wgmma {

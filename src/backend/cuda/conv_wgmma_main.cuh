@@ -150,14 +150,31 @@ __global__ void __launch_bounds__(kThreads, 1)
       const uint64_t stream_once = evict_first_policy();
       const int phase = p.sub_c ? n0 / p.sub_c : 0;
       const int pad_y = p.sub_c ? 1 - (phase >> 1) : p.pad, pad_x = p.sub_c ? 1 - (phase & 1) : p.pad;
+      const auto load_w = [&](int it) {
+        const int s = it % kStages, kt = kt0 + it;
+        const uint32_t db = sb + s * C::kBBytes + b_off;
+        const int nb = n0 + static_cast<int>(ry) * p.b_piece;
+        if (p.cy > 1) tma_load_2d_multicast(db, &wmap, full + 8 * s, kt * kBK, nb, b_mask, stream_once);
+        else sm90::tma_load_2d(db, &wmap, full + 8 * s, kt * kBK, nb, stream_once);
+      };
+      // The weights do not come from the kernel before this one: the first stages of w are
+      // requested before pdl_wait() (programmatic dependent launch), x's after it.
+      const int pre = min(niters, kStages);
+      for (int it = 0; it < pre; ++it) {
+        sm90::mbarrier_arrive_expect_tx(full + 8 * it, bytes);
+        load_w(it);
+      }
+      pdl_wait();
+      pdl_trigger();
       for (int it = 0; it < niters; ++it) {
         const int s = it % kStages;
-        if (it >= kStages) mbar_wait(empty + 8 * s, ((it / kStages) - 1) & 1);
-        sm90::mbarrier_arrive_expect_tx(full + 8 * s, bytes);
+        if (it >= pre) {
+          if (it >= kStages) mbar_wait(empty + 8 * s, ((it / kStages) - 1) & 1);
+          sm90::mbarrier_arrive_expect_tx(full + 8 * s, bytes);
+        }
         const int kt = kt0 + it, tap = kt / p.cin_steps, c0 = (kt - tap * p.cin_steps) * kBK;
         const int ky = tap / p.k, kx = tap - ky * p.k;  // sub-pixel: pad_y / pad_x = 1 - a / 1 - c
-        const uint32_t da = sa + s * C::kABytes + a_off, db = sb + s * C::kBBytes + b_off;
-        const int nb = n0 + static_cast<int>(ry) * p.b_piece;
+        const uint32_t da = sa + s * C::kABytes + a_off;
         if (p.cx > 1) {
           tma_load_4d_multicast(da, &xmap, full + 8 * s, c0, kx - pad_x, ah[0] + ky - pad_y, ab[0], a_mask);
         } else {
@@ -169,8 +186,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
           }
         }
-        if (p.cy > 1) tma_load_2d_multicast(db, &wmap, full + 8 * s, kt * kBK, nb, b_mask, stream_once);
-        else sm90::tma_load_2d(db, &wmap, full + 8 * s, kt * kBK, nb, stream_once);
+        if (it >= pre) load_w(it);
       }
     }
     __syncwarp();  // warp 0 whole again before the aligned cluster barriers
@@ -185,6 +201,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   sm90::setmaxnreg_inc<232>();
+  pdl_wait();  // before the epilogue's residual / row / partial reads and the output writes
+  pdl_trigger();
   const int cw = wg - 1;  // consumer: tile rows [BM / 2 cw, BM / 2 (cw + 1))
   float acc[kSub][BN / 2];
 #pragma unroll
@@ -299,6 +317,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 // y = sum over slices of partial (in slice order: deterministic) + the adds; 8 outputs a thread.
 template <typename T>
 __global__ void conv_wgmma_reduce_kernel(const Params p) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t mn = int64_t{p.m} * p.cout, n8 = mn / 8;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n8; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t e = i * 8;

@@ -103,15 +103,27 @@ __global__ void __launch_bounds__(kThreads, 1)
       // The next chunk's boxes go out just before the weight tile whose slot frees at the same
       // moment (step 9 ci - 1 done), so neither load waits on the other.
       const int a_at = min(kB - 1, 8);
+      const auto load_w = [&](int g, int slot) {  // step g = 9 ci + t into weight slot `slot`
+        const int ci = g / 9, t = g - 9 * ci;
+        sm90::mbarrier_arrive_expect_tx(full_b + 8 * slot, C::kBBytes);
+        sm90::tma_load_2d(sb + slot * C::kBBytes, &wmap, full_b + 8 * slot, (t * p.cin_steps + c_begin + ci) * KC, n0,
+                          stream_once);
+      };
+      // The weights do not come from the kernel before this one: the first kB weight tiles are
+      // requested before pdl_wait() (programmatic dependent launch), the input boxes after it.
+      const int pre = min(kB, 9 * nchunks);
+      for (int g = 0; g < pre; ++g) load_w(g, g);
+      pdl_wait();
+      pdl_trigger();
       if (nchunks > 0) load_a(0);
       int sB = 0, ph = 0, g = 0;
       for (int ci = 0; ci < nchunks; ++ci) {
         for (int t = 0; t < 9; ++t, ++g) {
           if (t == a_at && ci + 1 < nchunks) load_a(ci + 1);
-          if (g >= kB) mbar_wait(empty_b + 8 * sB, ph ^ 1);
-          sm90::mbarrier_arrive_expect_tx(full_b + 8 * sB, C::kBBytes);
-          sm90::tma_load_2d(sb + sB * C::kBBytes, &wmap, full_b + 8 * sB, (t * p.cin_steps + c_begin + ci) * KC, n0,
-                            stream_once);
+          if (g >= pre) {
+            if (g >= kB) mbar_wait(empty_b + 8 * sB, ph ^ 1);
+            load_w(g, sB);
+          }
           if (++sB == kB) sB = 0, ph ^= 1;
         }
       }
@@ -125,6 +137,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   sm90::setmaxnreg_inc<232>();
+  pdl_wait();  // before the epilogue's residual / row reads and the output writes
+  pdl_trigger();
   const int cw = wg - 1;  // consumer: tile rows [BM / 2 cw, BM / 2 (cw + 1)); each m64 in one image block
   // Box byte offset of sub-tile h's first output row at tap row 0: each image block owns
   // r_tile_h + 2 box rows.

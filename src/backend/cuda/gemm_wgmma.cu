@@ -111,11 +111,19 @@ bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
     if (cudaMemsetAsync(p.tile_counters, 0, counter_bytes, stream) != cudaSuccess) return false;
   }
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(units, sms));  // persistent: one CTA per SM
-  kernel<<<grid, gemm_wgmma::kThreads, kSmem, stream>>>(tx, tw, ty, tr, p, static_cast<int>(units), splits);
+  if (try_launch_kernel(kernel, dim3(grid), dim3(gemm_wgmma::kThreads), kSmem, stream, tx, tw, ty, tr, p,
+                        static_cast<int>(units), splits) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
   if (SPLIT && !kTma) {
     const int64_t quads = s.m * s.n / 4;
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(quads, 256), int64_t{sms} * 16));
-    gemm_wgmma::splitk_reduce_kernel<T, GEGLU><<<blocks, 256, 0, stream>>>(p, splits);
+    if (try_launch_kernel(gemm_wgmma::splitk_reduce_kernel<T, GEGLU>, dim3(blocks), dim3(256), 0, stream, p,
+                          splits) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
   }
   return cudaGetLastError() == cudaSuccess;
   }

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/wgmma_sm90.cuh"
 
 namespace sd::cuda::gemm_wgmma {

@@ -142,27 +142,48 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (threadIdx.x == 0) {  // producer
       tma_prefetch_descriptor(&tmap_x);
       tma_prefetch_descriptor(&tmap_w);
+      const auto load_w = [&](int s, int kc, const Unit& w) {
+        const uint32_t full = smem_addr(&full_bar[s]);
+        if constexpr (GEGLU) {
+          tma_load_2d(b_base + s * kBBytes, &tmap_w, full, kc, w.n0);
+          tma_load_2d(b_base + s * kBBytes + kBBytes / 2, &tmap_w, full, kc, p.n + w.n0);
+        } else {
+          tma_load_2d(b_base + s * kBBytes, &tmap_w, full, kc, w.n0);
+        }
+      };
+      // The weights do not come from the kernel before this one: the first unit's first stages
+      // of w are requested before pdl_wait() (programmatic dependent launch), x's after it.
+      int pre = 0;
+      if (static_cast<int>(blockIdx.x) < units) {
+        const Unit w = unit_at<BM, kOutBN>(p, blockIdx.x, splits);
+        pre = min(w.nkb, kStages);
+        for (int i = 0; i < pre; ++i) {
+          mbarrier_arrive_expect_tx(smem_addr(&full_bar[i]), kABytes + kBBytes);
+          load_w(i, (w.kb0 + i) * kBK, w);
+        }
+      }
+      pdl_wait();
+      pdl_trigger();
       int it = 0;  // K blocks issued so far (stage it % kStages, round it / kStages)
       for (int u = blockIdx.x; u < units; u += gridDim.x) {
         const Unit w = unit_at<BM, kOutBN>(p, u, splits);
         for (int i = 0; i < w.nkb; ++i, ++it) {
           const int s = it % kStages;
-          mbarrier_wait(smem_addr(&empty_bar[s]), ((it / kStages) & 1) ^ 1);
           const uint32_t full = smem_addr(&full_bar[s]);
-          mbarrier_arrive_expect_tx(full, kABytes + kBBytes);
           const int kc = (w.kb0 + i) * kBK;
-          tma_load_2d(a_base + s * kABytes, &tmap_x, full, kc, w.m0);
-          if constexpr (GEGLU) {
-            tma_load_2d(b_base + s * kBBytes, &tmap_w, full, kc, w.n0);
-            tma_load_2d(b_base + s * kBBytes + kBBytes / 2, &tmap_w, full, kc, p.n + w.n0);
-          } else {
-            tma_load_2d(b_base + s * kBBytes, &tmap_w, full, kc, w.n0);
+          if (it >= pre) {
+            mbarrier_wait(smem_addr(&empty_bar[s]), ((it / kStages) & 1) ^ 1);
+            mbarrier_arrive_expect_tx(full, kABytes + kBBytes);
+            load_w(s, kc, w);
           }
+          tma_load_2d(a_base + s * kABytes, &tmap_x, full, kc, w.m0);
         }
       }
     }
   } else {
     setmaxnreg_inc<232>();
+    pdl_wait();  // before the residual / partials / output: they belong to earlier kernels too
+    pdl_trigger();
     const int c = wg - 1;  // cooperative: rows m0 + 64 c ..; ping-pong: this CTA's units c, c + 2, ..
     const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
@@ -280,6 +301,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 // GEGLU as the unsplit kernel applies them. Four outputs per thread (n % 8 == 0).
 template <typename T, bool GEGLU>
 __global__ void splitk_reduce_kernel(Params p, int splits) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t quads = int64_t{p.m} * (p.n / 4);
   const int64_t wn = GEGLU ? 2 * int64_t{p.n} : p.n;
   const int64_t slice = int64_t{p.m} * wn;

@@ -19,6 +19,7 @@
 #include "backend/cuda/cuda_types.cuh"
 #include "backend/cuda/group_norm_vec.h"
 #include "backend/cuda/mbarrier.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace sd::cuda {
 
@@ -125,6 +126,8 @@ __device__ __forceinline__ void cluster_barrier() {
 template <typename T, bool kSilu, bool kBulk, bool kCluster>
 __global__ void __launch_bounds__(kMaxThreads) gn_onchip_kernel(const OnchipArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
+  pdl_wait();
+  pdl_trigger();
   int rank = 0, ranks = 1;
   if constexpr (kCluster) {
     rank = static_cast<int>(cg::this_cluster().block_rank());
@@ -383,7 +386,7 @@ bool launch_onchip(int smem_optin, int cluster, int batch, int threads, size_t s
   cfg.blockDim = dim3(static_cast<unsigned>(threads), 1, 1);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
+  cudaLaunchAttribute attr[2];
   attr[0].id = cudaLaunchAttributeClusterDimension;
   attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
   attr[0].val.clusterDim.y = 1;
@@ -404,6 +407,7 @@ bool launch_onchip(int smem_optin, int cluster, int batch, int threads, size_t s
     checked.add(key, smem, ok);
     if (!ok) return false;
   }
+  add_pdl_attribute(cfg, attr);  // after the occupancy query, which takes the cluster shape only
   if (cudaLaunchKernelEx(&cfg, kernel, args) != cudaSuccess) {
     (void)cudaGetLastError();  // a launch-configuration error is not sticky: the two-kernel path runs
     checked.add(key, smem, false);

@@ -41,11 +41,21 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
+// For launches built by hand (clusters): appends the PDL attribute to cfg when pdl_enabled().
+// attrs is cfg's attribute array (cfg.attrs is set to it) with room for cfg.numAttrs + 1 entries.
+inline void add_pdl_attribute(cudaLaunchConfig_t& cfg, cudaLaunchAttribute* attrs) {
+  cfg.attrs = attrs;
+  if (!pdl_enabled()) return;
+  attrs[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attrs[cfg.numAttrs].val.programmaticStreamSerializationAllowed = 1;
+  ++cfg.numAttrs;
+}
+
 // kernel<<<grid, block, smem, stream>>>(args...) with the PDL attribute when pdl_enabled();
-// throws sd::Error (cuda_check.h) when the launch is refused.
+// returns the launch's error (cudaSuccess when enqueued).
 template <typename... Params, typename... Args>
-void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                   Args&&... args) {
+cudaError_t try_launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                              Args&&... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
@@ -58,7 +68,14 @@ void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem
     cfg.attrs = attr;
     cfg.numAttrs = 1;
   }
-  SD_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+// As try_launch_kernel; throws sd::Error (cuda_check.h) when the launch is refused.
+template <typename... Params, typename... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   Args&&... args) {
+  SD_CUDA_CHECK(try_launch_kernel(kernel, grid, block, smem, stream, std::forward<Args>(args)...));
 }
 
 }  // namespace sd::cuda

@@ -22,6 +22,10 @@ namespace sd::cuda {
 
 namespace {
 
+// Most slices of one in-cluster (DSMEM) split: a non-portable cluster of 16 CTAs (one per SM of a
+// 16-18 SM GPC on the H100); the batch-1 8x8 convolutions then fill ~128 SMs instead of 64.
+constexpr int kMaxDsmemSplits = 16;
+
 using namespace conv_wgmma;
 
 // A tile of 128 output positions as one box of the input: `imgs` whole images (H*W <= 128) or
@@ -116,7 +120,7 @@ bool reuse_config_fits(const SplitKConvShape& s, const ReuseGeometry& g, const W
   if (stages < 2) return false;
   if (cfg.dsmem) {
     const size_t ring = size_t{2} * 3 * g.box_bytes + size_t(stages) * cfg.bn * g.kc * 2;
-    if (cfg.splits > 8 || size_t(cfg.bm) * (cfg.bn + 8) * 4 > ring) return false;
+    if (cfg.splits > kMaxDsmemSplits || size_t(cfg.bm) * (cfg.bn + 8) * 4 > ring) return false;
   }
   return true;
 }
@@ -150,7 +154,8 @@ bool config_fits(const SplitKConvShape& s, const Geometry& g, const WgmmaConvCon
   if ((cfg.bm != 128 && cfg.bm != 256) || !bn_ok(cfg.bm, cfg.bn) || s.cout % cfg.bn != 0 || cfg.splits < 1) {
     return false;
   }
-  if (cfg.dsmem && cfg.splits * cfg.cx * cfg.cy > 8) return false;  // one portable cluster of slices
+  // One cluster of slices: up to 16 CTAs (non-portable) alone, 8 with multicast.
+  if (cfg.dsmem && cfg.splits * cfg.cx * cfg.cy > (cfg.cx * cfg.cy > 1 ? 8 : kMaxDsmemSplits)) return false;
   if (cfg.bm == 256 && cfg.cx * cfg.cy > 1) return false;                  // multicast: 128-position tiles
   return cluster_ok(s, g, cfg.bn, cfg.cx, cfg.cy);
 }
@@ -177,6 +182,10 @@ int query_clusters(const void* kernel, size_t smem, int size) {
   cfg.attrs = cluster;
   cfg.numAttrs = 1;
   int n = 0;
+  if (size > 8 && cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
   if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
     (void)cudaGetLastError();
     return 0;
@@ -195,9 +204,9 @@ int query_reuse_clusters(int size) {  // at the largest shared memory any reuse 
 // Cached query_active_clusters (0 when unknown: no cluster split is listed then). One entry per
 // (bm, bn, size, reuse) for the process: the SD devices of one server are the same chip.
 int max_active_clusters(int bm, int bn, int size, bool reuse = false) {
-  static std::atomic<int> cache[4][5][9];  // value + 1; 0 = not asked yet
+  static std::atomic<int> cache[4][5][kMaxDsmemSplits + 1];  // value + 1; 0 = not asked yet
   const int bi = (bm == 256 ? 1 : 0) + (reuse ? 2 : 0), ni = bn == 64 ? 0 : bn == 128 ? 1 : bn == 160 ? 2 : bn == 256 ? 3 : 4;
-  if (ni == 4 || size < 1 || size > 8) return 0;
+  if (ni == 4 || size < 1 || size > kMaxDsmemSplits) return 0;
   std::atomic<int>& slot = cache[bi][ni][size];
   if (const int v = slot.load(std::memory_order_relaxed); v > 0) return v - 1;
   int n = 0;
@@ -222,9 +231,12 @@ template <typename T, int BM, int BN>
 bool launch_kernel(const CUtensorMap& xmap, const CUtensorMap& wmap, const Params& p, int64_t tiles,
                    cudaStream_t stream) {
   const auto kernel = conv_wgmma_kernel<T, BM, BN>;
-  // Cheap host-side call; made every time so every device (and thread) is covered.
+  // Cheap host-side calls; made every time so every device (and thread) is covered.
   SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(Cfg<BM, BN>::kSmem)));
+  if (p.dsmem && p.splits > 8) {
+    SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+  }
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(static_cast<unsigned>(p.cout / BN), static_cast<unsigned>(tiles), static_cast<unsigned>(p.splits));
   cfg.blockDim = dim3(kThreads, 1, 1);
@@ -329,7 +341,7 @@ std::vector<WgmmaConvConfig> wgmma_conv_candidates(const SplitKConvShape& s, int
     if (dsmem) {
       // All clusters in one wave: a cluster of 3-6 CTAs at ~200 KB of shared memory each fits
       // fewer times than 132 / size on an H100 (GPCs of 14-18 SMs), and a second wave doubled the time.
-      splits = std::min<int64_t>(splits, 8 / group);
+      splits = std::min<int64_t>(splits, (group > 1 ? 8 : kMaxDsmemSplits) / group);
       while (splits > 1 &&
              ctas > group * max_active_clusters(bm, bn, static_cast<int>(splits * group), reuse)) {
         --splits;
@@ -350,7 +362,7 @@ std::vector<WgmmaConvConfig> wgmma_conv_candidates(const SplitKConvShape& s, int
     out.push_back(cfg);
   };
   // One wave of one CTA per SM. Each tile with its wave-filling split summed by the reduce kernel,
-  // and (<= 8 CTAs a cluster, clusters that fit one wave) in-cluster through DSMEM. With
+  // and (<= 16 CTAs a cluster, clusters that fit one wave) in-cluster through DSMEM. With
   // SDSERVE_CUDA_WGMMA_CONV_MCAST=1 also, at bm 128, pairs of CTAs that multicast the weight tile
   // (1x2, along M) or the input tile (2x1, along N): on an H100 they were 2-2.5x slower than the same
   // tiles alone at every SD 1.5 shape (docs/perf-notes.md, helper H17), so they are not timed by
@@ -460,6 +472,9 @@ void launch_reuse_kernel(const CUtensorMap& xmap, const CUtensorMap& wmap, const
                          cudaStream_t stream, bool& ok) {
   const auto kernel = conv_wgmma_reuse_kernel<T, BM, BN>;
   SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemLimit)));
+  if (p.dsmem && p.splits > 8) {
+    SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+  }
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(static_cast<unsigned>(p.cout / BN), static_cast<unsigned>(tiles), static_cast<unsigned>(p.splits));
   cfg.blockDim = dim3(kThreads, 1, 1);

@@ -26,6 +26,14 @@ namespace {
 // 16-18 SM GPC on the H100); the batch-1 8x8 convolutions then fill ~128 SMs instead of 64.
 constexpr int kMaxDsmemSplits = 16;
 
+// The candidates' largest in-cluster split: SDSERVE_CUDA_WGMMA_CONV_MAX_CLUSTER (2..16, default 16;
+// 8 = portable clusters only, as before session 9), read per call (measurements switch it).
+int candidate_max_dsmem_splits() {
+  const char* env = std::getenv("SDSERVE_CUDA_WGMMA_CONV_MAX_CLUSTER");
+  const int v = env && env[0] ? std::atoi(env) : kMaxDsmemSplits;
+  return std::clamp(v, 2, kMaxDsmemSplits);
+}
+
 using namespace conv_wgmma;
 
 // A tile of 128 output positions as one box of the input: `imgs` whole images (H*W <= 128) or
@@ -341,7 +349,7 @@ std::vector<WgmmaConvConfig> wgmma_conv_candidates(const SplitKConvShape& s, int
     if (dsmem) {
       // All clusters in one wave: a cluster of 3-6 CTAs at ~200 KB of shared memory each fits
       // fewer times than 132 / size on an H100 (GPCs of 14-18 SMs), and a second wave doubled the time.
-      splits = std::min<int64_t>(splits, (group > 1 ? 8 : kMaxDsmemSplits) / group);
+      splits = std::min<int64_t>(splits, (group > 1 ? 8 : candidate_max_dsmem_splits()) / group);
       while (splits > 1 &&
              ctas > group * max_active_clusters(bm, bn, static_cast<int>(splits * group), reuse)) {
         --splits;

@@ -23,14 +23,17 @@ namespace sd::cuda {
 namespace {
 
 // Most slices of one in-cluster (DSMEM) split: a non-portable cluster of 16 CTAs (one per SM of a
-// 16-18 SM GPC on the H100); the batch-1 8x8 convolutions then fill ~128 SMs instead of 64.
+// 16-18 SM GPC on the H100), so a batch-1 8x8 convolution can fill ~128 SMs instead of 64.
 constexpr int kMaxDsmemSplits = 16;
 
-// The candidates' largest in-cluster split: SDSERVE_CUDA_WGMMA_CONV_MAX_CLUSTER (2..16, default 16;
-// 8 = portable clusters only, as before session 9), read per call (measurements switch it).
+// The candidates' largest in-cluster split: SDSERVE_CUDA_WGMMA_CONV_MAX_CLUSTER (2..16), read per
+// call. Default 8 (portable clusters): on the H100 the 9-16-slice candidates never won the timed
+// choice at the SD 1.5 shapes and the step did not move (docs/perf-notes.md, session 9), so they
+// only lengthened the warm-up; forced configurations (tests) may still use up to 16.
+constexpr int kDefaultCandidateDsmemSplits = 8;
 int candidate_max_dsmem_splits() {
   const char* env = std::getenv("SDSERVE_CUDA_WGMMA_CONV_MAX_CLUSTER");
-  const int v = env && env[0] ? std::atoi(env) : kMaxDsmemSplits;
+  const int v = env && env[0] ? std::atoi(env) : kDefaultCandidateDsmemSplits;
   return std::clamp(v, 2, kMaxDsmemSplits);
 }
 
@@ -370,7 +373,7 @@ std::vector<WgmmaConvConfig> wgmma_conv_candidates(const SplitKConvShape& s, int
     out.push_back(cfg);
   };
   // One wave of one CTA per SM. Each tile with its wave-filling split summed by the reduce kernel,
-  // and (<= 16 CTAs a cluster, clusters that fit one wave) in-cluster through DSMEM. With
+  // and (<= 8 CTAs a cluster by default, clusters that fit one wave) in-cluster through DSMEM. With
   // SDSERVE_CUDA_WGMMA_CONV_MCAST=1 also, at bm 128, pairs of CTAs that multicast the weight tile
   // (1x2, along M) or the input tile (2x1, along N): on an H100 they were 2-2.5x slower than the same
   // tiles alone at every SD 1.5 shape (docs/perf-notes.md, helper H17), so they are not timed by

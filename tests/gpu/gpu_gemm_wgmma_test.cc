@@ -134,8 +134,9 @@ TEST_P(GpuGemmWgmma, MatchesReferenceAndBackend) {
     for (const auto& [bm, bn, splits] : {std::tuple{128, 128, 3}, {128, 192, 2}, {128, 160, 5}, {64, 160, 3},
                                          {64, 128, 2}, {128, 64, 4}})
       configs.push_back({bm, bn, splits, false, true});  // in-kernel split-K reduction
-    if (!c.geglu)
-      for (int bn : {64, 128}) configs.push_back({128, bn, 1, false, true, true});  // epilogue under the next MMAs
+    for (int bn : {64, 128}) {  // epilogue under the next MMAs (GEGLU: bn 128 only)
+      if (!c.geglu || bn == 128) configs.push_back({128, bn, 1, false, true, true});
+    }
   } else {  // the candidates' twins with the other epilogue (4-byte stores / reduce kernel or TMA)
     const size_t n0 = configs.size();
     for (size_t i = 0; i < n0; ++i) {

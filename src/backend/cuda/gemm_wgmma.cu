@@ -52,7 +52,9 @@ bool config_valid(const WgmmaGemmShape& s, const WgmmaGemmConfig& c) {
   if (!cooperative && !ping_pong) return false;
   if (c.vec_epilogue && (c.splits != 1 || ((s.geglu ? c.bn / 2 : c.bn) / 8) % 4 != 0)) return false;
   if (c.tma_store && c.vec_epilogue) return false;
-  if (c.overlap && (!c.tma_store || c.splits != 1 || c.bm != 128 || c.bn > 128 || s.geglu)) return false;
+  if (c.overlap && (!c.tma_store || c.splits != 1 || c.bm != 128 || c.bn > 128 || (s.geglu && c.bn != 128))) {
+    return false;
+  }
   if (c.tma_store && c.splits > 1 && c.bn == 256) return false;  // the in-kernel sum would spill (168 registers)
   return c.splits >= 1 && c.splits <= ceil_div(s.k, kBK);
 }
@@ -63,7 +65,7 @@ bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
   constexpr int kOutBN = GEGLU ? BN / 2 : BN;
   if constexpr ((EPI == gemm_wgmma::kEpiVec && (kOutBN / 8) % 4 != 0) ||
                 (EPI == gemm_wgmma::kEpiTma && SPLIT && BN == 256) ||
-                (EPI == gemm_wgmma::kEpiTmaOverlap && (BM != 128 || BN > 128 || GEGLU || SPLIT))) {
+                (EPI == gemm_wgmma::kEpiTmaOverlap && (BM != 128 || BN > 128 || (GEGLU && BN != 128) || SPLIT))) {
     return false;  // config_valid rejects it; no such kernel is built
   } else {
   const uint64_t w_rows = GEGLU ? 2 * s.n : s.n;
@@ -158,6 +160,7 @@ bool launch_dtype(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
     if (c.splits > 1)
       return c.tma_store ? launch_bn<T, true, true, kEpiTma>(o, dtype, s, c, stream, sms)
                          : launch_bn<T, true, true, kEpiPairs>(o, dtype, s, c, stream, sms);
+    if (c.overlap) return launch_bn<T, true, false, kEpiTmaOverlap>(o, dtype, s, c, stream, sms);
     if (c.tma_store) return launch_bn<T, true, false, kEpiTma>(o, dtype, s, c, stream, sms);
     return c.vec_epilogue ? launch_bn<T, true, false, kEpiVec>(o, dtype, s, c, stream, sms)
                           : launch_bn<T, true, false, kEpiPairs>(o, dtype, s, c, stream, sms);

@@ -41,7 +41,7 @@ struct WgmmaGemmShape {
 // (deterministic) and runs the epilogue. The candidates use it for unsplit tiles by default
 // (SDSERVE_CUDA_WGMMA_GEMM_TMA=0: never; =2: for split ones too — the in-kernel sum measured 1.3-3x
 // slower than the reduce kernel on the H100, so split candidates keep the reduce kernel).
-// overlap (tma_store, splits 1, bm 128, bn 64 or 128, no GEGLU): the consumers issue the next
+// overlap (tma_store, splits 1, bm 128, bn 64 or 128; GEGLU bn 128): the consumers issue the next
 // tile's first K blocks to the tensor cores before running this tile's epilogue (from a copy of
 // the accumulators), so the epilogue no longer idles the tensor cores in the cooperative schedule.
 // Correct on the H100 (tests), speed not yet measured: candidates list it beside the plain

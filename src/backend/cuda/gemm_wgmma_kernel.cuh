@@ -12,21 +12,25 @@ namespace sd::cuda::gemm_wgmma {
 // load issued after the epilogue still hides behind MMAs) are issued to the tensor cores before
 // the previous tile's TMA-store epilogue runs from a copy of its accumulators; then the rest of
 // the main loop. Stages go back to the producer as their wgmmas complete, as in the main kernel.
-template <typename T, int BN, int kStages, uint32_t kABytes, uint32_t kBBytes>
+// GEGLU (bn 128 only): the tile's 64 value and 64 gate columns give 64 outputs (no residual).
+template <typename T, int BN, bool GEGLU, int kStages, uint32_t kABytes, uint32_t kBBytes>
 __device__ __forceinline__ void run_overlapped(const Params& p, int units, int splits, const CUtensorMap* tmap_y,
                                                const CUtensorMap* tmap_r, uint32_t a_base, uint32_t b_base,
                                                uint64_t* full_bar, uint64_t* empty_bar, uint32_t res_bar,
                                                uint32_t stage, int row_off, bool has_res, bool leader, int c, int warp,
                                                int g, int t, int& res_phase) {
   using namespace sm90;
-  constexpr int kBoxCols = tma_box_cols(BN), kBoxBytes = 64 * kBoxCols * 2;
-  constexpr uint32_t kStagingBytes = 64 * BN * 2;
+  constexpr int kOutBN = GEGLU ? BN / 2 : BN;
+  constexpr int kBoxCols = tma_box_cols(kOutBN), kBoxBytes = 64 * kBoxCols * 2;
+  constexpr uint32_t kStagingBytes = 64 * kOutBN * 2;
   const auto load_residual = [&](int m0, int n0) {  // into the staging tile, once the last store read it
     if (has_res && leader) {
       bulk_wait_group_read<0>();
       mbarrier_arrive_expect_tx(res_bar, kStagingBytes);
 #pragma unroll
-      for (int b = 0; b < BN / kBoxCols; ++b) tma_load_2d(stage + b * kBoxBytes, tmap_r, res_bar, n0 + b * kBoxCols, m0);
+      for (int b = 0; b < kOutBN / kBoxCols; ++b) {
+        tma_load_2d(stage + b * kBoxBytes, tmap_r, res_bar, n0 + b * kBoxCols, m0);
+      }
     }
   };
   const auto epilogue = [&](const float (&a)[BN / 2], int m0, int n0) {
@@ -37,12 +41,12 @@ __device__ __forceinline__ void run_overlapped(const Params& p, int units, int s
       if (leader) bulk_wait_group_read<0>();  // the previous store has read the staging tile
       named_barrier_sync(3 + c, 128);
     }
-    store_unit_tma<T, BN, false>(p, n0, a, stage, has_res, warp, g, t);
+    store_unit_tma<T, BN, GEGLU>(p, n0, a, stage, has_res, warp, g, t);
     fence_proxy_async_smem();  // the staging writes, visible to the TMA store
     named_barrier_sync(3 + c, 128);
     if (leader) {
 #pragma unroll
-      for (int b = 0; b < BN / kBoxCols; ++b) tma_store_2d(tmap_y, stage + b * kBoxBytes, n0 + b * kBoxCols, m0);
+      for (int b = 0; b < kOutBN / kBoxCols; ++b) tma_store_2d(tmap_y, stage + b * kBoxBytes, n0 + b * kBoxCols, m0);
       bulk_commit_group();
     }
   };
@@ -60,7 +64,7 @@ __device__ __forceinline__ void run_overlapped(const Params& p, int units, int s
   int it = 0, prev_m0 = 0, prev_n0 = 0;
   bool have_prev = false;
   for (int u = blockIdx.x; u < units; u += gridDim.x) {
-    const Unit w = unit_at<128, BN>(p, u, splits);
+    const Unit w = unit_at<128, kOutBN>(p, u, splits);
     const int m0 = w.m0 + row_off;
     if (!have_prev) load_residual(m0, w.n0);
 #pragma unroll
@@ -112,7 +116,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   using namespace sm90;
   constexpr bool kOverlap = EPI == kEpiTmaOverlap;  // cooperative, unsplit, plain, bn <= 128
   constexpr bool kTma = EPI == kEpiTma || kOverlap;  // with SPLIT: the in-kernel split-K reduction
-  static_assert(!kOverlap || (BM == 128 && BN <= 128 && !GEGLU && !SPLIT), "overlap: cooperative plain bn <= 128");
+  static_assert(!kOverlap || (BM == 128 && BN <= 128 && (!GEGLU || BN == 128) && !SPLIT),
+                "overlap: cooperative, unsplit, bn <= 128 (GEGLU: 128)");
   constexpr int kOutBN = GEGLU ? BN / 2 : BN;
   constexpr int kStages = kTma ? stages_for_tma(BM, BN, kOutBN) : stages_for(BM, BN);
   constexpr bool kPingPong = BM == 64;
@@ -194,7 +199,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     int it = 0, local = 0, res_phase = 0;
     if constexpr (kOverlap) {
       int resp = 0;
-      run_overlapped<T, BN, kStages, kABytes, kBBytes>(p, units, splits, &tmap_y, &tmap_r, a_base, b_base, full_bar,
+      run_overlapped<T, BN, GEGLU, kStages, kABytes, kBBytes>(p, units, splits, &tmap_y, &tmap_r, a_base, b_base, full_bar,
                                                        empty_bar, smem_addr(&res_bar[c]), stage, row_off, has_res,
                                                        leader, c, warp, g, t, resp);
     } else

@@ -20,9 +20,10 @@ namespace sd::cuda {
 // 64-channel chunk) steps split into `splits` contiguous slices. Slices > 1 either write f32
 // partials that a second kernel sums in slice order, or (dsmem: splits <= 16 alone, a non-portable
 // cluster; cx * cy * splits <= 8 with multicast) form one cluster (cx, cy, splits) whose CTAs sum
-// their tiles through distributed shared memory in slice order; both deterministic, both applying bias / row / residual. Clusters of cx x cy CTAs (bm 128
-// only; cx, cy in 1, 2, 4; cx * cy <= 8): the cx CTAs along N multicast the shared input box, the
-// cy CTAs along M the shared weight box (each loads 1 / cx or 1 / cy of it).
+// their tiles through distributed shared memory in slice order; both deterministic, both applying
+// bias / row / residual. Clusters of cx x cy CTAs (bm 128 only; cx, cy in 1, 2, 4; cx * cy <= 8):
+// the cx CTAs along N multicast the shared input box, the cy CTAs along M the shared weight box
+// (each loads 1 / cx or 1 / cy of it).
 struct WgmmaConvConfig {
   int bn = 128;
   int splits = 1;

@@ -199,9 +199,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     int it = 0, local = 0, res_phase = 0;
     if constexpr (kOverlap) {
       int resp = 0;
-      run_overlapped<T, BN, GEGLU, kStages, kABytes, kBBytes>(p, units, splits, &tmap_y, &tmap_r, a_base, b_base, full_bar,
-                                                       empty_bar, smem_addr(&res_bar[c]), stage, row_off, has_res,
-                                                       leader, c, warp, g, t, resp);
+      run_overlapped<T, BN, GEGLU, kStages, kABytes, kBBytes>(p, units, splits, &tmap_y, &tmap_r, a_base, b_base,
+                                                              full_bar, empty_bar, smem_addr(&res_bar[c]), stage,
+                                                              row_off, has_res, leader, c, warp, g, t, resp);
     } else
     for (int u = blockIdx.x; u < units; u += gridDim.x, ++local) {
       const Unit w = unit_at<BM, kOutBN>(p, u, splits);

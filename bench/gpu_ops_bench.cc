@@ -166,6 +166,28 @@ std::vector<Case> sd15_cases(int64_t b) {
                        }});
     }
   }
+  // Weight streaming at the small levels, as a GEMM: x [b, tokens, 9 Cin] (an im2col'd 3x3 conv's
+  // input) times w [Cout, 9 Cin], the conv's own weight layout; tokens 64 / 256 are the 8x8 / 16x16
+  // levels. Paths as linear_geglu's. Four weight copies in turn (> L2), as conv_wgmma's rows: the
+  // time to compare with conv_wgmma/ at the same shape (same weight bytes, no im2col).
+  for (auto [tokens, k, n] : {std::array<int64_t, 3>{64, 11520, 1280}, {64, 23040, 1280}, {256, 11520, 1280}}) {
+    for (const char* path : {"library", "wgmma", "auto"}) {
+      const auto turn = std::make_shared<int>(0);
+      cases.push_back({std::string("linear_stream/") + path + "/" + bs + dims({tokens, k}) + "->" + std::to_string(n),
+                       2.0 * b * tokens * k * n,
+                       [=] {
+                         std::vector<Tensor> in{random_device({b, tokens, k}, 41), random_device({n}, 42)};
+                         for (uint32_t i = 0; i < 4; ++i) in.push_back(random_device({n, k}, 43 + i, -0.02f, 0.02f));
+                         return in;
+                       },
+                       [=](const std::vector<Tensor>& in) {
+                         sd::testing::ScopedEnv env("SDSERVE_CUDA_WGMMA_GEMM",
+                                                    path[0] == 'l' ? "0" : path[0] == 'w' ? "2" : "1");
+                         const Tensor& w = in[2 + static_cast<size_t>((*turn)++ % 4)];
+                         return g_backend->linear(in[0], w, in[1]);
+                       }});
+    }
+  }
   // The sub-pixel upsample (conv_subpixel.cc): path default (SDSERVE_CUDA_WGMMA_SUBPIXEL=0: cuDNN
   // conv2d into [B, H+1, W+1, 4C] + interleave_phases2x), wgmma (=2: the phase kernel writing
   // [B, 2H, 2W, C] in place, first candidate), auto (=1: the timed choice). UNet levels at this

@@ -18,8 +18,9 @@ namespace sd {
 class StepGraphs {
  public:
   // Images per graph; a batch is padded up to the next bucket with rows that read zeros and
-  // write nothing.
-  static constexpr int kBuckets[] = {1, 2, 4, 8, 16, 32};
+  // write nothing. 12 and 24 halve the padding between 8 and 32 (H100: 17-24 images ran the
+  // 32-image step, 115 ms, where a 24-image step takes ~87; docs/perf-notes.md, session 9).
+  static constexpr int kBuckets[] = {1, 2, 4, 8, 12, 16, 24, 32};
   // Smallest bucket holding `images`, or 0 when there are more than the largest bucket.
   static int bucket_for(int images);
 

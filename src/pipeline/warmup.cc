@@ -1,7 +1,10 @@
-// Engine warm-up: batched two-step generations of 1, 2, 4, ... images through the public
-// Job API (begin, step, finish), the same path the scheduler drives, so every graph bucket
-// the server can form up to its max batch is recorded before the first request.
+// Engine warm-up: one batched two-step generation per graph bucket size (1, 2, 4, 8, 12, ...)
+// below the max batch, and one of the max batch, through the public Job API (begin, step,
+// finish), the same path the scheduler drives, so every bucket the server can form is recorded
+// before the first request.
 #include "pipeline/warmup.h"
+
+#include "pipeline/step_graph.h"
 
 #include <chrono>
 #include <memory>
@@ -13,7 +16,9 @@ StatusOr<WarmupReport> warm_up(GenerationEngine& engine, int width, int height, 
   if (max_images < 1) return InvalidArgument("warm-up needs at least one image, got " + std::to_string(max_images));
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<int> counts;
-  for (int b = 1; b < max_images; b *= 2) counts.push_back(b);
+  for (int b : StepGraphs::kBuckets) {
+    if (b < max_images) counts.push_back(b);
+  }
   counts.push_back(max_images);
   WarmupReport report;
   for (int images : counts) {

@@ -82,13 +82,18 @@ std::vector<GenerationRequest> crowd_requests(int size) {
           request("plms", 5, 5.5f, 9, size)};
 }
 
-TEST(StepGraphs, BucketsArePowersOfTwoUpTo32) {
+TEST(StepGraphs, BucketsUpTo32) {
   EXPECT_EQ(StepGraphs::bucket_for(1), 1);
   EXPECT_EQ(StepGraphs::bucket_for(2), 2);
   EXPECT_EQ(StepGraphs::bucket_for(3), 4);
   EXPECT_EQ(StepGraphs::bucket_for(7), 8);
+  EXPECT_EQ(StepGraphs::bucket_for(9), 12);
+  EXPECT_EQ(StepGraphs::bucket_for(12), 12);
+  EXPECT_EQ(StepGraphs::bucket_for(13), 16);
   EXPECT_EQ(StepGraphs::bucket_for(16), 16);
-  EXPECT_EQ(StepGraphs::bucket_for(17), 32);
+  EXPECT_EQ(StepGraphs::bucket_for(17), 24);
+  EXPECT_EQ(StepGraphs::bucket_for(24), 24);
+  EXPECT_EQ(StepGraphs::bucket_for(25), 32);
   EXPECT_EQ(StepGraphs::bucket_for(32), 32);
   EXPECT_EQ(StepGraphs::bucket_for(33), 0);
 }

@@ -1,5 +1,6 @@
-// Engine warm-up (pipeline/warmup.h): runs one batched 2-step generation per image count
-// 1, 2, 4, ... up to the limit, leaves the engine usable, and rejects a bad limit.
+// Engine warm-up (pipeline/warmup.h): runs one batched 2-step generation per graph bucket
+// (1, 2, 4, 8, 12, ...) below the limit and one of the limit, leaves the engine usable, and
+// rejects a bad limit.
 #include <gtest/gtest.h>
 
 #include "golden_util.h"
@@ -14,6 +15,9 @@ TEST(Warmup, RunsEveryBucketAndLeavesTheEngineUsable) {
   auto report = warm_up(*engine, 64, 64, 5);
   ASSERT_TRUE(report.ok()) << report.status().to_string();
   EXPECT_EQ(report->buckets, 4);  // 1, 2, 4 and 5 images
+  auto twelve = warm_up(*engine, 64, 64, 13);
+  ASSERT_TRUE(twelve.ok()) << twelve.status().to_string();
+  EXPECT_EQ(twelve->buckets, 6);  // 1, 2, 4, 8, 12 and 13 images
   EXPECT_GT(report->seconds, 0);
 
   GenerationRequest r;

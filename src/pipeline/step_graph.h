@@ -49,7 +49,8 @@ class StepGraphs {
   size_t graphs() const { return graphs_.size(); }
   void clear() { graphs_.clear(); }  // gives back every graph's memory
   // Graphs kept at most; the least recently used one goes first (each holds its working memory).
-  size_t max_graphs = 12;
+  // 16: every bucket for two (latent size, context length) keys, as 12 was for six buckets.
+  size_t max_graphs = 16;
 
  private:
   struct Graph {

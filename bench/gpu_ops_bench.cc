@@ -1,7 +1,6 @@
 // Google Benchmark suite of the CUDA backend's main kernels at SD 1.5 512x512 shapes (UNet
 // batches 2 and 16 by default): 3x3 convs per level (cuDNN / wgmma), linear projections,
-// linear_geglu per path, layer norm + linear (folded or not), self/cross attention, group_norm+SiLU,
-// layer_norm, GEGLU, upsample, add.
+// linear_geglu per path, self/cross attention, group_norm+SiLU, layer_norm, GEGLU, upsample, add.
 // Times come from the backend's marks.
 #include <benchmark/benchmark.h>
 
@@ -13,7 +12,6 @@
 #include <optional>
 #include <sstream>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
@@ -188,36 +186,6 @@ std::vector<Case> sd15_cases(int64_t b) {
                          const Tensor& w = in[2 + static_cast<size_t>((*turn)++ % 4)];
                          return g_backend->linear(in[0], w, in[1]);
                        }});
-    }
-  }
-  // Layer norm + the projection after it (Backend::layer_norm_linear) per transformer level: q | k | v
-  // (C -> 3C), cross-attention q (C -> C), FF1 + GEGLU (C -> 8C -> 4C); path unfused
-  // (SDSERVE_CUDA_LN_FOLD=0: layer_norm, then the linear's timed choice) or fold (the GEMM takes the
-  // row statistics itself; timed against the unfused chain). Four weight copies in turn.
-  for (auto [tokens, c] : {std::array<int64_t, 2>{4096, 320}, {1024, 640}, {256, 1280}, {64, 1280}}) {
-    for (auto [proj, n, geglu] : {std::tuple<const char*, int64_t, bool>{"qkv", 3 * c, false}, {"q", c, false},
-                                  {"ff1", 8 * c, true}}) {
-      for (const char* path : {"unfused", "fold"}) {
-        const auto folds = std::make_shared<std::vector<sd::LayerNormLinear>>();
-        const auto turn = std::make_shared<int>(0);
-        cases.push_back({std::string("ln_linear/") + path + "/" + proj + "/" + bs + dims({tokens, c}) + "->" +
-                             std::to_string(geglu ? n / 2 : n),
-                         2.0 * b * tokens * c * n,
-                         [=] {
-                           folds->clear();
-                           for (uint32_t i = 0; i < 4; ++i) {
-                             folds->push_back(sd::fold_layer_norm_linear(
-                                 *g_backend, random_device({c}, 51 + i, 0.5f, 1.5f), random_device({c}, 55 + i),
-                                 1e-5f, random_device({n, c}, 59 + i, -0.05f, 0.05f), random_device({n}, 63 + i)));
-                           }
-                           return std::vector<Tensor>{random_device({b, tokens, c}, 50, -2.f, 2.f)};
-                         },
-                         [=](const std::vector<Tensor>& in) {
-                           sd::testing::ScopedEnv env("SDSERVE_CUDA_LN_FOLD", path[0] == 'u' ? "0" : "1");
-                           const sd::LayerNormLinear& f = (*folds)[static_cast<size_t>((*turn)++ % 4)];
-                           return g_backend->layer_norm_linear(in[0], f, geglu);
-                         }});
-      }
     }
   }
   // The sub-pixel upsample (conv_subpixel.cc): path default (SDSERVE_CUDA_WGMMA_SUBPIXEL=0: cuDNN

@@ -41,17 +41,6 @@ struct PhiloxRandn {
   bool nchw_to_nhwc = false;
 };
 
-// A layer norm over K channels folded into the linear [N, K] that follows it (made once at load by
-// fold_layer_norm_linear; Backend::layer_norm_linear runs it).
-struct LayerNormLinear {
-  Tensor w;       // [N, K] compute dtype: w diag(gamma)
-  Tensor b;       // [N] compute dtype: b + w beta
-  Tensor colsum;  // [N] f32: sum over k of w'[n, k] as rounded to the compute dtype
-  Tensor ones, zeros;  // [K] compute dtype: the unit affine of the default path's layer_norm
-  float eps = 1e-5f;
-  bool defined() const { return w.defined(); }
-};
-
 // Device-caused failures inside ops (out of memory, failed launches) throw sd::Error; the
 // pipeline's entry points catch it and return the Status. Shape mismatches are programmer
 // errors and assert.
@@ -185,14 +174,6 @@ class Backend {
   // -> [..., N]. The feed-forward's first projection; CUDA computes GEGLU in the GEMM epilogue.
   virtual Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor& bias) { return geglu(linear(x, w, bias)); }
 
-  // ---- layer norm folded into the linear after it (transformer blocks) ----
-  // linear(layer_norm(x, gamma, beta, eps), w, b) [then GEGLU, w [2N, K]] with the weights of
-  // fold_layer_norm_linear() (below): LN(x) w^T + b = rstd (x - mean) (w diag(gamma))^T + (b + w beta),
-  // so y[r, n] = rstd_r * (x[r] . w'[n] - mean_r * colsum[n]) + b'[n]. Default: layer_norm with unit
-  // gamma / zero beta, then linear (or linear_geglu) on w', b'. CUDA computes the row statistics
-  // inside its GEMM from the x tiles it loads anyway and applies them in the epilogue (one launch).
-  virtual Tensor layer_norm_linear(const Tensor& x, const LayerNormLinear& f, bool geglu);
-
   // ---- spatial padding and cropping (NHWC) ----
   // These have a portable default (download, host loop, upload); backends may override.
   // Zero padding: [B,H,W,C] -> [B,H+top+bottom,W+left+right,C].
@@ -298,12 +279,6 @@ inline uint8_t pixels_u8_value(float x) {
 inline std::unique_ptr<CapturedGraph> Backend::capture(const std::function<void()>& fn) {
   return std::make_unique<detail::RerunGraph>(fn);
 }
-
-// Folds layer_norm(gamma [K], beta [K], eps) into the linear (w [N, K], bias [N] or undefined)
-// after it: downloads the weights, computes w', b' and the column sums on the host (f64 sums) and
-// uploads them (load time only). Undefined result when any input is undefined (recording mode).
-LayerNormLinear fold_layer_norm_linear(Backend& be, const Tensor& gamma, const Tensor& beta, float eps,
-                                       const Tensor& w, const Tensor& bias);
 
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0);  // 0 = all cores
 // nullptr plus a Status when CUDA is not built in or the device is absent.

@@ -144,13 +144,6 @@ Tensor ProfilingBackend::linear_geglu(const Tensor& x, const Tensor& w, const Te
                 [&] { return inner_.linear_geglu(x, w, bias); });
 }
 
-Tensor ProfilingBackend::layer_norm_linear(const Tensor& x, const LayerNormLinear& f, bool geglu) {
-  Shape y = x.shape();
-  y.back() = f.w.dim(0);  // the GEMM's output columns (GEGLU: before halving)
-  return record("linear", linear_flops(y, f.w.dim(1)), bytes_of(x) + bytes_of(f.w) + bytes_of(f.b),
-                [&] { return inner_.layer_norm_linear(x, f, geglu); });
-}
-
 Tensor ProfilingBackend::group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
                                     bool silu) {
   return record("group_norm", 0, bytes_of(x) + bytes_of(gamma) + bytes_of(beta),

@@ -74,7 +74,6 @@ class ProfilingBackend final : public Backend {
   Tensor activation(const Tensor& x, Activation act) override;
   Tensor geglu(const Tensor& x) override;
   Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor& bias) override;  // kind "linear"
-  Tensor layer_norm_linear(const Tensor& x, const LayerNormLinear& f, bool geglu) override;  // kind "linear"
   Tensor add(const Tensor& a, const Tensor& b) override;
   Tensor mul(const Tensor& a, const Tensor& b) override;
   Tensor scale(const Tensor& x, float s) override;

@@ -68,20 +68,14 @@ void Attention::load(ModelLoader& l, const std::string& prefix, AttentionKind k,
 }
 
 Tensor Attention::operator()(Backend& be, const Tensor& x, const Tensor& context, const Tensor& residual) const {
-  return attend(be, kind == AttentionKind::kSelf ? qkv(be, x) : q(be, x), context, residual);
-}
-
-Tensor Attention::attend(Backend& be, const Tensor& projected, const Tensor& context, const Tensor& residual) const {
   Tensor a;  // [B, Lq, inner]
   if (kind == AttentionKind::kSelf) {
     SD_ASSERT(!context.defined(), "self-attention called with a context");
-    const Tensor& p = projected;  // [B, L, 3*inner]: q | k | v
-    SD_ASSERT(p.ndim() == 3 && p.dim(2) == 3 * inner, "self-attention: projections " + p.describe());
+    const Tensor p = qkv(be, x);  // [B, L, 3*inner]: q | k | v
     a = be.attention_cols(p, 0, p, inner, 2 * inner, inner, heads, /*causal=*/false);
   } else {
     SD_ASSERT(context.defined(), "cross-attention called without a context");
-    const Tensor& qx = projected;  // [B, Lq, inner]
-    SD_ASSERT(qx.ndim() == 3 && qx.dim(2) == inner, "cross-attention: q " + qx.describe());
+    const Tensor qx = q(be, x);  // [B, Lq, inner]
     if (kv_col >= 0) {           // context is the stacked K/V projections [B, Lk, W]
       SD_ASSERT(context.ndim() == 3 && context.dim(2) >= kv_col + 2 * inner,
                 "cross-attention: stacked K/V " + context.describe() + " too narrow for column " + std::to_string(kv_col));
@@ -102,23 +96,12 @@ void TransformerBlock::load(ModelLoader& l, const std::string& prefix, int64_t d
   attn2.load(l, prefix + ".attn2", AttentionKind::kCross, dim, context_dim, dim, heads, false);
   ff_in.load(l, prefix + ".ff.net.0.proj", dim, dim * 8);
   ff_out.load(l, prefix + ".ff.net.2", dim * 4, dim);
-  // Recording mode or a failed load leaves the tensors undefined: nothing to fold.
-  Backend& be = l.backend();
-  const auto fold = [&](LayerNorm& norm, Linear& lin) {
-    LayerNormLinear f = fold_layer_norm_linear(be, norm.gamma, norm.beta, norm.eps, lin.w, lin.b);
-    if (f.defined()) norm = LayerNorm(), lin = Linear();
-    return f;
-  };
-  norm1_qkv = fold(norm1, attn1.qkv);
-  norm2_q = fold(norm2, attn2.q);
-  norm3_ff_in = fold(norm3, ff_in);
 }
 
 Tensor TransformerBlock::operator()(Backend& be, const Tensor& x, const Tensor& context) const {
-  SD_ASSERT(norm1_qkv.defined() && norm2_q.defined() && norm3_ff_in.defined(), "transformer block not loaded");
-  Tensor h = attn1.attend(be, be.layer_norm_linear(x, norm1_qkv, false), {}, /*residual=*/x);  // [B, L, C]
-  h = attn2.attend(be, be.layer_norm_linear(h, norm2_q, false), context, /*residual=*/h);
-  return ff_out.plus(be, be.layer_norm_linear(h, norm3_ff_in, /*geglu=*/true), h);  // [B, L, 4C] inside
+  Tensor h = attn1(be, norm1(be, x), {}, /*residual=*/x);
+  h = attn2(be, norm2(be, h), context, /*residual=*/h);
+  return ff_out.plus(be, ff_in.geglu(be, norm3(be, h)), h);  // [B, L, 4C] inside
 }
 
 void SpatialTransformer::load(ModelLoader& l, const std::string& prefix, int64_t channels, int64_t context_dim,

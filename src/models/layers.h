@@ -94,19 +94,13 @@ struct Attention {
   // once stacked (kv_col >= 0), the stacked K/V projections [B, Lk, W]; the output projection
   // adds `residual` [B, Lq, query_dim] when it is defined.
   Tensor operator()(Backend& be, const Tensor& x, const Tensor& context = {}, const Tensor& residual = {}) const;
-  // The same from x's projections, computed by the caller: kSelf q | k | v [B, Lq, 3*inner] (qkv),
-  // kCross q [B, Lq, inner] (q) — the transformer block folds its layer norms into them.
-  Tensor attend(Backend& be, const Tensor& projected, const Tensor& context, const Tensor& residual) const;
 };
 
-// UNet transformer block: self-attention, cross-attention, GEGLU feed-forward. Each layer norm is
-// folded at load into the projection after it (Backend::layer_norm_linear): norm1 into attn1's
-// q | k | v, norm2 into attn2's q, norm3 into ff_in; those weights then live only in the folds.
+// UNet transformer block: self-attention, cross-attention, GEGLU feed-forward.
 struct TransformerBlock {
-  LayerNorm norm1, norm2, norm3;  // released once folded
-  Attention attn1, attn2;         // attn1.qkv, attn2.q: released once folded
-  Linear ff_in, ff_out;           // [2*4C, C] (GEGLU; released once folded), [C, 4C]
-  LayerNormLinear norm1_qkv, norm2_q, norm3_ff_in;
+  LayerNorm norm1, norm2, norm3;
+  Attention attn1, attn2;
+  Linear ff_in, ff_out;  // [2*4C, C] (GEGLU), [C, 4C]
   void load(ModelLoader& l, const std::string& prefix, int64_t dim, int64_t context_dim, int heads);
   // x [B, L, C]; context as Attention takes it for attn2 (text context or stacked K/V).
   Tensor operator()(Backend& be, const Tensor& x, const Tensor& context) const;  // [B, L, C]

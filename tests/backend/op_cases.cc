@@ -187,26 +187,6 @@ void add_layer_norm(CaseList& L, const std::string& name, Shape x_shape, float o
   c.rel_tol_half = 1e-2;
 }
 
-// layer_norm_linear: x [..., K], gamma, beta [K], w [N or 2N, K], then the bias if any; the fold
-// (fold_layer_norm_linear) runs on the backend inside `run`, the reference is the unfused chain.
-void add_layer_norm_linear(CaseList& L, const std::string& name, Shape x_shape, int64_t n, bool geglu,
-                           bool with_bias, float offset) {
-  const int64_t k = x_shape.back(), wn = geglu ? 2 * n : n;
-  OpCase& c = L.add(name, "layer_norm_linear");
-  c.inputs = {random_tensor(x_shape, L.seed(), offset - 1.f, offset + 1.f), random_tensor({k}, L.seed(), 0.5f, 1.5f),
-              random_tensor({k}, L.seed()), random_tensor({wn, k}, L.seed(), -0.5f, 0.5f)};
-  if (with_bias) c.inputs.push_back(random_tensor({wn}, L.seed()));
-  c.run = [geglu](Backend& be, const Inputs& d, const Inputs&) {
-    const LayerNormLinear f = fold_layer_norm_linear(be, d[1], d[2], 1e-5f, d[3], d.size() > 4 ? d[4] : Tensor());
-    return be.layer_norm_linear(d[0], f, geglu);
-  };
-  c.reference = [geglu](const Inputs& h) {
-    const Tensor y = ref::linear(ref::layer_norm(h[0], h[1], h[2], 1e-5f), h[3], h.size() > 4 ? h[4] : Tensor());
-    return geglu ? ref::geglu(y) : y;
-  };
-  c.rel_tol_half = 1e-2;
-}
-
 void add_attention(CaseList& L, const std::string& name, int64_t batch, int64_t lq, int64_t lk, int heads,
                    int64_t head_dim, bool causal) {
   OpCase& c = L.add(name, "attention");
@@ -486,11 +466,6 @@ std::vector<OpCase> all_op_cases() {
 
   add_layer_norm(L, "layer_norm_2x7x40", {2, 7, 40}, 0.f);
   add_layer_norm(L, "layer_norm_3x768_offset10", {3, 768}, 10.f);
-  add_layer_norm_linear(L, "layer_norm_linear_2x7x40_to_24", {2, 7, 40}, 24, false, false, 0.f);
-  add_layer_norm_linear(L, "layer_norm_linear_offset20_3x9x72_to_40_bias", {3, 9, 72}, 40, false, true, 20.f);
-  add_layer_norm_linear(L, "layer_norm_linear_geglu_2x33x64_to_48_bias", {2, 33, 64}, 48, true, true, 0.f);
-  add_layer_norm_linear(L, "layer_norm_linear_offset5_130x320_to_960", {130, 320}, 960, false, false, 5.f);
-  add_layer_norm_linear(L, "layer_norm_linear_geglu_offset10_200x200_to_136", {200, 200}, 136, true, true, 10.f);
   {
     OpCase& c = L.add("softmax_3x5x77", "softmax");
     c.inputs = {random_tensor({3, 5, 77}, L.seed(), -5.f, 5.f)};

@@ -56,9 +56,6 @@ class CudaBackend final : public Backend {
                       const Tensor& row_add, const Tensor& residual) override;
   Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) override;
   Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor& bias) override;
-  // One GEMM that takes the row statistics itself (gemm.cc, gemm_wgmma_layer_norm.cuh) where our
-  // Hopper GEMM timed faster than layer_norm + cuBLASLt; SDSERVE_CUDA_LN_FOLD=0: the default.
-  Tensor layer_norm_linear(const Tensor& x, const LayerNormLinear& f, bool geglu) override;
 
   Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
                     bool silu) override;
@@ -138,11 +135,9 @@ class CudaBackend final : public Backend {
                       const Tensor& y);
   // Our Hopper GEMM (gemm_wgmma.h) where SDSERVE_CUDA_WGMMA_GEMM picks it for this shape
   // (gemm_wgmma_choice.cc; `library_path` runs cuBLASLt (+ the GEGLU kernel) when it is timed
-  // against it); geglu: w [2N, K], the result [..., N]; ln: the folded layer norm (w, bias are
-  // then ln->w, ln->b; library_path runs the layer norm too). Undefined if it does not apply.
+  // against it); geglu: w [2N, K], the result [..., N]. Undefined if it does not apply.
   Tensor linear_wgmma(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual, bool geglu,
-                      GemmPlan& plan, const std::function<Tensor()>& library_path,
-                      const LayerNormLinear* ln = nullptr);
+                      GemmPlan& plan, const std::function<Tensor()>& library_path);
   // conv2d without bias: graph API, legacy API or the direct kernel (conv.cc).
   Tensor conv2d_plain(const Tensor& x, const Tensor& w, int stride, int padding);
   // The split-K implicit-GEMM conv when SDSERVE_CUDA_SPLITK_CONV picks it for this shape

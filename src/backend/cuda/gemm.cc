@@ -183,33 +183,6 @@ Tensor CudaBackend::linear_geglu(const Tensor& x, const Tensor& w, const Tensor&
   return library();
 }
 
-namespace {
-// SDSERVE_CUDA_LN_FOLD=0: layer_norm_linear runs the portable default (layer norm, then the GEMM).
-// Read per call (benchmarks switch it).
-bool ln_fold_enabled() {
-  const char* env = std::getenv("SDSERVE_CUDA_LN_FOLD");
-  return !(env && env[0] == '0');
-}
-}  // namespace
-
-Tensor CudaBackend::layer_norm_linear(const Tensor& x, const LayerNormLinear& f, bool geglu) {
-  SD_ASSERT(f.defined() && f.colsum.defined() && f.colsum.dtype() == DType::kF32 && f.colsum.numel() == f.w.dim(0),
-            "layer_norm_linear: folded weights w " + (f.w.defined() ? f.w.describe() : std::string("undefined")));
-  SD_ASSERT(!geglu || f.w.dim(0) % 2 == 0, "layer_norm_linear: GEGLU with w " + f.w.describe());
-  if (!ln_fold_enabled()) return Backend::layer_norm_linear(x, f, geglu);
-  check_on_device(f.colsum, "layer_norm_linear");
-  GemmPlan* plan = linear_plan(x, f.w, f.b, Tensor());
-  if (!plan) return Backend::layer_norm_linear(x, f, geglu);  // empty output
-  // The alternative it is timed against: the layer norm, then the linear's own choice (cuBLASLt or
-  // our GEMM, with GEGLU fused where that is faster).
-  const auto library = [&] {
-    const Tensor h = layer_norm(x, f.ones, f.zeros, f.eps);  // [..., K] normalised
-    return geglu ? linear_geglu(h, f.w, f.b) : linear_impl(h, f.w, f.b, Tensor());
-  };
-  if (Tensor y = linear_wgmma(x, f.w, f.b, Tensor(), geglu, *plan, library, &f); y.defined()) return y;
-  return library();
-}
-
 void CudaBackend::linear_library(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual,
                                  GemmPlan& plan, const Tensor& y) {
   const bool has_bias = bias.defined(), has_res = residual.defined();

@@ -39,13 +39,12 @@ struct GemmPlan {
   std::vector<cublasLtMatmulAlgo_t> candidates;
   bool tuned = false;
   // Whether our Hopper GEMM (gemm_wgmma.h) runs this shape instead, decided by timing on the first
-  // eager call (gemm_wgmma_choice.cc); [0] plain / residual, [1] with the GEGLU epilogue, [2] / [3]
-  // the same with the layer norm folded in (layer_norm_linear).
+  // eager call (gemm_wgmma_choice.cc); [0] plain / residual, [1] with the GEGLU epilogue.
   struct Wgmma {
     enum class Use { kUntested, kLibrary, kWgmma } use = Use::kUntested;
     WgmmaGemmConfig config;
   };
-  Wgmma wgmma[4];
+  Wgmma wgmma[2];
 };
 
 class GemmPlans {

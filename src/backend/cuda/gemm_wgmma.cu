@@ -56,8 +56,6 @@ bool config_valid(const WgmmaGemmShape& s, const WgmmaGemmConfig& c) {
     return false;
   }
   if (c.tma_store && c.splits > 1 && c.bn == 256) return false;  // the in-kernel sum would spill (168 registers)
-  // The folded layer norm: 4-byte or TMA stores, split slices summed by the reduce kernel.
-  if (s.layer_norm && (c.vec_epilogue || c.overlap || (c.tma_store && c.splits > 1))) return false;
   return c.splits >= 1 && c.splits <= ceil_div(s.k, kBK);
 }
 
@@ -106,12 +104,6 @@ bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
   p.bias = o.bias;
   p.residual = GEGLU ? nullptr : o.residual;
   p.partial = static_cast<float*>(o.workspace);
-  if (s.layer_norm) {
-    if (!o.ln_colsum || reinterpret_cast<uintptr_t>(o.ln_colsum) % 16 != 0) return false;
-    p.ln_colsum = o.ln_colsum;
-    p.ln_eps = o.ln_eps;
-    if (SPLIT) p.ln_stats = reinterpret_cast<float4*>(static_cast<char*>(o.workspace) + partials_bytes(s, splits));
-  }
   const int64_t units = int64_t{p.m_tiles} * p.n_tiles * splits;
   if (units >= (int64_t{1} << 31)) return false;
   if (SPLIT && kTma) {  // in-kernel reduction: the tile counters follow the partials, zeroed here
@@ -314,7 +306,6 @@ size_t wgmma_gemm_workspace(const WgmmaGemmShape& s, const WgmmaGemmConfig& c) {
     const int out_bn = s.geglu ? c.bn / 2 : c.bn;
     bytes += static_cast<size_t>(ceil_div(s.m, c.bm) * ceil_div(s.n, out_bn)) * sizeof(int);
   }
-  if (s.layer_norm) bytes += static_cast<size_t>(splits * s.m) * 16;  // + the slices' row statistics
   return bytes;
 }
 

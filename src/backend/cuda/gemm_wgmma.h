@@ -17,13 +17,9 @@ namespace sd::cuda {
 // y[M, N] = x[M, K] · w[N, K]^T (+ bias[N]) (+ residual[M, N]); all row-major, contiguous, f16 or
 // bf16, f32 accumulation. GEGLU: w is [2N, K] and bias [2N] (rows [0, N) the value a, rows
 // [N, 2N) the gate g, as the checkpoint stores them) and y[M, N] = a * gelu_erf(g) (no residual).
-// layer_norm: x's rows are layer-normalised in the GEMM (Backend::layer_norm_linear): w and bias are
-// the folded w diag(gamma), b + w beta, and y = rstd (x w^T - mean colsum) + bias, the row mean / rstd
-// taken from the A tiles in shared memory, colsum[n] ([2N] with GEGLU) = sum_k w[n, k] in f32.
 struct WgmmaGemmShape {
   int64_t m, n, k;
   bool geglu = false;
-  bool layer_norm = false;
 };
 
 // One kernel configuration: a tile of bm x bn outputs — bm 128: cooperative, both consumer
@@ -65,7 +61,7 @@ bool wgmma_gemm_supported(const WgmmaGemmShape& s, DType dtype);
 // Candidate configurations for the shape on a GPU of `sms` multiprocessors, best guess first.
 std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int sms);
 // Workspace bytes of the configuration (0 unless split): splits x M x N f32 (x 2N with GEGLU), with
-// tma_store plus one int per tile, with layer_norm plus splits x M float4 row statistics. It needs no zeroing (every split writes its whole slice; the
+// tma_store plus one int per tile. It needs no zeroing (every split writes its whole slice; the
 // launch zeroes the tile counters itself, a memset node in a graph).
 size_t wgmma_gemm_workspace(const WgmmaGemmShape& s, const WgmmaGemmConfig& c);
 
@@ -76,8 +72,6 @@ struct WgmmaGemmOperands {
   const void* bias = nullptr;
   const void* residual = nullptr;
   void* workspace = nullptr;  // wgmma_gemm_workspace() bytes, no zeroing needed (16-byte aligned)
-  const float* ln_colsum = nullptr;  // shape.layer_norm: [N] ([2N] GEGLU) f32, 16-byte aligned
-  float ln_eps = 1e-5f;
 };
 
 // Enqueues the GEMM on `stream` (graph-capturable: no host sync, no allocation). False if it

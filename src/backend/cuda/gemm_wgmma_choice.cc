@@ -60,20 +60,19 @@ WgmmaGemmConfig forced_config(const std::vector<WgmmaGemmConfig>& candidates) {
 }  // namespace
 
 Tensor CudaBackend::linear_wgmma(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual,
-                                 bool geglu, GemmPlan& plan, const std::function<Tensor()>& library_path,
-                                 const LayerNormLinear* ln) {
+                                 bool geglu, GemmPlan& plan, const std::function<Tensor()>& library_path) {
   const int mode = wgmma_gemm_mode();
-  GemmPlan::Wgmma& choice = plan.wgmma[(geglu ? 1 : 0) + (ln ? 2 : 0)];
+  GemmPlan::Wgmma& choice = plan.wgmma[geglu ? 1 : 0];
   if (mode == 0 || (mode == 1 && choice.use == GemmPlan::Wgmma::Use::kLibrary)) return Tensor();
   const int64_t k = w.dim(1), n = geglu ? w.dim(0) / 2 : w.dim(0), m = x.numel() / k;
-  const WgmmaGemmShape s{m, n, k, geglu, ln != nullptr};
+  const WgmmaGemmShape s{m, n, k, geglu};
   const auto decline = [&] {
     choice.use = GemmPlan::Wgmma::Use::kLibrary;
     return Tensor();
   };
   if (choice.use == GemmPlan::Wgmma::Use::kUntested || mode == 2) {
     if (!device_is_sm90(device_) || !wgmma_gemm_supported(s, x.dtype())) return decline();
-    for (const Tensor* t : {&x, &w, &bias, &residual, ln ? &ln->colsum : &residual}) {
+    for (const Tensor* t : {&x, &w, &bias, &residual}) {
       if (t->defined() && pointer_alignment(t->raw()) < 16) return decline();
     }
   }
@@ -90,10 +89,6 @@ Tensor CudaBackend::linear_wgmma(const Tensor& x, const Tensor& w, const Tensor&
     ops.bias = bias.defined() ? bias.raw() : nullptr;
     ops.residual = residual.defined() ? residual.raw() : nullptr;
     ops.workspace = workspace.defined() ? workspace.raw() : nullptr;
-    if (ln) {
-      ops.ln_colsum = ln->colsum.data<float>();
-      ops.ln_eps = ln->eps;
-    }
     return launch_wgmma_gemm(ops, x.dtype(), s, cfg, stream_) ? y : Tensor();
   };
   if (mode == 2) return run(forced_config(wgmma_gemm_candidates(s, device_sms(device_))));
@@ -118,11 +113,10 @@ Tensor CudaBackend::linear_wgmma(const Tensor& x, const Tensor& w, const Tensor&
     if (!run(cfg).defined()) continue;  // warm-up; a refused configuration is skipped
     const float ms = time_runs_alone(stream_, start, stop, 3, prepare, [&] { return run(cfg).defined(); });
     if (log_choice()) {
-      const char* other = ln ? "layer norm + the linear's choice" : geglu ? "cuBLASLt + geglu" : "cuBLASLt";
-      std::fprintf(stderr, "[sdserve] gemm m%lld n%lld k%lld%s%s%s%s: %s %.4f ms (%s %.4f)\n",
+      std::fprintf(stderr, "[sdserve] gemm m%lld n%lld k%lld%s%s%s: %s %.4f ms (cuBLASLt%s %.4f)\n",
                    static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
-                   ln ? " layer-norm" : "", geglu ? " geglu" : "", bias.defined() ? " bias" : "",
-                   residual.defined() ? " residual" : "", cfg.describe().c_str(), ms / 3, other, library_ms / 3);
+                   geglu ? " geglu" : "", bias.defined() ? " bias" : "", residual.defined() ? " residual" : "",
+                   cfg.describe().c_str(), ms / 3, geglu ? " + geglu" : "", library_ms / 3);
     }
     if (ms >= 0.f && ms < best_ms) {
       best_ms = ms;

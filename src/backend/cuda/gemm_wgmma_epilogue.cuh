@@ -60,10 +60,6 @@ struct Params {
   const void* residual;       // [m, n] or null
   float* partial;             // split: [splits, m, wn] f32, wn = n (2n GEGLU: value cols then gate cols)
   int* tile_counters;         // in-kernel split-K (TMA-store epilogue): [tiles] slices done, zeroed per launch
-  // Layer norm folded in (gemm_wgmma_layer_norm.cuh) when ln_colsum is set: [n] ([2n] GEGLU) f32.
-  const float* ln_colsum;
-  float ln_eps;
-  float4* ln_stats;           // split: [splits, m] per-slice (mean, M2, n, -) of x's rows
 };
 
 template <typename T>

@@ -4,7 +4,6 @@
 #pragma once
 
 #include "backend/cuda/gemm_wgmma_epilogue.cuh"
-#include "backend/cuda/gemm_wgmma_layer_norm.cuh"
 
 namespace sd::cuda::gemm_wgmma {
 
@@ -196,9 +195,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int row_off = kPingPong ? 0 : c * 64;
     const bool leader = threadIdx.x % 128 == 0;  // issues this warpgroup's TMA stores
     const bool has_res = !GEGLU && p.residual != nullptr;
-    // Layer norm folded in: not with the in-kernel split sum, the wide stores or the overlap.
-    constexpr bool kLayerNorm = !(kTma && SPLIT) && EPI != kEpiVec && !kOverlap;
-    const bool ln = kLayerNorm && p.ln_colsum != nullptr;
     const uint32_t stage = staging_base + c * kStagingBytes;
     int it = 0, local = 0, res_phase = 0;
     if constexpr (kOverlap) {
@@ -232,7 +228,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       float acc[BN / 2];
 #pragma unroll
       for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
-      LnAcc ln_acc;
       for (int i = 0; i < w.nkb; ++i, ++it) {
         const int s = it % kStages;
         mbarrier_wait(smem_addr(&full_bar[s]), (it / kStages) & 1);
@@ -242,12 +237,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int kk = 0; kk < kBK / 16; ++kk) wgmma_ss<T, BN>(acc, da + 2 * kk, db + 2 * kk, 1);
         wgmma_commit();
-        if constexpr (kLayerNorm) {  // the row statistics from the same A tile, under the MMAs
-          if (ln) {
-            ln_accumulate<T>(ln_acc, a_base + s * kABytes + row_off * kRowBytes, warp, lane, (w.kb0 + i) * kBK, p.k,
-                             i == 0);
-          }
-        }
         wgmma_wait<1>();  // the previous stage's wgmmas are done: hand it back to the producer
         if (i > 0) mbarrier_arrive(smem_addr(&empty_bar[(it - 1) % kStages]));
       }
@@ -255,21 +244,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       fence_accumulators(acc);
       if (w.nkb > 0) mbarrier_arrive(smem_addr(&empty_bar[(it - 1) % kStages]));
       if (kPingPong) named_barrier_arrive(2 - c, 2 * 128);  // the other consumer's turn
-      if constexpr (kLayerNorm) {
-        if (ln) {
-          if constexpr (SPLIT) {  // this slice's statistics (first N tile only); the reduce kernel combines
-            if (w.n0 == 0) {
-              const float n = static_cast<float>(min(p.k, (w.kb0 + w.nkb) * kBK) - w.kb0 * kBK);
-              float4* slice_stats = p.ln_stats + int64_t{w.split} * p.m;
-              ln_store_slice(ln_acc, n, lane, slice_stats, w.m0 + row_off + warp * 16 + lane / 2, p.m);
-            }
-          } else {
-            float2 lo, hi;
-            ln_row_stats(ln_acc, static_cast<float>(p.k), p.ln_eps, lane, lo, hi);
-            ln_apply<BN, GEGLU>(p, w.n0, acc, lo, hi, t);
-          }
-        }
-      }
       if constexpr (kTma && SPLIT) {
         // In-kernel split-K: every slice writes its partials; the tile's owner threads (both
         // consumers when cooperative, one when ping-pong) publish them (fence, barrier, one
@@ -355,20 +329,7 @@ __global__ void splitk_reduce_kernel(Params p, int splits) {
       }
     }
     float o[4] = {v.x, v.y, v.z, v.w};
-    float gt[4] = {gate.x, gate.y, gate.z, gate.w};
-    if (p.ln_colsum) {  // the folded layer norm: the slices' row statistics combined
-      const float2 st = ln_combine_slices(p.ln_stats, p.m, static_cast<int>(row), splits, p.ln_eps);
-      const float4 cs = __ldg(reinterpret_cast<const float4*>(p.ln_colsum + col));
-      const float c4[4] = {cs.x, cs.y, cs.z, cs.w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) o[e] = fmaf(-st.x, c4[e], o[e]) * st.y;
-      if constexpr (GEGLU) {
-        const float4 cg = __ldg(reinterpret_cast<const float4*>(p.ln_colsum + p.n + col));
-        const float g4[4] = {cg.x, cg.y, cg.z, cg.w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) gt[e] = fmaf(-st.x, g4[e], gt[e]) * st.y;
-      }
-    }
+    const float gt[4] = {gate.x, gate.y, gate.z, gate.w};
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       if (bias) o[e] += to_f32(bias[col + e]);

@@ -4,15 +4,21 @@
 // softmax in f32, O = P V kept in shared memory. Head dims up to 256, causal mask.
 #include <mma.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
+#include <map>
 #include <string>
+#include <tuple>
 
 #include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
+#include "backend/cuda/tuning_l2.h"
 
 namespace sd::cuda {
 
@@ -233,10 +239,11 @@ namespace {
 // >= 64 keys and d <= 128, mma2 for the rest (causal CLIP, d 160); "wmma" is read by the
 // backend (attention_wmma_).
 // Read on every call (a getenv), so tests and benchmarks can switch paths in one process.
-enum class AttentionPath { kAuto, kMma1, kMma2, kCudnn, kWgmma };
+enum class AttentionPath { kAuto, kMma1, kMma2, kCudnn, kWgmma, kShort };
 
 AttentionPath attention_path() {
   const char* env = std::getenv("SDSERVE_CUDA_ATTENTION");
+  if (env && std::strcmp(env, "short") == 0) return AttentionPath::kShort;
   if (env && std::strcmp(env, "mma1") == 0) return AttentionPath::kMma1;
   if (env && std::strcmp(env, "mma2") == 0) return AttentionPath::kMma2;
   if (env && std::strcmp(env, "cudnn") == 0) return AttentionPath::kCudnn;
@@ -278,6 +285,14 @@ bool want_wgmma(AttentionPath path, const AttentionArgs& a) {
          (max_bh < 0 ? bh == 16 : bh <= max_bh);
 }
 
+// Untimed "auto" (SDSERVE_CUDA_ATTENTION_TUNE=0, or a capture meeting a new shape) sends head dims
+// over 128 with at most kShortKeysMax keys (the 16x16-level cross-attention) to the one-tile
+// kernel: H100, session 10, b2 l256 lk77 d160 6.9 us vs mma2 8.2 (cuDNN 8.6); b32 41.9 vs 48.0.
+bool want_short_keys(AttentionPath path, const AttentionArgs& a) {
+  if (path == AttentionPath::kShort) return true;
+  return path == AttentionPath::kAuto && !a.causal && a.lk <= kShortKeysMax && a.d > 128;
+}
+
 bool want_cudnn(AttentionPath path, const AttentionArgs& a) {
   if (path == AttentionPath::kCudnn) return true;
   return path == AttentionPath::kAuto && !a.causal && a.lk >= cudnn_min_keys() && a.d <= 128;
@@ -301,9 +316,119 @@ Tensor copy_columns(CudaBackend& be, const Tensor& src, int64_t col, int64_t wid
 
 }  // namespace
 
+// The timed choice per attention shape ("auto"): on the first eager call of a shape every kernel that
+// applies (wgmma, the one-tile short-keys kernel, cuDNN's SDPA, mma2) runs 3 x 5 times back to back
+// and the fastest (best of the three means) is kept; graph captures replay it. Inputs are
+// activations the previous kernel just wrote (L2-warm), so they are timed warm.
+// SDSERVE_CUDA_ATTENTION_TUNE=0: the fixed rules below instead; SDSERVE_CUDA_ATTENTION_LOG=1 prints
+// every candidate.
+struct AttentionKey {
+  DType dtype;
+  int batch, lq, lk, heads, d;
+  bool causal, vec;
+  int64_t q_stride, kv_stride;
+  auto tie() const { return std::tie(dtype, batch, lq, lk, heads, d, causal, vec, q_stride, kv_stride); }
+  bool operator<(const AttentionKey& o) const { return tie() < o.tie(); }
+};
+
+class AttentionChoices {
+ public:
+  std::map<AttentionKey, AttentionPath> chosen;
+};
+
+namespace {
+bool attention_tuning() {
+  const char* env = std::getenv("SDSERVE_CUDA_ATTENTION_TUNE");
+  return !(env && env[0] == '0');
+}
+bool attention_log() {
+  const char* env = std::getenv("SDSERVE_CUDA_ATTENTION_LOG");
+  return env && env[0] == '1';
+}
+const char* path_name(AttentionPath p) {
+  switch (p) {
+    case AttentionPath::kWgmma: return "wgmma";
+    case AttentionPath::kShort: return "short";
+    case AttentionPath::kCudnn: return "cudnn";
+    case AttentionPath::kMma2: return "mma2";
+    case AttentionPath::kMma1: return "mma1";
+    case AttentionPath::kAuto: break;
+  }
+  return "auto";
+}
+}  // namespace
+
+bool CudaBackend::run_attention_path(int path_id, DType dtype, const AttentionArgs& args) {
+  switch (static_cast<AttentionPath>(path_id)) {
+    case AttentionPath::kWgmma: return launch_attention_wgmma(dtype, args, stream_);
+    case AttentionPath::kShort: return launch_attention_short_keys(dtype, args, stream_);
+    case AttentionPath::kCudnn: {
+      Tensor workspace;
+      const auto scratch = [&](size_t bytes) {
+        workspace = empty({static_cast<int64_t>(bytes)}, DType::kU8);
+        return workspace.raw();
+      };
+      return run_attention_cudnn(device_, dtype, args, stream_, scratch);
+    }
+    case AttentionPath::kMma2:
+      if (!args.vec || args.d > kMmaAttentionMaxHeadDim) return false;
+      launch_attention_mma2(dtype, args, stream_);
+      return true;
+    case AttentionPath::kMma1:
+      if (args.d > kMmaAttentionMaxHeadDim) return false;
+      launch_attention_mma(dtype, args, stream_);
+      return true;
+    case AttentionPath::kAuto: break;
+  }
+  return false;
+}
+
 void CudaBackend::run_attention(DType dtype, const AttentionArgs& args) {
   const AttentionPath path = attention_path();
+  if (!attention_wmma_ && path == AttentionPath::kAuto && attention_tuning()) {
+    if (!attention_choices_) attention_choices_ = std::make_shared<AttentionChoices>();
+    const AttentionKey key{dtype, args.batch, args.lq, args.lk, args.heads, args.d, args.causal, args.vec,
+                           args.q_stride, args.kv_stride};
+    auto it = attention_choices_->chosen.find(key);
+    if (it != attention_choices_->chosen.end()) {
+      if (run_attention_path(static_cast<int>(it->second), dtype, args)) return;
+    } else {
+      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+      SD_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
+      if (capture == cudaStreamCaptureStatusNone) {
+        cudaEvent_t start = nullptr, stop = nullptr;
+        SD_CUDA_CHECK(cudaEventCreate(&start));
+        SD_CUDA_CHECK(cudaEventCreate(&stop));
+        float best = std::numeric_limits<float>::max();
+        AttentionPath best_path = AttentionPath::kAuto;
+        for (AttentionPath p : {AttentionPath::kWgmma, AttentionPath::kShort, AttentionPath::kCudnn,
+                                AttentionPath::kMma2}) {
+          if (!run_attention_path(static_cast<int>(p), dtype, args)) continue;  // also the warm-up
+          float ms = std::numeric_limits<float>::max();
+          for (int rep = 0; rep < 3; ++rep) {
+            const float total = time_runs_alone(stream_, start, stop, 1, [] {}, [&] {
+              for (int i = 0; i < 5; ++i) run_attention_path(static_cast<int>(p), dtype, args);
+              return true;
+            });
+            if (total >= 0.f) ms = std::min(ms, total / 5);
+          }
+          if (attention_log()) {
+            std::fprintf(stderr, "[sdserve] attention b%d lq%d lk%d h%d d%d%s: %s %.4f ms\n", args.batch, args.lq,
+                         args.lk, args.heads, args.d, args.causal ? " causal" : "", path_name(p), ms);
+          }
+          if (ms < best) best = ms, best_path = p;
+        }
+        cudaEventDestroy(start);
+        cudaEventDestroy(stop);
+        if (best_path != AttentionPath::kAuto) {
+          attention_choices_->chosen.emplace(key, best_path);
+          if (run_attention_path(static_cast<int>(best_path), dtype, args)) return;
+        }
+      }
+    }
+  }
   if (!attention_wmma_ && want_wgmma(path, args) && launch_attention_wgmma(dtype, args, stream_)) return;
+  if (!attention_wmma_ && want_short_keys(path, args) && launch_attention_short_keys(dtype, args, stream_)) return;
   if (!attention_wmma_ && want_cudnn(path, args)) {
     Tensor workspace;
     const auto scratch = [&](size_t bytes) {

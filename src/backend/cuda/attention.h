@@ -36,6 +36,12 @@ void launch_attention_wmma(DType dtype, const AttentionArgs& a, cudaStream_t str
 // Pipelined mma.sync kernel: needs a.vec (d % 8 == 0, 16-byte aligned), d <= 160.
 void launch_attention_mma2(DType dtype, const AttentionArgs& a, cudaStream_t stream);
 
+// Short key sequences (the 77-token text context): the mma2 kernel with all keys in one tile
+// (80 or 128), 16 query rows per warp. Non-causal, lk <= kShortKeysMax, a.vec, d 40 / 64 / 80 /
+// 128 / 160; false (nothing enqueued) otherwise.
+constexpr int kShortKeysMax = 128;
+bool launch_attention_short_keys(DType dtype, const AttentionArgs& a, cudaStream_t stream);
+
 // cuDNN's fused SDPA (non-causal): builds and caches an execution plan per shape (and row
 // strides) on `device` and runs it on `stream`; `workspace(bytes)` returns device scratch valid for this call.
 // Returns false (nothing enqueued) when cuDNN has no plan for the shape, or while `stream` is

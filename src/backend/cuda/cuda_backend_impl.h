@@ -21,6 +21,7 @@ namespace sd::cuda {
 class GemmPlans;  // gemm.cc: cuBLASLt descriptors and algorithms per shape
 struct GemmPlan;
 class ConvPlans;  // conv.cc: cuDNN descriptors, algorithm and workspace size per shape
+class AttentionChoices;  // attention.cu: the timed kernel choice per attention shape
 class ConvGraphPlans;  // conv_graph.cc: cuDNN graph-API execution plans per shape
 struct ConvGraphPlan;
 struct ConvGraphOperands;
@@ -69,6 +70,8 @@ class CudaBackend final : public Backend {
                         int64_t inner, int heads, bool causal) override;
   // Runs `args` through cuDNN's SDPA, the mma.sync or the WMMA kernel (attention.cu).
   void run_attention(DType dtype, const AttentionArgs& args);
+  // Runs `args` on one kernel path (attention.cu AttentionPath); false when it does not apply.
+  bool run_attention_path(int path, DType dtype, const AttentionArgs& args);
 
   Tensor activation(const Tensor& x, Activation act) override;
   Tensor geglu(const Tensor& x) override;
@@ -168,6 +171,7 @@ class CudaBackend final : public Backend {
   bool attention_wmma_ = false;  // SDSERVE_CUDA_ATTENTION=wmma: the WMMA kernel for every head dim
   std::unique_ptr<GemmPlans> gemm_;
   std::unique_ptr<ConvPlans> conv_;
+  std::shared_ptr<AttentionChoices> attention_choices_;  // made on the first tuned attention
   std::unique_ptr<ConvGraphPlans> conv_graph_;
   bool conv_graph_enabled_ = true;  // SDSERVE_CUDNN_GRAPH=0: legacy cuDNN API only
   bool conv_autotune_ = true;       // SDSERVE_CUDNN_AUTOTUNE=0: the heuristic's first plan

@@ -1,7 +1,6 @@
-// Fused attention, WMMA version, and the attention() / attention_cols() ops (which pick this
-// kernel, the mma.sync ones in attention_mma*.cu or cuDNN's SDPA): per (batch, head, 64-query tile) 64-key tiles of
-// K and V stream through shared memory, S = Q K^T on tensor cores (f32 accumulate), online
-// softmax in f32, O = P V kept in shared memory. Head dims up to 256, causal mask.
+// Fused attention, WMMA version (64-key tiles through shared memory, online softmax, head dims up
+// to 256, causal mask), and the attention() / attention_cols() ops, which time the kernels that
+// apply per shape (wgmma, one-tile short keys, cuDNN's SDPA, mma2) and keep the fastest.
 #include <mma.h>
 
 #include <algorithm>

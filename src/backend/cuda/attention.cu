@@ -360,7 +360,10 @@ const char* path_name(AttentionPath p) {
 bool CudaBackend::run_attention_path(int path_id, DType dtype, const AttentionArgs& args) {
   switch (static_cast<AttentionPath>(path_id)) {
     case AttentionPath::kWgmma: return launch_attention_wgmma(dtype, args, stream_);
-    case AttentionPath::kShort: return launch_attention_short_keys(dtype, args, stream_);
+    case AttentionPath::kShort: {
+      const char* env = std::getenv("SDSERVE_CUDA_SHORT_KEYS");  // =0: not a candidate (measuring)
+      return !(env && env[0] == '0') && launch_attention_short_keys(dtype, args, stream_);
+    }
     case AttentionPath::kCudnn: {
       Tensor workspace;
       const auto scratch = [&](size_t bytes) {

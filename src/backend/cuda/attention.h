@@ -1,7 +1,7 @@
-// The fused attention paths' entry points: the mma.sync kernels (registers hold Q, scores and
-// the output accumulator, head dims up to 160; attention_mma2.cu is the pipelined one), the
-// WMMA kernel (head dims up to 256) and cuDNN's fused SDPA (attention_cudnn.cc). Wider heads
-// take the unfused path (CudaBackend::attention_unfused). attention.cu picks among them.
+// The fused attention paths' entry points: the mma.sync kernels (head dims up to 160;
+// attention_mma2.cu the pipelined one, attention_short.cu the one for <= 128 keys), the WMMA kernel
+// (head dims up to 256), the Hopper wgmma kernels and cuDNN's fused SDPA (attention_cudnn.cc).
+// Wider heads take the unfused path (CudaBackend::attention_unfused). attention.cu picks among them.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -36,9 +36,9 @@ void launch_attention_wmma(DType dtype, const AttentionArgs& a, cudaStream_t str
 // Pipelined mma.sync kernel: needs a.vec (d % 8 == 0, 16-byte aligned), d <= 160.
 void launch_attention_mma2(DType dtype, const AttentionArgs& a, cudaStream_t stream);
 
-// Short key sequences (the 77-token text context): the mma2 kernel with all keys in one tile
-// (80 or 128), 16 query rows per warp. Non-causal, lk <= kShortKeysMax, a.vec, d 40 / 64 / 80 /
-// 128 / 160; false (nothing enqueued) otherwise.
+// Short key sequences (the 77-token text context; attention_short.cu): all keys in one tile (80
+// or 128) loaded once per CTA, which walks many 64-query tiles of its head. Non-causal,
+// lk <= kShortKeysMax, a.vec, d 40 / 64 / 80 / 128 / 160; false (nothing enqueued) otherwise.
 constexpr int kShortKeysMax = 128;
 bool launch_attention_short_keys(DType dtype, const AttentionArgs& a, cudaStream_t stream);
 

@@ -2,7 +2,6 @@
 // 2 m-tiles, so every K/V fragment read from shared memory feeds MT tensor-core ops), K and V
 // tiles of 64 keys are double-buffered with cp.async, fragments come from ldmatrix (V through
 // .trans, so V stays row-major), one __syncthreads per tile. 16-byte aligned, d % 8 == 0.
-// Short keys (<= 128, the 77-token cross-attention): one tile of 80 or 128 keys, 16 rows per warp.
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -18,19 +17,19 @@ namespace sd::cuda {
 
 namespace {
 
+constexpr int kBN = 64;        // keys per tile
 constexpr int kThreads = 128;  // 4 warps
 
-// Shared memory: K0 V0 K1 V1, each [kBN][ld] halves (kBN keys per tile: 64, or one tile of 80 / 128
-// for short key sequences, which use stage 0 only); the Q tile is staged in K1|V1 first.
+// Shared memory: K0 V0 K1 V1, each [kBN][ld] halves; the Q tile is staged in K1|V1 first.
 // ld = DP + 8: (DP + 8) / 8 is odd for DP % 16 == 0, so the 8 row addresses of an ldmatrix
 // phase fall in distinct 16-byte bank groups.
-template <int DP, int MT, int kBN>
+template <int DP, int MT>
 struct Mma2Cfg {
   static constexpr int kLd = DP + 8;
   static constexpr int kBM = 4 * 16 * MT;  // queries per block
   static constexpr int kTile = kBN * kLd;  // halves of one K or V tile
   static constexpr size_t kBytes = size_t{4} * kTile * 2;
-  static_assert(kBM <= 2 * kBN && kBN % 16 == 0, "the Q tile is staged in one K/V stage");
+  static_assert(kBM <= 2 * kBN, "the Q tile is staged in one K/V stage");
 };
 
 using namespace sm80;
@@ -51,16 +50,15 @@ __device__ __forceinline__ void load_async(T* dst, const T* src, int64_t stride,
 // (elements, multiples of 8). Grid (ceil(Lq/kBM), H, B), 128 threads.
 // mma.m16n8k16 fragments: lane = 4*g + t; A (row g | g+8, cols 2t,2t+1 | +8), B (k 2t,2t+1 |
 // +8, n g), C (row g | g+8, cols 2t,2t+1). Warp w owns rows [w*16*MT, (w+1)*16*MT).
-template <typename T, int DP, int MT, int kBN = 64>
+template <typename T, int DP, int MT>
 __global__ void __launch_bounds__(kThreads) attention_mma2_kernel(const T* __restrict__ q, const T* __restrict__ k,
                                                                   const T* __restrict__ v, T* __restrict__ o, int lq,
                                                                   int lk, int heads, int d, int64_t q_stride,
                                                                   int64_t kv_stride, float scale_log2, bool causal) {
   pdl_wait();  // PDL (pdl.cuh): first, in every CTA
   pdl_trigger();
-  using C = Mma2Cfg<DP, MT, kBN>;
+  using C = Mma2Cfg<DP, MT>;
   constexpr int kLd = C::kLd, kBM = C::kBM, kTile = C::kTile;
-  constexpr int kNB = kBN / 8;  // 8-key blocks per tile
   constexpr int kDF = DP / 16;  // k-steps of Q K^T
   constexpr int kDN = DP / 8;   // 8-wide column blocks of O
   extern __shared__ __align__(128) unsigned char smem[];
@@ -119,15 +117,15 @@ __global__ void __launch_bounds__(kThreads) attention_mma2_kernel(const T* __res
     const uint32_t ks = smem_addr(sbase + (it & 1) * 2 * kTile);
     const uint32_t vs = ks + kTile * 2;
 
-    // S [MT*16 x kBN] = Q K^T; each ldmatrix.x4 gives B fragments of two 8-key blocks.
-    float s[MT][kNB][4];
+    // S [MT*16 x 64] = Q K^T; each ldmatrix.x4 gives B fragments of two 8-key blocks.
+    float s[MT][8][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-      for (int nb = 0; nb < kNB; ++nb) s[mt][nb][0] = s[mt][nb][1] = s[mt][nb][2] = s[mt][nb][3] = 0.f;
+      for (int nb = 0; nb < 8; ++nb) s[mt][nb][0] = s[mt][nb][1] = s[mt][nb][2] = s[mt][nb][3] = 0.f;
     }
 #pragma unroll
-    for (int nb2 = 0; nb2 < kNB / 2; ++nb2) {
+    for (int nb2 = 0; nb2 < 4; ++nb2) {
       const int key = nb2 * 16 + (lane / 16) * 8 + (lane % 8);
 #pragma unroll
       for (int f = 0; f < kDF; ++f) {
@@ -146,7 +144,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma2_kernel(const T* __res
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-        for (int nb = 0; nb < kNB; ++nb) {
+        for (int nb = 0; nb < 8; ++nb) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int j = kv0 + nb * 8 + 2 * t + (e & 1);
@@ -163,7 +161,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma2_kernel(const T* __res
       for (int row = 0; row < 2; ++row) {
         float mx = -INFINITY;
 #pragma unroll
-        for (int nb = 0; nb < kNB; ++nb) mx = fmaxf(mx, fmaxf(s[mt][nb][2 * row], s[mt][nb][2 * row + 1]));
+        for (int nb = 0; nb < 8; ++nb) mx = fmaxf(mx, fmaxf(s[mt][nb][2 * row], s[mt][nb][2 * row + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(m_row[mt][row], mx);
@@ -178,7 +176,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma2_kernel(const T* __res
         }
       }
 #pragma unroll
-      for (int nb = 0; nb < kNB; ++nb) {
+      for (int nb = 0; nb < 8; ++nb) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const float p = exp2f(fmaf(s[mt][nb][e], scale_log2, -m_scaled[mt][e / 2]));
@@ -191,7 +189,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma2_kernel(const T* __res
     // O += P V: P's C fragments become A fragments in place; ldmatrix.trans on row-major V
     // gives B fragments of two 8-column blocks.
 #pragma unroll
-    for (int kc = 0; kc < kNB / 2; ++kc) {
+    for (int kc = 0; kc < 4; ++kc) {
       uint32_t pa[MT][4];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
@@ -241,17 +239,16 @@ __global__ void __launch_bounds__(kThreads) attention_mma2_kernel(const T* __res
   }
 }
 
-template <typename T, int DP, int MT, int kBN = 64>
+template <typename T, int DP, int MT>
 void launch(const AttentionArgs& a, cudaStream_t stream) {
-  using C = Mma2Cfg<DP, MT, kBN>;
-  // Short keys use stage 0 and the Q staging half of stage 1 only.
-  constexpr size_t bytes = kBN == 64 ? C::kBytes : size_t{2} * C::kTile * 2 + size_t{C::kBM} * C::kLd * 2;
-  SD_CUDA_CHECK(cudaFuncSetAttribute(attention_mma2_kernel<T, DP, MT, kBN>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  using C = Mma2Cfg<DP, MT>;
+  constexpr size_t bytes = C::kBytes;
+  SD_CUDA_CHECK(cudaFuncSetAttribute(attention_mma2_kernel<T, DP, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(bytes)));
   const float scale_log2 = 1.4426950408889634f / std::sqrt(static_cast<float>(a.d));
   const dim3 grid(static_cast<unsigned>((a.lq + C::kBM - 1) / C::kBM), static_cast<unsigned>(a.heads),
                   static_cast<unsigned>(a.batch));
-  launch_kernel(attention_mma2_kernel<T, DP, MT, kBN>, grid, kThreads, bytes, stream, static_cast<const T*>(a.q),
+  launch_kernel(attention_mma2_kernel<T, DP, MT>, grid, kThreads, bytes, stream, static_cast<const T*>(a.q),
       static_cast<const T*>(a.k), static_cast<const T*>(a.v), static_cast<T*>(a.o), a.lq,
       a.lk, a.heads, a.d, a.q_stride, a.kv_stride, scale_log2, a.causal);
   SD_CUDA_LAUNCH_CHECK();
@@ -289,34 +286,7 @@ void launch_dp(const AttentionArgs& a, cudaStream_t stream) {
   launch<T, DP, 1>(a, stream);
 }
 
-// Short keys: one tile of 80 or 128 keys.
-template <typename T, int DP>
-void launch_short(const AttentionArgs& a, cudaStream_t stream) {
-  if (a.lk <= 80) {
-    launch<T, DP, 1, 80>(a, stream);
-  } else {
-    launch<T, DP, 1, 128>(a, stream);
-  }
-}
-
 }  // namespace
-
-bool launch_attention_short_keys(DType dtype, const AttentionArgs& a, cudaStream_t stream) {
-  if (!a.vec || a.causal || a.lk < 1 || a.lk > kShortKeysMax || a.q_stride % 8 != 0 || a.kv_stride % 8 != 0) {
-    return false;
-  }
-  const int d = a.d;
-  if (d != 40 && d != 64 && d != 80 && d != 128 && d != 160) return false;
-  dispatch_half(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    if (d == 40) launch_short<T, 48>(a, stream);
-    else if (d == 64) launch_short<T, 64>(a, stream);
-    else if (d == 80) launch_short<T, 80>(a, stream);
-    else if (d == 128) launch_short<T, 128>(a, stream);
-    else launch_short<T, 160>(a, stream);
-  });
-  return true;
-}
 
 void launch_attention_mma2(DType dtype, const AttentionArgs& a, cudaStream_t stream) {
   SD_ASSERT(a.vec && a.d % 8 == 0 && a.d >= 8 && a.d <= kMmaAttentionMaxHeadDim && a.q_stride % 8 == 0 &&

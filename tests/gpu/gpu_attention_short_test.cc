@@ -1,5 +1,5 @@
-// The one-tile attention kernel for short key sequences (SDSERVE_CUDA_ATTENTION=short,
-// launch_attention_short_keys: the 77-token cross-attention) against the CPU backend and the
+// The persistent attention kernel for short key sequences (SDSERVE_CUDA_ATTENTION=short,
+// attention_short.cu: the 77-token cross-attention) against the CPU backend and the
 // multi-tile mma2 kernel: key counts 1..128 around the 80 / 128 tile edges, head dims 40 / 64 / 80 /
 // 128 / 160, f16 and bf16, contiguous and strided; the timed per-shape choice and the fixed rules.
 #include <gtest/gtest.h>
@@ -31,6 +31,8 @@ TEST(GpuAttentionShortKeys, MatchesCpuAndMma2) {
       {2, 4096, 77, 8, 40}, {2, 1024, 77, 8, 80}, {2, 256, 77, 8, 160}, {1, 64, 77, 8, 160},
       {3, 333, 1, 4, 40},   {1, 100, 7, 2, 64},   {2, 130, 64, 5, 64},  {1, 257, 80, 4, 80},
       {1, 65, 81, 3, 128},  {2, 190, 100, 2, 40}, {1, 77, 128, 4, 160}, {2, 1000, 77, 10, 64},
+      // Many heads: each CTA walks 3-4 query tiles (the prefetch two tiles ahead, a partial last tile).
+      {16, 1024, 77, 8, 80}, {12, 1000, 77, 8, 40},
   };
   for (DType dtype : {DType::kF16, DType::kBF16}) {
     Backend& gpu = gpu_backend(dtype);

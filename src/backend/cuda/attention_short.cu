@@ -212,7 +212,7 @@ void launch_keys(const AttentionArgs& a, cudaStream_t stream) {
 }  // namespace
 
 bool launch_attention_short_keys(DType dtype, const AttentionArgs& a, cudaStream_t stream) {
-  if (!a.vec || a.causal || a.lk < 1 || a.lk > kShortKeysMax || a.q_stride % 8 != 0 || a.kv_stride % 8 != 0 ||
+  if (!a.vec || a.causal || a.lq < 1 || a.lk < 1 || a.lk > kShortKeysMax || a.q_stride % 8 != 0 || a.kv_stride % 8 != 0 ||
       a.batch > 65535 || a.heads > 65535) {
     return false;
   }

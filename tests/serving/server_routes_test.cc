@@ -212,7 +212,12 @@ TEST(ServerRoutes, FinishedJobsExpire) {
 TEST(ServerRoutes, Metrics) {
   TestServer t;
   ASSERT_EQ(http(t.port(), "POST", "/sdapi/v1/txt2img", txt2img_body("m", 1, 2, 3)).status, 200);
-  Reply m = http(t.port(), "GET", "/metrics");
+  // The request is counted after its response is written, so the client can read /metrics first.
+  Reply m;
+  ASSERT_TRUE(eventually([&] {
+    m = http(t.port(), "GET", "/metrics");
+    return m.body.find("sd_requests_total{api=\"sdapi\"") != std::string::npos;
+  })) << m.body;
   ASSERT_EQ(m.status, 200);
   EXPECT_NE(m.header("content-type").find("text/plain"), std::string::npos);
   for (const char* name : {"sd_requests_total{api=\"sdapi\",status=\"200\"} 1", "sd_queue_depth 0",

@@ -97,8 +97,6 @@ Tensor CudaBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor&
               "conv2d_fused: row_add " + row_add.describe() + " for x " + x.describe() + " w " + w.describe());
   }
   const ConvKey key{x.dim(0), x.dim(1), x.dim(2), x.dim(3), cout, w.dim(1), stride, padding, x.dtype()};
-  note_weights(w, x.dim(0) * ((x.dim(1) + 2 * padding - w.dim(1)) / stride + 1) *
-                      ((x.dim(2) + 2 * padding - w.dim(2)) / stride + 1));
   const int wanted = (bias.defined() ? kEpiBias : 0) | (row_add.defined() ? kEpiRow : 0) |
                      (residual.defined() ? kEpiResidual : 0);
   const int epi = wanted & conv_epilogue_mask();  // the adds the cuDNN graph takes

@@ -11,10 +11,9 @@
 #include "backend/cuda/conv_graph.h"
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/tuning_l2.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
-#include "backend/cuda/tuning_l2.h"
-#include "backend/cuda/weight_prefetch.h"
 
 namespace sd::cuda {
 
@@ -144,9 +143,6 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
   conv_autotune_ = !(tune && tune[0] == '0');
   gemm_workspace_bytes_ = kGemmWorkspaceBytes;
   gemm_workspace_ = alloc_->allocate(gemm_workspace_bytes_);
-  if (weight_prefetch_options().enabled && prop.major >= 9) {
-    prefetch_ = std::make_unique<WeightPrefetcher>(weight_prefetch_options());
-  }
 }
 
 CudaBackend::~CudaBackend() {
@@ -154,7 +150,6 @@ CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
   gemm_.reset();
   conv_.reset();
-  prefetch_.reset();
   conv_graph_.reset();
   if (gemm_workspace_) alloc_->release(gemm_workspace_);
   if (dnn_) cudnnDestroy(dnn_);
@@ -174,17 +169,6 @@ cublasHandle_t CudaBackend::blas() {
 }
 
 void CudaBackend::activate() const { SD_CUDA_CHECK(cudaSetDevice(device_)); }
-
-void CudaBackend::note_weights(const Tensor& w, int64_t rows) {
-  if (prefetch_) prefetch_->on_weight_op(stream_, w.raw(), w.nbytes(), rows);
-}
-
-void CudaBackend::set_weight_prefetch(const WeightPrefetchOptions& options) {
-  int major = 0;
-  SD_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_));
-  if (prefetch_) SD_CUDA_CHECK(cudaStreamSynchronize(stream_));  // its side stream may still run
-  prefetch_ = options.enabled && major >= 9 ? std::make_unique<WeightPrefetcher>(options) : nullptr;
-}
 
 void CudaBackend::check_on_device(const Tensor& t, const char* op) const {
   SD_ASSERT(t.defined(), std::string(op) + ": undefined tensor");

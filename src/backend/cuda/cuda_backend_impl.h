@@ -30,8 +30,6 @@ struct ConvPlan;
 struct MarkerPool;  // markers.cc: pooled CUDA events for profiling marks
 struct AttentionArgs;  // attention.h: one fused attention launch
 struct SubpixelPlans;  // conv_subpixel.cc: per-shape choice of the sub-pixel upsample kernel
-class WeightPrefetcher;  // weight_prefetch.h: L2 prefetch of the next ops' weights in captured graphs
-struct WeightPrefetchOptions;
 
 class CudaBackend final : public Backend {
  public:
@@ -158,13 +156,6 @@ class CudaBackend final : public Backend {
   Tensor attention_unfused(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal);
   // [B,Ho,Wo,C] window of x [B,H,W,C] starting at (dy, dx), zero outside (pad_hw, crop_hw).
   Tensor window(const Tensor& x, int64_t ho, int64_t wo, int64_t dy, int64_t dx, const char* op);
-  // Before a linear / conv enqueues its kernels: its weights and GEMM rows, for the L2 prefetch
-  // of captured graphs (weight_prefetch.h; no-op unless SDSERVE_CUDA_L2_PREFETCH=1).
-  void note_weights(const Tensor& w, int64_t rows);
-  // Replaces the L2 prefetch options read from the environment (tests, benchmarks); takes effect
-  // from the next capture. weight_prefetcher(): null when off.
-  void set_weight_prefetch(const WeightPrefetchOptions& options);
-  const WeightPrefetcher* weight_prefetcher() const { return prefetch_.get(); }
   // Asserts that `t` lives on this device.
   void check_on_device(const Tensor& t, const char* op) const;
 
@@ -189,7 +180,6 @@ class CudaBackend final : public Backend {
   std::shared_ptr<MarkerPool> markers_;  // made on the first mark() (markers.cc)
   size_t gemm_workspace_bytes_ = 0;
   std::shared_ptr<SubpixelPlans> subpixel_plans_;  // made on the first conv2d_subpixel_upsample
-  std::unique_ptr<WeightPrefetcher> prefetch_;       // null when the L2 prefetch is off
 };
 
 // False when SDSERVE_CUDA_FUSED=0: conv2d_fused / linear_residual run the unfused ops.

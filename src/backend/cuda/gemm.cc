@@ -145,7 +145,6 @@ GemmPlan* CudaBackend::linear_plan(const Tensor& x, const Tensor& w, const Tenso
   }
   if (m == 0 || n == 0) return nullptr;
   SD_ASSERT(k > 0, "linear with K = 0");
-  note_weights(w, m);
   SD_ASSERT(m < (int64_t{1} << 31) && n < (int64_t{1} << 31) && k < (int64_t{1} << 31), "linear: too large");
   const GemmKey key{m, n, k, x.dtype(), has_bias, pointer_alignment(w.raw()), pointer_alignment(x.raw()),
                     /*align_y=*/256, has_bias ? pointer_alignment(bias.raw()) : 256, has_res,

@@ -8,7 +8,6 @@
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/weight_prefetch.h"
 
 namespace sd::cuda {
 namespace {
@@ -56,16 +55,7 @@ void abandon_capture(cudaStream_t stream) {
 
 std::unique_ptr<CapturedGraph> CudaBackend::capture(const std::function<void()>& fn) {
   activate();
-  // Warm-up: cuDNN autotuning, GEMM plans and library handles are made here, not recorded; the
-  // weight ops' order is recorded for the L2 prefetch (weight_prefetch.h).
-  if (prefetch_) prefetch_->begin_record();
-  try {
-    fn();
-  } catch (...) {
-    if (prefetch_) prefetch_->finish(stream_);
-    throw;
-  }
-  if (prefetch_) prefetch_->finish(stream_);
+  fn();  // warm-up: cuDNN autotuning, GEMM plans and library handles are made here, not recorded
   SD_CUDA_CHECK(cudaStreamSynchronize(stream_));
   // All graphs of this backend share one pool: they run one at a time on the one stream, and
   // each replay writes its intermediates before reading them, so they may reuse each other's
@@ -78,11 +68,8 @@ std::unique_ptr<CapturedGraph> CudaBackend::capture(const std::function<void()>&
   cudaError_t err = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
   if (err == cudaSuccess) {
     try {
-      if (prefetch_) prefetch_->begin_emit(stream_);
       fn();
-      if (prefetch_) prefetch_->finish(stream_);  // joins the prefetch branch before the capture ends
     } catch (...) {
-      if (prefetch_) prefetch_->abandon(stream_);
       abandon_capture(stream_);
       alloc_->end_pool();
       alloc_->release_pool(pool);

@@ -10,8 +10,6 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "backend/cuda/mbarrier.cuh"  // kMbarrierSuspendHintNs
-
 namespace sd::cuda::sm90 {
 
 // True in the sm_90a device pass (wgmma and setmaxnreg exist); the wrappers below compile to
@@ -216,9 +214,9 @@ __device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
   uint32_t done = 0;
   do {
     asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2, %3;\nselp.u32 %0, 1, 0, p;\n}\n"
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
         : "=r"(done)
-        : "r"(bar), "r"(parity), "n"(kMbarrierSuspendHintNs)
+        : "r"(bar), "r"(parity)
         : "memory");
   } while (!done);
 }

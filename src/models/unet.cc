@@ -219,8 +219,6 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
   SD_ASSERT(features.ndim() == 2 && features.dim(0) == x.dim(0) && features.dim(1) == config_.block_out_channels[0],
             "timestep features must be [B, " + std::to_string(config_.block_out_channels[0]) + "], got " +
                 features.describe());
-  SD_ASSERT(context.ndim() == 3 && context.dim(0) == x.dim(0) && context.dim(2) == config_.cross_attention_dim,
-            "context must be [B, L, cross_attention_dim], got " + context.describe());
   // BackendScope names the blocks for ProfilingBackend (no-ops on other backends).
   Tensor temb, temb_all;  // [B, 4*C0] after SiLU; [B, sum of ResNet widths] when stacked
   {
@@ -228,6 +226,33 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
     temb = time_embedding(features);
     if (time_proj_all_.w.defined()) temb_all = time_proj_all_(be, temb);
   }
+  return denoise(x, temb, temb_all, context, halves_equal);
+}
+
+Tensor UNet::time_projections(const Tensor& features) const {
+  SD_ASSERT(time_projection_width() > 0, "time_projections: the ResNet time projections are not stacked");
+  SD_ASSERT(features.ndim() == 2 && features.dim(1) == config_.block_out_channels[0],
+            "timestep features must be [m, " + std::to_string(config_.block_out_channels[0]) + "], got " +
+                features.describe());
+  BackendScope s(backend_, "time_embed");
+  return time_proj_all_(backend_, time_embedding(features));  // [m, sum of ResNet widths]
+}
+
+Tensor UNet::forward_projected(const Tensor& x, const Tensor& temb_all, const Tensor& context,
+                               bool halves_equal) const {
+  SD_ASSERT(x.ndim() == 4 && x.dim(3) == config_.in_channels, "UNet input must be NHWC latents, got " + x.describe());
+  SD_ASSERT(time_projection_width() > 0, "forward_projected: the ResNet time projections are not stacked");
+  SD_ASSERT(temb_all.ndim() == 2 && temb_all.dim(0) == x.dim(0) && temb_all.dim(1) == time_projection_width(),
+            "time projections must be [B, " + std::to_string(time_projection_width()) + "], got " +
+                temb_all.describe());
+  return denoise(x, Tensor(), temb_all, context, halves_equal);
+}
+
+Tensor UNet::denoise(const Tensor& x, const Tensor& temb, const Tensor& temb_all, const Tensor& context,
+                     bool halves_equal) const {
+  Backend& be = backend_;
+  SD_ASSERT(context.ndim() == 3 && context.dim(0) == x.dim(0) && context.dim(2) == config_.cross_attention_dim,
+            "context must be [B, L, cross_attention_dim], got " + context.describe());
   // Every cross-attention's K/V projection of the context in one GEMM: [B, L, sum 2*inner].
   Tensor ctx;
   {
@@ -239,7 +264,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
   const int64_t rows = x.dim(0);
   bool halved = halves_equal && rows % 2 == 0 && rows > 0;
   const int64_t first = halved ? rows / 2 : rows;
-  const Tensor temb_first = temb.slice_rows(0, first);
+  const Tensor temb_first = temb.defined() ? temb.slice_rows(0, first) : Tensor();
   const Tensor temb_all_first = temb_all.defined() ? temb_all.slice_rows(0, first) : Tensor();
   const auto resnet = [&](const ResnetBlock& r, const Tensor& x) {
     const Tensor& all = halved ? temb_all_first : temb_all;

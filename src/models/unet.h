@@ -35,6 +35,18 @@ class UNet {
   // Host f32 [B, block_out_channels[0]]: this model's timestep features (flip, shift).
   Tensor timestep_features_of(const std::vector<double>& timesteps) const;
 
+  // The time embedding depends on the timestep alone, so a caller may compute it once per
+  // timestep value and keep it (StepGraphs' time table). Width of every ResNet's time
+  // projection side by side (sum of their widths); 0 when they are not stacked (then the two
+  // calls below do not apply).
+  int64_t time_projection_width() const { return time_proj_all_.w.defined() ? time_proj_all_.w.dim(0) : 0; }
+  // features [m, block_out_channels[0]] (device, compute dtype) -> [m, time_projection_width()].
+  Tensor time_projections(const Tensor& features) const;
+  // forward() with the time projections already made: temb_all [B, time_projection_width()]
+  // (time_projections() of the rows' features). Only enqueues device ops.
+  Tensor forward_projected(const Tensor& x, const Tensor& temb_all, const Tensor& context,
+                           bool halves_equal = false) const;
+
   const UNetConfig& config() const { return config_; }
   size_t parameters() const { return parameters_; }
 
@@ -49,6 +61,10 @@ class UNet {
   UNet(const UNetConfig& c, Backend& b) : config_(c), backend_(b) {}
   Status build(ModelLoader& l);
   Tensor time_embedding(const Tensor& features) const;  // [B, C0] features -> [B, 4*C0] after SiLU
+  // The blocks after the time embedding: temb [B, 4*C0] (undefined when every ResNet reads
+  // temb_all), temb_all [B, sum of ResNet widths] (undefined when not stacked).
+  Tensor denoise(const Tensor& x, const Tensor& temb, const Tensor& temb_all, const Tensor& context,
+                 bool halves_equal) const;
   // One GEMM for every ResNet's time projection: stacks their weights (conv1's bias folded into
   // each block's projection bias) into time_proj_all_ and sets each block's time_col.
   void stack_time_projections(ModelLoader& l);

@@ -261,6 +261,7 @@ bool SdEngine::step_by_graph(const std::vector<Job*>& jobs) {
     in.uncond = job->uncond;
     in.cond = job->cond;
     in.timestep = job->sampler->model_timestep(job->eval);
+    if (job->eval == 0) in.schedule = &job->sampler->timesteps();
     in.input_scale = job->sampler->input_scale(job->eval);
     in.cfg_scale = job->request.cfg_scale;
     in.cfg = job->cfg;

@@ -46,6 +46,8 @@ class SdEngine : public GenerationEngine {
   // captures (CUDA), unless SDSERVE_CUDA_GRAPHS=0; off on the CPU (it would only re-run eagerly).
   bool step_graphs = false;
   size_t captured_graphs() const { return graphs_ ? graphs_->graphs() : 0; }
+  // Timestep values whose time projections the step graphs' table has made (0: table off).
+  int64_t time_table_computed() const { return graphs_ ? graphs_->time_table_computed() : 0; }
 
  private:
   SdEngine() = default;

@@ -1,7 +1,6 @@
-// StepGraphs: packs a step's per-row parameters (input-scaling gather table, the slot-update
-// table and coefficients of every job's StepPlan with guidance folded in, timestep features)
-// into one host buffer, uploads it with one copy into the graph's static parameter block,
-// copies changed context rows device-to-device, and replays the captured step.
+// StepGraphs: packs a step's per-row parameters (input-scaling gather table, slot-update table
+// and coefficients with guidance folded in, timestep features or time-table rows) into one host
+// buffer, uploads it with one copy, copies changed context rows, and replays the captured step.
 #include "pipeline/step_graph.h"
 
 #include <algorithm>
@@ -16,7 +15,8 @@ namespace {
 
 // Byte offsets of the per-step parameters inside a graph's parameter block.
 struct ParamLayout {
-  size_t gather_table = 0, gather_coeffs = 0, update_table = 0, update_coeffs = 0, features = 0, total = 0;
+  size_t gather_table = 0, gather_coeffs = 0, update_table = 0, update_coeffs = 0, features = 0, time_index = 0,
+         total = 0;
 };
 
 constexpr int kUpdateColumns = SlotUpdateTable::kInputs - 2 + SlotUpdateTable::kOutputs;  // direct model outputs
@@ -35,6 +35,8 @@ ParamLayout param_layout(int64_t B, int64_t feature_channels, DType feature_dtyp
   at = align(at + static_cast<size_t>(B * SlotUpdateTable::kOutputs * SlotUpdateTable::kInputs) * 4);
   l.features = at;
   at = align(at + static_cast<size_t>(2 * B * feature_channels) * dtype_size(feature_dtype));
+  l.time_index = at;
+  at = align(at + static_cast<size_t>(2 * B) * 4);
   l.total = at;
   return l;
 }
@@ -62,6 +64,19 @@ bool run_halves(int64_t images) {
 int64_t address(const Tensor& t, int64_t row) { return static_cast<int64_t>(reinterpret_cast<uintptr_t>(row_address(t, row))); }
 
 }  // namespace
+
+// Off by default until measured on the GPU (docs/perf-notes.md, session 11).
+bool time_table_from_env() {
+  const char* env = std::getenv("SDSERVE_STEP_TIME_TABLE");
+  return env && env[0] == '1';
+}
+
+StepGraphs::StepGraphs(Backend& backend, const UNet& unet)
+    : time_table(time_table_from_env() && unet.time_projection_width() > 0), backend_(backend), unet_(unet) {}
+
+StepGraphs::~StepGraphs() = default;
+
+int64_t StepGraphs::time_table_computed() const { return time_table_ ? time_table_->computed() : 0; }
 
 int StepGraphs::bucket_for(int images) {
   for (int b : kBuckets)
@@ -101,6 +116,9 @@ StepGraphs::Graph& StepGraphs::graph_for(const Key& key, const Input& first) {
   g->update_table = view(g->params, l.update_table, {B, kUpdateColumns}, DType::kI64);
   g->update_coeffs = view(g->params, l.update_coeffs, {B, SlotUpdateTable::kOutputs, SlotUpdateTable::kInputs}, DType::kF32);
   g->features = view(g->params, l.features, {2 * B, c0}, fdt);
+  g->uses_time_table = time_table && unet_.time_projection_width() > 0;
+  g->time_index = view(g->params, l.time_index, {2 * B}, DType::kI32);
+  if (g->uses_time_table && !time_table_) time_table_ = std::make_unique<TimeTable>(be, unet_);
   g->context = be.upload(Tensor::zeros_host({2 * B, L, first.cond.dim(2)}, DType::kF32), first.cond.dtype());
   g->context_rows.resize(static_cast<size_t>(2 * B));
   return *graphs_.emplace(key, std::move(g)).first->second;
@@ -112,12 +130,16 @@ void StepGraphs::record(Graph& g) {
   Backend& be = backend_;
   const UNet& unet = unet_;
   Graph* gp = &g;
-  g.graph = be.capture([&be, &unet, gp] {
+  const TimeTable* table = g.uses_time_table ? time_table_.get() : nullptr;
+  g.graph = be.capture([&be, &unet, gp, table] {
     const int64_t B = gp->bucket;
     be.slot_update({}, gp->gather_table, gp->gather_coeffs, gp->row_elems, gp->dtype);  // xin rows r, B + r
     // xin rows B + r repeat rows r (same latents, scale and timestep; padding rows are zeros
     // in both halves): the UNet runs its layers before the first attention on B rows only.
-    const Tensor out = unet.forward(gp->xin, gp->features, gp->context, run_halves(B));  // [2B, h, w, C]
+    const Tensor out =
+        table ? unet.forward_projected(gp->xin, be.embedding(gp->time_index, table->table()), gp->context,
+                                       run_halves(B))                                        // [2B, h, w, C]
+              : unet.forward(gp->xin, gp->features, gp->context, run_halves(B));  // [2B, h, w, C]
     be.slot_update({out.slice_rows(0, B), out.slice_rows(B, 2 * B)}, gp->update_table, gp->update_coeffs,
                    gp->row_elems, gp->dtype);
   });
@@ -196,8 +218,17 @@ void StepGraphs::run(const std::vector<Input>& inputs) {
   put(block, l.gather_coeffs, gather_coeffs);
   put(block, l.update_table, update.table());
   put(block, l.update_coeffs, update.coeffs());
-  const Tensor features = unet_.timestep_features_of(timesteps);  // host f32 [2B, C0]
-  put(block, l.features, fdt == DType::kF32 ? features : convert_host(features, fdt));
+  if (g.uses_time_table) {
+    std::vector<double> later;  // new jobs' whole schedules
+    for (const Input& in : inputs) {
+      if (in.schedule) later.insert(later.end(), in.schedule->begin(), in.schedule->end());
+    }
+    const std::vector<int32_t> rows = time_table_->rows_for(timesteps, later);
+    std::memcpy(static_cast<char*>(block.raw()) + l.time_index, rows.data(), rows.size() * sizeof(int32_t));
+  } else {
+    const Tensor features = unet_.timestep_features_of(timesteps);  // host f32 [2B, C0]
+    put(block, l.features, fdt == DType::kF32 ? features : convert_host(features, fdt));
+  }
 
   if (!g.graph) {
     // Recording may run the function (the CUDA backend runs it once eagerly first): with

@@ -11,6 +11,7 @@
 
 #include "backend/backend.h"
 #include "models/unet.h"
+#include "pipeline/time_table.h"
 #include "samplers/sampler.h"
 
 namespace sd {
@@ -32,12 +33,16 @@ class StepGraphs {
     Tensor noise;               // [n, h, w, C] fresh noise when plan->draws_noise
     Tensor uncond, cond;        // [1, L, D] text contexts (device)
     double timestep = 0;        // model timestep of this evaluation
+    // The job's model timesteps of every evaluation, on its first step (else null): with the
+    // time table on, all of them are projected at once.
+    const std::vector<double>* schedule = nullptr;
     double input_scale = 1;     // sampler's c_in
     float cfg_scale = 1;
     bool cfg = true;            // false: the guided output is the cond prediction alone
   };
 
-  StepGraphs(Backend& backend, const UNet& unet) : backend_(backend), unet_(unet) {}
+  StepGraphs(Backend& backend, const UNet& unet);
+  ~StepGraphs();
 
   // Runs one step for every input: after it (in stream order) each job's slots hold the state
   // its plan describes. Captures the graph for this (bucket, h, w) on first use. Inputs must
@@ -51,6 +56,12 @@ class StepGraphs {
   // Graphs kept at most; the least recently used one goes first (each holds its working memory).
   // 16: every bucket for two (latent size, context length) keys, as 12 was for six buckets.
   size_t max_graphs = 16;
+  // Graphs recorded from now on gather the ResNets' time projections from a TimeTable (made
+  // once per timestep value) instead of computing the time embedding in every step. From
+  // SDSERVE_STEP_TIME_TABLE=1 (default off); never on when the UNet's projections are not stacked.
+  bool time_table = false;
+  // Timestep values projected by the table so far (tests).
+  int64_t time_table_computed() const;
 
  private:
   struct Graph {
@@ -62,6 +73,8 @@ class StepGraphs {
     Tensor gather_table, gather_coeffs;  // i64 [B, 3] (latents row, xin row r, xin row B + r), f32 [B, 2, 1]
     Tensor update_table, update_coeffs;  // SlotUpdateTable with direct model outputs: i64 [B, 11], f32 [B, 4, 9]
     Tensor features;  // [2B, C0] timestep features of the uncond rows, then the cond rows
+    bool uses_time_table = false;  // recorded with the table: reads time_index, not features
+    Tensor time_index;  // i32 [2B]: each UNet row's TimeTable row
     Tensor context;   // [2B, L, D] uncond contexts, then cond contexts
     std::vector<Tensor> context_rows;  // [2B]: what each context row was last copied from
     std::unique_ptr<CapturedGraph> graph;
@@ -73,6 +86,7 @@ class StepGraphs {
 
   Backend& backend_;
   const UNet& unet_;
+  std::unique_ptr<TimeTable> time_table_;  // made on the first graph that uses it
   std::map<Key, std::unique_ptr<Graph>> graphs_;
   uint64_t uses_ = 0;
 };

@@ -12,6 +12,7 @@
 #include "pipeline_util.h"
 #include "pipeline/model_factory.h"
 #include "pipeline/sd_engine.h"
+#include "scoped_env.h"
 
 namespace sd {
 namespace {
@@ -135,6 +136,31 @@ TEST(StepGraphs, PortableCaptureOnCpuAloneEqualsEagerSteps) {
     ASSERT_TRUE(a.defined() && b.defined()) << r.sampler;
     EXPECT_LE(relative_l2(a, b), 1e-5) << r.sampler;
   }
+}
+
+// The time table (SDSERVE_STEP_TIME_TABLE=1): graphs gather the ResNets' time projections,
+// made once per timestep value, instead of computing the time embedding each step. The crowd
+// equals each request alone and eagerly; a second crowd with the same schedules projects nothing new.
+TEST(StepGraphs, TimeTableOnCpuEqualsEagerSteps) {
+  testing::ScopedEnv table("SDSERVE_STEP_TIME_TABLE", "1");
+  auto eager = load(testing::data_path("tiny-sd1/model"), Device::cpu());
+  auto graphs = load(testing::data_path("tiny-sd1/model"), Device::cpu());
+  ASSERT_TRUE(eager && graphs);
+  graphs->step_graphs = true;
+  const auto reqs = crowd_requests(64);
+  const std::vector<Tensor> a = run_crowd(*graphs, reqs);
+  ASSERT_EQ(a.size(), reqs.size());
+  for (size_t k = 0; k < reqs.size(); ++k) {
+    const Tensor b = run_alone(*eager, reqs[k]);
+    ASSERT_TRUE(a[k].defined() && b.defined()) << k;
+    EXPECT_LE(relative_l2(a[k], b), 5e-5) << reqs[k].sampler;  // as PortableCaptureOnCpuEqualsEagerSteps
+  }
+  const int64_t made = graphs->time_table_computed();
+  EXPECT_GT(made, 9) << "the table was not used";
+  const std::vector<Tensor> again = run_crowd(*graphs, reqs);
+  EXPECT_EQ(graphs->time_table_computed(), made) << "the same schedules were projected twice";
+  ASSERT_EQ(again.size(), a.size());
+  for (size_t k = 0; k < a.size(); ++k) EXPECT_LE(relative_l2(again[k], a[k]), 1e-6) << reqs[k].sampler;
 }
 
 // Two graphs of different shapes (sharing the backend's graph memory) replayed in turn with

@@ -82,6 +82,43 @@ TEST_P(Models, UNetWithEqualHalvesMatchesTheFullRun) {
   EXPECT_GT(relative_l2(full.slice_rows(0, B), full.slice_rows(B, 2 * B)), 1e-4);
 }
 
+TEST_P(Models, UNetWithTimeProjectionsMadeApartMatchesForward) {
+  // The time embedding made once per timestep value (StepGraphs' time table) and gathered by
+  // row: the same result as forward() computing it from the features, in full and half mode.
+  Checkpoint ck = load_tiny(GetParam() + "/model");
+  auto unet = UNet::load(ck.unet, *ck.unet_weights, *be);
+  ASSERT_TRUE(unet.ok()) << unet.status().to_string();
+  ASSERT_GT((*unet)->time_projection_width(), 0) << "the loader stacks the ResNet time projections";
+  auto g = open_golden(GetParam() + "/unet.safetensors");
+  const Tensor sample = be->upload(nchw_to_nhwc(golden_f32(*g, "sample")));  // [B, h, w, C]
+  const int64_t B = sample.dim(0);
+  const Tensor x = be->concat_rows({sample, sample});  // [2B, h, w, C]
+  std::vector<double> t;
+  for (int64_t i = 0; i < 2 * B; ++i) t.push_back(37.25 + 411.5 * static_cast<double>(i % B));
+  Tensor ctx_host = Tensor::empty_host({2 * B, 77, ck.unet.cross_attention_dim}, DType::kF32);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> uniform(-1.f, 1.f);
+  for (int64_t i = 0; i < ctx_host.numel(); ++i) ctx_host.f32()[i] = uniform(rng);
+  const Tensor context = be->upload(ctx_host);
+  // A table of the distinct values in another order, gathered by row ids.
+  const std::vector<double> values = {t[1 % t.size()], 999.0, t[0]};
+  const Tensor table = (*unet)->time_projections(be->upload((*unet)->timestep_features_of(values)));  // [3, width]
+  ASSERT_EQ(table.dim(1), (*unet)->time_projection_width());
+  Tensor ids = Tensor::empty_host({2 * B}, DType::kI32);
+  for (int64_t i = 0; i < 2 * B; ++i) ids.i32()[i] = t[static_cast<size_t>(i)] == values[0] ? 0 : 2;
+  const Tensor temb_all = be->embedding(be->upload(ids), table);  // [2B, width]
+  for (const bool halves : {false, true}) {
+    const Tensor want = be->download((*unet)->forward(x, be->upload((*unet)->timestep_features_of(t)), context, halves));
+    const Tensor got = be->download((*unet)->forward_projected(x, temb_all, context, halves));
+    EXPECT_LE(relative_l2(got, want), 1e-6) << "halves " << halves;
+  }
+  // The timestep matters: another table row gives another result.
+  Tensor other = Tensor::empty_host({2 * B}, DType::kI32);
+  for (int64_t i = 0; i < 2 * B; ++i) other.i32()[i] = 1;
+  const Tensor moved = be->download((*unet)->forward_projected(x, be->embedding(be->upload(other), table), context));
+  EXPECT_GT(relative_l2(moved, be->download((*unet)->forward_projected(x, temb_all, context))), 1e-4);
+}
+
 TEST_P(Models, VaeDecoderAndEncoderMatchGolden) {
   Checkpoint ck = load_tiny(GetParam() + "/model");
   auto vae = VAE::load(ck.vae, *ck.vae_weights, *be);

@@ -213,7 +213,8 @@ Tensor UNet::forward(const Tensor& x, const std::vector<double>& timesteps, cons
   return forward(x, backend_.upload(timestep_features_of(timesteps)), context);
 }
 
-Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& context, bool halves_equal) const {
+Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& context, bool halves_equal,
+                     bool context_projected) const {
   Backend& be = backend_;
   SD_ASSERT(x.ndim() == 4 && x.dim(3) == config_.in_channels, "UNet input must be NHWC latents, got " + x.describe());
   SD_ASSERT(features.ndim() == 2 && features.dim(0) == x.dim(0) && features.dim(1) == config_.block_out_channels[0],
@@ -226,7 +227,15 @@ Tensor UNet::forward(const Tensor& x, const Tensor& features, const Tensor& cont
     temb = time_embedding(features);
     if (time_proj_all_.w.defined()) temb_all = time_proj_all_(be, temb);
   }
-  return denoise(x, temb, temb_all, context, halves_equal);
+  return denoise(x, temb, temb_all, context, halves_equal, context_projected);
+}
+
+Tensor UNet::project_context(const Tensor& context) const {
+  SD_ASSERT(context_projection_width() > 0, "project_context: the cross-attention K/V projections are not stacked");
+  SD_ASSERT(context.ndim() == 3 && context.dim(2) == config_.cross_attention_dim,
+            "context must be [B, L, cross_attention_dim], got " + context.describe());
+  BackendScope s(backend_, "context_kv");
+  return context_kv_all_(backend_, context);  // [B, L, sum 2*inner]
 }
 
 Tensor UNet::time_projections(const Tensor& features) const {
@@ -238,26 +247,28 @@ Tensor UNet::time_projections(const Tensor& features) const {
   return time_proj_all_(backend_, time_embedding(features));  // [m, sum of ResNet widths]
 }
 
-Tensor UNet::forward_projected(const Tensor& x, const Tensor& temb_all, const Tensor& context,
-                               bool halves_equal) const {
+Tensor UNet::forward_projected(const Tensor& x, const Tensor& temb_all, const Tensor& context, bool halves_equal,
+                               bool context_projected) const {
   SD_ASSERT(x.ndim() == 4 && x.dim(3) == config_.in_channels, "UNet input must be NHWC latents, got " + x.describe());
   SD_ASSERT(time_projection_width() > 0, "forward_projected: the ResNet time projections are not stacked");
   SD_ASSERT(temb_all.ndim() == 2 && temb_all.dim(0) == x.dim(0) && temb_all.dim(1) == time_projection_width(),
             "time projections must be [B, " + std::to_string(time_projection_width()) + "], got " +
                 temb_all.describe());
-  return denoise(x, Tensor(), temb_all, context, halves_equal);
+  return denoise(x, Tensor(), temb_all, context, halves_equal, context_projected);
 }
 
 Tensor UNet::denoise(const Tensor& x, const Tensor& temb, const Tensor& temb_all, const Tensor& context,
-                     bool halves_equal) const {
+                     bool halves_equal, bool context_projected) const {
   Backend& be = backend_;
-  SD_ASSERT(context.ndim() == 3 && context.dim(0) == x.dim(0) && context.dim(2) == config_.cross_attention_dim,
-            "context must be [B, L, cross_attention_dim], got " + context.describe());
+  const int64_t context_width = context_projected ? context_projection_width() : config_.cross_attention_dim;
+  SD_ASSERT(!context_projected || context_width > 0, "a projected context needs stacked K/V projections");
+  SD_ASSERT(context.ndim() == 3 && context.dim(0) == x.dim(0) && context.dim(2) == context_width,
+            "context must be [B, L, " + std::to_string(context_width) + "], got " + context.describe());
   // Every cross-attention's K/V projection of the context in one GEMM: [B, L, sum 2*inner].
-  Tensor ctx;
-  {
+  Tensor ctx = context;
+  if (!context_projected && context_kv_all_.w.defined()) {
     BackendScope s(be, "context_kv");
-    ctx = context_kv_all_.w.defined() ? context_kv_all_(be, context) : context;
+    ctx = context_kv_all_(be, context);
   }
   // Half mode: until the first attention, every row of the second half equals its twin in the
   // first half, so only the first half is computed (x, temb and temb_all sliced to it).

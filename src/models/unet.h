@@ -31,7 +31,10 @@ class UNet {
   // guidance: uncond and cond rows share latents and timestep, only the context differs); the
   // layers before the first attention then run on the first half only, and their outputs
   // (and skip connections) are duplicated where the rows start to differ.
-  Tensor forward(const Tensor& x, const Tensor& features, const Tensor& context, bool halves_equal = false) const;
+  // context_projected: `context` is project_context() of the text context [B, L,
+  // context_projection_width()] (made once per job instead of in every step).
+  Tensor forward(const Tensor& x, const Tensor& features, const Tensor& context, bool halves_equal = false,
+                 bool context_projected = false) const;
   // Host f32 [B, block_out_channels[0]]: this model's timestep features (flip, shift).
   Tensor timestep_features_of(const std::vector<double>& timesteps) const;
 
@@ -45,7 +48,12 @@ class UNet {
   // forward() with the time projections already made: temb_all [B, time_projection_width()]
   // (time_projections() of the rows' features). Only enqueues device ops.
   Tensor forward_projected(const Tensor& x, const Tensor& temb_all, const Tensor& context,
-                           bool halves_equal = false) const;
+                           bool halves_equal = false, bool context_projected = false) const;
+  // Every cross-attention's K/V projection of a text context side by side: context [B, L,
+  // cross_attention_dim] -> [B, L, context_projection_width()]; the width is 0 when the
+  // projections are not stacked (then project_context does not apply).
+  int64_t context_projection_width() const { return context_kv_all_.w.defined() ? context_kv_all_.w.dim(0) : 0; }
+  Tensor project_context(const Tensor& context) const;
 
   const UNetConfig& config() const { return config_; }
   size_t parameters() const { return parameters_; }
@@ -64,7 +72,7 @@ class UNet {
   // The blocks after the time embedding: temb [B, 4*C0] (undefined when every ResNet reads
   // temb_all), temb_all [B, sum of ResNet widths] (undefined when not stacked).
   Tensor denoise(const Tensor& x, const Tensor& temb, const Tensor& temb_all, const Tensor& context,
-                 bool halves_equal) const;
+                 bool halves_equal, bool context_projected) const;
   // One GEMM for every ResNet's time projection: stacks their weights (conv1's bias folded into
   // each block's projection bias) into time_proj_all_ and sets each block's time_col.
   void stack_time_projections(ModelLoader& l);

@@ -1,6 +1,6 @@
 // StepGraphs: packs a step's per-row parameters (input-scaling gather table, slot-update table
 // and coefficients with guidance folded in, timestep features or time-table rows) into one host
-// buffer, uploads it with one copy, copies changed context rows, and replays the captured step.
+// buffer, uploads it with one copy, copies (or projects) changed context rows, and replays the step.
 #include "pipeline/step_graph.h"
 
 #include <algorithm>
@@ -66,13 +66,16 @@ int64_t address(const Tensor& t, int64_t row) { return static_cast<int64_t>(rein
 }  // namespace
 
 // Off by default until measured on the GPU (docs/perf-notes.md, session 11).
-bool time_table_from_env() {
-  const char* env = std::getenv("SDSERVE_STEP_TIME_TABLE");
+bool switch_on(const char* name) {
+  const char* env = std::getenv(name);
   return env && env[0] == '1';
 }
 
 StepGraphs::StepGraphs(Backend& backend, const UNet& unet)
-    : time_table(time_table_from_env() && unet.time_projection_width() > 0), backend_(backend), unet_(unet) {}
+    : time_table(switch_on("SDSERVE_STEP_TIME_TABLE") && unet.time_projection_width() > 0),
+      context_kv(switch_on("SDSERVE_STEP_CONTEXT_KV") && unet.context_projection_width() > 0),
+      backend_(backend),
+      unet_(unet) {}
 
 StepGraphs::~StepGraphs() = default;
 
@@ -119,7 +122,9 @@ StepGraphs::Graph& StepGraphs::graph_for(const Key& key, const Input& first) {
   g->uses_time_table = time_table && unet_.time_projection_width() > 0;
   g->time_index = view(g->params, l.time_index, {2 * B}, DType::kI32);
   if (g->uses_time_table && !time_table_) time_table_ = std::make_unique<TimeTable>(be, unet_);
-  g->context = be.upload(Tensor::zeros_host({2 * B, L, first.cond.dim(2)}, DType::kF32), first.cond.dtype());
+  g->projected_context = context_kv && B <= kContextKvMaxBucket && unet_.context_projection_width() > 0;
+  const int64_t width = g->projected_context ? unet_.context_projection_width() : first.cond.dim(2);
+  g->context = be.upload(Tensor::zeros_host({2 * B, L, width}, DType::kF32), first.cond.dtype());
   g->context_rows.resize(static_cast<size_t>(2 * B));
   return *graphs_.emplace(key, std::move(g)).first->second;
 }
@@ -136,10 +141,11 @@ void StepGraphs::record(Graph& g) {
     be.slot_update({}, gp->gather_table, gp->gather_coeffs, gp->row_elems, gp->dtype);  // xin rows r, B + r
     // xin rows B + r repeat rows r (same latents, scale and timestep; padding rows are zeros
     // in both halves): the UNet runs its layers before the first attention on B rows only.
+    const bool projected = gp->projected_context;
     const Tensor out =
         table ? unet.forward_projected(gp->xin, be.embedding(gp->time_index, table->table()), gp->context,
-                                       run_halves(B))                                        // [2B, h, w, C]
-              : unet.forward(gp->xin, gp->features, gp->context, run_halves(B));  // [2B, h, w, C]
+                                       run_halves(B), projected)                                // [2B, h, w, C]
+              : unet.forward(gp->xin, gp->features, gp->context, run_halves(B), projected);  // [2B, h, w, C]
     be.slot_update({out.slice_rows(0, B), out.slice_rows(B, 2 * B)}, gp->update_table, gp->update_coeffs,
                    gp->row_elems, gp->dtype);
   });
@@ -203,7 +209,7 @@ void StepGraphs::run(const std::vector<Input>& inputs) {
       for (const auto& [crow, src] : rows) {
         Tensor& last = g.context_rows[static_cast<size_t>(crow)];
         if (last.defined() && last.raw() == src->raw()) continue;
-        be.copy(*src, g.context.slice_rows(crow, crow + 1));
+        be.copy(g.projected_context ? unet_.project_context(*src) : *src, g.context.slice_rows(crow, crow + 1));
         last = *src;
       }
     }

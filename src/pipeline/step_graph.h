@@ -62,6 +62,12 @@ class StepGraphs {
   bool time_table = false;
   // Timestep values projected by the table so far (tests).
   int64_t time_table_computed() const;
+  // Graphs of at most kContextKvMaxBucket images recorded from now on take the text contexts'
+  // K/V projections (UNet::project_context, made when a row's context changes) instead of
+  // projecting them in every step; larger buckets would hold [2B, L, ~25k] inputs (123 MB at
+  // 16 images for SD 1.5). From SDSERVE_STEP_CONTEXT_KV=1 (default off).
+  bool context_kv = false;
+  static constexpr int64_t kContextKvMaxBucket = 4;
 
  private:
   struct Graph {
@@ -75,7 +81,8 @@ class StepGraphs {
     Tensor features;  // [2B, C0] timestep features of the uncond rows, then the cond rows
     bool uses_time_table = false;  // recorded with the table: reads time_index, not features
     Tensor time_index;  // i32 [2B]: each UNet row's TimeTable row
-    Tensor context;   // [2B, L, D] uncond contexts, then cond contexts
+    Tensor context;   // [2B, L, D] uncond contexts, then cond contexts ([2B, L, KV] projected)
+    bool projected_context = false;  // context holds UNet::project_context() of the rows
     std::vector<Tensor> context_rows;  // [2B]: what each context row was last copied from
     std::unique_ptr<CapturedGraph> graph;
     uint64_t last_used = 0;

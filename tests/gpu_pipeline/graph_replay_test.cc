@@ -141,8 +141,11 @@ TEST(StepGraphs, PortableCaptureOnCpuAloneEqualsEagerSteps) {
 // The time table (SDSERVE_STEP_TIME_TABLE=1): graphs gather the ResNets' time projections,
 // made once per timestep value, instead of computing the time embedding each step. The crowd
 // equals each request alone and eagerly; a second crowd with the same schedules projects nothing new.
+// With SDSERVE_STEP_CONTEXT_KV=1 too: buckets up to 4 images take projected context rows, larger
+// ones the plain contexts (the crowd passes through both).
 TEST(StepGraphs, TimeTableOnCpuEqualsEagerSteps) {
   testing::ScopedEnv table("SDSERVE_STEP_TIME_TABLE", "1");
+  testing::ScopedEnv kv("SDSERVE_STEP_CONTEXT_KV", "1");
   auto eager = load(testing::data_path("tiny-sd1/model"), Device::cpu());
   auto graphs = load(testing::data_path("tiny-sd1/model"), Device::cpu());
   ASSERT_TRUE(eager && graphs);

@@ -84,7 +84,8 @@ TEST_P(Models, UNetWithEqualHalvesMatchesTheFullRun) {
 
 TEST_P(Models, UNetWithTimeProjectionsMadeApartMatchesForward) {
   // The time embedding made once per timestep value (StepGraphs' time table) and gathered by
-  // row: the same result as forward() computing it from the features, in full and half mode.
+  // row, and the context K/V projected once: the same result as forward() computing them from
+  // the features and the text context, in full and half mode.
   Checkpoint ck = load_tiny(GetParam() + "/model");
   auto unet = UNet::load(ck.unet, *ck.unet_weights, *be);
   ASSERT_TRUE(unet.ok()) << unet.status().to_string();
@@ -107,10 +108,20 @@ TEST_P(Models, UNetWithTimeProjectionsMadeApartMatchesForward) {
   Tensor ids = Tensor::empty_host({2 * B}, DType::kI32);
   for (int64_t i = 0; i < 2 * B; ++i) ids.i32()[i] = t[static_cast<size_t>(i)] == values[0] ? 0 : 2;
   const Tensor temb_all = be->embedding(be->upload(ids), table);  // [2B, width]
+  // The context's K/V projections made apart too (StepGraphs' projected context rows).
+  ASSERT_GT((*unet)->context_projection_width(), 0) << "the loader stacks the cross-attention K/V projections";
+  const Tensor kv = (*unet)->project_context(context);  // [2B, 77, width]
+  ASSERT_EQ(kv.dim(2), (*unet)->context_projection_width());
+  const Tensor features = be->upload((*unet)->timestep_features_of(t));
   for (const bool halves : {false, true}) {
-    const Tensor want = be->download((*unet)->forward(x, be->upload((*unet)->timestep_features_of(t)), context, halves));
-    const Tensor got = be->download((*unet)->forward_projected(x, temb_all, context, halves));
-    EXPECT_LE(relative_l2(got, want), 1e-6) << "halves " << halves;
+    const Tensor want = be->download((*unet)->forward(x, features, context, halves));
+    EXPECT_LE(relative_l2(be->download((*unet)->forward_projected(x, temb_all, context, halves)), want), 1e-6)
+        << "halves " << halves;
+    EXPECT_LE(relative_l2(be->download((*unet)->forward(x, features, kv, halves, /*context_projected=*/true)), want),
+              1e-6)
+        << "halves " << halves;
+    EXPECT_LE(relative_l2(be->download((*unet)->forward_projected(x, temb_all, kv, halves, true)), want), 1e-6)
+        << "halves " << halves;
   }
   // The timestep matters: another table row gives another result.
   Tensor other = Tensor::empty_host({2 * B}, DType::kI32);

@@ -58,14 +58,14 @@ class StepGraphs {
   size_t max_graphs = 16;
   // Graphs recorded from now on gather the ResNets' time projections from a TimeTable (made
   // once per timestep value) instead of computing the time embedding in every step. From
-  // SDSERVE_STEP_TIME_TABLE=1 (default off); never on when the UNet's projections are not stacked.
+  // SDSERVE_STEP_TIME_TABLE (default on, =0 turns it off); never on when the UNet's projections are not stacked.
   bool time_table = false;
   // Timestep values projected by the table so far (tests).
   int64_t time_table_computed() const;
   // Graphs of at most kContextKvMaxBucket images recorded from now on take the text contexts'
   // K/V projections (UNet::project_context, made when a row's context changes) instead of
   // projecting them in every step; larger buckets would hold [2B, L, ~25k] inputs (123 MB at
-  // 16 images for SD 1.5). From SDSERVE_STEP_CONTEXT_KV=1 (default off).
+  // 16 images for SD 1.5). SDSERVE_STEP_CONTEXT_KV (default on, =0 turns it off).
   bool context_kv = false;
   static constexpr int64_t kContextKvMaxBucket = 4;
 

@@ -101,7 +101,10 @@ TEST(StepGraphs, BucketsUpTo32) {
 
 // The bucketing, padding, static-buffer refill and guidance-in-graph logic through the
 // portable capture (which re-runs the function): on the CPU this must equal the eager step.
+// The time table and projected contexts are off here (=0), so the plain graph inputs stay tested.
 TEST(StepGraphs, PortableCaptureOnCpuEqualsEagerSteps) {
+  testing::ScopedEnv table("SDSERVE_STEP_TIME_TABLE", "0");
+  testing::ScopedEnv kv("SDSERVE_STEP_CONTEXT_KV", "0");
   auto eager = load(testing::data_path("tiny-sd1/model"), Device::cpu());
   auto graphs = load(testing::data_path("tiny-sd1/model"), Device::cpu());
   ASSERT_TRUE(eager && graphs);
@@ -124,7 +127,8 @@ TEST(StepGraphs, PortableCaptureOnCpuEqualsEagerSteps) {
 // the captured function) equals the eager step on the CPU up to f32 rounding: the graph runs
 // the UNet's layers before the first attention on half the rows (uncond and cond rows are
 // equal there), and without guidance it also runs the uncond rows; CPU GEMMs of other row
-// counts block differently (~1e-6 here).
+// counts block differently (~1e-6 here); the time table (on by default) projects a job's
+// whole schedule in one GEMM of ~50 rows rather than 2 rows per step (~1.5e-5 for euler).
 TEST(StepGraphs, PortableCaptureOnCpuAloneEqualsEagerSteps) {
   auto engine = load(testing::data_path("tiny-sd1/model"), Device::cpu());
   ASSERT_TRUE(engine);
@@ -134,14 +138,14 @@ TEST(StepGraphs, PortableCaptureOnCpuAloneEqualsEagerSteps) {
     engine->step_graphs = false;
     const Tensor b = run_alone(*engine, r);
     ASSERT_TRUE(a.defined() && b.defined()) << r.sampler;
-    EXPECT_LE(relative_l2(a, b), 1e-5) << r.sampler;
+    EXPECT_LE(relative_l2(a, b), 5e-5) << r.sampler;
   }
 }
 
-// The time table (SDSERVE_STEP_TIME_TABLE=1): graphs gather the ResNets' time projections,
+// The time table (SDSERVE_STEP_TIME_TABLE, on by default): graphs gather the ResNets' time projections,
 // made once per timestep value, instead of computing the time embedding each step. The crowd
 // equals each request alone and eagerly; a second crowd with the same schedules projects nothing new.
-// With SDSERVE_STEP_CONTEXT_KV=1 too: buckets up to 4 images take projected context rows, larger
+// With SDSERVE_STEP_CONTEXT_KV (on by default) too: buckets up to 4 images take projected context rows, larger
 // ones the plain contexts (the crowd passes through both).
 TEST(StepGraphs, TimeTableOnCpuEqualsEagerSteps) {
   testing::ScopedEnv table("SDSERVE_STEP_TIME_TABLE", "1");

@@ -174,6 +174,21 @@ class Backend {
   // -> [..., N]. The feed-forward's first projection; CUDA computes GEGLU in the GEMM epilogue.
   virtual Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor& bias) { return geglu(linear(x, w, bias)); }
 
+  // ---- the UNet decoder's skip connection ----
+  // A decoder ResNet reads its input [a | b] (channels concatenated: a's, then b's; the up path
+  // and the skip) twice: group_norm (then SiLU when silu) and its 1x1 shortcut, linear with
+  // w [N, Ca + Cb] and bias [N]. Returns both. Default: one concat_channels, then the two ops;
+  // CUDA reads a and b in place (no concatenated tensor) where its kernels can.
+  struct ConcatReads {
+    Tensor normed;    // [B, ..., Ca + Cb]
+    Tensor shortcut;  // [B, ..., N]
+  };
+  virtual ConcatReads concat_norm_shortcut(const Tensor& a, const Tensor& b, const Tensor& gamma, const Tensor& beta,
+                                           int groups, float eps, bool silu, const Tensor& w, const Tensor& bias) {
+    const Tensor x = concat_channels(a, b);  // [B, ..., Ca + Cb]
+    return {group_norm(x, gamma, beta, groups, eps, silu), linear(x, w, bias)};
+  }
+
   // ---- spatial padding and cropping (NHWC) ----
   // These have a portable default (download, host loop, upload); backends may override.
   // Zero padding: [B,H,W,C] -> [B,H+top+bottom,W+left+right,C].

@@ -157,6 +157,24 @@ Tensor ProfilingBackend::group_norm_add(const Tensor& x, const Tensor& add_src, 
                 [&] { return inner_.group_norm_add(x, add_src, add_col, gamma, beta, groups, eps, silu); });
 }
 
+Backend::ConcatReads ProfilingBackend::concat_norm_shortcut(const Tensor& a, const Tensor& b, const Tensor& gamma,
+                                                            const Tensor& beta, int groups, float eps, bool silu,
+                                                            const Tensor& w, const Tensor& bias) {
+  Shape y = a.shape();
+  y.back() = w.dim(0);  // the shortcut [..., N]
+  const double shortcut_bytes = rows_of(y) * static_cast<double>(y.back() * dtype_size(a.dtype()));
+  ConcatReads out;
+  out.normed = record("concat_norm_shortcut", linear_flops(y, w.dim(1)),
+                      bytes_of(a) + bytes_of(b) + bytes_of(gamma) + bytes_of(beta) + bytes_of(w) + bytes_of(bias) +
+                          shortcut_bytes,
+                      [&] {
+                        ConcatReads r = inner_.concat_norm_shortcut(a, b, gamma, beta, groups, eps, silu, w, bias);
+                        out.shortcut = r.shortcut;
+                        return r.normed;
+                      });
+  return out;
+}
+
 Tensor ProfilingBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
   return record("layer_norm", 0, bytes_of(x) + bytes_of(gamma) + bytes_of(beta),
                 [&] { return inner_.layer_norm(x, gamma, beta, eps); });

@@ -90,6 +90,9 @@ class ProfilingBackend final : public Backend {
   Tensor interleave_phases2x(const Tensor& y4, const Tensor& bias) override;
   Tensor conv2d_subpixel_upsample(const Tensor& x, const Tensor& w_phases, const Tensor& bias) override;
   bool randn_philox(const Tensor& out, const PhiloxRandn& p) override;
+  // Recorded as one op of kind "concat_norm_shortcut" (FLOPs of the shortcut GEMM).
+  ConcatReads concat_norm_shortcut(const Tensor& a, const Tensor& b, const Tensor& gamma, const Tensor& beta,
+                                   int groups, float eps, bool silu, const Tensor& w, const Tensor& bias) override;
   // Ops added to backend.h later: forward them here with record() like the ones above
   // (an op left out runs Backend's portable default, or does not compile if it has none).
 

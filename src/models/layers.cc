@@ -134,26 +134,40 @@ void ResnetBlock::load(ModelLoader& l, const std::string& prefix, int64_t in, in
   if (has_shortcut) shortcut.load(l, prefix + ".conv_shortcut", in, out, 1);
 }
 
-Tensor ResnetBlock::operator()(Backend& be, const Tensor& x, const Tensor& temb_act) const {
+ResnetBlock::InputReads ResnetBlock::read_input(Backend& be, const Tensor& x, const Tensor& skip) const {
+  if (skip.defined() && has_shortcut && shortcut.pointwise()) {
+    const Tensor wm = shortcut.w.reshape({shortcut.w.dim(0), shortcut.w.dim(3)});  // [out, in]
+    Backend::ConcatReads r =
+        be.concat_norm_shortcut(x, skip, norm1.gamma, norm1.beta, norm1.groups, norm1.eps, /*silu=*/true, wm, shortcut.b);
+    return {r.normed, r.shortcut};
+  }
+  const Tensor in = skip.defined() ? be.concat_channels(x, skip) : x;  // [B, H, W, in]
+  return {norm1(be, in, true), has_shortcut ? shortcut(be, in) : in};
+}
+
+Tensor ResnetBlock::operator()(Backend& be, const Tensor& x, const Tensor& temb_act, const Tensor& skip) const {
   if (!has_time && conv1.b.defined() && !conv1.pointwise()) {
     // (The VAE's blocks.) conv1's bias rides on the group norm after it: one pass fewer over h.
     const int64_t B = x.dim(0), out = conv1.w.dim(0);
     const Tensor bias_row = conv1.b.reshape({1, out});
     const Tensor bias_rows = B == 1 ? bias_row : be.concat_rows(std::vector<Tensor>(static_cast<size_t>(B), bias_row));  // [B, out]
-    Tensor h = be.conv2d(norm1(be, x, true), conv1.w, Tensor(), conv1.stride, conv1.padding);  // [B, H, W, out]
+    const InputReads in = read_input(be, x, skip);
+    Tensor h = be.conv2d(in.normed, conv1.w, Tensor(), conv1.stride, conv1.padding);  // [B, H, W, out]
     h = be.group_norm_add(h, bias_rows, 0, norm2.gamma, norm2.beta, norm2.groups, norm2.eps, /*silu=*/true);
-    return conv2.fused(be, h, Tensor(), has_shortcut ? shortcut(be, x) : x);
+    return conv2.fused(be, h, Tensor(), in.residual);
   }
   // conv1 + time embedding [B, out], conv2 + shortcut: each one fused op where the backend can.
-  Tensor h = conv1.fused(be, norm1(be, x, true), has_time ? time_proj(be, temb_act) : Tensor(), Tensor());
-  return conv2.fused(be, norm2(be, h, true), Tensor(), has_shortcut ? shortcut(be, x) : x);
+  const InputReads in = read_input(be, x, skip);
+  Tensor h = conv1.fused(be, in.normed, has_time ? time_proj(be, temb_act) : Tensor(), Tensor());
+  return conv2.fused(be, norm2(be, h, true), Tensor(), in.residual);
 }
 
-Tensor ResnetBlock::forward_stacked(Backend& be, const Tensor& x, const Tensor& temb_all) const {
+Tensor ResnetBlock::forward_stacked(Backend& be, const Tensor& x, const Tensor& temb_all, const Tensor& skip) const {
   SD_ASSERT(time_col >= 0 && temb_all.defined(), "ResnetBlock::forward_stacked without a stacked time projection");
-  Tensor h = conv1(be, norm1(be, x, true));  // [B, H, W, out], conv1's bias is in temb_all
+  const InputReads in = read_input(be, x, skip);
+  Tensor h = conv1(be, in.normed);  // [B, H, W, out], conv1's bias is in temb_all
   h = be.group_norm_add(h, temb_all, time_col, norm2.gamma, norm2.beta, norm2.groups, norm2.eps, /*silu=*/true);
-  return conv2.fused(be, h, Tensor(), has_shortcut ? shortcut(be, x) : x);
+  return conv2.fused(be, h, Tensor(), in.residual);
 }
 
 Tensor upsample_to(Backend& be, const Tensor& x, int64_t out_h, int64_t out_w) {

@@ -128,11 +128,20 @@ struct ResnetBlock {
   int64_t time_col = -1;
   void load(ModelLoader& l, const std::string& prefix, int64_t in, int64_t out, int64_t temb_dim, int groups,
             float eps);
-  // x [B,H,W,in], temb_act [B, temb_dim] already passed through SiLU (or undefined).
-  Tensor operator()(Backend& be, const Tensor& x, const Tensor& temb_act) const;
+  // x [B,H,W,in], temb_act [B, temb_dim] already passed through SiLU (or undefined). With
+  // `skip` [B,H,W,in - Cx] (the UNet decoder) the block's input is [x | skip], channels
+  // concatenated, which the backend may read in place (Backend::concat_norm_shortcut).
+  Tensor operator()(Backend& be, const Tensor& x, const Tensor& temb_act, const Tensor& skip = Tensor()) const;
   // Stacked form: temb_all [B, W] = every block's time projection (+ conv1 bias) side by side;
   // the group norm after conv1 adds this block's window (Backend::group_norm_add).
-  Tensor forward_stacked(Backend& be, const Tensor& x, const Tensor& temb_all) const;
+  Tensor forward_stacked(Backend& be, const Tensor& x, const Tensor& temb_all, const Tensor& skip = Tensor()) const;
+
+ private:
+  // The block input's two reads: norm1 + SiLU, and the shortcut (or the input itself).
+  struct InputReads {
+    Tensor normed, residual;
+  };
+  InputReads read_input(Backend& be, const Tensor& x, const Tensor& skip) const;
 };
 
 // Nearest-neighbour upsample of x [B,H,W,C] to (out_h, out_w) = (2H or 2H-1, 2W or 2W-1),

@@ -277,9 +277,10 @@ Tensor UNet::denoise(const Tensor& x, const Tensor& temb, const Tensor& temb_all
   const int64_t first = halved ? rows / 2 : rows;
   const Tensor temb_first = temb.defined() ? temb.slice_rows(0, first) : Tensor();
   const Tensor temb_all_first = temb_all.defined() ? temb_all.slice_rows(0, first) : Tensor();
-  const auto resnet = [&](const ResnetBlock& r, const Tensor& x) {
+  // skip: the decoder's skip connection, the block's input being [x | skip] (read in place).
+  const auto resnet = [&](const ResnetBlock& r, const Tensor& x, const Tensor& skip = Tensor()) {
     const Tensor& all = halved ? temb_all_first : temb_all;
-    return r.time_col >= 0 ? r.forward_stacked(be, x, all) : r(be, x, halved ? temb_first : temb);
+    return r.time_col >= 0 ? r.forward_stacked(be, x, all, skip) : r(be, x, halved ? temb_first : temb, skip);
   };
   Tensor h;
   {
@@ -337,7 +338,7 @@ Tensor UNet::denoise(const Tensor& x, const Tensor& temb, const Tensor& temb_all
       skips.pop_back();
       {
         BackendScope s(be, p + ".res." + std::to_string(j));  // the skip concat included
-        h = resnet(lv.resnets[j], be.concat_channels(h, skip));
+        h = resnet(lv.resnets[j], h, skip);
       }
       if (!lv.attentions.empty()) {
         BackendScope s(be, p + ".attn." + std::to_string(j));

@@ -60,6 +60,8 @@ class CudaBackend final : public Backend {
 
   Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
                     bool silu) override;
+  ConcatReads concat_norm_shortcut(const Tensor& a, const Tensor& b, const Tensor& gamma, const Tensor& beta,
+                                   int groups, float eps, bool silu, const Tensor& w, const Tensor& bias) override;
   Tensor group_norm_add(const Tensor& x, const Tensor& add_src, int64_t add_col, const Tensor& gamma,
                         const Tensor& beta, int groups, float eps, bool silu) override;
   Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;
@@ -132,15 +134,18 @@ class CudaBackend final : public Backend {
   // Checks the operands of a linear and returns the cuBLASLt plan of its shape for an output at
   // 256-byte alignment (as the allocator gives); null when the output is empty (gemm.cc).
   GemmPlan* linear_plan(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual);
+  // The same for an input of m rows at `align_x` (checks w, bias, residual only).
+  GemmPlan* linear_plan_rows(int64_t m, int align_x, const Tensor& w, const Tensor& bias, const Tensor& residual);
   // y = x w^T (+ bias) (+ residual) through cuBLASLt (or cuBLAS), the plan tuned on its first
   // eager call (gemm.cc).
   void linear_library(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual, GemmPlan& plan,
                       const Tensor& y);
   // Our Hopper GEMM (gemm_wgmma.h) where SDSERVE_CUDA_WGMMA_GEMM picks it for this shape
   // (gemm_wgmma_choice.cc; `library_path` runs cuBLASLt (+ the GEGLU kernel) when it is timed
-  // against it); geglu: w [2N, K], the result [..., N]. Undefined if it does not apply.
+  // against it); geglu: w [2N, K], the result [..., N]. x2 defined: the input is [x | x2]
+  // (channels side by side, read in place; `library_path` concatenates). Undefined if it does not apply.
   Tensor linear_wgmma(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual, bool geglu,
-                      GemmPlan& plan, const std::function<Tensor()>& library_path);
+                      GemmPlan& plan, const std::function<Tensor()>& library_path, const Tensor& x2 = Tensor());
   // conv2d without bias: graph API, legacy API or the direct kernel (conv.cc).
   Tensor conv2d_plain(const Tensor& x, const Tensor& w, int stride, int padding);
   // The split-K implicit-GEMM conv when SDSERVE_CUDA_SPLITK_CONV picks it for this shape

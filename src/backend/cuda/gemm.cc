@@ -128,25 +128,32 @@ Tensor CudaBackend::linear_residual(const Tensor& x, const Tensor& w, const Tens
 // from the allocator (256-byte aligned); null when the output is empty.
 GemmPlan* CudaBackend::linear_plan(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
   check_on_device(x, "linear");
-  check_on_device(w, "linear");
   SD_ASSERT(w.ndim() == 2 && x.ndim() >= 1 && x.dim(-1) == w.dim(1),
             "linear: x " + x.describe() + " w " + w.describe());
   SD_ASSERT(x.dtype() == w.dtype(), "linear: dtype of x " + x.describe() + " and w " + w.describe());
+  const int64_t k = w.dim(1);
+  return linear_plan_rows(k ? x.numel() / k : 0, pointer_alignment(x.raw()), w, bias, residual);
+}
+
+GemmPlan* CudaBackend::linear_plan_rows(int64_t m, int align_x, const Tensor& w, const Tensor& bias,
+                                        const Tensor& residual) {
+  check_on_device(w, "linear");
+  SD_ASSERT(w.ndim() == 2, "linear: w " + w.describe());
   const bool has_bias = bias.defined(), has_res = residual.defined();
   if (has_bias) {
     check_on_device(bias, "linear");
     SD_ASSERT(bias.numel() == w.dim(0) && bias.dtype() == w.dtype(), "linear: bias " + bias.describe());
   }
   const int64_t k = w.dim(1), n = w.dim(0);
-  const int64_t m = k ? x.numel() / k : 0;
   if (has_res) {
-    SD_ASSERT(residual.numel() == m * n && residual.dim(-1) == n && residual.dtype() == x.dtype(),
-              "linear_residual: residual " + residual.describe() + " for x " + x.describe() + " w " + w.describe());
+    SD_ASSERT(residual.numel() == m * n && residual.dim(-1) == n && residual.dtype() == w.dtype(),
+              "linear_residual: residual " + residual.describe() + " for " + std::to_string(m) + " rows, w " +
+                  w.describe());
   }
   if (m == 0 || n == 0) return nullptr;
   SD_ASSERT(k > 0, "linear with K = 0");
   SD_ASSERT(m < (int64_t{1} << 31) && n < (int64_t{1} << 31) && k < (int64_t{1} << 31), "linear: too large");
-  const GemmKey key{m, n, k, x.dtype(), has_bias, pointer_alignment(w.raw()), pointer_alignment(x.raw()),
+  const GemmKey key{m, n, k, w.dtype(), has_bias, pointer_alignment(w.raw()), align_x,
                     /*align_y=*/256, has_bias ? pointer_alignment(bias.raw()) : 256, has_res,
                     has_res ? pointer_alignment(residual.raw()) : 256};
   return &gemm_->get(lt_, key, gemm_workspace_bytes_);

@@ -39,12 +39,13 @@ struct GemmPlan {
   std::vector<cublasLtMatmulAlgo_t> candidates;
   bool tuned = false;
   // Whether our Hopper GEMM (gemm_wgmma.h) runs this shape instead, decided by timing on the first
-  // eager call (gemm_wgmma_choice.cc); [0] plain / residual, [1] with the GEGLU epilogue.
+  // eager call (gemm_wgmma_choice.cc); [0] plain / residual, [1] with the GEGLU epilogue, [2] the
+  // two-source input of concat_norm_shortcut (timed against concat_channels + cuBLASLt).
   struct Wgmma {
     enum class Use { kUntested, kLibrary, kWgmma } use = Use::kUntested;
     WgmmaGemmConfig config;
   };
-  Wgmma wgmma[2];
+  Wgmma wgmma[3];
 };
 
 class GemmPlans {

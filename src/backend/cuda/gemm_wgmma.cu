@@ -69,8 +69,14 @@ bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
     return false;  // config_valid rejects it; no such kernel is built
   } else {
   const uint64_t w_rows = GEGLU ? 2 * s.n : s.n;
-  CUtensorMap tx, tw, ty{}, tr{};
-  if (!encode_tma_2d(o.x, dtype, s.m, s.k, s.k, BM, kBK, TmaSwizzle::k128B, &tx).ok()) return false;
+  CUtensorMap tx, tw, ty{}, tr{}, tx2;
+  const int64_t k1 = s.k1 > 0 ? s.k1 : s.k;  // x's columns; the rest (two sources) from x2
+  if (!encode_tma_2d(o.x, dtype, s.m, k1, k1, BM, kBK, TmaSwizzle::k128B, &tx).ok()) return false;
+  if (k1 < s.k) {
+    if (!encode_tma_2d(o.x2, dtype, s.m, s.k - k1, s.k - k1, BM, kBK, TmaSwizzle::k128B, &tx2).ok()) return false;
+  } else {
+    tx2 = tx;  // unused
+  }
   if (!encode_tma_2d(o.w, dtype, w_rows, s.k, s.k, GEGLU ? BN / 2 : BN, kBK, TmaSwizzle::k128B, &tw).ok()) return false;
   constexpr bool kTma = EPI == gemm_wgmma::kEpiTma || EPI == gemm_wgmma::kEpiTmaOverlap;
   if constexpr (kTma) {  // y and residual [M, N] in boxes of 64 rows, swizzled at the box width
@@ -95,6 +101,7 @@ bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
   p.m = static_cast<int>(s.m);
   p.n = static_cast<int>(s.n);
   p.k = static_cast<int>(s.k);
+  p.k1 = static_cast<int>(k1);
   p.kblocks = static_cast<int>(ceil_div(s.k, kBK));
   p.kblocks_per_split = static_cast<int>(ceil_div(p.kblocks, c.splits));
   const int splits = static_cast<int>(ceil_div(p.kblocks, p.kblocks_per_split));  // no empty slice
@@ -113,7 +120,7 @@ bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
     if (cudaMemsetAsync(p.tile_counters, 0, counter_bytes, stream) != cudaSuccess) return false;
   }
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(units, sms));  // persistent: one CTA per SM
-  if (try_launch_kernel(kernel, dim3(grid), dim3(gemm_wgmma::kThreads), kSmem, stream, tx, tw, ty, tr, p,
+  if (try_launch_kernel(kernel, dim3(grid), dim3(gemm_wgmma::kThreads), kSmem, stream, tx, tw, ty, tr, tx2, p,
                         static_cast<int>(units), splits) != cudaSuccess) {
     (void)cudaGetLastError();
     return false;
@@ -184,6 +191,7 @@ std::string WgmmaGemmConfig::describe() const {
 bool wgmma_gemm_supported(const WgmmaGemmShape& s, DType dtype) {
   if (dtype != DType::kF16 && dtype != DType::kBF16) return false;
   if (s.m < 1 || s.n < 8 || s.k < 8 || s.n % 8 != 0 || s.k % 8 != 0) return false;
+  if (s.k1 != 0 && (s.k1 < 0 || s.k1 >= s.k || s.k1 % kBK != 0)) return false;
   const int64_t limit = int64_t{1} << 31;
   const int64_t w_rows = s.geglu ? 2 * s.n : s.n;
   return s.m < limit && w_rows < limit && s.k < limit && s.m * w_rows < limit;
@@ -312,7 +320,7 @@ size_t wgmma_gemm_workspace(const WgmmaGemmShape& s, const WgmmaGemmConfig& c) {
 bool launch_wgmma_gemm(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
                        cudaStream_t stream) {
   if (!wgmma_gemm_supported(s, dtype) || !config_valid(s, c)) return false;
-  if (!o.x || !o.w || !o.y || (c.splits > 1 && !o.workspace)) return false;
+  if (!o.x || !o.w || !o.y || (c.splits > 1 && !o.workspace) || (s.k1 > 0 && !o.x2)) return false;
   const int sms = sm90_multiprocessors();
   if (sms == 0 || !tma_available()) return false;
   if (dtype == DType::kF16) return launch_dtype<__half>(o, dtype, s, c, stream, sms);

@@ -20,6 +20,9 @@ namespace sd::cuda {
 struct WgmmaGemmShape {
   int64_t m, n, k;
   bool geglu = false;
+  // > 0: x is two sources side by side, [x (M x k1) | x2 (M x (k - k1))] (the UNet decoder's
+  // [h | skip]), read in place; k1 % 64 == 0 (a K block never straddles them), k1 < k.
+  int64_t k1 = 0;
 };
 
 // One kernel configuration: a tile of bm x bn outputs — bm 128: cooperative, both consumer
@@ -67,6 +70,7 @@ size_t wgmma_gemm_workspace(const WgmmaGemmShape& s, const WgmmaGemmConfig& c);
 
 struct WgmmaGemmOperands {
   const void* x = nullptr;
+  const void* x2 = nullptr;  // shape.k1 > 0: the second source [M, k - k1]
   const void* w = nullptr;
   void* y = nullptr;
   const void* bias = nullptr;

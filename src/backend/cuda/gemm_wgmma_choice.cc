@@ -60,19 +60,21 @@ WgmmaGemmConfig forced_config(const std::vector<WgmmaGemmConfig>& candidates) {
 }  // namespace
 
 Tensor CudaBackend::linear_wgmma(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual,
-                                 bool geglu, GemmPlan& plan, const std::function<Tensor()>& library_path) {
+                                 bool geglu, GemmPlan& plan, const std::function<Tensor()>& library_path,
+                                 const Tensor& x2) {
   const int mode = wgmma_gemm_mode();
-  GemmPlan::Wgmma& choice = plan.wgmma[geglu ? 1 : 0];
+  GemmPlan::Wgmma& choice = plan.wgmma[x2.defined() ? 2 : geglu ? 1 : 0];
   if (mode == 0 || (mode == 1 && choice.use == GemmPlan::Wgmma::Use::kLibrary)) return Tensor();
-  const int64_t k = w.dim(1), n = geglu ? w.dim(0) / 2 : w.dim(0), m = x.numel() / k;
-  const WgmmaGemmShape s{m, n, k, geglu};
+  const int64_t k = w.dim(1), n = geglu ? w.dim(0) / 2 : w.dim(0), m = x.numel() / x.dim(-1);
+  WgmmaGemmShape s{m, n, k, geglu};
+  if (x2.defined()) s.k1 = x.dim(-1);  // x [.., k1] | x2 [.., k - k1]
   const auto decline = [&] {
     choice.use = GemmPlan::Wgmma::Use::kLibrary;
     return Tensor();
   };
   if (choice.use == GemmPlan::Wgmma::Use::kUntested || mode == 2) {
     if (!device_is_sm90(device_) || !wgmma_gemm_supported(s, x.dtype())) return decline();
-    for (const Tensor* t : {&x, &w, &bias, &residual}) {
+    for (const Tensor* t : {&x, &x2, &w, &bias, &residual}) {
       if (t->defined() && pointer_alignment(t->raw()) < 16) return decline();
     }
   }
@@ -86,6 +88,7 @@ Tensor CudaBackend::linear_wgmma(const Tensor& x, const Tensor& w, const Tensor&
     }
     WgmmaGemmOperands ops;
     ops.x = x.raw(), ops.w = w.raw(), ops.y = y.raw();
+    ops.x2 = x2.defined() ? x2.raw() : nullptr;
     ops.bias = bias.defined() ? bias.raw() : nullptr;
     ops.residual = residual.defined() ? residual.raw() : nullptr;
     ops.workspace = workspace.defined() ? workspace.raw() : nullptr;
@@ -102,6 +105,7 @@ Tensor CudaBackend::linear_wgmma(const Tensor& x, const Tensor& w, const Tensor&
   cudaEvent_t start = nullptr, stop = nullptr;
   SD_CUDA_CHECK(cudaEventCreate(&start));
   SD_CUDA_CHECK(cudaEventCreate(&stop));
+  // Two sources: x2 (the decoder's skip, written long before) stays cold, as in the step.
   const auto prepare = [&] { prepare_tuning_run(x.raw(), x.nbytes()); };
   const float library_ms = time_runs_alone(stream_, start, stop, 3, prepare, [&] {
     (void)library_path();
@@ -113,10 +117,11 @@ Tensor CudaBackend::linear_wgmma(const Tensor& x, const Tensor& w, const Tensor&
     if (!run(cfg).defined()) continue;  // warm-up; a refused configuration is skipped
     const float ms = time_runs_alone(stream_, start, stop, 3, prepare, [&] { return run(cfg).defined(); });
     if (log_choice()) {
-      std::fprintf(stderr, "[sdserve] gemm m%lld n%lld k%lld%s%s%s: %s %.4f ms (cuBLASLt%s %.4f)\n",
+      std::fprintf(stderr, "[sdserve] gemm m%lld n%lld k%lld%s%s%s%s: %s %.4f ms (cuBLASLt%s %.4f)\n",
                    static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
                    geglu ? " geglu" : "", bias.defined() ? " bias" : "", residual.defined() ? " residual" : "",
-                   cfg.describe().c_str(), ms / 3, geglu ? " + geglu" : "", library_ms / 3);
+                   x2.defined() ? " two-source" : "", cfg.describe().c_str(), ms / 3,
+                   geglu ? " + geglu" : x2.defined() ? " + concat" : "", library_ms / 3);
     }
     if (ms >= 0.f && ms < best_ms) {
       best_ms = ms;

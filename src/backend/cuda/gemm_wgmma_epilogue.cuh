@@ -52,6 +52,7 @@ __host__ __device__ constexpr int smem_bytes_for_tma(int bm, int bn, int out_bn)
 
 struct Params {
   int m, n, k;                // n: output columns (GEGLU: w has 2n rows)
+  int k1;                     // x's K columns [0, k1) come from tmap_x, [k1, k) from tmap_x2 (k1 = k: one source)
   int kblocks;                // ceil(k / 64)
   int kblocks_per_split;
   int m_tiles, n_tiles;       // n_tiles over output columns

@@ -106,12 +106,13 @@ __device__ __forceinline__ void run_overlapped(const Params& p, int units, int s
 // [n0, n0 + bn/2) (values) then [N + n0, N + n0 + bn/2) (gates), so a thread's value and gate
 // accumulators pair up.
 // EPI == kEpiTma: tmap_y / tmap_r map y and the residual ([M, N], boxes of 64 rows x
-// tma_box_cols(out_bn)); with the other epilogues they are unused.
+// tma_box_cols(out_bn)); with the other epilogues they are unused. Two-source x (the decoder's
+// [h | skip]): K blocks from p.k1 on (a multiple of 64) come from tmap_x2, at column kc - k1.
 template <typename T, int BM, int BN, bool GEGLU, bool SPLIT, int EPI = kEpiPairs>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_kernel(const __grid_constant__ CUtensorMap tmap_x, const __grid_constant__ CUtensorMap tmap_w,
-                const __grid_constant__ CUtensorMap tmap_y, const __grid_constant__ CUtensorMap tmap_r, Params p,
-                int units, int splits) {
+                const __grid_constant__ CUtensorMap tmap_y, const __grid_constant__ CUtensorMap tmap_r,
+                const __grid_constant__ CUtensorMap tmap_x2, Params p, int units, int splits) {
 #if SD_SM90A_COMPILED
   using namespace sm90;
   constexpr bool kOverlap = EPI == kEpiTmaOverlap;  // cooperative, unsplit, plain, bn <= 128
@@ -146,6 +147,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     setmaxnreg_dec<40>();
     if (threadIdx.x == 0) {  // producer
       tma_prefetch_descriptor(&tmap_x);
+      if (p.k1 < p.k) tma_prefetch_descriptor(&tmap_x2);
       tma_prefetch_descriptor(&tmap_w);
       const auto load_w = [&](int s, int kc, const Unit& w) {
         const uint32_t full = smem_addr(&full_bar[s]);
@@ -181,7 +183,11 @@ __global__ void __launch_bounds__(kThreads, 1)
             mbarrier_arrive_expect_tx(full, kABytes + kBBytes);
             load_w(s, kc, w);
           }
-          tma_load_2d(a_base + s * kABytes, &tmap_x, full, kc, w.m0);
+          if (kc < p.k1) {
+            tma_load_2d(a_base + s * kABytes, &tmap_x, full, kc, w.m0);
+          } else {
+            tma_load_2d(a_base + s * kABytes, &tmap_x2, full, kc - p.k1, w.m0);
+          }
         }
       }
     }

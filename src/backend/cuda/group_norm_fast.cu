@@ -328,21 +328,22 @@ bool group_norm_fast_default(int device, int64_t batch, int64_t positions, int64
 }
 
 bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
-                     int groups, float eps, bool silu, const void* add, int64_t add_ld) {
+                     int groups, float eps, bool silu, const void* add, int64_t add_ld, const Tensor* x2) {
   const Mode mode = fast_mode();
   if (mode == Mode::kOff || (mode == Mode::kAuto && onchip_path_requested())) return false;
   const auto refuse = [&](const std::string& why) {
     if (mode == Mode::kRequire)
-      throw Error(Internal("group_norm: the fast kernel does not apply to " + x.describe() + ": " + why));
+      throw Error(Internal("group_norm: the fast kernel does not apply to " + x.describe() +
+                           (x2 ? " ++ " + x2->describe() : std::string()) + ": " + why));
     return false;
   };
   const auto aligned16 = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; };
   if (!aligned16(gamma.raw()) || !aligned16(beta.raw()) || !aligned16(x.raw()) || !aligned16(y.raw()) ||
-      (add && (!aligned16(add) || add_ld % 8 != 0)))
+      (x2 && !aligned16(x2->raw())) || (add && (!aligned16(add) || add_ld % 8 != 0)))
     return refuse("unaligned operands");
   const int device = be.device().index;
-  const int64_t batch = x.dim(0), channels = x.dim(-1);
-  const int64_t positions = x.numel() / (batch * channels);
+  const int64_t batch = x.dim(0), c1 = x.dim(-1), channels = c1 + (x2 ? x2->dim(-1) : 0);
+  const int64_t positions = x.numel() / (batch * c1);
   const FastPlan plan = group_norm_fast_plan(device, batch, positions, channels, groups);
   if (plan.ctas_per_row == 0) return refuse("no co-resident plan (shape, groups or size)");
   if (mode == Mode::kAuto && !group_norm_fast_default(device, batch, positions, channels, plan)) return false;
@@ -358,6 +359,8 @@ bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, cons
 
   FastArgs args{};
   args.x = x.raw();
+  args.x2 = x2 ? x2->raw() : nullptr;
+  args.c1 = static_cast<int>(c1);
   args.add = add;
   args.add_ld = add_ld;
   args.y = y.raw();
@@ -445,8 +448,9 @@ bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, cons
   if (std::getenv("SDSERVE_CUDA_GN_FAST_VERBOSE")) {
     static std::mutex print_mu;
     std::lock_guard<std::mutex> lock(print_mu);
+    const std::string input = x.describe() + (x2 ? " ++ " + x2->describe() : std::string());
     std::fprintf(stderr, "gn_fast: %s g%d: grid %ux%ux%u%s, slice %d, %d threads, %d rows, chunk %d, %d/%d vectors, %zu B smem, %d per SM: %s\n",
-                 x.describe().c_str(), groups, grid_x, grid_y, grid_z, plan.max_vectors == 0 ? " stream" : plan.prefetch ? " prefetch" : "", plan.slice,
+                 input.c_str(), groups, grid_x, grid_y, grid_z, plan.max_vectors == 0 ? " stream" : plan.prefetch ? " prefetch" : "", plan.slice,
                  plan.threads, plan.rows, plan.chunk, plan.vectors, plan.max_vectors, plan.smem, per_sm,
                  ok ? "launched" : "refused");
   }

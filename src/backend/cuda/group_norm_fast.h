@@ -44,8 +44,10 @@ bool group_norm_fast_default(int device, int64_t batch, int64_t positions, int64
 // One launch; false (nothing enqueued) where it does not apply or is not chosen:
 // SDSERVE_CUDA_GN_FAST=0 never, 1 wherever it fits, "require" throws where it does not (tests),
 // unset / auto: group_norm_fast_default, and not when SDSERVE_CUDA_GN_ONCHIP asks for a path
-// (0, 1, require). Same arguments as group_norm_vec (x, y 16-byte aligned, C % 8 == 0).
+// (0, 1, require). Same arguments as group_norm_vec (x, y 16-byte aligned, C % 8 == 0); with x2
+// the input is the channel concatenation [x | x2] (x [B, ..., C1], x2 [B, ..., C - C1], C1 % 8 == 0,
+// both read in place; y [B, ..., C]).
 bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
-                     int groups, float eps, bool silu, const void* add, int64_t add_ld);
+                     int groups, float eps, bool silu, const void* add, int64_t add_ld, const Tensor* x2 = nullptr);
 
 }  // namespace sd::cuda

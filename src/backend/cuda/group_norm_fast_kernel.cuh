@@ -16,7 +16,9 @@ constexpr int kCounterRows = 4096;        // batch rows per launch at most (one 
 constexpr int kPartialEntries = 1 << 17;  // (sum, sum of squares) per (row, CTA, group): 1 MB
 
 struct FastArgs {
-  const void* x;      // [B, P, C]
+  const void* x;      // [B, P, c1]: channels [0, c1) of the input (all of it where x2 is null)
+  const void* x2;     // [B, P, C - c1]: channels [c1, C) (the channel concatenation [x | x2]), or null
+  int c1;             // channels in x (a multiple of 8; C where x2 is null)
   const void* add;    // [B, add_ld] window (or null): normalises x + add[b, c]
   int64_t add_ld;
   void* y;            // [B, P, C]
@@ -71,7 +73,8 @@ __device__ __forceinline__ void row_barrier(unsigned* counter) {
 // sl*slice + ch*8 .. +8) for j < kMaxV, for the batch rows b = z, z + Z, ... in turn (one wave
 // each; kPrefetch: the next wave's vectors are loaded before this wave's barrier). kMaxV == 0:
 // no registers; the thread streams its positions (any number) for the statistics and again (from
-// L2 where the Z rows' slab fits) for the apply. A barrier per (row, slice).
+// L2 where the Z rows' slab fits) for the apply. A barrier per (row, slice). The input x may be
+// the channel concatenation [x | x2] (read in place; a slice may straddle c1); y is one tensor.
 // Shared memory: red [2][threads x 8] f32 (per-lane sums, later the f64 merge) | stat [G] float2.
 template <typename T, bool kSilu, int kMaxV, bool kPrefetch>
 __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs a) {
@@ -88,14 +91,23 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
   const int nvalid = span > 0 ? (span + rows - 1) / rows : 0;  // <= kMaxV (the plan) unless streaming
   constexpr int kRegs = kMaxV > 0 ? kMaxV : 1;
   constexpr int kUnroll = 8;  // streaming: loads in flight per thread
-  const auto row_x = [&](int b) {  // x[b, 0, c0]
-    return static_cast<const T*>(a.x) + int64_t{b} * a.positions * C + c0;
+  // This thread's 8 channels c0 + ch*8 lie in x (below c1) or in x2: its vector at (b, p) is
+  // xs[(b * positions + p) * sv] (one source: xs = x + c0/8 + ch, sv = C/8).
+  const int cv1 = a.c1 / 8, gv = c0 / 8 + ch;
+  const bool in_x = gv < cv1;
+  const int sv = in_x ? cv1 : cv - cv1;
+  const uint4* xs =
+      in_x ? static_cast<const uint4*>(a.x) + gv : static_cast<const uint4*>(a.x2) + (gv - cv1);
+  const auto row_v = [&](int b) { return xs + int64_t{b} * a.positions * sv; };
+  const auto x_at = [&](int b, int c) {  // x[b, 0, c] of [x | x2] (c: a channel of the whole input)
+    return c < a.c1 ? static_cast<const T*>(a.x)[int64_t{b} * a.positions * a.c1 + c]
+                    : static_cast<const T*>(a.x2)[int64_t{b} * a.positions * (C - a.c1) + (c - a.c1)];
   };
   const auto load = [&](uint4 (&dst)[kRegs], int b) {
-    const uint4* xv = reinterpret_cast<const uint4*>(row_x(b)) + ch;
+    const uint4* xv = row_v(b);
 #pragma unroll
     for (int j = 0; j < kMaxV; ++j) {
-      if (j < nvalid) dst[j] = __ldg(xv + int64_t{p0 + r + j * rows} * cv);
+      if (j < nvalid) dst[j] = __ldg(xv + int64_t{p0 + r + j * rows} * sv);
     }
   };
 
@@ -109,7 +121,6 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
   float2* stat = reinterpret_cast<float2*>(smem + size_t{64} * nthreads);  // [G] (mean, rstd)
 
   for (int b = blockIdx.z; b < a.batch; b += waves_z) {
-    const T* xb = row_x(b);
     const T* ab = a.add ? static_cast<const T*>(a.add) + b * a.add_ld + c0 : nullptr;  // v[b, c0:] (or none)
     const uint4 araw = ab ? __ldg(reinterpret_cast<const uint4*>(ab) + cc) : make_uint4(0, 0, 0, 0);
     float va[8], off[8];  // add[b, c]; shift(g) - add[b, c] with shift(g) = x[b, 0, g*cpg] + add[b, g*cpg]
@@ -117,7 +128,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
       const int first = (cc * 8 + i) / cpg * cpg;  // the group's first channel in the slice
-      off[i] = to_f32(xb[first]) + (ab ? to_f32(ab[first]) : 0.f) - va[i];
+      off[i] = to_f32(x_at(b, c0 + first)) + (ab ? to_f32(ab[first]) : 0.f) - va[i];
     }
 
     // One pass: per-channel sums of d = x + add - shift and d^2.
@@ -134,7 +145,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
         q[i] = fmaf(d, d, q[i]);
       }
     };
-    const uint4* xv = reinterpret_cast<const uint4*>(xb) + ch;  // x[b, p, c0 + ch*8] = xv[p * cv]
+    const uint4* xv = row_v(b);  // x[b, p, c0 + ch*8] = xv[p * sv]
     if constexpr (kMaxV > 0) {
 #pragma unroll
       for (int j = 0; j < kMaxV; ++j) {
@@ -145,11 +156,11 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
       for (; j + kUnroll <= nvalid; j += kUnroll) {
         uint4 t[kUnroll];
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) t[u] = __ldg(xv + int64_t{p0 + r + (j + u) * rows} * cv);
+        for (int u = 0; u < kUnroll; ++u) t[u] = __ldg(xv + int64_t{p0 + r + (j + u) * rows} * sv);
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) accumulate(t[u]);
       }
-      for (; j < nvalid; ++j) accumulate(__ldg(xv + int64_t{p0 + r + j * rows} * cv));
+      for (; j < nvalid; ++j) accumulate(__ldg(xv + int64_t{p0 + r + j * rows} * sv));
     }
 
     // CTA: red[r*S + c] = lane sums (tid*8 + i == r*S + ch*8 + i); one warp per group adds its
@@ -213,7 +224,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
       const double n = double(a.positions) * cpg;
       const double mean_d = ss / n;  // of x + add - shift
       const float var = static_cast<float>(fmax(qq / n - mean_d * mean_d, 0.0));
-      const float shift = to_f32(xb[tid * cpg]) + (ab ? to_f32(ab[tid * cpg]) : 0.f);
+      const float shift = to_f32(x_at(b, c0 + tid * cpg)) + (ab ? to_f32(ab[tid * cpg]) : 0.f);
       stat[tid] = make_float2(shift + static_cast<float>(mean_d), rsqrtf(var + a.eps));
     }
     __syncthreads();  // also: every read of red / mrg is done before the next wave writes red
@@ -260,11 +271,11 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
         for (; j + kUnroll <= nvalid; j += kUnroll) {
           uint4 t[kUnroll];
 #pragma unroll
-          for (int u = 0; u < kUnroll; ++u) t[u] = __ldcs(xv + int64_t{p0 + r + (j + u) * rows} * cv);
+          for (int u = 0; u < kUnroll; ++u) t[u] = __ldcs(xv + int64_t{p0 + r + (j + u) * rows} * sv);
 #pragma unroll
           for (int u = 0; u < kUnroll; ++u) store(yv + int64_t{p0 + r + (j + u) * rows} * cv, apply(t[u]));
         }
-        for (; j < nvalid; ++j) store(yv + int64_t{p0 + r + j * rows} * cv, apply(__ldcs(xv + int64_t{p0 + r + j * rows} * cv)));
+        for (; j < nvalid; ++j) store(yv + int64_t{p0 + r + j * rows} * cv, apply(__ldcs(xv + int64_t{p0 + r + j * rows} * sv)));
       }
     }
     if (kMaxV > 0 && more) {

@@ -34,7 +34,9 @@ constexpr int kMaxGroups = 256;     // statistics arrays in shared memory
 constexpr size_t kHeaderBytes = 128;  // the stage barriers
 
 struct OnchipArgs {
-  const void* x;      // [B, P, C]
+  const void* x;      // [B, P, c1]: channels [0, c1) of the input (all of it where x2 is null)
+  const void* x2;     // [B, P, C - c1]: channels [c1, C) (the channel concatenation [x | x2]), or null
+  int c1;             // channels in x (a multiple of 8; C where x2 is null)
   const void* add;    // [B, add_ld] window (or null): normalises x + add[b, c]
   int64_t add_ld;
   void* y;            // [B, P, C]
@@ -112,7 +114,8 @@ __device__ __forceinline__ float silu_tanh(float x) {
 
 // Grid (cluster, slices, B), cluster (cluster, 1, 1): one cluster per (batch row, channel slice).
 // Shared memory: barriers | part_sum, part_sq, mean, rstd [groups] | red [threads x 8] f32 |
-// slab [chunk, slice] T.
+// slab [chunk, slice] T: [chunk, n1 x 8] from x, then [chunk, n2 x 8] from x2 (the slice's channels
+// below / above c1; one source: n1 = slice / 8, n2 = 0).
 // kCluster false: a plain launch of single CTAs (cluster size 1), block barriers only.
 template <bool kCluster>
 __device__ __forceinline__ void cluster_barrier() {
@@ -146,44 +149,66 @@ __global__ void __launch_bounds__(kMaxThreads) gn_onchip_kernel(const OnchipArgs
   const int np = max(0, min(a.positions - p0, a.chunk));
   const int sp = a.stage_positions;
   const int stages = (np + sp - 1) / sp;
-  const T* xb = static_cast<const T*>(a.x) + (int64_t{b} * a.positions + p0) * C + c0;
+  // The slice's 8-channel chunks in x (n1: channels below c1) and in x2 (n2), each source's rows of
+  // cv1 / cv2 vectors; xb / x2b: their first vectors of this CTA's positions (null where unused).
+  const int C2 = C - a.c1, cv1 = a.c1 / 8, cv2 = C2 / 8;
+  const int n1 = min(max(a.c1 - c0, 0), a.slice) / 8, n2 = nch - n1;
+  const uint4* xb =
+      n1 > 0 ? reinterpret_cast<const uint4*>(static_cast<const T*>(a.x) + (int64_t{b} * a.positions + p0) * a.c1 + c0)
+             : nullptr;
+  const uint4* x2b = n2 > 0 ? reinterpret_cast<const uint4*>(static_cast<const T*>(a.x2) +
+                                                             (int64_t{b} * a.positions + p0) * C2 + max(c0 - a.c1, 0))
+                            : nullptr;
+  uint4* slab2 = slab + a.chunk * n1;  // [chunk, n2] vectors from x2
 
   // Issue the whole slab's loads first: kStages chunks of positions.
-  if constexpr (kBulk) {  // slice == C: the slab is contiguous
+  if constexpr (kBulk) {  // slice == C: each source's part of the slab is contiguous
     if (threadIdx.x == 0) {
       for (int s = 0; s < kStages; ++s)
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smem_addr(&bars[s])) : "memory");
       asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
       asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-      for (int s = 0; s < stages; ++s) {
-        const int ps = s * sp, pe = min(np, ps + sp);
-        const uint32_t bytes = static_cast<uint32_t>(pe - ps) * C * 2;
-        const uint32_t bar = smem_addr(&bars[s]);
-        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+      const auto copy = [](uint4* dst, const uint4* src, uint32_t bytes, uint32_t bar) {
         asm volatile(
             "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                smem_addr(slab + int64_t{ps} * nch)),
-            "l"(xb + int64_t{ps} * C), "r"(bytes), "r"(bar)
+                smem_addr(dst)),
+            "l"(src), "r"(bytes), "r"(bar)
             : "memory");
+      };
+      for (int s = 0; s < stages; ++s) {
+        const int ps = s * sp, pe = min(np, ps + sp);
+        const uint32_t bytes1 = static_cast<uint32_t>(pe - ps) * n1 * 16;
+        const uint32_t bytes2 = static_cast<uint32_t>(pe - ps) * n2 * 16;
+        const uint32_t bar = smem_addr(&bars[s]);
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes1 + bytes2)
+                     : "memory");
+        copy(slab + ps * n1, xb + int64_t{ps} * cv1, bytes1, bar);
+        if (n2 > 0) copy(slab2 + ps * n2, x2b + int64_t{ps} * cv2, bytes2, bar);
       }
     }
   } else {
-    const uint4* src = reinterpret_cast<const uint4*>(xb);
-    const int cv = C / 8;  // vectors per position in x
-    for (int s = 0; s < kStages; ++s) {
-      const int vs = min(np, s * sp) * nch, ve = min(np, (s + 1) * sp) * nch;
+    // Vectors [s*sp*n, (s+1)*sp*n) of a source's [np, n] part: position v / n, chunk v % n.
+    const auto issue = [&](uint4* dst, const uint4* src, int n, int ld, int s) {
+      const int vs = min(np, s * sp) * n, ve = min(np, (s + 1) * sp) * n;
       for (int v = vs + threadIdx.x; v < ve; v += blockDim.x) {
-        const int p = v / nch;
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(slab + v)),
-                     "l"(src + int64_t{p} * cv + (v - p * nch))
+        const int p = v / n;
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst + v)),
+                     "l"(src + int64_t{p} * ld + (v - p * n))
                      : "memory");
       }
+    };
+    for (int s = 0; s < kStages; ++s) {
+      issue(slab, xb, n1, cv1, s);
+      issue(slab2, x2b, n2, cv2, s);
       asm volatile("cp.async.commit_group;\n" ::: "memory");
     }
   }
 
   const int r = threadIdx.x / nch, ch = threadIdx.x % nch;
   const bool active = r < rows;
+  // This thread's vector at position p of the slab: sx[p * sn].
+  const uint4* sx = ch < n1 ? slab + ch : slab2 + (ch - n1);
+  const int sn = ch < n1 ? n1 : n2;
   const T* ab = a.add ? static_cast<const T*>(a.add) + b * a.add_ld + c0 : nullptr;  // v[b, c0:] (or none)
   float ga[8], be[8], va[8];
 #pragma unroll
@@ -210,7 +235,7 @@ __global__ void __launch_bounds__(kMaxThreads) gn_onchip_kernel(const OnchipArgs
 #pragma unroll 4
     for (int p = s * sp + r; p < pe; p += rows) {
       float f[8];
-      unpack8<T>(slab[p * nch + ch], f);
+      unpack8<T>(sx[p * sn], f);
 #pragma unroll
       for (int i = 0; i < 8; ++i) acc[i] += f[i] + va[i];
     }
@@ -233,7 +258,7 @@ __global__ void __launch_bounds__(kMaxThreads) gn_onchip_kernel(const OnchipArgs
 #pragma unroll 4
     for (int p = r; p < np; p += rows) {
       float f[8];
-      unpack8<T>(slab[p * nch + ch], f);
+      unpack8<T>(sx[p * sn], f);
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
         const float d = f[i] - mu[i];
@@ -263,7 +288,7 @@ __global__ void __launch_bounds__(kMaxThreads) gn_onchip_kernel(const OnchipArgs
 #pragma unroll 4
     for (int p = r; p < np; p += rows) {
       float f[8];
-      unpack8<T>(slab[p * nch + ch], f);
+      unpack8<T>(sx[p * sn], f);
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         f[j] = fmaf(f[j], sc[j], sh[j]);
@@ -508,16 +533,16 @@ bool group_norm_onchip_default(int device, int64_t batch, const OnchipPlan& plan
 }
 
 bool group_norm_onchip(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
-                       int groups, float eps, bool silu, const void* add, int64_t add_ld) {
+                       int groups, float eps, bool silu, const void* add, int64_t add_ld, const Tensor* x2) {
   const Mode mode = onchip_mode();
   if (mode == Mode::kOff) return false;
-  const int64_t batch = x.dim(0), channels = x.dim(-1);
-  const int64_t positions = x.numel() / (batch * channels);
+  const int64_t batch = x.dim(0), c1 = x.dim(-1), channels = c1 + (x2 ? x2->dim(-1) : 0);
+  const int64_t positions = x.numel() / (batch * c1);
   const OnchipPlan plan = group_norm_onchip_plan(be.device().index, batch, positions, channels, groups);
   const auto refuse = [&](const char* why) {
     if (mode == Mode::kRequire)
-      throw Error(Internal(std::string("group_norm: the on-chip kernel does not apply to ") + x.describe() + ": " +
-                           why));
+      throw Error(Internal(std::string("group_norm: the on-chip kernel does not apply to ") + x.describe() +
+                           (x2 ? " ++ " + x2->describe() : std::string()) + ": " + why));
     return false;
   };
   if (plan.cluster == 0 || batch > 65535) return refuse("a batch row's slice does not fit 16 CTAs' shared memory");
@@ -528,6 +553,8 @@ bool group_norm_onchip(CudaBackend& be, const Tensor& x, const Tensor& gamma, co
   }();
   OnchipArgs args{};
   args.x = x.raw();
+  args.x2 = x2 ? x2->raw() : nullptr;
+  args.c1 = static_cast<int>(c1);
   args.add = add;
   args.add_ld = add_ld;
   args.y = y.raw();

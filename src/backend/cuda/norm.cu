@@ -386,6 +386,8 @@ void launch_layer_norm_rows(const T* x, T* y, const T* gamma, const T* beta, int
 
 }  // namespace
 
+bool vector_group_norm_enabled() { return vector_group_norm(); }
+
 Tensor CudaBackend::group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
                                bool silu) {
   check_on_device(x, "group_norm");

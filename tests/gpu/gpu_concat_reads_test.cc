@@ -133,7 +133,7 @@ TEST(GpuGemmWgmmaTwoSources, EqualsTheConcatenatedInputBitForBit) {
       Tensor ws;
       if (ws_bytes) ws = gpu.empty({static_cast<int64_t>(ws_bytes / 4)}, DType::kF32);
       const auto run = [&](bool split_source) {
-        const Tensor y = gpu.empty({s.m, s.n}, s.dtype);
+        const Tensor y = gpu.upload(Tensor::zeros_host({s.m, s.n}, DType::kF32));
         cuda::WgmmaGemmOperands o;
         o.x = split_source ? x1.raw() : x.raw();
         o.x2 = split_source ? x2.raw() : nullptr;
@@ -142,12 +142,14 @@ TEST(GpuGemmWgmmaTwoSources, EqualsTheConcatenatedInputBitForBit) {
         o.bias = bias.raw();
         o.residual = s.residual ? res.raw() : nullptr;
         o.workspace = ws_bytes ? ws.raw() : nullptr;
-        EXPECT_TRUE(cuda::launch_wgmma_gemm(o, s.dtype, split_source ? two : one, cfg, cb->stream()))
-            << cfg.describe();
+        const bool ok = cuda::launch_wgmma_gemm(o, s.dtype, split_source ? two : one, cfg, cb->stream());
         EXPECT_TRUE(gpu.synchronize().ok());
-        return gpu.download(y);
+        return ok ? gpu.download(y) : Tensor();
       };
-      const Tensor want = run(false), got = run(true), again = run(true);
+      const Tensor want = run(false);
+      if (!want.defined()) continue;  // a forced configuration this shape cannot take (e.g. more splits than K blocks)
+      const Tensor got = run(true), again = run(true);
+      ASSERT_TRUE(got.defined() && again.defined()) << "two sources refused " << cfg.describe();
       std::printf("  two sources m%lld k%lld+%lld n%lld %-16s max diff %.3g\n", static_cast<long long>(s.m),
                   static_cast<long long>(s.k1), static_cast<long long>(s.k2), static_cast<long long>(s.n),
                   cfg.describe().c_str(), max_abs_diff(got, want));

@@ -31,13 +31,10 @@ struct WgmmaVariant {
 // raised only by more than 8 / scale_log2 (so most tiles skip it).
 // rowsum_mma (d 40 4-consumer kernel only): the row sums of P come from the P V wgmma (n 48:
 // V gets a column of ones) instead of FADDs in the softmax. Defaults: attention_wgmma_pingpong.cu.
-// p_smem (with rowsum_mma, poly 0): P goes through shared memory and P V runs with both operands
-// there (SS m64n48k16) instead of P in registers (RS).
 struct WgmmaSoftmax {
   int poly = 0;
   int rescale = 0;
   bool rowsum_mma = false;
-  bool p_smem = false;
 };
 // The caller has checked the arguments and the device.
 void launch_attention_wgmma_pingpong(DType dtype, const AttentionArgs& a, cudaStream_t stream,
@@ -155,19 +152,6 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
         "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]) \
       : "l"(desc_a), "l"(desc_b), "r"(scale_d))
 
-// A (64 x 16) K-major and B (16 x 48) MN-major (transposed, as V), both from shared memory.
-#define SD_WGMMA_SS_N48_TB(TY) \
-  asm volatile( \
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %26, 0;\n" \
-      "wgmma.mma_async.sync.aligned.m64n48k16.f32." TY "." TY " {" \
-      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
-      "%16,%17,%18,%19,%20,%21,%22,%23" \
-      "}, %24, %25, p, 1, 1, 0, 1;\n}\n" \
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]) \
-      : "l"(desc_a), "l"(desc_b), "r"(1))
-
 #define SD_WGMMA_RS_N40(TY) \
   asm volatile( \
       "{\n.reg .pred p;\nsetp.ne.b32 p, %25, 0;\n" \
@@ -263,15 +247,6 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[
     if constexpr (std::is_same_v<T, __half>) SD_WGMMA_RS_N80("f16");
     else SD_WGMMA_RS_N80("bf16");
   }
-#endif
-}
-
-// d[24] += A (64 x 16, smem desc, K-major) * B (16 x 48, smem desc, MN-major: the V tile).
-template <typename T>
-__device__ __forceinline__ void wgmma_ss_n48_tb(float (&d)[24], uint64_t desc_a, uint64_t desc_b) {
-#if SD_WGMMA_COMPILED
-  if constexpr (std::is_same_v<T, __half>) SD_WGMMA_SS_N48_TB("f16");
-  else SD_WGMMA_SS_N48_TB("bf16");
 #endif
 }
 

@@ -38,11 +38,7 @@ struct PingpongCfg {
   static constexpr uint32_t kVBytes = uint32_t{BN} * kN * 2;
   static constexpr uint32_t kStageBytes = kKBytes + kVBytes;
   static constexpr uint32_t kBarOffset = kQBytes + kStages * kStageBytes;  // full[kStages], empty[kStages]
-  // kPs: each consumer's P tile [64 x BN] (canonical K-major layout) after the barriers.
-  static constexpr uint32_t kPOffset = (kBarOffset + 2 * kStages * 8 + 127) / 128 * 128;
-  static constexpr uint32_t kPBytes = uint32_t{64} * BN * 2;
   static constexpr uint32_t kBytes = kBarOffset + 2 * kStages * 8;
-  static constexpr uint32_t kBytesPs = kPOffset + NC * kPBytes;
 };
 
 template <int R>
@@ -65,11 +61,9 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 // round-robin; 2: pairs 0/1 and 2/3); 0: no named barriers, the consumers run freely.
 // kPoly / 8 of the exps by polynomial (softmax_exp); max_slack > 0 or skip_rescale: a warp skips
 // the output rescale when no row of it raised its maximum (WgmmaSoftmax::rescale 2 / 1).
-// kOnes: row sums by the P V wgmma (PingpongCfg), none in the softmax. kPs: P is stored to the
-// consumer's shared-memory P tile (after its P V of the tile before has landed; a 128-thread named
-// barrier orders the four warps' stores before the wgmma) and P V runs SS instead of RS.
+// kOnes: row sums by the P V wgmma (PingpongCfg), none in the softmax.
 // Fragment layouts as in attention_wgmma.cu.
-template <typename T, int D, int NC, int BN, int kPoly, bool kOnes, bool kPs = false>
+template <typename T, int D, int NC, int BN, int kPoly, bool kOnes>
 __global__ void __launch_bounds__(128 * (NC + 1), 1)
     attention_wgmma_pingpong_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                                     T* __restrict__ o, int lq, int lk, int heads, int64_t q_stride,
@@ -135,7 +129,6 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     constexpr uint32_t kVStep = 2 * C::kChunksV * 128;  // bytes of 16 V rows
     const int qr0 = q0 + 64 * c;
     const uint32_t q_tile = sq + uint32_t(c) * 64 * C::kDK * 2;
-    const uint32_t p_tile = sq + C::kPOffset + uint32_t(c) * C::kPBytes;  // kPs only
     load_canonical<64, C::kChunksK, 128>(q_tile, q + (int64_t{b} * lq + min(qr0, lq - 1)) * q_stride + int64_t{h} * D,
                                          q_stride, max(0, min(64, lq - qr0)), D, tid);
     cp_async_commit();
@@ -179,32 +172,9 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     };
     const auto issue_pv = [&](int st) {
       const uint32_t vs = sstage + st * C::kStageBytes + C::kKBytes;
-      if constexpr (kPs) {
-        static_assert(C::kN == 48, "P through shared memory: the d 40 ones-column kernel only");
-        constexpr uint64_t kPBits = desc_bits(128, (BN / 8) * 128);  // K-major: chunks along keys
 #pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk)
-          wgmma_ss_n48_tb<T>(acc, make_desc(kPBits, p_tile + kk * 256), make_desc(v_bits, vs + kk * kVStep));
-      } else {
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs<T, C::kN>(acc, pa[kk], make_desc(v_bits, vs + kk * kVStep));
-      }
+      for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs<T, C::kN>(acc, pa[kk], make_desc(v_bits, vs + kk * kVStep));
       wgmma_commit();
-    };
-    // kPs: the thread's P fragment (rows 16 warp + g and + 8, keys 8 i + 2 t, + 1) into the P tile:
-    // core matrix (row / 8, chunk i) at ((row / 8) * BN / 8 + i) * 128, row % 8 at + 16 (row % 8).
-    const auto store_p = [&] {
-      pack_p<T, kNB>(s, pa);
-#pragma unroll
-      for (int i = 0; i < kNB; ++i) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const uint32_t at = p_tile + ((2 * warp + h) * (BN / 8) + i) * 128 + g * 16 + 4 * t;
-          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(at), "r"(pa[i / 2][(i % 2) * 2 + h]) : "memory");
-        }
-      }
-      fence_proxy_async();
-      named_bar_sync(1 + NC + c, 128);
     };
 
     // Tile 0: S, softmax, P.
@@ -217,8 +187,7 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     wgmma_wait<0>();
     fence_regs(s);
     softmax_exp<kNB, kPoly, !kOnes>(s, 0, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
-    if constexpr (kPs) store_p();
-    else pack_p<T, kNB>(s, pa);
+    pack_p<T, kNB>(s, pa);
     for (int j = 1; j < ntiles; ++j) {
       const int st = j % kS, prev = (j - 1) % kS;
       mbar_wait(full + 8 * st, (j / kS) & 1);
@@ -236,8 +205,7 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
       keep_live(pa);
       mbar_arrive(empty + 8 * prev);
       if (!skip_rescale || __any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) scale_rows(acc, a0, a1);
-      if constexpr (kPs) store_p();
-      else pack_p<T, kNB>(s, pa);
+      pack_p<T, kNB>(s, pa);
     }
     section_begin();
     wgmma_fence();
@@ -256,14 +224,13 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
 #endif
 }
 
-template <typename T, int D, int NC, int BN, int kPoly = 0, bool kOnes = false, bool kPs = false>
+template <typename T, int D, int NC, int BN, int kPoly = 0, bool kOnes = false>
 void launch(const AttentionArgs& a, cudaStream_t stream, int group, const WgmmaSoftmax& sm) {
   using C = PingpongCfg<D, NC, BN, kOnes>;
-  const auto kernel = attention_wgmma_pingpong_kernel<T, D, NC, BN, kPoly, kOnes, kPs>;
-  constexpr uint32_t kSmem = kPs ? C::kBytesPs : C::kBytes;
-  SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
+  const auto kernel = attention_wgmma_pingpong_kernel<T, D, NC, BN, kPoly, kOnes>;
+  SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kBytes)));
   const WgmmaLaunch l = wgmma_launch_params<C, D>(a);
-  launch_kernel(kernel, l.grid, C::kThreads, kSmem, stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k),
+  launch_kernel(kernel, l.grid, C::kThreads, C::kBytes, stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k),
                                                    static_cast<const T*>(a.v), static_cast<T*>(a.o), a.lq, a.lk,
                                                    a.heads, a.q_stride, a.kv_stride, l.scale_log2, l.qk_bits, l.v_bits,
                                                    group, sm.rescale == 2 ? 8.f / l.scale_log2 : 0.f,
@@ -285,7 +252,6 @@ void launch_d(const AttentionArgs& a, cudaStream_t stream, const WgmmaVariant& w
   if constexpr (D == 40) {
     if (w.consumers == 4) {
       const int g = turn_group<4>(w.group);
-      if (sm.rowsum_mma && sm.p_smem && sm.poly == 0) return launch<T, D, 4, 64, 0, true, true>(a, stream, g, sm);
       if (sm.rowsum_mma) {
         switch (sm.poly) {
           case 1: return launch<T, D, 4, 64, 1, true>(a, stream, g, sm);
@@ -339,7 +305,6 @@ WgmmaSoftmax softmax_options(const AttentionArgs& a) {
   if (sm.rescale > 2) sm.rescale = kDefaultRescale;
   const int rowsum = read("SDSERVE_CUDA_WGMMA_ROWSUM", kDefaultRowsumMma);
   sm.rowsum_mma = rowsum == 1 || (rowsum < 0 && int64_t{a.batch} * a.heads >= kRowsumMinBh);
-  sm.p_smem = read("SDSERVE_CUDA_WGMMA_PSMEM", 0) == 1;  // not yet measured: off by default
   return sm;
 }
 

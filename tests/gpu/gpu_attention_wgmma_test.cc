@@ -183,14 +183,18 @@ TEST(GpuAttentionWgmmaSoftmax, PolyAndRescaleMatchMma2AndCpu) {
   SD_REQUIRE_WGMMA();
   ScopedEnv kernel("SDSERVE_CUDA_WGMMA_KERNEL", "pp4ns");
   struct Opt {
-    const char *poly, *rescale, *rowsum;
+    const char *poly, *rescale, *rowsum, *lazy;
   };
-  for (const Opt& o : {Opt{"0", "0", "0"}, Opt{"1", "0", "0"}, Opt{"2", "0", "0"}, Opt{"3", "0", "0"},
-                       Opt{"4", "0", "0"}, Opt{"0", "1", "0"}, Opt{"0", "2", "0"}, Opt{"2", "1", "0"},
-                       Opt{"4", "2", "0"}, Opt{"0", "0", "1"}, Opt{"0", "2", "1"}, Opt{"4", "2", "1"}}) {
+  // lazy 1 takes effect with rescale 2 and the ones column (rowsum 1, or -1: its default then).
+  for (const Opt& o : {Opt{"0", "0", "0", "0"}, Opt{"1", "0", "0", "0"}, Opt{"2", "0", "0", "0"},
+                       Opt{"3", "0", "0", "0"}, Opt{"4", "0", "0", "0"}, Opt{"0", "1", "0", "0"},
+                       Opt{"0", "2", "0", "0"}, Opt{"2", "1", "0", "0"}, Opt{"4", "2", "0", "0"},
+                       Opt{"0", "0", "1", "0"}, Opt{"0", "2", "1", "0"}, Opt{"4", "2", "1", "0"},
+                       Opt{"0", "2", "1", "1"}, Opt{"0", "2", "-1", "1"}, Opt{"0", "0", "1", "1"}}) {
     ScopedEnv poly("SDSERVE_CUDA_WGMMA_POLY", o.poly);
     ScopedEnv rescale("SDSERVE_CUDA_WGMMA_RESCALE", o.rescale);
     ScopedEnv rowsum("SDSERVE_CUDA_WGMMA_ROWSUM", o.rowsum);
+    ScopedEnv lazy("SDSERVE_CUDA_WGMMA_LAZY", o.lazy);
     for (const Shape5& s : {Shape5{2, 4096, 4096, 8, 40}, Shape5{1, 129, 4097, 2, 40}, Shape5{3, 77, 77, 3, 40},
                             Shape5{2, 4096, 77, 8, 40}}) {
       for (float range : {2.f, 6.f}) {
@@ -202,7 +206,8 @@ TEST(GpuAttentionWgmmaSoftmax, PolyAndRescaleMatchMma2AndCpu) {
               gpu.upload(quantize(random_tensor({s.batch, s.lk, hd}, 442, -range, range), dtype)),
               gpu.upload(quantize(random_tensor({s.batch, s.lk, hd}, 443), dtype))};
           const std::string name = std::string("poly ") + o.poly + " rescale " + o.rescale + " rowsum " +
-                                   o.rowsum + " +-" + std::to_string(static_cast<int>(range)) + " " + shape_name(s);
+                                   o.rowsum + " lazy " + o.lazy + " +-" + std::to_string(static_cast<int>(range)) +
+                                   " " + shape_name(s);
           const double rel = wgmma_vs("mma2", dtype, name, in, [&](Backend& be, const std::vector<Tensor>& d) {
             return be.attention(d[0], d[1], d[2], static_cast<int>(s.heads), false);
           });
@@ -212,6 +217,7 @@ TEST(GpuAttentionWgmmaSoftmax, PolyAndRescaleMatchMma2AndCpu) {
     }
   }
   for (const char* rowsum : {"0", "1"}) {
+    ScopedEnv lazy("SDSERVE_CUDA_WGMMA_LAZY", "0");
     ScopedEnv poly("SDSERVE_CUDA_WGMMA_POLY", "4");
     ScopedEnv rescale("SDSERVE_CUDA_WGMMA_RESCALE", "2");
     ScopedEnv rowsum_env("SDSERVE_CUDA_WGMMA_ROWSUM", rowsum);
@@ -235,6 +241,53 @@ TEST(GpuAttentionWgmmaSoftmax, PolyAndRescaleMatchMma2AndCpu) {
     std::printf("  poly 4 rescale 2 rowsum %s %-40s vs cpu: rel_l2 %.2e max_abs %.2e\n", rowsum,
                 shape_name(s).c_str(), rel, max_abs_diff(got, want));
     EXPECT_LE(rel, 1e-2) << shape_name(s) << " rowsum " << rowsum;
+  }
+}
+
+// Lazy row maxima (SDSERVE_CUDA_WGMMA_LAZY, the default): tiles keep the running maxima and only
+// a warp whose P would exceed 2^8 takes the exact path. Keys whose scale rises along the sequence
+// (x1 -> x4) make the maxima rise tile after tile, so the exact path runs often, mixed with the
+// lazy one inside a block; ragged tiles and both dtypes; vs mma2 and (f16) vs the CPU.
+TEST(GpuAttentionWgmmaSoftmax, LazyMaximaWithRisingScoresMatch) {
+  SD_REQUIRE_WGMMA();
+  ScopedEnv kernel("SDSERVE_CUDA_WGMMA_KERNEL", "pp4ns");
+  ScopedEnv lazy("SDSERVE_CUDA_WGMMA_LAZY", "1");
+  ScopedEnv rescale("SDSERVE_CUDA_WGMMA_RESCALE", "2");
+  ScopedEnv rowsum("SDSERVE_CUDA_WGMMA_ROWSUM", "1");
+  for (const Shape5& s : {Shape5{2, 1024, 4096, 8, 40}, Shape5{1, 333, 1093, 4, 40}}) {
+    const int64_t hd = s.heads * s.d;
+    Tensor k = random_tensor({s.batch, s.lk, hd}, 462, -3.f, 3.f);
+    float* kd = k.f32();  // [B, Lk, H*D], f32 on the host
+    for (int64_t b = 0; b < s.batch; ++b) {
+      for (int64_t j = 0; j < s.lk; ++j) {
+        const float f = 1.f + 3.f * static_cast<float>(j) / static_cast<float>(s.lk);
+        for (int64_t c = 0; c < hd; ++c) kd[(b * s.lk + j) * hd + c] *= f;
+      }
+    }
+    for (DType dtype : {DType::kF16, DType::kBF16}) {
+      Backend& gpu = gpu_backend(dtype);
+      const std::vector<Tensor> host = {quantize(random_tensor({s.batch, s.lq, hd}, 461, -3.f, 3.f), dtype),
+                                        quantize(k, dtype), quantize(random_tensor({s.batch, s.lk, hd}, 463), dtype)};
+      const std::vector<Tensor> in = {gpu.upload(host[0]), gpu.upload(host[1]), gpu.upload(host[2])};
+      const std::string name = "lazy rising " + shape_name(s);
+      const double rel = wgmma_vs("mma2", dtype, name, in, [&](Backend& be, const std::vector<Tensor>& d) {
+        return be.attention(d[0], d[1], d[2], static_cast<int>(s.heads), false);
+      });
+      EXPECT_LE(rel, tolerance(dtype)) << name << " " << dtype_name(dtype);
+      if (dtype == DType::kF16) {
+        Tensor got;
+        {
+          AttentionPathScope scope("wgmma");
+          got = gpu.download(gpu.attention(in[0], in[1], in[2], static_cast<int>(s.heads), false));
+        }
+        Backend& cpu = cpu_reference_backend();
+        const Tensor want = cpu.download(cpu.attention(cpu.upload(host[0]), cpu.upload(host[1]), cpu.upload(host[2]),
+                                                       static_cast<int>(s.heads), false));
+        const double rel_cpu = relative_l2(got, want);
+        std::printf("  %-40s vs cpu: rel_l2 %.2e\n", name.c_str(), rel_cpu);
+        EXPECT_LE(rel_cpu, 1e-2) << name;
+      }
+    }
   }
 }
 

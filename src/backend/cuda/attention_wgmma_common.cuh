@@ -35,6 +35,8 @@ struct WgmmaSoftmax {
   int poly = 0;
   int rescale = 0;
   bool rowsum_mma = false;
+  bool lazy = false;  // d 40 4-consumer kernel: exp_pack_lazy's fast path (needs rowsum_mma, rescale 2)
+  int lazy_limit_log2 = 8;  // its fallback when P exceeds 2^this
 };
 // The caller has checked the arguments and the device.
 void launch_attention_wgmma_pingpong(DType dtype, const AttentionArgs& a, cudaStream_t stream,
@@ -297,6 +299,20 @@ __device__ __forceinline__ float exp2_poly(float x) {
   return __uint_as_float(__float_as_uint(p) + (__float_as_uint(j) << 23));
 }
 
+// Ragged last tile: S elements of keys >= lk (key0 + 8 i + 2 t + e % 2 for element 4 i + e) to -inf.
+template <int NB>
+__device__ __forceinline__ void mask_keys(float (&s)[4 * NB], int key0, int lk, int t) {
+  if (key0 + 8 * NB > lk) {
+#pragma unroll
+    for (int i = 0; i < NB; ++i) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if (key0 + 8 * i + 2 * t + (e & 1) >= lk) s[4 * i + e] = -INFINITY;
+      }
+    }
+  }
+}
+
 // Online softmax over NB 8-key blocks of S accumulators s[4 NB] (keys key0 + 8 i + 2 t + e % 2
 // for element 4 i + e): masks keys >= lk, updates the row maxima m0 / m1 (raw score units; rows
 // g, g + 8) and this thread's row sums l0 / l1, returns the factors alpha0 / alpha1 for the
@@ -311,15 +327,7 @@ __device__ __forceinline__ void softmax_exp(float (&s)[4 * NB], int key0, int lk
                                             float& m0, float& m1, float& l0, float& l1, float& alpha0,
                                             float& alpha1, float max_slack = 0.f) {
   static_assert(kPoly >= 0 && kPoly <= 4, "kPoly: 0..4 of every 8 elements");
-  if (key0 + 8 * NB > lk) {  // ragged last tile: keys >= lk do not exist
-#pragma unroll
-    for (int i = 0; i < NB; ++i) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        if (key0 + 8 * i + 2 * t + (e & 1) >= lk) s[4 * i + e] = -INFINITY;
-      }
-    }
-  }
+  mask_keys<NB>(s, key0, lk, t);
   // Row maxima as trees (depth log2 NB + 2 instead of a chain of NB dependent FMNMX).
   float t0[NB], t1[NB];
 #pragma unroll
@@ -386,6 +394,37 @@ __device__ __forceinline__ void pack_p(const float (&s)[4 * NB], uint32_t (&p)[N
     p[i / 2][(i % 2) * 2] = pack2<T>(s[4 * i], s[4 * i + 1]);
     p[i / 2][(i % 2) * 2 + 1] = pack2<T>(s[4 * i + 2], s[4 * i + 3]);
   }
+}
+
+// The softmax's fast path with lazy maxima (the ones-column kernels, which need no row sums):
+// P = 2^(s scale_log2 - ms) with the running maxima ms0 / ms1 (rows g, g + 8; scaled units) as
+// they are, packed straight into P's register A fragments p; no row maxima are computed. Returns
+// true when some element of P exceeds `limit` (a power of two <= 2^15, so P stays finite in f16;
+// found by a max tree over the packed pairs): then the tile must take the exact path
+// (softmax_exp), which raises those rows' maxima. Masked keys (-inf) give 0.
+template <typename T, int NB>
+__device__ __forceinline__ bool exp_pack_lazy(const float (&s)[4 * NB], float ms0, float ms1, float scale_log2,
+                                              float limit, uint32_t (&p)[NB / 2][4]) {
+  using T2 = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+#pragma unroll
+  for (int i = 0; i < NB; ++i) {
+    p[i / 2][(i % 2) * 2] = pack2<T>(exp2f(fmaf(s[4 * i], scale_log2, -ms0)), exp2f(fmaf(s[4 * i + 1], scale_log2, -ms0)));
+    p[i / 2][(i % 2) * 2 + 1] =
+        pack2<T>(exp2f(fmaf(s[4 * i + 2], scale_log2, -ms1)), exp2f(fmaf(s[4 * i + 3], scale_log2, -ms1)));
+  }
+  T2 m[NB / 2];
+#pragma unroll
+  for (int i = 0; i < NB / 2; ++i) {
+    const T2 a = __hmax2(*reinterpret_cast<const T2*>(&p[i][0]), *reinterpret_cast<const T2*>(&p[i][1]));
+    const T2 b = __hmax2(*reinterpret_cast<const T2*>(&p[i][2]), *reinterpret_cast<const T2*>(&p[i][3]));
+    m[i] = __hmax2(a, b);
+  }
+#pragma unroll
+  for (int step = 1; step < NB / 2; step *= 2) {
+#pragma unroll
+    for (int i = 0; i + step < NB / 2; i += 2 * step) m[i] = __hmax2(m[i], m[i + step]);
+  }
+  return __low2float(m[0]) > limit || __high2float(m[0]) > limit;
 }
 
 // Output accumulators: rows g (elements 4 i, 4 i + 1) times a0, rows g + 8 times a1.

@@ -62,13 +62,16 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 // kPoly / 8 of the exps by polynomial (softmax_exp); max_slack > 0 or skip_rescale: a warp skips
 // the output rescale when no row of it raised its maximum (WgmmaSoftmax::rescale 2 / 1).
 // kOnes: row sums by the P V wgmma (PingpongCfg), none in the softmax.
+// kLazy (kOnes, max_slack > 0): tiles after the first take exp_pack_lazy's fast path (the running
+// maxima as they are, no row maxima) and only fall back to softmax_exp when a warp's P exceeds
+// lazy_limit (2^8 by default).
 // Fragment layouts as in attention_wgmma.cu.
-template <typename T, int D, int NC, int BN, int kPoly, bool kOnes>
+template <typename T, int D, int NC, int BN, int kPoly, bool kOnes, bool kLazy>
 __global__ void __launch_bounds__(128 * (NC + 1), 1)
     attention_wgmma_pingpong_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                                     T* __restrict__ o, int lq, int lk, int heads, int64_t q_stride,
                                     int64_t kv_stride, float scale_log2, uint64_t qk_bits, uint64_t v_bits,
-                                    int group, float max_slack, bool skip_rescale) {
+                                    int group, float max_slack, bool skip_rescale, float lazy_limit) {
   pdl_wait();  // PDL (pdl.cuh): first, in every CTA
   pdl_trigger();
 #if SD_WGMMA_COMPILED
@@ -170,12 +173,13 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
       }
       wgmma_commit();
     };
-    const auto issue_pv = [&](int st) {
+    const auto issue_pv_from = [&](int st, const uint32_t(&p)[BN / 16][4]) {
       const uint32_t vs = sstage + st * C::kStageBytes + C::kKBytes;
 #pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs<T, C::kN>(acc, pa[kk], make_desc(v_bits, vs + kk * kVStep));
+      for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs<T, C::kN>(acc, p[kk], make_desc(v_bits, vs + kk * kVStep));
       wgmma_commit();
     };
+    const auto issue_pv = [&](int st) { issue_pv_from(st, pa); };
 
     // Tile 0: S, softmax, P.
     mbar_wait(full, 0);
@@ -188,24 +192,51 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     fence_regs(s);
     softmax_exp<kNB, kPoly, !kOnes>(s, 0, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
     pack_p<T, kNB>(s, pa);
-    for (int j = 1; j < ntiles; ++j) {
-      const int st = j % kS, prev = (j - 1) % kS;
-      mbar_wait(full + 8 * st, (j / kS) & 1);
-      fence_proxy_async();
-      section_begin();
-      wgmma_fence();
-      issue_qk(st);    // S = Q K_j^T
-      issue_pv(prev);  // O += P_{j-1} V_{j-1}
-      section_end();
-      wgmma_wait<1>();  // S has landed
-      fence_regs(s);
-      softmax_exp<kNB, kPoly, !kOnes>(s, j * BN, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
-      wgmma_wait<0>();  // P V has landed: stage prev is free, pa may be overwritten
-      fence_regs(acc);
-      keep_live(pa);
-      mbar_arrive(empty + 8 * prev);
-      if (!skip_rescale || __any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) scale_rows(acc, a0, a1);
-      pack_p<T, kNB>(s, pa);
+    if constexpr (kLazy) {
+      // Tile j: S and P_{j-1} V_{j-1} both waited for first (P then goes straight into pa, and
+      // s stays live for the rare exact path within the 96 registers), then the lazy softmax.
+      for (int j = 1; j < ntiles; ++j) {
+        const int st = j % kS, prev = (j - 1) % kS;
+        mbar_wait(full + 8 * st, (j / kS) & 1);
+        fence_proxy_async();
+        section_begin();
+        wgmma_fence();
+        issue_qk(st);
+        issue_pv(prev);
+        section_end();
+        wgmma_wait<0>();
+        fence_regs(s);
+        fence_regs(acc);
+        keep_live(pa);
+        mbar_arrive(empty + 8 * prev);
+        mask_keys<kNB>(s, j * BN, lk, t);
+        const bool over = exp_pack_lazy<T, kNB>(s, m0 * scale_log2, m1 * scale_log2, scale_log2, lazy_limit, pa);
+        if (__any_sync(0xffffffffu, over)) {  // a row's maximum rose by more than the slack
+          softmax_exp<kNB, kPoly, !kOnes>(s, j * BN, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
+          if (!skip_rescale || __any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) scale_rows(acc, a0, a1);
+          pack_p<T, kNB>(s, pa);
+        }
+      }
+    } else {
+      for (int j = 1; j < ntiles; ++j) {
+        const int st = j % kS, prev = (j - 1) % kS;
+        mbar_wait(full + 8 * st, (j / kS) & 1);
+        fence_proxy_async();
+        section_begin();
+        wgmma_fence();
+        issue_qk(st);    // S = Q K_j^T
+        issue_pv(prev);  // O += P_{j-1} V_{j-1}
+        section_end();
+        wgmma_wait<1>();  // S has landed
+        fence_regs(s);
+        softmax_exp<kNB, kPoly, !kOnes>(s, j * BN, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
+        wgmma_wait<0>();  // P V has landed: stage prev is free, pa may be overwritten
+        fence_regs(acc);
+        keep_live(pa);
+        mbar_arrive(empty + 8 * prev);
+        if (!skip_rescale || __any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) scale_rows(acc, a0, a1);
+        pack_p<T, kNB>(s, pa);
+      }
     }
     section_begin();
     wgmma_fence();
@@ -224,17 +255,17 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
 #endif
 }
 
-template <typename T, int D, int NC, int BN, int kPoly = 0, bool kOnes = false>
+template <typename T, int D, int NC, int BN, int kPoly = 0, bool kOnes = false, bool kLazy = false>
 void launch(const AttentionArgs& a, cudaStream_t stream, int group, const WgmmaSoftmax& sm) {
   using C = PingpongCfg<D, NC, BN, kOnes>;
-  const auto kernel = attention_wgmma_pingpong_kernel<T, D, NC, BN, kPoly, kOnes>;
+  const auto kernel = attention_wgmma_pingpong_kernel<T, D, NC, BN, kPoly, kOnes, kLazy>;
   SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kBytes)));
   const WgmmaLaunch l = wgmma_launch_params<C, D>(a);
   launch_kernel(kernel, l.grid, C::kThreads, C::kBytes, stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k),
                                                    static_cast<const T*>(a.v), static_cast<T*>(a.o), a.lq, a.lk,
                                                    a.heads, a.q_stride, a.kv_stride, l.scale_log2, l.qk_bits, l.v_bits,
                                                    group, sm.rescale == 2 ? 8.f / l.scale_log2 : 0.f,
-                                                   sm.rescale != 0);
+                                                   sm.rescale != 0, std::ldexp(1.f, sm.lazy_limit_log2));
   SD_CUDA_LAUNCH_CHECK();
 }
 
@@ -258,7 +289,9 @@ void launch_d(const AttentionArgs& a, cudaStream_t stream, const WgmmaVariant& w
           case 2: return launch<T, D, 4, 64, 2, true>(a, stream, g, sm);
           case 3: return launch<T, D, 4, 64, 3, true>(a, stream, g, sm);
           case 4: return launch<T, D, 4, 64, 4, true>(a, stream, g, sm);
-          default: return launch<T, D, 4, 64, 0, true>(a, stream, g, sm);
+          default:
+            if (sm.lazy) return launch<T, D, 4, 64, 0, true, true>(a, stream, g, sm);
+            return launch<T, D, 4, 64, 0, true>(a, stream, g, sm);
         }
       }
       switch (sm.poly) {
@@ -289,11 +322,17 @@ void launch_d(const AttentionArgs& a, cudaStream_t stream, const WgmmaVariant& w
 // every fraction (b2: 150 us at 0, 154 / 168 / 171 / 183 at 1..4 of 8); rescale 2 won 1-2% at
 // every batch; the ones-column row sums won 1-3% from batch x heads 32 up (b4 283-288 vs 291,
 // b8 558 vs 574, b32 2274 vs 2344) and lost at 8 (b1: 81 vs 77) and 16 (b2: 148-152 vs 146-149),
-// so by default (-1) they are on from batch x heads >= kRowsumMinBh.
+// so by default (-1) they are on from batch x heads >= kRowsumMinBh, and always with
+// SDSERVE_CUDA_WGMMA_LAZY (0 / 1, default kDefaultLazy: lazy row maxima, exp_pack_lazy), which
+// needs them and rescale 2: session 13 (H100, gpu_ops_bench) b2 145 -> 139 us, b32 2256 -> 2118
+// (-6%; ncu: 16% fewer instructions issued); with the ones column forced in both, b2 152 -> 142
+// (H200). SDSERVE_CUDA_WGMMA_LAZY_LIMIT (log2, 1..15, default 8 = the rescale-2 slack): the
+// fallback's threshold; 14 measured the same as 8 on the SD 1.5-shape step's activations.
 constexpr int kDefaultPoly = 0;
 constexpr int kDefaultRescale = 2;
 constexpr int kDefaultRowsumMma = -1;
 constexpr int64_t kRowsumMinBh = 32;
+constexpr int kDefaultLazy = 1;
 WgmmaSoftmax softmax_options(const AttentionArgs& a) {
   const auto read = [](const char* name, int fallback) {
     const char* env = std::getenv(name);
@@ -304,7 +343,13 @@ WgmmaSoftmax softmax_options(const AttentionArgs& a) {
   sm.rescale = read("SDSERVE_CUDA_WGMMA_RESCALE", kDefaultRescale);
   if (sm.rescale > 2) sm.rescale = kDefaultRescale;
   const int rowsum = read("SDSERVE_CUDA_WGMMA_ROWSUM", kDefaultRowsumMma);
-  sm.rowsum_mma = rowsum == 1 || (rowsum < 0 && int64_t{a.batch} * a.heads >= kRowsumMinBh);
+  const bool lazy = read("SDSERVE_CUDA_WGMMA_LAZY", kDefaultLazy) == 1 && sm.rescale == 2;
+  sm.rowsum_mma = rowsum == 1 || (rowsum < 0 && (lazy || int64_t{a.batch} * a.heads >= kRowsumMinBh));
+  sm.lazy = lazy && sm.rowsum_mma;
+  if (const char* env = std::getenv("SDSERVE_CUDA_WGMMA_LAZY_LIMIT")) {  // log2 of the limit, 1..15
+    const int v = std::atoi(env);
+    if (v >= 1 && v <= 15) sm.lazy_limit_log2 = v;
+  }
   return sm;
 }
 

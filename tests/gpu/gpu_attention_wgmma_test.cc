@@ -247,13 +247,16 @@ TEST(GpuAttentionWgmmaSoftmax, PolyAndRescaleMatchMma2AndCpu) {
 // Lazy row maxima (SDSERVE_CUDA_WGMMA_LAZY, the default): tiles keep the running maxima and only
 // a warp whose P would exceed 2^8 takes the exact path. Keys whose scale rises along the sequence
 // (x1 -> x4) make the maxima rise tile after tile, so the exact path runs often, mixed with the
-// lazy one inside a block; ragged tiles and both dtypes; vs mma2 and (f16) vs the CPU.
+// lazy one inside a block; ragged tiles (zero-filled by TMA past Lk), both dtypes, K / V by TMA
+// and by cp.async; vs mma2 and (f16) vs the CPU.
 TEST(GpuAttentionWgmmaSoftmax, LazyMaximaWithRisingScoresMatch) {
   SD_REQUIRE_WGMMA();
   ScopedEnv kernel("SDSERVE_CUDA_WGMMA_KERNEL", "pp4ns");
   ScopedEnv lazy("SDSERVE_CUDA_WGMMA_LAZY", "1");
   ScopedEnv rescale("SDSERVE_CUDA_WGMMA_RESCALE", "2");
   ScopedEnv rowsum("SDSERVE_CUDA_WGMMA_ROWSUM", "1");
+  for (const char* tma : {"1", "0"}) {  // K / V by TMA (the default) and by cp.async
+  ScopedEnv tma_env("SDSERVE_CUDA_WGMMA_TMA", tma);
   for (const Shape5& s : {Shape5{2, 1024, 4096, 8, 40}, Shape5{1, 333, 1093, 4, 40}}) {
     const int64_t hd = s.heads * s.d;
     Tensor k = random_tensor({s.batch, s.lk, hd}, 462, -3.f, 3.f);
@@ -269,7 +272,7 @@ TEST(GpuAttentionWgmmaSoftmax, LazyMaximaWithRisingScoresMatch) {
       const std::vector<Tensor> host = {quantize(random_tensor({s.batch, s.lq, hd}, 461, -3.f, 3.f), dtype),
                                         quantize(k, dtype), quantize(random_tensor({s.batch, s.lk, hd}, 463), dtype)};
       const std::vector<Tensor> in = {gpu.upload(host[0]), gpu.upload(host[1]), gpu.upload(host[2])};
-      const std::string name = "lazy rising " + shape_name(s);
+      const std::string name = std::string("lazy rising tma ") + tma + " " + shape_name(s);
       const double rel = wgmma_vs("mma2", dtype, name, in, [&](Backend& be, const std::vector<Tensor>& d) {
         return be.attention(d[0], d[1], d[2], static_cast<int>(s.heads), false);
       });
@@ -288,6 +291,7 @@ TEST(GpuAttentionWgmmaSoftmax, LazyMaximaWithRisingScoresMatch) {
         EXPECT_LE(rel_cpu, 1e-2) << name;
       }
     }
+  }
   }
 }
 

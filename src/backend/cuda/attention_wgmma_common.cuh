@@ -37,6 +37,7 @@ struct WgmmaSoftmax {
   bool rowsum_mma = false;
   bool lazy = false;  // d 40 4-consumer kernel: exp_pack_lazy's fast path (needs rowsum_mma, rescale 2)
   int lazy_limit_log2 = 8;  // its fallback when P exceeds 2^this
+  bool tma = true;          // the lazy kernel's K / V by TMA (SDSERVE_CUDA_WGMMA_TMA)
 };
 // The caller has checked the arguments and the device.
 void launch_attention_wgmma_pingpong(DType dtype, const AttentionArgs& a, cudaStream_t stream,

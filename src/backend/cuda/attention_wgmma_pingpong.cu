@@ -14,6 +14,8 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_types.cuh"
 #include "backend/cuda/pdl.cuh"
+#include "backend/cuda/tma.h"
+#include "backend/cuda/wgmma_sm90.cuh"
 
 namespace sd::cuda {
 
@@ -62,16 +64,20 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 // kPoly / 8 of the exps by polynomial (softmax_exp); max_slack > 0 or skip_rescale: a warp skips
 // the output rescale when no row of it raised its maximum (WgmmaSoftmax::rescale 2 / 1).
 // kOnes: row sums by the P V wgmma (PingpongCfg), none in the softmax.
-// kLazy (kOnes, max_slack > 0): tiles after the first take exp_pack_lazy's fast path (the running
-// maxima as they are, no row maxima) and only fall back to softmax_exp when a warp's P exceeds
-// lazy_limit (2^8 by default).
+// kLazy (kOnes, max_slack > 0, group 0: no turns): tiles after the first take exp_pack_lazy's
+// fast path (the running maxima as they are, no row maxima) and only fall back to softmax_exp when
+// a warp's P exceeds lazy_limit (2^8 by default).
+// kTma (kLazy only): one producer thread streams K / V tiles by TMA (kmap / vmap: tma_kv_map)
+// into a chunk-major layout (16-byte d chunk c of key r at c * BN * 16 + r * 16): no cp.async
+// work for the other producer threads and no proxy fence per tile in the consumers.
 // Fragment layouts as in attention_wgmma.cu.
-template <typename T, int D, int NC, int BN, int kPoly, bool kOnes, bool kLazy>
+template <typename T, int D, int NC, int BN, int kPoly, bool kOnes, bool kLazy, bool kTma>
 __global__ void __launch_bounds__(128 * (NC + 1), 1)
     attention_wgmma_pingpong_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                                     T* __restrict__ o, int lq, int lk, int heads, int64_t q_stride,
                                     int64_t kv_stride, float scale_log2, uint64_t qk_bits, uint64_t v_bits,
-                                    int group, float max_slack, bool skip_rescale, float lazy_limit) {
+                                    int group, float max_slack, bool skip_rescale, float lazy_limit,
+                                    const __grid_constant__ CUtensorMap kmap, const __grid_constant__ CUtensorMap vmap) {
   pdl_wait();  // PDL (pdl.cuh): first, in every CTA
   pdl_trigger();
 #if SD_WGMMA_COMPILED
@@ -88,26 +94,45 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
   if (threadIdx.x == 0) {
 #pragma unroll
     for (int s = 0; s < kS; ++s) {
-      mbar_init(full + 8 * s, 128);
+      mbar_init(full + 8 * s, kTma ? 1 : 128);
       mbar_init(empty + 8 * s, 128 * NC);
     }
     fence_mbar_init();
   }
   if constexpr (kOnes) {  // column D of every stage's V tile: (1, 0 x 7) per key, written once
+    static_assert(!kTma || (D % 8 == 0 && C::kDK == D + 8), "TMA layout: one padding chunk after D");
     for (int idx = threadIdx.x; idx < kS * BN; idx += C::kThreads) {
       const int st = idx / BN, r = idx % BN;
-      const uint32_t at = sstage + st * C::kStageBytes + C::kKBytes + (r / 8) * C::kChunksV * 128 +
-                          (D / 8) * 128 + (r % 8) * 16;
+      const uint32_t at = kTma ? sstage + st * C::kStageBytes + C::kKBytes + (D / 8) * BN * 16 + r * 16
+                               : sstage + st * C::kStageBytes + C::kKBytes + (r / 8) * C::kChunksV * 128 +
+                                     (D / 8) * 128 + (r % 8) * 16;
       const uint32_t one = std::is_same_v<T, __half> ? 0x3C00u : 0x3F80u;
       asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(at), "r"(one), "r"(0u), "r"(0u), "r"(0u)
                    : "memory");
+      if constexpr (kTma) {  // K's padding chunk (d D..D+7): zeros, never written by the TMA boxes
+        const uint32_t kat = sstage + st * C::kStageBytes + (D / 8) * BN * 16 + r * 16;
+        asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(kat), "r"(0u) : "memory");
+      }
     }
     fence_proxy_async();
   }
   __syncthreads();
 
   const int wg = threadIdx.x / 128;
-  if (wg == 0) {  // producer
+  if (wg == 0 && kTma) {  // producer: one thread, TMA boxes [b][D / 8 chunks][BN keys][8]
+    setmaxnreg_dec<C::kProducerRegs>();
+    if (threadIdx.x == 0) {
+      constexpr uint32_t kBoxBytes = uint32_t{BN} * D * 2;
+      for (int j = 0; j < ntiles; ++j) {
+        const int s = j % kS;
+        if (j >= kS) mbar_wait(empty + 8 * s, (j / kS - 1) & 1);
+        const uint32_t dst = sstage + s * C::kStageBytes;
+        sm90::mbarrier_arrive_expect_tx(full + 8 * s, 2 * kBoxBytes);
+        sm90::tma_load_4d(dst, &kmap, full + 8 * s, 0, j * BN, h * (D / 8), b);
+        sm90::tma_load_4d(dst + C::kKBytes, &vmap, full + 8 * s, 0, j * BN, h * (D / 8), b);
+      }
+    }
+  } else if (wg == 0) {  // producer
     setmaxnreg_dec<C::kProducerRegs>();
     const T* kb = k + int64_t{b} * lk * kv_stride + int64_t{h} * D;
     const T* vb = v + int64_t{b} * lk * kv_stride + int64_t{h} * D;
@@ -129,7 +154,12 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
     constexpr int kSteps = C::kDK / 16;
     constexpr int kOut = C::kN / 2;                      // output accumulators per thread
-    constexpr uint32_t kVStep = 2 * C::kChunksV * 128;  // bytes of 16 V rows
+    // K / V descriptor bits and the bytes of one k16 step (16 d of K, 16 keys of V): chunk-major
+    // TMA tiles (kTma) or load_canonical's 8-row-group-major ones.
+    constexpr uint32_t kKStep = kTma ? 2 * BN * 16 : 256;
+    constexpr uint32_t kVStep = kTma ? 256 : 2 * C::kChunksV * 128;
+    const uint64_t k_bits = kTma ? desc_bits(BN * 16, 128) : qk_bits;
+    const uint64_t vt_bits = kTma ? desc_bits(128, BN * 16) : v_bits;
     const int qr0 = q0 + 64 * c;
     const uint32_t q_tile = sq + uint32_t(c) * 64 * C::kDK * 2;
     load_canonical<64, C::kChunksK, 128>(q_tile, q + (int64_t{b} * lq + min(qr0, lq - 1)) * q_stride + int64_t{h} * D,
@@ -169,21 +199,21 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
       const uint32_t ks = sstage + st * C::kStageBytes;
 #pragma unroll
       for (int kk = 0; kk < kSteps; ++kk) {
-        wgmma_ss<T, BN>(s, make_desc(qk_bits, q_tile + kk * 256), make_desc(qk_bits, ks + kk * 256), kk > 0);
+        wgmma_ss<T, BN>(s, make_desc(qk_bits, q_tile + kk * 256), make_desc(k_bits, ks + kk * kKStep), kk > 0);
       }
       wgmma_commit();
     };
     const auto issue_pv_from = [&](int st, const uint32_t(&p)[BN / 16][4]) {
       const uint32_t vs = sstage + st * C::kStageBytes + C::kKBytes;
 #pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs<T, C::kN>(acc, p[kk], make_desc(v_bits, vs + kk * kVStep));
+      for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs<T, C::kN>(acc, p[kk], make_desc(vt_bits, vs + kk * kVStep));
       wgmma_commit();
     };
     const auto issue_pv = [&](int st) { issue_pv_from(st, pa); };
 
     // Tile 0: S, softmax, P.
     mbar_wait(full, 0);
-    fence_proxy_async();
+    if constexpr (!kTma) fence_proxy_async();  // cp.async wrote through the generic proxy
     section_begin();
     wgmma_fence();
     issue_qk(0);
@@ -195,15 +225,27 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
     if constexpr (kLazy) {
       // Tile j: S and P_{j-1} V_{j-1} both waited for first (P then goes straight into pa, and
       // s stays live for the rare exact path within the 96 registers), then the lazy softmax.
+      // Descriptors of stage 0 computed once; per stage and k step only their address fields
+      // move (unsigned stage arithmetic: kS is a power of two).
+      static_assert((kS & (kS - 1)) == 0, "stage count: a power of two");
+      constexpr uint32_t kStageDesc = C::kStageBytes >> 4;
+      // The consumer index through a warp reduction: provably warp-uniform, so Q's descriptor
+      // can live in uniform registers instead of being rebuilt from the thread index every tile.
+      const uint32_t cu = __reduce_max_sync(0xffffffffu, static_cast<uint32_t>(c));
+      const uint64_t dq = make_desc(qk_bits, sq + cu * (64 * C::kDK * 2)), dk = make_desc(k_bits, sstage),
+                     dv = make_desc(vt_bits, sstage + C::kKBytes);
       for (int j = 1; j < ntiles; ++j) {
-        const int st = j % kS, prev = (j - 1) % kS;
-        mbar_wait(full + 8 * st, (j / kS) & 1);
-        fence_proxy_async();
-        section_begin();
+        const uint32_t uj = static_cast<uint32_t>(j), st = uj % kS, prev = (uj - 1) % kS;
+        mbar_wait(full + 8 * st, (uj / kS) & 1);
+        if constexpr (!kTma) fence_proxy_async();
         wgmma_fence();
-        issue_qk(st);
-        issue_pv(prev);
-        section_end();
+        const uint64_t k_desc = dk + st * kStageDesc, v_desc = dv + prev * kStageDesc;
+#pragma unroll
+        for (int kk = 0; kk < kSteps; ++kk) wgmma_ss<T, BN>(s, dq + kk * 16, k_desc + kk * (kKStep >> 4), kk > 0);
+        wgmma_commit();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs<T, C::kN>(acc, pa[kk], v_desc + kk * (kVStep >> 4));
+        wgmma_commit();
         wgmma_wait<0>();
         fence_regs(s);
         fence_regs(acc);
@@ -255,18 +297,58 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
 #endif
 }
 
-template <typename T, int D, int NC, int BN, int kPoly = 0, bool kOnes = false, bool kLazy = false>
-void launch(const AttentionArgs& a, cudaStream_t stream, int group, const WgmmaSoftmax& sm) {
+// The K / V tensor map of the TMA producer: [B, Lk, heads * D] rows kv_stride apart, viewed as 4D
+// (8 elements, Lk, heads * D / 8 chunks, B) so that a box {8, BN, D / 8, 1} lands chunk-major
+// (chunk c of key r at c * BN * 16 + r * 16), the no-swizzle canonical layout with 16-byte rows.
+// Keys past Lk read as zeros. False when the driver cannot encode it (then cp.async is used).
+template <typename T, int D, int BN>
+bool tma_kv_map(const void* base, const AttentionArgs& a, CUtensorMap* out) {
+  if (!tma_available() || (a.heads * D) % 8 != 0 || reinterpret_cast<uintptr_t>(base) % 16 != 0) return false;
+  TmaTiledDesc d;
+  d.base = base;
+  d.dtype = std::is_same_v<T, __half> ? DType::kF16 : DType::kBF16;
+  d.rank = 4;
+  d.dims[0] = 8;
+  d.dims[1] = static_cast<uint64_t>(a.lk);
+  d.dims[2] = static_cast<uint64_t>(a.heads) * D / 8;
+  d.dims[3] = static_cast<uint64_t>(a.batch);
+  d.strides_bytes[0] = static_cast<uint64_t>(a.kv_stride) * 2;
+  d.strides_bytes[1] = 16;
+  d.strides_bytes[2] = static_cast<uint64_t>(a.lk) * a.kv_stride * 2;
+  d.box[0] = 8;
+  d.box[1] = BN;
+  d.box[2] = D / 8;
+  d.box[3] = 1;
+  return encode_tma_tiled(d, out).ok();
+}
+
+template <typename T, int D, int NC, int BN, int kPoly = 0, bool kOnes = false, bool kLazy = false, bool kTma = false>
+void launch(const AttentionArgs& a, cudaStream_t stream, int group, const WgmmaSoftmax& sm,
+            const CUtensorMap* kmap = nullptr, const CUtensorMap* vmap = nullptr) {
   using C = PingpongCfg<D, NC, BN, kOnes>;
-  const auto kernel = attention_wgmma_pingpong_kernel<T, D, NC, BN, kPoly, kOnes, kLazy>;
+  const auto kernel = attention_wgmma_pingpong_kernel<T, D, NC, BN, kPoly, kOnes, kLazy, kTma>;
   SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kBytes)));
   const WgmmaLaunch l = wgmma_launch_params<C, D>(a);
+  alignas(64) static const CUtensorMap kNone{};
   launch_kernel(kernel, l.grid, C::kThreads, C::kBytes, stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k),
                                                    static_cast<const T*>(a.v), static_cast<T*>(a.o), a.lq, a.lk,
                                                    a.heads, a.q_stride, a.kv_stride, l.scale_log2, l.qk_bits, l.v_bits,
                                                    group, sm.rescale == 2 ? 8.f / l.scale_log2 : 0.f,
-                                                   sm.rescale != 0, std::ldexp(1.f, sm.lazy_limit_log2));
+                                                   sm.rescale != 0, std::ldexp(1.f, sm.lazy_limit_log2),
+                                                   kmap ? *kmap : kNone, vmap ? *vmap : kNone);
   SD_CUDA_LAUNCH_CHECK();
+}
+
+// The lazy d40 kernel, fed by TMA where the maps encode (SDSERVE_CUDA_WGMMA_TMA=0: cp.async).
+template <typename T, int D>
+void launch_lazy(const AttentionArgs& a, cudaStream_t stream, const WgmmaSoftmax& sm) {
+  if (sm.tma) {
+    CUtensorMap kmap, vmap;
+    if (tma_kv_map<T, D, 64>(a.k, a, &kmap) && tma_kv_map<T, D, 64>(a.v, a, &vmap)) {
+      return launch<T, D, 4, 64, 0, true, true, true>(a, stream, 0, sm, &kmap, &vmap);
+    }
+  }
+  launch<T, D, 4, 64, 0, true, true>(a, stream, 0, sm);
 }
 
 // Consumers per turn group for NC consumers: all (-1 or no divisor of NC), pairs, none (0, 1).
@@ -290,7 +372,7 @@ void launch_d(const AttentionArgs& a, cudaStream_t stream, const WgmmaVariant& w
           case 3: return launch<T, D, 4, 64, 3, true>(a, stream, g, sm);
           case 4: return launch<T, D, 4, 64, 4, true>(a, stream, g, sm);
           default:
-            if (sm.lazy) return launch<T, D, 4, 64, 0, true, true>(a, stream, g, sm);
+            if (sm.lazy && g == 0) return launch_lazy<T, D>(a, stream, sm);
             return launch<T, D, 4, 64, 0, true>(a, stream, g, sm);
         }
       }
@@ -346,6 +428,7 @@ WgmmaSoftmax softmax_options(const AttentionArgs& a) {
   const bool lazy = read("SDSERVE_CUDA_WGMMA_LAZY", kDefaultLazy) == 1 && sm.rescale == 2;
   sm.rowsum_mma = rowsum == 1 || (rowsum < 0 && (lazy || int64_t{a.batch} * a.heads >= kRowsumMinBh));
   sm.lazy = lazy && sm.rowsum_mma;
+  sm.tma = read("SDSERVE_CUDA_WGMMA_TMA", 1) == 1;
   if (const char* env = std::getenv("SDSERVE_CUDA_WGMMA_LAZY_LIMIT")) {  // log2 of the limit, 1..15
     const int v = std::atoi(env);
     if (v >= 1 && v <= 15) sm.lazy_limit_log2 = v;

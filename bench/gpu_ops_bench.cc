@@ -312,10 +312,32 @@ std::vector<Case> sd15_cases(int64_t b) {
                            sd::testing::ScopedEnv p("SDSERVE_CUDA_WGMMA_POLY", std::to_string(poly));
                            sd::testing::ScopedEnv r("SDSERVE_CUDA_WGMMA_RESCALE", std::to_string(rescale));
                            sd::testing::ScopedEnv sum("SDSERVE_CUDA_WGMMA_ROWSUM", std::to_string(rowsum));
+                           sd::testing::ScopedEnv lazy("SDSERVE_CUDA_WGMMA_LAZY", "0");
                            return g_backend->attention(in[0], in[1], in[2], static_cast<int>(h), false);
                          }});
       }
     }
+  }
+  // The default d 40 kernel's forms (rescale 2, row sums by the P V wgmma): exact maxima every
+  // tile (plain), lazy maxima with K / V by cp.async (lazy), and by TMA (lazy_tma, the default).
+  for (const char* form : {"plain", "lazy", "lazy_tma"}) {
+    const int64_t lq = 4096, lk = 4096, h = 8, d = 40;
+    cases.push_back({std::string("attn_wgmma_d40/") + form + "/" + bs + "l" + std::to_string(lq) + "_h" +
+                         std::to_string(h) + "_d" + std::to_string(d),
+                     4.0 * b * h * lq * lk * d,
+                     [=] {
+                       return std::vector<Tensor>{random_device({b, lq, h * d}, 7, -2, 2),
+                                                  random_device({b, lk, h * d}, 8, -2, 2),
+                                                  random_device({b, lk, h * d}, 9)};
+                     },
+                     [=](const std::vector<Tensor>& in) {
+                       sd::testing::ScopedEnv env("SDSERVE_CUDA_ATTENTION", "wgmma");
+                       sd::testing::ScopedEnv r("SDSERVE_CUDA_WGMMA_RESCALE", "2");
+                       sd::testing::ScopedEnv sum("SDSERVE_CUDA_WGMMA_ROWSUM", "1");
+                       sd::testing::ScopedEnv lazy("SDSERVE_CUDA_WGMMA_LAZY", form[0] == 'p' ? "0" : "1");
+                       sd::testing::ScopedEnv tma("SDSERVE_CUDA_WGMMA_TMA", form[4] == '_' ? "1" : "0");
+                       return g_backend->attention(in[0], in[1], in[2], static_cast<int>(h), false);
+                     }});
   }
   for (auto [hw, c] : {std::array<int64_t, 2>{64, 320}, {32, 640}, {16, 1280}}) {
     auto norm_inputs = [=] {

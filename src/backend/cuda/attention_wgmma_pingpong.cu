@@ -55,7 +55,8 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 // q [B, Lq, H*D] (rows q_stride apart), k/v [B, Lk, H*D] (rows kv_stride apart) -> o [B, Lq,
 // H*D] contiguous. Grid (ceil(Lq / 64 NC), H, B), 128 (NC + 1) threads, one block per SM.
 // Tile j of BN keys lives in stage j % kStages: full[s] completes when the producer's 128
-// threads' copies have landed, empty[s] when all 128 NC consumer threads are done with it.
+// threads' copies have landed (kTma: its one thread's two boxes, by transaction count), empty[s]
+// when all 128 NC consumer threads are done with it.
 // Consumer c issues its wgmmas in "sections" (QK^T of tile j with PV of tile j - 1) between
 // bar.sync(1 + c) and bar.arrive(1 + (c + 1) % NC): sections run round-robin over the consumers,
 // so one's softmax overlaps the others' wgmmas; inside a consumer, the softmax of tile j runs
@@ -66,7 +67,8 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 // kOnes: row sums by the P V wgmma (PingpongCfg), none in the softmax.
 // kLazy (kOnes, max_slack > 0, group 0: no turns): tiles after the first take exp_pack_lazy's
 // fast path (the running maxima as they are, no row maxima) and only fall back to softmax_exp when
-// a warp's P exceeds lazy_limit (2^8 by default).
+// a warp's P exceeds lazy_limit (2^8 by default); S and the previous P V are waited for together
+// (P then overwrites pa: one P register set fits the 96-register budget, two do not).
 // kTma (kLazy only): one producer thread streams K / V tiles by TMA (kmap / vmap: tma_kv_map)
 // into a chunk-major layout (16-byte d chunk c of key r at c * BN * 16 + r * 16): no cp.async
 // work for the other producer threads and no proxy fence per tile in the consumers.

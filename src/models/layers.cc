@@ -99,8 +99,15 @@ void TransformerBlock::load(ModelLoader& l, const std::string& prefix, int64_t d
 }
 
 Tensor TransformerBlock::operator()(Backend& be, const Tensor& x, const Tensor& context) const {
-  Tensor h = attn1(be, norm1(be, x), {}, /*residual=*/x);
-  h = attn2(be, norm2(be, h), context, /*residual=*/h);
+  return after_self_attention(be, self_attention(be, x), context);
+}
+
+Tensor TransformerBlock::self_attention(Backend& be, const Tensor& x) const {
+  return attn1(be, norm1(be, x), {}, /*residual=*/x);
+}
+
+Tensor TransformerBlock::after_self_attention(Backend& be, const Tensor& h0, const Tensor& context) const {
+  const Tensor h = attn2(be, norm2(be, h0), context, /*residual=*/h0);
   return ff_out.plus(be, ff_in.geglu(be, norm3(be, h)), h);  // [B, L, 4C] inside
 }
 
@@ -120,6 +127,19 @@ Tensor SpatialTransformer::operator()(Backend& be, const Tensor& x, const Tensor
   Tensor h = proj_in(be, norm(be, x, false).reshape({B, H * W, C}));  // [B, H*W, C]
   for (const auto& block : blocks) h = block(be, h, context);
   return proj_out.plus(be, h, x.reshape({B, H * W, C})).reshape({B, H, W, C});
+}
+
+Tensor SpatialTransformer::on_first_half(Backend& be, const Tensor& x, const Tensor& context) const {
+  const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
+  SD_ASSERT(context.dim(0) == 2 * B, "on_first_half: the context must have twice the rows of x");
+  Tensor h = proj_in(be, norm(be, x, false).reshape({B, H * W, C}));  // [B, H*W, C]
+  if (!blocks.empty()) h = blocks.front().self_attention(be, h);
+  h = be.concat_rows({h, h});                                              // [2B, H*W, C]: the rows part here
+  const Tensor residual = be.concat_rows({x, x}).reshape({2 * B, H * W, C});  // [2B, H*W, C]
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    h = i == 0 ? blocks[0].after_self_attention(be, h, context) : blocks[i](be, h, context);
+  }
+  return proj_out.plus(be, h, residual).reshape({2 * B, H, W, C});
 }
 
 void ResnetBlock::load(ModelLoader& l, const std::string& prefix, int64_t in, int64_t out, int64_t temb_dim,

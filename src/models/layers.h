@@ -104,6 +104,9 @@ struct TransformerBlock {
   void load(ModelLoader& l, const std::string& prefix, int64_t dim, int64_t context_dim, int heads);
   // x [B, L, C]; context as Attention takes it for attn2 (text context or stacked K/V).
   Tensor operator()(Backend& be, const Tensor& x, const Tensor& context) const;  // [B, L, C]
+  // The same in two parts: norm1 + self-attention + residual (no context), then the rest.
+  Tensor self_attention(Backend& be, const Tensor& x) const;                             // [B, L, C]
+  Tensor after_self_attention(Backend& be, const Tensor& h, const Tensor& context) const;  // [B, L, C]
 };
 
 // Transformer2DModel: GroupNorm, proj_in (1x1 conv or linear: the same op in NHWC),
@@ -115,6 +118,11 @@ struct SpatialTransformer {
   void load(ModelLoader& l, const std::string& prefix, int64_t channels, int64_t context_dim, int heads,
             int layers, int groups);
   Tensor operator()(Backend& be, const Tensor& x, const Tensor& context) const;  // [B,H,W,C]
+  // Classifier-free guidance rows: x [B,H,W,C] is the first half of 2B rows whose second half
+  // repeats it, context has all 2B rows. Everything before the first cross-attention (norm,
+  // proj_in, the first block's self-attention) runs on the B rows, which are then duplicated:
+  // returns [2B,H,W,C], equal to operator() on [x; x].
+  Tensor on_first_half(Backend& be, const Tensor& x, const Tensor& context) const;
 };
 
 // ResnetBlock2D: GN-SiLU-conv, (+ time embedding), GN-SiLU-conv, shortcut.

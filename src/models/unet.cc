@@ -270,8 +270,8 @@ Tensor UNet::denoise(const Tensor& x, const Tensor& temb, const Tensor& temb_all
     BackendScope s(be, "context_kv");
     ctx = context_kv_all_(be, context);
   }
-  // Half mode: until the first attention, every row of the second half equals its twin in the
-  // first half, so only the first half is computed (x, temb and temb_all sliced to it).
+  // Half mode: until the first cross-attention, every row of the second half equals its twin in
+  // the first half, so only the first half is computed (x, temb and temb_all sliced to it).
   const int64_t rows = x.dim(0);
   bool halved = halves_equal && rows % 2 == 0 && rows > 0;
   const int64_t first = halved ? rows / 2 : rows;
@@ -288,11 +288,12 @@ Tensor UNet::denoise(const Tensor& x, const Tensor& temb, const Tensor& temb_all
     h = conv_in_(be, halved ? x.slice_rows(0, first) : x);
   }
   std::vector<Tensor> skips{h};
-  // Leaves half mode: h and the skips so far get their second half (copies of the first).
-  const auto widen = [&] {
+  // Leaves half mode: h (unless the attention widens it itself) and the skips so far get their
+  // second half (copies of the first).
+  const auto widen = [&](bool with_h = true) {
     if (!halved) return;
     BackendScope s(be, "widen");
-    h = be.concat_rows({h, h});
+    if (with_h) h = be.concat_rows({h, h});
     for (Tensor& t : skips) t = be.concat_rows({t, t});
     halved = false;
   };
@@ -305,9 +306,10 @@ Tensor UNet::denoise(const Tensor& x, const Tensor& temb, const Tensor& temb_all
         h = resnet(lv.resnets[j], h);
       }
       if (!lv.attentions.empty()) {
-        widen();
+        const bool first_half = halved;  // the attention's layers before its cross-attention run on the half
+        widen(/*with_h=*/false);
         BackendScope s(be, p + ".attn." + std::to_string(j));
-        h = lv.attentions[j](be, h, ctx);
+        h = first_half ? lv.attentions[j].on_first_half(be, h, ctx) : lv.attentions[j](be, h, ctx);
       }
       skips.push_back(h);
     }

@@ -29,8 +29,9 @@ class UNet {
   // enqueues device ops (no upload, no synchronisation), so it can be graph-captured.
   // halves_equal: rows [B/2, B) of x and features repeat rows [0, B/2) (classifier-free
   // guidance: uncond and cond rows share latents and timestep, only the context differs); the
-  // layers before the first attention then run on the first half only, and their outputs
-  // (and skip connections) are duplicated where the rows start to differ.
+  // layers before the first cross-attention (the first transformer's self-attention included)
+  // then run on the first half only, and their outputs (and skip connections) are duplicated
+  // where the rows start to differ.
   // context_projected: `context` is project_context() of the text context [B, L,
   // context_projection_width()] (made once per job instead of in every step).
   Tensor forward(const Tensor& x, const Tensor& features, const Tensor& context, bool halves_equal = false,

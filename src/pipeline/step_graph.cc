@@ -49,7 +49,7 @@ void put(const Tensor& host_block, size_t offset, const Tensor& host) {
   std::memcpy(static_cast<char*>(host_block.raw()) + offset, host.raw(), host.nbytes());
 }
 
-// Whether the UNet runs its layers before the first attention on the uncond half of a bucket
+// Whether the UNet runs its layers before the first cross-attention on the uncond half of a bucket
 // of B images only. Default: from 2 images (H100: at 1 image the half-size kernels gained
 // nothing, 5.85-5.93 vs 5.85 ms; at 16, 61.4-61.9 vs 62.5 ms). SDSERVE_STEP_HALVES=0 never,
 // =1 always.
@@ -140,7 +140,7 @@ void StepGraphs::record(Graph& g) {
     const int64_t B = gp->bucket;
     be.slot_update({}, gp->gather_table, gp->gather_coeffs, gp->row_elems, gp->dtype);  // xin rows r, B + r
     // xin rows B + r repeat rows r (same latents, scale and timestep; padding rows are zeros
-    // in both halves): the UNet runs its layers before the first attention on B rows only.
+    // in both halves): the UNet runs its layers before the first cross-attention on B rows only.
     const bool projected = gp->projected_context;
     const Tensor out =
         table ? unet.forward_projected(gp->xin, be.embedding(gp->time_index, table->table()), gp->context,

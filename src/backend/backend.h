@@ -103,6 +103,16 @@ class Backend {
   virtual Tensor attention_cols(const Tensor& q_src, int64_t q_col, const Tensor& kv_src, int64_t k_col,
                                 int64_t v_col, int64_t inner, int heads, bool causal);
 
+  // ---- preparation hint ----
+  // Attention calls of these shapes (q / k/v row strides in elements, as attention_cols reads
+  // them) will follow. A backend may prepare for them in the background; nothing depends on it.
+  // CUDA builds cuDNN SDPA plans in parallel (each costs ~0.5-2 s of runtime compilation where
+  // the driver's JIT cache is cold, a fresh machine's first process).
+  struct AttentionShape {
+    int64_t batch, lq, lk, heads, d, q_stride, kv_stride;
+  };
+  virtual void prepare_attention(DType /*dtype*/, const std::vector<AttentionShape>& /*shapes*/) {}
+
   // ---- group norm of x plus a per-(batch, channel) vector (ResNet time embedding) ----
   // group_norm(x + v) (then SiLU) with v[b, c] = add_src[b, add_col + c]: add_src [B, W] holds
   // the time projections of every ResNet side by side (one GEMM), this block's at add_col.

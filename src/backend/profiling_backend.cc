@@ -71,10 +71,11 @@ StatusOr<std::vector<OpRecord>> ProfilingBackend::end_recording() {
 }
 
 template <typename Op>
-Tensor ProfilingBackend::record(const char* kind, double flops, double in_bytes, Op&& op) {
+Tensor ProfilingBackend::record(const char* kind, double flops, double in_bytes, Op&& op, std::string detail) {
   if (!recording_) return op();
   Pending p;
   p.rec.kind = kind;
+  p.rec.detail = std::move(detail);
   p.rec.scope = scopes_.empty() ? std::string() : scopes_.back();
   p.rec.flops = flops;
   using Clock = std::chrono::steady_clock;
@@ -184,17 +185,27 @@ Tensor ProfilingBackend::softmax(const Tensor& x) {
   return record("softmax", 0, bytes_of(x), [&] { return inner_.softmax(x); });
 }
 
+std::string ProfilingBackend::attention_detail(const AttentionShape& s) {
+  return "b" + std::to_string(s.batch) + " lq" + std::to_string(s.lq) + " lk" + std::to_string(s.lk) + " h" +
+         std::to_string(s.heads) + " d" + std::to_string(s.d) + " strides " + std::to_string(s.q_stride) + "/" +
+         std::to_string(s.kv_stride);
+}
+
 Tensor ProfilingBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
+  const AttentionShape shape{q.dim(0), q.dim(1), k.dim(1), heads, q.dim(2) / heads, q.dim(2), k.dim(2)};
   return record("attention", attention_flops(q.shape(), k.dim(1), causal), bytes_of(q) + bytes_of(k) + bytes_of(v),
-                [&] { return inner_.attention(q, k, v, heads, causal); });
+                [&] { return inner_.attention(q, k, v, heads, causal); }, attention_detail(shape));
 }
 
 Tensor ProfilingBackend::attention_cols(const Tensor& q_src, int64_t q_col, const Tensor& kv_src, int64_t k_col,
                                         int64_t v_col, int64_t inner, int heads, bool causal) {
   const double es = static_cast<double>(dtype_size(q_src.dtype()));
   const double in_bytes = es * inner * (q_src.dim(0) * q_src.dim(1) + 2 * kv_src.dim(0) * kv_src.dim(1));  // the windows
+  const AttentionShape shape{q_src.dim(0), q_src.dim(1), kv_src.dim(1), heads, inner / heads, q_src.dim(2),
+                             kv_src.dim(2)};
   return record("attention", attention_flops({q_src.dim(0), q_src.dim(1), inner}, kv_src.dim(1), causal), in_bytes,
-                [&] { return inner_.attention_cols(q_src, q_col, kv_src, k_col, v_col, inner, heads, causal); });
+                [&] { return inner_.attention_cols(q_src, q_col, kv_src, k_col, v_col, inner, heads, causal); },
+                attention_detail(shape));
 }
 
 Tensor ProfilingBackend::activation(const Tensor& x, Activation act) {

@@ -25,6 +25,9 @@ struct OpRecord {
   double flops = 0;       // matmul-shaped ops only (0 for the rest)
   double bytes = 0;       // every input read once (weights included) + the output written
   std::string output;     // the output, e.g. "f16[2,64,64,320] on cuda:0"
+  // attention: the call's shape as Backend::AttentionShape names it, e.g. "b2 lq4096 lk77 h8 d40
+  // strides 320/24960" (q / k-v row strides); "" for other ops
+  std::string detail;
   double ms = 0;          // time between the marks before and after the op
 };
 
@@ -55,6 +58,11 @@ class ProfilingBackend final : public Backend {
   size_t memory_in_use() const override { return inner_.memory_in_use(); }
   size_t memory_peak() const override { return inner_.memory_peak(); }
   void reset_memory_peak() override { inner_.reset_memory_peak(); }
+  // "b2 lq4096 lk77 h8 d40 strides 320/24960": OpRecord::detail of an attention of this shape.
+  static std::string attention_detail(const AttentionShape& s);
+  void prepare_attention(DType dtype, const std::vector<AttentionShape>& shapes) override {
+    inner_.prepare_attention(dtype, shapes);
+  }
 
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) override;
   Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding) override;
@@ -109,7 +117,7 @@ class ProfilingBackend final : public Backend {
   // Runs `op` (returning the output), recording it when recording: `in_bytes` are the
   // bytes of the inputs; the output's bytes are added.
   template <typename Op>
-  Tensor record(const char* kind, double flops, double in_bytes, Op&& op);
+  Tensor record(const char* kind, double flops, double in_bytes, Op&& op, std::string detail = {});
 
   struct Pending {
     OpRecord rec;

@@ -198,6 +198,51 @@ void UNet::stack_context_projections(ModelLoader& l) {
   }
 }
 
+std::vector<Backend::AttentionShape> UNet::attention_shapes(int64_t rows, int64_t h, int64_t w, int64_t context_len,
+                                                            bool halves_equal) const {
+  std::vector<Backend::AttentionShape> out;
+  const auto seen = [&out](const Backend::AttentionShape& a) {
+    for (const auto& b : out) {
+      if (a.batch == b.batch && a.lq == b.lq && a.lk == b.lk && a.heads == b.heads && a.d == b.d &&
+          a.q_stride == b.q_stride && a.kv_stride == b.kv_stride) {
+        return true;
+      }
+    }
+    return false;
+  };
+  bool half = halves_equal && rows % 2 == 0;  // the first transformer's self-attention runs on rows / 2
+  const auto add = [&](const SpatialTransformer& st, int64_t tokens) {
+    for (const TransformerBlock& b : st.blocks) {
+      const Attention& s = b.attn1;
+      const Attention& c = b.attn2;
+      // Self: q | k | v packed [rows, L, 3*inner]; cross: q [rows, L, inner] and K/V in the
+      // stacked context projection (kv_col >= 0, projected per step or per job) or their own.
+      const int64_t kv_stride = c.kv_col >= 0 ? context_projection_width() : 2 * c.inner;
+      const Backend::AttentionShape self{half ? rows / 2 : rows, tokens, tokens, s.heads, s.inner / s.heads,
+                                         3 * s.inner, 3 * s.inner};
+      const Backend::AttentionShape cross{rows, tokens, context_len, c.heads, c.inner / c.heads, c.inner, kv_stride};
+      half = false;
+      if (!seen(self)) out.push_back(self);
+      if (!seen(cross)) out.push_back(cross);
+    }
+  };
+  std::vector<int64_t> hs{h}, ws{w};  // latent size per level (stride-2 3x3 downsampling, padding 1)
+  for (size_t i = 0; i + 1 < down_.size(); ++i) {
+    hs.push_back((hs.back() - 1) / 2 + 1);
+    ws.push_back((ws.back() - 1) / 2 + 1);
+  }
+  for (size_t i = 0; i < down_.size(); ++i) {
+    for (const SpatialTransformer& st : down_[i].attentions) add(st, hs[i] * ws[i]);
+  }
+  half = false;  // without down-level attention the rows are widened before the mid block
+  add(mid_attn_, hs.back() * ws.back());
+  for (size_t i = 0; i < up_.size(); ++i) {
+    const size_t r = up_.size() - 1 - i;
+    for (const SpatialTransformer& st : up_[i].attentions) add(st, hs[r] * ws[r]);
+  }
+  return out;
+}
+
 Tensor UNet::timestep_features_of(const std::vector<double>& timesteps) const {
   return timestep_features(timesteps, config_.block_out_channels[0], config_.flip_sin_to_cos, config_.freq_shift);
 }

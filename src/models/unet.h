@@ -56,6 +56,13 @@ class UNet {
   int64_t context_projection_width() const { return context_kv_all_.w.defined() ? context_kv_all_.w.dim(0) : 0; }
   Tensor project_context(const Tensor& context) const;
 
+  // The attention calls forward() makes for `rows` rows (2 per guided image; halves_equal as in
+  // forward) of latents h x w with a `context_len`-token text context (the stacked K/V
+  // projection's width is the same whether projected per step or per job): for
+  // Backend::prepare_attention.
+  std::vector<Backend::AttentionShape> attention_shapes(int64_t rows, int64_t h, int64_t w, int64_t context_len,
+                                                        bool halves_equal) const;
+
   const UNetConfig& config() const { return config_; }
   size_t parameters() const { return parameters_; }
 

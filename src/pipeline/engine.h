@@ -46,6 +46,10 @@ class GenerationEngine {
   virtual StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs) = 0;
   // begin + steps + finish for one request (the `generate` command).
   StatusOr<GenerationResult> generate(const GenerationRequest& request, const ProgressCallback& progress = {});
+  // A hint: requests of this size (pixels) with these image counts will come. The engine may
+  // start one-time work for them in the background (CUDA: cuDNN attention plans) so that the
+  // first such request does not wait for it in full. Never needed for correctness.
+  virtual void prepare(int /*width*/, int /*height*/, const std::vector<int>& /*image_counts*/) {}
   // Bytes of device memory in use (for metrics).
   virtual size_t device_memory_bytes() const { return 0; }
 };

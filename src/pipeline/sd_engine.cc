@@ -89,7 +89,24 @@ StatusOr<std::unique_ptr<SdEngine>> SdEngine::load(const std::string& path, cons
   e->text_graph_ = std::make_unique<TextEncoderGraph>(*e->backend_, *e->text_encoder_);
   e->vae_graph_ = std::make_unique<VaeDecodeGraph>(*e->backend_, *e->vae_, ck.vae.scaling_factor);
   e->text_graph_->enabled = e->vae_graph_->enabled = e->step_graphs;
+  e->prepare(e->info_.default_size, e->info_.default_size, {1});  // the first request's likely shapes
   return e;
+}
+
+// The UNet's attention shapes per image count: graph steps run a bucket's rows (2 per image,
+// the first self-attention on half of them), eager steps 2 rows per image without halves.
+void SdEngine::prepare(int width, int height, const std::vector<int>& image_counts) {
+  if (width < 8 || height < 8) return;
+  std::vector<Backend::AttentionShape> shapes;
+  for (int images : image_counts) {
+    const int bucket = step_graphs ? StepGraphs::bucket_for(images) : 0;
+    const int64_t rows = 2 * int64_t{bucket > 0 ? bucket : images};
+    if (rows <= 0) continue;
+    const auto s = unet_->attention_shapes(rows, height / 8, width / 8, tokenizer_->max_length(),
+                                           bucket > 0 && StepGraphs::halves());
+    shapes.insert(shapes.end(), s.begin(), s.end());
+  }
+  backend_->prepare_attention(backend_->compute_dtype(), shapes);
 }
 
 Tensor SdEngine::encode_prompts(const std::string& prompt, const std::string& negative, int clip_skip) {

@@ -28,6 +28,7 @@ class SdEngine : public GenerationEngine {
   StatusOr<std::unique_ptr<Job>> begin(const GenerationRequest& request) override;
   Status step(const std::vector<Job*>& jobs) override;
   StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs) override;
+  void prepare(int width, int height, const std::vector<int>& image_counts) override;
   size_t device_memory_bytes() const override { return backend_->memory_in_use(); }
 
   Backend& backend() { return *backend_; }

@@ -49,19 +49,6 @@ void put(const Tensor& host_block, size_t offset, const Tensor& host) {
   std::memcpy(static_cast<char*>(host_block.raw()) + offset, host.raw(), host.nbytes());
 }
 
-// Whether the UNet runs its layers before the first cross-attention on the uncond half of a bucket
-// of B images only (the first transformer's self-attention included). Default: always (H100,
-// session 14: batch 1 4.92 / 4.86 vs 4.93 / 4.95 ms, batch 16 54.0 / 53.8 vs 55.0, batch 32 105.9
-// vs 108.2 / 108.6 ms against the half mode that stopped before the attention). SDSERVE_STEP_HALVES=0:
-// never.
-bool run_halves() {
-  static const bool on = [] {
-    const char* env = std::getenv("SDSERVE_STEP_HALVES");
-    return !(env && env[0] == '0');
-  }();
-  return on;
-}
-
 int64_t address(const Tensor& t, int64_t row) { return static_cast<int64_t>(reinterpret_cast<uintptr_t>(row_address(t, row))); }
 
 }  // namespace
@@ -81,6 +68,19 @@ StepGraphs::StepGraphs(Backend& backend, const UNet& unet)
 StepGraphs::~StepGraphs() = default;
 
 int64_t StepGraphs::time_table_computed() const { return time_table_ ? time_table_->computed() : 0; }
+
+// Whether the UNet runs its layers before the first cross-attention on the uncond half of a bucket
+// of B images only (the first transformer's self-attention included). Default: always (H100,
+// session 14: batch 1 4.92 / 4.86 vs 4.93 / 4.95 ms, batch 16 54.0 / 53.8 vs 55.0, batch 32 105.9
+// vs 108.2 / 108.6 ms against the half mode that stopped before the attention). SDSERVE_STEP_HALVES=0:
+// never.
+bool StepGraphs::halves() {
+  static const bool on = [] {
+    const char* env = std::getenv("SDSERVE_STEP_HALVES");
+    return !(env && env[0] == '0');
+  }();
+  return on;
+}
 
 int StepGraphs::bucket_for(int images) {
   for (int b : kBuckets)
@@ -145,8 +145,8 @@ void StepGraphs::record(Graph& g) {
     const bool projected = gp->projected_context;
     const Tensor out =
         table ? unet.forward_projected(gp->xin, be.embedding(gp->time_index, table->table()), gp->context,
-                                       run_halves(), projected)                                // [2B, h, w, C]
-              : unet.forward(gp->xin, gp->features, gp->context, run_halves(), projected);  // [2B, h, w, C]
+                                       StepGraphs::halves(), projected)                                // [2B, h, w, C]
+              : unet.forward(gp->xin, gp->features, gp->context, StepGraphs::halves(), projected);  // [2B, h, w, C]
     be.slot_update({out.slice_rows(0, B), out.slice_rows(B, 2 * B)}, gp->update_table, gp->update_coeffs,
                    gp->row_elems, gp->dtype);
   });

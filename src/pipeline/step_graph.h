@@ -24,6 +24,9 @@ class StepGraphs {
   static constexpr int kBuckets[] = {1, 2, 4, 8, 12, 16, 24, 32};
   // Smallest bucket holding `images`, or 0 when there are more than the largest bucket.
   static int bucket_for(int images);
+  // Whether the graphs run the UNet's layers before the first cross-attention on the uncond
+  // half of the rows (UNet::forward's halves_equal; SDSERVE_STEP_HALVES=0: never).
+  static bool halves();
 
   // One job's share of a step. Its state slots are updated in place by the replay.
   struct Input {

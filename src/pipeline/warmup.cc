@@ -20,6 +20,7 @@ StatusOr<WarmupReport> warm_up(GenerationEngine& engine, int width, int height, 
     if (b < max_images) counts.push_back(b);
   }
   counts.push_back(max_images);
+  engine.prepare(width, height, counts);  // background preparation of every bucket's shapes
   WarmupReport report;
   for (int images : counts) {
     GenerationRequest r;

@@ -5,8 +5,10 @@
 
 #include <cmath>
 #include <random>
+#include <set>
 
 #include "backend/backend.h"
+#include "backend/profiling_backend.h"
 #include "models/clip_text.h"
 #include "golden_util.h"
 #include "models/unet.h"
@@ -23,6 +25,25 @@ class Models : public ::testing::TestWithParam<std::string> {
  protected:
   std::unique_ptr<Backend> be = make_cpu_backend();
 };
+
+// Host f32 tensor of uniform values in [-1, 1) from `seed`.
+Tensor random_tensor(const Shape& shape, unsigned seed) {
+  Tensor t = Tensor::empty_host(shape, DType::kF32);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uniform(-1.f, 1.f);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = uniform(rng);
+  return t;
+}
+
+// Host rows of a then b.
+Tensor concat_rows_host(const Tensor& a, const Tensor& b) {
+  Shape shape = a.shape();
+  shape[0] += b.dim(0);
+  Tensor t = Tensor::empty_host(shape, DType::kF32);
+  std::copy(a.f32(), a.f32() + a.numel(), t.f32());
+  std::copy(b.f32(), b.f32() + b.numel(), t.f32() + a.numel());
+  return t;
+}
 
 Tensor ids_i32(const Tensor& ids_i64) {
   Tensor out = Tensor::empty_host(ids_i64.shape(), DType::kI32);
@@ -80,6 +101,39 @@ TEST_P(Models, UNetWithEqualHalvesMatchesTheFullRun) {
   EXPECT_LE(relative_l2(halved, full), 1e-5);  // f32 rounding: GEMMs of other row counts block differently
   // The halves really differ (the contexts do), so the duplication happened after the split point.
   EXPECT_GT(relative_l2(full.slice_rows(0, B), full.slice_rows(B, 2 * B)), 1e-4);
+}
+
+TEST_P(Models, UNetAttentionShapesAreTheCallsForwardMakes) {
+  // UNet::attention_shapes (what the engine asks the backend to prepare) lists exactly the
+  // attention calls forward() makes, in full and half mode, at the golden size and an odd one.
+  Checkpoint ck = load_tiny(GetParam() + "/model");
+  ProfilingBackend prof(*be);
+  auto unet = UNet::load(ck.unet, *ck.unet_weights, prof);
+  ASSERT_TRUE(unet.ok()) << unet.status().to_string();
+  const int64_t L = 77, D = ck.unet.cross_attention_dim;
+  for (auto [h, w] : {std::pair<int64_t, int64_t>{8, 8}, {9, 7}}) {
+    for (bool halves : {false, true}) {
+      const int64_t rows = 4;
+      const Tensor half = random_tensor({rows / 2, h, w, ck.unet.in_channels}, 11);
+      const Tensor x = prof.upload(halves ? concat_rows_host(half, half) : random_tensor({rows, h, w, ck.unet.in_channels}, 12));
+      std::vector<double> t(rows, 500.0);
+      const Tensor features = prof.upload((*unet)->timestep_features_of(t));
+      const Tensor context = prof.upload(random_tensor({rows, L, D}, 13));
+      prof.begin_recording();
+      (void)(*unet)->forward(x, features, context, halves);
+      auto records = prof.end_recording();
+      ASSERT_TRUE(records.ok()) << records.status().to_string();
+      std::set<std::string> made, listed;
+      for (const OpRecord& r : *records) {
+        if (std::string(r.kind) == "attention") made.insert(r.detail);
+      }
+      const auto shapes = (*unet)->attention_shapes(rows, h, w, L, halves);
+      for (const auto& s : shapes) listed.insert(ProfilingBackend::attention_detail(s));
+      EXPECT_EQ(listed.size(), shapes.size()) << "no shape listed twice";
+      EXPECT_EQ(listed, made) << h << "x" << w << (halves ? " halves" : " full");
+      EXPECT_GE(made.size(), 2u);
+    }
+  }
 }
 
 TEST_P(Models, UNetWithTimeProjectionsMadeApartMatchesForward) {

@@ -449,6 +449,17 @@ void CudaBackend::run_attention(DType dtype, const AttentionArgs& args) {
   }
 }
 
+// cuDNN's SDPA plans are the only attention path with a one-time cost worth hiding (runtime
+// compilation); our kernels are compiled ahead. Skipped where attention is forced elsewhere.
+void CudaBackend::prepare_attention(DType dtype, const std::vector<AttentionShape>& shapes) {
+  const AttentionPath path = attention_path();
+  if (attention_wmma_ || (path != AttentionPath::kAuto && path != AttentionPath::kCudnn)) return;
+  std::vector<SdpaShape> sdpa;
+  for (const AttentionShape& s : shapes) sdpa.push_back({s.batch, s.lq, s.lk, s.heads, s.d, s.q_stride, s.kv_stride});
+  SD_CUDA_CHECK(cudaSetDevice(device_));
+  prepare_attention_cudnn(device_, dtype, sdpa);
+}
+
 Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
   check_on_device(q, "attention");
   check_on_device(k, "attention");

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <functional>
+#include <vector>
 
 #include "tensor/tensor.h"
 
@@ -48,6 +49,15 @@ bool launch_attention_short_keys(DType dtype, const AttentionArgs& a, cudaStream
 // being captured and the shape has no plan yet; the caller then uses a kernel of its own.
 bool run_attention_cudnn(int device, DType dtype, const AttentionArgs& a, cudaStream_t stream,
                          const std::function<void*(size_t)>& workspace);
+// Builds the SDPA plans of these shapes on `device` in background threads, one per shape
+// (run_attention_cudnn waits for a shape still building). No-op for shapes built or building.
+// SDSERVE_CUDNN_PREPARE=0 turns it off.
+struct SdpaShape {
+  int64_t batch, lq, lk, heads, d, q_stride, kv_stride;
+};
+void prepare_attention_cudnn(int device, DType dtype, const std::vector<SdpaShape>& shapes);
+// Joins the background builds of `device` (the backend's destructor).
+void wait_attention_cudnn_prepared(int device);
 
 // Hopper wgmma kernel (attention_wgmma.cu): non-causal, d 40 / 64 / 80, a.vec, row strides % 8
 // == 0, on a compute-capability 9.0 device with the sm_90a build of the kernel. Returns false

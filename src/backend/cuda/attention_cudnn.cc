@@ -1,6 +1,8 @@
 // Attention through cuDNN 9's fused SDPA operation (CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR,
 // graph API): Q/K/V/O described as [B, H, L, D] over our [B, L, row stride] buffers, the softmax
-// scale passed by value. One execution plan per shape, strides and device, built on first use.
+// scale passed by value. One execution plan per shape, strides and device, built on first use or
+// ahead of it in background threads (prepare_attention_cudnn).
+#include <condition_variable>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -8,6 +10,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
+#include <thread>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -34,6 +38,7 @@ struct SdpaKey {
 };
 
 struct SdpaPlan {
+  cudnnHandle_t handle = nullptr;               // the handle the plans were built with, and run with
   std::vector<cudnnBackendDescriptor_t> plans;  // candidates until one has run, then exactly one
   std::vector<int64_t> workspace;
   std::vector<cudnnBackendDescriptor_t> keep;  // tensors, op, graph, configs
@@ -154,12 +159,40 @@ cudnnStatus_t execute(cudnnHandle_t handle, cudnnBackendDescriptor_t plan, const
 }
 
 // One cuDNN handle and plan cache per device, for the whole process (never destroyed: plans
-// may be used until exit, after which the driver reclaims everything).
+// may be used until exit, after which the driver reclaims everything). Background builds
+// (prepare_attention_cudnn) use a handle each, which their plans keep.
 struct DeviceSdpa {
   std::mutex mu;
+  std::condition_variable built;  // a background build finished
   cudnnHandle_t handle = nullptr;
   std::map<SdpaKey, SdpaPlan> plans;  // empty `plans` = cuDNN has none for this shape
+  std::set<SdpaKey> building;         // background builds in flight
+  std::vector<std::thread> threads;
 };
+
+bool prepare_enabled() {
+  static const bool on = [] {
+    const char* env = std::getenv("SDSERVE_CUDNN_PREPARE");
+    return !(env && env[0] == '0');
+  }();
+  return on;
+}
+
+// Builds the candidates of `key` with `handle` into `plan`; on failure `plan` has none.
+void build_or_none(cudnnHandle_t handle, const SdpaKey& key, SdpaPlan& plan) {
+  plan.handle = handle;
+  try {
+    build(handle, key, plan);
+  } catch (const Error& e) {
+    if (log_enabled()) std::fprintf(stderr, "sdserve: cuDNN SDPA %s: %s\n", key_str(key).c_str(), e.what());
+    destroy_all(plan.plans);
+    destroy_all(plan.keep);
+    plan.workspace.clear();
+  }
+  if (plan.plans.empty() && log_enabled()) {
+    std::fprintf(stderr, "sdserve: cuDNN SDPA has no plan for %s\n", key_str(key).c_str());
+  }
+}
 
 DeviceSdpa& device_state(int device) {
   static std::mutex mu;
@@ -182,33 +215,26 @@ bool run_attention_cudnn(int device, DType dtype, const AttentionArgs& a, cudaSt
   const bool capturing = capture != cudaStreamCaptureStatusNone;
 
   DeviceSdpa& st = device_state(device);
-  std::lock_guard<std::mutex> lock(st.mu);
+  std::unique_lock<std::mutex> lock(st.mu);
   const SdpaKey key{dtype, a.batch, a.heads, a.lq, a.lk, a.d, a.q_stride, a.kv_stride};
+  if (capturing && st.building.count(key)) return false;  // never block a capture
+  st.built.wait(lock, [&] { return st.building.count(key) == 0; });
   auto it = st.plans.find(key);
   if (it == st.plans.end()) {
     if (capturing) return false;  // no plan building (or first runs) inside a graph capture
     if (!st.handle) SD_CUDNN_CHECK(cudnnCreate(&st.handle));
     SdpaPlan plan;
-    try {
-      build(st.handle, key, plan);
-    } catch (const Error& e) {
-      if (log_enabled()) std::fprintf(stderr, "sdserve: cuDNN SDPA %s: %s\n", key_str(key).c_str(), e.what());
-      destroy_all(plan.plans);
-      destroy_all(plan.keep);
-      plan.workspace.clear();
-    }
-    if (plan.plans.empty() && log_enabled()) {
-      std::fprintf(stderr, "sdserve: cuDNN SDPA has no plan for %s\n", key_str(key).c_str());
-    }
+    build_or_none(st.handle, key, plan);
     it = st.plans.emplace(key, std::move(plan)).first;
   }
   SdpaPlan& plan = it->second;
   if (plan.plans.empty() || (capturing && !plan.proven)) return false;
-  SD_CUDNN_CHECK(cudnnSetStream(st.handle, stream));
+  const cudnnHandle_t handle = plan.handle;
+  SD_CUDNN_CHECK(cudnnSetStream(handle, stream));
   float scale = 1.f / std::sqrt(static_cast<float>(a.d));
   if (plan.proven) {
     void* ws = plan.workspace[0] > 0 ? workspace(static_cast<size_t>(plan.workspace[0])) : nullptr;
-    const cudnnStatus_t s = execute(st.handle, plan.plans[0], a, &scale, ws);
+    const cudnnStatus_t s = execute(handle, plan.plans[0], a, &scale, ws);
     if (s != CUDNN_STATUS_SUCCESS) {
       throw Error(Internal("cuDNN SDPA failed for " + key_str(key) + ": " + cudnnGetErrorString(s)));
     }
@@ -224,7 +250,7 @@ bool run_attention_cudnn(int device, DType dtype, const AttentionArgs& a, cudaSt
   std::vector<bool> runs(plan.plans.size(), false);
   for (size_t i = 0; i < plan.plans.size(); ++i) {
     void* ws = plan.workspace[i] > 0 ? workspace(static_cast<size_t>(plan.workspace[i])) : nullptr;
-    cudnnStatus_t s = execute(st.handle, plan.plans[i], a, &scale, ws);
+    cudnnStatus_t s = execute(handle, plan.plans[i], a, &scale, ws);
     if (s != CUDNN_STATUS_SUCCESS) {
       if (log_enabled()) {
         std::fprintf(stderr, "sdserve: cuDNN SDPA plan %zu failed for %s: %s\n", i, key_str(key).c_str(),
@@ -238,7 +264,7 @@ bool run_attention_cudnn(int device, DType dtype, const AttentionArgs& a, cudaSt
       break;
     }
     SD_CUDA_CHECK(cudaEventRecord(start, stream));
-    for (int r = 0; r < 3 && s == CUDNN_STATUS_SUCCESS; ++r) s = execute(st.handle, plan.plans[i], a, &scale, ws);
+    for (int r = 0; r < 3 && s == CUDNN_STATUS_SUCCESS; ++r) s = execute(handle, plan.plans[i], a, &scale, ws);
     SD_CUDA_CHECK(cudaEventRecord(stop, stream));
     SD_CUDA_CHECK(cudaEventSynchronize(stop));
     float ms = 0.f;
@@ -265,14 +291,55 @@ bool run_attention_cudnn(int device, DType dtype, const AttentionArgs& a, cudaSt
   if (log_enabled()) std::fprintf(stderr, "sdserve: cuDNN SDPA runs %s with plan %zu\n", key_str(key).c_str(), best);
   if (runs.size() > 1) {  // the last run was another candidate's: recompute with the winner
     void* ws = plan.workspace[0] > 0 ? workspace(static_cast<size_t>(plan.workspace[0])) : nullptr;
-    const cudnnStatus_t s = execute(st.handle, plan.plans[0], a, &scale, ws);
+    const cudnnStatus_t s = execute(handle, plan.plans[0], a, &scale, ws);
     if (s != CUDNN_STATUS_SUCCESS) {
       throw Error(Internal("cuDNN SDPA failed for " + key_str(key) + ": " + cudnnGetErrorString(s)));
     }
   }
   return true;
+}
 
-  return false;
+void prepare_attention_cudnn(int device, DType dtype, const std::vector<SdpaShape>& shapes) {
+  if (!prepare_enabled()) return;
+  DeviceSdpa& st = device_state(device);
+  std::lock_guard<std::mutex> lock(st.mu);
+  for (const SdpaShape& s : shapes) {
+    if (s.d % 8 != 0 || s.d > 256 || s.q_stride % 8 != 0 || s.kv_stride % 8 != 0 || s.batch < 1) continue;
+    const SdpaKey key{dtype, s.batch, s.heads, s.lq, s.lk, s.d, s.q_stride, s.kv_stride};
+    if (st.plans.count(key) || st.building.count(key)) continue;
+    st.building.insert(key);
+    st.threads.emplace_back([&st, key, device] {
+      // A capture on another thread (thread-local mode) must not see this thread's calls.
+      cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+      cudaThreadExchangeStreamCaptureMode(&mode);
+      SdpaPlan plan;
+      cudnnHandle_t handle = nullptr;
+      if (cudaSetDevice(device) == cudaSuccess && cudnnCreate(&handle) == CUDNN_STATUS_SUCCESS) {
+        build_or_none(handle, key, plan);
+      } else if (log_enabled()) {
+        std::fprintf(stderr, "sdserve: cuDNN SDPA %s: no handle for a background build\n", key_str(key).c_str());
+      }
+      // No plan (or no handle): the key is not recorded, so the first call builds it itself.
+      if (plan.plans.empty()) {
+        destroy_all(plan.keep);
+        if (handle) cudnnDestroy(handle);
+      }
+      std::lock_guard<std::mutex> done(st.mu);
+      if (!plan.plans.empty()) st.plans.emplace(key, std::move(plan));
+      st.building.erase(key);
+      st.built.notify_all();
+    });
+  }
+}
+
+void wait_attention_cudnn_prepared(int device) {
+  DeviceSdpa& st = device_state(device);
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    threads.swap(st.threads);
+  }
+  for (std::thread& t : threads) t.join();
 }
 
 }  // namespace sd::cuda

@@ -9,6 +9,7 @@
 
 #include "backend/cuda/conv.h"
 #include "backend/cuda/conv_graph.h"
+#include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/tuning_l2.h"
@@ -147,6 +148,7 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
 
 CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
+  wait_attention_cudnn_prepared(device_);
   if (stream_) cudaStreamSynchronize(stream_);
   gemm_.reset();
   conv_.reset();

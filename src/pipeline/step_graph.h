@@ -67,10 +67,10 @@ class StepGraphs {
   int64_t time_table_computed() const;
   // Graphs of at most kContextKvMaxBucket images recorded from now on take the text contexts'
   // K/V projections (UNet::project_context, made when a row's context changes) instead of
-  // projecting them in every step; larger buckets would hold [2B, L, ~25k] inputs (123 MB at
-  // 16 images for SD 1.5). SDSERVE_STEP_CONTEXT_KV (default on, =0 turns it off).
+  // projecting them in every step. The input is [2B, L, ~25k] (3.8 MB a row for SD 1.5: 246 MB
+  // at 32 images, ~760 MB over every bucket). SDSERVE_STEP_CONTEXT_KV (default on, =0 turns it off).
   bool context_kv = false;
-  static constexpr int64_t kContextKvMaxBucket = 4;
+  static constexpr int64_t kContextKvMaxBucket = 32;
 
  private:
   struct Graph {

@@ -4,6 +4,7 @@
 // whole step as a captured graph per batch bucket: StepGraphs).
 #include "pipeline/sd_engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -89,6 +90,9 @@ StatusOr<std::unique_ptr<SdEngine>> SdEngine::load(const std::string& path, cons
   e->text_graph_ = std::make_unique<TextEncoderGraph>(*e->backend_, *e->text_encoder_);
   e->vae_graph_ = std::make_unique<VaeDecodeGraph>(*e->backend_, *e->vae_, ck.vae.scaling_factor);
   e->text_graph_->enabled = e->vae_graph_->enabled = e->step_graphs;
+  const char* cache_env = std::getenv("SDSERVE_PROMPT_CACHE");
+  const long cached = cache_env && *cache_env ? std::strtol(cache_env, nullptr, 10) : 64;
+  e->prompts_ = PromptCache(static_cast<size_t>(std::clamp(cached, 0L, 4096L)));
   e->prepare(e->info_.default_size, e->info_.default_size, {1});  // the first request's likely shapes
   return e;
 }
@@ -121,7 +125,10 @@ Tensor SdEngine::encode_prompts(const std::string& prompt, const std::string& ne
     }
     for (int i = 0; i < L; ++i) ids.i32()[r * L + i] = t.ids[static_cast<size_t>(i)];
   }
-  return text_graph_->encode(ids, clip_skip);  // [2, 77, D]
+  if (Tensor cached = prompts_.find(ids, clip_skip); cached.defined()) return cached;
+  Tensor context = text_graph_->encode(ids, clip_skip);  // [2, 77, D]
+  prompts_.put(ids, clip_skip, context);
+  return context;
 }
 
 StatusOr<std::unique_ptr<Job>> SdEngine::begin(const GenerationRequest& request) {

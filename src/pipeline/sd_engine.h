@@ -14,6 +14,7 @@
 #include "models/unet.h"
 #include "models/vae.h"
 #include "pipeline/engine.h"
+#include "pipeline/prompt_cache.h"
 #include "pipeline/stage_graphs.h"
 #include "pipeline/step_graph.h"
 #include "tokenizer/clip_tokenizer.h"
@@ -30,6 +31,8 @@ class SdEngine : public GenerationEngine {
   StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs) override;
   void prepare(int width, int height, const std::vector<int>& image_counts) override;
   size_t device_memory_bytes() const override { return backend_->memory_in_use(); }
+  // Requests whose prompt pair came from the prompt cache (tests, metrics).
+  int64_t prompt_cache_hits() const { return prompts_.hits(); }
 
   Backend& backend() { return *backend_; }
   const Checkpoint& checkpoint() const { return checkpoint_; }
@@ -70,6 +73,8 @@ class SdEngine : public GenerationEngine {
   std::unique_ptr<UNet> unet_;
   std::unique_ptr<VAE> vae_;
   std::unique_ptr<TextEncoderGraph> text_graph_;  // prompt encoding (graph per row count and clip_skip)
+  // The last 64 prompt pairs' contexts (SDSERVE_PROMPT_CACHE=N entries, 0 off; read at load).
+  PromptCache prompts_{0};
   std::unique_ptr<VaeDecodeGraph> vae_graph_;     // latents -> images (graph per images and size)
   std::unique_ptr<StepGraphs> graphs_;  // made on the first graph step
 };

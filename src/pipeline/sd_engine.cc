@@ -144,6 +144,9 @@ Status SdEngine::begin_impl(const GenerationRequest& r, std::unique_ptr<Job>* ou
                            " for this model, got " + std::to_string(r.clip_skip));
   }
   const auto t0 = Clock::now();
+  // A size or image count met for the first time: its cuDNN attention plans start building in the
+  // background now, under the text encoder and the first step (a no-op for shapes already built).
+  prepare(r.width, r.height, {r.batch_size});
   auto job = std::make_unique<SdJob>();
   job->request = r;
   job->n = r.batch_size;

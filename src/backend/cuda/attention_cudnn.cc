@@ -303,6 +303,10 @@ void prepare_attention_cudnn(int device, DType dtype, const std::vector<SdpaShap
   if (!prepare_enabled()) return;
   DeviceSdpa& st = device_state(device);
   std::lock_guard<std::mutex> lock(st.mu);
+  if (st.building.empty()) {  // every earlier build has finished (or only returns now): reap them
+    for (std::thread& t : st.threads) t.join();
+    st.threads.clear();
+  }
   for (const SdpaShape& s : shapes) {
     if (s.d % 8 != 0 || s.d > 256 || s.q_stride % 8 != 0 || s.kv_stride % 8 != 0 || s.batch < 1) continue;
     const SdpaKey key{dtype, s.batch, s.heads, s.lq, s.lk, s.d, s.q_stride, s.kv_stride};

@@ -20,8 +20,9 @@ class StepGraphs {
  public:
   // Images per graph; a batch is padded up to the next bucket with rows that read zeros and
   // write nothing. 12 and 24 halve the padding between 8 and 32 (H100: 17-24 images ran the
-  // 32-image step, 115 ms, where a 24-image step takes ~87; docs/perf-notes.md, session 9).
-  static constexpr int kBuckets[] = {1, 2, 4, 8, 12, 16, 24, 32};
+  // 32-image step, 115 ms, where a 24-image step takes ~87; docs/perf-notes.md, session 9); 48 and
+  // 64 serve servers run with a larger --max-batch (session 15).
+  static constexpr int kBuckets[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64};
   // Smallest bucket holding `images`, or 0 when there are more than the largest bucket.
   static int bucket_for(int images);
   // Whether the graphs run the UNet's layers before the first cross-attention on the uncond
@@ -57,8 +58,8 @@ class StepGraphs {
   size_t graphs() const { return graphs_.size(); }
   void clear() { graphs_.clear(); }  // gives back every graph's memory
   // Graphs kept at most; the least recently used one goes first (each holds its working memory).
-  // 16: every bucket for two (latent size, context length) keys, as 12 was for six buckets.
-  size_t max_graphs = 16;
+  // 20: every bucket for two (latent size, context length) keys.
+  size_t max_graphs = 20;
   // Graphs recorded from now on gather the ResNets' time projections from a TimeTable (made
   // once per timestep value) instead of computing the time embedding in every step. From
   // SDSERVE_STEP_TIME_TABLE (default on, =0 turns it off); never on when the UNet's projections are not stacked.
@@ -68,9 +69,9 @@ class StepGraphs {
   // Graphs of at most kContextKvMaxBucket images recorded from now on take the text contexts'
   // K/V projections (UNet::project_context, made when a row's context changes) instead of
   // projecting them in every step. The input is [2B, L, ~25k] (3.8 MB a row for SD 1.5: 246 MB
-  // at 32 images, ~760 MB over every bucket). SDSERVE_STEP_CONTEXT_KV (default on, =0 turns it off).
+  // at 32 images, 486 MB at 64). SDSERVE_STEP_CONTEXT_KV (default on, =0 turns it off).
   bool context_kv = false;
-  static constexpr int64_t kContextKvMaxBucket = 32;
+  static constexpr int64_t kContextKvMaxBucket = 64;
 
  private:
   struct Graph {

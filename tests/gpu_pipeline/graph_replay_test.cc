@@ -83,7 +83,7 @@ std::vector<GenerationRequest> crowd_requests(int size) {
           request("plms", 5, 5.5f, 9, size)};
 }
 
-TEST(StepGraphs, BucketsUpTo32) {
+TEST(StepGraphs, BucketsUpTo64) {
   EXPECT_EQ(StepGraphs::bucket_for(1), 1);
   EXPECT_EQ(StepGraphs::bucket_for(2), 2);
   EXPECT_EQ(StepGraphs::bucket_for(3), 4);
@@ -96,7 +96,11 @@ TEST(StepGraphs, BucketsUpTo32) {
   EXPECT_EQ(StepGraphs::bucket_for(24), 24);
   EXPECT_EQ(StepGraphs::bucket_for(25), 32);
   EXPECT_EQ(StepGraphs::bucket_for(32), 32);
-  EXPECT_EQ(StepGraphs::bucket_for(33), 0);
+  EXPECT_EQ(StepGraphs::bucket_for(33), 48);
+  EXPECT_EQ(StepGraphs::bucket_for(48), 48);
+  EXPECT_EQ(StepGraphs::bucket_for(49), 64);
+  EXPECT_EQ(StepGraphs::bucket_for(64), 64);
+  EXPECT_EQ(StepGraphs::bucket_for(65), 0);
 }
 
 // The bucketing, padding, static-buffer refill and guidance-in-graph logic through the

@@ -238,11 +238,12 @@ namespace {
 // >= 64 keys and d <= 128, mma2 for the rest (causal CLIP, d 160); "wmma" is read by the
 // backend (attention_wmma_).
 // Read on every call (a getenv), so tests and benchmarks can switch paths in one process.
-enum class AttentionPath { kAuto, kMma1, kMma2, kCudnn, kWgmma, kShort };
+enum class AttentionPath { kAuto, kMma1, kMma2, kCudnn, kWgmma, kShort, kRows };
 
 AttentionPath attention_path() {
   const char* env = std::getenv("SDSERVE_CUDA_ATTENTION");
   if (env && std::strcmp(env, "short") == 0) return AttentionPath::kShort;
+  if (env && std::strcmp(env, "rows") == 0) return AttentionPath::kRows;
   if (env && std::strcmp(env, "mma1") == 0) return AttentionPath::kMma1;
   if (env && std::strcmp(env, "mma2") == 0) return AttentionPath::kMma2;
   if (env && std::strcmp(env, "cudnn") == 0) return AttentionPath::kCudnn;
@@ -348,6 +349,7 @@ const char* path_name(AttentionPath p) {
   switch (p) {
     case AttentionPath::kWgmma: return "wgmma";
     case AttentionPath::kShort: return "short";
+    case AttentionPath::kRows: return "rows";
     case AttentionPath::kCudnn: return "cudnn";
     case AttentionPath::kMma2: return "mma2";
     case AttentionPath::kMma1: return "mma1";
@@ -363,6 +365,10 @@ bool CudaBackend::run_attention_path(int path_id, DType dtype, const AttentionAr
     case AttentionPath::kShort: {
       const char* env = std::getenv("SDSERVE_CUDA_SHORT_KEYS");  // =0: not a candidate (measuring)
       return !(env && env[0] == '0') && launch_attention_short_keys(dtype, args, stream_);
+    }
+    case AttentionPath::kRows: {
+      const char* env = std::getenv("SDSERVE_CUDA_ROWS_ATTENTION");  // =0: not a candidate (measuring)
+      return !(env && env[0] == '0') && launch_attention_rows(dtype, args, stream_);
     }
     case AttentionPath::kCudnn: {
       Tensor workspace;
@@ -403,8 +409,8 @@ void CudaBackend::run_attention(DType dtype, const AttentionArgs& args) {
         SD_CUDA_CHECK(cudaEventCreate(&stop));
         float best = std::numeric_limits<float>::max();
         AttentionPath best_path = AttentionPath::kAuto;
-        for (AttentionPath p : {AttentionPath::kWgmma, AttentionPath::kShort, AttentionPath::kCudnn,
-                                AttentionPath::kMma2}) {
+        for (AttentionPath p : {AttentionPath::kWgmma, AttentionPath::kRows, AttentionPath::kShort,
+                                AttentionPath::kCudnn, AttentionPath::kMma2}) {
           if (!run_attention_path(static_cast<int>(p), dtype, args)) continue;  // also the warm-up
           float ms = std::numeric_limits<float>::max();
           for (int rep = 0; rep < 3; ++rep) {
@@ -430,6 +436,7 @@ void CudaBackend::run_attention(DType dtype, const AttentionArgs& args) {
     }
   }
   if (!attention_wmma_ && want_wgmma(path, args) && launch_attention_wgmma(dtype, args, stream_)) return;
+  if (!attention_wmma_ && path == AttentionPath::kRows && launch_attention_rows(dtype, args, stream_)) return;
   if (!attention_wmma_ && want_short_keys(path, args) && launch_attention_short_keys(dtype, args, stream_)) return;
   if (!attention_wmma_ && want_cudnn(path, args)) {
     Tensor workspace;

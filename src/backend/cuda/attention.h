@@ -43,6 +43,11 @@ void launch_attention_mma2(DType dtype, const AttentionArgs& a, cudaStream_t str
 constexpr int kShortKeysMax = 128;
 bool launch_attention_short_keys(DType dtype, const AttentionArgs& a, cudaStream_t stream);
 
+// All heads of 64 query rows per tile (attention_rows.cu; Hopper TMA, mma.sync): the d 40, 8-head
+// cross-attention over <= 80 keys (SD 1.x's 64x64 level), Q / O as whole rows, o contiguous.
+// False (nothing enqueued) for other shapes, unaligned pointers or a device without TMA.
+bool launch_attention_rows(DType dtype, const AttentionArgs& a, cudaStream_t stream);
+
 // cuDNN's fused SDPA (non-causal): builds and caches an execution plan per shape (and row
 // strides) on `device` and runs it on `stream`; `workspace(bytes)` returns device scratch valid for this call.
 // Returns false (nothing enqueued) when cuDNN has no plan for the shape, or while `stream` is

@@ -30,4 +30,8 @@ AllocatorStats allocator_stats(const Backend& backend);
 // 9.0 device and a build that holds its sm_90a code (false without CUDA).
 bool attention_wgmma_supported(int device_index);
 
+// Launches of the all-heads row attention kernel (attention_rows.cu) in this process so far
+// (tests: a forced path that falls back runs something else; 0 without CUDA).
+long attention_rows_launches();
+
 }  // namespace sd::cuda

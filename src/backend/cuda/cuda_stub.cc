@@ -16,6 +16,7 @@ StatusOr<std::unique_ptr<Backend>> make_backend(int, DType) {
 }
 AllocatorStats allocator_stats(const Backend&) { return {}; }
 bool attention_wgmma_supported(int) { return false; }
+long attention_rows_launches() { return 0; }
 bool pdl_enabled() { return false; }
 void set_pdl_enabled(bool) {}
 

@@ -20,27 +20,6 @@ constexpr int kMaxDevices = 64;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Multiprocessors of the current device when it is sm_90, else 0 (looked up once per device).
-int sm90_multiprocessors() {
-  static std::mutex mu;
-  static int cached[kMaxDevices];  // 0 unknown, -1 not sm_90, else the multiprocessor count
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  std::lock_guard<std::mutex> lock(mu);
-  if (!cached[dev]) {
-    int major = 0, minor = 0, sms = 0;
-    const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-                    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
-                    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess;
-    (void)cudaGetLastError();
-    cached[dev] = ok && major == 9 && minor == 0 && sms > 0 ? sms : -1;
-  }
-  return std::max(cached[dev], 0);
-}
-
 // f32 partials of the K slices, [splits, M, N (2N with GEGLU)], rounded up to 16 bytes.
 size_t partials_bytes(const WgmmaGemmShape& s, int64_t splits) {
   return static_cast<size_t>((splits * s.m * (s.geglu ? 2 * s.n : s.n) * 4 + 15) / 16 * 16);

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>
 
+#include <algorithm>
 #include <mutex>
 #include <string>
 
@@ -111,6 +112,28 @@ Status encode_tma_2d(const void* base, DType dtype, uint64_t rows, uint64_t cols
   d.box[1] = box_rows;
   d.swizzle = swizzle;
   return encode_tma_tiled(d, out);
+}
+
+// Multiprocessors of the current device when it is sm_90, else 0 (looked up once per device).
+int sm90_multiprocessors() {
+  constexpr int kMaxDevices = 64;
+  static std::mutex mu;
+  static int cached[kMaxDevices];  // 0 unknown, -1 not sm_90, else the multiprocessor count
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  if (!cached[dev]) {
+    int major = 0, minor = 0, sms = 0;
+    const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess;
+    (void)cudaGetLastError();
+    cached[dev] = ok && major == 9 && minor == 0 && sms > 0 ? sms : -1;
+  }
+  return std::max(cached[dev], 0);
 }
 
 }  // namespace sd::cuda

@@ -34,6 +34,10 @@ struct TmaTiledDesc {
 // True when the driver provides cuTensorMapEncodeTiled (looked up once).
 bool tma_available();
 
+// Multiprocessors of the current device when it is compute capability 9.0 (Hopper: TMA, wgmma),
+// else 0 (looked up once per device).
+int sm90_multiprocessors();
+
 // Encodes `d` into *out. InvalidArgument for a description TMA cannot express (with the reason),
 // Unavailable when the driver lacks the entry point, Internal when the driver rejects it.
 Status encode_tma_tiled(const TmaTiledDesc& d, CUtensorMap* out);

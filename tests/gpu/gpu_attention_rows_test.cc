@@ -28,9 +28,20 @@ constexpr int64_t kInner = 320;  // 8 heads x 40
 
 double tolerance(DType dtype) { return dtype == DType::kBF16 ? 1e-2 : 2e-3; }
 
+// Tile rows x shared-memory layout (SDSERVE_CUDA_ROWS_TILE, SDSERVE_CUDA_ROWS_SWIZZLE); "" the default.
+struct RowsConfig {
+  const char* tile;
+  const char* swizzle;
+};
+constexpr RowsConfig kConfigs[] = {{"", ""},     {"16", "0"}, {"32", "0"}, {"64", "0"},
+                                   {"16", "1"}, {"32", "1"}, {"64", "1"}};
+
 // Runs the attention with the rows kernel forced and checks that it really ran.
-Tensor run_rows(Backend& gpu, const std::function<Tensor()>& op, const std::string& name) {
+Tensor run_rows(Backend& gpu, const std::function<Tensor()>& op, const std::string& name,
+                const RowsConfig& config = kConfigs[0]) {
   ScopedEnv path("SDSERVE_CUDA_ATTENTION", "rows");
+  ScopedEnv tile("SDSERVE_CUDA_ROWS_TILE", config.tile);
+  ScopedEnv swizzle("SDSERVE_CUDA_ROWS_SWIZZLE", config.swizzle);
   const long before = cuda::attention_rows_launches();
   Tensor out = gpu.download(op());
   EXPECT_EQ(cuda::attention_rows_launches(), before + 1) << name << ": the rows kernel did not run";
@@ -53,7 +64,6 @@ TEST(GpuAttentionRows, MatchesCpuAndMma2) {
                                         quantize(random_tensor({s.batch, s.lk, kInner}, 713), dtype)};
       const Tensor q = gpu.upload(host[0]), k = gpu.upload(host[1]), v = gpu.upload(host[2]);
       const auto op = [&] { return gpu.attention(q, k, v, kHeads, false); };
-      const Tensor got = run_rows(gpu, op, name_of(s)), again = run_rows(gpu, op, name_of(s));
       Tensor mma2;
       {
         ScopedEnv path("SDSERVE_CUDA_ATTENTION", "mma2");
@@ -61,12 +71,16 @@ TEST(GpuAttentionRows, MatchesCpuAndMma2) {
       }
       const Tensor want = cpu.download(
           cpu.attention(cpu.upload(host[0]), cpu.upload(host[1]), cpu.upload(host[2]), kHeads, false));
-      const double rel = relative_l2(got, want), rel_mma2 = relative_l2(got, mma2);
-      std::printf("  %-24s %s rows vs cpu rel_l2 %.2e | vs mma2 %.2e\n", name_of(s).c_str(), dtype_name(dtype), rel,
-                  rel_mma2);
-      EXPECT_LE(rel, tolerance(dtype)) << name_of(s) << " " << dtype_name(dtype);
-      EXPECT_LE(rel_mma2, tolerance(dtype)) << name_of(s) << " " << dtype_name(dtype);
-      EXPECT_EQ(max_abs_diff(got, again), 0.0) << name_of(s) << ": two runs differ";
+      for (const RowsConfig& c : kConfigs) {
+        const std::string name = name_of(s) + " tile " + c.tile + " swizzle " + c.swizzle;
+        const Tensor got = run_rows(gpu, op, name, c), again = run_rows(gpu, op, name, c);
+        const double rel = relative_l2(got, want), rel_mma2 = relative_l2(got, mma2);
+        std::printf("  %-42s %s rows vs cpu rel_l2 %.2e | vs mma2 %.2e\n", name.c_str(), dtype_name(dtype), rel,
+                    rel_mma2);
+        EXPECT_LE(rel, tolerance(dtype)) << name << " " << dtype_name(dtype);
+        EXPECT_LE(rel_mma2, tolerance(dtype)) << name << " " << dtype_name(dtype);
+        EXPECT_EQ(max_abs_diff(got, again), 0.0) << name << ": two runs differ";
+      }
     }
   }
 }
@@ -82,17 +96,19 @@ TEST(GpuAttentionRows, LargeBatchesMatchMma2) {
     const Tensor k = gpu.upload(quantize(random_tensor({s.batch, s.lk, kInner}, 722, -2.f, 2.f), DType::kF16));
     const Tensor v = gpu.upload(quantize(random_tensor({s.batch, s.lk, kInner}, 723), DType::kF16));
     const auto op = [&] { return gpu.attention(q, k, v, kHeads, false); };
-    const Tensor got = run_rows(gpu, op, name_of(s));
     Tensor mma2;
     {
       ScopedEnv path("SDSERVE_CUDA_ATTENTION", "mma2");
       mma2 = gpu.download(op());
     }
+    for (const RowsConfig& c : kConfigs) {
+      const std::string name = name_of(s) + " tile " + c.tile + " swizzle " + c.swizzle;
+      const double rel = relative_l2(run_rows(gpu, op, name, c), mma2);
+      std::printf("  %-42s rows vs mma2 rel_l2 %.2e\n", name.c_str(), rel);
+      EXPECT_LE(rel, 2e-3) << name;
+    }
     const Tensor routed = gpu.download(op()), routed_again = gpu.download(op());
-    const double rel = relative_l2(got, mma2);
-    std::printf("  %-24s rows vs mma2 rel_l2 %.2e, timed choice vs mma2 %.2e\n", name_of(s).c_str(), rel,
-                relative_l2(routed, mma2));
-    EXPECT_LE(rel, 2e-3) << name_of(s);
+    std::printf("  %-42s timed choice vs mma2 %.2e\n", name_of(s).c_str(), relative_l2(routed, mma2));
     EXPECT_LE(relative_l2(routed, mma2), 2e-3) << name_of(s) << ": timed choice";
     EXPECT_EQ(max_abs_diff(routed, routed_again), 0.0) << name_of(s) << ": the timed choice is not kept";
   }
@@ -110,7 +126,7 @@ TEST(GpuAttentionRows, StridedWindowsAndFallback) {
       const Tensor qx = gpu.upload(quantize(random_tensor({s.batch, s.lq, 3 * kInner}, 731, -2.f, 2.f), dtype));
       const Tensor kv = gpu.upload(quantize(random_tensor({s.batch, s.lk, 3 * kInner + 80}, 732, -2.f, 2.f), dtype));
       const auto op = [&] { return gpu.attention_cols(qx, kInner, kv, 80, 80 + 2 * kInner, kInner, kHeads, false); };
-      const Tensor got = run_rows(gpu, op, name_of(s));
+      const Tensor got = run_rows(gpu, op, name_of(s), RowsConfig{"32", "1"});
       Tensor want;
       {
         ScopedEnv path("SDSERVE_CUDA_ATTENTION", "mma2");

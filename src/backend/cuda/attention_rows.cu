@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "backend/cuda/attention.h"
@@ -31,20 +32,33 @@ namespace {
 
 constexpr int kHeads = 8;    // one consumer warp per head
 constexpr int kD = 40;       // head dim: two k16 steps and one k8 step
-constexpr int kBM = 64;      // query rows per tile (4 blocks of 16 per warp)
+constexpr int kMaxRows = 64; // query rows per tile: 16, 32 or 64 (blocks of 16 per warp)
 constexpr int kKeys = 80;    // keys held (10 n-tiles of 8; lk <= 80)
-constexpr int kStages = 4;   // Q / O tiles in the ring: computing, storing, two loading
+constexpr int kMaxStages = 16;
+constexpr int kDefaultSwizzle = 0;
 constexpr int kThreads = 32 * kHeads + 128;  // + the TMA warpgroup (one thread works)
 // Registers after setmaxnreg: a sub-partition holds one TMA warp and two head warps (40 + 2 x 232
 // of its 512 per lane); K / V fragments alone are 100 per thread.
 constexpr int kTmaRegs = 40, kHeadRegs = 232;
-constexpr uint32_t kRowBytes = kD * 2;                   // one head of one row: 80 bytes
-constexpr uint32_t kHeadBytes = kBM * kRowBytes;         // [64][40] of one head
-constexpr uint32_t kStageBytes = kHeads * kHeadBytes;    // [8 heads][64 rows][40]: 40 KB
-constexpr uint32_t kVBytes = kKeys * kRowBytes;          // one head's V staging, [80 keys][40]
-constexpr uint32_t kVOffset = kStages * kStageBytes;
+constexpr uint32_t kRowBytes = kD * 2;                 // one head of one row: 80 bytes
+constexpr uint32_t kRingBytes = 4 * kMaxRows * 640;    // Q / O tiles: 4 of 64 rows, 8 of 32, 16 of 16
+constexpr uint32_t kVBytes = kKeys * kRowBytes;        // one head's V staging, [80 keys][40]
+constexpr uint32_t kVOffset = kRingBytes;
 constexpr uint32_t kBarOffset = kVOffset + kHeads * kVBytes;
-constexpr uint32_t kSmemBytes = kBarOffset + 2 * kStages * 8;  // full[], done[] mbarriers
+constexpr uint32_t kSmemBytes = kBarOffset + 2 * kMaxStages * 8 + 1024;  // full[], done[]; 1 KB alignment slack
+
+// Byte offset in a tile of `rows` rows of the 16-byte unit u (of 40: columns 8u..8u+7) of row r.
+// Plain: [head][row][40] (80-byte rows: ldmatrix phases of 8 rows hit distinct bank groups).
+// Swizzled: [5 chunks of 64 columns][row][128 bytes], unit u % 8 of a row at (u % 8) ^ (r % 8) (TMA's
+// 128-byte swizzle: whole 128-byte requests, conflict-free phases).
+template <bool kSwizzle>
+__device__ __forceinline__ uint32_t unit_offset(int rows, int r, int u) {
+  if constexpr (kSwizzle) {
+    return uint32_t(u / 8) * rows * 128 + r * 128 + (((u % 8) ^ (r % 8)) * 16);
+  } else {
+    return uint32_t(u / 5) * rows * kRowBytes + r * kRowBytes + (u % 5) * 16;
+  }
+}
 
 // One head's K as the B fragments of S = Q K^T (n-tile j = keys 8j..8j+7: k16 steps 0 and 1 as
 // two words each, the k8 step as one) and V as those of O = P V (k16 step kc over keys, n-tile n
@@ -89,25 +103,26 @@ __device__ __forceinline__ void load_head_kv(uint32_t (&kf)[10][5], uint32_t (&v
 }
 
 // Grid: one CTA per multiprocessor (at most one per tile); CTA c takes the contiguous tiles
-// [c T / G, (c + 1) T / G) of the T = batch x ceil(lq / 64) tiles (row-major over (b, tile)).
-// Warpgroup 0: one thread loads Q tiles and stores O tiles by TMA; warps 4-11: head w - 4 of every tile.
-// qmap / omap: 4D views (d 40, row, head, batch) with boxes (40, 64, 8, 1).
-template <typename T>
+// [c T / G, (c + 1) T / G) of the T = batch x ceil(lq / rows) tiles (row-major over (b, tile)),
+// through a ring of `stages` tiles. Warpgroup 0: one thread loads Q tiles and stores O tiles by
+// TMA; warps 4-11: head w - 4 of every tile. qmap / omap: rows_map views of q and o.
+template <typename T, bool kSwizzle>
 __global__ void __launch_bounds__(kThreads, 1)
     attention_rows_kernel(const __grid_constant__ CUtensorMap qmap, const __grid_constant__ CUtensorMap omap,
-                          const T* __restrict__ k, const T* __restrict__ v, int lq, int lk, int64_t kv_stride,
-                          int tiles_per_row, int total_tiles, float scale_log2) {
+                          const T* __restrict__ k, const T* __restrict__ v, int lk, int64_t kv_stride, int rows,
+                          int stages, int tiles_per_row, int total_tiles, float scale_log2) {
   pdl_wait();
   pdl_trigger();
 #if SD_ROWS_COMPILED
   extern __shared__ __align__(128) unsigned char smem[];
-  const uint32_t base = sm80::smem_addr(smem);
-  const uint32_t full = base + kBarOffset, done = full + kStages * 8;
+  const uint32_t base = (sm80::smem_addr(smem) + 1023u) & ~1023u;  // the swizzle needs 1 KB alignment
+  const uint32_t full = base + kBarOffset, done = full + kMaxStages * 8;
+  const uint32_t stage_bytes = uint32_t(rows) * 640;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int first = static_cast<int>(int64_t{blockIdx.x} * total_tiles / gridDim.x);
   const int n = static_cast<int>(int64_t{blockIdx.x + 1} * total_tiles / gridDim.x) - first;
   if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
+    for (int s = 0; s < stages; ++s) {
       sm90::mbarrier_init(full + 8 * s, 1);
       sm90::mbarrier_init(done + 8 * s, 32 * kHeads);
     }
@@ -115,27 +130,27 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
 
-  if (warp < 4) {  // TMA: loads run up to kStages - 2 tiles ahead of the store
+  if (warp < 4) {  // TMA: loads run up to stages - 2 tiles ahead of the store
     sm90::setmaxnreg_dec<kTmaRegs>();
     if (threadIdx.x != 0) return;
     sm90::tma_prefetch_descriptor(&qmap);
     sm90::tma_prefetch_descriptor(&omap);
     const auto load = [&](int i) {
-      const int tile = first + i, s = i % kStages;
-      sm90::mbarrier_arrive_expect_tx(full + 8 * s, kStageBytes);
-      sm90::tma_load_4d(base + s * kStageBytes, &qmap, full + 8 * s, 0, (tile % tiles_per_row) * kBM, 0,
+      const int tile = first + i, s = i % stages;
+      sm90::mbarrier_arrive_expect_tx(full + 8 * s, stage_bytes);
+      sm90::tma_load_4d(base + s * stage_bytes, &qmap, full + 8 * s, 0, (tile % tiles_per_row) * rows, 0,
                         tile / tiles_per_row);
     };
-    for (int i = 0; i < min(n, kStages); ++i) load(i);
+    for (int i = 0; i < min(n, stages); ++i) load(i);
     for (int i = 0; i < n; ++i) {
-      const int tile = first + i, s = i % kStages;
-      sm90::mbarrier_wait(done + 8 * s, (i / kStages) & 1);
-      sm90::tma_store_4d(&omap, base + s * kStageBytes, 0, (tile % tiles_per_row) * kBM, 0, tile / tiles_per_row);
+      const int tile = first + i, s = i % stages;
+      sm90::mbarrier_wait(done + 8 * s, (i / stages) & 1);
+      sm90::tma_store_4d(&omap, base + s * stage_bytes, 0, (tile % tiles_per_row) * rows, 0, tile / tiles_per_row);
       sm90::bulk_commit_group();
-      // Tile i - 1's stage takes tile i - 1 + kStages once its store has read it.
-      if (i >= 1 && i - 1 + kStages < n) {
+      // Tile i - 1's stage takes tile i - 1 + stages once its store has read it.
+      if (i >= 1 && i - 1 + stages < n) {
         sm90::bulk_wait_group_read<1>();
-        load(i - 1 + kStages);
+        load(i - 1 + stages);
       }
     }
     sm90::bulk_wait_group<0>();
@@ -148,20 +163,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint32_t kf[10][5], vf[5][5][2];
   int loaded_b = -1;
   for (int i = 0; i < n; ++i) {
-    const int tile = first + i, s = i % kStages, b = tile / tiles_per_row;
+    const int tile = first + i, s = i % stages, b = tile / tiles_per_row;
     if (b != loaded_b) {
       load_head_kv<T>(kf, vf, k, v, b, h, lk, kv_stride, vstage, lane);
       loaded_b = b;
     }
-    sm90::mbarrier_wait(full + 8 * s, (i / kStages) & 1);
-    const uint32_t qh = base + s * kStageBytes + h * kHeadBytes;  // [64 rows][40] of head h
+    sm90::mbarrier_wait(full + 8 * s, (i / stages) & 1);
+    const uint32_t tile_base = base + s * stage_bytes;
 #pragma unroll 1
-    for (int mb = 0; mb < kBM / 16; ++mb) {
-      const uint32_t qrow = qh + (mb * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * kRowBytes;
+    for (int mb = 0; mb < rows / 16; ++mb) {
+      const int lr = mb * 16 + (lane % 8) + ((lane / 8) % 2) * 8;  // this lane's ldmatrix row
       uint32_t qa0[4], qa1[4], qa2[2];
-      sm80::ldsm_x4(qa0, qrow + ((lane / 16) * 8) * 2);
-      sm80::ldsm_x4(qa1, qrow + (16 + (lane / 16) * 8) * 2);
-      sm80::ldsm_x2(qa2, qrow + 32 * 2);
+      sm80::ldsm_x4(qa0, tile_base + unit_offset<kSwizzle>(rows, lr, 5 * h + lane / 16));
+      sm80::ldsm_x4(qa1, tile_base + unit_offset<kSwizzle>(rows, lr, 5 * h + 2 + lane / 16));
+      sm80::ldsm_x2(qa2, tile_base + unit_offset<kSwizzle>(rows, lr, 5 * h + 4));
       // S [16 x 80] = Q K^T.
       float sc[10][4];
 #pragma unroll
@@ -217,10 +232,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       // O over this block's Q rows (read above into registers; no other warp touches head h).
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        const uint32_t orow = qh + (mb * 16 + g + 8 * r) * kRowBytes + 4 * t;
+        const int row = mb * 16 + g + 8 * r;
 #pragma unroll
         for (int nn = 0; nn < 5; ++nn) {
-          sm90::st_shared_u32(orow + nn * 16,
+          sm90::st_shared_u32(tile_base + unit_offset<kSwizzle>(rows, row, 5 * h + nn) + 4 * t,
                               sm80::pack_pair<T>(acc[nn][2 * r] * inv[r], acc[nn][2 * r + 1] * inv[r]));
         }
       }
@@ -231,30 +246,40 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-// The 4D view (d 40, row, head, batch) of a [B, L, 8 * 40] tensor whose rows are `row_stride`
-// elements apart; a box (40, 64, 8, 1) is [head][row][40] in shared memory.
-bool rows_map(const void* base, DType dtype, int batch, int lq, int64_t row_stride, CUtensorMap* out) {
+// The 4D view of a [B, L, 8 * 40] tensor whose rows are `row_stride` elements apart whose box of
+// `rows` rows lands as unit_offset says: plain (d 40, row, head, batch), box (40, rows, 8, 1);
+// swizzled (64 columns, row, 5 chunks, batch), box (64, rows, 5, 1) with the 128-byte swizzle.
+bool rows_map(const void* base, DType dtype, int batch, int lq, int64_t row_stride, int rows, bool swizzle,
+              CUtensorMap* out) {
   TmaTiledDesc d;
   d.base = base;
   d.dtype = dtype;
   d.rank = 4;
-  d.dims[0] = kD;
+  d.dims[0] = swizzle ? 64 : kD;
   d.dims[1] = static_cast<uint64_t>(lq);
-  d.dims[2] = kHeads;
+  d.dims[2] = swizzle ? 5 : kHeads;
   d.dims[3] = static_cast<uint64_t>(batch);
   d.strides_bytes[0] = static_cast<uint64_t>(row_stride) * 2;
-  d.strides_bytes[1] = kRowBytes;
+  d.strides_bytes[1] = swizzle ? 128 : kRowBytes;
   d.strides_bytes[2] = static_cast<uint64_t>(lq) * row_stride * 2;
-  d.box[0] = kD;
-  d.box[1] = kBM;
-  d.box[2] = kHeads;
+  d.box[0] = swizzle ? 64 : kD;
+  d.box[1] = static_cast<uint32_t>(rows);
+  d.box[2] = swizzle ? 5 : kHeads;
   d.box[3] = 1;
+  d.swizzle = swizzle ? TmaSwizzle::k128B : TmaSwizzle::kNone;
   return encode_tma_tiled(d, out).ok();
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 std::atomic<long> g_launches{0};
+
+// SDSERVE_CUDA_ROWS_TILE (16 / 32 / 64 query rows a tile; default by the tile count) and
+// SDSERVE_CUDA_ROWS_SWIZZLE (0 / 1), read per call for measuring.
+int env_int(const char* name, int fallback) {
+  const char* env = std::getenv(name);
+  return env && *env ? std::atoi(env) : fallback;
+}
 
 }  // namespace
 
@@ -266,23 +291,31 @@ bool launch_attention_rows(DType dtype, const AttentionArgs& a, cudaStream_t str
   if (!aligned16(a.q) || !aligned16(a.k) || !aligned16(a.v) || !aligned16(a.o)) return false;
   const int sms = sm90_multiprocessors();
   if (sms == 0 || !tma_available()) return false;
+  // Tiles of 64 rows where each multiprocessor gets several; fewer rows a tile where one would
+  // get about one (batch 1: 128 tiles of 64), so that loads pipeline behind the first tile.
+  const int64_t tiles64 = int64_t{a.batch} * ((a.lq + 63) / 64);
+  int rows = tiles64 >= 4 * sms ? 64 : tiles64 >= sms ? 32 : 16;
+  const int forced = env_int("SDSERVE_CUDA_ROWS_TILE", 0);
+  if (forced == 16 || forced == 32 || forced == 64) rows = forced;
+  const bool swizzle = env_int("SDSERVE_CUDA_ROWS_SWIZZLE", kDefaultSwizzle) == 1;
   CUtensorMap qmap, omap;
-  if (!rows_map(a.q, dtype, a.batch, a.lq, a.q_stride, &qmap) ||
-      !rows_map(a.o, dtype, a.batch, a.lq, int64_t{kHeads} * kD, &omap)) {
+  if (!rows_map(a.q, dtype, a.batch, a.lq, a.q_stride, rows, swizzle, &qmap) ||
+      !rows_map(a.o, dtype, a.batch, a.lq, int64_t{kHeads} * kD, rows, swizzle, &omap)) {
     return false;
   }
-  const int tiles_per_row = (a.lq + kBM - 1) / kBM;
+  const int tiles_per_row = (a.lq + rows - 1) / rows;
   const int64_t total = int64_t{a.batch} * tiles_per_row;
   if (total > (int64_t{1} << 30)) return false;
   const int grid = static_cast<int>(std::min<int64_t>(total, sms));
+  const int stages = std::min<int>(kMaxStages, static_cast<int>(kRingBytes / (uint32_t(rows) * 640)));
   const float scale_log2 = 1.4426950408889634f / std::sqrt(static_cast<float>(kD));
   dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
-    auto* kernel = attention_rows_kernel<T>;
+    auto* kernel = swizzle ? attention_rows_kernel<T, true> : attention_rows_kernel<T, false>;
     SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes)));
     launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), kThreads, kSmemBytes, stream, qmap, omap,
-                  static_cast<const T*>(a.k), static_cast<const T*>(a.v), a.lq, a.lk, a.kv_stride, tiles_per_row,
-                  static_cast<int>(total), scale_log2);
+                  static_cast<const T*>(a.k), static_cast<const T*>(a.v), a.lk, a.kv_stride, rows, stages,
+                  tiles_per_row, static_cast<int>(total), scale_log2);
     SD_CUDA_LAUNCH_CHECK();
   });
   g_launches.fetch_add(1, std::memory_order_relaxed);

@@ -9,7 +9,6 @@
 #include <mutex>
 
 #include "backend/cuda/gemm_wgmma_kernel.cuh"
-#include "backend/cuda/gemm_wgmma_resident.cuh"
 #include "backend/cuda/tma.h"
 
 namespace sd::cuda {
@@ -27,11 +26,6 @@ size_t partials_bytes(const WgmmaGemmShape& s, int64_t splits) {
 }
 
 bool config_valid(const WgmmaGemmShape& s, const WgmmaGemmConfig& c) {
-  if (c.resident) {
-    return c.bm == 128 && (c.bn == 128 || c.bn == 160 || c.bn == 192 || c.bn == 256) && c.splits == 1 &&
-           !c.vec_epilogue && !c.tma_store && !c.overlap && (s.k1 == 0 || s.k1 == s.k) &&
-           gemm_wgmma::resident_fits(ceil_div(s.k, kBK), c.bn);
-  }
   const bool cooperative = c.bm == 128 && (c.bn == 64 || c.bn == 128 || c.bn == 160 || c.bn == 192 || c.bn == 256);
   const bool ping_pong = c.bm == 64 && (c.bn == 128 || c.bn == 160 || c.bn == 256);
   if (!cooperative && !ping_pong) return false;
@@ -123,55 +117,6 @@ bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
   }
 }
 
-template <typename T, int BN, bool GEGLU>
-bool launch_resident(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, cudaStream_t stream, int sms) {
-  const int64_t kblocks = ceil_div(s.k, kBK);
-  const int64_t n_tiles = ceil_div(s.n, GEGLU ? BN / 2 : BN), m_tiles = ceil_div(s.m, 128);
-  if (!gemm_wgmma::resident_fits(kblocks, BN) || n_tiles > sms) return false;
-  CUtensorMap tx, tw;
-  if (!encode_tma_2d(o.x, dtype, s.m, s.k, s.k, 128, kBK, TmaSwizzle::k128B, &tx).ok()) return false;
-  if (!encode_tma_2d(o.w, dtype, GEGLU ? 2 * s.n : s.n, s.k, s.k, GEGLU ? BN / 2 : BN, kBK, TmaSwizzle::k128B, &tw).ok())
-    return false;
-  auto* kernel = gemm_wgmma::gemm_resident_kernel<T, BN, GEGLU>;
-  const int smem = gemm_wgmma::resident_smem_bytes(kblocks, BN);
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  gemm_wgmma::Params p{};
-  p.m = static_cast<int>(s.m);
-  p.n = static_cast<int>(s.n);
-  p.k = static_cast<int>(s.k);
-  p.k1 = static_cast<int>(s.k);
-  p.kblocks = static_cast<int>(kblocks);
-  p.kblocks_per_split = p.kblocks;
-  p.m_tiles = static_cast<int>(m_tiles);
-  p.n_tiles = static_cast<int>(n_tiles);
-  p.y = o.y;
-  p.bias = o.bias;
-  p.residual = GEGLU ? nullptr : o.residual;
-  const int ctas_per_n = static_cast<int>(std::clamp<int64_t>(sms / n_tiles, 1, m_tiles));
-  const unsigned grid = static_cast<unsigned>(n_tiles * ctas_per_n);
-  if (try_launch_kernel(kernel, dim3(grid), dim3(gemm_wgmma::kThreads), smem, stream, tx, tw, p, ctas_per_n) !=
-      cudaSuccess) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  return cudaGetLastError() == cudaSuccess;
-}
-
-template <typename T, bool GEGLU>
-bool launch_resident_bn(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
-                        cudaStream_t stream, int sms) {
-  switch (c.bn) {
-    case 128: return launch_resident<T, 128, GEGLU>(o, dtype, s, stream, sms);
-    case 160: return launch_resident<T, 160, GEGLU>(o, dtype, s, stream, sms);
-    case 192: return launch_resident<T, 192, GEGLU>(o, dtype, s, stream, sms);
-    case 256: return launch_resident<T, 256, GEGLU>(o, dtype, s, stream, sms);
-    default: return false;
-  }
-}
-
 template <typename T, bool GEGLU, bool SPLIT, int EPI>
 bool launch_bn(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
                cudaStream_t stream, int sms) {
@@ -197,10 +142,6 @@ template <typename T>
 bool launch_dtype(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
                   cudaStream_t stream, int sms) {
   using namespace gemm_wgmma;
-  if (c.resident) {
-    return s.geglu ? launch_resident_bn<T, true>(o, dtype, s, c, stream, sms)
-                   : launch_resident_bn<T, false>(o, dtype, s, c, stream, sms);
-  }
   if (s.geglu) {
     if (c.splits > 1)
       return c.tma_store ? launch_bn<T, true, true, kEpiTma>(o, dtype, s, c, stream, sms)
@@ -223,10 +164,8 @@ bool launch_dtype(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
 
 std::string WgmmaGemmConfig::describe() const {
   return "wgmma " + std::to_string(bm) + "x" + std::to_string(bn) + " s" + std::to_string(splits) +
-         (vec_epilogue ? " v" : "") + (tma_store ? " t" : "") + (overlap ? " o" : "") + (resident ? " r" : "");
+         (vec_epilogue ? " v" : "") + (tma_store ? " t" : "") + (overlap ? " o" : "");
 }
-
-bool wgmma_gemm_config_valid(const WgmmaGemmShape& s, const WgmmaGemmConfig& c) { return config_valid(s, c); }
 
 bool wgmma_gemm_supported(const WgmmaGemmShape& s, DType dtype) {
   if (dtype != DType::kF16 && dtype != DType::kBF16) return false;
@@ -266,20 +205,6 @@ std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int 
     WgmmaGemmConfig t = c;
     t.tma_store = true;
     if (tma_mode >= (c.splits > 1 ? 2 : 1) && !c.vec_epilogue && config_valid(s, t)) c = t;
-  }
-  // The w-resident schedule for large M: the widest two valid widths with at least two CTAs per N
-  // tile (SDSERVE_CUDA_WGMMA_GEMM_RESIDENT=0: not listed).
-  const char* resident = std::getenv("SDSERVE_CUDA_WGMMA_GEMM_RESIDENT");
-  const int64_t n_sms = sms > 0 ? sms : 132;
-  if (!(resident && resident[0] == '0') && (s.k1 == 0 || s.k1 == s.k) && ceil_div(s.m, 128) >= 2 * n_sms) {
-    int listed = 0;
-    for (int bn : {256, 192, 160, 128}) {
-      WgmmaGemmConfig r{128, bn, 1};
-      r.resident = true;
-      const int64_t n_tiles = ceil_div(s.n, s.geglu ? bn / 2 : bn);
-      const double waste = static_cast<double>(n_tiles * (s.geglu ? bn / 2 : bn)) / static_cast<double>(s.n);
-      if (listed < 2 && config_valid(s, r) && 2 * n_tiles <= n_sms && waste <= 1.25) out.push_back(r), ++listed;
-    }
   }
   // SDSERVE_CUDA_WGMMA_GEMM_OVERLAP=1: the overlapped twin of each unsplit cooperative TMA-store
   // candidate of bn <= 128, after it (correct on the H100, speed not yet measured: opt-in).

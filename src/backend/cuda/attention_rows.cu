@@ -35,7 +35,10 @@ constexpr int kD = 40;       // head dim: two k16 steps and one k8 step
 constexpr int kMaxRows = 64; // query rows per tile: 16, 32 or 64 (blocks of 16 per warp)
 constexpr int kKeys = 80;    // keys held (10 n-tiles of 8; lk <= 80)
 constexpr int kMaxStages = 16;
-constexpr int kDefaultSwizzle = 0;
+// H100 (session 15, gpu_ops_bench attn_path/rows, µs at 2 / 32 / 64 rows of l4096 lk77): plain
+// tiles of 16 / 32 / 64 rows 15.4 / 99.5 / 177, 14.6 / 93.1 / 162, 15.2 / 93.0 / 169; swizzled
+// 13.9 / 96.9 / 172, 13.3 / 91.0 / 158, 13.3 / 87.7 / 152 (cuDNN 14.0 / 138 / 268, short 11.3 / 113 / 287).
+constexpr int kDefaultSwizzle = 1, kDefaultRows = 64;
 constexpr int kThreads = 32 * kHeads + 128;  // + the TMA warpgroup (one thread works)
 // Registers after setmaxnreg: a sub-partition holds one TMA warp and two head warps (40 + 2 x 232
 // of its 512 per lane); K / V fragments alone are 100 per thread.
@@ -274,8 +277,8 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) ==
 
 std::atomic<long> g_launches{0};
 
-// SDSERVE_CUDA_ROWS_TILE (16 / 32 / 64 query rows a tile; default by the tile count) and
-// SDSERVE_CUDA_ROWS_SWIZZLE (0 / 1), read per call for measuring.
+// SDSERVE_CUDA_ROWS_TILE (16 / 32 / 64 query rows a tile) and SDSERVE_CUDA_ROWS_SWIZZLE (0 / 1),
+// read per call for measuring.
 int env_int(const char* name, int fallback) {
   const char* env = std::getenv(name);
   return env && *env ? std::atoi(env) : fallback;
@@ -291,10 +294,7 @@ bool launch_attention_rows(DType dtype, const AttentionArgs& a, cudaStream_t str
   if (!aligned16(a.q) || !aligned16(a.k) || !aligned16(a.v) || !aligned16(a.o)) return false;
   const int sms = sm90_multiprocessors();
   if (sms == 0 || !tma_available()) return false;
-  // Tiles of 64 rows where each multiprocessor gets several; fewer rows a tile where one would
-  // get about one (batch 1: 128 tiles of 64), so that loads pipeline behind the first tile.
-  const int64_t tiles64 = int64_t{a.batch} * ((a.lq + 63) / 64);
-  int rows = tiles64 >= 4 * sms ? 64 : tiles64 >= sms ? 32 : 16;
+  int rows = kDefaultRows;  // the smaller tiles' deeper rings measured no faster, even at 2 rows
   const int forced = env_int("SDSERVE_CUDA_ROWS_TILE", 0);
   if (forced == 16 || forced == 32 || forced == 64) rows = forced;
   const bool swizzle = env_int("SDSERVE_CUDA_ROWS_SWIZZLE", kDefaultSwizzle) == 1;

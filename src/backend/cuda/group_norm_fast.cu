@@ -106,17 +106,10 @@ Workspace workspace(int device, cudaStream_t stream, bool may_allocate) {
 
 // Instances: 4, 8 or 16 vectors a thread; the prefetching ones (two register sets) for 4 and 8
 // only; 0: x streamed twice (no registers).
-template <typename T, bool kSilu, int kMaxV, bool kPrefetch = false, bool kPipe = false>
+template <typename T, bool kSilu, int kMaxV, bool kPrefetch = false>
 const void* kernel_ptr() {
   static_assert(!kPrefetch || kMaxV <= 8, "no 16-vector prefetching instance");
-  return reinterpret_cast<const void*>(gn_fast_kernel<T, kSilu, kMaxV, kPrefetch, kPipe>);
-}
-
-// SDSERVE_CUDA_GN_PIPE (read per call; default on): streamed plans take the next row's statistics
-// while the current row's barrier completes (gn_fast_kernel's kPipe).
-bool stream_pipelined() {
-  const char* env = std::getenv("SDSERVE_CUDA_GN_PIPE");
-  return !(env && env[0] == '0');
+  return reinterpret_cast<const void*>(gn_fast_kernel<T, kSilu, kMaxV, kPrefetch>);
 }
 
 // Co-resident CTAs per SM of one kernel instance at (threads, smem); cached, 0 on error.
@@ -141,14 +134,7 @@ int least_blocks_per_sm(int device, int threads, size_t smem) {
   int n = blocks_per_sm(kernel_ptr<__half, true, kMaxV, kPrefetch>(), device, threads, smem);
   n = std::min(n, blocks_per_sm(kernel_ptr<__half, false, kMaxV, kPrefetch>(), device, threads, smem));
   n = std::min(n, blocks_per_sm(kernel_ptr<__nv_bfloat16, true, kMaxV, kPrefetch>(), device, threads, smem));
-  n = std::min(n, blocks_per_sm(kernel_ptr<__nv_bfloat16, false, kMaxV, kPrefetch>(), device, threads, smem));
-  if constexpr (kMaxV == 0) {  // the pipelined instances too
-    n = std::min(n, blocks_per_sm(kernel_ptr<__half, true, 0, false, true>(), device, threads, smem));
-    n = std::min(n, blocks_per_sm(kernel_ptr<__half, false, 0, false, true>(), device, threads, smem));
-    n = std::min(n, blocks_per_sm(kernel_ptr<__nv_bfloat16, true, 0, false, true>(), device, threads, smem));
-    n = std::min(n, blocks_per_sm(kernel_ptr<__nv_bfloat16, false, 0, false, true>(), device, threads, smem));
-  }
-  return n;
+  return std::min(n, blocks_per_sm(kernel_ptr<__nv_bfloat16, false, kMaxV, kPrefetch>(), device, threads, smem));
 }
 
 // Co-resident CTAs per SM that every dtype / SiLU instance of this register size reaches.
@@ -404,7 +390,7 @@ bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, cons
       switch (plan.max_vectors) {
         case 4: kernel = plan.prefetch ? kernel_ptr<T, kS, 4, true>() : kernel_ptr<T, kS, 4>(); break;
         case 8: kernel = plan.prefetch ? kernel_ptr<T, kS, 8, true>() : kernel_ptr<T, kS, 8>(); break;
-        case 0: kernel = stream_pipelined() ? kernel_ptr<T, kS, 0, false, true>() : kernel_ptr<T, kS, 0>(); break;
+        case 0: kernel = kernel_ptr<T, kS, 0>(); break;
         default: kernel = kernel_ptr<T, kS, 16>(); break;
       }
     };

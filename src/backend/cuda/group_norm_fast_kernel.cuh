@@ -50,25 +50,17 @@ __device__ __forceinline__ float silu_tanh_fast(float x) {
   return fmaf(h, t, h);
 }
 
-// The per-(row, slice) barrier over gridDim.x CTAs on a global counter, in two halves so that a
-// CTA can work between arriving and waiting. The counter's low 31 bits stay 0 between launches:
-// CTA 0 adds 2^31 - (n - 1), the others 1, so the top bit flips exactly when the n-th arrives,
-// whatever the previous launches' CTA counts were (no reset launch needed, CUDA-graph replay
-// safe). Writes before row_arrive are visible to every CTA of the row after its row_wait.
-// row_arrive: every thread calls it; thread 0's return value is what row_wait needs.
-__device__ __forceinline__ unsigned row_arrive(unsigned* counter) {
+// Waits until all gridDim.x CTAs of batch row blockIdx.y have arrived. The counter's low 31 bits
+// stay 0 between launches: CTA 0 adds 2^31 - (n - 1), the others 1, so the top bit flips exactly
+// when the n-th arrives, whatever the previous launches' CTA counts were (no reset launch needed,
+// CUDA-graph replay safe). Writes before the barrier are visible to every CTA of the row after it.
+__device__ __forceinline__ void row_barrier(unsigned* counter) {
   __syncthreads();
-  unsigned old = 0;
   if (threadIdx.x == 0) {
     const unsigned n = gridDim.x;
     const unsigned inc = blockIdx.x == 0 ? 0x80000000u - (n - 1) : 1u;
     __threadfence();
-    old = atomicAdd(counter, inc);
-  }
-  return old;
-}
-__device__ __forceinline__ void row_wait(const unsigned* counter, unsigned old) {
-  if (threadIdx.x == 0) {
+    const unsigned old = atomicAdd(counter, inc);
     while (((ld_acquire_gpu(counter) ^ old) & 0x80000000u) == 0) {
     }
     __threadfence();
@@ -81,14 +73,11 @@ __device__ __forceinline__ void row_wait(const unsigned* counter, unsigned old) 
 // sl*slice + ch*8 .. +8) for j < kMaxV, for the batch rows b = z, z + Z, ... in turn (one wave
 // each; kPrefetch: the next wave's vectors are loaded before this wave's barrier). kMaxV == 0:
 // no registers; the thread streams its positions (any number) for the statistics and again (from
-// L2 where the Z rows' slab fits) for the apply; kPipe (streamed only): the statistics of row
-// b + Z are taken while row b's barrier completes, then row b is applied, so the CTA never idles
-// at a barrier. A barrier per (row, slice). The input x may be the channel concatenation
-// [x | x2] (read in place; a slice may straddle c1); y is one tensor.
+// L2 where the Z rows' slab fits) for the apply. A barrier per (row, slice). The input x may be
+// the channel concatenation [x | x2] (read in place; a slice may straddle c1); y is one tensor.
 // Shared memory: red [2][threads x 8] f32 (per-lane sums, later the f64 merge) | stat [G] float2.
-template <typename T, bool kSilu, int kMaxV, bool kPrefetch, bool kPipe = false>
+template <typename T, bool kSilu, int kMaxV, bool kPrefetch>
 __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs a) {
-  static_assert(!kPipe || kMaxV == 0, "pipelined rows: the streamed kernel only");
   pdl_wait();  // PDL (pdl.cuh): first, in every CTA, before the grid barrier
   extern __shared__ __align__(16) unsigned char smem[];
   const int sl = blockIdx.y, k = blockIdx.x, cpr = gridDim.x, waves_z = gridDim.z;
@@ -130,26 +119,19 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
   const uint4 braw = __ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(a.beta) + c0) + cc);
   float* red = reinterpret_cast<float*>(smem);
   float2* stat = reinterpret_cast<float2*>(smem + size_t{64} * nthreads);  // [G] (mean, rstd)
-  const auto add_row = [&](int b) {  // add[b, c0:] (or none)
-    return a.add ? static_cast<const T*>(a.add) + b * a.add_ld + c0 : static_cast<const T*>(nullptr);
-  };
-  const auto add_vec = [&](const T* ab, float (&va)[8]) {  // add[b, c] of this thread's channels
-    unpack8<T>(ab ? __ldg(reinterpret_cast<const uint4*>(ab) + cc) : make_uint4(0, 0, 0, 0), va);
-  };
-  const auto row_of = [&](int b) { return b * gridDim.y + sl; };  // (batch row, slice)
 
-  // Statistics of row b: per-channel sums of d = x + add - shift and d^2 (shift(g) = x[b, 0,
-  // g*cpg] + add[b, g*cpg]), reduced over the CTA to one shifted (sum, sum of squares) per group
-  // in the row's partials; then this CTA's arrival at the row's barrier (thread 0 returns `old`).
-  const auto stats = [&](int b) {
-    const T* ab = add_row(b);
-    float va[8], off[8];
-    add_vec(ab, va);
+  for (int b = blockIdx.z; b < a.batch; b += waves_z) {
+    const T* ab = a.add ? static_cast<const T*>(a.add) + b * a.add_ld + c0 : nullptr;  // v[b, c0:] (or none)
+    const uint4 araw = ab ? __ldg(reinterpret_cast<const uint4*>(ab) + cc) : make_uint4(0, 0, 0, 0);
+    float va[8], off[8];  // add[b, c]; shift(g) - add[b, c] with shift(g) = x[b, 0, g*cpg] + add[b, g*cpg]
+    unpack8<T>(araw, va);
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
       const int first = (cc * 8 + i) / cpg * cpg;  // the group's first channel in the slice
       off[i] = to_f32(x_at(b, c0 + first)) + (ab ? to_f32(ab[first]) : 0.f) - va[i];
     }
+
+    // One pass: per-channel sums of d = x + add - shift and d^2.
     float s[8], q[8];
 #pragma unroll
     for (int i = 0; i < 8; ++i) s[i] = q[i] = 0.f;
@@ -163,13 +145,13 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
         q[i] = fmaf(d, d, q[i]);
       }
     };
+    const uint4* xv = row_v(b);  // x[b, p, c0 + ch*8] = xv[p * sv]
     if constexpr (kMaxV > 0) {
 #pragma unroll
       for (int j = 0; j < kMaxV; ++j) {
         if (j < nvalid) accumulate(v[j]);
       }
     } else {
-      const uint4* xv = row_v(b);  // x[b, p, c0 + ch*8] = xv[p * sv]
       int j = 0;
       for (; j + kUnroll <= nvalid; j += kUnroll) {
         uint4 t[kUnroll];
@@ -180,9 +162,9 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
       }
       for (; j < nvalid; ++j) accumulate(__ldg(xv + int64_t{p0 + r + j * rows} * sv));
     }
+
     // CTA: red[r*S + c] = lane sums (tid*8 + i == r*S + ch*8 + i); one warp per group adds its
     // cpg channels over the rows lanes, in a fixed order (deterministic).
-    __syncthreads();  // the previous row's merge has finished reading red (it reuses it)
     if (active) {
       float4* ds = reinterpret_cast<float4*>(red + tid * 8);
       float4* dq = reinterpret_cast<float4*>(red + nthreads * 8 + tid * 8);
@@ -192,32 +174,32 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
       dq[1] = make_float4(q[4], q[5], q[6], q[7]);
     }
     __syncthreads();
-    float2* part = a.partial + int64_t{row_of(b)} * cpr * G;  // [cpr, G]
-    const int warp = tid / 32, lane = tid % 32, warps = nthreads / 32;
-    for (int g = warp; g < G; g += warps) {
-      float ss = 0.f, qq = 0.f;
-      for (int e = lane; e < rows * cpg; e += 32) {
-        const int idx = (e / cpg) * S + g * cpg + e % cpg;
-        ss += red[idx];
-        qq += red[nthreads * 8 + idx];
-      }
+    const int row = b * gridDim.y + sl;                // (batch row, slice)
+    float2* part = a.partial + int64_t{row} * cpr * G;  // [cpr, G]
+    {
+      const int warp = tid / 32, lane = tid % 32, warps = nthreads / 32;
+      for (int g = warp; g < G; g += warps) {
+        float ss = 0.f, qq = 0.f;
+        for (int e = lane; e < rows * cpg; e += 32) {
+          const int idx = (e / cpg) * S + g * cpg + e % cpg;
+          ss += red[idx];
+          qq += red[nthreads * 8 + idx];
+        }
 #pragma unroll
-      for (int o = 16; o > 0; o /= 2) {
-        ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        qq += __shfl_xor_sync(0xffffffffu, qq, o);
+        for (int o = 16; o > 0; o /= 2) {
+          ss += __shfl_xor_sync(0xffffffffu, ss, o);
+          qq += __shfl_xor_sync(0xffffffffu, qq, o);
+        }
+        if (lane == 0) __stcg(&part[k * G + g], make_float2(ss, qq));
       }
-      if (lane == 0) __stcg(&part[k * G + g], make_float2(ss, qq));
     }
-    return row_arrive(a.counters + row_of(b));
-  };
+    const bool more = b + waves_z < a.batch;
+    uint4 next[kRegs];
+    if (kPrefetch && more) load(next, b + waves_z);  // in flight across the barrier
+    row_barrier(a.counters + row);
 
-  // Row b after its barrier: merge the row's cpr partials per group in f64 (thread (j, g) of the
-  // first J*G threads adds CTAs j, j+J, ...; then thread g adds the J sums in order:
-  // deterministic), then y = (x + add - mean) * rstd * gamma + beta (then SiLU).
-  const auto finish = [&](int b, unsigned old) {
-    row_wait(a.counters + row_of(b), old);
-    const T* ab = add_row(b);
-    const float2* part = a.partial + int64_t{row_of(b)} * cpr * G;
+    // Merge the row's cpr partials per group in f64: thread (j, g) of the first J*G threads adds
+    // CTAs j, j+J, ...; then thread g adds the J sums in order (deterministic).
     double2* mrg = reinterpret_cast<double2*>(smem);  // [J, G] (reuses red)
     const int J = nthreads / G;
     if (tid < J * G) {
@@ -245,80 +227,63 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
       const float shift = to_f32(x_at(b, c0 + tid * cpg)) + (ab ? to_f32(ab[tid * cpg]) : 0.f);
       stat[tid] = make_float2(shift + static_cast<float>(mean_d), rsqrtf(var + a.eps));
     }
-    __syncthreads();
-    if (!active) return;
-    float sc[8], sh[8];
-    {
-      float ga[8], be[8], va[8];
-      unpack8<T>(graw, ga);
-      unpack8<T>(braw, be);
-      add_vec(ab, va);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const float2 ms = stat[(ch * 8 + i) / cpg];
-        sc[i] = ms.y * ga[i];
-        sh[i] = be[i] + (va[i] - ms.x) * sc[i];
-      }
-    }
-    uint4* yv = reinterpret_cast<uint4*>(static_cast<T*>(a.y) + int64_t{b} * a.positions * C + c0) + ch;
-    const auto apply = [&](const uint4& raw) {
-      float f[8];
-      unpack8<T>(raw, f);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        f[i] = fmaf(f[i], sc[i], sh[i]);
-        if (kSilu) f[i] = silu_tanh_fast(f[i]);
-      }
-      return pack8<T>(f);
-    };
-    if constexpr (kMaxV > 0) {
-#pragma unroll
-      for (int j = 0; j < kMaxV; ++j) {
-        if (j < nvalid) yv[int64_t{p0 + r + j * rows} * cv] = apply(v[j]);
-      }
-    } else {  // second read: the last use of x (evict first)
-      const uint4* xv = row_v(b);
-      const auto store = [&](uint4* dst, const uint4& val) {
-        if (a.stream_stores) {
-          __stcs(dst, val);
-        } else {
-          *dst = val;
-        }
-      };
-      int j = 0;
-      for (; j + kUnroll <= nvalid; j += kUnroll) {
-        uint4 t[kUnroll];
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) t[u] = __ldcs(xv + int64_t{p0 + r + (j + u) * rows} * sv);
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) store(yv + int64_t{p0 + r + (j + u) * rows} * cv, apply(t[u]));
-      }
-      for (; j < nvalid; ++j) store(yv + int64_t{p0 + r + j * rows} * cv, apply(__ldcs(xv + int64_t{p0 + r + j * rows} * sv)));
-    }
-  };
+    __syncthreads();  // also: every read of red / mrg is done before the next wave writes red
 
-  if constexpr (kPipe) {
-    int b = blockIdx.z;
-    unsigned old = b < a.batch ? stats(b) : 0u;
-    for (; b < a.batch; b += waves_z) {
-      const unsigned next = b + waves_z < a.batch ? stats(b + waves_z) : 0u;  // under row b's barrier
-      finish(b, old);
-      old = next;
-    }
-  } else {
-    for (int b = blockIdx.z; b < a.batch; b += waves_z) {
-      const bool more = b + waves_z < a.batch;
-      uint4 next[kRegs];
-      const unsigned old = stats(b);
-      if (kPrefetch && more) load(next, b + waves_z);  // in flight across the barrier
-      finish(b, old);
-      if (kMaxV > 0 && more) {
-        if (kPrefetch) {
+    // Apply from the registers: y = (x + add - mean) * rstd * gamma + beta (then SiLU).
+    if (active) {
+      float sc[8], sh[8];
+      {
+        float ga[8], be[8];
+        unpack8<T>(graw, ga);
+        unpack8<T>(braw, be);
 #pragma unroll
-          for (int j = 0; j < kMaxV; ++j) v[j] = next[j];
-        } else {
-          load(v, b + waves_z);
+        for (int i = 0; i < 8; ++i) {
+          const float2 ms = stat[(ch * 8 + i) / cpg];
+          sc[i] = ms.y * ga[i];
+          sh[i] = be[i] + (va[i] - ms.x) * sc[i];
         }
+      }
+      uint4* yv = reinterpret_cast<uint4*>(static_cast<T*>(a.y) + int64_t{b} * a.positions * C + c0) + ch;
+      const auto apply = [&](const uint4& raw) {
+        float f[8];
+        unpack8<T>(raw, f);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          f[i] = fmaf(f[i], sc[i], sh[i]);
+          if (kSilu) f[i] = silu_tanh_fast(f[i]);
+        }
+        return pack8<T>(f);
+      };
+      if constexpr (kMaxV > 0) {
+#pragma unroll
+        for (int j = 0; j < kMaxV; ++j) {
+          if (j < nvalid) yv[int64_t{p0 + r + j * rows} * cv] = apply(v[j]);
+        }
+      } else {  // second read: the last use of x (evict first)
+        const auto store = [&](uint4* dst, const uint4& val) {
+          if (a.stream_stores) {
+            __stcs(dst, val);
+          } else {
+            *dst = val;
+          }
+        };
+        int j = 0;
+        for (; j + kUnroll <= nvalid; j += kUnroll) {
+          uint4 t[kUnroll];
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u) t[u] = __ldcs(xv + int64_t{p0 + r + (j + u) * rows} * sv);
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u) store(yv + int64_t{p0 + r + (j + u) * rows} * cv, apply(t[u]));
+        }
+        for (; j < nvalid; ++j) store(yv + int64_t{p0 + r + j * rows} * cv, apply(__ldcs(xv + int64_t{p0 + r + j * rows} * sv)));
+      }
+    }
+    if (kMaxV > 0 && more) {
+      if (kPrefetch) {
+#pragma unroll
+        for (int j = 0; j < kMaxV; ++j) v[j] = next[j];
+      } else {
+        load(v, b + waves_z);
       }
     }
   }

@@ -25,9 +25,7 @@ __host__ __device__ constexpr int handoff_smem_bytes(int bn) {
 // Warp 0: one producer thread (w and x K blocks through the stage ring, as gemm_kernel). Warps 1-3
 // (the epilogue, 48 registers): per tile and half, 16-byte chunks of 8 outputs: bias, then GEGLU
 // (value chunk times gelu of the gate chunk) or the residual, stored as 16-byte vectors.
-// Warpgroups 1, 2 (224 registers: what warpgroup 0's 168 -> 48 frees, 128 x 120 = 256 x 60, must
-// cover their raise from 168, or setmaxnreg.inc waits forever; a 512-thread block would leave
-// wgmma n256 only 128): the main loop of
+// Warpgroups 1, 2 (232 registers; a 512-thread block would leave wgmma n256 128): the main loop of
 // rows 64 c.. of each tile, then (once the epilogue has read their previous tile) the
 // accumulators into their staging half.
 template <typename T, int BN, bool GEGLU>
@@ -85,7 +83,7 @@ __global__ void __launch_bounds__(kHandoffThreads, 1)
       }
     }
   } else if (wg >= 1) {
-    setmaxnreg_inc<224>();
+    setmaxnreg_inc<232>();
     pdl_wait();
     pdl_trigger();
     const int c = wg - 1, row_off = c * 64;

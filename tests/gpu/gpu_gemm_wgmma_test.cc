@@ -137,15 +137,11 @@ TEST_P(GpuGemmWgmma, MatchesReferenceAndBackend) {
     for (int bn : {64, 128}) {  // epilogue under the next MMAs (GEGLU: bn 128 only)
       if (!c.geglu || bn == 128) configs.push_back({128, bn, 1, false, true, true});
     }
-    for (int bn : {128, 192, 256}) {  // accumulators handed to an epilogue warpgroup
-      const cuda::WgmmaGemmConfig h{128, bn, 1, false, false, false, true};
-      if (cuda::wgmma_gemm_config_valid(shape, h)) configs.push_back(h);
-    }
   } else {  // the candidates' twins with the other epilogue (4-byte stores / reduce kernel or TMA)
     const size_t n0 = configs.size();
     for (size_t i = 0; i < n0; ++i) {
       cuda::WgmmaGemmConfig t = configs[i];
-      if (t.vec_epilogue || t.overlap || t.handoff || (t.splits > 1 && t.bn == 256)) continue;
+      if (t.vec_epilogue || t.overlap || (t.splits > 1 && t.bn == 256)) continue;
       t.tma_store = !t.tma_store;
       configs.push_back(t);
     }

@@ -8,7 +8,6 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "backend/cuda/gemm_wgmma_handoff.cuh"
 #include "backend/cuda/gemm_wgmma_kernel.cuh"
 #include "backend/cuda/tma.h"
 
@@ -27,10 +26,6 @@ size_t partials_bytes(const WgmmaGemmShape& s, int64_t splits) {
 }
 
 bool config_valid(const WgmmaGemmShape& s, const WgmmaGemmConfig& c) {
-  if (c.handoff) {
-    return c.bm == 128 && (c.bn == 128 || c.bn == 192 || c.bn == 256) && c.splits == 1 && !c.vec_epilogue &&
-           !c.tma_store && !c.overlap && (s.k1 == 0 || s.k1 == s.k);
-  }
   const bool cooperative = c.bm == 128 && (c.bn == 64 || c.bn == 128 || c.bn == 160 || c.bn == 192 || c.bn == 256);
   const bool ping_pong = c.bm == 64 && (c.bn == 128 || c.bn == 160 || c.bn == 256);
   if (!cooperative && !ping_pong) return false;
@@ -122,57 +117,6 @@ bool launch_typed(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
   }
 }
 
-template <typename T, int BN, bool GEGLU>
-bool launch_handoff(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, cudaStream_t stream, int sms) {
-  CUtensorMap tx, tw;
-  if (!encode_tma_2d(o.x, dtype, s.m, s.k, s.k, 128, kBK, TmaSwizzle::k128B, &tx).ok()) return false;
-  if (!encode_tma_2d(o.w, dtype, GEGLU ? 2 * s.n : s.n, s.k, s.k, GEGLU ? BN / 2 : BN, kBK, TmaSwizzle::k128B, &tw).ok())
-    return false;
-  auto* kernel = gemm_wgmma::gemm_handoff_kernel<T, BN, GEGLU>;
-  constexpr int kSmem = gemm_wgmma::handoff_smem_bytes(BN);
-  static std::atomic<int> attr_state[kMaxDevices];  // per device: 0 unset, 1 set, 2 failed
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return false;
-  if (attr_state[dev].load() == 0) {
-    const bool ok = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) == cudaSuccess;
-    (void)cudaGetLastError();
-    attr_state[dev].store(ok ? 1 : 2);
-  }
-  if (attr_state[dev].load() != 1) return false;
-  gemm_wgmma::Params p{};
-  p.m = static_cast<int>(s.m);
-  p.n = static_cast<int>(s.n);
-  p.k = static_cast<int>(s.k);
-  p.k1 = static_cast<int>(s.k);
-  p.kblocks = static_cast<int>(ceil_div(s.k, kBK));
-  p.kblocks_per_split = p.kblocks;
-  p.m_tiles = static_cast<int>(ceil_div(s.m, 128));
-  p.n_tiles = static_cast<int>(ceil_div(s.n, GEGLU ? BN / 2 : BN));
-  p.y = o.y;
-  p.bias = o.bias;
-  p.residual = GEGLU ? nullptr : o.residual;
-  const int64_t units = int64_t{p.m_tiles} * p.n_tiles;
-  if (units >= (int64_t{1} << 31)) return false;
-  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(units, sms));
-  if (try_launch_kernel(kernel, dim3(grid), dim3(gemm_wgmma::kHandoffThreads), kSmem, stream, tx, tw, p,
-                        static_cast<int>(units)) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  return cudaGetLastError() == cudaSuccess;
-}
-
-template <typename T, bool GEGLU>
-bool launch_handoff_bn(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
-                       cudaStream_t stream, int sms) {
-  switch (c.bn) {
-    case 128: return launch_handoff<T, 128, GEGLU>(o, dtype, s, stream, sms);
-    case 192: return launch_handoff<T, 192, GEGLU>(o, dtype, s, stream, sms);
-    case 256: return launch_handoff<T, 256, GEGLU>(o, dtype, s, stream, sms);
-    default: return false;
-  }
-}
-
 template <typename T, bool GEGLU, bool SPLIT, int EPI>
 bool launch_bn(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
                cudaStream_t stream, int sms) {
@@ -198,10 +142,6 @@ template <typename T>
 bool launch_dtype(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
                   cudaStream_t stream, int sms) {
   using namespace gemm_wgmma;
-  if (c.handoff) {
-    return s.geglu ? launch_handoff_bn<T, true>(o, dtype, s, c, stream, sms)
-                   : launch_handoff_bn<T, false>(o, dtype, s, c, stream, sms);
-  }
   if (s.geglu) {
     if (c.splits > 1)
       return c.tma_store ? launch_bn<T, true, true, kEpiTma>(o, dtype, s, c, stream, sms)
@@ -224,10 +164,8 @@ bool launch_dtype(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape&
 
 std::string WgmmaGemmConfig::describe() const {
   return "wgmma " + std::to_string(bm) + "x" + std::to_string(bn) + " s" + std::to_string(splits) +
-         (vec_epilogue ? " v" : "") + (tma_store ? " t" : "") + (overlap ? " o" : "") + (handoff ? " h" : "");
+         (vec_epilogue ? " v" : "") + (tma_store ? " t" : "") + (overlap ? " o" : "");
 }
-
-bool wgmma_gemm_config_valid(const WgmmaGemmShape& s, const WgmmaGemmConfig& c) { return config_valid(s, c); }
 
 bool wgmma_gemm_supported(const WgmmaGemmShape& s, DType dtype) {
   if (dtype != DType::kF16 && dtype != DType::kBF16) return false;
@@ -267,20 +205,6 @@ std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int 
     WgmmaGemmConfig t = c;
     t.tma_store = true;
     if (tma_mode >= (c.splits > 1 ? 2 : 1) && !c.vec_epilogue && config_valid(s, t)) c = t;
-  }
-  // The hand-off twin of each unsplit cooperative candidate of a valid width, for large M (plenty of
-  // tiles for the persistent CTAs); SDSERVE_CUDA_WGMMA_GEMM_HANDOFF=0: not listed.
-  const char* handoff = std::getenv("SDSERVE_CUDA_WGMMA_GEMM_HANDOFF");
-  if (!(handoff && handoff[0] == '0') && (s.k1 == 0 || s.k1 == s.k) &&
-      ceil_div(s.m, 128) * ceil_div(s.n, 128) >= 2 * int64_t{sms > 0 ? sms : 132}) {
-    const size_t n0 = out.size();
-    for (size_t i = 0; i < n0; ++i) {
-      WgmmaGemmConfig h{128, out[i].bn, 1};
-      h.handoff = true;
-      bool listed = false;
-      for (const WgmmaGemmConfig& c : out) listed = listed || (c.handoff && c.bn == h.bn);
-      if (out[i].bm == 128 && out[i].splits == 1 && !listed && config_valid(s, h)) out.push_back(h);
-    }
   }
   // SDSERVE_CUDA_WGMMA_GEMM_OVERLAP=1: the overlapped twin of each unsplit cooperative TMA-store
   // candidate of bn <= 128, after it (correct on the H100, speed not yet measured: opt-in).

@@ -49,26 +49,18 @@ struct WgmmaGemmShape {
 // the accumulators), so the epilogue no longer idles the tensor cores in the cooperative schedule.
 // Correct on the H100 (tests), speed not yet measured: candidates list it beside the plain
 // TMA-store twin only with SDSERVE_CUDA_WGMMA_GEMM_OVERLAP=1 (see perf-notes, H16).
-// handoff (bm 128, bn 128 / 192 / 256, splits 1, single-source x; gemm_wgmma_handoff.cuh): the MMA
-// warpgroups write their accumulators (as T) to shared memory and start the next tile while a
-// fourth warpgroup runs the epilogue (16-byte loads and stores), so the tensor cores do not idle
-// through it as in the cooperative schedule. Listed beside the other candidates for large M
-// (SDSERVE_CUDA_WGMMA_GEMM_HANDOFF=0: never).
 struct WgmmaGemmConfig {
   int bm = 128, bn = 128;
   int splits = 1;
   bool vec_epilogue = false;
   bool tma_store = false;
   bool overlap = false;
-  bool handoff = false;
-  std::string describe() const;  // "wgmma 128x128 s1" (+ " v" vec_epilogue, " t" tma_store, " o" overlap, " h" handoff)
+  std::string describe() const;  // "wgmma 128x128 s1" (+ " v" vec_epilogue, " t" tma_store, " o" overlap)
 };
 
 // Limits: f16 / bf16, K % 8 == 0 and N % 8 == 0 (TMA strides of 16 bytes; K tails are zero
 // filled), M >= 1 arbitrary, every extent < 2^31; the device must be sm_90 (checked at launch).
 bool wgmma_gemm_supported(const WgmmaGemmShape& s, DType dtype);
-// Whether the configuration can run the shape.
-bool wgmma_gemm_config_valid(const WgmmaGemmShape& s, const WgmmaGemmConfig& c);
 // Candidate configurations for the shape on a GPU of `sms` multiprocessors, best guess first.
 std::vector<WgmmaGemmConfig> wgmma_gemm_candidates(const WgmmaGemmShape& s, int sms);
 // Workspace bytes of the configuration (0 unless split): splits x M x N f32 (x 2N with GEGLU), with

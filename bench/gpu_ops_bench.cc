@@ -371,7 +371,9 @@ std::vector<Case> sd15_cases(int64_t b) {
     return std::string(v ? v : "1");
   }();
   for (auto [hw, c] : {std::array<int64_t, 2>{64, 320}, {32, 640}, {16, 1280}, {8, 1280}, {64, 640}, {64, 960},
-                       {32, 1920}, {16, 2560}, {32, 960}, {32, 1280}, {16, 1920}}) {
+                       {32, 1920}, {16, 2560}, {32, 960}, {32, 1280}, {16, 1920},
+                       // the VAE decoder's levels (rows larger than L2 at 512x512)
+                       {128, 512}, {256, 256}, {256, 512}, {512, 128}, {512, 256}}) {
     // "nofast": SDSERVE_CUDA_GN_FAST=0 with the rest's default (the default before the fast kernel).
     for (const char* mode : {"0", "1", "auto", "fast", "nofast"}) {
       const bool fast = mode[0] == 'f';

@@ -90,6 +90,9 @@ StatusOr<std::unique_ptr<SdEngine>> SdEngine::load(const std::string& path, cons
   e->text_graph_ = std::make_unique<TextEncoderGraph>(*e->backend_, *e->text_encoder_);
   e->vae_graph_ = std::make_unique<VaeDecodeGraph>(*e->backend_, *e->vae_, ck.vae.scaling_factor);
   e->text_graph_->enabled = e->vae_graph_->enabled = e->step_graphs;
+  if (const char* env = std::getenv("SDSERVE_DECODE_BATCH"); env && *env) {  // images per VAE call (measurements)
+    e->max_decode_batch = static_cast<int>(std::clamp(std::strtol(env, nullptr, 10), 1L, 64L));
+  }
   const char* cache_env = std::getenv("SDSERVE_PROMPT_CACHE");
   const long cached = cache_env && *cache_env ? std::strtol(cache_env, nullptr, 10) : 64;
   e->prompts_ = PromptCache(static_cast<size_t>(std::clamp(cached, 0L, 4096L)));

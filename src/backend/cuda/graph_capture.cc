@@ -1,6 +1,6 @@
-// CUDA graphs for the CUDA backend: capture() runs the function once eagerly (autotuning,
-// plan and handle creation happen there), then records it with stream capture into the
-// backend's private graph pool and instantiates it; replay() is one cudaGraphLaunch.
+// CUDA graphs for the CUDA backend: capture() runs the function once eagerly (autotuning, plans),
+// then records it into the backend's private graph pool, rewrites its memset nodes as kernel
+// nodes (graph_memsets.h) and instantiates it; replay() is one cudaGraphLaunch.
 #include <cuda_runtime.h>
 
 #include <memory>
@@ -8,6 +8,7 @@
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/graph_memsets.h"
 
 namespace sd::cuda {
 namespace {
@@ -78,6 +79,10 @@ std::unique_ptr<CapturedGraph> CudaBackend::capture(const std::function<void()>&
     err = cudaStreamEndCapture(stream_, &graph);
   }
   alloc_->end_pool();
+  if (err == cudaSuccess && graph_memsets_as_kernels()) {  // library memsets as kernel nodes
+    int replaced = 0;
+    err = replace_memset_nodes(graph, &replaced);
+  }
   cudaGraphExec_t exec = nullptr;
   if (err == cudaSuccess) err = cudaGraphInstantiate(&exec, graph, 0);
   if (graph) cudaGraphDestroy(graph);

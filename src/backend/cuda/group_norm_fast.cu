@@ -262,10 +262,15 @@ FastPlan stream_plan(FastPlan plan, int device, int sms, int64_t batch, int64_t 
 // default at 8 of the 10 32-row UNet shapes on an H100, tied at 2: the per-wave barrier is not hidden);
 // streamed, yes (with evict-first stores faster than the previous default at all 10 32-row UNet
 // shapes, 7-25%: docs/perf-notes.md, "Norms at batch 16").
+// Rows larger than L2 (the VAE decoder's 512x512 levels: 67 / 134 MB an image) stream their second
+// read from HBM as well, and then the two-kernel path (statistics, then apply: each at ~2.7 TB/s)
+// is faster: 4 x 512x512x128 294 vs 397 us, 4 x 512x512x256 565 vs 619, tied at 4 x 256x256x512 (67
+// MB rows), streamed faster at 33 MB rows (docs/perf-notes.md, "Session 16").
+constexpr int64_t kStreamRowMaxBytes = int64_t{48} << 20;
+
 bool waves_default(int64_t batch, int64_t positions, int64_t channels, const FastPlan& plan) {
   (void)batch;
-  (void)positions;
-  (void)channels;
+  if (positions * channels * 2 > kStreamRowMaxBytes) return false;
   return plan.max_vectors == 0;
 }
 

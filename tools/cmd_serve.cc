@@ -62,10 +62,15 @@ int run_serve(int argc, char** argv) {
   sd::serving::ServerOptions o;
   std::string model, devices = "cpu", api_key_file;
   bool no_warmup = false;
+  int workers_per_device = 1;
   app.add_option("--model", model, "Model: diffusers folder or single-file .safetensors")->required();
   app.add_option("--host", o.host, "Address to bind")->capture_default_str();
   app.add_option("--port", o.port, "Port (0 = any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
   app.add_option("--device", devices, "cpu, or CUDA devices: cuda:0,cuda:1 (one worker each)")->capture_default_str();
+  app.add_option("--workers-per-device", workers_per_device,
+                 "Workers (engines, each with its own stream and weights) per CUDA device: one's host work and "
+                 "decode overlap the other's denoising")
+      ->check(CLI::Range(1, 8))->capture_default_str();
   app.add_option("--max-batch", o.max_batch, "Images per batched denoising step")->check(CLI::Range(1, 64))
       ->capture_default_str();
   app.add_option("--max-queue", o.max_queue, "Requests waiting for a batch before 503")->check(CLI::Range(1, 1000000))
@@ -105,6 +110,12 @@ int run_serve(int argc, char** argv) {
   std::string error;
   std::vector<std::string> device_list = parse_devices(devices, &error);
   if (device_list.empty()) return fail(error);
+  if (workers_per_device > 1) {
+    if (device_list.front() == "cpu") return fail("--workers-per-device applies to CUDA devices, not cpu");
+    std::vector<std::string> expanded;  // cuda:0,cuda:1 x 2 -> cuda:0,cuda:0,cuda:1,cuda:1
+    for (const auto& d : device_list) expanded.insert(expanded.end(), static_cast<size_t>(workers_per_device), d);
+    device_list = std::move(expanded);
+  }
   if (o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1" && o.api_key.empty())
     std::fprintf(stderr, "sdserve serve: warning: listening on %s without --api-key\n", o.host.c_str());
 

@@ -135,6 +135,9 @@ TEST_F(Cli, BadInputGivesClearMessageAndNonZeroExit) {
       {"generate" + m + "--rng gpu", "rng"},
       {"frobnicate", "unknown command"},
       {"make-model --preset huge --out " + (dir / "h").string(), "tiny, sd15, sd21"},
+      {"serve --model " + data_path("tiny-sd1/model") + " --workers-per-device 2", "not cpu"},
+      {"serve --model " + data_path("tiny-sd1/model") + " --device cuda:0 --workers-per-device 9", "not in range"},
+      {"serve --model " + data_path("tiny-sd1/model") + " --device cuda:0,cuda:0", "listed twice"},
   };
   for (const auto& c : cases) {
     const CmdResult r = sdserve(c.args);

@@ -65,6 +65,10 @@ class Backend {
   virtual void copy(const Tensor& src, const Tensor& dst) = 0;
   // Waits for queued work; returns the first device error since the last call.
   virtual Status synchronize() = 0;
+  // Pipelining: wait_previous_step() waits until the work queued before the previous call has
+  // finished and then marks the work queued so far, so a caller that runs it once per step keeps
+  // at most one step in flight while its host prepares the next. Default: synchronize().
+  virtual Status wait_previous_step() { return synchronize(); }
   // Bytes of device memory in use / peak since reset (0 when unknown).
   virtual size_t memory_in_use() const { return 0; }
   virtual size_t memory_peak() const { return 0; }

@@ -55,6 +55,7 @@ class ProfilingBackend final : public Backend {
   Tensor download(const Tensor& x) override { return inner_.download(x); }
   void copy(const Tensor& src, const Tensor& dst) override;
   Status synchronize() override { return inner_.synchronize(); }
+  Status wait_previous_step() override { return inner_.wait_previous_step(); }
   size_t memory_in_use() const override { return inner_.memory_in_use(); }
   size_t memory_peak() const override { return inner_.memory_peak(); }
   void reset_memory_peak() override { inner_.reset_memory_peak(); }

@@ -90,6 +90,9 @@ StatusOr<std::unique_ptr<SdEngine>> SdEngine::load(const std::string& path, cons
   e->text_graph_ = std::make_unique<TextEncoderGraph>(*e->backend_, *e->text_encoder_);
   e->vae_graph_ = std::make_unique<VaeDecodeGraph>(*e->backend_, *e->vae_, ck.vae.scaling_factor);
   e->text_graph_->enabled = e->vae_graph_->enabled = e->step_graphs;
+  if (const char* env = std::getenv("SDSERVE_STEP_IN_FLIGHT"); env && std::strcmp(env, "0") == 0) {
+    e->step_in_flight = false;
+  }
   if (const char* env = std::getenv("SDSERVE_DECODE_BATCH"); env && *env) {  // images per VAE call (measurements)
     e->max_decode_batch = static_cast<int>(std::clamp(std::strtol(env, nullptr, 10), 1L, 64L));
   }
@@ -218,7 +221,10 @@ Status SdEngine::step_impl(const std::vector<Job*>& jobs) {
   }
   if (!step_by_graph(jobs)) step_eager(jobs);
   for (Job* j : jobs) ++static_cast<SdJob*>(j)->eval;
-  SD_RETURN_IF_ERROR(be.synchronize());
+  // At most one step in flight: this returns once the previous step is done, so the caller's
+  // host work (admitting, finishing, the next step's tables) overlaps this one on the device.
+  // Everything after runs on the same stream; finish() downloads, and so waits for it.
+  SD_RETURN_IF_ERROR(step_in_flight ? be.wait_previous_step() : be.synchronize());
   const double secs = seconds_since(t0);
   for (Job* j : jobs) static_cast<SdJob*>(j)->seconds_denoise += secs;
   return Status::Ok();

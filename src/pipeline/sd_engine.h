@@ -49,6 +49,10 @@ class SdEngine : public GenerationEngine {
   // (StepGraphs), batches padded to buckets of 1..32 images. On by default where the backend
   // captures (CUDA), unless SDSERVE_CUDA_GRAPHS=0; off on the CPU (it would only re-run eagerly).
   bool step_graphs = false;
+  // step() returns once the previous step is done (one step in flight, Backend::wait_previous_step)
+  // instead of once its own is: the host's work between steps overlaps the device's. On unless
+  // SDSERVE_STEP_IN_FLIGHT=0.
+  bool step_in_flight = true;
   size_t captured_graphs() const { return graphs_ ? graphs_->graphs() : 0; }
   // Timestep values whose time projections the step graphs' table has made (0: table off).
   int64_t time_table_computed() const { return graphs_ ? graphs_->time_table_computed() : 0; }

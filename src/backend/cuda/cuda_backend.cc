@@ -150,6 +150,8 @@ CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
   wait_attention_cudnn_prepared(device_);
   if (stream_) cudaStreamSynchronize(stream_);
+  for (cudaEvent_t e : step_events_)
+    if (e) cudaEventDestroy(e);
   gemm_.reset();
   conv_.reset();
   conv_graph_.reset();
@@ -256,6 +258,19 @@ void CudaBackend::copy(const Tensor& src, const Tensor& dst) {
   if (src.nbytes()) {
     SD_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_));
   }
+}
+
+Status CudaBackend::wait_previous_step() {
+  cudaError_t err = cudaSetDevice(device_);
+  const int prev = 1 - step_event_next_;
+  if (err == cudaSuccess && step_event_recorded_[prev]) err = cudaEventSynchronize(step_events_[prev]);
+  if (err == cudaSuccess && !step_events_[step_event_next_])
+    err = cudaEventCreateWithFlags(&step_events_[step_event_next_], cudaEventDisableTiming);
+  if (err == cudaSuccess) err = cudaEventRecord(step_events_[step_event_next_], stream_);
+  if (err != cudaSuccess) return cuda_status(err, "while waiting for the previous step on " + name_);
+  step_event_recorded_[step_event_next_] = true;
+  step_event_next_ = prev;
+  return Status::Ok();
 }
 
 Status CudaBackend::synchronize() {

@@ -108,6 +108,7 @@ class CudaBackend final : public Backend {
 
   // markers.cc: profiling marks as CUDA events on the stream; hold_queue blocks the stream
   // with a sleeping host function.
+  Status wait_previous_step() override;  // cuda_backend.cc: two events in turn
   int64_t mark() override;
   StatusOr<std::vector<double>> marks_elapsed_ms() override;
   void hold_queue(double ms) override;
@@ -184,6 +185,9 @@ class CudaBackend final : public Backend {
   int graph_pool_ = 0;  // allocator pool shared by this backend's captured graphs (graph_capture.cc)
   void* gemm_workspace_ = nullptr;
   std::shared_ptr<MarkerPool> markers_;  // made on the first mark() (markers.cc)
+  cudaEvent_t step_events_[2] = {nullptr, nullptr};  // wait_previous_step(): last two steps' ends
+  int step_event_next_ = 0;
+  bool step_event_recorded_[2] = {false, false};
   size_t gemm_workspace_bytes_ = 0;
   std::shared_ptr<SubpixelPlans> subpixel_plans_;  // made on the first conv2d_subpixel_upsample
 };

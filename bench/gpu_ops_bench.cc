@@ -5,6 +5,7 @@
 #include <benchmark/benchmark.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -338,6 +339,35 @@ std::vector<Case> sd15_cases(int64_t b) {
                        sd::testing::ScopedEnv sum("SDSERVE_CUDA_WGMMA_ROWSUM", "1");
                        sd::testing::ScopedEnv lazy("SDSERVE_CUDA_WGMMA_LAZY", form[0] == 'p' ? "0" : "1");
                        sd::testing::ScopedEnv tma("SDSERVE_CUDA_WGMMA_TMA", form[4] == '_' ? "1" : "0");
+                       return g_backend->attention(in[0], in[1], in[2], static_cast<int>(h), false);
+                     }});
+  }
+  // The default d 40 kernel's time against the score spread (its lazy maxima and skipped
+  // rescales are data-dependent): Q uniform in [-q, q] (q 2 is the cases above: scores of std
+  // ~1.3 in softmax units), and "ramp": keys scaled by 0.25 .. 4 along the sequence, so a row's
+  // maximum keeps growing from tile to tile (the lazy path's worst case).
+  for (const char* spread : {"q0.5", "q2", "q4", "q8", "ramp"}) {
+    const int64_t lq = 4096, lk = 4096, h = 8, d = 40;
+    const float q = spread[0] == 'q' ? std::strtof(spread + 1, nullptr) : 2.f;
+    const bool ramp = spread[0] == 'r';
+    cases.push_back({std::string("attn_d40_spread/") + spread + "/" + bs + "l" + std::to_string(lq) + "_h" +
+                         std::to_string(h) + "_d" + std::to_string(d),
+                     4.0 * b * h * lq * lk * d,
+                     [=] {
+                       Tensor k = random_device({b, lk, h * d}, 8, -2, 2);
+                       if (ramp) {
+                         Tensor kh = g_backend->download(k);  // [b, lk, h * d] f32
+                         for (int64_t i = 0; i < b * lk; ++i) {
+                           const float f = 0.25f * std::exp2(4.f * static_cast<float>(i % lk) / static_cast<float>(lk));
+                           for (int64_t j = 0; j < h * d; ++j) kh.f32()[i * h * d + j] *= f;
+                         }
+                         k = g_backend->upload(kh);
+                       }
+                       return std::vector<Tensor>{random_device({b, lq, h * d}, 7, -q, q), k,
+                                                  random_device({b, lk, h * d}, 9)};
+                     },
+                     [=](const std::vector<Tensor>& in) {
+                       sd::testing::ScopedEnv env("SDSERVE_CUDA_ATTENTION", "wgmma");
                        return g_backend->attention(in[0], in[1], in[2], static_cast<int>(h), false);
                      }});
   }

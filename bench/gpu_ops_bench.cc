@@ -346,11 +346,13 @@ std::vector<Case> sd15_cases(int64_t b) {
   // rescales are data-dependent): Q uniform in [-q, q] (q 2 is the cases above: scores of std
   // ~1.3 in softmax units), and "ramp": keys scaled by 0.25 .. 4 along the sequence, so a row's
   // maximum keeps growing from tile to tile (the lazy path's worst case).
+  // shift1: the fallback shifts P by powers of two (the default), shift0: new exps.
   for (const char* spread : {"q0.5", "q2", "q4", "q8", "ramp"}) {
+  for (const char* shift : {"1", "0"}) {
     const int64_t lq = 4096, lk = 4096, h = 8, d = 40;
     const float q = spread[0] == 'q' ? std::strtof(spread + 1, nullptr) : 2.f;
     const bool ramp = spread[0] == 'r';
-    cases.push_back({std::string("attn_d40_spread/") + spread + "/" + bs + "l" + std::to_string(lq) + "_h" +
+    cases.push_back({std::string("attn_d40_spread/") + spread + "_shift" + shift + "/" + bs + "l" + std::to_string(lq) + "_h" +
                          std::to_string(h) + "_d" + std::to_string(d),
                      4.0 * b * h * lq * lk * d,
                      [=] {
@@ -368,8 +370,10 @@ std::vector<Case> sd15_cases(int64_t b) {
                      },
                      [=](const std::vector<Tensor>& in) {
                        sd::testing::ScopedEnv env("SDSERVE_CUDA_ATTENTION", "wgmma");
+                       sd::testing::ScopedEnv shift_env("SDSERVE_CUDA_WGMMA_LAZY_SHIFT", shift);
                        return g_backend->attention(in[0], in[1], in[2], static_cast<int>(h), false);
                      }});
+  }
   }
   for (auto [hw, c] : {std::array<int64_t, 2>{64, 320}, {32, 640}, {16, 1280}}) {
     auto norm_inputs = [=] {

@@ -323,6 +323,12 @@ StatusOr<std::vector<GenerationResult>> SdEngine::finish(const std::vector<Job*>
 
 Status SdEngine::finish_impl(const std::vector<Job*>& jobs, std::vector<GenerationResult>* out) {
   Backend& be = *backend_;
+  {  // The last step may still be in flight (step_in_flight): its time is the denoise's, not the decode's.
+    const auto t_wait = Clock::now();
+    SD_RETURN_IF_ERROR(be.synchronize());
+    const double wait = seconds_since(t_wait);
+    for (Job* j : jobs) static_cast<SdJob*>(j)->seconds_denoise += wait;
+  }
   const auto t0 = Clock::now();
   // Decode every image of every job, max_decode_batch images per VAE call.
   std::vector<Tensor> latents;  // [1, h, w, 4] each

@@ -245,25 +245,31 @@ TEST(GpuAttentionWgmmaSoftmax, PolyAndRescaleMatchMma2AndCpu) {
 }
 
 // Lazy row maxima (SDSERVE_CUDA_WGMMA_LAZY, the default): tiles keep the running maxima and only
-// a warp whose P would exceed 2^8 takes the exact path. Keys whose scale rises along the sequence
-// (x1 -> x4) make the maxima rise tile after tile, so the exact path runs often, mixed with the
-// lazy one inside a block; ragged tiles (zero-filled by TMA past Lk), both dtypes, K / V by TMA
-// and by cp.async; vs mma2 and (f16) vs the CPU.
+// a warp whose P would exceed 2^8 falls back: P's rows shifted by powers of two
+// (SDSERVE_CUDA_WGMMA_LAZY_SHIFT=1, the default), new exps where P overflowed f16 (and always
+// with =0). Keys whose scale rises along the sequence (x1 -> x4) make the maxima rise tile after
+// tile, so the fallback runs often, mixed with the lazy path inside a block; every 397th key x6
+// (a spike far past f16's range) forces the exact path; ragged tiles (zero-filled by TMA past
+// Lk), both dtypes, K / V by TMA and by cp.async; vs mma2 and (f16) vs the CPU.
 TEST(GpuAttentionWgmmaSoftmax, LazyMaximaWithRisingScoresMatch) {
   SD_REQUIRE_WGMMA();
   ScopedEnv kernel("SDSERVE_CUDA_WGMMA_KERNEL", "pp4ns");
   ScopedEnv lazy("SDSERVE_CUDA_WGMMA_LAZY", "1");
   ScopedEnv rescale("SDSERVE_CUDA_WGMMA_RESCALE", "2");
   ScopedEnv rowsum("SDSERVE_CUDA_WGMMA_ROWSUM", "1");
+  for (const char* shift : {"1", "0"}) {
+  ScopedEnv shift_env("SDSERVE_CUDA_WGMMA_LAZY_SHIFT", shift);
   for (const char* tma : {"1", "0"}) {  // K / V by TMA (the default) and by cp.async
   ScopedEnv tma_env("SDSERVE_CUDA_WGMMA_TMA", tma);
   for (const Shape5& s : {Shape5{2, 1024, 4096, 8, 40}, Shape5{1, 333, 1093, 4, 40}}) {
+  for (bool spikes : {false, true}) {
     const int64_t hd = s.heads * s.d;
     Tensor k = random_tensor({s.batch, s.lk, hd}, 462, -3.f, 3.f);
     float* kd = k.f32();  // [B, Lk, H*D], f32 on the host
     for (int64_t b = 0; b < s.batch; ++b) {
       for (int64_t j = 0; j < s.lk; ++j) {
-        const float f = 1.f + 3.f * static_cast<float>(j) / static_cast<float>(s.lk);
+        float f = 1.f + 3.f * static_cast<float>(j) / static_cast<float>(s.lk);
+        if (spikes && j % 397 == 200) f *= 6.f;
         for (int64_t c = 0; c < hd; ++c) kd[(b * s.lk + j) * hd + c] *= f;
       }
     }
@@ -272,7 +278,8 @@ TEST(GpuAttentionWgmmaSoftmax, LazyMaximaWithRisingScoresMatch) {
       const std::vector<Tensor> host = {quantize(random_tensor({s.batch, s.lq, hd}, 461, -3.f, 3.f), dtype),
                                         quantize(k, dtype), quantize(random_tensor({s.batch, s.lk, hd}, 463), dtype)};
       const std::vector<Tensor> in = {gpu.upload(host[0]), gpu.upload(host[1]), gpu.upload(host[2])};
-      const std::string name = std::string("lazy rising tma ") + tma + " " + shape_name(s);
+      const std::string name = std::string("lazy rising") + (spikes ? "+spikes" : "") + " shift " + shift +
+                               " tma " + tma + " " + shape_name(s);
       const double rel = wgmma_vs("mma2", dtype, name, in, [&](Backend& be, const std::vector<Tensor>& d) {
         return be.attention(d[0], d[1], d[2], static_cast<int>(s.heads), false);
       });
@@ -291,6 +298,8 @@ TEST(GpuAttentionWgmmaSoftmax, LazyMaximaWithRisingScoresMatch) {
         EXPECT_LE(rel_cpu, 1e-2) << name;
       }
     }
+  }
+  }
   }
   }
 }

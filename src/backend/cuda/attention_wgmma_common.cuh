@@ -38,6 +38,9 @@ struct WgmmaSoftmax {
   bool lazy = false;  // d 40 4-consumer kernel: exp_pack_lazy's fast path (needs rowsum_mma, rescale 2)
   int lazy_limit_log2 = 8;  // its fallback when P exceeds 2^this
   bool tma = true;          // the lazy kernel's K / V by TMA (SDSERVE_CUDA_WGMMA_TMA)
+  // The lazy kernel's fallback scales P's rows by powers of two (shift_p_rows) where P is finite,
+  // new exps only past f16's range (SDSERVE_CUDA_WGMMA_LAZY_SHIFT=0: always new exps).
+  bool lazy_shift = true;
 };
 // The caller has checked the arguments and the device.
 void launch_attention_wgmma_pingpong(DType dtype, const AttentionArgs& a, cudaStream_t stream,
@@ -426,6 +429,47 @@ __device__ __forceinline__ bool exp_pack_lazy(const float (&s)[4 * NB], float ms
     for (int i = 0; i + step < NB / 2; i += 2 * step) m[i] = __hmax2(m[i], m[i + step]);
   }
   return __low2float(m[0]) > limit || __high2float(m[0]) > limit;
+}
+
+// The lazy path's cheap fallback: instead of new exps under raised maxima, P's rows (packed by
+// exp_pack_lazy: words 0 / 2 row g, 1 / 3 row g + 8) whose maximum over the quad exceeds `limit`
+// are scaled by 2^-k, k the smallest with max * 2^-k < 1 (k0 / k1; 0 for the other rows); exact in
+// f16 / bf16 (a power of two), as is the caller's rescale of the output by the same factor.
+// Returns false when some P of this thread's rows overflowed f16 (inf): then only the
+// exact path (softmax_exp) gives it. Quad-uniform k (shuffles over the 4 threads of a row).
+template <typename T, int NB>
+__device__ __forceinline__ bool shift_p_rows(uint32_t (&p)[NB / 2][4], float limit, int& k0, int& k1) {
+  using T2 = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+  T2 r0 = *reinterpret_cast<const T2*>(&p[0][0]), r1 = *reinterpret_cast<const T2*>(&p[0][1]);
+  r0 = __hmax2(r0, *reinterpret_cast<const T2*>(&p[0][2]));
+  r1 = __hmax2(r1, *reinterpret_cast<const T2*>(&p[0][3]));
+#pragma unroll
+  for (int i = 1; i < NB / 2; ++i) {
+    r0 = __hmax2(r0, __hmax2(*reinterpret_cast<const T2*>(&p[i][0]), *reinterpret_cast<const T2*>(&p[i][2])));
+    r1 = __hmax2(r1, __hmax2(*reinterpret_cast<const T2*>(&p[i][1]), *reinterpret_cast<const T2*>(&p[i][3])));
+  }
+  // An inf survives the maxima (a NaN P, from a NaN score, stays in P as in the exact path).
+  float x0 = fmaxf(__low2float(r0), __high2float(r0)), x1 = fmaxf(__low2float(r1), __high2float(r1));
+  x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, 1));
+  x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, 1));
+  x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, 2));
+  x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, 2));
+  if (!(x0 <= 65504.f) || !(x1 <= 65504.f)) return false;  // inf: f16 overflow
+  // x in [2^n, 2^(n+1)): exponent field n + 127, k = n + 1 puts it in [0.5, 1).
+  k0 = x0 > limit ? static_cast<int>(__float_as_uint(x0) >> 23) - 126 : 0;
+  k1 = x1 > limit ? static_cast<int>(__float_as_uint(x1) >> 23) - 126 : 0;
+  const float f0 = __uint_as_float(static_cast<uint32_t>(127 - k0) << 23);
+  const float f1 = __uint_as_float(static_cast<uint32_t>(127 - k1) << 23);
+  const uint32_t w0 = pack2<T>(f0, f0), w1 = pack2<T>(f1, f1);
+  const T2 h0 = *reinterpret_cast<const T2*>(&w0), h1 = *reinterpret_cast<const T2*>(&w1);
+#pragma unroll
+  for (int i = 0; i < NB / 2; ++i) {
+    *reinterpret_cast<T2*>(&p[i][0]) = __hmul2(*reinterpret_cast<const T2*>(&p[i][0]), h0);
+    *reinterpret_cast<T2*>(&p[i][2]) = __hmul2(*reinterpret_cast<const T2*>(&p[i][2]), h0);
+    *reinterpret_cast<T2*>(&p[i][1]) = __hmul2(*reinterpret_cast<const T2*>(&p[i][1]), h1);
+    *reinterpret_cast<T2*>(&p[i][3]) = __hmul2(*reinterpret_cast<const T2*>(&p[i][3]), h1);
+  }
+  return true;
 }
 
 // Output accumulators: rows g (elements 4 i, 4 i + 1) times a0, rows g + 8 times a1.

@@ -67,8 +67,10 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 // kOnes: row sums by the P V wgmma (PingpongCfg), none in the softmax.
 // kLazy (kOnes, max_slack > 0, group 0: no turns): tiles after the first take exp_pack_lazy's
 // fast path (the running maxima as they are, no row maxima) and only fall back to softmax_exp when
-// a warp's P exceeds lazy_limit (2^8 by default); S and the previous P V are waited for together
-// (P then overwrites pa: one P register set fits the 96-register budget, two do not).
+// a warp's P exceeds lazy_limit (2^8 by default): with lazy_shift the rows over it are scaled by
+// a power of two (shift_p_rows, no new exps) unless P overflowed f16, else softmax_exp; S and the
+// previous P V are waited for together (P then overwrites pa: one P register set fits the
+// 96-register budget, two do not).
 // kTma (kLazy only): one producer thread streams K / V tiles by TMA (kmap / vmap: tma_kv_map)
 // into a chunk-major layout (16-byte d chunk c of key r at c * BN * 16 + r * 16): no cp.async
 // work for the other producer threads and no proxy fence per tile in the consumers.
@@ -79,7 +81,7 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
                                     T* __restrict__ o, int lq, int lk, int heads, int64_t q_stride,
                                     int64_t kv_stride, float scale_log2, uint64_t qk_bits, uint64_t v_bits,
                                     int group, float max_slack, bool skip_rescale, float lazy_limit,
-                                    const __grid_constant__ CUtensorMap kmap, const __grid_constant__ CUtensorMap vmap) {
+                                    bool lazy_shift, const __grid_constant__ CUtensorMap kmap, const __grid_constant__ CUtensorMap vmap) {
   pdl_wait();  // PDL (pdl.cuh): first, in every CTA
   pdl_trigger();
 #if SD_WGMMA_COMPILED
@@ -234,6 +236,7 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
       // The consumer index through a warp reduction: provably warp-uniform, so Q's descriptor
       // can live in uniform registers instead of being rebuilt from the thread index every tile.
       const uint32_t cu = __reduce_max_sync(0xffffffffu, static_cast<uint32_t>(c));
+      const float inv_scale_log2 = 1.f / scale_log2;  // P's power-of-two shifts in raw score units
       const uint64_t dq = make_desc(qk_bits, sq + cu * (64 * C::kDK * 2)), dk = make_desc(k_bits, sstage),
                      dv = make_desc(vt_bits, sstage + C::kKBytes);
       for (int j = 1; j < ntiles; ++j) {
@@ -256,9 +259,20 @@ __global__ void __launch_bounds__(128 * (NC + 1), 1)
         mask_keys<kNB>(s, j * BN, lk, t);
         const bool over = exp_pack_lazy<T, kNB>(s, m0 * scale_log2, m1 * scale_log2, scale_log2, lazy_limit, pa);
         if (__any_sync(0xffffffffu, over)) {  // a row's maximum rose by more than the slack
-          softmax_exp<kNB, kPoly, !kOnes>(s, j * BN, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
-          if (!skip_rescale || __any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) scale_rows(acc, a0, a1);
-          pack_p<T, kNB>(s, pa);
+          // Cheap fallback (lazy_shift): the rows over the limit scaled down by a power of two,
+          // P and the output alike, their maxima raised to match; the exact path (new exps)
+          // only where P overflowed f16.
+          int k0 = 0, k1 = 0;
+          if (lazy_shift && __all_sync(0xffffffffu, shift_p_rows<T, kNB>(pa, lazy_limit, k0, k1))) {
+            scale_rows(acc, __uint_as_float(static_cast<uint32_t>(127 - k0) << 23),
+                       __uint_as_float(static_cast<uint32_t>(127 - k1) << 23));
+            m0 += static_cast<float>(k0) * inv_scale_log2;
+            m1 += static_cast<float>(k1) * inv_scale_log2;
+          } else {
+            softmax_exp<kNB, kPoly, !kOnes>(s, j * BN, lk, t, scale_log2, m0, m1, l0, l1, a0, a1, max_slack);
+            if (!skip_rescale || __any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) scale_rows(acc, a0, a1);
+            pack_p<T, kNB>(s, pa);
+          }
         }
       }
     } else {
@@ -337,7 +351,7 @@ void launch(const AttentionArgs& a, cudaStream_t stream, int group, const WgmmaS
                                                    a.heads, a.q_stride, a.kv_stride, l.scale_log2, l.qk_bits, l.v_bits,
                                                    group, sm.rescale == 2 ? 8.f / l.scale_log2 : 0.f,
                                                    sm.rescale != 0, std::ldexp(1.f, sm.lazy_limit_log2),
-                                                   kmap ? *kmap : kNone, vmap ? *vmap : kNone);
+                                                   sm.lazy_shift, kmap ? *kmap : kNone, vmap ? *vmap : kNone);
   SD_CUDA_LAUNCH_CHECK();
 }
 
@@ -431,6 +445,7 @@ WgmmaSoftmax softmax_options(const AttentionArgs& a) {
   sm.rowsum_mma = rowsum == 1 || (rowsum < 0 && (lazy || int64_t{a.batch} * a.heads >= kRowsumMinBh));
   sm.lazy = lazy && sm.rowsum_mma;
   sm.tma = read("SDSERVE_CUDA_WGMMA_TMA", 1) == 1;
+  sm.lazy_shift = read("SDSERVE_CUDA_WGMMA_LAZY_SHIFT", 1) == 1;
   if (const char* env = std::getenv("SDSERVE_CUDA_WGMMA_LAZY_LIMIT")) {  // log2 of the limit, 1..15
     const int v = std::atoi(env);
     if (v >= 1 && v <= 15) sm.lazy_limit_log2 = v;

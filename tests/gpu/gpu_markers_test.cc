@@ -1,8 +1,9 @@
-// GPU tests of the profiling hooks: CUDA-event marks (ordered, covering the queued work, reset
-// by marks_elapsed_ms), hold_queue delaying the stream, and ProfilingBackend on the CUDA
-// backend timing ops with device marks and forwarding results unchanged.
+// GPU tests of the profiling and pipelining hooks: CUDA-event marks (ordered, reset by
+// marks_elapsed_ms), hold_queue delaying the stream, wait_previous_step's one step in flight, and
+// ProfilingBackend on the CUDA backend timing ops with device marks, results unchanged.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <random>
 
 #include "backend/profiling_backend.h"
@@ -31,6 +32,36 @@ TEST(GpuMarkers, MarksAreOrderedAndHoldDelaysTheStream) {
   EXPECT_GE((*t)[2] - (*t)[1], 15.0);         // the 20 ms hold sits between marks 1 and 2
   EXPECT_EQ(be.mark(), 0);                    // indices restart after marks_elapsed_ms()
   ASSERT_TRUE(be.marks_elapsed_ms().ok());
+}
+
+// wait_previous_step keeps at most one step in flight: it returns at once while only the current
+// step is queued, and the next call waits for that step (here a 60 ms hold), not for the one
+// queued after it; the result of queued work is what a synchronized run gives.
+TEST(GpuMarkers, WaitPreviousStepKeepsOneStepInFlight) {
+  SD_REQUIRE_GPU();
+  Backend& be = gpu_backend(DType::kF16);
+  const Tensor x = be.upload(uniform_random_host({1, 16, 16, 64}, 5));
+  ASSERT_TRUE(be.synchronize().ok());
+  ASSERT_TRUE(be.wait_previous_step().ok());  // nothing in flight before: marks the empty queue
+  using Clock = std::chrono::steady_clock;
+  const auto ms_since = [](Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+  };
+  be.hold_queue(60.0);  // "step" 1
+  const Tensor y = be.add(x, x);
+  auto t = Clock::now();
+  ASSERT_TRUE(be.wait_previous_step().ok());  // waits for the empty step 0 only
+  EXPECT_LT(ms_since(t), 30.0);
+  be.hold_queue(60.0);  // "step" 2
+  t = Clock::now();
+  ASSERT_TRUE(be.wait_previous_step().ok());  // waits for step 1 (~60 ms), not for step 2
+  const double waited = ms_since(t);
+  EXPECT_GT(waited, 20.0);
+  EXPECT_LT(waited, 110.0);
+  const Tensor got = be.download(y);  // downloads wait for everything queued
+  const Tensor want = be.download(x);
+  for (int64_t i = 0; i < got.numel(); ++i) ASSERT_EQ(got.f32()[i], 2.f * want.f32()[i]) << i;
+  ASSERT_TRUE(be.synchronize().ok());
 }
 
 TEST(GpuMarkers, ProfilingBackendTimesOpsWithDeviceMarks) {

@@ -375,6 +375,20 @@ std::vector<Case> sd15_cases(int64_t b) {
                      }});
   }
   }
+  // The d 40 self-attention as the UNet calls it: q / k / v column windows of one packed QKV
+  // projection [b, 4096, 960] (attention_cols), by the default choice and by the wgmma kernel.
+  for (const char* path : {"auto", "wgmma"}) {
+    const int64_t lq = 4096, h = 8, d = 40;
+    cases.push_back({std::string("attn_d40_packed/") + path + "/" + bs + "l" + std::to_string(lq) + "_h" +
+                         std::to_string(h) + "_d" + std::to_string(d),
+                     4.0 * b * h * lq * lq * d,
+                     [=] { return std::vector<Tensor>{random_device({b, lq, 3 * h * d}, 7, -2, 2)}; },
+                     [=](const std::vector<Tensor>& in) {
+                       sd::testing::ScopedEnv env("SDSERVE_CUDA_ATTENTION", path);
+                       return g_backend->attention_cols(in[0], 0, in[0], h * d, 2 * h * d, h * d, static_cast<int>(h),
+                                                        false);
+                     }});
+  }
   for (auto [hw, c] : {std::array<int64_t, 2>{64, 320}, {32, 640}, {16, 1280}}) {
     auto norm_inputs = [=] {
       return std::vector<Tensor>{random_device({b, hw, hw, c}, 10), random_device({c}, 11, 0.5f, 1.5f),

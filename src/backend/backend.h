@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,6 +45,18 @@ struct PhiloxRandn {
 // Device-caused failures inside ops (out of memory, failed launches) throw sd::Error; the
 // pipeline's entry points catch it and return the Status. Shape mismatches are programmer
 // errors and assert.
+// What a device did over an interval (Backend::telemetry_stop): SM clock, board power against its
+// limit, the share of samples in which the power cap (software cap or power brake) or a thermal /
+// hardware slowdown held the clocks down, the hottest reading.
+struct DeviceTelemetry {
+  int samples = 0;
+  double sm_mhz_mean = 0, sm_mhz_min = 0, sm_mhz_max = 0;
+  double power_w_mean = 0, power_w_max = 0, power_limit_w = 0;
+  double power_capped = 0;  // fraction of samples, 0..1
+  double slowed = 0;        // fraction of samples, 0..1
+  double temperature_c_max = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -69,6 +82,10 @@ class Backend {
   // finished and then marks the work queued so far, so a caller that runs it once per step keeps
   // at most one step in flight while its host prepares the next. Default: synchronize().
   virtual Status wait_previous_step() { return synchronize(); }
+  // Device clocks and power over an interval, where the backend can read them (CUDA: NVML,
+  // sampled every 10 ms): telemetry_start() begins, telemetry_stop() ends and summarizes.
+  virtual bool telemetry_start() { return false; }
+  virtual std::optional<DeviceTelemetry> telemetry_stop() { return std::nullopt; }
   // Bytes of device memory in use / peak since reset (0 when unknown).
   virtual size_t memory_in_use() const { return 0; }
   virtual size_t memory_peak() const { return 0; }

@@ -106,10 +106,13 @@ Status bench_steps_and_images(const BenchOptions& o, const std::function<void(co
       SD_ASSIGN_OR_RETURN(auto jobs, begin_jobs(*engine, o, batch, warmup + o.timed_steps + 1));
       std::vector<double> ms;
       for (int i = 0; i < warmup + o.timed_steps; ++i) {
+        if (i == warmup) (void)engine->backend().telemetry_start();
         const auto t = Clock::now();
         SD_RETURN_IF_ERROR(engine->step(raw(jobs)));
         if (i >= warmup) ms.push_back(since(t) * 1e3);
       }
+      SD_RETURN_IF_ERROR(engine->backend().synchronize());  // the last step in flight, inside the sampling
+      row.telemetry = engine->backend().telemetry_stop();
       std::sort(ms.begin(), ms.end());
       row.step_ms_median = ms[ms.size() / 2];
       row.step_ms_min = ms.front();
@@ -199,6 +202,16 @@ std::string BenchReport::table() const {
                   r.decode_ms_per_image, r.png_ms_per_image, static_cast<double>(r.peak_memory_bytes) / (1 << 20));
     s += buf;
   }
+  for (const auto& r : rows) {  // the clocks behind the step times (cards differ: power cap, cooling)
+    if (!r.telemetry) continue;
+    const DeviceTelemetry& t = *r.telemetry;
+    std::snprintf(buf, sizeof buf,
+                  "batch %d, timed steps: SM clock %.0f MHz mean (%.0f-%.0f), power %.0f W mean (max %.0f, limit %.0f), "
+                  "power-capped %.0f%% / slowed %.0f%% of %d samples, %.0f C max\n",
+                  r.batch, t.sm_mhz_mean, t.sm_mhz_min, t.sm_mhz_max, t.power_w_mean, t.power_w_max, t.power_limit_w,
+                  100 * t.power_capped, 100 * t.slowed, t.samples, t.temperature_c_max);
+    s += buf;
+  }
   return s + (profile ? profile->table() : "");
 }
 
@@ -223,6 +236,19 @@ std::string BenchReport::json() const {
                          {"decode_ms_per_image", r.decode_ms_per_image},
                          {"png_ms_per_image", r.png_ms_per_image},
                          {"peak_memory_bytes", r.peak_memory_bytes}});
+    if (r.telemetry) {
+      const DeviceTelemetry& t = *r.telemetry;
+      j["rows"].back()["telemetry"] = {{"samples", t.samples},
+                                       {"sm_mhz_mean", t.sm_mhz_mean},
+                                       {"sm_mhz_min", t.sm_mhz_min},
+                                       {"sm_mhz_max", t.sm_mhz_max},
+                                       {"power_w_mean", t.power_w_mean},
+                                       {"power_w_max", t.power_w_max},
+                                       {"power_limit_w", t.power_limit_w},
+                                       {"power_capped_fraction", t.power_capped},
+                                       {"slowed_fraction", t.slowed},
+                                       {"temperature_c_max", t.temperature_c_max}};
+    }
   }
   if (profile) j["profile"] = nlohmann::json::parse(profile->json());
   return j.dump(2);

@@ -38,6 +38,8 @@ struct BenchRow {
   double decode_ms_per_image = 0;  // end-to-end run: finish() decode (VAE + download) / images
   double png_ms_per_image = 0;     // end-to-end run: PNG encoding (as the server's) / images
   size_t peak_memory_bytes = 0;
+  // The device during the timed steps (SM clock, power, power-cap share), where it can be read.
+  std::optional<DeviceTelemetry> telemetry;
 };
 
 struct BenchReport {

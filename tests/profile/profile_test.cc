@@ -282,6 +282,40 @@ TEST(Bench, EndToEndReportsTheMedianOfItsRuns) {
   EXPECT_GT(r.png_ms_per_image, 0.0);
 }
 
+// The CPU backend reads no telemetry (no row carries any); a row that does (a GPU's, as NVML
+// gives it) is printed under the table and written into the JSON.
+TEST(Bench, ReportsDeviceTelemetryWhereARowHasIt) {
+  BenchOptions o;
+  o.model = testing::data_path("tiny-sd1/model");
+  o.width = o.height = 64;
+  o.steps = 2;
+  o.timed_steps = 2;
+  o.end_to_end = false;
+  auto rep = run_bench(o);
+  ASSERT_TRUE(rep.ok()) << rep.status().to_string();
+  ASSERT_EQ(rep->rows.size(), 1u);
+  EXPECT_FALSE(rep->rows[0].telemetry.has_value());
+  EXPECT_EQ(rep->table().find("SM clock"), std::string::npos);
+  EXPECT_FALSE(nlohmann::json::parse(rep->json())["rows"][0].contains("telemetry"));
+
+  DeviceTelemetry t;
+  t.samples = 120;
+  t.sm_mhz_mean = 1671.4, t.sm_mhz_min = 1425, t.sm_mhz_max = 1980;
+  t.power_w_mean = 619.6, t.power_w_max = 699, t.power_limit_w = 700;
+  t.power_capped = 0.88, t.slowed = 0.0, t.temperature_c_max = 61;
+  rep->rows[0].telemetry = t;
+  const std::string table = rep->table();
+  EXPECT_NE(table.find("batch 1, timed steps: SM clock 1671 MHz mean (1425-1980), power 620 W mean (max 699, "
+                       "limit 700), power-capped 88% / slowed 0% of 120 samples, 61 C max"),
+            std::string::npos)
+      << table;
+  const auto j = nlohmann::json::parse(rep->json())["rows"][0]["telemetry"];
+  EXPECT_EQ(j["samples"], 120);
+  EXPECT_DOUBLE_EQ(j["sm_mhz_mean"].get<double>(), 1671.4);
+  EXPECT_DOUBLE_EQ(j["power_capped_fraction"].get<double>(), 0.88);
+  EXPECT_DOUBLE_EQ(j["power_limit_w"].get<double>(), 700.0);
+}
+
 TEST(GuidedStepProfile, RejectsSizesNotMultipleOf8) {
   ProfileOptions o;
   o.model = testing::data_path("tiny-sd1/model");

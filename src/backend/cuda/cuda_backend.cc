@@ -273,6 +273,19 @@ Status CudaBackend::wait_previous_step() {
   return Status::Ok();
 }
 
+bool CudaBackend::telemetry_start() {
+  if (!telemetry_) {
+    char bus_id[32] = {};
+    if (cudaDeviceGetPCIBusId(bus_id, sizeof bus_id, device_) != cudaSuccess) return false;
+    telemetry_ = std::make_unique<GpuTelemetry>(bus_id);
+  }
+  return telemetry_->start();
+}
+
+std::optional<DeviceTelemetry> CudaBackend::telemetry_stop() {
+  return telemetry_ ? telemetry_->stop() : std::nullopt;
+}
+
 Status CudaBackend::synchronize() {
   cudaError_t err = cudaSetDevice(device_);
   if (err == cudaSuccess) err = cudaStreamSynchronize(stream_);

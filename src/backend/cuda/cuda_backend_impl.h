@@ -15,6 +15,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/device_allocator.h"
+#include "backend/cuda/telemetry.h"
 
 namespace sd::cuda {
 
@@ -109,6 +110,8 @@ class CudaBackend final : public Backend {
   // markers.cc: profiling marks as CUDA events on the stream; hold_queue blocks the stream
   // with a sleeping host function.
   Status wait_previous_step() override;  // cuda_backend.cc: two events in turn
+  bool telemetry_start() override;  // cuda_backend.cc: GpuTelemetry (NVML)
+  std::optional<DeviceTelemetry> telemetry_stop() override;
   int64_t mark() override;
   StatusOr<std::vector<double>> marks_elapsed_ms() override;
   void hold_queue(double ms) override;
@@ -190,6 +193,7 @@ class CudaBackend final : public Backend {
   bool step_event_recorded_[2] = {false, false};
   size_t gemm_workspace_bytes_ = 0;
   std::shared_ptr<SubpixelPlans> subpixel_plans_;  // made on the first conv2d_subpixel_upsample
+  std::unique_ptr<GpuTelemetry> telemetry_;         // made on the first telemetry_start
 };
 
 // False when SDSERVE_CUDA_FUSED=0: conv2d_fused / linear_residual run the unfused ops.

@@ -1,0 +1,46 @@
+// GpuTelemetry: samples a GPU's SM clock, power, temperature and clock-limiting reasons every
+// 10 ms on a thread of its own through NVML (the driver's libnvidia-ml.so.1, opened at run
+// time: no build dependency; unavailable → start() reports false and nothing is sampled).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace sd::cuda {
+
+class GpuTelemetry {
+ public:
+  // pci_bus_id: the device as cudaDeviceGetPCIBusId names it.
+  explicit GpuTelemetry(std::string pci_bus_id);
+  ~GpuTelemetry();
+  GpuTelemetry(const GpuTelemetry&) = delete;
+  GpuTelemetry& operator=(const GpuTelemetry&) = delete;
+
+  // Starts sampling (a running sampler is restarted); false where NVML or the device is missing.
+  bool start();
+  // Stops sampling and summarizes the samples since start(); nullopt when none were taken.
+  std::optional<DeviceTelemetry> stop();
+
+  // One reading; public for the summary's test.
+  struct Sample {
+    double sm_mhz = 0, power_w = 0, temperature_c = 0;
+    unsigned long long reasons = 0;  // NVML clocks-event (throttle) reason bits
+  };
+  static DeviceTelemetry summarize(const std::vector<Sample>& samples, double power_limit_w);
+
+ private:
+  std::string bus_id_;
+  void* device_ = nullptr;  // nvmlDevice_t once resolved
+  double power_limit_w_ = 0;
+  std::atomic<bool> running_{false};
+  std::thread thread_;
+  std::vector<Sample> samples_;
+};
+
+}  // namespace sd::cuda

@@ -5,6 +5,7 @@
 #include <benchmark/benchmark.h>
 
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -27,6 +28,9 @@ using sd::Tensor;
 // SDSERVE_BENCH_ITERS: timed iterations per benchmark (default 20), each `kCallsPerIteration`
 // back-to-back calls bracketed by two marks (CUDA events) after a short queue hold, so the
 // host's launch latency stays off the timeline. SDSERVE_CUDA_DTYPE picks f16 (default) or bf16.
+// SDSERVE_BENCH_ENERGY_MS (default 0: off): after the timed iterations, calls run back to back for
+// that long with the board's energy counter and clocks read (Backend::telemetry_*): counters mJ/call,
+// pJ/FLOP, W, MHz — on a power-capped card energy, not time at full clock, is what a step spends.
 constexpr int kCallsPerIteration = 10;
 constexpr double kHoldMs = 0.5;
 
@@ -73,6 +77,27 @@ struct Cache {
 
 Cache g_cache;  // cleared before the backend goes
 
+// SDSERVE_BENCH_ENERGY_MS: calls back to back (synchronized every kCallsPerIteration) for that
+// long under the energy counter; nothing where the board has none.
+void measure_energy(benchmark::State& state, const Case& c, const Cache& cache) {
+  const int ms = env_int("SDSERVE_BENCH_ENERGY_MS", 0);
+  sd::Backend& be = *g_backend;
+  if (ms <= 0 || !be.telemetry_start()) return;
+  int64_t calls = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(ms)) {
+    for (int i = 0; i < kCallsPerIteration; ++i, ++calls) benchmark::DoNotOptimize(c.run(cache.inputs));
+    if (!be.synchronize().ok()) return state.SkipWithError("device error in the energy loop");
+  }
+  const std::optional<sd::DeviceTelemetry> t = be.telemetry_stop();
+  if (!t || t->energy_j < 0 || calls == 0) return;
+  const double joules = t->energy_j / static_cast<double>(calls);
+  state.counters["mJ/call"] = joules * 1e3;
+  if (c.flops > 0) state.counters["pJ/FLOP"] = joules / c.flops * 1e12;
+  state.counters["W"] = t->energy_j / t->seconds;
+  state.counters["MHz"] = t->sm_mhz_mean;
+}
+
 void run_case(benchmark::State& state, const Case& c) {
   Cache& cache = g_cache;
   sd::Backend& be = *g_backend;
@@ -104,6 +129,7 @@ void run_case(benchmark::State& state, const Case& c) {
       if (c.flops > 0) state.counters["TFLOP/s"] = c.flops * calls / seconds / 1e12;
       state.counters["GB/s"] = cache.bytes * calls / seconds / 1e9;
     }
+    measure_energy(state, c, cache);
   } catch (const sd::Error& e) {
     state.SkipWithError(e.status().to_string().c_str());
   }

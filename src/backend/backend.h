@@ -47,7 +47,7 @@ struct PhiloxRandn {
 // errors and assert.
 // What a device did over an interval (Backend::telemetry_stop): SM clock, board power against its
 // limit, the share of samples in which the power cap (software cap or power brake) or a thermal /
-// hardware slowdown held the clocks down, the hottest reading.
+// hardware slowdown held the clocks down, the hottest reading, the energy the board used.
 struct DeviceTelemetry {
   int samples = 0;
   double sm_mhz_mean = 0, sm_mhz_min = 0, sm_mhz_max = 0;
@@ -55,6 +55,8 @@ struct DeviceTelemetry {
   double power_capped = 0;  // fraction of samples, 0..1
   double slowed = 0;        // fraction of samples, 0..1
   double temperature_c_max = 0;
+  double seconds = 0;     // length of the interval
+  double energy_j = -1;   // the board's energy counter over the interval; < 0 where it has none
 };
 
 class Backend {

@@ -115,6 +115,10 @@ Status bench_steps_and_images(const BenchOptions& o, const std::function<void(co
         if (i >= warmup) ms.push_back(since(t) * 1e3);
       }
       row.telemetry = engine->backend().telemetry_stop();
+      if (row.telemetry && row.telemetry->energy_j >= 0) {
+        row.energy_j_per_step = row.telemetry->energy_j / o.timed_steps;
+        row.denoise_energy_j_per_image = row.energy_j_per_step * o.steps / batch;
+      }
       std::sort(ms.begin(), ms.end());
       row.step_ms_median = ms[ms.size() / 2];
       row.step_ms_min = ms.front();
@@ -209,10 +213,16 @@ std::string BenchReport::table() const {
     const DeviceTelemetry& t = *r.telemetry;
     std::snprintf(buf, sizeof buf,
                   "batch %d, timed steps: SM clock %.0f MHz mean (%.0f-%.0f), power %.0f W mean (max %.0f, limit %.0f), "
-                  "power-capped %.0f%% / slowed %.0f%% of %d samples, %.0f C max\n",
+                  "power-capped %.0f%% / slowed %.0f%% of %d samples, %.0f C max",
                   r.batch, t.sm_mhz_mean, t.sm_mhz_min, t.sm_mhz_max, t.power_w_mean, t.power_w_max, t.power_limit_w,
                   100 * t.power_capped, 100 * t.slowed, t.samples, t.temperature_c_max);
     s += buf;
+    if (r.energy_j_per_step >= 0) {
+      std::snprintf(buf, sizeof buf, "; energy %.2f J a step, denoising %.1f J an image", r.energy_j_per_step,
+                    r.denoise_energy_j_per_image);
+      s += buf;
+    }
+    s += "\n";
   }
   return s + (profile ? profile->table() : "");
 }
@@ -249,7 +259,13 @@ std::string BenchReport::json() const {
                                        {"power_limit_w", t.power_limit_w},
                                        {"power_capped_fraction", t.power_capped},
                                        {"slowed_fraction", t.slowed},
-                                       {"temperature_c_max", t.temperature_c_max}};
+                                       {"temperature_c_max", t.temperature_c_max},
+                                       {"seconds", t.seconds}};
+      if (t.energy_j >= 0) {
+        j["rows"].back()["telemetry"]["energy_j"] = t.energy_j;
+        j["rows"].back()["energy_j_per_step"] = r.energy_j_per_step;
+        j["rows"].back()["denoise_energy_j_per_image"] = r.denoise_energy_j_per_image;
+      }
     }
   }
   if (profile) j["profile"] = nlohmann::json::parse(profile->json());

@@ -40,6 +40,9 @@ struct BenchRow {
   size_t peak_memory_bytes = 0;
   // The device during the timed steps (SM clock, power, power-cap share), where it can be read.
   std::optional<DeviceTelemetry> telemetry;
+  // From the board's energy counter over the timed steps (< 0: none): joules per guided step of
+  // the batch, and the denoising's share of an image (that over all `steps` steps / batch).
+  double energy_j_per_step = -1, denoise_energy_j_per_image = -1;
 };
 
 struct BenchReport {

@@ -1,6 +1,6 @@
 // GPU tests of device telemetry (backend/cuda/telemetry.h: NVML sampled every 10 ms): the summary
-// of known samples (real backend only), then a reading over ~300 ms of queued work — clocks and
-// power in a plausible range, fractions within 0..1; skipped where NVML is missing.
+// of known samples and energy readings (real backend only), then a reading over ~300 ms of queued
+// work — clocks, power and energy plausible, fractions within 0..1; skipped where NVML is missing.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -32,6 +32,16 @@ TEST(GpuTelemetry, SummarizesSamples) {
   EXPECT_DOUBLE_EQ(t.power_capped, 0.75);  // software cap twice, power brake once
   EXPECT_DOUBLE_EQ(t.slowed, 0.25);        // the thermal slowdown
   EXPECT_DOUBLE_EQ(t.temperature_c_max, 61);
+  EXPECT_LT(t.energy_j, 0.0);  // not read by the summary
+
+  DeviceTelemetry e = t;
+  cuda::GpuTelemetry::add_energy(&e, 0.25, 1000000, 1172500);  // counter in mJ
+  EXPECT_DOUBLE_EQ(e.seconds, 0.25);
+  EXPECT_DOUBLE_EQ(e.energy_j, 172.5);
+  cuda::GpuTelemetry::add_energy(&e, 0.25, -1, -1);  // no counter on this board
+  EXPECT_LT(e.energy_j, 0.0);
+  cuda::GpuTelemetry::add_energy(&e, 0.25, 5000, 4000);  // counter went back (driver reload)
+  EXPECT_LT(e.energy_j, 0.0);
 }
 #endif
 
@@ -57,6 +67,13 @@ TEST(GpuTelemetry, ReadsClocksAndPowerDuringWork) {
   EXPECT_GE(t->power_limit_w, t->power_w_mean * 0.5);
   EXPECT_GE(t->power_capped, 0.0);
   EXPECT_LE(t->power_capped, 1.0);
+  EXPECT_GE(t->seconds, 0.3);
+  if (t->energy_j >= 0) {  // the counter agrees with the sampled power over the interval
+    std::printf("  energy: %.1f J over %.3f s (%.0f W); sampled mean %.0f W\n", t->energy_j, t->seconds,
+                t->energy_j / t->seconds, t->power_w_mean);
+    EXPECT_GT(t->energy_j / t->seconds, 0.6 * t->power_w_mean);
+    EXPECT_LT(t->energy_j / t->seconds, 1.6 * t->power_w_mean);
+  }
   EXPECT_FALSE(be.telemetry_stop().has_value());  // stopped: nothing more to report
 }
 

@@ -304,16 +304,29 @@ TEST(Bench, ReportsDeviceTelemetryWhereARowHasIt) {
   t.power_w_mean = 619.6, t.power_w_max = 699, t.power_limit_w = 700;
   t.power_capped = 0.88, t.slowed = 0.0, t.temperature_c_max = 61;
   rep->rows[0].telemetry = t;
-  const std::string table = rep->table();
+  std::string table = rep->table();
   EXPECT_NE(table.find("batch 1, timed steps: SM clock 1671 MHz mean (1425-1980), power 620 W mean (max 699, "
-                       "limit 700), power-capped 88% / slowed 0% of 120 samples, 61 C max"),
+                       "limit 700), power-capped 88% / slowed 0% of 120 samples, 61 C max\n"),
             std::string::npos)
       << table;
+  EXPECT_EQ(table.find("energy"), std::string::npos);  // no energy counter: nothing said
+  EXPECT_FALSE(nlohmann::json::parse(rep->json())["rows"][0].contains("energy_j_per_step"));
+
+  // With the board's energy counter: joules per step, and per image over the run's 2 steps.
+  rep->rows[0].telemetry->energy_j = 145.0, rep->rows[0].telemetry->seconds = 0.21;
+  rep->rows[0].energy_j_per_step = 72.5, rep->rows[0].denoise_energy_j_per_image = 145.0;
+  table = rep->table();
+  EXPECT_NE(table.find("61 C max; energy 72.50 J a step, denoising 145.0 J an image\n"), std::string::npos) << table;
   const auto j = nlohmann::json::parse(rep->json())["rows"][0]["telemetry"];
   EXPECT_EQ(j["samples"], 120);
   EXPECT_DOUBLE_EQ(j["sm_mhz_mean"].get<double>(), 1671.4);
   EXPECT_DOUBLE_EQ(j["power_capped_fraction"].get<double>(), 0.88);
   EXPECT_DOUBLE_EQ(j["power_limit_w"].get<double>(), 700.0);
+  EXPECT_DOUBLE_EQ(j["energy_j"].get<double>(), 145.0);
+  EXPECT_DOUBLE_EQ(j["seconds"].get<double>(), 0.21);
+  const auto row = nlohmann::json::parse(rep->json())["rows"][0];
+  EXPECT_DOUBLE_EQ(row["energy_j_per_step"].get<double>(), 72.5);
+  EXPECT_DOUBLE_EQ(row["denoise_energy_j_per_image"].get<double>(), 145.0);
 }
 
 TEST(GuidedStepProfile, RejectsSizesNotMultipleOf8) {

@@ -26,6 +26,7 @@ struct Nvml {
   int (*power_limit)(NvmlDevice, unsigned*) = nullptr;
   int (*temperature)(NvmlDevice, int, unsigned*) = nullptr;
   int (*reasons)(NvmlDevice, unsigned long long*) = nullptr;
+  int (*total_energy)(NvmlDevice, unsigned long long*) = nullptr;  // optional (Volta and later)
   bool ok = false;
 };
 
@@ -50,9 +51,16 @@ const Nvml& nvml() {
     if (!resolve(lib, "nvmlDeviceGetCurrentClocksEventReasons", n.reasons)) {
       ok = ok && resolve(lib, "nvmlDeviceGetCurrentClocksThrottleReasons", n.reasons);
     }
+    if (!resolve(lib, "nvmlDeviceGetTotalEnergyConsumption", n.total_energy)) n.total_energy = nullptr;
     n.ok = ok && n.init() == 0;
   });
   return n;
+}
+
+// The board's energy counter in millijoules since the driver loaded; -1 where it has none.
+long long energy_mj(const Nvml& n, NvmlDevice d) {
+  unsigned long long mj = 0;
+  return n.total_energy && n.total_energy(d, &mj) == 0 ? static_cast<long long>(mj) : -1;
 }
 
 }  // namespace
@@ -73,6 +81,8 @@ bool GpuTelemetry::start() {
     if (n.power_limit(d, &mw) == 0) power_limit_w_ = mw / 1e3;
   }
   samples_.clear();
+  started_ = std::chrono::steady_clock::now();
+  energy_start_mj_ = energy_mj(n, device_);
   running_ = true;
   thread_ = std::thread([this, &n] {
     while (running_.load(std::memory_order_relaxed)) {
@@ -96,8 +106,17 @@ std::optional<DeviceTelemetry> GpuTelemetry::stop() {
   if (!thread_.joinable()) return std::nullopt;
   running_ = false;
   thread_.join();
+  const long long energy_stop_mj = energy_mj(nvml(), device_);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
   if (samples_.empty()) return std::nullopt;
-  return summarize(samples_, power_limit_w_);
+  DeviceTelemetry t = summarize(samples_, power_limit_w_);
+  add_energy(&t, seconds, energy_start_mj_, energy_stop_mj);
+  return t;
+}
+
+void GpuTelemetry::add_energy(DeviceTelemetry* t, double seconds, long long mj_start, long long mj_stop) {
+  t->seconds = seconds;
+  t->energy_j = mj_start >= 0 && mj_stop >= mj_start ? static_cast<double>(mj_stop - mj_start) / 1e3 : -1;
 }
 
 DeviceTelemetry GpuTelemetry::summarize(const std::vector<Sample>& samples, double power_limit_w) {

@@ -1,9 +1,10 @@
 // GpuTelemetry: samples a GPU's SM clock, power, temperature and clock-limiting reasons every
 // 10 ms on a thread of its own through NVML (the driver's libnvidia-ml.so.1, opened at run
-// time: no build dependency; unavailable → start() reports false and nothing is sampled).
+// time: no build dependency; unavailable → start() reports false), and its energy counter.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -33,6 +34,9 @@ class GpuTelemetry {
     unsigned long long reasons = 0;  // NVML clocks-event (throttle) reason bits
   };
   static DeviceTelemetry summarize(const std::vector<Sample>& samples, double power_limit_w);
+  // The interval's length and energy from the counter's readings at start and stop (millijoules;
+  // negative: no counter).
+  static void add_energy(DeviceTelemetry* t, double seconds, long long mj_start, long long mj_stop);
 
  private:
   std::string bus_id_;
@@ -41,6 +45,8 @@ class GpuTelemetry {
   std::atomic<bool> running_{false};
   std::thread thread_;
   std::vector<Sample> samples_;
+  std::chrono::steady_clock::time_point started_;
+  long long energy_start_mj_ = -1;
 };
 
 }  // namespace sd::cuda

@@ -139,6 +139,7 @@ Status bench_steps_and_images(const BenchOptions& o, const std::function<void(co
       std::vector<BenchRow> runs;
       for (int run = 0; run < o.e2e_runs; ++run) {
         BenchRow e = row;
+        const bool metered = engine->backend().telemetry_start();
         const auto t = Clock::now();
         SD_ASSIGN_OR_RETURN(auto jobs, begin_jobs(*engine, o, batch, o.steps));
         auto js = raw(jobs);
@@ -148,6 +149,10 @@ Status bench_steps_and_images(const BenchOptions& o, const std::function<void(co
         SD_RETURN_IF_ERROR(encode_all_png(results));
         e.png_ms_per_image = since(t_png) * 1e3 / batch;  // wall time of the parallel encode, per image
         e.batch_seconds = since(t);
+        if (metered) {
+          const std::optional<DeviceTelemetry> m = engine->backend().telemetry_stop();
+          if (m && m->energy_j >= 0) e.energy_j_per_image = m->energy_j / batch;
+        }
         std::vector<double> text;
         for (const auto& r : results) text.push_back(r.seconds_text * 1e3);
         std::sort(text.begin(), text.end());
@@ -222,6 +227,10 @@ std::string BenchReport::table() const {
                     r.denoise_energy_j_per_image);
       s += buf;
     }
+    if (r.energy_j_per_image >= 0) {
+      std::snprintf(buf, sizeof buf, "; end to end %.1f J an image", r.energy_j_per_image);
+      s += buf;
+    }
     s += "\n";
   }
   return s + (profile ? profile->table() : "");
@@ -267,6 +276,7 @@ std::string BenchReport::json() const {
         j["rows"].back()["denoise_energy_j_per_image"] = r.denoise_energy_j_per_image;
       }
     }
+    if (r.energy_j_per_image >= 0) j["rows"].back()["energy_j_per_image"] = r.energy_j_per_image;
   }
   if (profile) j["profile"] = nlohmann::json::parse(profile->json());
   return j.dump(2);

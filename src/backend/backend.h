@@ -59,6 +59,16 @@ struct DeviceTelemetry {
   double energy_j = -1;   // the board's energy counter over the interval; < 0 where it has none
 };
 
+// The device's state at one moment (Backend::device_reading): the board's energy counter since
+// the driver loaded (a Prometheus counter; < 0 where the board has none), power against its
+// limit, SM clock, temperature, and whether the power cap is holding the clocks down.
+struct DeviceReading {
+  double energy_j = -1;
+  double power_w = 0, power_limit_w = 0;
+  double sm_mhz = 0, temperature_c = 0;
+  bool power_capped = false;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -88,6 +98,9 @@ class Backend {
   // sampled every 10 ms): telemetry_start() begins, telemetry_stop() ends and summarizes.
   virtual bool telemetry_start() { return false; }
   virtual std::optional<DeviceTelemetry> telemetry_stop() { return std::nullopt; }
+  // One reading of the device now, where the backend can read it. Thread-safe and independent of
+  // the queue (CUDA: NVML), so a metrics endpoint may call it while another thread drives work.
+  virtual std::optional<DeviceReading> device_reading() const { return std::nullopt; }
   // Bytes of device memory in use / peak since reset (0 when unknown).
   virtual size_t memory_in_use() const { return 0; }
   virtual size_t memory_peak() const { return 0; }

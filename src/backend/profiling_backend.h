@@ -58,6 +58,7 @@ class ProfilingBackend final : public Backend {
   Status wait_previous_step() override { return inner_.wait_previous_step(); }
   bool telemetry_start() override { return inner_.telemetry_start(); }
   std::optional<DeviceTelemetry> telemetry_stop() override { return inner_.telemetry_stop(); }
+  std::optional<DeviceReading> device_reading() const override { return inner_.device_reading(); }
   size_t memory_in_use() const override { return inner_.memory_in_use(); }
   size_t memory_peak() const override { return inner_.memory_peak(); }
   void reset_memory_peak() override { inner_.reset_memory_peak(); }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "pipeline/request.h"
 
 namespace sd {
@@ -52,6 +53,9 @@ class GenerationEngine {
   virtual void prepare(int /*width*/, int /*height*/, const std::vector<int>& /*image_counts*/) {}
   // Bytes of device memory in use (for metrics).
   virtual size_t device_memory_bytes() const { return 0; }
+  // The device's power, clocks and energy counter now (Backend::device_reading); unlike the rest
+  // of the engine, safe to call from any thread.
+  virtual std::optional<DeviceReading> device_reading() const { return std::nullopt; }
 };
 
 }  // namespace sd

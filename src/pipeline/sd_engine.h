@@ -31,6 +31,7 @@ class SdEngine : public GenerationEngine {
   StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs) override;
   void prepare(int width, int height, const std::vector<int>& image_counts) override;
   size_t device_memory_bytes() const override { return backend_->memory_in_use(); }
+  std::optional<DeviceReading> device_reading() const override { return backend_->device_reading(); }
   // Requests whose prompt pair came from the prompt cache (tests, metrics).
   int64_t prompt_cache_hits() const { return prompts_.hits(); }
 

@@ -34,6 +34,40 @@ std::string escape_label(const std::string& v) {
 void header(std::string* out, const char* name, const char* type, const char* help) {
   *out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
 }
+
+// The devices' power, clocks and energy (Triton's nv_gpu_power_usage / nv_energy_consumption, in
+// base units); a family is written only when some device has a value for it.
+void render_device_readings(const std::vector<std::pair<std::string, DeviceReading>>& readings, std::string* out) {
+  struct Family {
+    const char* name;
+    const char* type;
+    const char* help;
+    double (*value)(const DeviceReading&);  // < 0: not known for this device
+  };
+  static const Family kFamilies[] = {
+      {"sd_device_energy_joules_total", "counter", "Energy the device's board has used since its driver loaded.",
+       [](const DeviceReading& r) { return r.energy_j; }},
+      {"sd_device_power_watts", "gauge", "Board power draw (the driver's trailing average).",
+       [](const DeviceReading& r) { return r.power_w; }},
+      {"sd_device_power_limit_watts", "gauge", "Board power limit in force.",
+       [](const DeviceReading& r) { return r.power_limit_w > 0 ? r.power_limit_w : -1; }},
+      {"sd_device_power_capped", "gauge", "1 while the power cap holds the device's clocks down.",
+       [](const DeviceReading& r) { return r.power_capped ? 1.0 : 0.0; }},
+      {"sd_device_sm_clock_hertz", "gauge", "SM clock.", [](const DeviceReading& r) { return r.sm_mhz * 1e6; }},
+      {"sd_device_temperature_celsius", "gauge", "Device temperature.",
+       [](const DeviceReading& r) { return r.temperature_c; }},
+  };
+  for (const Family& f : kFamilies) {
+    bool any = false;
+    for (const auto& [device, r] : readings) any = any || f.value(r) >= 0;
+    if (!any) continue;
+    header(out, f.name, f.type, f.help);
+    for (const auto& [device, r] : readings) {
+      const double v = f.value(r);
+      if (v >= 0) *out += std::string(f.name) + "{device=\"" + escape_label(device) + "\"} " + number(v) + "\n";
+    }
+  }
+}
 }  // namespace
 
 void Histogram::observe(double value) {
@@ -119,6 +153,7 @@ std::string Metrics::render(const GaugeSnapshot& g) const {
   header(&out, "sd_device_memory_bytes", "gauge", "Device memory in use by each engine.");
   for (const auto& [device, bytes] : g.device_memory)
     out += "sd_device_memory_bytes{device=\"" + escape_label(device) + "\"} " + std::to_string(bytes) + "\n";
+  render_device_readings(g.device_readings, &out);
   header(&out, "sd_worker_images_total", "counter", "Images finished by each device worker.");
   for (const auto& w : g.worker_images)
     out += "sd_worker_images_total{worker=\"" + std::to_string(w.index) + "\",device=\"" + escape_label(w.device) +

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
+
 namespace sd::serving {
 
 class Histogram {
@@ -40,6 +42,7 @@ struct GaugeSnapshot {
   int64_t inflight_requests = 0;  // generations accepted and not finished (queued + running)
   std::vector<std::pair<std::string, uint64_t>> device_memory;  // device -> bytes
   std::vector<WorkerImages> worker_images;
+  std::vector<std::pair<std::string, DeviceReading>> device_readings;  // device -> reading now
   bool ready = false;
 };
 

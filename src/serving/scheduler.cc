@@ -251,6 +251,21 @@ std::vector<std::pair<std::string, uint64_t>> Scheduler::device_memory() const {
   return out;
 }
 
+std::vector<std::pair<std::string, DeviceReading>> Scheduler::device_readings() const {
+  std::vector<std::pair<std::string, GenerationEngine*>> devices;  // the first engine of each device
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& w : workers_) {
+      const bool seen = std::any_of(devices.begin(), devices.end(), [&](const auto& d) { return d.first == w->device; });
+      if (!seen) devices.emplace_back(w->device, w->engine);
+    }
+  }
+  std::vector<std::pair<std::string, DeviceReading>> out;
+  for (const auto& [device, engine] : devices)  // NVML reads, outside the lock
+    if (auto r = engine->device_reading()) out.emplace_back(device, *r);
+  return out;
+}
+
 void Scheduler::release(Worker& worker, const std::vector<std::shared_ptr<Task>>& tasks) {
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& t : tasks) {

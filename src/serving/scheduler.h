@@ -99,6 +99,9 @@ class Scheduler {
   std::vector<std::pair<std::string, uint64_t>> device_memory() const;
   // Images each worker has finished, in --device order.
   std::vector<WorkerImages> worker_images() const;
+  // device -> its reading now (power, clocks, energy counter), once per device (two workers may
+  // share one); devices whose backend reads nothing are left out. Called off the worker threads.
+  std::vector<std::pair<std::string, DeviceReading>> device_readings() const;
   const std::vector<GenerationEngine*>& engines() const { return engines_; }
 
  private:

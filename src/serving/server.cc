@@ -77,6 +77,7 @@ GaugeSnapshot ServerState::gauges() const {
     g.inflight_requests = scheduler->inflight();
     g.device_memory = scheduler->device_memory();
     g.worker_images = scheduler->worker_images();
+    g.device_readings = scheduler->device_readings();
   }
   return g;
 }

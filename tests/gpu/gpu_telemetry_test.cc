@@ -1,6 +1,7 @@
 // GPU tests of device telemetry (backend/cuda/telemetry.h: NVML sampled every 10 ms): the summary
 // of known samples and energy readings (real backend only), then a reading over ~300 ms of queued
-// work — clocks, power and energy plausible, fractions within 0..1; skipped where NVML is missing.
+// work — clocks, power and energy plausible, fractions within 0..1 — and a reading of the device
+// now (Backend::device_reading); skipped where NVML is missing.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -77,6 +78,31 @@ TEST(GpuTelemetry, ReadsClocksAndPowerDuringWork) {
     EXPECT_LT(t->energy_j / t->seconds, 1.5 * t->power_limit_w);
   }
   EXPECT_FALSE(be.telemetry_stop().has_value());  // stopped: nothing more to report
+}
+
+// One reading at a time (the server's /metrics): clocks and power plausible; the energy counter,
+// where the board has one, grows over ~200 ms of work.
+TEST(GpuTelemetry, DeviceReadingNow) {
+  SD_REQUIRE_GPU();
+  Backend& be = gpu_backend(DType::kF16);
+  const std::optional<DeviceReading> r0 = be.device_reading();
+  if (!r0) GTEST_SKIP() << "NVML (libnvidia-ml.so.1) not available here";
+  const Tensor x = be.upload(uniform_random_host({8, 64, 64, 320}, 7));
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(200)) {
+    for (int i = 0; i < 20; ++i) (void)be.add(x, x);
+    ASSERT_TRUE(be.synchronize().ok());
+  }
+  const std::optional<DeviceReading> r1 = be.device_reading();
+  ASSERT_TRUE(r1.has_value());
+  std::printf("  reading: %.0f MHz, %.0f W of %.0f, %.0f C, capped %d, energy counter %.1f -> %.1f J\n", r1->sm_mhz,
+              r1->power_w, r1->power_limit_w, r1->temperature_c, r1->power_capped ? 1 : 0, r0->energy_j, r1->energy_j);
+  EXPECT_GT(r1->sm_mhz, 0.0);
+  EXPECT_LT(r1->sm_mhz, 5000.0);
+  EXPECT_GT(r1->power_w, 10.0);
+  EXPECT_GT(r1->power_limit_w, 10.0);
+  EXPECT_LT(r1->temperature_c, 120.0);
+  if (r0->energy_j >= 0) EXPECT_GT(r1->energy_j - r0->energy_j, 1.0);  // > 5 W over 200 ms
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,14 @@ class FakeEngine : public GenerationEngine {
   Status step(const std::vector<Job*>& jobs) override;
   StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs) override;
   size_t device_memory_bytes() const override { return 12345; }
+  std::optional<DeviceReading> device_reading() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return reading_;
+  }
+  void set_device_reading(std::optional<DeviceReading> r) {
+    std::lock_guard<std::mutex> lock(mu_);
+    reading_ = r;
+  }
 
   // The image a request's k-th image must be, computed without any batching.
   static Image expected_image(const GenerationRequest& request, int64_t seed, int k);
@@ -42,6 +51,7 @@ class FakeEngine : public GenerationEngine {
   mutable std::mutex mu_;
   std::vector<StepRecord> records_;
   int next_id_ = 0;
+  std::optional<DeviceReading> reading_;  // none: a CPU-like engine
 };
 
 }  // namespace sd::testing

@@ -77,6 +77,23 @@ TEST(Scheduler, SplitsLargeRequestsIntoPartsWithConsecutiveSeeds) {
   EXPECT_EQ(s.inflight(), 0);
 }
 
+// Two workers on one device (--workers-per-device 2) read it once; a device whose engine reads
+// nothing is left out.
+TEST(Scheduler, DeviceReadingsOncePerDevice) {
+  FakeEngine a("cuda:0"), b("cuda:0"), c("cuda:1"), cpu("cpu");
+  DeviceReading ra, rb, rc;
+  ra.power_w = 600, rb.power_w = 601, rc.power_w = 90;
+  a.set_device_reading(ra), b.set_device_reading(rb), c.set_device_reading(rc);
+  Metrics metrics;
+  Scheduler s({&a, &b, &c, &cpu}, SchedulerOptions{4, 16, 60}, &metrics);
+  const auto readings = s.device_readings();
+  ASSERT_EQ(readings.size(), 2u);
+  EXPECT_EQ(readings[0].first, "cuda:0");
+  EXPECT_EQ(readings[0].second.power_w, 600);  // the first worker's engine
+  EXPECT_EQ(readings[1].first, "cuda:1");
+  EXPECT_EQ(readings[1].second.power_w, 90);
+}
+
 TEST(Scheduler, RequestsWithDifferentStepsShareBatchesAndKeepTheirImages) {
   FakeEngine engine;
   engine.step_delay_ms = 2;

@@ -144,6 +144,9 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
   conv_autotune_ = !(tune && tune[0] == '0');
   gemm_workspace_bytes_ = kGemmWorkspaceBytes;
   gemm_workspace_ = alloc_->allocate(gemm_workspace_bytes_);
+  char bus_id[32] = {};
+  if (cudaDeviceGetPCIBusId(bus_id, sizeof bus_id, device_) == cudaSuccess)
+    reader_ = std::make_unique<GpuTelemetry>(bus_id);  // NVML is opened on the first reading
 }
 
 CudaBackend::~CudaBackend() {
@@ -284,6 +287,10 @@ bool CudaBackend::telemetry_start() {
 
 std::optional<DeviceTelemetry> CudaBackend::telemetry_stop() {
   return telemetry_ ? telemetry_->stop() : std::nullopt;
+}
+
+std::optional<DeviceReading> CudaBackend::device_reading() const {
+  return reader_ ? reader_->read() : std::nullopt;
 }
 
 Status CudaBackend::synchronize() {

@@ -112,6 +112,7 @@ class CudaBackend final : public Backend {
   Status wait_previous_step() override;  // cuda_backend.cc: two events in turn
   bool telemetry_start() override;  // cuda_backend.cc: GpuTelemetry (NVML)
   std::optional<DeviceTelemetry> telemetry_stop() override;
+  std::optional<DeviceReading> device_reading() const override;  // NVML; any thread
   int64_t mark() override;
   StatusOr<std::vector<double>> marks_elapsed_ms() override;
   void hold_queue(double ms) override;
@@ -194,6 +195,7 @@ class CudaBackend final : public Backend {
   size_t gemm_workspace_bytes_ = 0;
   std::shared_ptr<SubpixelPlans> subpixel_plans_;  // made on the first conv2d_subpixel_upsample
   std::unique_ptr<GpuTelemetry> telemetry_;         // made on the first telemetry_start
+  std::unique_ptr<GpuTelemetry> reader_;            // device_reading's (made in the constructor)
 };
 
 // False when SDSERVE_CUDA_FUSED=0: conv2d_fused / linear_residual run the unfused ops.

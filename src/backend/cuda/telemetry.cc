@@ -114,6 +114,24 @@ std::optional<DeviceTelemetry> GpuTelemetry::stop() {
   return t;
 }
 
+std::optional<DeviceReading> GpuTelemetry::read() const {
+  const Nvml& n = nvml();
+  NvmlDevice d = nullptr;
+  if (!n.ok || n.handle_by_bus_id(bus_id_.c_str(), &d) != 0 || !d) return std::nullopt;
+  unsigned mhz = 0, mw = 0, limit_mw = 0, temp = 0;
+  unsigned long long reasons = 0;
+  if (n.clock_info(d, kNvmlClockSm, &mhz) != 0 || n.power_usage(d, &mw) != 0) return std::nullopt;
+  DeviceReading r;
+  r.sm_mhz = mhz;
+  r.power_w = mw / 1e3;
+  if (n.power_limit(d, &limit_mw) == 0) r.power_limit_w = limit_mw / 1e3;
+  if (n.temperature(d, kNvmlTemperatureGpu, &temp) == 0) r.temperature_c = temp;
+  if (n.reasons(d, &reasons) == 0) r.power_capped = (reasons & (kSwPowerCap | kPowerBrake)) != 0;
+  const long long mj = energy_mj(n, d);
+  if (mj >= 0) r.energy_j = static_cast<double>(mj) / 1e3;
+  return r;
+}
+
 void GpuTelemetry::add_energy(DeviceTelemetry* t, double seconds, long long mj_start, long long mj_stop) {
   t->seconds = seconds;
   t->energy_j = mj_start >= 0 && mj_stop >= mj_start ? static_cast<double>(mj_stop - mj_start) / 1e3 : -1;

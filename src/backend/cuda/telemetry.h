@@ -27,6 +27,9 @@ class GpuTelemetry {
   bool start();
   // Stops sampling and summarizes the samples since start(); nullopt when none were taken.
   std::optional<DeviceTelemetry> stop();
+  // One reading now (thread-safe: its own NVML handle lookup, no sampler state); nullopt where
+  // NVML or the device is missing.
+  std::optional<DeviceReading> read() const;
 
   // One reading; public for the summary's test.
   struct Sample {

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "loadtest/arrivals.h"
+#include "loadtest/metrics_scrape.h"
 #include "loadtest/svg_plot.h"
 
 namespace sd::loadtest {
@@ -65,12 +66,17 @@ LoadTestOutcome execute_load_test(const LoadTestPlan& plan, FILE* out, FILE* log
   for (const StageSpec& spec : plan.stages) {
     if (interrupt && interrupt->load()) break;
     if (!plan.live_progress) std::fprintf(log, "sdserve loadtest: stage %s ...\n", spec.label.c_str());
+    const std::optional<double> energy_before = scrape_device_energy_j(plan.client);
     auto result = run_stage(plan.client, spec, progress);
     if (plan.live_progress) std::fprintf(log, "\r\033[K");
     if (!result.ok()) {
       std::fprintf(log, "sdserve loadtest: %s\n", result.status().message().c_str());
       outcome.exit_code = 1;
       return outcome;
+    }
+    if (energy_before) {
+      const std::optional<double> energy_after = scrape_device_energy_j(plan.client);
+      if (energy_after && *energy_after >= *energy_before) result->device_energy_j = *energy_after - *energy_before;
     }
     StageSummary summary = summarize(*result);
     total_ok += summary.succeeded;

@@ -68,6 +68,11 @@ std::string render_json_report(const RunDescription& run, const std::vector<Stag
                     {"ttfb_s", distribution_json(s.ttfb)},
                     {"max_in_flight", s.max_in_flight},
                     {"errors", s.errors}};
+    if (stage.device_energy_j >= 0) {  // from the server's /metrics (sd_device_energy_joules_total)
+      j["summary"]["device_energy_j"] = stage.device_energy_j;
+      if (s.energy_j_per_image >= 0) j["summary"]["energy_j_per_image"] = s.energy_j_per_image;
+      if (s.device_power_w >= 0) j["summary"]["device_power_w"] = s.device_power_w;
+    }
     j["error_examples"] = stage.error_examples;
     json series = json::array();
     for (const TimeBucket& b : time_series(stage)) {

@@ -1,5 +1,6 @@
 // Terminal output: the progress line redrawn ~4x/s on a TTY and the tables printed when a
 // stage (or a sweep) ends. Times print in seconds with 3 decimals, or ms below 1 s.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -63,6 +64,19 @@ std::string format_stage_table(const StageResult& stage, const StageSummary& s) 
   out += "  time to 1st byte  " + distribution_line(s.ttfb) + "\n";
   std::snprintf(buf, sizeof buf, "  %-17s %lld\n", "peak in flight", static_cast<long long>(s.max_in_flight));
   out += buf;
+  if (stage.device_energy_j >= 0) {  // the server's /metrics reported its devices' energy counters
+    std::snprintf(buf, sizeof buf, "  %-17s %.1f J", "device energy", stage.device_energy_j);
+    out += buf;
+    if (s.energy_j_per_image >= 0) {
+      std::snprintf(buf, sizeof buf, ", %.1f J an image", s.energy_j_per_image);
+      out += buf;
+    }
+    if (s.device_power_w >= 0) {
+      std::snprintf(buf, sizeof buf, ", %.0f W mean", s.device_power_w);
+      out += buf;
+    }
+    out += "\n";
+  }
   if (s.errors.empty()) {
     out += "  errors            none\n";
   } else {
@@ -81,8 +95,10 @@ std::string format_stage_table(const StageResult& stage, const StageSummary& s) 
 std::string format_sweep_table(const std::vector<StageResult>& stages, const std::string& variable) {
   std::string out;
   char buf[512];
-  std::snprintf(buf, sizeof buf, "%8s %9s %9s %8s %10s %10s %10s %10s %10s %10s %9s\n", variable.c_str(), "requests", "ok",
-                "failed", "req/s", "images/s", "p50 s", "p90 s", "p99 s", "max s", "in flight");
+  // Joules an image only when the server reported its devices' energy for some stage.
+  const bool energy = std::any_of(stages.begin(), stages.end(), [](const StageResult& s) { return s.device_energy_j >= 0; });
+  std::snprintf(buf, sizeof buf, "%8s %9s %9s %8s %10s %10s %10s %10s %10s %10s %9s%s\n", variable.c_str(), "requests", "ok",
+                "failed", "req/s", "images/s", "p50 s", "p90 s", "p99 s", "max s", "in flight", energy ? "   J/image" : "");
   out += buf;
   for (const StageResult& stage : stages) {
     StageSummary s = summarize(stage);
@@ -92,6 +108,12 @@ std::string format_sweep_table(const std::vector<StageResult>& stages, const std
                   s.images_per_s, s.latency.p50, s.latency.p90, s.latency.p99, s.latency.max,
                   static_cast<long long>(s.max_in_flight));
     out += buf;
+    if (energy) {
+      out.pop_back();  // the newline
+      if (s.energy_j_per_image >= 0) std::snprintf(buf, sizeof buf, " %10.1f\n", s.energy_j_per_image);
+      else std::snprintf(buf, sizeof buf, " %10s\n", "-");
+      out += buf;
+    }
   }
   return out;
 }

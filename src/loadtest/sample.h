@@ -43,6 +43,9 @@ struct StageResult {
   int users = 0;         // closed loop: virtual users (0 for open loop)
   double rate = 0;       // open loop: target arrivals per second (0 for closed loop)
   double elapsed_s = 0;  // stage start to the last answer
+  // The server's devices over the stage (sd_device_energy_joules_total in /metrics before and
+  // after it); < 0 when the server reports none.
+  double device_energy_j = -1;
   std::vector<Sample> samples;                        // in completion order
   std::map<std::string, std::string> error_examples;  // error key -> first message seen
 };

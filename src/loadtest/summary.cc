@@ -64,6 +64,10 @@ StageSummary summarize(const StageResult& stage) {
   out.latency = describe(std::move(latency));
   out.ttfb = describe(std::move(ttfb));
   out.max_in_flight = max_overlap(stage.samples);
+  if (stage.device_energy_j >= 0) {
+    if (out.images > 0) out.energy_j_per_image = stage.device_energy_j / static_cast<double>(out.images);
+    if (stage.elapsed_s > 0) out.device_power_w = stage.device_energy_j / stage.elapsed_s;
+  }
   return out;
 }
 

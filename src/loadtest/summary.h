@@ -25,6 +25,8 @@ struct StageSummary {
   Distribution ttfb;          // seconds, successful requests
   std::map<std::string, int64_t> errors;  // error_key -> count
   int64_t max_in_flight = 0;
+  double energy_j_per_image = -1;  // device_energy_j / images (< 0: no energy reported or no image)
+  double device_power_w = -1;      // device_energy_j / elapsed
 };
 StageSummary summarize(const StageResult& stage);
 

@@ -11,6 +11,7 @@
 
 #include "html_check.h"
 #include "loadtest/load_test.h"
+#include "loadtest/metrics_scrape.h"
 #include "stub_server.h"
 
 namespace sd::loadtest {
@@ -215,7 +216,10 @@ TEST(LoadTest, SweepWritesValidReportAndSucceeds) {
   std::fclose(log);
   EXPECT_EQ(outcome.exit_code, 0);
   ASSERT_EQ(outcome.stages.size(), 3u);
-  for (const StageResult& stage : outcome.stages) EXPECT_EQ(summarize(stage).succeeded, 8);
+  for (const StageResult& stage : outcome.stages) {
+    EXPECT_EQ(summarize(stage).succeeded, 8);
+    EXPECT_LT(stage.device_energy_j, 0.0);  // the stub's /metrics is 404: no energy
+  }
   EXPECT_EQ(stub.requests(), 24);
   std::ifstream file(plan.report_path);
   std::stringstream html;
@@ -223,6 +227,61 @@ TEST(LoadTest, SweepWritesValidReportAndSucceeds) {
   EXPECT_EQ(testing::check_self_contained_html(html.str()), "");
   EXPECT_EQ(testing::count_occurrences(html.str(), "<svg"), 1 + 3 * 3);
   std::remove(plan.report_path.c_str());
+}
+
+// A server whose /metrics reports device energy counters: each stage's joules are the counters'
+// growth over it (two devices summed), printed and written per image; a server without them
+// (the sweep above, /metrics 404) leaves the figures out.
+TEST(LoadTest, StageEnergyFromTheServersCounters) {
+  StubBehavior behavior;
+  behavior.delay_s = 0.002;
+  behavior.energy_j_per_request = 2.5;
+  StubServer stub(behavior);
+  LoadTestPlan plan;
+  plan.client = client_for(stub.url());
+  std::string variable;
+  plan.stages = *plan_stages(0, 0, 0, 8, "users=1,2", &variable);
+  plan.description.sweep_variable = variable;
+  plan.json_path = ::testing::TempDir() + "/loadtest_energy.json";
+  FILE* out = std::tmpfile();
+  FILE* log = std::tmpfile();
+  LoadTestOutcome outcome = execute_load_test(plan, out, log);
+  EXPECT_EQ(outcome.exit_code, 0);
+  ASSERT_EQ(outcome.stages.size(), 2u);
+  for (const StageResult& stage : outcome.stages) {
+    EXPECT_NEAR(stage.device_energy_j, 8 * 2.5, 1e-3);
+    const StageSummary s = summarize(stage);
+    EXPECT_NEAR(s.energy_j_per_image, 2.5, 1e-4);
+    EXPECT_GT(s.device_power_w, 0.0);
+  }
+  EXPECT_EQ(stub.requests(), 16);  // the scrapes are not generation requests
+  std::rewind(out);
+  std::string text(1 << 16, '\0');
+  text.resize(std::fread(text.data(), 1, text.size(), out));
+  std::fclose(out);
+  std::fclose(log);
+  EXPECT_NE(text.find("device energy     20.0 J, 2.5 J an image"), std::string::npos) << text;
+  EXPECT_NE(text.find("J/image"), std::string::npos) << text;
+  std::ifstream json_file(plan.json_path);
+  std::stringstream json_text;
+  json_text << json_file.rdbuf();
+  EXPECT_NE(json_text.str().find("\"energy_j_per_image\": 2.5"), std::string::npos) << json_text.str();
+  std::remove(plan.json_path.c_str());
+}
+
+TEST(MetricsScrape, SumsOneFamilyOverItsLabels) {
+  const std::string body =
+      "# HELP sd_device_energy_joules_total Energy.\n# TYPE sd_device_energy_joules_total counter\n"
+      "sd_device_energy_joules_total{device=\"cuda:0\"} 1500.25\n"
+      "sd_device_energy_joules_total{device=\"odd}\\\"name\"} 10\n"
+      "sd_device_energy_joules_total_other 7\nsd_device_energy_joules_totalx{a=\"b\"} 9\n"
+      "sd_device_energy_joules_total{device=\"broken\" 3\nsd_images_total 4\n";
+  const std::optional<double> sum = sum_metric(body, "sd_device_energy_joules_total");
+  ASSERT_TRUE(sum.has_value());
+  EXPECT_DOUBLE_EQ(*sum, 1510.25);
+  EXPECT_DOUBLE_EQ(*sum_metric(body, "sd_images_total"), 4.0);
+  EXPECT_FALSE(sum_metric(body, "sd_device_power_watts").has_value());
+  EXPECT_FALSE(sum_metric("", "sd_images_total").has_value());
 }
 
 TEST(LoadTest, UnresolvableHostFailsFast) {

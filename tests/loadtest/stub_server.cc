@@ -133,6 +133,21 @@ void StubServer::serve(int index) {
     beast::error_code ec;
     http::read(*socket, buffer, req, ec);
     if (ec) break;
+    if (req.method() == http::verb::get && req.target() == "/metrics") {
+      http::response<http::string_body> res{behavior_.energy_j_per_request > 0 ? http::status::ok : http::status::not_found,
+                                            req.version()};
+      if (behavior_.energy_j_per_request > 0) {  // split over two devices, as a two-GPU server reports it
+        const double j = 1000 + behavior_.energy_j_per_request * static_cast<double>(requests_.load());
+        res.body() = "# TYPE sd_device_energy_joules_total counter\nsd_device_energy_joules_total{device=\"cuda:0\"} " +
+                     std::to_string(0.75 * j) + "\nsd_device_energy_joules_total{device=\"cuda:1\"} " +
+                     std::to_string(0.25 * j) + "\nsd_device_energy_joules_total_x 99\n";
+      }
+      res.keep_alive(req.keep_alive());
+      res.prepare_payload();
+      http::write(*socket, res, ec);
+      if (ec || !req.keep_alive()) break;
+      continue;
+    }
     int64_t n = ++requests_;
     if (behavior_.stall) {
       std::unique_lock<std::mutex> lock(mutex_);

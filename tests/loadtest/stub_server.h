@@ -22,6 +22,9 @@ struct StubBehavior {
   bool stall = false;           // read requests but never answer (until the server stops)
   std::string required_key;     // when set, requests without "Bearer <key>" get 401
   bool close_after_each = false;  // answer with Connection: close
+  // > 0: GET /metrics (not counted as a request) reports sd_device_energy_joules_total on two
+  // devices growing by this much in all per generation request answered; else /metrics is 404.
+  double energy_j_per_request = 0;
 };
 
 class StubServer {

@@ -64,7 +64,10 @@ void render_device_readings(const std::vector<std::pair<std::string, DeviceReadi
     header(out, f.name, f.type, f.help);
     for (const auto& [device, r] : readings) {
       const double v = f.value(r);
-      if (v >= 0) *out += std::string(f.name) + "{device=\"" + escape_label(device) + "\"} " + number(v) + "\n";
+      if (v < 0) continue;
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.15g", v);  // 527.722, not 527.72199999999998
+      *out += std::string(f.name) + "{device=\"" + escape_label(device) + "\"} " + buf + "\n";
     }
   }
 }

@@ -237,7 +237,7 @@ TEST(ServerRoutes, MetricsDeviceReadings) {
   r0.energy_j = 123456.789, r0.power_w = 689.5, r0.power_limit_w = 700, r0.sm_mhz = 1545, r0.temperature_c = 61;
   r0.power_capped = true;
   DeviceReading r1;  // a board without an energy counter or a known limit
-  r1.power_w = 80.25, r1.sm_mhz = 1980, r1.temperature_c = 35;
+  r1.power_w = 527.722, r1.sm_mhz = 1980, r1.temperature_c = 35;
   t.engines[0]->set_device_reading(r0);
   t.engines[1]->set_device_reading(r1);
   const Reply m = http(t.port(), "GET", "/metrics");
@@ -245,7 +245,7 @@ TEST(ServerRoutes, MetricsDeviceReadings) {
   for (const char* line :
        {"# TYPE sd_device_energy_joules_total counter\n", "sd_device_energy_joules_total{device=\"cuda:0\"} 123456.789\n",
         "# TYPE sd_device_power_watts gauge\n", "sd_device_power_watts{device=\"cuda:0\"} 689.5\n",
-        "sd_device_power_watts{device=\"cuda:1\"} 80.25\n", "sd_device_power_limit_watts{device=\"cuda:0\"} 700\n",
+        "sd_device_power_watts{device=\"cuda:1\"} 527.722\n", "sd_device_power_limit_watts{device=\"cuda:0\"} 700\n",
         "sd_device_power_capped{device=\"cuda:0\"} 1\n", "sd_device_power_capped{device=\"cuda:1\"} 0\n",
         "sd_device_sm_clock_hertz{device=\"cuda:0\"} 1545000000\n", "sd_device_sm_clock_hertz{device=\"cuda:1\"} 1980000000\n",
         "sd_device_temperature_celsius{device=\"cuda:1\"} 35\n"})

@@ -74,6 +74,12 @@ std::string stage_section(const StageResult& stage) {
   row("latency", dist(s.latency));
   row("time to first byte", dist(s.ttfb));
   row("peak in flight", std::to_string(s.max_in_flight));
+  if (stage.device_energy_j >= 0) {  // from the server's /metrics energy counters
+    std::string e = format_number(stage.device_energy_j) + " J";
+    if (s.energy_j_per_image >= 0) e += ", " + format_number(s.energy_j_per_image) + " J an image";
+    if (s.device_power_w >= 0) e += ", " + format_number(s.device_power_w) + " W mean";
+    row("device energy", e);
+  }
   h += "</table>\n";
   if (!s.errors.empty()) {
     h += "<h3>Errors by status</h3>\n<table>\n<tr>" + cell("error", true) + cell("count", true) + cell("example", true) +

@@ -18,6 +18,11 @@
 namespace sd {
 namespace {
 
+// The energy counter over shorter intervals is coarse (two 0.1 s readings of the same batch-1
+// steps on an H100 were 17% apart, session 18): joules are reported from this long on.
+constexpr double kMinEnergySeconds = 0.5;
+
+
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
@@ -115,7 +120,7 @@ Status bench_steps_and_images(const BenchOptions& o, const std::function<void(co
         if (i >= warmup) ms.push_back(since(t) * 1e3);
       }
       row.telemetry = engine->backend().telemetry_stop();
-      if (row.telemetry && row.telemetry->energy_j >= 0) {
+      if (row.telemetry && row.telemetry->energy_j >= 0 && row.telemetry->seconds >= kMinEnergySeconds) {
         row.energy_j_per_step = row.telemetry->energy_j / o.timed_steps;
         row.denoise_energy_j_per_image = row.energy_j_per_step * o.steps / batch;
       }
@@ -151,7 +156,7 @@ Status bench_steps_and_images(const BenchOptions& o, const std::function<void(co
         e.batch_seconds = since(t);
         if (metered) {
           const std::optional<DeviceTelemetry> m = engine->backend().telemetry_stop();
-          if (m && m->energy_j >= 0) e.energy_j_per_image = m->energy_j / batch;
+          if (m && m->energy_j >= 0 && m->seconds >= kMinEnergySeconds) e.energy_j_per_image = m->energy_j / batch;
         }
         std::vector<double> text;
         for (const auto& r : results) text.push_back(r.seconds_text * 1e3);
@@ -226,6 +231,10 @@ std::string BenchReport::table() const {
       std::snprintf(buf, sizeof buf, "; energy %.2f J a step, denoising %.1f J an image", r.energy_j_per_step,
                     r.denoise_energy_j_per_image);
       s += buf;
+    } else if (t.energy_j >= 0) {
+      std::snprintf(buf, sizeof buf, "; energy not shown (%.2f s of steps; more --timed-steps for >= %.1f s)", t.seconds,
+                    kMinEnergySeconds);
+      s += buf;
     }
     if (r.energy_j_per_image >= 0) {
       std::snprintf(buf, sizeof buf, "; end to end %.1f J an image", r.energy_j_per_image);
@@ -270,8 +279,8 @@ std::string BenchReport::json() const {
                                        {"slowed_fraction", t.slowed},
                                        {"temperature_c_max", t.temperature_c_max},
                                        {"seconds", t.seconds}};
-      if (t.energy_j >= 0) {
-        j["rows"].back()["telemetry"]["energy_j"] = t.energy_j;
+      if (t.energy_j >= 0) j["rows"].back()["telemetry"]["energy_j"] = t.energy_j;
+      if (r.energy_j_per_step >= 0) {
         j["rows"].back()["energy_j_per_step"] = r.energy_j_per_step;
         j["rows"].back()["denoise_energy_j_per_image"] = r.denoise_energy_j_per_image;
       }

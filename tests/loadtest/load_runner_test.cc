@@ -243,6 +243,7 @@ TEST(LoadTest, StageEnergyFromTheServersCounters) {
   plan.stages = *plan_stages(0, 0, 0, 8, "users=1,2", &variable);
   plan.description.sweep_variable = variable;
   plan.json_path = ::testing::TempDir() + "/loadtest_energy.json";
+  plan.report_path = ::testing::TempDir() + "/loadtest_energy.html";
   FILE* out = std::tmpfile();
   FILE* log = std::tmpfile();
   LoadTestOutcome outcome = execute_load_test(plan, out, log);
@@ -267,6 +268,13 @@ TEST(LoadTest, StageEnergyFromTheServersCounters) {
   json_text << json_file.rdbuf();
   EXPECT_NE(json_text.str().find("\"energy_j_per_image\": 2.5"), std::string::npos) << json_text.str();
   std::remove(plan.json_path.c_str());
+  std::ifstream html_file(plan.report_path);
+  std::stringstream html;
+  html << html_file.rdbuf();
+  EXPECT_EQ(testing::check_self_contained_html(html.str()), "");
+  EXPECT_NE(html.str().find("device energy"), std::string::npos);
+  EXPECT_NE(html.str().find("20 J, 2.50 J an image"), std::string::npos) << html.str();
+  std::remove(plan.report_path.c_str());
 }
 
 TEST(MetricsScrape, SumsOneFamilyOverItsLabels) {

@@ -310,8 +310,16 @@ TEST(Bench, ReportsDeviceTelemetryWhereARowHasIt) {
             std::string::npos)
       << table;
   EXPECT_EQ(table.find("energy"), std::string::npos);  // no energy counter: nothing said
+  EXPECT_FALSE(nlohmann::json::parse(rep->json())["rows"][0]["telemetry"].contains("energy_j"));
   EXPECT_FALSE(nlohmann::json::parse(rep->json())["rows"][0].contains("energy_j_per_step"));
 
+  // A counter read over too short an interval: the table says so instead of a number.
+  rep->rows[0].telemetry->energy_j = 30.0, rep->rows[0].telemetry->seconds = 0.1;
+  table = rep->table();
+  EXPECT_FALSE(nlohmann::json::parse(rep->json())["rows"][0].contains("energy_j_per_step"));
+  EXPECT_NE(table.find("61 C max; energy not shown (0.10 s of steps; more --timed-steps for >= 0.5 s)\n"),
+            std::string::npos)
+      << table;
   // With the board's energy counter: joules per step, and per image over the run's 2 steps.
   rep->rows[0].telemetry->energy_j = 145.0, rep->rows[0].telemetry->seconds = 0.21;
   rep->rows[0].energy_j_per_step = 72.5, rep->rows[0].denoise_energy_j_per_image = 145.0;

@@ -2,46 +2,20 @@
 // connections are untouched), then a line scan of the Prometheus text format.
 #include "loadtest/metrics_scrape.h"
 
+#include "loadtest/prometheus_text.h"
+
 #include <utility>  // before Boost.Asio: its awaitable.hpp uses std::exchange
 
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
-#include <cstdlib>
-#include <sstream>
 
 namespace sd::loadtest {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
-
-std::optional<double> sum_metric(const std::string& body, const std::string& family) {
-  std::istringstream lines(body);
-  std::optional<double> sum;
-  for (std::string line; std::getline(lines, line);) {
-    if (line.empty() || line[0] == '#' || line.compare(0, family.size(), family) != 0) continue;
-    size_t i = family.size();
-    if (i < line.size() && line[i] == '{') {  // labels: skip to the closing brace outside quotes
-      bool quoted = false;
-      for (++i; i < line.size(); ++i) {
-        if (quoted && line[i] == '\\') ++i;
-        else if (line[i] == '"') quoted = !quoted;
-        else if (!quoted && line[i] == '}') break;
-      }
-      if (i >= line.size()) continue;
-      ++i;
-    }
-    if (i >= line.size() || line[i] != ' ') continue;  // another family with this prefix
-    const char* start = line.c_str() + i + 1;
-    char* end = nullptr;
-    const double v = std::strtod(start, &end);
-    if (end == start) continue;
-    sum = sum.value_or(0) + v;
-  }
-  return sum;
-}
 
 std::optional<double> scrape_device_energy_j(const ClientOptions& options) {
   try {

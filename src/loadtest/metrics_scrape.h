@@ -7,12 +7,9 @@
 #include <string>
 
 #include "loadtest/load_runner.h"
+#include "loadtest/prometheus_text.h"  // sum_metric
 
 namespace sd::loadtest {
-
-// Sum of the samples of metric `family` (no labels or any labels) in a Prometheus text body;
-// nullopt when it has none.
-std::optional<double> sum_metric(const std::string& body, const std::string& family);
 
 // GET <base>/metrics and sum_metric(sd_device_energy_joules_total); nullopt when the server cannot
 // be reached, answers other than 200, or reports no energy counter.

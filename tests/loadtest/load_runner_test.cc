@@ -290,6 +290,8 @@ TEST(MetricsScrape, SumsOneFamilyOverItsLabels) {
   EXPECT_DOUBLE_EQ(*sum_metric(body, "sd_images_total"), 4.0);
   EXPECT_FALSE(sum_metric(body, "sd_device_power_watts").has_value());
   EXPECT_FALSE(sum_metric("", "sd_images_total").has_value());
+  EXPECT_DOUBLE_EQ(*sum_metric("x NaN\nx +Inf\nx 2\n", "x"), 2.0);  // non-finite samples skipped
+  EXPECT_FALSE(sum_metric("x 1e308\nx 1e308\n", "x").has_value());    // an overflowing sum is no figure
 }
 
 TEST(LoadTest, UnresolvableHostFailsFast) {

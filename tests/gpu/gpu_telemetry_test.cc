@@ -102,7 +102,9 @@ TEST(GpuTelemetry, DeviceReadingNow) {
   EXPECT_GT(r1->power_w, 10.0);
   EXPECT_GT(r1->power_limit_w, 10.0);
   EXPECT_LT(r1->temperature_c, 120.0);
-  if (r0->energy_j >= 0) EXPECT_GT(r1->energy_j - r0->energy_j, 1.0);  // > 5 W over 200 ms
+  if (r0->energy_j >= 0) {
+    EXPECT_GT(r1->energy_j - r0->energy_j, 1.0);  // > 5 W over 200 ms
+  }
 }
 
 }  // namespace

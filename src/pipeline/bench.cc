@@ -228,8 +228,10 @@ std::string BenchReport::table() const {
                   100 * t.power_capped, 100 * t.slowed, t.samples, t.temperature_c_max);
     s += buf;
     if (r.energy_j_per_step >= 0) {
-      std::snprintf(buf, sizeof buf, "; energy %.2f J a step, denoising %.1f J an image", r.energy_j_per_step,
-                    r.denoise_energy_j_per_image);
+      // NVML's sampled power trails by ~1 s (439 W where the counter gave 734 on an H100): the
+      // counter's mean is the power of these steps.
+      std::snprintf(buf, sizeof buf, "; energy %.2f J a step (%.0f W mean by the counter), denoising %.1f J an image",
+                    r.energy_j_per_step, t.seconds > 0 ? t.energy_j / t.seconds : 0.0, r.denoise_energy_j_per_image);
       s += buf;
     } else if (t.energy_j >= 0) {
       std::snprintf(buf, sizeof buf, "; energy not shown (%.2f s of steps; more --timed-steps for >= %.1f s)", t.seconds,

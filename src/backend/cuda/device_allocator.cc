@@ -106,6 +106,28 @@ void* DeviceAllocator::allocate(size_t bytes) {
 void DeviceAllocator::release(void* ptr) {
   if (!ptr) return;
   std::lock_guard<std::mutex> lock(mu_);
+  if (holds_ > 0) {
+    if (live_.count(ptr)) held_.push_back(ptr);
+    return;
+  }
+  release_locked(ptr);
+}
+
+void DeviceAllocator::hold_releases() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++holds_;
+}
+
+void DeviceAllocator::resume_releases() {
+  std::lock_guard<std::mutex> lock(mu_);
+  SD_ASSERT(holds_ > 0, "resume_releases without hold_releases");
+  if (--holds_ > 0) return;
+  std::vector<void*> held;
+  held.swap(held_);
+  for (void* p : held) release_locked(p);
+}
+
+void DeviceAllocator::release_locked(void* ptr) {
   auto it = live_.find(ptr);
   if (it == live_.end()) return;  // not ours; nothing sensible to do
   const Block block = it->second;

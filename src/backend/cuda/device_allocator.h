@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 namespace sd::cuda {
 
@@ -33,6 +34,12 @@ class DeviceAllocator {
   // Returns a block to the cache. Work queued on the owning stream that still uses the
   // block runs before any later user of it, because that user is on the same stream.
   void release(void* ptr);
+  // Side work (a second stream): from hold_releases() until the matching resume_releases(),
+  // released blocks are kept out of the caches (a later allocation on the main stream must not
+  // get a block the side stream may still use); resume_releases() then releases them. Counted:
+  // holds from several callers end with the last resume.
+  void hold_releases();
+  void resume_releases();
   // Gives every cached block (of the shared cache) back to the driver.
   void empty_cache();
 
@@ -66,6 +73,7 @@ class DeviceAllocator {
   };
   using FreeList = std::multimap<size_t, void*>;  // size -> cached block
   void free_cached_locked();
+  void release_locked(void* ptr);
   // A cached block of `size` (or slightly larger) from `list`; nullptr if none fits.
   static void* take_locked(FreeList& list, size_t size, size_t* got);
 
@@ -82,6 +90,8 @@ class DeviceAllocator {
   int active_pool_ = 0;                    // pool of allocations by active_thread_
   std::thread::id active_thread_;
   AllocatorCounters counters_;
+  int holds_ = 0;                // hold_releases() calls not yet resumed
+  std::vector<void*> held_;      // blocks released while held
 };
 
 }  // namespace sd::cuda

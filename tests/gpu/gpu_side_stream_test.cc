@@ -161,7 +161,18 @@ TEST(GpuAllocatorHold, ReleasedBlocksComeBackOnlyAfterResume) {
   alloc.resume_releases();
   void* d = alloc.allocate(bytes);
   EXPECT_EQ(d, a) << "the held block is cached after the last resume";
-  for (void* p : {b, c, d}) alloc.release(p);
+  // After hold_only_earlier(), blocks allocated later come back at once; older ones stay held.
+  alloc.hold_releases();
+  alloc.hold_only_earlier();
+  void* e = alloc.allocate(bytes);
+  alloc.release(e);
+  void* f = alloc.allocate(bytes);
+  EXPECT_EQ(f, e) << "a block allocated after hold_only_earlier was held";
+  alloc.release(d);
+  void* g = alloc.allocate(bytes);
+  EXPECT_NE(g, d) << "a block older than hold_only_earlier was handed out while held";
+  alloc.resume_releases();
+  for (void* p : {b, c, f, g}) alloc.release(p);
 }
 
 #endif  // SD_TEST_CUDA_INTERNALS

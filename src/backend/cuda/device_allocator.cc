@@ -97,7 +97,7 @@ void* DeviceAllocator::allocate(size_t bytes) {
     counters_.reserved += size;
     ++counters_.device_mallocs;
   }
-  live_[ptr] = Block{got, pool};
+  live_[ptr] = Block{got, pool, next_seq_++};
   if (!counted) counters_.in_use += got;
   if (counters_.in_use > counters_.peak) counters_.peak = counters_.in_use;
   return ptr;
@@ -107,8 +107,11 @@ void DeviceAllocator::release(void* ptr) {
   if (!ptr) return;
   std::lock_guard<std::mutex> lock(mu_);
   if (holds_ > 0) {
-    if (live_.count(ptr)) held_.push_back(ptr);
-    return;
+    auto it = live_.find(ptr);
+    if (it != live_.end() && it->second.seq < hold_below_seq_) {
+      held_.push_back(ptr);
+      return;
+    }
   }
   release_locked(ptr);
 }
@@ -116,6 +119,12 @@ void DeviceAllocator::release(void* ptr) {
 void DeviceAllocator::hold_releases() {
   std::lock_guard<std::mutex> lock(mu_);
   ++holds_;
+  hold_below_seq_ = UINT64_MAX;
+}
+
+void DeviceAllocator::hold_only_earlier() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (holds_ > 0) hold_below_seq_ = next_seq_;
 }
 
 void DeviceAllocator::resume_releases() {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -38,7 +39,10 @@ class DeviceAllocator {
   // released blocks are kept out of the caches (a later allocation on the main stream must not
   // get a block the side stream may still use); resume_releases() then releases them. Counted:
   // holds from several callers end with the last resume.
+  // hold_only_earlier(): from now on, blocks allocated after this call are not held (the side
+  // work is all issued: only blocks older than that can be in its use).
   void hold_releases();
+  void hold_only_earlier();
   void resume_releases();
   // Gives every cached block (of the shared cache) back to the driver.
   void empty_cache();
@@ -69,7 +73,8 @@ class DeviceAllocator {
  private:
   struct Block {
     size_t size = 0;
-    int pool = 0;  // 0: the shared cache
+    int pool = 0;      // 0: the shared cache
+    uint64_t seq = 0;  // allocation order
   };
   using FreeList = std::multimap<size_t, void*>;  // size -> cached block
   void free_cached_locked();
@@ -91,6 +96,8 @@ class DeviceAllocator {
   std::thread::id active_thread_;
   AllocatorCounters counters_;
   int holds_ = 0;                // hold_releases() calls not yet resumed
+  uint64_t next_seq_ = 0;        // Block::seq of the next allocation
+  uint64_t hold_below_seq_ = 0;  // while held: only blocks with seq below this are held
   std::vector<void*> held_;      // blocks released while held
 };
 

@@ -29,7 +29,20 @@ int64_t side_max_rows() {
 void CudaBackend::make_side() {
   side_.max_rows = side_max_rows();
   if (side_.max_rows == 0) return;
-  SD_CUDA_CHECK(cudaStreamCreateWithFlags(&side_.stream, cudaStreamNonBlocking));
+  // The side stream at the lowest priority, so that the main stream's kernels (the step's
+  // critical path) get multiprocessors first; SDSERVE_CUDA_SIDE_PRIORITY=0: equal priorities.
+  int least = 0, greatest = 0;
+  SD_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  const char* prio = std::getenv("SDSERVE_CUDA_SIDE_PRIORITY");
+  const bool ranked = !(prio && prio[0] == '0') && greatest < least;
+  SD_CUDA_CHECK(cudaStreamCreateWithPriority(&side_.stream, cudaStreamNonBlocking, least));
+  if (ranked) {  // the main stream one step above
+    cudaStream_t raised = nullptr;
+    SD_CUDA_CHECK(cudaStreamCreateWithPriority(&raised, cudaStreamNonBlocking, least - 1));
+    SD_CUDA_CHECK(cudaStreamDestroy(stream_));
+    stream_ = raised;
+    SD_CUDNN_CHECK(cudnnSetStream(dnn_, stream_));
+  }
   SD_CUDA_CHECK(cudaEventCreateWithFlags(&side_.fork, cudaEventDisableTiming));
   SD_CUDA_CHECK(cudaEventCreateWithFlags(&side_.done, cudaEventDisableTiming));
   side_.workspace = alloc_->allocate(gemm_workspace_bytes_);  // the side's cuBLASLt / cuBLAS workspace
@@ -97,6 +110,7 @@ void CudaBackend::end_side() {
   }
   SD_ASSERT(side_.state == State::kIssuing, "end_side without begin_side");
   SD_CUDA_CHECK(cudaEventRecord(side_.done, stream_));
+  alloc_->hold_only_earlier();  // blocks the main stream allocates from here on are never the side's
   stream_ = side_.main_stream;
   side_.main_stream = nullptr;
   std::swap(gemm_workspace_, side_.workspace);

@@ -234,26 +234,6 @@ class Backend {
     const Tensor x = concat_channels(a, b);  // [B, ..., Ca + Cb]
     return {group_norm(x, gamma, beta, groups, eps, silu), linear(x, w, bias)};
   }
-  // Its two halves on their own (so the shortcut can go to side work, below): group_norm of
-  // [a | b] -> [B, ..., Ca + Cb], and [a | b] w^T + bias -> [B, ..., N].
-  virtual Tensor concat_norm(const Tensor& a, const Tensor& b, const Tensor& gamma, const Tensor& beta, int groups,
-                             float eps, bool silu) {
-    return group_norm(concat_channels(a, b), gamma, beta, groups, eps, silu);
-  }
-  virtual Tensor concat_linear(const Tensor& a, const Tensor& b, const Tensor& w, const Tensor& bias) {
-    return linear(concat_channels(a, b), w, bias);
-  }
-
-  // ---- side work (concurrency inside a step) ----
-  // Ops issued between begin_side() and end_side() may run beside the ops issued after them,
-  // until join_side(): their inputs must not be overwritten and their results not read before
-  // join_side(). Every begin_side() is followed by end_side() and then join_side(), unnested.
-  // `rows`: the batch the side work serves (a backend may run side work in order, e.g. where
-  // the batch fills the device anyway). Default: in order (all three are no-ops). CUDA: a
-  // second stream joined by events (SDSERVE_CUDA_SIDE_STREAM), branches of a captured graph.
-  virtual void begin_side(int64_t rows) { (void)rows; }
-  virtual void end_side() {}
-  virtual void join_side() {}
 
   // ---- spatial padding and cropping (NHWC) ----
   // These have a portable default (download, host loop, upload); backends may override.

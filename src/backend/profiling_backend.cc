@@ -158,20 +158,6 @@ Tensor ProfilingBackend::group_norm_add(const Tensor& x, const Tensor& add_src, 
                 [&] { return inner_.group_norm_add(x, add_src, add_col, gamma, beta, groups, eps, silu); });
 }
 
-Tensor ProfilingBackend::concat_norm(const Tensor& a, const Tensor& b, const Tensor& gamma, const Tensor& beta,
-                                     int groups, float eps, bool silu) {
-  return record("group_norm", 0, 2 * (bytes_of(a) + bytes_of(b)) + bytes_of(gamma) + bytes_of(beta),
-                [&] { return inner_.concat_norm(a, b, gamma, beta, groups, eps, silu); });
-}
-
-Tensor ProfilingBackend::concat_linear(const Tensor& a, const Tensor& b, const Tensor& w, const Tensor& bias) {
-  Shape y = a.shape();
-  y.back() = w.dim(0);  // [..., N]
-  const double y_bytes = rows_of(y) * static_cast<double>(y.back() * dtype_size(a.dtype()));
-  return record("linear", linear_flops(y, w.dim(1)), bytes_of(a) + bytes_of(b) + bytes_of(w) + bytes_of(bias) + y_bytes,
-                [&] { return inner_.concat_linear(a, b, w, bias); });
-}
-
 Backend::ConcatReads ProfilingBackend::concat_norm_shortcut(const Tensor& a, const Tensor& b, const Tensor& gamma,
                                                             const Tensor& beta, int groups, float eps, bool silu,
                                                             const Tensor& w, const Tensor& bias) {

@@ -102,11 +102,6 @@ class ProfilingBackend final : public Backend {
   Tensor interleave_phases2x(const Tensor& y4, const Tensor& bias) override;
   Tensor conv2d_subpixel_upsample(const Tensor& x, const Tensor& w_phases, const Tensor& bias) override;
   bool randn_philox(const Tensor& out, const PhiloxRandn& p) override;
-  // Recorded as kinds "group_norm" and "linear" (side work is not forwarded: a profile times
-  // every op in order).
-  Tensor concat_norm(const Tensor& a, const Tensor& b, const Tensor& gamma, const Tensor& beta, int groups, float eps,
-                     bool silu) override;
-  Tensor concat_linear(const Tensor& a, const Tensor& b, const Tensor& w, const Tensor& bias) override;
   // Recorded as one op of kind "concat_norm_shortcut" (FLOPs of the shortcut GEMM).
   ConcatReads concat_norm_shortcut(const Tensor& a, const Tensor& b, const Tensor& gamma, const Tensor& beta,
                                    int groups, float eps, bool silu, const Tensor& w, const Tensor& bias) override;

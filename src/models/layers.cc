@@ -155,25 +155,14 @@ void ResnetBlock::load(ModelLoader& l, const std::string& prefix, int64_t in, in
 }
 
 ResnetBlock::InputReads ResnetBlock::read_input(Backend& be, const Tensor& x, const Tensor& skip) const {
-  InputReads r;
-  if (has_shortcut) {  // issued first, so that it can start beside everything up to conv2
-    be.begin_side(x.dim(0));
-    if (skip.defined() && shortcut.pointwise()) {
-      const Tensor wm = shortcut.w.reshape({shortcut.w.dim(0), shortcut.w.dim(3)});  // [out, in]
-      r.residual = be.concat_linear(x, skip, wm, shortcut.b);  // [B, H, W, out], [x | skip] read in place
-    } else {
-      r.residual = shortcut(be, skip.defined() ? be.concat_channels(x, skip) : x);  // [B, H, W, out]
-    }
-    be.end_side();
-    r.side = true;
-  } else if (skip.defined()) {
-    r.residual = be.concat_channels(x, skip);  // [B, H, W, in]
-  } else {
-    r.residual = x;
+  if (skip.defined() && has_shortcut && shortcut.pointwise()) {
+    const Tensor wm = shortcut.w.reshape({shortcut.w.dim(0), shortcut.w.dim(3)});  // [out, in]
+    Backend::ConcatReads r =
+        be.concat_norm_shortcut(x, skip, norm1.gamma, norm1.beta, norm1.groups, norm1.eps, /*silu=*/true, wm, shortcut.b);
+    return {r.normed, r.shortcut};
   }
-  r.normed = skip.defined() ? be.concat_norm(x, skip, norm1.gamma, norm1.beta, norm1.groups, norm1.eps, /*silu=*/true)
-                            : norm1(be, x, true);
-  return r;
+  const Tensor in = skip.defined() ? be.concat_channels(x, skip) : x;  // [B, H, W, in]
+  return {norm1(be, in, true), has_shortcut ? shortcut(be, in) : in};
 }
 
 Tensor ResnetBlock::operator()(Backend& be, const Tensor& x, const Tensor& temb_act, const Tensor& skip) const {
@@ -182,26 +171,22 @@ Tensor ResnetBlock::operator()(Backend& be, const Tensor& x, const Tensor& temb_
     const int64_t B = x.dim(0), out = conv1.w.dim(0);
     const Tensor bias_row = conv1.b.reshape({1, out});
     const Tensor bias_rows = B == 1 ? bias_row : be.concat_rows(std::vector<Tensor>(static_cast<size_t>(B), bias_row));  // [B, out]
-    InputReads in = read_input(be, x, skip);
+    const InputReads in = read_input(be, x, skip);
     Tensor h = be.conv2d(in.normed, conv1.w, Tensor(), conv1.stride, conv1.padding);  // [B, H, W, out]
     h = be.group_norm_add(h, bias_rows, 0, norm2.gamma, norm2.beta, norm2.groups, norm2.eps, /*silu=*/true);
-    in.join(be);
     return conv2.fused(be, h, Tensor(), in.residual);
   }
   // conv1 + time embedding [B, out], conv2 + shortcut: each one fused op where the backend can.
-  InputReads in = read_input(be, x, skip);
+  const InputReads in = read_input(be, x, skip);
   Tensor h = conv1.fused(be, in.normed, has_time ? time_proj(be, temb_act) : Tensor(), Tensor());
-  h = norm2(be, h, true);
-  in.join(be);
-  return conv2.fused(be, h, Tensor(), in.residual);
+  return conv2.fused(be, norm2(be, h, true), Tensor(), in.residual);
 }
 
 Tensor ResnetBlock::forward_stacked(Backend& be, const Tensor& x, const Tensor& temb_all, const Tensor& skip) const {
   SD_ASSERT(time_col >= 0 && temb_all.defined(), "ResnetBlock::forward_stacked without a stacked time projection");
-  InputReads in = read_input(be, x, skip);
+  const InputReads in = read_input(be, x, skip);
   Tensor h = conv1(be, in.normed);  // [B, H, W, out], conv1's bias is in temb_all
   h = be.group_norm_add(h, temb_all, time_col, norm2.gamma, norm2.beta, norm2.groups, norm2.eps, /*silu=*/true);
-  in.join(be);
   return conv2.fused(be, h, Tensor(), in.residual);
 }
 

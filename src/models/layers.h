@@ -145,16 +145,9 @@ struct ResnetBlock {
   Tensor forward_stacked(Backend& be, const Tensor& x, const Tensor& temb_all, const Tensor& skip = Tensor()) const;
 
  private:
-  // The block input's two reads: norm1 + SiLU, and the shortcut (or the input itself). The
-  // shortcut is side work (Backend::begin_side): it may run beside norm1 / conv1 / norm2, so the
-  // caller calls join() before conv2 reads `residual`.
+  // The block input's two reads: norm1 + SiLU, and the shortcut (or the input itself).
   struct InputReads {
     Tensor normed, residual;
-    bool side = false;  // residual is pending side work
-    void join(Backend& be) {
-      if (side) be.join_side();
-      side = false;
-    }
   };
   InputReads read_input(Backend& be, const Tensor& x, const Tensor& skip) const;
 };

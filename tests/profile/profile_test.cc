@@ -214,12 +214,12 @@ TEST(GuidedStepProfile, TinyUNetHasEveryScopeAndConsistentTotals) {
     EXPECT_EQ(conv_in.ops, 1);
     // (batch rows only: uncond and cond rows share the layers before the first attention)
     EXPECT_DOUBLE_EQ(conv_in.flops, 2.0 * p.batch * 8 * 8 * c.block_out_channels[0] * c.in_channels * 9);
-    // Every conv, linear and attention op of the UNet has FLOPs (the decoder's 1x1 shortcuts of
-    // [h | skip] count as linear); the step's other kinds none.
+    // Every conv, linear and attention op of the UNet has FLOPs, as do the decoder's skip reads
+    // (group norm + 1x1 shortcut GEMM of [h | skip]); the step's other kinds none.
     std::set<std::string> with_flops;
     for (const ProfileRow& k : p.kinds)
       if (k.flops > 0) with_flops.insert(k.name);
-    EXPECT_EQ(with_flops, (std::set<std::string>{"conv2d", "linear", "attention"}));
+    EXPECT_EQ(with_flops, (std::set<std::string>{"conv2d", "linear", "attention", "concat_norm_shortcut"}));
   }
   // The second batch does about twice the matmul work of the first.
   EXPECT_NEAR(rep->steps[1].total.flops / rep->steps[0].total.flops, 2.0, 0.05);

@@ -144,7 +144,6 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
   conv_autotune_ = !(tune && tune[0] == '0');
   gemm_workspace_bytes_ = kGemmWorkspaceBytes;
   gemm_workspace_ = alloc_->allocate(gemm_workspace_bytes_);
-  make_side();
   char bus_id[32] = {};
   if (cudaDeviceGetPCIBusId(bus_id, sizeof bus_id, device_) == cudaSuccess)
     reader_ = std::make_unique<GpuTelemetry>(bus_id);  // NVML is opened on the first reading
@@ -160,7 +159,6 @@ CudaBackend::~CudaBackend() {
   conv_.reset();
   conv_graph_.reset();
   if (gemm_workspace_) alloc_->release(gemm_workspace_);
-  destroy_side();
   if (dnn_) cudnnDestroy(dnn_);
   if (blas_) cublasDestroy(blas_);
   if (lt_) cublasLtDestroy(lt_);

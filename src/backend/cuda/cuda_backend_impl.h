@@ -61,9 +61,6 @@ class CudaBackend final : public Backend {
 
   Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
                     bool silu) override;
-  Tensor concat_norm(const Tensor& a, const Tensor& b, const Tensor& gamma, const Tensor& beta, int groups, float eps,
-                     bool silu) override;
-  Tensor concat_linear(const Tensor& a, const Tensor& b, const Tensor& w, const Tensor& bias) override;
   ConcatReads concat_norm_shortcut(const Tensor& a, const Tensor& b, const Tensor& gamma, const Tensor& beta,
                                    int groups, float eps, bool silu, const Tensor& w, const Tensor& bias) override;
   Tensor group_norm_add(const Tensor& x, const Tensor& add_src, int64_t add_col, const Tensor& gamma,
@@ -119,11 +116,6 @@ class CudaBackend final : public Backend {
   int64_t mark() override;
   StatusOr<std::vector<double>> marks_elapsed_ms() override;
   void hold_queue(double ms) override;
-
-  // side_stream.cc: side work on a second stream, joined by events (Backend::begin_side).
-  void begin_side(int64_t rows) override;
-  void end_side() override;
-  void join_side() override;
 
   // ---- internals shared by the op files ----
   cudaStream_t stream() const { return stream_; }
@@ -201,21 +193,6 @@ class CudaBackend final : public Backend {
   int step_event_next_ = 0;
   bool step_event_recorded_[2] = {false, false};
   size_t gemm_workspace_bytes_ = 0;
-  // Side work (side_stream.cc): its stream, events and GEMM workspace (made in the constructor
-  // when SDSERVE_CUDA_SIDE_STREAM is not 0); while side ops are issued, stream_ and
-  // gemm_workspace_ are the side's and main_stream_ the main one.
-  struct Side {
-    cudaStream_t stream = nullptr;
-    cudaEvent_t fork = nullptr, done = nullptr;
-    void* workspace = nullptr;
-    int64_t max_rows = 0;  // begin_side(rows) runs beside only for rows <= max_rows
-    cudaStream_t main_stream = nullptr;
-    enum class State { kIdle, kIssuing, kPending, kInOrderIssuing, kInOrderPending } state = State::kIdle;
-  } side_;
-  void make_side();     // constructor
-  void destroy_side();  // destructor (after the stream is synchronized)
-  // Back to the main stream with the side work joined, whatever state an exception left (no throw).
-  void settle_side();
   std::shared_ptr<SubpixelPlans> subpixel_plans_;  // made on the first conv2d_subpixel_upsample
   std::unique_ptr<GpuTelemetry> telemetry_;         // made on the first telemetry_start
   std::unique_ptr<GpuTelemetry> reader_;            // device_reading's (made in the constructor)

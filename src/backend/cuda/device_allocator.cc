@@ -97,7 +97,7 @@ void* DeviceAllocator::allocate(size_t bytes) {
     counters_.reserved += size;
     ++counters_.device_mallocs;
   }
-  live_[ptr] = Block{got, pool, next_seq_++};
+  live_[ptr] = Block{got, pool};
   if (!counted) counters_.in_use += got;
   if (counters_.in_use > counters_.peak) counters_.peak = counters_.in_use;
   return ptr;
@@ -106,37 +106,6 @@ void* DeviceAllocator::allocate(size_t bytes) {
 void DeviceAllocator::release(void* ptr) {
   if (!ptr) return;
   std::lock_guard<std::mutex> lock(mu_);
-  if (holds_ > 0) {
-    auto it = live_.find(ptr);
-    if (it != live_.end() && it->second.seq < hold_below_seq_) {
-      held_.push_back(ptr);
-      return;
-    }
-  }
-  release_locked(ptr);
-}
-
-void DeviceAllocator::hold_releases() {
-  std::lock_guard<std::mutex> lock(mu_);
-  ++holds_;
-  hold_below_seq_ = UINT64_MAX;
-}
-
-void DeviceAllocator::hold_only_earlier() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (holds_ > 0) hold_below_seq_ = next_seq_;
-}
-
-void DeviceAllocator::resume_releases() {
-  std::lock_guard<std::mutex> lock(mu_);
-  SD_ASSERT(holds_ > 0, "resume_releases without hold_releases");
-  if (--holds_ > 0) return;
-  std::vector<void*> held;
-  held.swap(held_);
-  for (void* p : held) release_locked(p);
-}
-
-void DeviceAllocator::release_locked(void* ptr) {
   auto it = live_.find(ptr);
   if (it == live_.end()) return;  // not ours; nothing sensible to do
   const Block block = it->second;

@@ -5,12 +5,10 @@
 #pragma once
 
 #include <cstddef>
-#include <cstdint>
 #include <map>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
-#include <vector>
 
 namespace sd::cuda {
 
@@ -35,15 +33,6 @@ class DeviceAllocator {
   // Returns a block to the cache. Work queued on the owning stream that still uses the
   // block runs before any later user of it, because that user is on the same stream.
   void release(void* ptr);
-  // Side work (a second stream): from hold_releases() until the matching resume_releases(),
-  // released blocks are kept out of the caches (a later allocation on the main stream must not
-  // get a block the side stream may still use); resume_releases() then releases them. Counted:
-  // holds from several callers end with the last resume.
-  // hold_only_earlier(): from now on, blocks allocated after this call are not held (the side
-  // work is all issued: only blocks older than that can be in its use).
-  void hold_releases();
-  void hold_only_earlier();
-  void resume_releases();
   // Gives every cached block (of the shared cache) back to the driver.
   void empty_cache();
 
@@ -73,12 +62,10 @@ class DeviceAllocator {
  private:
   struct Block {
     size_t size = 0;
-    int pool = 0;      // 0: the shared cache
-    uint64_t seq = 0;  // allocation order
+    int pool = 0;  // 0: the shared cache
   };
   using FreeList = std::multimap<size_t, void*>;  // size -> cached block
   void free_cached_locked();
-  void release_locked(void* ptr);
   // A cached block of `size` (or slightly larger) from `list`; nullptr if none fits.
   static void* take_locked(FreeList& list, size_t size, size_t* got);
 
@@ -95,10 +82,6 @@ class DeviceAllocator {
   int active_pool_ = 0;                    // pool of allocations by active_thread_
   std::thread::id active_thread_;
   AllocatorCounters counters_;
-  int holds_ = 0;                // hold_releases() calls not yet resumed
-  uint64_t next_seq_ = 0;        // Block::seq of the next allocation
-  uint64_t hold_below_seq_ = 0;  // while held: only blocks with seq below this are held
-  std::vector<void*> held_;      // blocks released while held
 };
 
 }  // namespace sd::cuda

@@ -56,7 +56,6 @@ void abandon_capture(cudaStream_t stream) {
 
 std::unique_ptr<CapturedGraph> CudaBackend::capture(const std::function<void()>& fn) {
   activate();
-  settle_side();
   fn();  // warm-up: cuDNN autotuning, GEMM plans and library handles are made here, not recorded
   SD_CUDA_CHECK(cudaStreamSynchronize(stream_));
   // All graphs of this backend share one pool: they run one at a time on the one stream, and
@@ -72,7 +71,6 @@ std::unique_ptr<CapturedGraph> CudaBackend::capture(const std::function<void()>&
     try {
       fn();
     } catch (...) {
-      settle_side();  // stream_ is the main stream again
       abandon_capture(stream_);
       alloc_->end_pool();
       alloc_->release_pool(pool);

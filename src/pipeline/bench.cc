@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -53,36 +55,61 @@ std::vector<Job*> raw(const std::vector<std::unique_ptr<Job>>& jobs) {
   return out;
 }
 
-// Every image of `results` to PNG with its infotext, as a request's response carries it, on up
-// to one thread per hardware thread: a server encodes its responses in parallel, off the device
-// worker (serving/ encode pool), so a batch's images are not encoded one after another there.
-Status encode_all_png(const std::vector<GenerationResult>& results) {
-  std::vector<std::pair<const Image*, const std::string*>> items;
-  for (const GenerationResult& r : results) {
-    for (size_t k = 0; k < r.images.size(); ++k) {
-      items.emplace_back(&r.images[k], k < r.infotexts.size() ? &r.infotexts[k] : &r.infotext);
-    }
+// PNG encoding of a batch's images with their infotexts, as a request's response carries them,
+// on up to one thread per hardware thread but one, fed by finish()'s on_image while the device
+// decodes the next images — as a server's encode pool runs beside its device worker.
+class PngEncodePool {
+ public:
+  PngEncodePool() {
+    const unsigned n = std::max(1u, std::thread::hardware_concurrency() - 1);
+    for (unsigned t = 0; t < n; ++t) threads_.emplace_back([this] { work(); });
   }
-  std::atomic<size_t> next{0};
-  std::mutex mu;
-  Status first = Status::Ok();
-  const auto work = [&] {
-    for (size_t i = next++; i < items.size(); i = next++) {
-      const Image& im = *items[i].first;
-      const auto png = encode_png(RgbImage{im.width, im.height, im.rgb}, {{"parameters", *items[i].second}});
+  ~PngEncodePool() { (void)wait(); }
+  void add(const Image& image, const std::string& infotext) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back({image, infotext});
+    }
+    cv_.notify_one();
+  }
+  // Waits for every image added; the first encoder error, if any.
+  Status wait() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closed_ = true;
+    }
+    cv_.notify_all();
+    for (std::thread& t : threads_) t.join();
+    threads_.clear();
+    return first_;
+  }
+
+ private:
+  void work() {
+    for (;;) {
+      std::pair<Image, std::string> item;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return closed_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        item = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      const Image& im = item.first;
+      const auto png = encode_png(RgbImage{im.width, im.height, im.rgb}, {{"parameters", item.second}});
       if (!png.ok()) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (first.ok()) first = png.status();
+        std::lock_guard<std::mutex> lock(mu_);
+        if (first_.ok()) first_ = png.status();
       }
     }
-  };
-  const size_t threads = std::min<size_t>(items.size(), std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<std::thread> pool;
-  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (std::thread& t : pool) t.join();
-  return first;
-}
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<Image, std::string>> queue_;
+  bool closed_ = false;
+  Status first_ = Status::Ok();
+  std::vector<std::thread> threads_;
+};
 
 // Model load, first image, then per batch size the guided step and end-to-end timings.
 Status bench_steps_and_images(const BenchOptions& o, const std::function<void(const std::string&)>& say,
@@ -149,10 +176,14 @@ Status bench_steps_and_images(const BenchOptions& o, const std::function<void(co
         SD_ASSIGN_OR_RETURN(auto jobs, begin_jobs(*engine, o, batch, o.steps));
         auto js = raw(jobs);
         while (!js[0]->finished()) SD_RETURN_IF_ERROR(engine->step(js));
-        SD_ASSIGN_OR_RETURN(auto results, engine->finish(js));
+        PngEncodePool pngs;  // encodes each image as soon as finish() has it
+        SD_ASSIGN_OR_RETURN(auto results,
+                            engine->finish(js, [&](size_t, size_t, const Image& im, const std::string& text) {
+                              pngs.add(im, text);
+                            }));
         const auto t_png = Clock::now();
-        SD_RETURN_IF_ERROR(encode_all_png(results));
-        e.png_ms_per_image = since(t_png) * 1e3 / batch;  // wall time of the parallel encode, per image
+        SD_RETURN_IF_ERROR(pngs.wait());
+        e.png_ms_per_image = since(t_png) * 1e3 / batch;  // the encode's wall time after the decode, per image
         e.batch_seconds = since(t);
         if (metered) {
           const std::optional<DeviceTelemetry> m = engine->backend().telemetry_stop();

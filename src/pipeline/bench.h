@@ -36,7 +36,7 @@ struct BenchRow {
   double batch_seconds = 0;                    // end-to-end wall time of the batch
   double text_ms = 0;              // end-to-end run: median per job of begin() (tokenize, text encoder, noise)
   double decode_ms_per_image = 0;  // end-to-end run: finish() decode (VAE + download) / images
-  double png_ms_per_image = 0;     // end-to-end run: PNG encoding (as the server's) / images
+  double png_ms_per_image = 0;     // end-to-end run: PNG encoding left after the decode (PNGs are encoded while the VAE decodes) / images
   size_t peak_memory_bytes = 0;
   // The device during the timed steps (SM clock, power, power-cap share), where it can be read.
   std::optional<DeviceTelemetry> telemetry;

@@ -4,6 +4,7 @@
 // An engine is driven by one thread at a time (one worker per device).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,6 +46,22 @@ class GenerationEngine {
   virtual Status step(const std::vector<Job*>& jobs) = 0;
   // Decodes finished jobs (batched VAE) into images and infotext.
   virtual StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs) = 0;
+  // The same, handing each image to on_image as soon as it is decoded (while the device decodes
+  // the next ones): (index of its job in `jobs`, index within the job, the image, its
+  // infotext), on the calling thread, in order; the references are valid during the call only.
+  // Default: finish(jobs), then on_image for every image.
+  using ImageReady =
+      std::function<void(size_t job, size_t index, const Image& image, const std::string& infotext)>;
+  virtual StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs, const ImageReady& on_image) {
+    auto results = finish(jobs);
+    if (results.ok() && on_image) {
+      for (size_t j = 0; j < results->size(); ++j) {
+        const GenerationResult& r = (*results)[j];
+        for (size_t k = 0; k < r.images.size(); ++k) on_image(j, k, r.images[k], k < r.infotexts.size() ? r.infotexts[k] : r.infotext);
+      }
+    }
+    return results;
+  }
   // begin + steps + finish for one request (the `generate` command).
   StatusOr<GenerationResult> generate(const GenerationRequest& request, const ProgressCallback& progress = {});
   // A hint: requests of this size (pixels) with these image counts will come. The engine may

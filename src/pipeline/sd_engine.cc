@@ -315,13 +315,16 @@ bool SdEngine::step_by_graph(const std::vector<Job*>& jobs) {
   return true;
 }
 
-StatusOr<std::vector<GenerationResult>> SdEngine::finish(const std::vector<Job*>& jobs) {
+StatusOr<std::vector<GenerationResult>> SdEngine::finish(const std::vector<Job*>& jobs) { return finish(jobs, {}); }
+
+StatusOr<std::vector<GenerationResult>> SdEngine::finish(const std::vector<Job*>& jobs, const ImageReady& on_image) {
   std::vector<GenerationResult> results;
-  SD_RETURN_IF_ERROR(guard_errors([&] { return finish_impl(jobs, &results); }));
+  SD_RETURN_IF_ERROR(guard_errors([&] { return finish_impl(jobs, on_image, &results); }));
   return results;
 }
 
-Status SdEngine::finish_impl(const std::vector<Job*>& jobs, std::vector<GenerationResult>* out) {
+Status SdEngine::finish_impl(const std::vector<Job*>& jobs, const ImageReady& on_image,
+                             std::vector<GenerationResult>* out) {
   Backend& be = *backend_;
   {  // The last step may still be in flight (step_in_flight): its time is the denoise's, not the decode's.
     const auto t_wait = Clock::now();
@@ -329,50 +332,67 @@ Status SdEngine::finish_impl(const std::vector<Job*>& jobs, std::vector<Generati
     const double wait = seconds_since(t_wait);
     for (Job* j : jobs) static_cast<SdJob*>(j)->seconds_denoise += wait;
   }
-  const auto t0 = Clock::now();
-  // Decode every image of every job, max_decode_batch images per VAE call.
+  // Everything but the pixels first (the infotexts go to on_image with each image).
+  std::vector<GenerationResult>& results = *out;
+  results.resize(jobs.size());
+  struct Slot {
+    size_t job, index;
+  };
+  std::vector<Slot> slots;      // every image of every job, in decode order
   std::vector<Tensor> latents;  // [1, h, w, 4] each
-  for (Job* j : jobs) {
-    auto* job = static_cast<SdJob*>(j);
+  for (size_t ji = 0; ji < jobs.size(); ++ji) {
+    auto* job = static_cast<SdJob*>(jobs[ji]);
     SD_ASSERT(job->finished(), "finish() on an unfinished job");
-    for (int k = 0; k < job->n; ++k) latents.push_back(job->x().slice_rows(k, k + 1));
-  }
-  std::vector<Image> images;
-  for (size_t i = 0; i < latents.size(); i += static_cast<size_t>(max_decode_batch)) {
-    const size_t end = std::min(latents.size(), i + static_cast<size_t>(max_decode_batch));
-    std::vector<Tensor> part(latents.begin() + static_cast<long>(i), latents.begin() + static_cast<long>(end));
-    // Bytes made on the device: a quarter of the f32 download, no host loop per value.
-    const Tensor pixels = be.download(be.to_pixels_u8(vae_graph_->decode(be.concat_rows(part))));  // u8 [m, H, W, 3]
-    const int64_t H = pixels.dim(1), W = pixels.dim(2);
-    for (int64_t m = 0; m < pixels.dim(0); ++m) {
-      const uint8_t* src = pixels.data<uint8_t>() + m * H * W * 3;
-      Image im{static_cast<int>(W), static_cast<int>(H), std::vector<uint8_t>(src, src + H * W * 3)};
-      images.push_back(std::move(im));
-    }
-  }
-  SD_RETURN_IF_ERROR(be.synchronize());
-  const double decode_secs = seconds_since(t0);
-
-  size_t next = 0;
-  for (Job* j : jobs) {
-    auto* job = static_cast<SdJob*>(j);
-    GenerationResult res;
+    GenerationResult& res = results[ji];
     res.seeds = job->seeds;
     InfotextFields f;
     f.sampler_display = job->sampler->info().display_name;
     f.schedule_display = job->request.scheduler == "karras" ? "Karras" : job->request.scheduler == "uniform" ? "Uniform" : "Automatic";
     f.model_name = info_.model_name;
+    res.images.resize(static_cast<size_t>(job->n));
     for (int k = 0; k < job->n; ++k) {
-      res.images.push_back(std::move(images[next++]));
       f.seed = job->seeds[static_cast<size_t>(k)];
       res.infotexts.push_back(make_infotext(job->request, f));
+      latents.push_back(job->x().slice_rows(k, k + 1));
+      slots.push_back({ji, static_cast<size_t>(k)});
     }
     res.infotext = res.infotexts.front();
+  }
+
+  // Decode max_decode_batch images per VAE call. The next call is queued as soon as the last
+  // one's pixels are on the host, so the device decodes while the host unpacks (and on_image
+  // consumes) the images before it.
+  const auto t0 = Clock::now();
+  const size_t step = static_cast<size_t>(max_decode_batch);
+  const auto queue_decode = [&](size_t first) {  // u8 [m, H, W, 3] on the device
+    const size_t end = std::min(latents.size(), first + step);
+    std::vector<Tensor> part(latents.begin() + static_cast<long>(first), latents.begin() + static_cast<long>(end));
+    // Bytes made on the device: a quarter of the f32 download, no host loop per value.
+    return be.to_pixels_u8(vae_graph_->decode(be.concat_rows(part)));
+  };
+  Tensor queued = latents.empty() ? Tensor() : queue_decode(0);
+  for (size_t first = 0; first < latents.size(); first += step) {
+    const Tensor pixels = be.download(queued);  // u8 [m, H, W, 3]
+    if (first + step < latents.size()) queued = queue_decode(first + step);
+    const int64_t H = pixels.dim(1), W = pixels.dim(2);
+    for (int64_t m = 0; m < pixels.dim(0); ++m) {
+      const uint8_t* src = pixels.data<uint8_t>() + m * H * W * 3;
+      const Slot& at = slots[first + static_cast<size_t>(m)];
+      Image& im = results[at.job].images[at.index];
+      im = Image{static_cast<int>(W), static_cast<int>(H), std::vector<uint8_t>(src, src + H * W * 3)};
+      if (on_image) on_image(at.job, at.index, im, results[at.job].infotexts[at.index]);
+    }
+  }
+  SD_RETURN_IF_ERROR(be.synchronize());
+  const double decode_secs = seconds_since(t0);
+
+  for (size_t ji = 0; ji < jobs.size(); ++ji) {
+    auto* job = static_cast<SdJob*>(jobs[ji]);
+    GenerationResult& res = results[ji];
     res.final_latents = nhwc_to_nchw(be.download(job->x()));
     res.seconds_text = job->seconds_text;
     res.seconds_denoise = job->seconds_denoise;
     res.seconds_decode = decode_secs;
-    out->push_back(std::move(res));
   }
   return Status::Ok();
 }

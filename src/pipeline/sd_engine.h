@@ -29,6 +29,7 @@ class SdEngine : public GenerationEngine {
   StatusOr<std::unique_ptr<Job>> begin(const GenerationRequest& request) override;
   Status step(const std::vector<Job*>& jobs) override;
   StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs) override;
+  StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs, const ImageReady& on_image) override;
   void prepare(int width, int height, const std::vector<int>& image_counts) override;
   size_t device_memory_bytes() const override { return backend_->memory_in_use(); }
   std::optional<DeviceReading> device_reading() const override { return backend_->device_reading(); }
@@ -66,7 +67,7 @@ class SdEngine : public GenerationEngine {
   // graph replay (false: not applicable or the capture failed; nothing was written).
   void step_eager(const std::vector<Job*>& jobs);
   bool step_by_graph(const std::vector<Job*>& jobs);
-  Status finish_impl(const std::vector<Job*>& jobs, std::vector<GenerationResult>* out);
+  Status finish_impl(const std::vector<Job*>& jobs, const ImageReady& on_image, std::vector<GenerationResult>* out);
   // [2, 77, D]: row 0 = negative prompt, row 1 = prompt.
   Tensor encode_prompts(const std::string& prompt, const std::string& negative, int clip_skip);
 

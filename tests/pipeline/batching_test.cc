@@ -3,6 +3,11 @@
 // runs alone. Also checks cancellation-free progress counts and request validation.
 #include <gtest/gtest.h>
 
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
 #include "golden_util.h"
 #include "pipeline_util.h"
 #include "pipeline/sd_engine.h"
@@ -95,6 +100,49 @@ TEST(Batching, OddLatentSizesRun) {
   EXPECT_EQ(res->images[0].width, 88);
   EXPECT_EQ(res->images[0].height, 72);
   EXPECT_EQ(res->final_latents.shape(), (Shape{1, 4, 9, 11}));
+}
+
+// finish() with on_image: every image of every job handed over once, in decode order, with
+// its infotext, while later VAE calls are still to come (2 images per call over 2 + 3 images),
+// and equal to the returned results and to a plain finish() of the same requests.
+TEST(Batching, FinishHandsEachImageOverAsDecoded) {
+  auto engine = std::move(SdEngine::load(testing::data_path("tiny-sd1/model"), Device::cpu())).value();
+  engine->max_decode_batch = 2;
+  const std::vector<GenerationRequest> reqs = {request("euler", 2, 7.0f, 21, 2), request("ddim", 2, 4.0f, 22, 3)};
+  const auto run = [&](bool streamed, std::vector<std::tuple<size_t, size_t, Image, std::string>>* seen) {
+    std::vector<std::unique_ptr<Job>> jobs;
+    std::vector<Job*> raw;
+    for (const auto& r : reqs) {
+      jobs.push_back(std::move(engine->begin(r)).value());
+      raw.push_back(jobs.back().get());
+    }
+    while (!raw[0]->finished()) EXPECT_TRUE(engine->step(raw).ok());
+    auto res = streamed ? engine->finish(raw,
+                                         [&](size_t j, size_t k, const Image& im, const std::string& text) {
+                                           seen->emplace_back(j, k, im, text);
+                                         })
+                        : engine->finish(raw);
+    EXPECT_TRUE(res.ok()) << res.status().to_string();
+    return std::move(res).value();
+  };
+  std::vector<std::tuple<size_t, size_t, Image, std::string>> seen;
+  const std::vector<GenerationResult> streamed = run(true, &seen);
+  const std::vector<GenerationResult> plain = run(false, nullptr);
+  ASSERT_EQ(seen.size(), 5u);
+  const std::pair<size_t, size_t> order[] = {{0, 0}, {0, 1}, {1, 0}, {1, 1}, {1, 2}};
+  for (size_t i = 0; i < seen.size(); ++i) {
+    const auto& [j, k, im, text] = seen[i];
+    EXPECT_EQ(std::make_pair(j, k), order[i]) << i;
+    ASSERT_LT(j, streamed.size());
+    ASSERT_LT(k, streamed[j].images.size());
+    EXPECT_EQ(im.width, 64);
+    EXPECT_EQ(im.height, 64);
+    EXPECT_EQ(im.rgb, streamed[j].images[k].rgb) << i;
+    EXPECT_EQ(im.rgb, plain[j].images[k].rgb) << i;
+    EXPECT_EQ(text, streamed[j].infotexts[k]) << i;
+    EXPECT_NE(text.find("Seed: " + std::to_string(streamed[j].seeds[k])), std::string::npos) << text;
+  }
+  EXPECT_NE(std::get<2>(seen[0]).rgb, std::get<2>(seen[2]).rgb) << "two different seeds gave one image";
 }
 
 }  // namespace

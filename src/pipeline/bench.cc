@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -176,12 +177,18 @@ Status bench_steps_and_images(const BenchOptions& o, const std::function<void(co
         SD_ASSIGN_OR_RETURN(auto jobs, begin_jobs(*engine, o, batch, o.steps));
         auto js = raw(jobs);
         while (!js[0]->finished()) SD_RETURN_IF_ERROR(engine->step(js));
-        PngEncodePool pngs;  // encodes each image as soon as finish() has it
-        SD_ASSIGN_OR_RETURN(auto results,
-                            engine->finish(js, [&](size_t, size_t, const Image& im, const std::string& text) {
-                              pngs.add(im, text);
-                            }));
+        // Each image is encoded as soon as finish() has it; SDSERVE_BENCH_PNG_AFTER=1: all of them
+        // after finish() returns (sessions 14-19's figures; perf-notes "Session 20").
+        const char* after_env = std::getenv("SDSERVE_BENCH_PNG_AFTER");
+        const bool after = after_env && after_env[0] == '1';
+        PngEncodePool pngs;
+        const auto encode = [&](size_t, size_t, const Image& im, const std::string& text) { pngs.add(im, text); };
+        SD_ASSIGN_OR_RETURN(auto results, after ? engine->finish(js) : engine->finish(js, encode));
         const auto t_png = Clock::now();
+        if (after) {
+          for (const GenerationResult& r : results)
+            for (size_t k = 0; k < r.images.size(); ++k) pngs.add(r.images[k], r.infotexts[k]);
+        }
         SD_RETURN_IF_ERROR(pngs.wait());
         e.png_ms_per_image = since(t_png) * 1e3 / batch;  // the encode's wall time after the decode, per image
         e.batch_seconds = since(t);

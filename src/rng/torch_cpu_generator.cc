@@ -7,6 +7,14 @@
 #include <cstring>
 #include <numbers>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SD_RNG_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define SD_RNG_INLINE inline __attribute__((always_inline))
+#else
+#define SD_RNG_CLONES
+#define SD_RNG_INLINE inline
+#endif
+
 namespace sd {
 namespace {
 
@@ -25,7 +33,7 @@ uint32_t float_to_bits(float f) {
 // split x = m * 2^e with m in [sqrt(1/2), sqrt(2)), then a degree-9 polynomial in m - 1.
 // Which multiply-adds are fused follows what GCC's contraction produces for that kernel
 // (verified against the reference output in tests/rng).
-float avx_log(float x) {
+SD_RNG_INLINE float avx_log(float x) {
   const uint32_t bits = float_to_bits(x);
   float e = static_cast<float>(static_cast<int32_t>(bits >> 23) - 0x7f) + 1.0f;
   x = bits_to_float((bits & ~0x7f800000u) | float_to_bits(0.5f));  // mantissa in [0.5, 1)
@@ -53,7 +61,7 @@ float avx_log(float x) {
 
 // sin and cos of x >= 0 as PyTorch's sincos256_ps (Cephes sinf/cosf) computes them per lane:
 // reduce by multiples of pi/4 in three parts, then the sine and cosine polynomials.
-void avx_sincos(float x, float* sin_out, float* cos_out) {
+SD_RNG_INLINE void avx_sincos(float x, float* sin_out, float* cos_out) {
   uint32_t sign_sin = float_to_bits(x) & 0x80000000u;
   x = std::fabs(x);
   int32_t j = static_cast<int32_t>(x * 1.27323954473516f);  // x * 4/pi, truncated
@@ -82,8 +90,11 @@ void avx_sincos(float x, float* sin_out, float* cos_out) {
   *cos_out = bits_to_float(float_to_bits(c) ^ sign_cos);
 }
 
-// normal_fill_16_AVX2: data[0..16) holds uniforms; pairs (j, j + 8) become two normals.
-void normal_fill_16(float* data) {
+// normal_fill_16_AVX2: data[0..16) holds uniforms; pairs (j, j + 8) become two normals. On x86-64
+// also compiled for x86-64-v3 (AVX2 + FMA), picked at load time: std::fmaf is then an instruction,
+// not a libm call, and the 8 lanes vectorise (the same bits: an FMA rounds once either way, and
+// -ffp-contract=off keeps the compiler from fusing anything else).
+SD_RNG_CLONES void normal_fill_16(float* data) {
   const float two_pi = static_cast<float>(2.0 * std::numbers::pi);
   for (int j = 0; j < 8; ++j) {
     const float u1 = 1.0f - data[j];  // [0, 1) -> (0, 1] for the log
@@ -104,10 +115,15 @@ Mt19937::Mt19937(uint32_t seed) {
 }
 
 void Mt19937::regenerate() {
-  for (int i = 0; i < 624; ++i) {
-    const uint32_t y = (state_[i] & 0x80000000u) | (state_[(i + 1) % 624] & 0x7fffffffu);
-    state_[i] = state_[(i + 397) % 624] ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
-  }
+  // The standard twist, its index wrap-arounds split out of the loop (no modulo per word).
+  const auto twist = [this](int i, int next, int far) {
+    const uint32_t y = (state_[i] & 0x80000000u) | (state_[next] & 0x7fffffffu);
+    state_[i] = state_[far] ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
+  };
+  int i = 0;
+  for (; i < 624 - 397; ++i) twist(i, i + 1, i + 397);
+  for (; i < 623; ++i) twist(i, i + 1, i + 397 - 624);
+  twist(623, 0, 396);
   index_ = 0;
 }
 

@@ -235,6 +235,28 @@ class Backend {
     return {group_norm(x, gamma, beta, groups, eps, silu), linear(x, w, bias)};
   }
 
+  // ---- whole blocks ----
+  // One UNet ResNet block in its stacked form (ResnetBlock::forward_stacked), NHWC, compute dtype:
+  //   in = x [B, H, W, Cx], or [x | skip] with skip [B, H, W, Cs] (channels side by side)
+  //   h  = conv1(silu(gn1(in))) + temb_all[b, time_col + c]   (conv1 3x3 without bias: it is in temb_all)
+  //   y  = conv2(silu(gn2(h))) + b2 + (shortcut_w in + shortcut_b, or in)   -> [B, H, W, Cout]
+  // A backend that runs such a block as one fused kernel returns y; undefined (the default) where
+  // it has no fused form for the shapes, and the caller then runs the block op by op.
+  struct ResnetBlockOperands {
+    Tensor x, skip;                 // [B, H, W, Cx]; [B, H, W, Cs] or undefined
+    Tensor temb_all;                // [B, W]: every block's time projection (+ conv1 bias)
+    int64_t time_col = 0;           // this block's window in temb_all
+    Tensor gamma1, beta1, w1;       // [Cin], [Cin], [Cout, 3, 3, Cin]  (Cin = Cx + Cs)
+    Tensor gamma2, beta2, w2, b2;   // [Cout] x 2, [Cout, 3, 3, Cout], [Cout]
+    Tensor shortcut_w, shortcut_b;  // [Cout, Cin], [Cout]; undefined when Cin == Cout
+    int groups = 32;
+    float eps = 1e-5f;
+  };
+  virtual Tensor resnet_block(const ResnetBlockOperands& ops) {
+    (void)ops;
+    return Tensor();
+  }
+
   // ---- spatial padding and cropping (NHWC) ----
   // These have a portable default (download, host loop, upload); backends may override.
   // Zero padding: [B,H,W,C] -> [B,H+top+bottom,W+left+right,C].

@@ -184,6 +184,23 @@ Tensor ResnetBlock::operator()(Backend& be, const Tensor& x, const Tensor& temb_
 
 Tensor ResnetBlock::forward_stacked(Backend& be, const Tensor& x, const Tensor& temb_all, const Tensor& skip) const {
   SD_ASSERT(time_col >= 0 && temb_all.defined(), "ResnetBlock::forward_stacked without a stacked time projection");
+  // The whole block as one backend op where the backend has a fused form for it.
+  const bool three_by_three = conv1.w.dim(1) == 3 && conv1.stride == 1 && conv1.padding == 1 && conv2.w.dim(1) == 3 &&
+                              conv2.stride == 1 && conv2.padding == 1 && conv2.b.defined();
+  if (three_by_three && norm1.groups == norm2.groups && norm1.eps == norm2.eps &&
+      (!has_shortcut || shortcut.pointwise())) {
+    Backend::ResnetBlockOperands ops;
+    ops.x = x, ops.skip = skip, ops.temb_all = temb_all, ops.time_col = time_col;
+    ops.gamma1 = norm1.gamma, ops.beta1 = norm1.beta, ops.w1 = conv1.w;
+    ops.gamma2 = norm2.gamma, ops.beta2 = norm2.beta, ops.w2 = conv2.w, ops.b2 = conv2.b;
+    if (has_shortcut) {
+      ops.shortcut_w = shortcut.w.reshape({shortcut.w.dim(0), shortcut.w.dim(3)});  // [out, in]
+      ops.shortcut_b = shortcut.b;
+    }
+    ops.groups = norm1.groups, ops.eps = norm1.eps;
+    Tensor y = be.resnet_block(ops);
+    if (y.defined()) return y;
+  }
   const InputReads in = read_input(be, x, skip);
   Tensor h = conv1(be, in.normed);  // [B, H, W, out], conv1's bias is in temb_all
   h = be.group_norm_add(h, temb_all, time_col, norm2.gamma, norm2.beta, norm2.groups, norm2.eps, /*silu=*/true);

@@ -144,6 +144,8 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
   conv_autotune_ = !(tune && tune[0] == '0');
   gemm_workspace_bytes_ = kGemmWorkspaceBytes;
   gemm_workspace_ = alloc_->allocate(gemm_workspace_bytes_);
+  SD_CUDA_CHECK(cudaMalloc(&grid_barrier_, 2 * sizeof(unsigned)));
+  SD_CUDA_CHECK(cudaMemset(grid_barrier_, 0, 2 * sizeof(unsigned)));
   char bus_id[32] = {};
   if (cudaDeviceGetPCIBusId(bus_id, sizeof bus_id, device_) == cudaSuccess)
     reader_ = std::make_unique<GpuTelemetry>(bus_id);  // NVML is opened on the first reading
@@ -159,6 +161,7 @@ CudaBackend::~CudaBackend() {
   conv_.reset();
   conv_graph_.reset();
   if (gemm_workspace_) alloc_->release(gemm_workspace_);
+  if (grid_barrier_) cudaFree(grid_barrier_);
   if (dnn_) cudnnDestroy(dnn_);
   if (blas_) cublasDestroy(blas_);
   if (lt_) cublasLtDestroy(lt_);

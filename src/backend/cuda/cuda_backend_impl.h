@@ -66,6 +66,8 @@ class CudaBackend final : public Backend {
   Tensor group_norm_add(const Tensor& x, const Tensor& add_src, int64_t add_col, const Tensor& gamma,
                         const Tensor& beta, int groups, float eps, bool silu) override;
   Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;
+  // resnet_block.cc: the persistent block kernel (resblock_persistent.h) where it applies.
+  Tensor resnet_block(const ResnetBlockOperands& ops) override;
   Tensor softmax(const Tensor& x) override;
 
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override;
@@ -193,6 +195,7 @@ class CudaBackend final : public Backend {
   int step_event_next_ = 0;
   bool step_event_recorded_[2] = {false, false};
   size_t gemm_workspace_bytes_ = 0;
+  unsigned* grid_barrier_ = nullptr;  // 2 words for the persistent kernels' grid barrier (zero between launches)
   std::shared_ptr<SubpixelPlans> subpixel_plans_;  // made on the first conv2d_subpixel_upsample
   std::unique_ptr<GpuTelemetry> telemetry_;         // made on the first telemetry_start
   std::unique_ptr<GpuTelemetry> reader_;            // device_reading's (made in the constructor)

@@ -1,0 +1,161 @@
+// Backend::resnet_block on CUDA (the persistent ResNet-block kernel, resblock_persistent.h):
+// against the block's ops on the CPU backend in f32 (and the CUDA ops one by one for scale), at
+// the SD 1.5 8x8 level and other shapes it takes; deterministic, replayable in a graph, and
+// undefined (the op-by-op fallback) for shapes it does not take.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include "backend/op_cases.h"
+#include "gpu_test_util.h"
+#include "scoped_env.h"
+
+#if SD_TEST_CUDA_INTERNALS
+#include "backend/cuda/resblock_persistent.h"
+#endif
+
+namespace sd::testing {
+namespace {
+
+struct BlockCase {
+  const char* name;
+  int64_t b, h, w, cx, cs, cout;  // cs: skip channels (0: none)
+  int groups = 32;
+  DType dtype = DType::kF16;
+};
+
+const BlockCase kBlockCases[] = {
+    {"sd15_8x8_1280", 2, 8, 8, 1280, 0, 1280},            // down.3 / mid at one guided image
+    {"sd15_8x8_skip_1280_1280", 2, 8, 8, 1280, 1280, 1280},  // up.0: [h | skip] with the 1x1 shortcut
+    {"one_row_8x8_1280", 1, 8, 8, 1280, 0, 1280},           // 64 of the tile's 128 positions
+    {"b4_4x4_256_skip_128", 4, 4, 4, 256, 128, 256, 32},    // 4 images of 16 positions a tile
+    {"b2_8x8_640_to_1280", 2, 8, 8, 640, 0, 1280},          // a shortcut without a skip
+    {"b1_16x8_512", 1, 16, 8, 512, 0, 512, 16},             // a non-square single image
+    {"bf16_8x8_skip", 2, 8, 8, 1280, 1280, 1280, 32, DType::kBF16},
+};
+
+// The host inputs of one block (f32, rounded through the case's dtype).
+struct BlockInputs {
+  Tensor x, skip, temb, g1, b1, w1, g2, b2, w2, cb2, ws, bs;
+  int64_t col = 0;
+};
+
+BlockInputs make_inputs(const BlockCase& c) {
+  const int64_t cin = c.cx + c.cs;
+  BlockInputs in;
+  const auto r = [&](const Shape& s, uint32_t seed, float lo, float hi) {
+    return quantize(random_tensor(s, seed, lo, hi), c.dtype);
+  };
+  in.x = r({c.b, c.h, c.w, c.cx}, 901, -2.f, 3.f);
+  if (c.cs) in.skip = r({c.b, c.h, c.w, c.cs}, 902, -1.5f, 1.f);
+  in.col = 2 * c.cout;  // the block's window inside a wider stacked time projection
+  in.temb = r({c.b, 4 * c.cout}, 903, -1.f, 1.f);
+  in.g1 = r({cin}, 904, 0.5f, 1.5f), in.b1 = r({cin}, 905, -0.5f, 0.5f);
+  const float r1 = 1.f / std::sqrt(9.f * cin), r2 = 1.f / std::sqrt(9.f * c.cout), rs = 1.f / std::sqrt(1.f * cin);
+  in.w1 = r({c.cout, 3, 3, cin}, 906, -r1, r1);
+  in.g2 = r({c.cout}, 907, 0.5f, 1.5f), in.b2 = r({c.cout}, 908, -0.5f, 0.5f);
+  in.w2 = r({c.cout, 3, 3, c.cout}, 909, -r2, r2);
+  in.cb2 = r({c.cout}, 910, -0.5f, 0.5f);
+  if (cin != c.cout) in.ws = r({c.cout, cin}, 911, -rs, rs), in.bs = r({c.cout}, 912, -0.5f, 0.5f);
+  return in;
+}
+
+Backend::ResnetBlockOperands operands(Backend& be, const BlockInputs& in, int groups) {
+  Backend::ResnetBlockOperands o;
+  const auto up = [&](const Tensor& t) { return t.defined() ? be.upload(t) : Tensor(); };
+  o.x = up(in.x), o.skip = up(in.skip), o.temb_all = up(in.temb), o.time_col = in.col;
+  o.gamma1 = up(in.g1), o.beta1 = up(in.b1), o.w1 = up(in.w1);
+  o.gamma2 = up(in.g2), o.beta2 = up(in.b2), o.w2 = up(in.w2), o.b2 = up(in.cb2);
+  o.shortcut_w = up(in.ws), o.shortcut_b = up(in.bs);
+  o.groups = groups;
+  return o;
+}
+
+// The block op by op (what ResnetBlock::forward_stacked runs without a fused form).
+Tensor block_by_ops(Backend& be, const Backend::ResnetBlockOperands& o) {
+  const Tensor in = o.skip.defined() ? be.concat_channels(o.x, o.skip) : o.x;  // [B, H, W, Cin]
+  const int64_t cout = o.w1.dim(0);
+  Tensor h = be.conv2d(be.group_norm(in, o.gamma1, o.beta1, o.groups, o.eps, true), o.w1, Tensor(), 1, 1);
+  h = be.group_norm_add(h, o.temb_all, o.time_col, o.gamma2, o.beta2, o.groups, o.eps, true);
+  const Tensor y = be.conv2d(h, o.w2, o.b2, 1, 1);
+  const Tensor res = o.shortcut_w.defined() ? be.linear(in, o.shortcut_w, o.shortcut_b) : in;
+  (void)cout;
+  return be.add(y, res);
+}
+
+class GpuResnetBlock : public ::testing::TestWithParam<BlockCase> {};
+
+TEST_P(GpuResnetBlock, MatchesTheOpsOnTheCpu) {
+  SD_REQUIRE_GPU();
+  const BlockCase c = GetParam();
+  Backend& gpu = gpu_backend(c.dtype);
+  if (!cuda::attention_wgmma_supported(0)) GTEST_SKIP() << "device 0 is not sm_90 (wgmma)";
+  const BlockInputs in = make_inputs(c);
+  Backend& cpu = cpu_reference_backend();
+  const Tensor want = to_f32_host(cpu.download(block_by_ops(cpu, operands(cpu, in, c.groups))));
+  const Backend::ResnetBlockOperands o = operands(gpu, in, c.groups);
+  const Tensor by_ops = to_f32_host(gpu.download(block_by_ops(gpu, o)));
+#if SD_TEST_CUDA_INTERNALS
+  const uint64_t launches = cuda::resblock_persistent_launches();
+#endif
+  const Tensor y = gpu.resnet_block(o);
+  ASSERT_TRUE(y.defined()) << c.name << ": the fused block did not run";
+#if SD_TEST_CUDA_INTERNALS
+  EXPECT_EQ(cuda::resblock_persistent_launches(), launches + 1) << c.name;
+#endif
+  EXPECT_EQ(y.shape(), (Shape{c.b, c.h, c.w, c.cout}));
+  const Tensor got = to_f32_host(gpu.download(y));
+  const double e_fused = relative_l2(got, want), e_ops = relative_l2(by_ops, want);
+  std::printf("  %-26s fused rel_l2 %.2e (max %.3f)  ops %.2e\n", c.name, e_fused, max_abs_diff(got, want), e_ops);
+  const double tol = c.dtype == DType::kBF16 ? 2e-2 : 4e-3;
+  EXPECT_LE(e_fused, tol) << c.name;
+  EXPECT_LE(e_fused, 1.5 * e_ops + 1e-4) << c.name << ": less faithful than the ops one by one";
+  // Deterministic: the split reductions sum in a fixed order.
+  EXPECT_EQ(max_abs_diff(to_f32_host(gpu.download(gpu.resnet_block(o))), got), 0.0) << c.name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, GpuResnetBlock, ::testing::ValuesIn(kBlockCases),
+                         [](const ::testing::TestParamInfo<BlockCase>& i) { return std::string(i.param.name); });
+
+TEST(GpuResnetBlockGraph, ReplaysEqualTheEagerCall) {
+  SD_REQUIRE_GPU();
+  if (!cuda::attention_wgmma_supported(0)) GTEST_SKIP() << "device 0 is not sm_90 (wgmma)";
+  Backend& gpu = gpu_backend(DType::kF16);
+  if (!gpu.supports_capture()) GTEST_SKIP() << "no graph capture on this backend";
+  const BlockCase c = kBlockCases[1];
+  const Backend::ResnetBlockOperands o = operands(gpu, make_inputs(c), c.groups);
+  const Tensor eager = gpu.download(gpu.resnet_block(o));
+  Tensor out, out2;
+  auto graph = gpu.capture([&] {
+    out = gpu.resnet_block(o);
+    Backend::ResnetBlockOperands o2 = o;  // a second block on the first one's output
+    o2.x = out, o2.skip = o.skip;
+    out2 = gpu.resnet_block(o2);
+  });
+  ASSERT_TRUE(graph != nullptr);
+  for (int i = 0; i < 3; ++i) {
+    graph->replay();
+    EXPECT_EQ(max_abs_diff(gpu.download(out), eager), 0.0) << "replay " << i;
+  }
+  Backend::ResnetBlockOperands o2 = o;
+  o2.x = gpu.upload(gpu.download(out));
+  EXPECT_EQ(max_abs_diff(gpu.download(out2), gpu.download(gpu.resnet_block(o2))), 0.0);
+}
+
+TEST(GpuResnetBlockFallback, UndefinedWhereTheKernelDoesNotApply) {
+  SD_REQUIRE_GPU();
+  Backend& gpu = gpu_backend(DType::kF16);
+  // 16x16 at two images (512 positions), channels not a multiple of 128, and the switch off.
+  const BlockCase cases[] = {{"16x16", 2, 16, 16, 1280, 0, 1280}, {"c320", 2, 8, 8, 320, 0, 320}};
+  for (const BlockCase& c : cases) {
+    EXPECT_FALSE(gpu.resnet_block(operands(gpu, make_inputs(c), c.groups)).defined()) << c.name;
+  }
+  ScopedEnv off("SDSERVE_CUDA_PERSISTENT_RESNET", "0");
+  const BlockCase c = kBlockCases[0];
+  EXPECT_FALSE(gpu.resnet_block(operands(gpu, make_inputs(c), c.groups)).defined());
+}
+
+}  // namespace
+}  // namespace sd::testing

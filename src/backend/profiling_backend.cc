@@ -176,6 +176,22 @@ Backend::ConcatReads ProfilingBackend::concat_norm_shortcut(const Tensor& a, con
   return out;
 }
 
+Tensor ProfilingBackend::resnet_block(const ResnetBlockOperands& o) {
+  if (!o.x.defined() || !o.w1.defined() || !o.w2.defined() || o.x.ndim() != 4) return inner_.resnet_block(o);
+  const Shape y{o.x.dim(0), o.x.dim(1), o.x.dim(2), o.w1.dim(0)};
+  double flops = conv2d_flops(y, o.w1.shape()) + conv2d_flops(y, o.w2.shape());
+  if (o.shortcut_w.defined()) flops += linear_flops(y, o.shortcut_w.dim(1));
+  double bytes = 0;
+  for (const Tensor* t : {&o.x, &o.skip, &o.gamma1, &o.beta1, &o.w1, &o.gamma2, &o.beta2, &o.w2, &o.b2, &o.shortcut_w,
+                          &o.shortcut_b}) {
+    if (t->defined()) bytes += bytes_of(*t);
+  }
+  const size_t before = pending_.size();
+  Tensor out = record("resnet_block", flops, bytes, [&] { return inner_.resnet_block(o); });
+  if (!out.defined() && pending_.size() > before) pending_.pop_back();  // no fused form: the ops follow
+  return out;
+}
+
 Tensor ProfilingBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
   return record("layer_norm", 0, bytes_of(x) + bytes_of(gamma) + bytes_of(beta),
                 [&] { return inner_.layer_norm(x, gamma, beta, eps); });

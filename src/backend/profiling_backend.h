@@ -105,6 +105,9 @@ class ProfilingBackend final : public Backend {
   // Recorded as one op of kind "concat_norm_shortcut" (FLOPs of the shortcut GEMM).
   ConcatReads concat_norm_shortcut(const Tensor& a, const Tensor& b, const Tensor& gamma, const Tensor& beta,
                                    int groups, float eps, bool silu, const Tensor& w, const Tensor& bias) override;
+  // Recorded as one op of kind "resnet_block" (FLOPs of both convolutions and the shortcut); an
+  // undefined result (no fused form) records nothing and the caller's ops are recorded instead.
+  Tensor resnet_block(const ResnetBlockOperands& ops) override;
   // Ops added to backend.h later: forward them here with record() like the ones above
   // (an op left out runs Backend's portable default, or does not compile if it has none).
 

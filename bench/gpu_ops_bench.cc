@@ -531,9 +531,10 @@ std::vector<Case> sd15_cases(int64_t b) {
                            if (!y.defined()) std::fprintf(stderr, "resnet_block: no fused form here\n"), std::abort();
                            return y;
                          }
-                         sd::Backend::ConcatReads r{be.group_norm(o.x, o.gamma1, o.beta1, 32, 1e-5f, true), o.x};
-                         if (cs) r = be.concat_norm_shortcut(o.x, o.skip, o.gamma1, o.beta1, 32, 1e-5f, true, o.shortcut_w,
-                                                             o.shortcut_b);
+                         const sd::Backend::ConcatReads r =
+                             cs ? be.concat_norm_shortcut(o.x, o.skip, o.gamma1, o.beta1, 32, 1e-5f, true, o.shortcut_w,
+                                                          o.shortcut_b)
+                                : sd::Backend::ConcatReads{be.group_norm(o.x, o.gamma1, o.beta1, 32, 1e-5f, true), o.x};
                          Tensor h = be.conv2d(r.normed, o.w1, Tensor(), 1, 1);
                          h = be.group_norm_add(h, o.temb_all, c, o.gamma2, o.beta2, 32, 1e-5f, true);
                          return be.conv2d_fused(h, o.w2, o.b2, 1, 1, Tensor(), r.shortcut);

@@ -4,6 +4,7 @@
 // undefined (the op-by-op fallback) for shapes it does not take.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -13,6 +14,8 @@
 #include "scoped_env.h"
 
 #if SD_TEST_CUDA_INTERNALS
+#include <cuda_runtime.h>
+
 #include "backend/cuda/resblock_persistent.h"
 #endif
 
@@ -156,6 +159,60 @@ TEST(GpuResnetBlockFallback, UndefinedWhereTheKernelDoesNotApply) {
   const BlockCase c = kBlockCases[0];
   EXPECT_FALSE(gpu.resnet_block(operands(gpu, make_inputs(c), c.groups)).defined());
 }
+
+#if SD_TEST_CUDA_INTERNALS
+
+// The kernel's own timeline (ResblockOperands::trace): every CTA passes its stages in order, the
+// result equals the backend op's, and the stage times are printed (when the last CTA got there).
+TEST(GpuResnetBlockTrace, StagesRunInOrderOnEveryCta) {
+  SD_REQUIRE_GPU();
+  if (!cuda::attention_wgmma_supported(0)) GTEST_SKIP() << "device 0 is not sm_90 (wgmma)";
+  const int grid = cuda::resblock_grid(0);
+  ASSERT_GT(grid, 0);
+  Backend& gpu = gpu_backend(DType::kF16);
+  const char* stages[] = {"start", "gn1", "barrier", "conv1", "barrier", "gn2", "barrier", "conv2", "barrier", "out"};
+  for (const BlockCase& c : {kBlockCases[0], kBlockCases[1]}) {
+    const BlockInputs in = make_inputs(c);
+    const Backend::ResnetBlockOperands o = operands(gpu, in, c.groups);
+    const int64_t cin = c.cx + c.cs;
+    const Tensor y = gpu.empty({c.b, c.h, c.w, c.cout}, DType::kF16);
+    const Tensor xn = gpu.empty({c.b, c.h, c.w, cin}, DType::kF16), hn = gpu.empty({c.b, c.h, c.w, c.cout}, DType::kF16);
+    const Tensor partial = gpu.empty({static_cast<int64_t>(cuda::resblock_partial_floats(0))}, DType::kF32);
+    const Tensor bar = gpu.upload(Tensor::zeros_host({4}, DType::kF32), DType::kF32);
+    const Tensor trace = gpu.upload(Tensor::zeros_host({2 * 10 * int64_t{grid}}, DType::kF32), DType::kF32);
+    cuda::ResblockShape s;
+    s.b = c.b, s.h = c.h, s.w = c.w, s.ca = c.cx, s.cb = c.cs, s.cout = c.cout, s.groups = c.groups;
+    s.has_shortcut = cin != c.cout;
+    cuda::ResblockOperands ops;
+    ops.x = o.x.raw(), ops.skip = c.cs ? o.skip.raw() : nullptr, ops.temb = o.temb_all.raw();
+    ops.temb_stride = o.temb_all.dim(1), ops.temb_col = o.time_col;
+    ops.gamma1 = o.gamma1.raw(), ops.beta1 = o.beta1.raw(), ops.w1 = o.w1.raw();
+    ops.gamma2 = o.gamma2.raw(), ops.beta2 = o.beta2.raw(), ops.w2 = o.w2.raw(), ops.b2 = o.b2.raw();
+    ops.ws = s.has_shortcut ? o.shortcut_w.raw() : nullptr, ops.bs = s.has_shortcut ? o.shortcut_b.raw() : nullptr;
+    ops.y = y.raw(), ops.xn = xn.raw(), ops.hn = hn.raw(), ops.partial = partial.data<float>();
+    ops.barrier = bar.data<unsigned>(), ops.trace = trace.data<unsigned long long>();
+    ASSERT_TRUE(gpu.synchronize().ok());  // the inputs are on the backend's stream; the launches on the default one
+    for (int rep = 0; rep < 3; ++rep) ASSERT_TRUE(cuda::launch_resblock_persistent(ops, DType::kF16, s, 0, nullptr));
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const Tensor host = gpu.download(trace);
+    const auto* t = reinterpret_cast<const unsigned long long*>(host.raw());
+    unsigned long long t0 = ~0ull;
+    for (int b = 0; b < grid; ++b) t0 = std::min(t0, t[b * 10]);
+    std::printf("  %s (last CTA at, us):", c.name);
+    for (int i = 0; i < 10; ++i) {
+      unsigned long long last = 0;
+      for (int b = 0; b < grid; ++b) {
+        last = std::max(last, t[b * 10 + i]);
+        if (i > 0) EXPECT_GE(t[b * 10 + i], t[b * 10 + i - 1]) << c.name << " CTA " << b << " " << stages[i];
+      }
+      std::printf(" %s %.1f", stages[i], static_cast<double>(last - t0) / 1000.0);
+    }
+    std::printf("\n");
+    EXPECT_EQ(max_abs_diff(to_f32_host(gpu.download(y)), to_f32_host(gpu.download(gpu.resnet_block(o)))), 0.0) << c.name;
+  }
+}
+
+#endif  // SD_TEST_CUDA_INTERNALS
 
 }  // namespace
 }  // namespace sd::testing

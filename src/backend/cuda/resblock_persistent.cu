@@ -25,6 +25,7 @@ constexpr uint32_t kStageBytes = kTile * kBK * 2;  // one A or B box
 constexpr int kAStages = 4;    // activation ring (refilled only after each stage's grid barrier)
 constexpr int kBStages = 9;    // weight ring: the next convolution's first tiles load during the barriers
 constexpr int kMaxQuads = 8;   // group-norm values a consumer thread holds: 8 x 4 (<= 8192 a group)
+constexpr int kTracePoints = 10;
 constexpr size_t kSmem = 1024 + size_t{kAStages + kBStages} * kStageBytes + 8 * (2 * kAStages + 2 * kBStages + 1) + 64;
 
 struct Maps {
@@ -38,6 +39,7 @@ struct Params {
   void *xn, *hn, *y;
   float* ws;
   unsigned* bar;
+  unsigned long long* trace;  // diagnostics: per CTA kTracePoints globaltimer stamps, or null
   int m, hw, ca, cb, cin, cout, groups, temb_stride, temb_col;
   float eps;
   int ksteps1, split1, per1;
@@ -56,6 +58,14 @@ __device__ __forceinline__ void st_release_gpu(unsigned* p, unsigned v) {
 // Generic-proxy global writes of this thread ordered before later async-proxy (TMA) reads.
 __device__ __forceinline__ void fence_proxy_async_global() {
   asm volatile("fence.proxy.async.global;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void trace_point(const Params& p, int i) {
+  if (p.trace && threadIdx.x == 128) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+    p.trace[blockIdx.x * kTracePoints + i] = t;
+  }
 }
 
 // Every consumer thread of every CTA (the producers never join): a sense-reversing barrier on
@@ -347,17 +357,27 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
 
   sm90::setmaxnreg_inc<232>();
   int ci = 0;
+  trace_point(p, 0);
   norm_stage<T, false>(p, red);
+  trace_point(p, 1);
   grid_sync(p.bar);
+  trace_point(p, 2);
   if (threadIdx.x == 128) sm90::mbarrier_arrive(go);
   conv_stage<T>(u1, blockIdx.x, p.ws, sa, sb, bars, ci);
+  trace_point(p, 3);
   grid_sync(p.bar);
+  trace_point(p, 4);
   norm_stage<T, true>(p, red);
+  trace_point(p, 5);
   grid_sync(p.bar);
+  trace_point(p, 6);
   if (threadIdx.x == 128) sm90::mbarrier_arrive(go);
   conv_stage<T>(u2, blockIdx.x, p.ws, sa, sb, bars, ci);
+  trace_point(p, 7);
   grid_sync(p.bar);
+  trace_point(p, 8);
   output_stage<T>(p);
+  trace_point(p, 9);
 #endif
 }
 
@@ -419,6 +439,8 @@ bool resblock_persistent_supported(const ResblockShape& s, DType dtype) {
 
 bool resblock_persistent_device_ok(int device) { return grid_of(device) > 0; }
 
+int resblock_grid(int device) { return grid_of(device); }
+
 size_t resblock_partial_floats(int device) { return size_t(std::max(grid_of(device), 1)) * kTile * kTile; }
 
 uint64_t resblock_persistent_launches() { return g_launches.load(); }
@@ -454,7 +476,7 @@ bool launch_resblock_persistent(const ResblockOperands& o, DType dtype, const Re
   Params p{};
   p.x = o.x, p.skip = o.skip, p.temb = o.temb;
   p.g1 = o.gamma1, p.be1 = o.beta1, p.g2 = o.gamma2, p.be2 = o.beta2, p.b2 = o.b2, p.bs = o.bs;
-  p.xn = o.xn, p.hn = o.hn, p.y = o.y, p.ws = o.partial, p.bar = o.barrier;
+  p.xn = o.xn, p.hn = o.hn, p.y = o.y, p.ws = o.partial, p.bar = o.barrier, p.trace = o.trace;
   p.m = static_cast<int>(s.b * s.h * s.w), p.hw = static_cast<int>(s.h * s.w);
   p.ca = static_cast<int>(s.ca), p.cb = static_cast<int>(s.cb), p.cin = static_cast<int>(cin);
   p.cout = static_cast<int>(s.cout), p.groups = s.groups;

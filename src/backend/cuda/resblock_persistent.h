@@ -39,6 +39,10 @@ struct ResblockOperands {
   void* hn = nullptr;          // scratch [B, H, W, cout]: silu(gn2(h))
   float* partial = nullptr;    // scratch: resblock_partial_floats()
   unsigned* barrier = nullptr;  // 2 words, zero before the first launch (the kernel leaves them zero)
+  // Diagnostics (tests): null, or grid x 10 u64 that get each CTA's globaltimer (ns) at kernel
+  // start, gn1 done, barrier, conv1 done (partials stored), barrier, gn2 done, barrier, conv2
+  // done, barrier, end.
+  unsigned long long* trace = nullptr;
 };
 
 // Whether the kernel takes this shape and dtype (reasons: <= 128 positions whose images tile a
@@ -47,6 +51,9 @@ struct ResblockOperands {
 // grid of one CTA per multiprocessor).
 bool resblock_persistent_supported(const ResblockShape& s, DType dtype);
 bool resblock_persistent_device_ok(int device);
+
+// CTAs of the kernel's grid on `device` (one per multiprocessor; 0 where it does not run).
+int resblock_grid(int device);
 
 // f32 scratch the split reductions need (every CTA's 128 x 128 partial tile).
 size_t resblock_partial_floats(int device);

@@ -178,7 +178,7 @@ TEST(GpuResnetBlockTrace, StagesRunInOrderOnEveryCta) {
     const Tensor y = gpu.empty({c.b, c.h, c.w, c.cout}, DType::kF16);
     const Tensor xn = gpu.empty({c.b, c.h, c.w, cin}, DType::kF16), hn = gpu.empty({c.b, c.h, c.w, c.cout}, DType::kF16);
     const Tensor partial = gpu.empty({static_cast<int64_t>(cuda::resblock_partial_floats(0))}, DType::kF32);
-    const Tensor bar = gpu.upload(Tensor::zeros_host({4}, DType::kF32), DType::kF32);
+    const Tensor bar = gpu.upload(Tensor::zeros_host({64}, DType::kF32), DType::kF32);
     const Tensor trace = gpu.upload(Tensor::zeros_host({2 * 10 * int64_t{grid}}, DType::kF32), DType::kF32);
     cuda::ResblockShape s;
     s.b = c.b, s.h = c.h, s.w = c.w, s.ca = c.cx, s.cb = c.cs, s.cout = c.cout, s.groups = c.groups;

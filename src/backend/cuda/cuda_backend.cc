@@ -144,8 +144,8 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
   conv_autotune_ = !(tune && tune[0] == '0');
   gemm_workspace_bytes_ = kGemmWorkspaceBytes;
   gemm_workspace_ = alloc_->allocate(gemm_workspace_bytes_);
-  SD_CUDA_CHECK(cudaMalloc(&grid_barrier_, 2 * sizeof(unsigned)));
-  SD_CUDA_CHECK(cudaMemset(grid_barrier_, 0, 2 * sizeof(unsigned)));
+  SD_CUDA_CHECK(cudaMalloc(&grid_barrier_, 64 * sizeof(unsigned)));
+  SD_CUDA_CHECK(cudaMemset(grid_barrier_, 0, 64 * sizeof(unsigned)));
   char bus_id[32] = {};
   if (cudaDeviceGetPCIBusId(bus_id, sizeof bus_id, device_) == cudaSuccess)
     reader_ = std::make_unique<GpuTelemetry>(bus_id);  // NVML is opened on the first reading

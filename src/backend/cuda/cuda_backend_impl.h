@@ -195,7 +195,7 @@ class CudaBackend final : public Backend {
   int step_event_next_ = 0;
   bool step_event_recorded_[2] = {false, false};
   size_t gemm_workspace_bytes_ = 0;
-  unsigned* grid_barrier_ = nullptr;  // 2 words for the persistent kernels' grid barrier (zero between launches)
+  unsigned* grid_barrier_ = nullptr;  // 64 words for the persistent kernels' grid barrier (zero between launches)
   std::shared_ptr<SubpixelPlans> subpixel_plans_;  // made on the first conv2d_subpixel_upsample
   std::unique_ptr<GpuTelemetry> telemetry_;         // made on the first telemetry_start
   std::unique_ptr<GpuTelemetry> reader_;            // device_reading's (made in the constructor)

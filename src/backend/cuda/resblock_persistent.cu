@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 
 #include "backend/cuda/conv_wgmma_kernel.cuh"
@@ -26,7 +27,8 @@ constexpr int kAStages = 4;    // activation ring (refilled only after each stag
 constexpr int kBStages = 9;    // weight ring: the next convolution's first tiles load during the barriers
 constexpr int kMaxQuads = 8;   // group-norm values a consumer thread holds: 8 x 4 (<= 8192 a group)
 constexpr int kTracePoints = 10;
-constexpr size_t kSmem = 1024 + size_t{kAStages + kBStages} * kStageBytes + 8 * (2 * kAStages + 2 * kBStages + 1) + 64;
+constexpr int kMaxSplit = 16;  // slices of one output tile (the partial sums are read all at once)
+constexpr size_t kSmem = 1024 + size_t{kAStages + kBStages} * kStageBytes + 8 * (2 * kAStages + 2 * kBStages + 2) + 64;
 
 struct Maps {
   CUtensorMap xn, hn, x, skip;  // 4D [B, H, W, C], box {64, W, H, 128 / (H W)}
@@ -45,6 +47,9 @@ struct Params {
   int ksteps1, split1, per1;
   int ksteps2, split2, per2, conv2_steps;  // conv2's 3x3 steps; the shortcut's follow
   int has_shortcut;
+  // When the weight stream starts: 0 at once, 1 once this CTA's gn1 inputs have arrived, 2 after
+  // gn1's grid barrier (SDSERVE_CUDA_RESBLOCK_WEIGHTS; measured in docs/perf-notes.md).
+  int weights_mode;
 };
 
 __device__ __forceinline__ unsigned ld_acquire_gpu(const unsigned* p) {
@@ -69,18 +74,20 @@ __device__ __forceinline__ void trace_point(const Params& p, int i) {
 }
 
 // Every consumer thread of every CTA (the producers never join): a sense-reversing barrier on
-// bar[0] (arrivals, reset by the last) and bar[1] (generation), left at {0, gen + 1}.
+// bar[0] (arrivals, reset by the last) and bar[kGenWord] (generation, on its own 128-byte line so
+// the waiters' polling does not slow the arrivals' atomics), left at {0, gen + 1}.
+constexpr int kGenWord = 32;
 __device__ __forceinline__ void grid_sync(unsigned* bar) {
   sm90::named_barrier_sync(1, 256);
   if (threadIdx.x == 128) {
-    const unsigned gen = ld_acquire_gpu(bar + 1);
+    const unsigned gen = ld_acquire_gpu(bar + kGenWord);
     __threadfence();
     if (atomicAdd(bar, 1u) == gridDim.x - 1) {
       atomicExch(bar, 0u);
       __threadfence();
-      st_release_gpu(bar + 1, gen + 1);
+      st_release_gpu(bar + kGenWord, gen + 1);
     } else {
-      while (ld_acquire_gpu(bar + 1) == gen) {
+      while (ld_acquire_gpu(bar + kGenWord) == gen) {
       }
     }
     __threadfence();
@@ -117,11 +124,15 @@ __device__ __forceinline__ void store4(T* dst, const float (&v)[4]) {
 __device__ __forceinline__ float4 sum_partials(const float* ws, int split, int m, int ch) {
   const int tile = ch / kTile;
   const float* src = ws + (int64_t{tile} * split * kTile + m) * kTile + (ch % kTile);
+  float4 t[kMaxSplit];  // every slice's load in flight at once: one L2 round trip, not `split`
+#pragma unroll
+  for (int s = 0; s < kMaxSplit; ++s) {
+    if (s < split) t[s] = __ldcg(reinterpret_cast<const float4*>(src + int64_t{s} * kTile * kTile));
+  }
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-  for (int s = 0; s < split; ++s) {
-    const float4 t = __ldcg(reinterpret_cast<const float4*>(src + int64_t{s} * kTile * kTile));
-    acc.x += t.x, acc.y += t.y, acc.z += t.z, acc.w += t.w;
+#pragma unroll
+  for (int s = 0; s < kMaxSplit; ++s) {
+    if (s < split) acc.x += t[s].x, acc.y += t[s].y, acc.z += t[s].z, acc.w += t[s].w;
   }
   return acc;
 }
@@ -129,7 +140,7 @@ __device__ __forceinline__ float4 sum_partials(const float* ws, int split, int m
 // Group norm + SiLU over (image, group) units, one unit a CTA at a time. kSecond = false: of the
 // block input [x | skip] into xn; true: of h = conv1's partial sums + the time row, into hn.
 template <typename T, bool kSecond>
-__device__ void norm_stage(const Params& p, float* red) {
+__device__ void norm_stage(const Params& p, float* red, uint32_t loaded_bar = 0) {
   const int tid = threadIdx.x - 128;
   const int C = kSecond ? p.cout : p.cin;
   const int cpg = C / p.groups, qpg = cpg / 4, nq = p.hw * qpg;
@@ -162,6 +173,7 @@ __device__ void norm_stage(const Params& p, float* red) {
       }
     }
     const float mean = block_sum(sum, red) * inv_n;
+    if (loaded_bar && u == static_cast<int>(blockIdx.x) && threadIdx.x == 128) sm90::mbarrier_arrive(loaded_bar);
     float sq = 0.f;
 #pragma unroll
     for (int j = 0; j < kMaxQuads; ++j) {
@@ -287,7 +299,8 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
   const uint32_t full_a = bars, empty_a = full_a + 8 * kAStages;
   const uint32_t full_b = empty_a + 8 * kAStages, empty_b = full_b + 8 * kBStages;
   const uint32_t go = empty_b + 8 * kBStages;  // completes a phase when the activations of a conv are ready
-  float* red = reinterpret_cast<float*>(smem_raw + (go + 8 - raw));
+  const uint32_t wgo = go + 8;                 // completes when the weight stream may start
+  float* red = reinterpret_cast<float*>(smem_raw + (wgo + 8 - raw));
   const Unit u1 = unit_of(p.ksteps1, p.split1, p.per1, p.cout);
   const Unit u2 = unit_of(p.ksteps2, p.split2, p.per2, p.cout);
   if (threadIdx.x == 0) {
@@ -300,6 +313,7 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
       sm90::mbarrier_init(empty_b + 8 * s, 2);
     }
     sm90::mbarrier_init(go, 1);
+    sm90::mbarrier_init(wgo, 1);
     sm90::mbarrier_init_fence();
   }
   __syncthreads();
@@ -311,6 +325,7 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
     if (warp == 0 && lane == 0) {
       // Weights: both convolutions' tiles back to back; nothing to wait for but ring space.
       const uint64_t once = conv_wgmma::evict_first_policy();
+      mbar_wait(wgo, 0);
       int bi = 0;
       for (int c = 0; c < 2; ++c) {
         const Unit& u = c == 0 ? u1 : u2;
@@ -358,10 +373,13 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
   sm90::setmaxnreg_inc<232>();
   int ci = 0;
   trace_point(p, 0);
-  norm_stage<T, false>(p, red);
+  const bool gn_unit = static_cast<int>(blockIdx.x) < (p.m / p.hw) * p.groups;
+  if (threadIdx.x == 128 && (p.weights_mode == 0 || (p.weights_mode == 1 && !gn_unit))) sm90::mbarrier_arrive(wgo);
+  norm_stage<T, false>(p, red, p.weights_mode == 1 ? wgo : 0);
   trace_point(p, 1);
   grid_sync(p.bar);
   trace_point(p, 2);
+  if (threadIdx.x == 128 && p.weights_mode == 2) sm90::mbarrier_arrive(wgo);
   if (threadIdx.x == 128) sm90::mbarrier_arrive(go);
   conv_stage<T>(u1, blockIdx.x, p.ws, sa, sb, bars, ci);
   trace_point(p, 3);
@@ -414,7 +432,7 @@ Status encode_act(const void* base, DType dtype, const ResblockShape& s, int64_t
 // Slices of a convolution of `ksteps` reduction steps over `tiles` output tiles on `grid` CTAs,
 // normalised so that no slice is empty; per = steps a slice.
 void split_of(int64_t ksteps, int64_t tiles, int grid, int& split, int& per) {
-  const int64_t want = std::max<int64_t>(1, grid / tiles);
+  const int64_t want = std::clamp<int64_t>(grid / tiles, 1, kMaxSplit);
   per = static_cast<int>(ceil_div(ksteps, want));
   split = static_cast<int>(ceil_div(ksteps, per));
 }
@@ -489,6 +507,8 @@ bool launch_resblock_persistent(const ResblockOperands& o, DType dtype, const Re
   p.ksteps2 = p.conv2_steps + (s.has_shortcut ? static_cast<int>(cin / kBK) : 0);
   split_of(p.ksteps2, tiles, grid, p.split2, p.per2);
   p.has_shortcut = s.has_shortcut ? 1 : 0;
+  const char* wm = std::getenv("SDSERVE_CUDA_RESBLOCK_WEIGHTS");
+  p.weights_mode = wm && (wm[0] == '1' || wm[0] == '2') ? wm[0] - '0' : 0;
 
   const auto kernel = dtype == DType::kBF16 ? resblock_kernel<__nv_bfloat16> : resblock_kernel<__half>;
   SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));

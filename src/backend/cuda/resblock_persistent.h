@@ -38,7 +38,7 @@ struct ResblockOperands {
   void* xn = nullptr;          // scratch [B, H, W, ca + cb]: silu(gn1(in))
   void* hn = nullptr;          // scratch [B, H, W, cout]: silu(gn2(h))
   float* partial = nullptr;    // scratch: resblock_partial_floats()
-  unsigned* barrier = nullptr;  // 2 words, zero before the first launch (the kernel leaves them zero)
+  unsigned* barrier = nullptr;  // 64 words, zero before the first launch (the kernel leaves them zero)
   // Diagnostics (tests): null, or grid x 10 u64 that get each CTA's globaltimer (ns) at kernel
   // start, gn1 done, barrier, conv1 done (partials stored), barrier, gn2 done, barrier, conv2
   // done, barrier, end.

@@ -23,12 +23,14 @@ constexpr int kThreads = 384;  // warp 0: weight producer, warp 1: activation pr
 constexpr int kBK = 64;        // reduction step: 64 channels of one tap (128 bytes, one swizzle row)
 constexpr int kTile = 128;     // positions (all of them) x output channels of one CTA's tile
 constexpr uint32_t kStageBytes = kTile * kBK * 2;  // one A or B box
-constexpr int kAStages = 4;    // activation ring (refilled only after each stage's grid barrier)
-constexpr int kBStages = 9;    // weight ring: the next convolution's first tiles load during the barriers
+// The stage ring is split between activations (refilled only after each stage's grid barrier)
+// and weights (the next convolution's first tiles load during the barriers): kA + kB = kRing,
+// kA a template parameter (4 by default; SDSERVE_CUDA_RESBLOCK_ASTAGES=6 for 6 / 7).
+constexpr int kRing = 13;
 constexpr int kMaxQuads = 8;   // group-norm values a consumer thread holds: 8 x 4 (<= 8192 a group)
 constexpr int kTracePoints = 10;
 constexpr int kMaxSplit = 16;  // slices of one output tile (the partial sums are read all at once)
-constexpr size_t kSmem = 1024 + size_t{kAStages + kBStages} * kStageBytes + 8 * (2 * kAStages + 2 * kBStages + 2) + 64;
+constexpr size_t kSmem = 1024 + size_t{kRing} * kStageBytes + 8 * (2 * kRing + 2) + 64;
 
 struct Maps {
   CUtensorMap xn, hn, x, skip;  // 4D [B, H, W, C], box {64, W, H, 128 / (H W)}
@@ -80,17 +82,18 @@ constexpr int kGenWord = 32;
 __device__ __forceinline__ void grid_sync(unsigned* bar) {
   sm90::named_barrier_sync(1, 256);
   if (threadIdx.x == 128) {
+    // Release: the CTA's writes (ordered before by the named barrier) go with the arrival; the
+    // last arrival acquires every other one's and releases them all with the new generation.
     const unsigned gen = ld_acquire_gpu(bar + kGenWord);
-    __threadfence();
-    if (atomicAdd(bar, 1u) == gridDim.x - 1) {
-      atomicExch(bar, 0u);
-      __threadfence();
+    unsigned prev;
+    asm volatile("atom.add.acq_rel.gpu.global.u32 %0, [%1], 1;\n" : "=r"(prev) : "l"(bar) : "memory");
+    if (prev == gridDim.x - 1) {
+      asm volatile("st.relaxed.gpu.global.u32 [%0], 0;\n" ::"l"(bar) : "memory");
       st_release_gpu(bar + kGenWord, gen + 1);
     } else {
       while (ld_acquire_gpu(bar + kGenWord) == gen) {
       }
     }
-    __threadfence();
   }
   sm90::named_barrier_sync(1, 256);
 }
@@ -244,9 +247,10 @@ __device__ __forceinline__ Unit unit_of(int ksteps, int split, int per, int cout
 
 // The consumers' side of one convolution: wgmma over the unit's steps (ci counts steps over the
 // kernel's convolutions: both rings' positions), then the f32 tile to this unit's partial slot.
-template <typename T>
+template <typename T, int kAStages>
 __device__ void conv_stage(const Unit& u, int unit_id, float* ws, uint32_t sa, uint32_t sb, uint32_t bars,
                            int& ci) {
+  constexpr int kBStages = kRing - kAStages;
   if (u.n == 0) return;
   const uint32_t full_a = bars, empty_a = full_a + 8 * kAStages;
   const uint32_t full_b = empty_a + 8 * kAStages, empty_b = full_b + 8 * kBStages;
@@ -289,9 +293,10 @@ __device__ void conv_stage(const Unit& u, int unit_id, float* ws, uint32_t sa, u
   }
 }
 
-template <typename T>
+template <typename T, int kAStages>
 __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_constant__ Maps maps, const Params p) {
 #if SD_SM90A_COMPILED
+  constexpr int kBStages = kRing - kAStages;
   extern __shared__ unsigned char smem_raw[];
   const uint32_t raw = sm90::smem_addr(smem_raw);
   const uint32_t sa = (raw + 1023u) & ~1023u, sb = sa + kAStages * kStageBytes;
@@ -381,7 +386,7 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
   trace_point(p, 2);
   if (threadIdx.x == 128 && p.weights_mode == 2) sm90::mbarrier_arrive(wgo);
   if (threadIdx.x == 128) sm90::mbarrier_arrive(go);
-  conv_stage<T>(u1, blockIdx.x, p.ws, sa, sb, bars, ci);
+  conv_stage<T, kAStages>(u1, blockIdx.x, p.ws, sa, sb, bars, ci);
   trace_point(p, 3);
   grid_sync(p.bar);
   trace_point(p, 4);
@@ -390,7 +395,7 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
   grid_sync(p.bar);
   trace_point(p, 6);
   if (threadIdx.x == 128) sm90::mbarrier_arrive(go);
-  conv_stage<T>(u2, blockIdx.x, p.ws, sa, sb, bars, ci);
+  conv_stage<T, kAStages>(u2, blockIdx.x, p.ws, sa, sb, bars, ci);
   trace_point(p, 7);
   grid_sync(p.bar);
   trace_point(p, 8);
@@ -510,7 +515,10 @@ bool launch_resblock_persistent(const ResblockOperands& o, DType dtype, const Re
   const char* wm = std::getenv("SDSERVE_CUDA_RESBLOCK_WEIGHTS");
   p.weights_mode = wm && (wm[0] == '1' || wm[0] == '2') ? wm[0] - '0' : 0;
 
-  const auto kernel = dtype == DType::kBF16 ? resblock_kernel<__nv_bfloat16> : resblock_kernel<__half>;
+  const char* as = std::getenv("SDSERVE_CUDA_RESBLOCK_ASTAGES");
+  const bool six = as && as[0] == '6';
+  const auto kernel = dtype == DType::kBF16 ? (six ? resblock_kernel<__nv_bfloat16, 6> : resblock_kernel<__nv_bfloat16, 4>)
+                                            : (six ? resblock_kernel<__half, 6> : resblock_kernel<__half, 4>);
   SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(static_cast<unsigned>(grid), 1, 1);

@@ -231,40 +231,25 @@ __device__ void output_stage(const Params& p) {
   }
 }
 
-// This CTA's slice of a convolution: output tile `tile`, reduction steps [k0, k0 + n) (n 0: none),
-// its partial tile at slot id = tile * split + slice. With clusters of two, both CTAs of a cluster
-// take the same slice of two neighbouring tiles (they share the activation tile: multicast).
+// This CTA's slice of a convolution: output tile `tile`, reduction steps [k0, k0 + n) (n 0: none).
 struct Unit {
-  int tile = 0, k0 = 0, n = 0, id = 0;
+  int tile = 0, k0 = 0, n = 0;
 };
-template <int kCluster>
 __device__ __forceinline__ Unit unit_of(int ksteps, int split, int per, int cout) {
   Unit u;
-  const int b = static_cast<int>(blockIdx.x), group = b / kCluster, rank = b % kCluster;
-  if (group >= (cout / kTile / kCluster) * split) return u;
-  const int slice = group % split;
-  u.tile = (group / split) * kCluster + rank;
-  u.id = u.tile * split + slice;
-  u.k0 = slice * per;
+  const int id = static_cast<int>(blockIdx.x);
+  if (id >= (cout / kTile) * split) return u;
+  u.tile = id / split;
+  u.k0 = (id - u.tile * split) * per;
   u.n = min(ksteps - u.k0, per);
   return u;
 }
 
-// An activation stage is free again once every consumer of the cluster is done with it.
-template <int kCluster>
-__device__ __forceinline__ void release_a(uint32_t bar) {
-  if constexpr (kCluster == 1) {
-    sm90::mbarrier_arrive(bar);
-  } else {
-#pragma unroll
-    for (int q = 0; q < kCluster; ++q) conv_wgmma::mbar_arrive_cluster(bar, q);
-  }
-}
-
 // The consumers' side of one convolution: wgmma over the unit's steps (ci counts steps over the
 // kernel's convolutions: both rings' positions), then the f32 tile to this unit's partial slot.
-template <typename T, int kAStages, int kCluster>
-__device__ void conv_stage(const Unit& u, float* ws, uint32_t sa, uint32_t sb, uint32_t bars, int& ci) {
+template <typename T, int kAStages>
+__device__ void conv_stage(const Unit& u, int unit_id, float* ws, uint32_t sa, uint32_t sb, uint32_t bars,
+                           int& ci) {
   constexpr int kBStages = kRing - kAStages;
   if (u.n == 0) return;
   const uint32_t full_a = bars, empty_a = full_a + 8 * kAStages;
@@ -284,19 +269,19 @@ __device__ void conv_stage(const Unit& u, float* ws, uint32_t sa, uint32_t sb, u
     sm90::wgmma_commit();
     sm90::wgmma_wait<1>();  // the previous step is done: its stages go back to the producers
     if (it > 0 && threadIdx.x % 128 == 0) {
-      release_a<kCluster>(empty_a + 8 * ((ci - 1) % kAStages));
+      sm90::mbarrier_arrive(empty_a + 8 * ((ci - 1) % kAStages));
       sm90::mbarrier_arrive(empty_b + 8 * ((ci - 1) % kBStages));
     }
   }
   sm90::wgmma_wait<0>();
   sm90::fence_accumulators(acc);
   if (threadIdx.x % 128 == 0) {
-    release_a<kCluster>(empty_a + 8 * ((ci - 1) % kAStages));
+    sm90::mbarrier_arrive(empty_a + 8 * ((ci - 1) % kAStages));
     sm90::mbarrier_arrive(empty_b + 8 * ((ci - 1) % kBStages));
   }
   // Accumulator i of (warp w, lane l): row 16 w + l / 4 + 8 ((i / 2) % 2), column 8 (i / 4) + 2 (l % 4) + i % 2.
   const int lane = threadIdx.x & 31, warp = (threadIdx.x / 32) & 3;
-  float* part = ws + int64_t{u.id} * kTile * kTile;
+  float* part = ws + int64_t{unit_id} * kTile * kTile;
 #pragma unroll
   for (int hh = 0; hh < 2; ++hh) {
     const int r = cw * 64 + warp * 16 + lane / 4 + 8 * hh;
@@ -308,7 +293,7 @@ __device__ void conv_stage(const Unit& u, float* ws, uint32_t sa, uint32_t sb, u
   }
 }
 
-template <typename T, int kAStages, int kCluster>
+template <typename T, int kAStages>
 __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_constant__ Maps maps, const Params p) {
 #if SD_SM90A_COMPILED
   constexpr int kBStages = kRing - kAStages;
@@ -321,12 +306,12 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
   const uint32_t go = empty_b + 8 * kBStages;  // completes a phase when the activations of a conv are ready
   const uint32_t wgo = go + 8;                 // completes when the weight stream may start
   float* red = reinterpret_cast<float*>(smem_raw + (wgo + 8 - raw));
-  const Unit u1 = unit_of<kCluster>(p.ksteps1, p.split1, p.per1, p.cout);
-  const Unit u2 = unit_of<kCluster>(p.ksteps2, p.split2, p.per2, p.cout);
+  const Unit u1 = unit_of(p.ksteps1, p.split1, p.per1, p.cout);
+  const Unit u2 = unit_of(p.ksteps2, p.split2, p.per2, p.cout);
   if (threadIdx.x == 0) {
     for (int s = 0; s < kAStages; ++s) {
       sm90::mbarrier_init(full_a + 8 * s, 1);
-      sm90::mbarrier_init(empty_a + 8 * s, 2 * kCluster);
+      sm90::mbarrier_init(empty_a + 8 * s, 2);
     }
     for (int s = 0; s < kBStages; ++s) {
       sm90::mbarrier_init(full_b + 8 * s, 1);
@@ -336,8 +321,7 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
     sm90::mbarrier_init(wgo, 1);
     sm90::mbarrier_init_fence();
   }
-  if constexpr (kCluster > 1) conv_wgmma::cluster_sync();  // the partner's barriers exist before any multicast
-  else __syncthreads();
+  __syncthreads();
 
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
@@ -376,29 +360,17 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
           const int s = ai % kAStages, kt = u.k0 + it;
           if (ai >= kAStages) mbar_wait(empty_a + 8 * s, ((ai / kAStages) - 1) & 1);
           sm90::mbarrier_arrive_expect_tx(full_a + 8 * s, kStageBytes);
-          if (kCluster > 1 && threadIdx.x / 32 == 1 && blockIdx.x % kCluster != 0) continue;  // rank 0 loads for both
           const uint32_t dst = sa + s * kStageBytes;
-          const CUtensorMap* map = c == 0 ? &maps.xn : &maps.hn;
-          int c0 = 0, x0 = 0, y0 = 0;
           if (c == 1 && kt >= p.conv2_steps) {  // the shortcut: the raw input, centre tap
-            c0 = (kt - p.conv2_steps) * kBK;
-            map = c0 < p.ca ? &maps.x : &maps.skip;
-            c0 = c0 < p.ca ? c0 : c0 - p.ca;
+            const int c0 = (kt - p.conv2_steps) * kBK;
+            if (c0 < p.ca) sm90::tma_load_4d(dst, &maps.x, full_a + 8 * s, c0, 0, 0, 0);
+            else sm90::tma_load_4d(dst, &maps.skip, full_a + 8 * s, c0 - p.ca, 0, 0, 0);
           } else {
-            const int tap = kt / cs, ky = tap / 3, kx = tap - ky * 3;
-            c0 = (kt - tap * cs) * kBK, x0 = kx - 1, y0 = ky - 1;
-          }
-          if constexpr (kCluster > 1) {
-            conv_wgmma::tma_load_4d_multicast(dst, map, full_a + 8 * s, c0, x0, y0, 0, (1u << kCluster) - 1);
-          } else {
-            sm90::tma_load_4d(dst, map, full_a + 8 * s, c0, x0, y0, 0);
+            const int tap = kt / cs, c0 = (kt - tap * cs) * kBK, ky = tap / 3, kx = tap - ky * 3;
+            sm90::tma_load_4d(dst, c == 0 ? &maps.xn : &maps.hn, full_a + 8 * s, c0, kx - 1, ky - 1, 0);
           }
         }
       }
-    }
-    if constexpr (kCluster > 1) {
-      __syncwarp();
-      conv_wgmma::cluster_sync();  // matches the consumers' last one: no CTA leaves while its partner multicasts
     }
     return;
   }
@@ -414,7 +386,7 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
   trace_point(p, 2);
   if (threadIdx.x == 128 && p.weights_mode == 2) sm90::mbarrier_arrive(wgo);
   if (threadIdx.x == 128) sm90::mbarrier_arrive(go);
-  conv_stage<T, kAStages, kCluster>(u1, p.ws, sa, sb, bars, ci);
+  conv_stage<T, kAStages>(u1, blockIdx.x, p.ws, sa, sb, bars, ci);
   trace_point(p, 3);
   grid_sync(p.bar);
   trace_point(p, 4);
@@ -423,13 +395,12 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
   grid_sync(p.bar);
   trace_point(p, 6);
   if (threadIdx.x == 128) sm90::mbarrier_arrive(go);
-  conv_stage<T, kAStages, kCluster>(u2, p.ws, sa, sb, bars, ci);
+  conv_stage<T, kAStages>(u2, blockIdx.x, p.ws, sa, sb, bars, ci);
   trace_point(p, 7);
   grid_sync(p.bar);
   trace_point(p, 8);
   output_stage<T>(p);
   trace_point(p, 9);
-  if constexpr (kCluster > 1) conv_wgmma::cluster_sync();
 #endif
 }
 
@@ -469,53 +440,6 @@ void split_of(int64_t ksteps, int64_t tiles, int grid, int& split, int& per) {
   const int64_t want = std::clamp<int64_t>(grid / tiles, 1, kMaxSplit);
   per = static_cast<int>(ceil_div(ksteps, want));
   split = static_cast<int>(ceil_div(ksteps, per));
-}
-
-// Clusters of two that `kernel` runs at once, capped at grid / 2 (0 when the query fails).
-int cluster_pairs(const void* kernel, int grid) {
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(grid & ~1), 1, 1);
-  cfg.blockDim = dim3(kThreads, 1, 1);
-  cfg.dynamicSmemBytes = kSmem;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = 2, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  int n = 0;
-  if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  return std::min(n, grid / 2);
-}
-
-// A cooperative launch of `grid` CTAs in clusters of `cluster`; false when refused (nothing ran).
-template <typename K>
-bool launch(K kernel, int grid, int cluster, const Maps& maps, const Params& p, cudaStream_t stream) {
-  SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(grid), 1, 1);
-  cfg.blockDim = dim3(kThreads, 1, 1);
-  cfg.dynamicSmemBytes = kSmem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attrs[2];
-  attrs[0].id = cudaLaunchAttributeCooperative;
-  attrs[0].val.cooperative = 1;
-  attrs[1].id = cudaLaunchAttributeClusterDimension;
-  attrs[1].val.clusterDim.x = static_cast<unsigned>(cluster), attrs[1].val.clusterDim.y = 1, attrs[1].val.clusterDim.z = 1;
-  cfg.attrs = attrs;
-  cfg.numAttrs = cluster > 1 ? 2 : 1;
-  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, maps, p);
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();  // e.g. cudaErrorCooperativeLaunchTooLarge: nothing ran
-    return false;
-  }
-  return true;
 }
 
 }  // namespace resblock
@@ -583,32 +507,34 @@ bool launch_resblock_persistent(const ResblockOperands& o, DType dtype, const Re
   p.eps = o.eps;
   const int64_t tiles = s.cout / kTile;
   p.ksteps1 = static_cast<int>(9 * cin / kBK);
+  split_of(p.ksteps1, tiles, grid, p.split1, p.per1);
   p.conv2_steps = static_cast<int>(9 * s.cout / kBK);
   p.ksteps2 = p.conv2_steps + (s.has_shortcut ? static_cast<int>(cin / kBK) : 0);
+  split_of(p.ksteps2, tiles, grid, p.split2, p.per2);
   p.has_shortcut = s.has_shortcut ? 1 : 0;
   const char* wm = std::getenv("SDSERVE_CUDA_RESBLOCK_WEIGHTS");
   p.weights_mode = wm && (wm[0] == '0' || wm[0] == '2') ? wm[0] - '0' : 1;
 
-  // Clusters of two CTAs (SDSERVE_CUDA_RESBLOCK_CLUSTER=2): the activation tiles multicast to both.
-  const char* cl = std::getenv("SDSERVE_CUDA_RESBLOCK_CLUSTER");
-  if (cl && cl[0] == '2' && tiles % 2 == 0) {
-    const auto kernel = dtype == DType::kBF16 ? resblock_kernel<__nv_bfloat16, 6, 2> : resblock_kernel<__half, 6, 2>;
-    const int pairs = cluster_pairs(reinterpret_cast<const void*>(kernel), grid);
-    Params pc = p;
-    split_of(pc.ksteps1, tiles, 2 * pairs, pc.split1, pc.per1);
-    split_of(pc.ksteps2, tiles, 2 * pairs, pc.split2, pc.per2);
-    if (pairs > 0 && launch(kernel, 2 * pairs, 2, maps, pc, stream)) {
-      g_launches.fetch_add(1);
-      return true;
-    }
-  }
   const char* as = std::getenv("SDSERVE_CUDA_RESBLOCK_ASTAGES");
   const bool four = as && as[0] == '4';
-  const auto kernel = dtype == DType::kBF16 ? (four ? resblock_kernel<__nv_bfloat16, 4, 1> : resblock_kernel<__nv_bfloat16, 6, 1>)
-                                            : (four ? resblock_kernel<__half, 4, 1> : resblock_kernel<__half, 6, 1>);
-  split_of(p.ksteps1, tiles, grid, p.split1, p.per1);
-  split_of(p.ksteps2, tiles, grid, p.split2, p.per2);
-  if (!launch(kernel, grid, 1, maps, p, stream)) return false;
+  const auto kernel = dtype == DType::kBF16 ? (four ? resblock_kernel<__nv_bfloat16, 4> : resblock_kernel<__nv_bfloat16, 6>)
+                                            : (four ? resblock_kernel<__half, 4> : resblock_kernel<__half, 6>);
+  SD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(grid), 1, 1);
+  cfg.blockDim = dim3(kThreads, 1, 1);
+  cfg.dynamicSmemBytes = kSmem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attrs[1];
+  attrs[0].id = cudaLaunchAttributeCooperative;
+  attrs[0].val.cooperative = 1;
+  cfg.attrs = attrs;
+  cfg.numAttrs = 1;
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, maps, p);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // e.g. cudaErrorCooperativeLaunchTooLarge: nothing ran
+    return false;
+  }
   g_launches.fetch_add(1);
   return true;
 }

@@ -52,9 +52,6 @@ struct Params {
   // When the weight stream starts: 0 at once, 1 (default) once this CTA's gn1 inputs have arrived,
   // 2 after gn1's grid barrier (SDSERVE_CUDA_RESBLOCK_WEIGHTS; measured in docs/perf-notes.md).
   int weights_mode;
-  // Weight tiles past the ring prefetched into L2 while the ring is full (0: none;
-  // SDSERVE_CUDA_RESBLOCK_L2_AHEAD, default 32).
-  int l2_ahead;
 };
 
 __device__ __forceinline__ unsigned ld_acquire_gpu(const unsigned* p) {
@@ -76,24 +73,6 @@ __device__ __forceinline__ void trace_point(const Params& p, int i) {
     asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
     p.trace[blockIdx.x * kTracePoints + i] = t;
   }
-}
-
-// Whether the phase of `parity` has completed (no waiting).
-__device__ __forceinline__ bool mbar_test(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  asm volatile(
-      "{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-      : "=r"(done)
-      : "r"(bar), "r"(parity)
-      : "memory");
-  return done != 0;
-}
-// The box at (c0, c1) of a 2D tensor map into L2 (no shared memory, no completion to wait for).
-__device__ __forceinline__ void prefetch_l2_2d(const CUtensorMap* map, int c0, int c1) {
-  asm volatile("cp.async.bulk.prefetch.tensor.2d.L2.global.tile [%0, {%1, %2}];\n" ::"l"(
-                   reinterpret_cast<uint64_t>(map)),
-               "r"(c0), "r"(c1)
-               : "memory");
 }
 
 // Every consumer thread of every CTA (the producers never join): a sense-reversing barrier on
@@ -349,41 +328,25 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
     sm90::setmaxnreg_dec<40>();
     const int lane = threadIdx.x & 31, warp = threadIdx.x / 32;
     if (warp == 0 && lane == 0) {
-      // Weights: both convolutions' tiles back to back; nothing to wait for but ring space. While
-      // the ring is full (the group norms, the barriers) the tiles after it are prefetched into
-      // L2 (p.l2_ahead of them), so HBM keeps streaming and the ring refills from L2.
+      // Weights: both convolutions' tiles back to back; nothing to wait for but ring space.
       const uint64_t once = conv_wgmma::evict_first_policy();
       mbar_wait(wgo, 0);
-      const int total = u1.n + u2.n;
-      // The tensor map and coordinates of the weight tile of global step i (conv1's, then conv2's).
-      const auto tile_of = [&](int i, int& c0, int& c1) -> const CUtensorMap* {
-        const bool first = i < u1.n;
-        const Unit& u = first ? u1 : u2;
-        const int kt = u.k0 + (first ? i : i - u1.n);
-        c1 = u.tile * kTile;
-        if (first) return c0 = kt * kBK, &maps.w1;
-        if (kt < p.conv2_steps) return c0 = kt * kBK, &maps.w2;
-        return c0 = (kt - p.conv2_steps) * kBK, &maps.wsc;
-      };
-      int prefetched = kBStages;  // steps below this were (or are about to be) loaded or prefetched
-      for (int bi = 0; bi < total; ++bi) {
-        const int s = bi % kBStages;
-        if (bi >= kBStages) {
-          const uint32_t bar = empty_b + 8 * s, parity = ((bi / kBStages) - 1) & 1;
-          if (!mbar_test(bar, parity)) {
-            prefetched = max(prefetched, bi);  // from the tile this wait is for
-            for (const int end = min(total, bi + p.l2_ahead); prefetched < end; ++prefetched) {
-              int c0 = 0, c1 = 0;
-              const CUtensorMap* map = tile_of(prefetched, c0, c1);
-              prefetch_l2_2d(map, c0, c1);
-            }
-            mbar_wait(bar, parity);
+      int bi = 0;
+      for (int c = 0; c < 2; ++c) {
+        const Unit& u = c == 0 ? u1 : u2;
+        for (int it = 0; it < u.n; ++it, ++bi) {
+          const int s = bi % kBStages, kt = u.k0 + it;
+          if (bi >= kBStages) mbar_wait(empty_b + 8 * s, ((bi / kBStages) - 1) & 1);
+          sm90::mbarrier_arrive_expect_tx(full_b + 8 * s, kStageBytes);
+          const uint32_t dst = sb + s * kStageBytes;
+          if (c == 0) {
+            sm90::tma_load_2d(dst, &maps.w1, full_b + 8 * s, kt * kBK, u.tile * kTile, once);
+          } else if (kt < p.conv2_steps) {
+            sm90::tma_load_2d(dst, &maps.w2, full_b + 8 * s, kt * kBK, u.tile * kTile, once);
+          } else {
+            sm90::tma_load_2d(dst, &maps.wsc, full_b + 8 * s, (kt - p.conv2_steps) * kBK, u.tile * kTile, once);
           }
         }
-        sm90::mbarrier_arrive_expect_tx(full_b + 8 * s, kStageBytes);
-        int c0 = 0, c1 = 0;
-        const CUtensorMap* map = tile_of(bi, c0, c1);
-        sm90::tma_load_2d(sb + s * kStageBytes, map, full_b + 8 * s, c0, c1, once);
       }
     } else if (warp == 1 && lane == 0) {
       // Activations: each convolution's input once its stage's grid barrier has passed.
@@ -551,8 +514,6 @@ bool launch_resblock_persistent(const ResblockOperands& o, DType dtype, const Re
   p.has_shortcut = s.has_shortcut ? 1 : 0;
   const char* wm = std::getenv("SDSERVE_CUDA_RESBLOCK_WEIGHTS");
   p.weights_mode = wm && (wm[0] == '0' || wm[0] == '2') ? wm[0] - '0' : 1;
-  const char* ahead = std::getenv("SDSERVE_CUDA_RESBLOCK_L2_AHEAD");
-  p.l2_ahead = ahead && ahead[0] ? std::max(0, std::atoi(ahead)) : 32;
 
   const char* as = std::getenv("SDSERVE_CUDA_RESBLOCK_ASTAGES");
   const bool four = as && as[0] == '4';

@@ -203,7 +203,9 @@ TEST(GpuResnetBlockTrace, StagesRunInOrderOnEveryCta) {
       unsigned long long last = 0;
       for (int b = 0; b < grid; ++b) {
         last = std::max(last, t[b * 10 + i]);
-        if (i > 0) EXPECT_GE(t[b * 10 + i], t[b * 10 + i - 1]) << c.name << " CTA " << b << " " << stages[i];
+        if (i > 0) {
+          EXPECT_GE(t[b * 10 + i], t[b * 10 + i - 1]) << c.name << " CTA " << b << " " << stages[i];
+        }
       }
       std::printf(" %s %.1f", stages[i], static_cast<double>(last - t0) / 1000.0);
     }

@@ -511,6 +511,8 @@ bool launch_resblock_persistent(const ResblockOperands& o, DType dtype, const Re
   p.conv2_steps = static_cast<int>(9 * s.cout / kBK);
   p.ksteps2 = p.conv2_steps + (s.has_shortcut ? static_cast<int>(cin / kBK) : 0);
   split_of(p.ksteps2, tiles, grid, p.split2, p.per2);
+  // Every (tile, slice) needs its own CTA (fewer multiprocessors than output tiles: not here).
+  if (tiles * p.split1 > grid || tiles * p.split2 > grid) return false;
   p.has_shortcut = s.has_shortcut ? 1 : 0;
   const char* wm = std::getenv("SDSERVE_CUDA_RESBLOCK_WEIGHTS");
   p.weights_mode = wm && (wm[0] == '0' || wm[0] == '2') ? wm[0] - '0' : 1;

@@ -30,8 +30,7 @@ constexpr int kRing = 13;
 constexpr int kMaxQuads = 8;   // group-norm values a consumer thread holds: 8 x 4 (<= 8192 a group)
 constexpr int kTracePoints = 10;
 constexpr int kMaxSplit = 16;  // slices of one output tile (the partial sums are read all at once)
-constexpr int kMaxGroupWidth = 512;  // channels of one group (its gamma / beta wait in shared memory)
-constexpr size_t kSmem = 1024 + size_t{kRing} * kStageBytes + 8 * (2 * kRing + 2) + 64 + 2 * kMaxGroupWidth * 4;
+constexpr size_t kSmem = 1024 + size_t{kRing} * kStageBytes + 8 * (2 * kRing + 2) + 64;
 
 struct Maps {
   CUtensorMap xn, hn, x, skip;  // 4D [B, H, W, C], box {64, W, H, 128 / (H W)}
@@ -99,8 +98,7 @@ __device__ __forceinline__ void grid_sync(unsigned* bar) {
   sm90::named_barrier_sync(1, 256);
 }
 
-// Sum over the 256 consumer threads (red: 8 floats of shared memory; red + 16 holds the group
-// norm's gamma and beta of the group at hand, 2 x kMaxGroupWidth floats).
+// Sum over the 256 consumer threads (red: 8 floats of shared memory).
 __device__ __forceinline__ float block_sum(float v, float* red) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -156,13 +154,6 @@ __device__ void norm_stage(const Params& p, float* red, uint32_t loaded_bar = 0)
   const int units = (p.m / p.hw) * p.groups;
   for (int u = blockIdx.x; u < units; u += gridDim.x) {
     const int img = u / p.groups, g = u - img * p.groups;
-    // The group's gamma / beta on chip before the statistics: no dependent load after them.
-    float* gb = red + 16;
-    if (u != static_cast<int>(blockIdx.x)) sm90::named_barrier_sync(2, 256);  // the last unit's reads are done
-    for (int i = tid; i < qpg; i += 256) {
-      load4(gamma + g * cpg + 4 * i, *reinterpret_cast<float(*)[4]>(gb + 4 * i));
-      load4(beta + g * cpg + 4 * i, *reinterpret_cast<float(*)[4]>(gb + kMaxGroupWidth + 4 * i));
-    }
     float v[kMaxQuads][4];
     float sum = 0.f;
 #pragma unroll
@@ -199,11 +190,13 @@ __device__ void norm_stage(const Params& p, float* red, uint32_t loaded_bar = 0)
     for (int j = 0; j < kMaxQuads; ++j) {
       const int q = tid + j * 256;
       if (q < nq) {
-        const int pos = q / qpg, cl = (q - pos * qpg) * 4, ch = g * cpg + cl, m = img * p.hw + pos;
-        float o[4];
+        const int pos = q / qpg, ch = g * cpg + (q - pos * qpg) * 4, m = img * p.hw + pos;
+        float gm[4], bt[4], o[4];
+        load4(gamma + ch, gm);
+        load4(beta + ch, bt);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float a = (v[j][e] - mean) * rstd * gb[cl + e] + gb[kMaxGroupWidth + cl + e];
+          const float a = (v[j][e] - mean) * rstd * gm[e] + bt[e];
           o[e] = a / (1.f + __expf(-a));
         }
         store4(out + int64_t{m} * C + ch, o);
@@ -462,7 +455,7 @@ bool resblock_persistent_supported(const ResblockShape& s, DType dtype) {
   if (s.groups < 1 || cin % s.groups != 0 || s.cout % s.groups != 0) return false;
   for (const int64_t c : {cin, s.cout}) {
     const int64_t cpg = c / s.groups;
-    if (cpg % 4 != 0 || cpg > kMaxGroupWidth || hw * cpg / 4 > 256 * kMaxQuads) return false;
+    if (cpg % 4 != 0 || hw * cpg / 4 > 256 * kMaxQuads) return false;
   }
   return true;
 }

@@ -503,17 +503,20 @@ std::vector<Case> sd15_cases(int64_t b) {
     }
   }
   // A whole ResNet block (Backend::resnet_block: the persistent kernel where it applies) against
-  // the engine's ops for it (forward_stacked's fallback), without and with the decoder's skip.
-  for (const int64_t cs : {int64_t{0}, int64_t{1280}}) {
-    const int64_t c = 1280, cin = c + cs, hw = 8;
+  // the engine's ops for it (forward_stacked's fallback): the SD 1.5 8x8 / 16x16 levels' blocks
+  // ({size, x channels, skip channels}; a shortcut where x + skip is not 1280).
+  for (auto [hw, cx, cs] : {std::array<int64_t, 3>{8, 1280, 0}, {8, 1280, 1280}, {16, 1280, 0}, {16, 640, 0},
+                            {16, 1280, 1280}, {16, 1280, 640}}) {
+    const int64_t c = 1280, cin = cx + cs;
+    const bool shortcut = cin != c;
     for (const bool fused : {true, false}) {
       cases.push_back({std::string("resnet_block/") + (fused ? "fused/" : "ops/") + bs + dims({hw, hw, cin}) + "->" +
                            std::to_string(c),
-                       2.0 * b * hw * hw * c * 9 * (cin + c) + (cs ? 2.0 * b * hw * hw * c * cin : 0.0),
+                       2.0 * b * hw * hw * c * 9 * (cin + c) + (shortcut ? 2.0 * b * hw * hw * c * cin : 0.0),
                        [=] {
                          const float r1 = 0.3f / std::sqrt(9.f * cin), r2 = 0.3f / std::sqrt(9.f * c);
                          return std::vector<Tensor>{
-                             random_device({b, hw, hw, c}, 31, -2, 3), random_device({b, hw, hw, cs ? cs : 64}, 32),
+                             random_device({b, hw, hw, cx}, 31, -2, 3), random_device({b, hw, hw, cs ? cs : 64}, 32),
                              random_device({b, 4 * c}, 33), random_device({cin}, 34, 0.5f, 1.5f), random_device({cin}, 35),
                              random_device({c, 3, 3, cin}, 36, -r1, r1), random_device({c}, 37, 0.5f, 1.5f),
                              random_device({c}, 38), random_device({c, 3, 3, c}, 39, -r2, r2), random_device({c}, 40),
@@ -525,16 +528,19 @@ std::vector<Case> sd15_cases(int64_t b) {
                          o.x = in[0], o.skip = cs ? in[1] : Tensor(), o.temb_all = in[2], o.time_col = c;
                          o.gamma1 = in[3], o.beta1 = in[4], o.w1 = in[5], o.gamma2 = in[6], o.beta2 = in[7];
                          o.w2 = in[8], o.b2 = in[9];
-                         if (cs) o.shortcut_w = in[10], o.shortcut_b = in[11];
+                         if (shortcut) o.shortcut_w = in[10], o.shortcut_b = in[11];
                          if (fused) {
                            Tensor y = be.resnet_block(o);
-                           if (!y.defined()) std::fprintf(stderr, "resnet_block: no fused form here\n"), std::abort();
-                           return y;
+                           if (y.defined()) return y;
+                           static bool warned = false;
+                           if (!warned) std::fprintf(stderr, "resnet_block: no fused form at some shapes (ops run)\n");
+                           warned = true;
                          }
                          const sd::Backend::ConcatReads r =
                              cs ? be.concat_norm_shortcut(o.x, o.skip, o.gamma1, o.beta1, 32, 1e-5f, true, o.shortcut_w,
                                                           o.shortcut_b)
-                                : sd::Backend::ConcatReads{be.group_norm(o.x, o.gamma1, o.beta1, 32, 1e-5f, true), o.x};
+                                : sd::Backend::ConcatReads{be.group_norm(o.x, o.gamma1, o.beta1, 32, 1e-5f, true),
+                                                           shortcut ? be.linear(o.x, o.shortcut_w, o.shortcut_b) : o.x};
                          Tensor h = be.conv2d(r.normed, o.w1, Tensor(), 1, 1);
                          h = be.group_norm_add(h, o.temb_all, c, o.gamma2, o.beta2, 32, 1e-5f, true);
                          return be.conv2d_fused(h, o.w2, o.b2, 1, 1, Tensor(), r.shortcut);

@@ -30,13 +30,17 @@ struct BlockCase {
 };
 
 const BlockCase kBlockCases[] = {
-    {"sd15_8x8_1280", 2, 8, 8, 1280, 0, 1280},            // down.3 / mid at one guided image
+    {"sd15_8x8_1280", 2, 8, 8, 1280, 0, 1280},               // down.3 / mid at one guided image
     {"sd15_8x8_skip_1280_1280", 2, 8, 8, 1280, 1280, 1280},  // up.0: [h | skip] with the 1x1 shortcut
-    {"one_row_8x8_1280", 1, 8, 8, 1280, 0, 1280},           // 64 of the tile's 128 positions
-    {"b4_4x4_256_skip_128", 4, 4, 4, 256, 128, 256, 32},    // 4 images of 16 positions a tile
-    {"b2_8x8_640_to_1280", 2, 8, 8, 640, 0, 1280},          // a shortcut without a skip
-    {"b1_16x8_512", 1, 16, 8, 512, 0, 512, 16},             // a non-square single image
+    {"sd15_16x16_skip_1280_1280", 2, 16, 16, 1280, 1280, 1280},  // up.1.0 / 1: 256-position tiles
+    {"one_row_8x8_1280", 1, 8, 8, 1280, 0, 1280},            // 64 of the tile's 128 positions
+    {"sd15_16x16_skip_1280_640", 2, 16, 16, 1280, 640, 1280},  // up.1.2: groups of 60 channels
+    {"sd15_16x16_640_to_1280", 2, 16, 16, 640, 0, 1280},     // down.2.0: a shortcut without a skip
+    {"b4_8x8_1280", 4, 8, 8, 1280, 0, 1280},                 // two guided images: 4 images a tile
+    {"b1_16x8_512", 1, 16, 8, 512, 0, 512, 16},              // a non-square single image
+    {"b3_8x16_skip_256_128", 3, 8, 16, 256, 128, 256},       // two m tiles, the second half empty
     {"bf16_8x8_skip", 2, 8, 8, 1280, 1280, 1280, 32, DType::kBF16},
+    {"bf16_16x16_1280", 2, 16, 16, 1280, 0, 1280, 32, DType::kBF16},
 };
 
 // The host inputs of one block (f32, rounded through the case's dtype).
@@ -150,8 +154,11 @@ TEST(GpuResnetBlockGraph, ReplaysEqualTheEagerCall) {
 TEST(GpuResnetBlockFallback, UndefinedWhereTheKernelDoesNotApply) {
   SD_REQUIRE_GPU();
   Backend& gpu = gpu_backend(DType::kF16);
-  // 16x16 at two images (512 positions), channels not a multiple of 128, and the switch off.
-  const BlockCase cases[] = {{"16x16", 2, 16, 16, 1280, 0, 1280}, {"c320", 2, 8, 8, 320, 0, 320}};
+  // Images of 16 or 144 positions, rows 4 wide, more positions than the limit (16x16 at 8 images),
+  // channels not a multiple of 128, and the switch off.
+  const BlockCase cases[] = {{"4x4", 4, 4, 4, 256, 128, 256},     {"12x12", 2, 12, 12, 1280, 0, 1280},
+                             {"16x4", 2, 16, 4, 1280, 0, 1280},   {"b8_16x16", 8, 16, 16, 1280, 0, 1280},
+                             {"c320", 2, 8, 8, 320, 0, 320}};
   for (const BlockCase& c : cases) {
     EXPECT_FALSE(gpu.resnet_block(operands(gpu, make_inputs(c), c.groups)).defined()) << c.name;
   }
@@ -171,7 +178,7 @@ TEST(GpuResnetBlockTrace, StagesRunInOrderOnEveryCta) {
   ASSERT_GT(grid, 0);
   Backend& gpu = gpu_backend(DType::kF16);
   const char* stages[] = {"start", "gn1", "barrier", "conv1", "barrier", "gn2", "barrier", "conv2", "barrier", "out"};
-  for (const BlockCase& c : {kBlockCases[0], kBlockCases[1]}) {
+  for (const BlockCase& c : {kBlockCases[0], kBlockCases[1], kBlockCases[2]}) {
     const BlockInputs in = make_inputs(c);
     const Backend::ResnetBlockOperands o = operands(gpu, in, c.groups);
     const int64_t cin = c.cx + c.cs;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -20,9 +21,8 @@ namespace sd::cuda {
 namespace resblock {
 
 // Warps 0-7: the two consumer warpgroups; warp 8: the weight producer; warp 9: the activation
-// producer. No register reallocation: 320 threads get 200 registers each (a 256-row tile's
-// consumers hold 128 accumulators).
-constexpr int kThreads = 320;
+// producer; warps 10-11 idle (the producers' warpgroup gives its registers to the consumers).
+constexpr int kThreads = 384;
 constexpr int kWeightThread = 256, kActThread = 288;
 constexpr int kBK = 64;        // reduction step: 64 channels of one tap (128 bytes, one swizzle row)
 constexpr uint32_t kBBytes = kTileN * kBK * 2;  // one weight box [kTileN, kBK]
@@ -145,8 +145,7 @@ __device__ __forceinline__ int weight_k(int s, int C) {
 }
 
 template <typename T, int kMT>
-// 200 registers a thread: 65536 / 320, rounded down to the allocation granularity of 8.
-__global__ void __maxnreg__(200) resblock_kernel(const __grid_constant__ Maps maps, const Params p) {
+__global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_constant__ Maps maps, const Params p) {
 #if SD_SM90A_COMPILED
   extern __shared__ unsigned char smem_raw[];
   const uint32_t raw = sm90::smem_addr(smem_raw);
@@ -175,6 +174,7 @@ __global__ void __maxnreg__(200) resblock_kernel(const __grid_constant__ Maps ma
   __syncthreads();
 
   if (threadIdx.x >= 256) {
+    sm90::setmaxnreg_dec<40>();
     if (threadIdx.x == kWeightThread) {
       // Weights: both convolutions' tiles back to back; nothing to wait for but ring space.
       const uint64_t once = conv_wgmma::evict_first_policy();
@@ -228,6 +228,7 @@ __global__ void __maxnreg__(200) resblock_kernel(const __grid_constant__ Maps ma
     return;
   }
 
+  sm90::setmaxnreg_inc<232>();
   int bi = 0, ai = 0;
   trace_point(p, 0);
   const bool gn_unit = static_cast<int>(blockIdx.x) < (p.m / p.hw) * p.groups;
@@ -404,6 +405,10 @@ bool launch_resblock_persistent(const ResblockOperands& o, DType dtype, const Re
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, maps, p);
   if (err != cudaSuccess) {
     (void)cudaGetLastError();  // e.g. cudaErrorCooperativeLaunchTooLarge: nothing ran
+    static std::atomic<bool> told{false};
+    if (!told.exchange(true)) {
+      std::fprintf(stderr, "resblock_persistent: launch refused (%s); the blocks run op by op\n", cudaGetErrorString(err));
+    }
     return false;
   }
   g_launches.fetch_add(1);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include "backend/op_cases.h"
 #include "gpu_test_util.h"
@@ -125,6 +126,29 @@ TEST_P(GpuResnetBlock, MatchesTheOpsOnTheCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, GpuResnetBlock, ::testing::ValuesIn(kBlockCases),
                          [](const ::testing::TestParamInfo<BlockCase>& i) { return std::string(i.param.name); });
+
+// The other step order of each tile size (SDSERVE_CUDA_RESBLOCK_REUSE: halo boxes shared by the
+// vertical taps at 128-row tiles, a box a step at 256) computes the same block.
+TEST(GpuResnetBlockOrder, EitherStepOrderMatchesTheCpu) {
+  SD_REQUIRE_GPU();
+  if (!cuda::attention_wgmma_supported(0)) GTEST_SKIP() << "device 0 is not sm_90 (wgmma)";
+  Backend& gpu = gpu_backend(DType::kF16);
+  Backend& cpu = cpu_reference_backend();
+  for (const auto& [c, order] : {std::pair{kBlockCases[1], "1"}, std::pair{kBlockCases[4], "0"}}) {
+    const BlockInputs in = make_inputs(c);
+    const Tensor want = to_f32_host(cpu.download(block_by_ops(cpu, operands(cpu, in, c.groups))));
+    const Backend::ResnetBlockOperands o = operands(gpu, in, c.groups);
+    const Tensor by_default = to_f32_host(gpu.download(gpu.resnet_block(o)));
+    ScopedEnv env("SDSERVE_CUDA_RESBLOCK_REUSE", order);
+    const Tensor y = gpu.resnet_block(o);
+    ASSERT_TRUE(y.defined()) << c.name;
+    const Tensor got = to_f32_host(gpu.download(y));
+    const double e = relative_l2(got, want);
+    std::printf("  %-26s order %s rel_l2 %.2e (default order %.2e)\n", c.name, order, e, relative_l2(by_default, want));
+    EXPECT_LE(e, 4e-3) << c.name;
+    EXPECT_LE(e, 1.5 * relative_l2(by_default, want) + 1e-4) << c.name;
+  }
+}
 
 TEST(GpuResnetBlockGraph, ReplaysEqualTheEagerCall) {
   SD_REQUIRE_GPU();

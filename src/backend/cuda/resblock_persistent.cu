@@ -40,11 +40,28 @@ struct Maps {
   CUtensorMap w1, w2, wsc;      // 2D [cout, K], box {64, 128}
 };
 
-// Reduction step s of a convolution: the 3x3 steps first, ordered (chunk, kx, ky) so that the three
-// vertical taps of one (chunk, kx) read one halo box, then the shortcut's steps (one a 64-channel
-// chunk of the raw input: the centre row offset of a box at kx = 0).
-__device__ __forceinline__ int box_of(int s, int conv_steps) {
-  return s < conv_steps ? s / 3 : conv_steps / 3 + (s - conv_steps);
+// Reduction step s of a convolution over cs 64-channel chunks: the 3x3 steps first, then the
+// shortcut's (one a chunk of the raw input: a box's centre rows at kx = 0). The 3x3 steps in
+// Params::reuse order: (chunk, kx, ky), the three vertical taps of one (chunk, kx) reading one halo
+// box, or (tap, chunk), a box a step and the weights' K contiguous.
+struct Step {
+  int chunk, kx, ky, wk;  // wk: the weight box's K offset
+};
+__device__ __forceinline__ Step step_of(int s, int cs, int reuse) {
+  Step t;
+  if (reuse) {
+    const int g = s / 3;
+    t.ky = s - g * 3, t.chunk = g / 3, t.kx = g - t.chunk * 3;
+    t.wk = ((t.ky * 3 + t.kx) * cs + t.chunk) * 64;
+  } else {
+    const int tap = s / cs;
+    t.chunk = s - tap * cs, t.ky = tap / 3, t.kx = tap - t.ky * 3, t.wk = s * 64;
+  }
+  return t;
+}
+// Whether step s loads a new halo box (the first step of a unit always does).
+__device__ __forceinline__ bool starts_box(int s, int conv_steps, int reuse) {
+  return !reuse || s >= conv_steps || s % 3 == 0;
 }
 
 // This CTA's unit of a convolution: output tile (mt, nt), reduction steps [k0, k0 + n) (n 0: none).
@@ -68,8 +85,8 @@ __device__ __forceinline__ Unit unit_of(const Params& p, int ksteps, int split, 
 // partial slot. Consumer warpgroup cw owns rows [cw * 64 kMT, +64 kMT) of the tile, kMT m64 blocks.
 // Steps in the 3x3 part start a new box at ky = 0, in the shortcut part every step.
 template <typename T, int kMT>
-__device__ void conv_stage(const Params& p, const Unit& u, int conv_steps, uint32_t sa, uint32_t sb, uint32_t bars,
-                           int& bi, int& ai) {
+__device__ void conv_stage(const Params& p, const Unit& u, int conv_steps, int cs, uint32_t sa, uint32_t sb,
+                           uint32_t bars, int& bi, int& ai) {
   if (u.n == 0) return;
   const uint32_t full_a = bars, empty_a = full_a + 8 * kMaxAStages;
   const uint32_t full_b = empty_a + 8 * kMaxAStages, empty_b = full_b + 8 * kBStages;
@@ -84,11 +101,10 @@ __device__ void conv_stage(const Params& p, const Unit& u, int conv_steps, uint3
   const uint32_t row_bytes = static_cast<uint32_t>(p.w) * 128u;  // one image row of a box: one ky step
   float acc[kMT][kTileN / 2];  // written by the first wgmma (scale_d 0)
   int a_slot = 0;
-  int ky = u.k0 < conv_steps ? u.k0 % 3 : 1;
   for (int it = 0; it < u.n; ++it, ++bi) {
     const int s = u.k0 + it;
-    if (it > 0) ky = s < conv_steps ? (ky == 2 ? 0 : ky + 1) : 1;
-    const bool new_box = it == 0 || s >= conv_steps || ky == 0;
+    const int ky = s < conv_steps ? step_of(s, cs, p.reuse).ky : 1;
+    const bool new_box = it == 0 || starts_box(s, conv_steps, p.reuse);
     if (new_box) {
       a_slot = ai % p.a_stages;
       mbar_wait(full_a + 8 * a_slot, (ai / p.a_stages) & 1);
@@ -138,12 +154,6 @@ __device__ void conv_stage(const Params& p, const Unit& u, int conv_steps, uint3
   }
 }
 
-// Weight K offset of step s of a convolution over C input channels (3x3 part: [cout, ky, kx, C]).
-__device__ __forceinline__ int weight_k(int s, int C) {
-  const int g = s / 3, ky = s - g * 3, chunk = g / 3, kx = g - chunk * 3;
-  return (ky * 3 + kx) * C + chunk * kBK;
-}
-
 template <typename T, int kMT>
 __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_constant__ Maps maps, const Params p) {
 #if SD_SM90A_COMPILED
@@ -189,9 +199,9 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
           const uint32_t dst = sb + s * kBBytes;
           const int n0 = u.nt * kTileN;
           if (c == 0) {
-            sm90::tma_load_2d(dst, &maps.w1, full_b + 8 * s, weight_k(kt, p.cin), n0, once);
+            sm90::tma_load_2d(dst, &maps.w1, full_b + 8 * s, step_of(kt, p.cin / kBK, p.reuse).wk, n0, once);
           } else if (kt < p.conv2_steps) {
-            sm90::tma_load_2d(dst, &maps.w2, full_b + 8 * s, weight_k(kt, p.cout), n0, once);
+            sm90::tma_load_2d(dst, &maps.w2, full_b + 8 * s, step_of(kt, p.cout / kBK, p.reuse).wk, n0, once);
           } else {
             sm90::tma_load_2d(dst, &maps.wsc, full_b + 8 * s, (kt - p.conv2_steps) * kBK, n0, once);
           }
@@ -208,7 +218,7 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
         const int img0 = u.mt * p.imgs_per_tile;
         for (int it = 0; it < u.n; ++it) {
           const int kt = u.k0 + it;
-          if (it > 0 && box_of(kt, conv_steps) == box_of(kt - 1, conv_steps)) continue;
+          if (it > 0 && !starts_box(kt, conv_steps, p.reuse)) continue;
           const int s = ai % p.a_stages;
           if (ai >= p.a_stages) mbar_wait(empty_a + 8 * s, ((ai / p.a_stages) - 1) & 1);
           sm90::mbarrier_arrive_expect_tx(full_a + 8 * s, p.a_bytes);
@@ -218,8 +228,8 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
             if (c0 < p.ca) sm90::tma_load_4d(dst, &maps.x, full_a + 8 * s, c0, 0, -1, img0);
             else sm90::tma_load_4d(dst, &maps.skip, full_a + 8 * s, c0 - p.ca, 0, -1, img0);
           } else {
-            const int g = kt / 3, chunk = g / 3, kx = g - chunk * 3;
-            sm90::tma_load_4d(dst, c == 0 ? &maps.xn : &maps.hn, full_a + 8 * s, chunk * kBK, kx - 1, -1, img0);
+            const Step t = step_of(kt, (c == 0 ? p.cin : p.cout) / kBK, p.reuse);
+            sm90::tma_load_4d(dst, c == 0 ? &maps.xn : &maps.hn, full_a + 8 * s, t.chunk * kBK, t.kx - 1, -1, img0);
           }
           ++ai;
         }
@@ -233,26 +243,26 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
   trace_point(p, 0);
   const bool gn_unit = static_cast<int>(blockIdx.x) < (p.m / p.hw) * p.groups;
   if (threadIdx.x == 0 && (p.weights_mode == 0 || (p.weights_mode == 1 && !gn_unit))) sm90::mbarrier_arrive(wgo);
-  norm_stage<T, false>(p, red, p.weights_mode == 1 ? wgo : 0);
+  norm_stage<T, false, kMT == 2>(p, red, p.weights_mode == 1 ? wgo : 0);
   trace_point(p, 1);
   grid_sync(p.bar);
   trace_point(p, 2);
   if (threadIdx.x == 0 && p.weights_mode == 2) sm90::mbarrier_arrive(wgo);
   if (threadIdx.x == 0) sm90::mbarrier_arrive(go);
-  conv_stage<T, kMT>(p, u1, p.ksteps1, sa, sb, bars, bi, ai);
+  conv_stage<T, kMT>(p, u1, p.ksteps1, p.cin / kBK, sa, sb, bars, bi, ai);
   trace_point(p, 3);
   grid_sync(p.bar);
   trace_point(p, 4);
-  norm_stage<T, true>(p, red);
+  norm_stage<T, true, kMT == 2>(p, red);
   trace_point(p, 5);
   grid_sync(p.bar);
   trace_point(p, 6);
   if (threadIdx.x == 0) sm90::mbarrier_arrive(go);
-  conv_stage<T, kMT>(p, u2, p.conv2_steps, sa, sb, bars, bi, ai);
+  conv_stage<T, kMT>(p, u2, p.conv2_steps, p.cout / kBK, sa, sb, bars, bi, ai);
   trace_point(p, 7);
   grid_sync(p.bar);
   trace_point(p, 8);
-  output_stage<T>(p);
+  output_stage<T, kMT == 2>(p);
   trace_point(p, 9);
 #endif
 }
@@ -384,6 +394,8 @@ bool launch_resblock_persistent(const ResblockOperands& o, DType dtype, const Re
   // Every (tile, slice) needs its own CTA (fewer multiprocessors than output tiles: not here).
   if (tiles * p.split1 > grid || tiles * p.split2 > grid) return false;
   p.has_shortcut = s.has_shortcut ? 1 : 0;
+  const char* ru = std::getenv("SDSERVE_CUDA_RESBLOCK_REUSE");
+  p.reuse = ru && (ru[0] == '0' || ru[0] == '1') ? ru[0] - '0' : (tile_m == 256 ? 1 : 0);
   const char* wm = std::getenv("SDSERVE_CUDA_RESBLOCK_WEIGHTS");
   p.weights_mode = wm && (wm[0] == '0' || wm[0] == '2') ? wm[0] - '0' : 1;
 

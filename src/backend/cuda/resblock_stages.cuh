@@ -37,6 +37,10 @@ struct Params {
   int ksteps1, split1, per1;
   int ksteps2, split2, per2, conv2_steps;  // conv2's 3x3 steps; the shortcut's follow
   int has_shortcut;
+  // Step order of the 3x3 part: 1 = (chunk, kx, ky), the three vertical taps of a halo box
+  // consecutive (the box loaded once for them); 0 = (tap, chunk), the weight rows read contiguously
+  // (a box a step). SDSERVE_CUDA_RESBLOCK_REUSE; the default by tile, measured in perf-notes.
+  int reuse;
   // When the weight stream starts: 0 at once, 1 (default) once this CTA's gn1 inputs have arrived,
   // 2 after gn1's grid barrier (SDSERVE_CUDA_RESBLOCK_WEIGHTS; measured in docs/perf-notes.md).
   int weights_mode;
@@ -111,24 +115,30 @@ __device__ __forceinline__ void store4(T* dst, const float (&v)[4]) {
   *reinterpret_cast<uint2*>(dst) = make_uint2(sm80::pack_pair<T>(v[0], v[1]), sm80::pack_pair<T>(v[2], v[3]));
 }
 
-// Sum of the split partial tiles for (position m, channels ch..ch+3), in slice order. The unit of
-// (m tile, n tile, slice) wrote its [tile_m, kTileN] f32 tile at ws + unit * tile_m * kTileN.
-__device__ __forceinline__ float4 sum_partials(const Params& p, int split, int m, int ch) {
+// Where the unit of (m tile, n tile, slice 0) wrote (position m, channel ch) of its [tile_m,
+// kTileN] f32 tile (ws + unit * tile_m * kTileN); slice s is s * tile_m * kTileN floats further.
+__device__ __forceinline__ const float* partial_at(const Params& p, int split, int m, int ch) {
   const int mt = m / p.tile_m, r = m - mt * p.tile_m, nt = ch / kTileN;
+  return p.ws + (int64_t{mt * p.ntiles + nt} * split) * p.tile_m * kTileN + int64_t{r} * kTileN + (ch % kTileN);
+}
+
+// Sum of the split partial tiles for (position m, channels ch..ch+3), in slice order, kInFlight
+// slices' loads at once (16 at the 128-row tiles: one L2 round trip; 8 at 256 rows, whose kernel
+// would spill registers otherwise).
+template <int kInFlight>
+__device__ __forceinline__ float4 sum_partials(const Params& p, int split, int m, int ch) {
+  const float* src = partial_at(p, split, m, ch);
   const int64_t tile_floats = int64_t{p.tile_m} * kTileN;
-  const float* src = p.ws + (int64_t{mt * p.ntiles + nt} * split) * tile_floats + int64_t{r} * kTileN + (ch % kTileN);
-  // Eight slices' loads in flight at once (one L2 round trip for up to 8 slices, two for 16); more
-  // made the 256-row kernel spill its registers.
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-  for (int s0 = 0; s0 < kMaxSplit; s0 += 8) {
-    float4 t[8];
+  for (int s0 = 0; s0 < kMaxSplit; s0 += kInFlight) {
+    float4 t[kInFlight];
 #pragma unroll
-    for (int s = 0; s < 8; ++s) {
+    for (int s = 0; s < kInFlight; ++s) {
       if (s0 + s < split) t[s] = __ldcg(reinterpret_cast<const float4*>(src + (s0 + s) * tile_floats));
     }
 #pragma unroll
-    for (int s = 0; s < 8; ++s) {
+    for (int s = 0; s < kInFlight; ++s) {
       if (s0 + s < split) acc.x += t[s].x, acc.y += t[s].y, acc.z += t[s].z, acc.w += t[s].w;
     }
   }
@@ -146,7 +156,9 @@ __device__ __forceinline__ float4 as_float4(const uint2& u) {
 // block input [x | skip] into xn (values held as loaded); true: of h = conv1's partial sums + the
 // time row (f32), into hn. loaded_bar (first stage only): arrived on once this CTA's first unit's
 // inputs are in registers.
-template <typename T, bool kSecond>
+// kWide (256-row tiles: up to 10 quads a thread, few slices): h's slices are summed slice by slice
+// over all the thread's quads, so 10 loads are in flight rather than one quad's slices.
+template <typename T, bool kSecond, bool kWide>
 __device__ void norm_stage(const Params& p, float* red, uint32_t loaded_bar = 0) {
   constexpr int kQ = kSecond ? kMaxQuads2 : kMaxQuads1;
   using Held = std::conditional_t<kSecond, float4, uint2>;
@@ -166,14 +178,34 @@ __device__ void norm_stage(const Params& p, float* red, uint32_t loaded_bar = 0)
     const int img = u / p.groups, g = u - img * p.groups;
     Held v[kQ];
     float sum = 0.f;
+    if constexpr (kSecond && kWide) {
+      const int64_t tile_floats = int64_t{p.tile_m} * kTileN;
+#pragma unroll
+      for (int j = 0; j < kQ; ++j) v[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+      for (int s0 = 0; s0 < p.split1; ++s0) {
+        float4 t[kQ];
+#pragma unroll
+        for (int j = 0; j < kQ; ++j) {
+          const int q = tid + j * 256;
+          if (q < nq) {
+            const int pos = q / qpg, ch = g * cpg + (q - pos * qpg) * 4;
+            t[j] = __ldcg(reinterpret_cast<const float4*>(partial_at(p, p.split1, img * p.hw + pos, ch) + s0 * tile_floats));
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < kQ; ++j) {
+          if (tid + j * 256 < nq) v[j].x += t[j].x, v[j].y += t[j].y, v[j].z += t[j].z, v[j].w += t[j].w;
+        }
+      }
+    }
 #pragma unroll
     for (int j = 0; j < kQ; ++j) {
       const int q = tid + j * 256;
-      v[j] = Held{};
+      if constexpr (!(kSecond && kWide)) v[j] = Held{};
       if (q < nq) {
         const int pos = q / qpg, ch = g * cpg + (q - pos * qpg) * 4, m = img * p.hw + pos;
         if constexpr (kSecond) {
-          const float4 s = sum_partials(p, p.split1, m, ch);
+          const float4 s = kWide ? v[j] : sum_partials<16>(p, p.split1, m, ch);
           float t[4];
           load4(static_cast<const T*>(p.temb) + int64_t{img} * p.temb_stride + p.temb_col + ch, t);
           v[j] = make_float4(s.x + t[0], s.y + t[1], s.z + t[2], s.w + t[3]);
@@ -220,28 +252,43 @@ __device__ void norm_stage(const Params& p, float* red, uint32_t loaded_bar = 0)
   fence_proxy_async_global();  // xn / hn are read next by other CTAs' TMA loads
 }
 
-// y = conv2's partial sums + b2 + (bs or the block input), 4 channels a thread.
+// y = conv2's partial sums + b2 + (bs or the block input), 4 channels a thread; kWide: two quads'
+// slices in flight at once (8 each).
 template <typename T>
+__device__ __forceinline__ void output_quad(const Params& p, int q, const float4& s) {
+  const int cq = p.cout / 4, m = q / cq, ch = (q - m * cq) * 4;
+  float v[4] = {s.x, s.y, s.z, s.w}, a[4];
+  load4(static_cast<const T*>(p.b2) + ch, a);
+#pragma unroll
+  for (int e = 0; e < 4; ++e) v[e] += a[e];
+  if (p.has_shortcut) {
+    load4(static_cast<const T*>(p.bs) + ch, a);
+  } else if (ch < p.ca) {
+    load4(static_cast<const T*>(p.x) + int64_t{m} * p.ca + ch, a);
+  } else {
+    load4(static_cast<const T*>(p.skip) + int64_t{m} * p.cb + (ch - p.ca), a);
+  }
+#pragma unroll
+  for (int e = 0; e < 4; ++e) v[e] += a[e];
+  store4(static_cast<T*>(p.y) + int64_t{m} * p.cout + ch, v);
+}
+
+template <typename T, bool kWide>
 __device__ void output_stage(const Params& p) {
   const int tid = threadIdx.x;
-  const int cq = p.cout / 4, quads = p.m * cq;
-  for (int q = blockIdx.x * 256 + tid; q < quads; q += gridDim.x * 256) {
-    const int m = q / cq, ch = (q - m * cq) * 4;
-    const float4 s = sum_partials(p, p.split2, m, ch);
-    float v[4] = {s.x, s.y, s.z, s.w}, a[4];
-    load4(static_cast<const T*>(p.b2) + ch, a);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) v[e] += a[e];
-    if (p.has_shortcut) {
-      load4(static_cast<const T*>(p.bs) + ch, a);
-    } else if (ch < p.ca) {
-      load4(static_cast<const T*>(p.x) + int64_t{m} * p.ca + ch, a);
-    } else {
-      load4(static_cast<const T*>(p.skip) + int64_t{m} * p.cb + (ch - p.ca), a);
+  const int cq = p.cout / 4, quads = p.m * cq, stride = gridDim.x * 256;
+  if constexpr (kWide) {
+    for (int q = blockIdx.x * 256 + tid; q < quads; q += 2 * stride) {
+      const int q2 = q + stride < quads ? q + stride : q;
+      const float4 s = sum_partials<8>(p, p.split2, q / cq, (q % cq) * 4);
+      const float4 s2 = sum_partials<8>(p, p.split2, q2 / cq, (q2 % cq) * 4);
+      output_quad<T>(p, q, s);
+      if (q2 != q) output_quad<T>(p, q2, s2);
     }
-#pragma unroll
-    for (int e = 0; e < 4; ++e) v[e] += a[e];
-    store4(static_cast<T*>(p.y) + int64_t{m} * p.cout + ch, v);
+  } else {
+    for (int q = blockIdx.x * 256 + tid; q < quads; q += stride) {
+      output_quad<T>(p, q, sum_partials<16>(p, p.split2, q / cq, (q % cq) * 4));
+    }
   }
 }
 

@@ -8,7 +8,6 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
-#include <utility>
 
 #include "backend/op_cases.h"
 #include "gpu_test_util.h"
@@ -31,17 +30,13 @@ struct BlockCase {
 };
 
 const BlockCase kBlockCases[] = {
-    {"sd15_8x8_1280", 2, 8, 8, 1280, 0, 1280},               // down.3 / mid at one guided image
+    {"sd15_8x8_1280", 2, 8, 8, 1280, 0, 1280},            // down.3 / mid at one guided image
     {"sd15_8x8_skip_1280_1280", 2, 8, 8, 1280, 1280, 1280},  // up.0: [h | skip] with the 1x1 shortcut
-    {"sd15_16x16_skip_1280_1280", 2, 16, 16, 1280, 1280, 1280},  // up.1.0 / 1: 256-position tiles
-    {"one_row_8x8_1280", 1, 8, 8, 1280, 0, 1280},            // 64 of the tile's 128 positions
-    {"sd15_16x16_skip_1280_640", 2, 16, 16, 1280, 640, 1280},  // up.1.2: groups of 60 channels
-    {"sd15_16x16_640_to_1280", 2, 16, 16, 640, 0, 1280},     // down.2.0: a shortcut without a skip
-    {"b4_8x8_1280", 4, 8, 8, 1280, 0, 1280},                 // two guided images: 4 images a tile
-    {"b1_16x8_512", 1, 16, 8, 512, 0, 512, 16},              // a non-square single image
-    {"b3_8x16_skip_256_128", 3, 8, 16, 256, 128, 256},       // two m tiles, the second half empty
+    {"one_row_8x8_1280", 1, 8, 8, 1280, 0, 1280},           // 64 of the tile's 128 positions
+    {"b4_4x4_256_skip_128", 4, 4, 4, 256, 128, 256, 32},    // 4 images of 16 positions a tile
+    {"b2_8x8_640_to_1280", 2, 8, 8, 640, 0, 1280},          // a shortcut without a skip
+    {"b1_16x8_512", 1, 16, 8, 512, 0, 512, 16},             // a non-square single image
     {"bf16_8x8_skip", 2, 8, 8, 1280, 1280, 1280, 32, DType::kBF16},
-    {"bf16_16x16_1280", 2, 16, 16, 1280, 0, 1280, 32, DType::kBF16},
 };
 
 // The host inputs of one block (f32, rounded through the case's dtype).
@@ -127,29 +122,6 @@ TEST_P(GpuResnetBlock, MatchesTheOpsOnTheCpu) {
 INSTANTIATE_TEST_SUITE_P(Cases, GpuResnetBlock, ::testing::ValuesIn(kBlockCases),
                          [](const ::testing::TestParamInfo<BlockCase>& i) { return std::string(i.param.name); });
 
-// The other step order of each tile size (SDSERVE_CUDA_RESBLOCK_REUSE: halo boxes shared by the
-// vertical taps at 128-row tiles, a box a step at 256) computes the same block.
-TEST(GpuResnetBlockOrder, EitherStepOrderMatchesTheCpu) {
-  SD_REQUIRE_GPU();
-  if (!cuda::attention_wgmma_supported(0)) GTEST_SKIP() << "device 0 is not sm_90 (wgmma)";
-  Backend& gpu = gpu_backend(DType::kF16);
-  Backend& cpu = cpu_reference_backend();
-  for (const auto& [c, order] : {std::pair{kBlockCases[1], "1"}, std::pair{kBlockCases[4], "0"}}) {
-    const BlockInputs in = make_inputs(c);
-    const Tensor want = to_f32_host(cpu.download(block_by_ops(cpu, operands(cpu, in, c.groups))));
-    const Backend::ResnetBlockOperands o = operands(gpu, in, c.groups);
-    const Tensor by_default = to_f32_host(gpu.download(gpu.resnet_block(o)));
-    ScopedEnv env("SDSERVE_CUDA_RESBLOCK_REUSE", order);
-    const Tensor y = gpu.resnet_block(o);
-    ASSERT_TRUE(y.defined()) << c.name;
-    const Tensor got = to_f32_host(gpu.download(y));
-    const double e = relative_l2(got, want);
-    std::printf("  %-26s order %s rel_l2 %.2e (default order %.2e)\n", c.name, order, e, relative_l2(by_default, want));
-    EXPECT_LE(e, 4e-3) << c.name;
-    EXPECT_LE(e, 1.5 * relative_l2(by_default, want) + 1e-4) << c.name;
-  }
-}
-
 TEST(GpuResnetBlockGraph, ReplaysEqualTheEagerCall) {
   SD_REQUIRE_GPU();
   if (!cuda::attention_wgmma_supported(0)) GTEST_SKIP() << "device 0 is not sm_90 (wgmma)";
@@ -178,11 +150,8 @@ TEST(GpuResnetBlockGraph, ReplaysEqualTheEagerCall) {
 TEST(GpuResnetBlockFallback, UndefinedWhereTheKernelDoesNotApply) {
   SD_REQUIRE_GPU();
   Backend& gpu = gpu_backend(DType::kF16);
-  // Images of 16 or 144 positions, rows 4 wide, more positions than the limit (16x16 at 8 images),
-  // channels not a multiple of 128, and the switch off.
-  const BlockCase cases[] = {{"4x4", 4, 4, 4, 256, 128, 256},     {"12x12", 2, 12, 12, 1280, 0, 1280},
-                             {"16x4", 2, 16, 4, 1280, 0, 1280},   {"b8_16x16", 8, 16, 16, 1280, 0, 1280},
-                             {"c320", 2, 8, 8, 320, 0, 320}};
+  // 16x16 at two images (512 positions), channels not a multiple of 128, and the switch off.
+  const BlockCase cases[] = {{"16x16", 2, 16, 16, 1280, 0, 1280}, {"c320", 2, 8, 8, 320, 0, 320}};
   for (const BlockCase& c : cases) {
     EXPECT_FALSE(gpu.resnet_block(operands(gpu, make_inputs(c), c.groups)).defined()) << c.name;
   }
@@ -202,7 +171,7 @@ TEST(GpuResnetBlockTrace, StagesRunInOrderOnEveryCta) {
   ASSERT_GT(grid, 0);
   Backend& gpu = gpu_backend(DType::kF16);
   const char* stages[] = {"start", "gn1", "barrier", "conv1", "barrier", "gn2", "barrier", "conv2", "barrier", "out"};
-  for (const BlockCase& c : {kBlockCases[0], kBlockCases[1], kBlockCases[2]}) {
+  for (const BlockCase& c : {kBlockCases[0], kBlockCases[1]}) {
     const BlockInputs in = make_inputs(c);
     const Backend::ResnetBlockOperands o = operands(gpu, in, c.groups);
     const int64_t cin = c.cx + c.cs;

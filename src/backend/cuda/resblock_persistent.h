@@ -1,6 +1,6 @@
-// A whole UNet ResNet block at the small levels (the 8x8 and 16x16 levels of a guided image) as one
-// persistent cooperative kernel (sm_90a): group norms, both 3x3 convolutions and the shortcut
-// between grid-wide barriers, the weights streamed by TMA across the stages.
+// A whole UNet ResNet block at the small levels (<= 128 positions: the 8x8 level of one guided
+// image) as one persistent cooperative kernel (sm_90a): group norms, both 3x3 convolutions and the
+// shortcut between grid-wide barriers, the weights streamed by TMA across the stages.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -45,9 +45,8 @@ struct ResblockOperands {
   unsigned long long* trace = nullptr;
 };
 
-// Whether the kernel takes this shape and dtype (reasons: images of 64, 128 or 256 positions with
-// rows a multiple of 8 wide — output tiles are whole images of 128 or 256 positions, read as halo
-// boxes of H + 2 rows —, channels multiples of 64 / 128, group widths multiples of 4 that fit the
+// Whether the kernel takes this shape and dtype (reasons: <= 128 positions whose images tile a
+// 128-position box, channels multiples of 64 / 128, group widths multiples of 4 that fit the
 // per-thread registers) and whether `device` runs it (compute capability 9.0, TMA, a cooperative
 // grid of one CTA per multiprocessor).
 bool resblock_persistent_supported(const ResblockShape& s, DType dtype);
@@ -56,7 +55,7 @@ bool resblock_persistent_device_ok(int device);
 // CTAs of the kernel's grid on `device` (one per multiprocessor; 0 where it does not run).
 int resblock_grid(int device);
 
-// f32 scratch the split reductions need (every CTA's partial tile, up to 256 x 128).
+// f32 scratch the split reductions need (every CTA's 128 x 128 partial tile).
 size_t resblock_partial_floats(int device);
 
 // Enqueues the kernel; false when a tensor map could not be encoded or the cooperative launch was

@@ -1,6 +1,6 @@
 // CudaBackend::resnet_block: a whole UNet ResNet block as the persistent kernel
-// (resblock_persistent.h) where its shape fits and it has few positions (the 8x8 / 16x16 levels of
-// small batches); elsewhere an undefined tensor, and the model runs the block op by op.
+// (resblock_persistent.h) where its shape fits (the 8x8 level of one guided image); elsewhere an
+// undefined tensor, and the model runs the block op by op.
 #include <cstdlib>
 
 #include "backend/cuda/cuda_backend_impl.h"
@@ -14,15 +14,6 @@ namespace {
 bool persistent_resnet_enabled() {
   const char* env = std::getenv("SDSERVE_CUDA_PERSISTENT_RESNET");
   return !(env && env[0] == '0');
-}
-
-// Blocks of more positions (B H W) than this run op by op: the kernel's tiles then re-read every
-// weight box per image and the libraries' convolutions win (SDSERVE_CUDA_PERSISTENT_RESNET_MAX_POSITIONS;
-// the default measured in docs/perf-notes.md, session 22).
-int64_t persistent_resnet_max_positions() {
-  const char* env = std::getenv("SDSERVE_CUDA_PERSISTENT_RESNET_MAX_POSITIONS");
-  const long long v = env ? std::atoll(env) : 0;
-  return v > 0 ? v : 1024;
 }
 
 bool aligned16(const Tensor& t) { return (reinterpret_cast<uintptr_t>(t.raw()) & 15u) == 0; }
@@ -57,7 +48,6 @@ Tensor CudaBackend::resnet_block(const ResnetBlockOperands& o) {
       (reinterpret_cast<uintptr_t>(t.raw()) & 7u) != 0) {
     return Tensor();
   }
-  if (s.b * s.h * s.w > persistent_resnet_max_positions()) return Tensor();
   if (!resblock_persistent_supported(s, dtype_) || !resblock_persistent_device_ok(device_)) return Tensor();
   for (const Tensor* p : {&o.x, &o.skip, &o.w1, &o.w2, &o.shortcut_w}) {
     if (p->defined() && !aligned16(*p)) return Tensor();

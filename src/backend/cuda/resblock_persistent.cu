@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -535,6 +536,10 @@ bool launch_resblock_persistent(const ResblockOperands& o, DType dtype, const Re
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, maps, p);
   if (err != cudaSuccess) {
     (void)cudaGetLastError();  // e.g. cudaErrorCooperativeLaunchTooLarge: nothing ran
+    static std::atomic<bool> told{false};
+    if (!told.exchange(true)) {
+      std::fprintf(stderr, "resblock_persistent: launch refused (%s); the blocks run op by op\n", cudaGetErrorString(err));
+    }
     return false;
   }
   g_launches.fetch_add(1);

@@ -409,16 +409,46 @@ std::atomic<uint64_t> g_launches{0};
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Multiprocessors of `device` when it is a Hopper with TMA and our kernel fits one CTA on each.
-int grid_of(int device) {
+// Per device: the grid once measured (0 before, -1: the kernel does not run there); and whether a
+// launch was refused, after which the blocks run op by op for the rest of the process (a refusal
+// inside a graph capture would otherwise cost the whole capture).
+constexpr int kMaxDevices = 64;
+std::atomic<int> g_grid[kMaxDevices];
+std::atomic<uint64_t> g_refused{0};
+
+int measure_grid(int device) {
   if (sm90_multiprocessors() <= 0 || !tma_available()) return 0;
-  int sms = 0, coop = 0;
+  int sms = 0, coop = 0, per_sm = 0;
   if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
       cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device) != cudaSuccess || !coop) {
     (void)cudaGetLastError();
     return 0;
   }
-  return sms;
+  // One CTA must fit a multiprocessor (registers, shared memory), or the cooperative launch of one
+  // CTA per SM is refused. Every instantiation uses the same resources.
+  int current = 0;
+  const auto kernel = resblock_kernel<__half, 6>;
+  if (cudaGetDevice(&current) != cudaSuccess || cudaSetDevice(device) != cudaSuccess ||
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, kSmem) != cudaSuccess ||
+      cudaSetDevice(current) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return per_sm >= 1 ? sms : 0;
+}
+
+// Multiprocessors of `device` when it is a Hopper with TMA, our kernel fits one CTA on each and no
+// launch there was refused; else 0.
+int grid_of(int device) {
+  if (device < 0 || device >= kMaxDevices || (g_refused.load() >> device & 1u)) return 0;
+  int g = g_grid[device].load();
+  if (g == 0) {
+    g = measure_grid(device);
+    if (g == 0) g = -1;
+    g_grid[device].store(g);
+  }
+  return g > 0 ? g : 0;
 }
 
 Status encode_act(const void* base, DType dtype, const ResblockShape& s, int64_t c, CUtensorMap* out) {
@@ -536,9 +566,9 @@ bool launch_resblock_persistent(const ResblockOperands& o, DType dtype, const Re
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, maps, p);
   if (err != cudaSuccess) {
     (void)cudaGetLastError();  // e.g. cudaErrorCooperativeLaunchTooLarge: nothing ran
-    static std::atomic<bool> told{false};
-    if (!told.exchange(true)) {
-      std::fprintf(stderr, "resblock_persistent: launch refused (%s); the blocks run op by op\n", cudaGetErrorString(err));
+    if (!(g_refused.fetch_or(uint64_t{1} << device) >> device & 1u)) {
+      std::fprintf(stderr, "resblock_persistent: launch refused on device %d (%s); its ResNet blocks run op by op\n",
+                   device, cudaGetErrorString(err));
     }
     return false;
   }

@@ -29,6 +29,7 @@ constexpr uint32_t kStageBytes = kTile * kBK * 2;  // one A or B box
 // kA a template parameter (6 by default; SDSERVE_CUDA_RESBLOCK_ASTAGES=4 for 4 / 9).
 constexpr int kRing = 13;
 constexpr int kMaxQuads = 8;   // group-norm values a consumer thread holds: 8 x 4 (<= 8192 a group)
+constexpr int kFreeQuads = 3;  // of them loaded without a branch (the 8x8 level's 2.5 a thread)
 constexpr int kTracePoints = 10;
 constexpr int kMaxSplit = 16;  // slices of one output tile (the partial sums are read all at once)
 constexpr size_t kSmem = 1024 + size_t{kRing} * kStageBytes + 8 * (2 * kRing + 2) + 64;
@@ -161,18 +162,24 @@ __device__ void norm_stage(const Params& p, float* red, uint32_t loaded_bar = 0)
     for (int j = 0; j < kMaxQuads; ++j) {
       const int q = tid + j * 256;
       v[j][0] = v[j][1] = v[j][2] = v[j][3] = 0.f;
-      if (q < nq) {
-        const int pos = q / qpg, ch = g * cpg + (q - pos * qpg) * 4, m = img * p.hw + pos;
+      // The first kFreeQuads quads load without a branch (clamped to quad 0, zeroed past the
+      // group), so their loads are in flight together; a branch per quad serialised them.
+      const bool ok = q < nq;
+      if (j < kFreeQuads || ok) {
+        const int qc = ok ? q : 0;
+        const int pos = qc / qpg, ch = g * cpg + (qc - pos * qpg) * 4, m = img * p.hw + pos;
         if constexpr (kSecond) {
           const float4 s = sum_partials(p.ws, p.split1, m, ch);
           float t[4];
           load4(static_cast<const T*>(p.temb) + int64_t{img} * p.temb_stride + p.temb_col + ch, t);
           v[j][0] = s.x + t[0], v[j][1] = s.y + t[1], v[j][2] = s.z + t[2], v[j][3] = s.w + t[3];
-        } else if (ch < p.ca) {
-          load4(static_cast<const T*>(p.x) + int64_t{m} * p.ca + ch, v[j]);
         } else {
-          load4(static_cast<const T*>(p.skip) + int64_t{m} * p.cb + (ch - p.ca), v[j]);
+          load4(ch < p.ca ? static_cast<const T*>(p.x) + int64_t{m} * p.ca + ch
+                          : static_cast<const T*>(p.skip) + int64_t{m} * p.cb + (ch - p.ca),
+                v[j]);
         }
+#pragma unroll
+        for (int e = 0; e < 4; ++e) v[j][e] = ok ? v[j][e] : 0.f;
         sum += (v[j][0] + v[j][1]) + (v[j][2] + v[j][3]);
       }
     }

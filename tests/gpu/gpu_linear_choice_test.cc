@@ -8,7 +8,6 @@
 #include <string>
 #include <vector>
 
-#include "backend/cuda/gemm_wgmma.h"
 #include "backend/op_cases.h"
 #include "gpu_test_util.h"
 #include "scoped_env.h"
@@ -68,65 +67,7 @@ TEST_P(GpuLinearChoice, EveryModeMatchesCpu) {
   }
 }
 
-// The same GEMMs run as our 1x1 convolution (SDSERVE_CUDA_GEMM_AS_CONV=2, each of its first
-// candidates: plain tiles, split-K with the reduce kernel, in-cluster DSMEM split-K), then timed
-// against cuBLASLt / our GEMM (1). Shapes whose M the [1, M/16, 16, K] view cannot tile fall back.
-class GpuLinearAsConv : public ::testing::TestWithParam<LinearCase> {};
-
-TEST_P(GpuLinearAsConv, MatchesCpu) {
-  SD_REQUIRE_GPU();
-  const LinearCase c = GetParam();
-  const float wr = 1.f / std::sqrt(static_cast<float>(c.k));
-  const std::vector<Tensor> host = {quantize(random_tensor({c.m, c.k}, 611, -2.f, 2.f), c.dtype),
-                                    quantize(random_tensor({c.n, c.k}, 612, -wr, wr), c.dtype),
-                                    quantize(random_tensor({c.n}, 613), c.dtype),
-                                    quantize(random_tensor({c.m, c.n}, 614), c.dtype)};
-  const auto run = [&](Backend& be, const std::vector<Tensor>& d) {
-    const Tensor bias = c.bias ? d[2] : Tensor();
-    return c.op == Op::kResidual ? be.linear_residual(d[0], d[1], bias, d[3]) : be.linear(d[0], d[1], bias);
-  };
-  Backend& gpu = gpu_backend(c.dtype);
-  Backend& cpu = cpu_reference_backend();
-  std::vector<Tensor> dg, dc;
-  for (const Tensor& t : host) {
-    dg.push_back(gpu.upload(t));
-    dc.push_back(cpu.upload(t));
-  }
-  const Tensor want = cpu.download(run(cpu, dc));
-  const double tol = c.dtype == DType::kBF16 ? 1e-2 : 2e-3;
-  const bool viewable = c.m % 16 == 0 && (c.m % 128 == 0 || 128 % c.m == 0);
-  for (const char* config : {"0", "1", "2", "3", "4", "5"}) {
-    ScopedEnv as_conv("SDSERVE_CUDA_GEMM_AS_CONV", "2");
-    ScopedEnv pick("SDSERVE_CUDA_GEMM_AS_CONV_CONFIG", config);
-    const uint64_t before = cuda::gemm_as_conv_launches();
-    const Tensor got = gpu.download(run(gpu, dg));
-    ASSERT_TRUE(gpu.synchronize().ok());
-    EXPECT_EQ(cuda::gemm_as_conv_launches() - before, viewable ? 1u : 0u) << c.name << " config " << config;
-    const double rel = relative_l2(got, want);
-    std::printf("  %-28s as conv, config %s: rel_l2 %.2e\n", c.name, config, rel);
-    EXPECT_LE(rel, tol) << c.name << " config " << config;
-  }
-  ScopedEnv as_conv("SDSERVE_CUDA_GEMM_AS_CONV", "1");
-  const Tensor timed = gpu.download(run(gpu, dg));
-  const Tensor again = gpu.download(run(gpu, dg));
-  ASSERT_TRUE(gpu.synchronize().ok());
-  EXPECT_LE(relative_l2(timed, want), tol) << c.name << " timed";
-  EXPECT_LE(relative_l2(again, want), tol) << c.name << " timed, second call";
-}
-
 std::string case_name(const ::testing::TestParamInfo<LinearCase>& info) { return info.param.name; }
-
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, GpuLinearAsConv,
-    ::testing::Values(
-        // name, m, k, n, op, bias, dtype
-        LinearCase{"l8_proj_bias", 2 * 64, 1280, 1280, Op::kLinear, true, DType::kF16},
-        LinearCase{"l16_out_residual", 2 * 256, 1280, 1280, Op::kResidual, true, DType::kF16},
-        LinearCase{"l16_ff2_residual_bf16", 2 * 256, 5120, 1280, Op::kResidual, true, DType::kBF16},
-        LinearCase{"l32_qkv", 2 * 1024, 640, 3 * 640, Op::kLinear, false, DType::kF16},
-        LinearCase{"m64_nobias", 64, 320, 320, Op::kLinear, false, DType::kF16},
-        LinearCase{"m48_falls_back", 48, 320, 320, Op::kResidual, true, DType::kF16}),
-    case_name);
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, GpuLinearChoice,

@@ -11,7 +11,6 @@
 #include <tuple>
 #include <vector>
 
-#include "backend/cuda/conv_wgmma.h"
 #include "backend/cuda/gemm_wgmma.h"
 #include "tensor/tensor.h"
 
@@ -42,13 +41,9 @@ struct GemmPlan {
   // Whether our Hopper GEMM (gemm_wgmma.h) runs this shape instead, decided by timing on the first
   // eager call (gemm_wgmma_choice.cc); [0] plain / residual, [1] with the GEGLU epilogue, [2] the
   // two-source input of concat_norm_shortcut (timed against concat_channels + cuBLASLt).
-  // as_conv ([0] only): the GEMM runs as our 1x1 convolution (conv_wgmma.h) over x viewed as
-  // [1, M / 16, 16, K], whose split-K slices sum in-cluster through DSMEM (no reduce kernel).
   struct Wgmma {
     enum class Use { kUntested, kLibrary, kWgmma } use = Use::kUntested;
     WgmmaGemmConfig config;
-    bool as_conv = false;
-    WgmmaConvConfig conv;
   };
   Wgmma wgmma[3];
 };

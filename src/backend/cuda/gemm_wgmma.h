@@ -84,8 +84,4 @@ struct WgmmaGemmOperands {
 bool launch_wgmma_gemm(const WgmmaGemmOperands& o, DType dtype, const WgmmaGemmShape& s, const WgmmaGemmConfig& c,
                        cudaStream_t stream);
 
-// linear() / linear_residual() calls run as our 1x1 convolution so far in this process
-// (gemm_wgmma_choice.cc; tests check that a forced configuration really ran it).
-uint64_t gemm_as_conv_launches();
-
 }  // namespace sd::cuda

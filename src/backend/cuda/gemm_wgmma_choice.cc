@@ -3,10 +3,7 @@
 // it applies) and each candidate configuration are timed with the weights cold, as the captured
 // step meets them; the fastest is kept. SDSERVE_CUDA_WGMMA_GEMM=0: never; 1 (default): where it
 // timed faster; 2: always where it applies (tests; SDSERVE_CUDA_WGMMA_GEMM_CONFIG=i picks
-// candidate i of wgmma_gemm_candidates()). Plain / residual GEMMs whose M is a multiple of 128 (or
-// divides 128) are also timed as our 1x1 convolution (conv_wgmma.h: in-cluster DSMEM split-K);
-// SDSERVE_CUDA_GEMM_AS_CONV=0: never; 2: always where it applies (tests; _CONFIG=i as above).
-#include <atomic>
+// candidate i of wgmma_gemm_candidates()).
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -53,29 +50,6 @@ bool device_is_sm90(int device) {
   return major == 9 && minor == 0;
 }
 
-std::atomic<uint64_t> g_as_conv_launches{0};
-
-// SDSERVE_CUDA_GEMM_AS_CONV: 0 never, 1 (default) timed with the others, 2 forced. Read per call.
-int gemm_as_conv_mode() {
-  const char* env = std::getenv("SDSERVE_CUDA_GEMM_AS_CONV");
-  if (!env || !env[0]) return 1;
-  return env[0] == '1' || env[0] == '2' ? env[0] - '0' : 0;
-}
-
-// x [M, K] viewed as the NHWC image [1, M / 16, 16, K] (M a multiple of 128, or 16 .. 128 dividing it): a
-// 1x1 convolution with w [N, 1, 1, K] is then the GEMM. ok false where the view has no tiles.
-struct ConvView {
-  SplitKConvShape shape{};
-  bool ok = false;
-};
-ConvView conv_view(int64_t m, int64_t n, int64_t k, DType dtype) {
-  ConvView v;
-  if (m < 16 || m % 16 != 0 || (m % 128 != 0 && 128 % m != 0)) return v;
-  v.shape = SplitKConvShape{1, m / 16, 16, k, n, 1, 1, 0, m / 16, 16};
-  v.ok = wgmma_conv_supported(v.shape, dtype);
-  return v;
-}
-
 // Mode 2's configuration: candidate SDSERVE_CUDA_WGMMA_GEMM_CONFIG (default 0, the heuristic's).
 WgmmaGemmConfig forced_config(const std::vector<WgmmaGemmConfig>& candidates) {
   size_t i = 0;
@@ -85,15 +59,12 @@ WgmmaGemmConfig forced_config(const std::vector<WgmmaGemmConfig>& candidates) {
 
 }  // namespace
 
-uint64_t gemm_as_conv_launches() { return g_as_conv_launches.load(); }
-
 Tensor CudaBackend::linear_wgmma(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual,
                                  bool geglu, GemmPlan& plan, const std::function<Tensor()>& library_path,
                                  const Tensor& x2) {
   const int mode = wgmma_gemm_mode();
   GemmPlan::Wgmma& choice = plan.wgmma[x2.defined() ? 2 : geglu ? 1 : 0];
-  const bool conv_forced = !geglu && !x2.defined() && gemm_as_conv_mode() == 2;
-  if (mode == 0 || (mode == 1 && choice.use == GemmPlan::Wgmma::Use::kLibrary && !conv_forced)) return Tensor();
+  if (mode == 0 || (mode == 1 && choice.use == GemmPlan::Wgmma::Use::kLibrary)) return Tensor();
   const int64_t k = w.dim(1), n = geglu ? w.dim(0) / 2 : w.dim(0), m = x.numel() / x.dim(-1);
   WgmmaGemmShape s{m, n, k, geglu};
   if (x2.defined()) s.k1 = x.dim(-1);  // x [.., k1] | x2 [.., k - k1]
@@ -123,45 +94,8 @@ Tensor CudaBackend::linear_wgmma(const Tensor& x, const Tensor& w, const Tensor&
     ops.workspace = workspace.defined() ? workspace.raw() : nullptr;
     return launch_wgmma_gemm(ops, x.dtype(), s, cfg, stream_) ? y : Tensor();
   };
-  // The same GEMM as a 1x1 convolution (plain / residual only; a chosen one keeps running as such).
-  const int conv_mode = geglu || x2.defined() ? 0 : gemm_as_conv_mode();
-  const bool conv_chosen = choice.use == GemmPlan::Wgmma::Use::kWgmma && choice.as_conv;
-  const ConvView view = conv_mode != 0 || conv_chosen ? conv_view(m, n, k, x.dtype()) : ConvView{};
-  const auto run_conv = [&](const WgmmaConvConfig& cfg) {
-    Tensor y = empty(out_shape, x.dtype());  // [..., N]
-    Tensor partial;                          // [splits, M, N] f32 (splits without DSMEM)
-    if (const size_t count = wgmma_conv_workspace(view.shape, cfg)) {
-      partial = empty({static_cast<int64_t>(count)}, DType::kF32);
-    }
-    SplitKConvOperands ops;
-    ops.x = x.raw(), ops.w = w.raw(), ops.y = y.raw();
-    ops.bias = bias.defined() ? bias.raw() : nullptr;
-    ops.residual = residual.defined() ? residual.raw() : nullptr;
-    ops.partial = partial.defined() ? partial.data<float>() : nullptr;
-    if (!launch_conv_wgmma(ops, x.dtype(), view.shape, cfg, stream_)) return Tensor();
-    g_as_conv_launches.fetch_add(1, std::memory_order_relaxed);
-    return y;
-  };
-  const auto conv_candidates = [&] {
-    std::vector<WgmmaConvConfig> out;
-    if (!view.ok || !device_is_sm90(device_)) return out;
-    for (const Tensor* t : {&x, &w, &bias, &residual}) {
-      if (t->defined() && pointer_alignment(t->raw()) < 16) return out;
-    }
-    for (const WgmmaConvConfig& cfg : wgmma_conv_candidates(view.shape, device_sms(device_))) {
-      if (!cfg.reuse) out.push_back(cfg);
-    }
-    return out;
-  };
-  if (conv_mode == 2) {
-    if (const std::vector<WgmmaConvConfig> list = conv_candidates(); !list.empty()) {
-      size_t i = 0;
-      if (const char* env = std::getenv("SDSERVE_CUDA_GEMM_AS_CONV_CONFIG")) i = static_cast<size_t>(std::atoi(env));
-      return run_conv(list[i < list.size() ? i : 0]);
-    }
-  }
   if (mode == 2) return run(forced_config(wgmma_gemm_candidates(s, device_sms(device_))));
-  if (choice.use == GemmPlan::Wgmma::Use::kWgmma) return conv_chosen ? run_conv(choice.conv) : run(choice.config);
+  if (choice.use == GemmPlan::Wgmma::Use::kWgmma) return run(choice.config);
 
   // Untested: decide on an eager call only (a capture replays whatever was chosen before it).
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
@@ -192,31 +126,13 @@ Tensor CudaBackend::linear_wgmma(const Tensor& x, const Tensor& w, const Tensor&
     if (ms >= 0.f && ms < best_ms) {
       best_ms = ms;
       choice.config = cfg;
-      choice.as_conv = false;
-      found = true;
-    }
-  }
-  for (const WgmmaConvConfig& cfg : conv_mode != 0 ? conv_candidates() : std::vector<WgmmaConvConfig>{}) {
-    if (!run_conv(cfg).defined()) continue;  // warm-up; a refused cluster is skipped
-    const float ms = time_runs_alone(stream_, start, stop, 3, prepare, [&] { return run_conv(cfg).defined(); });
-    if (log_choice()) {
-      std::fprintf(stderr, "[sdserve] gemm m%lld n%lld k%lld%s%s: 1x1 conv %s %.4f ms (cuBLASLt %.4f)\n",
-                   static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
-                   bias.defined() ? " bias" : "", residual.defined() ? " residual" : "", cfg.describe().c_str(),
-                   ms / 3, library_ms / 3);
-    }
-    if (ms >= 0.f && ms < best_ms) {
-      best_ms = ms;
-      choice.conv = cfg;
-      choice.as_conv = true;
       found = true;
     }
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   choice.use = found ? GemmPlan::Wgmma::Use::kWgmma : GemmPlan::Wgmma::Use::kLibrary;
-  if (!found) return Tensor();
-  return choice.as_conv ? run_conv(choice.conv) : run(choice.config);
+  return found ? run(choice.config) : Tensor();
 }
 
 }  // namespace sd::cuda

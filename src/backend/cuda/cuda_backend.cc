@@ -129,15 +129,6 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
   cudaDeviceProp prop{};
   SD_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
   name_ = "cuda:" + std::to_string(device_) + " (" + prop.name + ", " + dtype_name(dtype_) + ")";
-  // SDSERVE_CUDA_CACHE_CONFIG=shared | l1 | equal: the device's preferred L1 / shared-memory split
-  // for kernels that set none (measurement switch; docs/perf-notes.md, session 23).
-  if (const char* cache = std::getenv("SDSERVE_CUDA_CACHE_CONFIG"); cache && cache[0]) {
-    const cudaFuncCache pick = std::strcmp(cache, "shared") == 0 ? cudaFuncCachePreferShared
-                               : std::strcmp(cache, "l1") == 0   ? cudaFuncCachePreferL1
-                               : std::strcmp(cache, "equal") == 0 ? cudaFuncCachePreferEqual
-                                                                  : cudaFuncCachePreferNone;
-    if (cudaDeviceSetCacheConfig(pick) != cudaSuccess) (void)cudaGetLastError();
-  }
   SD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   SD_CUBLAS_CHECK(cublasLtCreate(&lt_));
   SD_CUDNN_CHECK(cudnnCreate(&dnn_));

@@ -106,30 +106,10 @@ Workspace workspace(int device, cudaStream_t stream, bool may_allocate) {
 
 // Instances: 4, 8 or 16 vectors a thread; the prefetching ones (two register sets) for 4 and 8
 // only; 0: x streamed twice (no registers).
-template <typename T, bool kSilu, int kMaxV, bool kPrefetch = false, bool kCluster = false>
+template <typename T, bool kSilu, int kMaxV, bool kPrefetch = false>
 const void* kernel_ptr() {
   static_assert(!kPrefetch || kMaxV <= 8, "no 16-vector prefetching instance");
-  return reinterpret_cast<const void*>(gn_fast_kernel<T, kSilu, kMaxV, kPrefetch, kCluster>);
-}
-
-// SDSERVE_CUDA_GN_CLUSTER=0: never the cluster variant (partials through global memory and the
-// grid barrier on atomics instead); default 1: where the plan is one wave in registers and has
-// 2 .. 16 CTAs a (row, slice), on compute capability 9.x.
-bool cluster_enabled() {
-  const char* v = std::getenv("SDSERVE_CUDA_GN_CLUSTER");
-  return !(v && v[0] == '0');
-}
-
-bool device_has_clusters(int device) {
-  static std::atomic<int> cached[64];  // 0 unknown, 1 yes, 2 no
-  if (device < 0 || device >= 64) return false;
-  if (cached[device].load() == 0) {
-    int major = 0;
-    const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess;
-    if (!ok) (void)cudaGetLastError();
-    cached[device].store(ok && major >= 9 ? 1 : 2);
-  }
-  return cached[device].load() == 1;
+  return reinterpret_cast<const void*>(gn_fast_kernel<T, kSilu, kMaxV, kPrefetch>);
 }
 
 // Co-resident CTAs per SM of one kernel instance at (threads, smem); cached, 0 on error.
@@ -179,58 +159,6 @@ struct Refusals {
 Refusals& refusals() {
   static Refusals r;
   return r;
-}
-
-std::atomic<uint64_t> g_cluster_launches{0};
-
-// The cluster variant's launch: clusters (ctas_per_row, 1, 1), with PDL where the device takes it.
-// False (nothing enqueued) where the device refused it now or before, or where it was never tried
-// eagerly and this is a capture; the caller then takes the cooperative launch.
-bool launch_cluster(const void* kernel, FastArgs args, const FastPlan& plan, dim3 grid, int device,
-                    cudaStream_t stream, bool capturing, Refusals& known) {
-  const auto key = std::make_tuple(kernel, device, grid.x, grid.y * 65536u + grid.z, plan.threads);
-  {
-    std::lock_guard<std::mutex> lock(known.mu);
-    auto it = known.known.find(key);
-    if (it != known.known.end() ? !it->second : capturing) return false;
-  }
-  bool ok = true;
-  if (grid.x > 8) {  // clusters of 9 .. 16 CTAs are non-portable: allowed per kernel
-    ok = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
-  }
-  const size_t smem = plan.smem + size_t{8} * (plan.slice / args.cpg);  // + cpart [G]
-  void* params[] = {&args};
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = dim3(static_cast<unsigned>(plan.threads), 1, 1);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = grid.x;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[1].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 2 : 1;
-  if (ok) {
-    ok = cudaLaunchKernelExC(&cfg, kernel, params) == cudaSuccess;
-    if (!ok && cfg.numAttrs == 2) {  // without PDL
-      (void)cudaGetLastError();
-      cfg.numAttrs = 1;
-      ok = cudaLaunchKernelExC(&cfg, kernel, params) == cudaSuccess;
-    }
-  }
-  if (!ok) (void)cudaGetLastError();  // not sticky: the cooperative launch runs instead
-  if (ok) g_cluster_launches.fetch_add(1, std::memory_order_relaxed);
-  if (std::getenv("SDSERVE_CUDA_GN_FAST_VERBOSE")) {
-    std::fprintf(stderr, "gn_fast: cluster %u x %u x %u of %u CTAs, %zu B smem: %s\n", grid.x, grid.y, grid.z, grid.x,
-                 smem, ok ? "launched" : "refused");
-  }
-  std::lock_guard<std::mutex> lock(known.mu);
-  known.known.emplace(key, ok);
-  return ok;
 }
 
 // The whole batch in one co-resident grid (grid z = B): the plan or ctas_per_row 0.
@@ -348,8 +276,6 @@ bool waves_default(int64_t batch, int64_t positions, int64_t channels, const Fas
 
 }  // namespace
 
-uint64_t group_norm_fast_cluster_launches() { return g_cluster_launches.load(); }
-
 FastPlan group_norm_fast_plan(int device, int64_t batch, int64_t positions, int64_t channels, int groups) {
   FastPlan plan;
   const int sms = sm_count(device);
@@ -462,9 +388,6 @@ bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, cons
   args.eps = eps;
 
   const void* kernel = nullptr;
-  const void* cluster_kernel = nullptr;  // the cluster variant where the plan allows it
-  const bool cluster_plan = cluster_enabled() && plan.max_vectors > 0 && !plan.prefetch && plan.waves_z == batch &&
-                            plan.ctas_per_row >= 2 && plan.ctas_per_row <= 16 && device_has_clusters(device);
   dispatch_half(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const auto pick = [&](auto silu_tag) {
@@ -475,13 +398,6 @@ bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, cons
         case 0: kernel = kernel_ptr<T, kS, 0>(); break;
         default: kernel = kernel_ptr<T, kS, 16>(); break;
       }
-      if (cluster_plan) {
-        switch (plan.max_vectors) {
-          case 4: cluster_kernel = kernel_ptr<T, kS, 4, false, true>(); break;
-          case 8: cluster_kernel = kernel_ptr<T, kS, 8, false, true>(); break;
-          default: cluster_kernel = kernel_ptr<T, kS, 16, false, true>(); break;
-        }
-      }
     };
     if (silu) {
       pick(std::true_type{});
@@ -491,12 +407,8 @@ bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, cons
   });
   const unsigned grid_x = static_cast<unsigned>(plan.ctas_per_row), grid_y = static_cast<unsigned>(plan.slices);
   const unsigned grid_z = static_cast<unsigned>(plan.waves_z);
-  Refusals& known = refusals();
-  if (cluster_kernel && launch_cluster(cluster_kernel, args, plan, dim3(grid_x, grid_y, grid_z), device, stream,
-                                       capturing, known)) {
-    return true;
-  }
   const auto key = std::make_tuple(kernel, device, grid_x, grid_y * 65536u + grid_z, plan.threads);
+  Refusals& known = refusals();
   {
     std::lock_guard<std::mutex> lock(known.mu);
     auto it = known.known.find(key);

@@ -47,12 +47,7 @@ bool group_norm_fast_default(int device, int64_t batch, int64_t positions, int64
 // (0, 1, require). Same arguments as group_norm_vec (x, y 16-byte aligned, C % 8 == 0); with x2
 // the input is the channel concatenation [x | x2] (x [B, ..., C1], x2 [B, ..., C - C1], C1 % 8 == 0,
 // both read in place; y [B, ..., C]).
-// One-wave plans in registers with 2 .. 16 CTAs a (row, slice) launch as thread-block clusters
-// on compute capability 9.x: the partials stay in shared memory, read by the peers through DSMEM,
-// and the barrier is the cluster's (bitwise the same result; SDSERVE_CUDA_GN_CLUSTER=0: never).
 bool group_norm_fast(CudaBackend& be, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
                      int groups, float eps, bool silu, const void* add, int64_t add_ld, const Tensor* x2 = nullptr);
-// Cluster launches so far in this process (tests check that the variant really ran).
-uint64_t group_norm_fast_cluster_launches();
 
 }  // namespace sd::cuda

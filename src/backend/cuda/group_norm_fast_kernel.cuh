@@ -68,30 +68,6 @@ __device__ __forceinline__ void row_barrier(unsigned* counter) {
   __syncthreads();
 }
 
-// Cluster variant (kCluster): the CTAs of one (row, slice) are one thread-block cluster; each
-// keeps its per-group partials in its own shared memory, and the barrier is the cluster's.
-__device__ __forceinline__ void cluster_arrive_release() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void cluster_wait_acquire() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-#endif
-}
-// The float2 at `local` (this CTA's shared memory) in the CTA of cluster rank `rank`.
-__device__ __forceinline__ float2 ld_cluster_float2(const float2* local, unsigned rank) {
-  float2 v = make_float2(0.f, 0.f);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(local));
-  uint32_t r;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(a), "r"(rank));
-  asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(r) : "memory");
-#endif
-  return v;
-}
-
 // Grid (ctas_per_row, slices, Z <= B), block `threads` = (position lane r, 8-channel chunk ch of the
 // slice), r < rows active. Thread (r, ch) of CTA (k, sl, z) holds x[b, k*chunk + r + j*rows,
 // sl*slice + ch*8 .. +8) for j < kMaxV, for the batch rows b = z, z + Z, ... in turn (one wave
@@ -99,12 +75,8 @@ __device__ __forceinline__ float2 ld_cluster_float2(const float2* local, unsigne
 // no registers; the thread streams its positions (any number) for the statistics and again (from
 // L2 where the Z rows' slab fits) for the apply. A barrier per (row, slice). The input x may be
 // the channel concatenation [x | x2] (read in place; a slice may straddle c1); y is one tensor.
-// Shared memory: red [2][threads x 8] f32 (per-lane sums, later the f64 merge) | stat [G] float2
-// (| kCluster: cpart [G] float2, this CTA's partials).
-// kCluster (one wave, Z == B; launched as clusters (ctas_per_row, 1, 1)): the partials stay in
-// shared memory and the barrier is the cluster's; the merge reads the peers' partials through
-// distributed shared memory in the same order as the global ones (bitwise the same result).
-template <typename T, bool kSilu, int kMaxV, bool kPrefetch, bool kCluster = false>
+// Shared memory: red [2][threads x 8] f32 (per-lane sums, later the f64 merge) | stat [G] float2.
+template <typename T, bool kSilu, int kMaxV, bool kPrefetch>
 __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs a) {
   pdl_wait();  // PDL (pdl.cuh): first, in every CTA, before the grid barrier
   extern __shared__ __align__(16) unsigned char smem[];
@@ -147,8 +119,6 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
   const uint4 braw = __ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(a.beta) + c0) + cc);
   float* red = reinterpret_cast<float*>(smem);
   float2* stat = reinterpret_cast<float2*>(smem + size_t{64} * nthreads);  // [G] (mean, rstd)
-  float2* cpart = stat + G;  // kCluster: [G] this CTA's (sum, sum of squares) per group
-  static_assert(!kCluster || (kMaxV > 0 && !kPrefetch), "cluster: registers, one wave");
 
   for (int b = blockIdx.z; b < a.batch; b += waves_z) {
     const T* ab = a.add ? static_cast<const T*>(a.add) + b * a.add_ld + c0 : nullptr;  // v[b, c0:] (or none)
@@ -220,24 +190,13 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
           ss += __shfl_xor_sync(0xffffffffu, ss, o);
           qq += __shfl_xor_sync(0xffffffffu, qq, o);
         }
-        if (lane == 0) {
-          if constexpr (kCluster) {
-            cpart[g] = make_float2(ss, qq);
-          } else {
-            __stcg(&part[k * G + g], make_float2(ss, qq));
-          }
-        }
+        if (lane == 0) __stcg(&part[k * G + g], make_float2(ss, qq));
       }
     }
     const bool more = b + waves_z < a.batch;
     uint4 next[kRegs];
     if (kPrefetch && more) load(next, b + waves_z);  // in flight across the barrier
-    if constexpr (kCluster) {
-      cluster_arrive_release();  // every CTA's partials are written ...
-      cluster_wait_acquire();    // ... and visible here
-    } else {
-      row_barrier(a.counters + row);
-    }
+    row_barrier(a.counters + row);
 
     // Merge the row's cpr partials per group in f64: thread (j, g) of the first J*G threads adds
     // CTAs j, j+J, ...; then thread g adds the J sums in order (deterministic).
@@ -248,14 +207,13 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
       double ss = 0.0, qq = 0.0;
 #pragma unroll 4
       for (int kk = j; kk < cpr; kk += J) {
-        const float2 pq = kCluster ? ld_cluster_float2(&cpart[g], static_cast<unsigned>(kk)) : __ldcg(&part[kk * G + g]);
+        const float2 pq = __ldcg(&part[kk * G + g]);
         ss += pq.x;
         qq += pq.y;
       }
       mrg[j * G + g] = make_double2(ss, qq);
     }
     __syncthreads();
-    if constexpr (kCluster) cluster_arrive_release();  // done with the peers' partials (waited at the end)
     if (tid < G) {
       double ss = 0.0, qq = 0.0;
       for (int j = 0; j < J; ++j) {
@@ -329,7 +287,6 @@ __global__ void __launch_bounds__(kMaxThreads, 1) gn_fast_kernel(const FastArgs 
       }
     }
   }
-  if constexpr (kCluster) cluster_wait_acquire();  // no CTA leaves while a peer may read its partials
 }
 
 }  // namespace sd::cuda::gn_fast

@@ -72,12 +72,9 @@ void check(const NormCase& c, uint32_t seed) {
   const std::vector<Tensor> timed = run_gpu("1", c, in);
   for (int i = 0; i < 2; ++i) {
     const char* what = i == 0 ? " y" : " normed";
-    // With |mean| >> std the GPU's y rounded to the dtype (then normalised) is ~1% off the CPU's
-    // unrounded y in normed: there the kernel is held to the GPU's two ops, which round the same.
-    const Tensor& want = i == 1 && c.offset != 0.f ? ops[i] : cpu[i];
-    EXPECT_LE(relative_l2(fused[i], want), tol(c.dtype)) << name << what << " fused";
-    EXPECT_LE(relative_l2(timed[i], want), tol(c.dtype)) << name << what << " timed choice";
-    if (c.offset == 0.f) EXPECT_LE(relative_l2(ops[i], cpu[i]), tol(c.dtype)) << name << what << " two ops vs CPU";
+    EXPECT_LE(relative_l2(fused[i], cpu[i]), tol(c.dtype)) << name << what << " fused vs CPU";
+    EXPECT_LE(relative_l2(ops[i], cpu[i]), tol(c.dtype)) << name << what << " two ops vs CPU";
+    EXPECT_LE(relative_l2(timed[i], cpu[i]), tol(c.dtype)) << name << what << " timed choice vs CPU";
   }
   // The fused kernel is deterministic: a second call gives the same bits.
   const std::vector<Tensor> again = run_gpu("2", c, in);

@@ -1,9 +1,9 @@
 // Hopper kernel of linear_norm.h: each persistent CTA loads the whole weight [N, K] into shared
 // memory once (one mbarrier per 64-wide K block, so its first tile starts on the first block) and
 // streams x in 64-row x 64-column stages; two consumer warpgroups take alternate 64-row tiles
-// (ping-pong: one's residual loads and epilogue — row statistics by quad shuffles, both stores —
-// run while the other's MMAs do). A tile's row lives in one quad of one warp, so the layer norm
-// needs no shared memory.
+// (ping-pong: one's epilogue — bias, residual, row statistics by quad shuffles, both stores —
+// runs while the other's MMAs do). A tile's row lives in one quad of one warp, so the layer
+// norm needs no shared memory.
 #include "backend/cuda/linear_norm.h"
 
 #include <algorithm>
@@ -63,61 +63,47 @@ __device__ __forceinline__ float quad_sum(float v) {
 
 // One warpgroup's 64-row tile: acc[h] holds columns [h kNH, (h + 1) kNH) as wgmma's m64 fragment
 // (element i: row row0 + 8 ((i / 2) % 2), column 8 (i / 4) + 2 t + i % 2 of its half).
-// The accumulators start as residual + bias (the MMAs add x w^T to them): these loads are issued
-// while the other consumer runs its MMAs, so the epilogue itself reads nothing from memory but
-// gamma / beta. One half's loads are all in flight together.
-template <typename T, int kHalves, int kNH>
-__device__ __forceinline__ void init_acc(const Params& p, float (&acc)[kHalves][kNH / 2], int row0, int t) {
-  constexpr int kN = kHalves * kNH, kBlocks = kNH / 8;
-  const uint32_t* bias = static_cast<const uint32_t*>(p.bias);     // T pairs
-  const uint32_t* res = static_cast<const uint32_t*>(p.residual);  // T pairs
-  const bool ok0 = res && row0 < p.m, ok1 = res && row0 + 8 < p.m;
-  const int64_t r0 = int64_t{row0} * (kN / 2), r1 = r0 + 4 * kN;  // pair offsets of the two rows
-#pragma unroll
-  for (int h = 0; h < kHalves; ++h) {
-    uint32_t rv[kBlocks][2];
-#pragma unroll
-    for (int j = 0; j < kBlocks; ++j) {
-      const int pair = (h * kNH + 8 * j) / 2 + t;
-      rv[j][0] = ok0 ? __ldg(res + r0 + pair) : 0u;
-      rv[j][1] = ok1 ? __ldg(res + r1 + pair) : 0u;
-    }
-#pragma unroll
-    for (int j = 0; j < kBlocks; ++j) {
-      const float2 b = bias ? unpack_pair<T>(__ldg(bias + (h * kNH + 8 * j) / 2 + t)) : make_float2(0.f, 0.f);
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const float2 r = unpack_pair<T>(rv[j][hh]);
-        acc[h][4 * j + 2 * hh] = r.x + b.x;
-        acc[h][4 * j + 2 * hh + 1] = r.y + b.y;
-      }
-    }
-  }
-}
-
-// After the MMAs: y = acc rounded to T (the layer norm reads the rounded values, as the separate
-// kernel would), stored; then the row statistics and normed = layer_norm(y), stored.
 template <typename T, int kHalves, int kNH>
 __device__ __forceinline__ void epilogue(const Params& p, float (&acc)[kHalves][kNH / 2], int row0, int t) {
-  constexpr int kN = kHalves * kNH, kBlocks = kNH / 8;
+  constexpr int kN = kHalves * kNH, kBlocks = kNH / 8, kChunk = 8;
+  const uint32_t* bias = static_cast<const uint32_t*>(p.bias);     // T pairs
+  const uint32_t* res = static_cast<const uint32_t*>(p.residual);  // T pairs
   uint32_t* y = static_cast<uint32_t*>(p.y);
   uint32_t* normed = static_cast<uint32_t*>(p.normed);
   const bool ok[2] = {row0 < p.m, row0 + 8 < p.m};
   const int64_t r0 = int64_t{row0} * (kN / 2), r1 = r0 + 4 * kN;  // pair offsets of the two rows
   float sum[2] = {0.f, 0.f};
+  // y = acc + bias + residual, rounded to T (the layer norm reads the rounded values, as the
+  // separate kernel would), stored; the rounded values stay in acc.
 #pragma unroll
   for (int h = 0; h < kHalves; ++h) {
 #pragma unroll
-    for (int j = 0; j < kBlocks; ++j) {
-      const int pair = (h * kNH + 8 * j) / 2 + t;
+    for (int j0 = 0; j0 < kBlocks; j0 += kChunk) {
+      uint32_t bv[kChunk], rv[kChunk][2];
 #pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const uint32_t v = pack_pair<T>(acc[h][4 * j + 2 * hh], acc[h][4 * j + 2 * hh + 1]);
-        const float2 f = unpack_pair<T>(v);
-        acc[h][4 * j + 2 * hh] = f.x;
-        acc[h][4 * j + 2 * hh + 1] = f.y;
-        sum[hh] += f.x + f.y;
-        if (ok[hh]) y[(hh ? r1 : r0) + pair] = v;
+      for (int jj = 0; jj < kChunk; ++jj) {
+        const int pair = (h * kNH + 8 * (j0 + jj)) / 2 + t;
+        const bool in = j0 + jj < kBlocks;
+        bv[jj] = in && bias ? __ldg(bias + pair) : 0u;
+        rv[jj][0] = in && res && ok[0] ? __ldg(res + r0 + pair) : 0u;
+        rv[jj][1] = in && res && ok[1] ? __ldg(res + r1 + pair) : 0u;
+      }
+#pragma unroll
+      for (int jj = 0; jj < kChunk; ++jj) {
+        const int j = j0 + jj;
+        if (j >= kBlocks) break;
+        const int pair = (h * kNH + 8 * j) / 2 + t;
+        const float2 b = unpack_pair<T>(bv[jj]);
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const float2 r = unpack_pair<T>(rv[jj][hh]);
+          const uint32_t v = pack_pair<T>(acc[h][4 * j + 2 * hh] + b.x + r.x, acc[h][4 * j + 2 * hh + 1] + b.y + r.y);
+          const float2 f = unpack_pair<T>(v);
+          acc[h][4 * j + 2 * hh] = f.x;
+          acc[h][4 * j + 2 * hh + 1] = f.y;
+          sum[hh] += f.x + f.y;
+          if (ok[hh]) y[(hh ? r1 : r0) + pair] = v;
+        }
       }
     }
   }
@@ -215,17 +201,21 @@ __global__ void __launch_bounds__(kThreads, 1)
   pdl_trigger();
   const int c = wg - 1;
   const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
-  // This warpgroup's tiles: the CTA's local tiles c, c + 2, ... (tile blockIdx.x + l gridDim.x);
-  // local tile l's K blocks are ring positions l kblocks .. (l + 1) kblocks - 1.
-  for (int l = c; blockIdx.x + l * gridDim.x < p.tiles; l += 2) {
-    const int u = blockIdx.x + l * gridDim.x;
-    const int row0 = u * kBM + warp * 16 + lane / 4;
-    float acc[kHalves][kNH / 2];
-    init_acc<T, kHalves, kNH>(p, acc, row0, lane % 4);
+  int it = 0, local = 0;
+  for (int u = blockIdx.x; u < p.tiles; u += gridDim.x, ++local) {
+    if ((local & 1) != c) {  // the other consumer's tile: skip its K blocks
+      it += p.kblocks;
+      continue;
+    }
     // The consumers' main loops take turns (named barriers 1 and 2), so the one waiting on a stage
     // is never a full ring round ahead of its last completed fill (parity waits cannot tell).
-    if (l > 0) named_barrier_sync(1 + c, 256);
-    int it = l * p.kblocks;
+    if (local > 0) named_barrier_sync(1 + c, 256);
+    float acc[kHalves][kNH / 2];
+#pragma unroll
+    for (int h = 0; h < kHalves; ++h) {
+#pragma unroll
+      for (int i = 0; i < kNH / 2; ++i) acc[h][i] = 0.f;
+    }
     for (int b = 0; b < p.kblocks; ++b, ++it) {
       const int s = it % stages;
       mbarrier_wait(smem_addr(&full_bar[s]), (it / stages) & 1);
@@ -246,9 +236,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma_wait<0>();
 #pragma unroll
     for (int h = 0; h < kHalves; ++h) fence_accumulators(acc[h]);
-    mbarrier_arrive(smem_addr(&empty_bar[(it - 1) % stages]));
+    if (p.kblocks > 0) mbarrier_arrive(smem_addr(&empty_bar[(it - 1) % stages]));
     named_barrier_arrive(2 - c, 256);  // the other consumer's turn
-    epilogue<T, kHalves, kNH>(p, acc, row0, lane % 4);
+    epilogue<T, kHalves, kNH>(p, acc, u * kBM + warp * 16 + lane / 4, lane % 4);
   }
 #endif
 }

@@ -502,31 +502,6 @@ std::vector<Case> sd15_cases(int64_t b) {
                        }});
     }
   }
-  // A projection and the layer norm after it (Backend::linear_layer_norm) per path
-  // (SDSERVE_CUDA_LINEAR_NORM): the fused kernel (2), the two ops (0) and the timed choice (1),
-  // at the 64x64 level's C -> C projections, with and without the residual (to_out / proj_in).
-  for (auto [tokens, c] : {std::array<int64_t, 2>{4096, 320}}) {
-    for (const bool residual : {false, true}) {
-      for (const char* mode : {"2", "0", "1"}) {
-        const std::string path = mode[0] == '2' ? "fused" : mode[0] == '0' ? "ops" : "auto";
-        cases.push_back({"linear_norm/" + path + "/" + bs + dims({tokens, c}) + (residual ? "/residual" : "/plain"),
-                         2.0 * b * tokens * c * c,
-                         [=] {
-                           const float wr = 1.f / std::sqrt(static_cast<float>(c));
-                           return std::vector<Tensor>{random_device({b, tokens, c}, 41, -2, 2),
-                                                      random_device({c, c}, 42, -wr, wr), random_device({c}, 43),
-                                                      random_device({b, tokens, c}, 44),
-                                                      random_device({c}, 45, 0.5f, 1.5f), random_device({c}, 46)};
-                         },
-                         [=](const std::vector<Tensor>& in) {
-                           sd::testing::ScopedEnv env("SDSERVE_CUDA_LINEAR_NORM", mode);
-                           const sd::Backend::LinearNorm r = g_backend->linear_layer_norm(
-                               in[0], in[1], in[2], residual ? in[3] : Tensor(), in[4], in[5], 1e-5f);
-                           return r.normed;
-                         }});
-      }
-    }
-  }
   // A whole ResNet block (Backend::resnet_block: the persistent kernel where it applies) against
   // the engine's ops for it (forward_stacked's fallback): the SD 1.5 8x8 / 16x16 levels' blocks
   // ({size, x channels, skip channels}; a shortcut where x + skip is not 1280).

@@ -216,18 +216,6 @@ class Backend {
   virtual Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
     return add(linear(x, w, bias), residual);
   }
-  // The transformer's projection and the layer norm after it: y = linear(x, w, bias) (+ residual,
-  // y's shape; may be undefined) and normed = layer_norm(y, gamma, beta, eps), both [..., N].
-  // Default: the two ops; CUDA runs one kernel where it measures faster (linear_norm.h).
-  struct LinearNorm {
-    Tensor y, normed;
-  };
-  virtual LinearNorm linear_layer_norm(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual,
-                                       const Tensor& gamma, const Tensor& beta, float eps) {
-    Tensor y = residual.defined() ? linear_residual(x, w, bias, residual) : linear(x, w, bias);
-    Tensor normed = layer_norm(y, gamma, beta, eps);
-    return {y, normed};
-  }
   // geglu(linear(x, w, bias)): w [2N, K], bias [2N] (rows [0, N) the value, [N, 2N) the gate)
   // -> [..., N]. The feed-forward's first projection; CUDA computes GEGLU in the GEMM epilogue.
   virtual Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor& bias) { return geglu(linear(x, w, bias)); }

@@ -138,24 +138,6 @@ Tensor ProfilingBackend::linear_residual(const Tensor& x, const Tensor& w, const
                 [&] { return inner_.linear_residual(x, w, bias, residual); });
 }
 
-Backend::LinearNorm ProfilingBackend::linear_layer_norm(const Tensor& x, const Tensor& w, const Tensor& bias,
-                                                        const Tensor& residual, const Tensor& gamma,
-                                                        const Tensor& beta, float eps) {
-  Shape y = x.shape();
-  y.back() = w.dim(0);
-  Tensor normed;
-  const double normed_bytes = static_cast<double>(shape_numel(y)) * static_cast<double>(dtype_size(x.dtype()));
-  Tensor out = record("linear", linear_flops(y, w.dim(1)),
-                      bytes_of(x) + bytes_of(w) + bytes_of(bias) + bytes_of(residual) + bytes_of(gamma) +
-                          bytes_of(beta) + normed_bytes,
-                      [&] {
-                        LinearNorm r = inner_.linear_layer_norm(x, w, bias, residual, gamma, beta, eps);
-                        normed = r.normed;
-                        return r.y;
-                      });
-  return {out, normed};
-}
-
 Tensor ProfilingBackend::linear_geglu(const Tensor& x, const Tensor& w, const Tensor& bias) {
   Shape y = x.shape();
   y.back() = w.dim(0);  // the GEMM's [..., 2N] before GEGLU halves it

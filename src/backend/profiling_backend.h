@@ -74,9 +74,6 @@ class ProfilingBackend final : public Backend {
   Tensor conv2d_fused(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
                       const Tensor& row_add, const Tensor& residual) override;
   Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) override;
-  // Recorded as one "linear" op (its input bytes count the second output, normed).
-  LinearNorm linear_layer_norm(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual,
-                               const Tensor& gamma, const Tensor& beta, float eps) override;
   Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
                     bool silu) override;
   Tensor group_norm_add(const Tensor& x, const Tensor& add_src, int64_t add_col, const Tensor& gamma,

@@ -68,11 +68,6 @@ void Attention::load(ModelLoader& l, const std::string& prefix, AttentionKind k,
 }
 
 Tensor Attention::operator()(Backend& be, const Tensor& x, const Tensor& context, const Tensor& residual) const {
-  const Tensor a = attend(be, x, context);  // [B, Lq, inner]
-  return residual.defined() ? out.plus(be, a, residual) : out(be, a);
-}
-
-Tensor Attention::attend(Backend& be, const Tensor& x, const Tensor& context) const {
   Tensor a;  // [B, Lq, inner]
   if (kind == AttentionKind::kSelf) {
     SD_ASSERT(!context.defined(), "self-attention called with a context");
@@ -90,7 +85,7 @@ Tensor Attention::attend(Backend& be, const Tensor& x, const Tensor& context) co
       a = be.attention_cols(qx, 0, kvx, 0, inner, inner, heads, /*causal=*/false);
     }
   }
-  return a;
+  return residual.defined() ? out.plus(be, a, residual) : out(be, a);
 }
 
 void TransformerBlock::load(ModelLoader& l, const std::string& prefix, int64_t dim, int64_t context_dim, int heads) {
@@ -104,24 +99,16 @@ void TransformerBlock::load(ModelLoader& l, const std::string& prefix, int64_t d
 }
 
 Tensor TransformerBlock::operator()(Backend& be, const Tensor& x, const Tensor& context) const {
-  return forward_normed(be, x, norm1(be, x), context, nullptr).y;
+  return after_self_attention(be, self_attention(be, x), context);
 }
 
-Backend::LinearNorm TransformerBlock::forward_normed(Backend& be, const Tensor& x, const Tensor& n1,
-                                                     const Tensor& context, const LayerNorm* next) const {
-  return after_self_attention(be, self_attention(be, x, n1), context, next);
+Tensor TransformerBlock::self_attention(Backend& be, const Tensor& x) const {
+  return attn1(be, norm1(be, x), {}, /*residual=*/x);
 }
 
-Backend::LinearNorm TransformerBlock::self_attention(Backend& be, const Tensor& x, const Tensor& n1) const {
-  return norm2.after(be, attn1.out, attn1.attend(be, n1), /*residual=*/x);  // h, norm2(h): [B, L, C]
-}
-
-Backend::LinearNorm TransformerBlock::after_self_attention(Backend& be, const Backend::LinearNorm& h,
-                                                           const Tensor& context, const LayerNorm* next) const {
-  const Backend::LinearNorm h2 = norm3.after(be, attn2.out, attn2.attend(be, h.normed, context), /*residual=*/h.y);
-  const Tensor g = ff_in.geglu(be, h2.normed);  // [B, L, 4C]
-  if (next) return next->after(be, ff_out, g, /*residual=*/h2.y);
-  return {ff_out.plus(be, g, h2.y), Tensor()};
+Tensor TransformerBlock::after_self_attention(Backend& be, const Tensor& h0, const Tensor& context) const {
+  const Tensor h = attn2(be, norm2(be, h0), context, /*residual=*/h0);
+  return ff_out.plus(be, ff_in.geglu(be, norm3(be, h)), h);  // [B, L, 4C] inside
 }
 
 void SpatialTransformer::load(ModelLoader& l, const std::string& prefix, int64_t channels, int64_t context_dim,
@@ -137,39 +124,22 @@ void SpatialTransformer::load(ModelLoader& l, const std::string& prefix, int64_t
 
 Tensor SpatialTransformer::operator()(Backend& be, const Tensor& x, const Tensor& context) const {
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
-  const Tensor xn = norm(be, x, false).reshape({B, H * W, C});
-  Tensor h;  // [B, H*W, C]
-  if (blocks.empty()) {
-    h = proj_in(be, xn);
-  } else {
-    Backend::LinearNorm hn = blocks.front().norm1.after(be, proj_in, xn, Tensor());  // h and norm1(h)
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      hn = blocks[i].forward_normed(be, hn.y, hn.normed, context, i + 1 < blocks.size() ? &blocks[i + 1].norm1 : nullptr);
-    }
-    h = hn.y;
-  }
+  Tensor h = proj_in(be, norm(be, x, false).reshape({B, H * W, C}));  // [B, H*W, C]
+  for (const auto& block : blocks) h = block(be, h, context);
   return proj_out.plus(be, h, x.reshape({B, H * W, C})).reshape({B, H, W, C});
 }
 
 Tensor SpatialTransformer::on_first_half(Backend& be, const Tensor& x, const Tensor& context) const {
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
   SD_ASSERT(context.dim(0) == 2 * B, "on_first_half: the context must have twice the rows of x");
-  const Tensor xn = norm(be, x, false).reshape({B, H * W, C});
+  Tensor h = proj_in(be, norm(be, x, false).reshape({B, H * W, C}));  // [B, H*W, C]
+  if (!blocks.empty()) h = blocks.front().self_attention(be, h);
+  h = be.concat_rows({h, h});                                              // [2B, H*W, C]: the rows part here
   const Tensor residual = be.concat_rows({x, x}).reshape({2 * B, H * W, C});  // [2B, H*W, C]
-  if (blocks.empty()) {
-    const Tensor h = proj_in(be, xn);
-    return proj_out.plus(be, be.concat_rows({h, h}), residual).reshape({2 * B, H, W, C});
-  }
-  const Backend::LinearNorm h0 = blocks.front().norm1.after(be, proj_in, xn, Tensor());  // [B, H*W, C] each
-  Backend::LinearNorm h = blocks.front().self_attention(be, h0.y, h0.normed);
-  h.y = be.concat_rows({h.y, h.y});  // [2B, H*W, C]: the rows part here
-  h.normed = be.concat_rows({h.normed, h.normed});
   for (size_t i = 0; i < blocks.size(); ++i) {
-    const LayerNorm* next = i + 1 < blocks.size() ? &blocks[i + 1].norm1 : nullptr;
-    h = i == 0 ? blocks[0].after_self_attention(be, h, context, next)
-               : blocks[i].forward_normed(be, h.y, h.normed, context, next);
+    h = i == 0 ? blocks[0].after_self_attention(be, h, context) : blocks[i](be, h, context);
   }
-  return proj_out.plus(be, h.y, residual).reshape({2 * B, H, W, C});
+  return proj_out.plus(be, h, residual).reshape({2 * B, H, W, C});
 }
 
 void ResnetBlock::load(ModelLoader& l, const std::string& prefix, int64_t in, int64_t out, int64_t temb_dim,

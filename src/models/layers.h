@@ -65,10 +65,6 @@ struct LayerNorm {
   float eps = 1e-5f;
   void load(ModelLoader& l, const std::string& prefix, int64_t channels, float eps);
   Tensor operator()(Backend& be, const Tensor& x) const { return be.layer_norm(x, gamma, beta, eps); }
-  // proj(x) (+ residual) and this norm of it, as one op where the backend fuses them.
-  Backend::LinearNorm after(Backend& be, const Linear& proj, const Tensor& x, const Tensor& residual) const {
-    return be.linear_layer_norm(x, proj.w, proj.b, residual, gamma, beta, eps);
-  }
 };
 
 // Self-attention reads keys and values from its own input, cross-attention from a context
@@ -98,8 +94,6 @@ struct Attention {
   // once stacked (kv_col >= 0), the stacked K/V projections [B, Lk, W]; the output projection
   // adds `residual` [B, Lq, query_dim] when it is defined.
   Tensor operator()(Backend& be, const Tensor& x, const Tensor& context = {}, const Tensor& residual = {}) const;
-  // The same up to the output projection: the heads' output [B, Lq, inner] (to_out's input).
-  Tensor attend(Backend& be, const Tensor& x, const Tensor& context = {}) const;
 };
 
 // UNet transformer block: self-attention, cross-attention, GEGLU feed-forward.
@@ -110,15 +104,9 @@ struct TransformerBlock {
   void load(ModelLoader& l, const std::string& prefix, int64_t dim, int64_t context_dim, int heads);
   // x [B, L, C]; context as Attention takes it for attn2 (text context or stacked K/V).
   Tensor operator()(Backend& be, const Tensor& x, const Tensor& context) const;  // [B, L, C]
-  // Each layer norm comes with the projection before it (Backend::linear_layer_norm): the block
-  // takes its input x and n1 = norm1(x) (made by the op before it) and, given `next` (the
-  // following block's norm1), returns its output y with next(y) as `normed` (else y alone).
-  Backend::LinearNorm forward_normed(Backend& be, const Tensor& x, const Tensor& n1, const Tensor& context,
-                                     const LayerNorm* next) const;
-  // The same in two parts: self-attention + residual -> (h, norm2(h)) (no context), then the rest.
-  Backend::LinearNorm self_attention(Backend& be, const Tensor& x, const Tensor& n1) const;
-  Backend::LinearNorm after_self_attention(Backend& be, const Backend::LinearNorm& h, const Tensor& context,
-                                           const LayerNorm* next) const;
+  // The same in two parts: norm1 + self-attention + residual (no context), then the rest.
+  Tensor self_attention(Backend& be, const Tensor& x) const;                             // [B, L, C]
+  Tensor after_self_attention(Backend& be, const Tensor& h, const Tensor& context) const;  // [B, L, C]
 };
 
 // Transformer2DModel: GroupNorm, proj_in (1x1 conv or linear: the same op in NHWC),

@@ -8,9 +8,7 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
-#include <array>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,9 +58,6 @@ class CudaBackend final : public Backend {
                       const Tensor& row_add, const Tensor& residual) override;
   Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) override;
   Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor& bias) override;
-  // linear_norm_choice.cc: one kernel (linear_norm.h) where it timed faster than the two ops.
-  LinearNorm linear_layer_norm(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual,
-                               const Tensor& gamma, const Tensor& beta, float eps) override;
 
   Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
                     bool silu) override;
@@ -204,8 +199,6 @@ class CudaBackend final : public Backend {
   std::shared_ptr<SubpixelPlans> subpixel_plans_;  // made on the first conv2d_subpixel_upsample
   std::unique_ptr<GpuTelemetry> telemetry_;         // made on the first telemetry_start
   std::unique_ptr<GpuTelemetry> reader_;            // device_reading's (made in the constructor)
-  // linear_layer_norm's choice per (M, N, K, dtype, bias, residual): true = the fused kernel.
-  std::map<std::array<int64_t, 6>, bool> linear_norm_fused_;
 };
 
 // False when SDSERVE_CUDA_FUSED=0: conv2d_fused / linear_residual run the unfused ops.

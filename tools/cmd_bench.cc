@@ -52,10 +52,10 @@ int run_bench_cmd(int argc, char** argv) {
   for (std::string item; std::getline(ss, item, ',');) {
     try {
       const int b = std::stoi(item);
-      if (b < 1 || b > 64) throw std::out_of_range("batch");
+      if (b < 1 || b > 128) throw std::out_of_range("batch");
       o.batch_sizes.push_back(b);
     } catch (...) {
-      std::fprintf(stderr, "sdserve bench: --batch-sizes: '%s' is not a batch size in 1..64\n", item.c_str());
+      std::fprintf(stderr, "sdserve bench: --batch-sizes: '%s' is not a batch size in 1..128\n", item.c_str());
       return 2;
     }
   }

@@ -71,7 +71,7 @@ int run_serve(int argc, char** argv) {
                  "Workers (engines, each with its own stream and weights) per CUDA device: one's host work and "
                  "decode overlap the other's denoising")
       ->check(CLI::Range(1, 8))->capture_default_str();
-  app.add_option("--max-batch", o.max_batch, "Images per batched denoising step")->check(CLI::Range(1, 64))
+  app.add_option("--max-batch", o.max_batch, "Images per batched denoising step")->check(CLI::Range(1, 128))
       ->capture_default_str();
   app.add_option("--max-queue", o.max_queue, "Requests waiting for a batch before 503")->check(CLI::Range(1, 1000000))
       ->capture_default_str();

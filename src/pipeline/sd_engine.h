@@ -48,7 +48,7 @@ class SdEngine : public GenerationEngine {
   LoadTimes load_times;
   int max_decode_batch = 4;  // images per VAE call (bounds activation memory)
   // Run each step (input scaling, UNet, guidance, sampler updates) as a captured graph
-  // (StepGraphs), batches padded to buckets of 1..32 images. On by default where the backend
+  // (StepGraphs), batches padded to buckets of 1..128 images. On by default where the backend
   // captures (CUDA), unless SDSERVE_CUDA_GRAPHS=0; off on the CPU (it would only re-run eagerly).
   bool step_graphs = false;
   // step() returns once the previous step is done (one step in flight, Backend::wait_previous_step)

@@ -21,8 +21,8 @@ class StepGraphs {
   // Images per graph; a batch is padded up to the next bucket with rows that read zeros and
   // write nothing. 12 and 24 halve the padding between 8 and 32 (H100: 17-24 images ran the
   // 32-image step, 115 ms, where a 24-image step takes ~87; docs/perf-notes.md, session 9); 48 and
-  // 64 serve servers run with a larger --max-batch (session 15).
-  static constexpr int kBuckets[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64};
+  // 64 serve servers run with a larger --max-batch (session 15), 96 and 128 the largest it takes.
+  static constexpr int kBuckets[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128};
   // Smallest bucket holding `images`, or 0 when there are more than the largest bucket.
   static int bucket_for(int images);
   // Whether the graphs run the UNet's layers before the first cross-attention on the uncond
@@ -58,8 +58,8 @@ class StepGraphs {
   size_t graphs() const { return graphs_.size(); }
   void clear() { graphs_.clear(); }  // gives back every graph's memory
   // Graphs kept at most; the least recently used one goes first (each holds its working memory).
-  // 20: every bucket for two (latent size, context length) keys.
-  size_t max_graphs = 20;
+  // 24: every bucket for two (latent size, context length) keys.
+  size_t max_graphs = 24;
   // Graphs recorded from now on gather the ResNets' time projections from a TimeTable (made
   // once per timestep value) instead of computing the time embedding in every step. From
   // SDSERVE_STEP_TIME_TABLE (default on, =0 turns it off); never on when the UNet's projections are not stacked.

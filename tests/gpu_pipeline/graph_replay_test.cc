@@ -100,7 +100,11 @@ TEST(StepGraphs, BucketsUpTo64) {
   EXPECT_EQ(StepGraphs::bucket_for(48), 48);
   EXPECT_EQ(StepGraphs::bucket_for(49), 64);
   EXPECT_EQ(StepGraphs::bucket_for(64), 64);
-  EXPECT_EQ(StepGraphs::bucket_for(65), 0);
+  EXPECT_EQ(StepGraphs::bucket_for(65), 96);
+  EXPECT_EQ(StepGraphs::bucket_for(96), 96);
+  EXPECT_EQ(StepGraphs::bucket_for(97), 128);
+  EXPECT_EQ(StepGraphs::bucket_for(128), 128);
+  EXPECT_EQ(StepGraphs::bucket_for(129), 0);
 }
 
 // The bucketing, padding, static-buffer refill and guidance-in-graph logic through the

@@ -83,7 +83,7 @@ std::vector<GenerationRequest> crowd_requests(int size) {
           request("plms", 5, 5.5f, 9, size)};
 }
 
-TEST(StepGraphs, BucketsUpTo64) {
+TEST(StepGraphs, BucketsUpTo128) {
   EXPECT_EQ(StepGraphs::bucket_for(1), 1);
   EXPECT_EQ(StepGraphs::bucket_for(2), 2);
   EXPECT_EQ(StepGraphs::bucket_for(3), 4);

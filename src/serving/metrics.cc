@@ -10,7 +10,7 @@ namespace sd::serving {
 namespace {
 const std::vector<double> kSecondsBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                                              2.5,   5,    10,    30,   60,  120, 300};
-const std::vector<double> kBatchBuckets = {1, 2, 4, 8, 16, 32, 64};
+const std::vector<double> kBatchBuckets = {1, 2, 4, 8, 16, 32, 64, 128};
 
 std::string number(double v) {
   char buf[64];

@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -200,6 +201,38 @@ void energy_cfg(Ctx& c, Desc cfg, const Nvml& nv, int ms, const std::string& lab
 }
 
 // Finalizes a plan for cfg and times it (median of 5 runs of 3 calls); <0 when it does not run.
+// One execution of `cfg` on the context's tensors (false: it does not run).
+bool run_cfg_once(Ctx& c, Desc cfg) {
+  Desc plan = make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+  int64_t ws = 0, n = 0;
+  bool ok = false;
+  cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &c.h);
+  if (cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                               &cfg) == CUDNN_STATUS_SUCCESS &&
+      cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS &&
+      cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws) ==
+          CUDNN_STATUS_SUCCESS &&
+      ws <= c.ws_cap) {
+    Desc vp = make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+    const int64_t uids[3] = {1, 2, 3};
+    CK(cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 3, uids));
+    CK(cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, c.ptr));
+    CK(cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &c.ws));
+    CK(cudnnBackendFinalize(vp));
+    ok = cudnnBackendExecute(c.h, plan, vp) == CUDNN_STATUS_SUCCESS && cudaDeviceSynchronize() == cudaSuccess;
+    cudaGetLastError();
+    cudnnBackendDestroyDescriptor(vp);
+  }
+  cudnnBackendDestroyDescriptor(plan);
+  return ok;
+}
+
+double half_to_double(uint16_t h) {
+  const int e = (h >> 10) & 31, m = h & 1023;
+  const double v = e == 0 ? std::ldexp(m, -24) : e == 31 ? INFINITY : std::ldexp(1024 + m, e - 25);
+  return (h & 0x8000) ? -v : v;
+}
+
 double time_cfg(Ctx& c, Desc cfg) {
   Desc plan = make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
   int64_t ws = 0, n = 0;
@@ -238,6 +271,25 @@ double time_cfg(Ctx& c, Desc cfg) {
   return out;
 }
 
+// With beta 1, two runs from y0 give y1 = conv + y0 and y2 = conv + y1: y2 - y1 must equal y1 - y0
+// (up to f16 rounding) and be nonzero, or the engine ignored beta.
+void check_accumulates(Ctx& c, Desc cfg, size_t ny) {
+  std::vector<uint16_t> h0(ny), h1(ny), h2(ny);
+  fill_random(c.ptr[2], ny, 1.f, 7);
+  cudaMemcpy(h0.data(), c.ptr[2], ny * 2, cudaMemcpyDeviceToHost);
+  if (!run_cfg_once(c, cfg)) return;
+  cudaMemcpy(h1.data(), c.ptr[2], ny * 2, cudaMemcpyDeviceToHost);
+  run_cfg_once(c, cfg);
+  cudaMemcpy(h2.data(), c.ptr[2], ny * 2, cudaMemcpyDeviceToHost);
+  double d = 0, m = 0;
+  for (size_t i = 0; i < ny; ++i) {
+    const double a = half_to_double(h1[i]) - half_to_double(h0[i]), b = half_to_double(h2[i]) - half_to_double(h1[i]);
+    d += (a - b) * (a - b), m += a * a;
+  }
+  std::printf("   beta check: |conv| rms %.3g, rms of run-to-run difference %.3g%s\n", std::sqrt(m / ny),
+              std::sqrt(d / ny), m == 0 || d > 0.01 * m ? "  BETA IGNORED OR WRONG" : "  ok");
+}
+
 void probe(cudnnHandle_t h, const Shape& s, int max_cfgs_per_engine, double seconds_cap, const Nvml* nv,
            int energy_ms, int energy_top) {
   const int64_t ho = (s.h + 2 - 3) / s.stride + 1, wo = (s.w + 2 - 3) / s.stride + 1;
@@ -255,7 +307,8 @@ void probe(cudnnHandle_t h, const Shape& s, int max_cfgs_per_engine, double seco
   CK(cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pad));
   CK(cudnnBackendFinalize(conv));
   Desc op = make(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
-  const float alpha = 1.f, beta = 0.f;
+  // PROBE_BETA=1: y = conv(x) + y (the output accumulates onto what it holds: a residual).
+  const float alpha = 1.f, beta = std::getenv("PROBE_BETA") && std::getenv("PROBE_BETA")[0] == '1' ? 1.f : 0.f;
   CK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x));
   CK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &w));
   CK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y));
@@ -281,8 +334,9 @@ void probe(cudnnHandle_t h, const Shape& s, int max_cfgs_per_engine, double seco
   cudaEventCreate(&c.e0);
   cudaEventCreate(&c.e1);
   c.flops = 2.0 * s.b * ho * wo * s.cout * s.cin * 9;
-  std::printf("\n== %lldx%lldx%lldx%lld -> %lld stride %lld (%.1f GFLOP)\n", (long long)s.b, (long long)s.h,
-              (long long)s.w, (long long)s.cin, (long long)s.cout, (long long)s.stride, c.flops / 1e9);
+  std::printf("\n== %lldx%lldx%lldx%lld -> %lld stride %lld (%.1f GFLOP)%s\n", (long long)s.b, (long long)s.h,
+              (long long)s.w, (long long)s.cin, (long long)s.cout, (long long)s.stride, c.flops / 1e9,
+              beta != 0.f ? " beta 1" : "");
 
   // Heuristic mode A, first 8 (the engine's candidates).
   std::vector<Desc> heur_cfgs;
@@ -304,6 +358,7 @@ void probe(cudnnHandle_t h, const Shape& s, int max_cfgs_per_engine, double seco
       const double us = time_cfg(c, cfgs[i]);
       std::printf("heur A #%lld: %9.1f us %6.1f TFLOP/s  %s\n", (long long)i, us, us > 0 ? c.flops / us / 1e6 : 0.0,
                   knobs_of(cfgs[i]).c_str());
+      if (beta != 0.f && us > 0) check_accumulates(c, cfgs[i], by / 2);
     }
   }
 
@@ -475,7 +530,8 @@ int main(int argc, char** argv) {
   const bool have_nvml = energy_ms > 0 && nvml.open();
   if (energy_ms > 0 && !have_nvml) std::printf("(no NVML energy counter: energy pass skipped)\n");
   std::vector<Shape> shapes = {{b, 64, 64, 320, 320, 1}, {b, 64, 64, 640, 320, 1}, {b, 32, 32, 640, 640, 1},
-                               {b, 64, 64, 960, 320, 1}, {b, 64, 64, 320, 320, 2}};
+                               {b, 64, 64, 960, 320, 1}, {b, 64, 64, 320, 320, 2}, {b, 16, 16, 1280, 1280, 1},
+                               {b, 8, 8, 1280, 1280, 1}};
   if (const char* env = std::getenv("PROBE_SHAPES")) {  // "0,2": only these of the list above
     std::vector<Shape> keep;
     for (const char* q = env; *q;) {

@@ -212,6 +212,12 @@ class Backend {
     if (row_add.defined()) y = add_per_channel(y, row_add);
     return residual.defined() ? add(y, residual) : y;
   }
+  // conv2d(x, w) + acc [B, Ho, Wo, Cout] where the caller gives `acc` up: the backend may write the
+  // result into acc's memory (CUDA: cuDNN accumulates onto it, beta = 1), so nothing else may read
+  // acc afterwards. The ResNet block's conv2 onto its shortcut, which carries conv2's bias.
+  virtual Tensor conv2d_onto(const Tensor& x, const Tensor& w, int stride, int padding, const Tensor& acc) {
+    return conv2d_fused(x, w, Tensor(), stride, padding, Tensor(), acc);
+  }
   // linear(x, w, bias) + residual (residual has the output's shape).
   virtual Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
     return add(linear(x, w, bias), residual);

@@ -131,6 +131,14 @@ Tensor ProfilingBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Te
                 [&] { return inner_.conv2d_fused(x, w, bias, stride, padding, row_add, residual); });
 }
 
+Tensor ProfilingBackend::conv2d_onto(const Tensor& x, const Tensor& w, int stride, int padding, const Tensor& acc) {
+  const int64_t k = w.dim(1);
+  const int64_t ho = (x.dim(1) + 2 * padding - k) / stride + 1, wo = (x.dim(2) + 2 * padding - k) / stride + 1;
+  return record("conv2d", conv2d_flops({x.dim(0), ho, wo, w.dim(0)}, w.shape()),
+                bytes_of(x) + bytes_of(w) + bytes_of(acc),
+                [&] { return inner_.conv2d_onto(x, w, stride, padding, acc); });
+}
+
 Tensor ProfilingBackend::linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
   Shape y = x.shape();
   y.back() = w.dim(0);

@@ -73,6 +73,7 @@ class ProfilingBackend final : public Backend {
   // Recorded under the kinds "conv2d" / "linear" (the epilogue is part of the matmul op).
   Tensor conv2d_fused(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
                       const Tensor& row_add, const Tensor& residual) override;
+  Tensor conv2d_onto(const Tensor& x, const Tensor& w, int stride, int padding, const Tensor& acc) override;
   Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) override;
   Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
                     bool silu) override;

@@ -151,18 +151,32 @@ void ResnetBlock::load(ModelLoader& l, const std::string& prefix, int64_t in, in
   has_time = temb_dim > 0;
   if (has_time) time_proj.load(l, prefix + ".time_emb_proj", temb_dim, out);
   has_shortcut = in != out;
-  if (has_shortcut) shortcut.load(l, prefix + ".conv_shortcut", in, out, 1);
+  if (has_shortcut) {
+    shortcut.load(l, prefix + ".conv_shortcut", in, out, 1);
+    shortcut_b2 = shortcut.b.defined() && conv2.b.defined() ? l.backend().add(shortcut.b, conv2.b)
+                  : shortcut.b.defined()                    ? shortcut.b
+                                                            : conv2.b;
+  }
 }
 
 ResnetBlock::InputReads ResnetBlock::read_input(Backend& be, const Tensor& x, const Tensor& skip) const {
   if (skip.defined() && has_shortcut && shortcut.pointwise()) {
     const Tensor wm = shortcut.w.reshape({shortcut.w.dim(0), shortcut.w.dim(3)});  // [out, in]
-    Backend::ConcatReads r =
-        be.concat_norm_shortcut(x, skip, norm1.gamma, norm1.beta, norm1.groups, norm1.eps, /*silu=*/true, wm, shortcut.b);
+    Backend::ConcatReads r = be.concat_norm_shortcut(x, skip, norm1.gamma, norm1.beta, norm1.groups, norm1.eps,
+                                                     /*silu=*/true, wm, shortcut_b2);
     return {r.normed, r.shortcut};
   }
   const Tensor in = skip.defined() ? be.concat_channels(x, skip) : x;  // [B, H, W, in]
-  return {norm1(be, in, true), has_shortcut ? shortcut(be, in) : in};
+  if (!has_shortcut) return {norm1(be, in, true), in};
+  const Tensor sc = shortcut.pointwise()
+                        ? be.linear(in, shortcut.w.reshape({shortcut.w.dim(0), shortcut.w.dim(3)}), shortcut_b2)
+                        : be.conv2d(in, shortcut.w, shortcut_b2, shortcut.stride, shortcut.padding);  // [B, H, W, out]
+  return {norm1(be, in, true), sc};
+}
+
+Tensor ResnetBlock::conv2_plus_residual(Backend& be, const Tensor& h, const InputReads& in) const {
+  if (has_shortcut) return be.conv2d_onto(h, conv2.w, conv2.stride, conv2.padding, in.residual);
+  return conv2.fused(be, h, Tensor(), in.residual);
 }
 
 Tensor ResnetBlock::operator()(Backend& be, const Tensor& x, const Tensor& temb_act, const Tensor& skip) const {
@@ -174,12 +188,12 @@ Tensor ResnetBlock::operator()(Backend& be, const Tensor& x, const Tensor& temb_
     const InputReads in = read_input(be, x, skip);
     Tensor h = be.conv2d(in.normed, conv1.w, Tensor(), conv1.stride, conv1.padding);  // [B, H, W, out]
     h = be.group_norm_add(h, bias_rows, 0, norm2.gamma, norm2.beta, norm2.groups, norm2.eps, /*silu=*/true);
-    return conv2.fused(be, h, Tensor(), in.residual);
+    return conv2_plus_residual(be, h, in);
   }
   // conv1 + time embedding [B, out], conv2 + shortcut: each one fused op where the backend can.
   const InputReads in = read_input(be, x, skip);
   Tensor h = conv1.fused(be, in.normed, has_time ? time_proj(be, temb_act) : Tensor(), Tensor());
-  return conv2.fused(be, norm2(be, h, true), Tensor(), in.residual);
+  return conv2_plus_residual(be, norm2(be, h, true), in);
 }
 
 Tensor ResnetBlock::forward_stacked(Backend& be, const Tensor& x, const Tensor& temb_all, const Tensor& skip) const {
@@ -204,7 +218,7 @@ Tensor ResnetBlock::forward_stacked(Backend& be, const Tensor& x, const Tensor& 
   const InputReads in = read_input(be, x, skip);
   Tensor h = conv1(be, in.normed);  // [B, H, W, out], conv1's bias is in temb_all
   h = be.group_norm_add(h, temb_all, time_col, norm2.gamma, norm2.beta, norm2.groups, norm2.eps, /*silu=*/true);
-  return conv2.fused(be, h, Tensor(), in.residual);
+  return conv2_plus_residual(be, h, in);
 }
 
 Tensor upsample_to(Backend& be, const Tensor& x, int64_t out_h, int64_t out_w) {

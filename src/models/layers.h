@@ -129,6 +129,9 @@ struct SpatialTransformer {
 struct ResnetBlock {
   GroupNorm norm1, norm2;
   Conv2d conv1, conv2, shortcut;  // shortcut only when in != out
+  // shortcut.b + conv2.b [out]: with a shortcut, conv2's bias rides on it, so conv2 accumulates
+  // onto the shortcut's output (Backend::conv2d_onto) with no add of its own.
+  Tensor shortcut_b2;
   Linear time_proj;               // only with a time embedding (until stacked by the UNet)
   bool has_shortcut = false, has_time = false;
   // >= 0 once the UNet stacked this block's time projection (conv1's bias folded into its bias)
@@ -150,6 +153,8 @@ struct ResnetBlock {
     Tensor normed, residual;
   };
   InputReads read_input(Backend& be, const Tensor& x, const Tensor& skip) const;
+  // conv2(h) + in.residual (conv2's bias included); in.residual is given up.
+  Tensor conv2_plus_residual(Backend& be, const Tensor& h, const InputReads& in) const;
 };
 
 // Nearest-neighbour upsample of x [B,H,W,C] to (out_h, out_w) = (2H or 2H-1, 2W or 2W-1),

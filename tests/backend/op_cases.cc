@@ -115,6 +115,21 @@ void add_conv_fused(CaseList& L, const std::string& name, Shape x_shape, int64_t
   c.rel_tol_half = 1e-2;
 }
 
+// conv2d_onto: x, w and two terms whose sum (a fresh tensor the op may overwrite) is the accumulator.
+void add_conv_onto(CaseList& L, const std::string& name, Shape x_shape, int64_t cout, int k, int stride, int pad) {
+  const int64_t cin = x_shape.back();
+  const int64_t ho = (x_shape[1] + 2 * pad - k) / stride + 1, wo = (x_shape[2] + 2 * pad - k) / stride + 1;
+  const float wr = 1.0f / std::sqrt(static_cast<float>(cin * k * k));
+  OpCase& c = L.add(name, "conv2d_onto");
+  c.inputs = {random_tensor(x_shape, L.seed()), random_tensor({cout, k, k, cin}, L.seed(), -wr, wr),
+              random_tensor({x_shape[0], ho, wo, cout}, L.seed()), random_tensor({x_shape[0], ho, wo, cout}, L.seed())};
+  c.run = [=](Backend& be, const Inputs& d, const Inputs&) {
+    return be.conv2d_onto(d[0], d[1], stride, pad, be.add(d[2], d[3]));
+  };
+  c.reference = [=](const Inputs& h) { return ref::add(ref::conv2d(h[0], h[1], Tensor(), stride, pad), ref::add(h[2], h[3])); };
+  c.rel_tol_half = 1e-2;
+}
+
 // linear_residual: x, w, residual [..., N], then the bias if any.
 void add_linear_residual(CaseList& L, const std::string& name, Shape x_shape, int64_t n, bool with_bias) {
   const int64_t k = x_shape.back();
@@ -442,6 +457,9 @@ std::vector<OpCase> all_op_cases() {
   add_conv_fused(L, "conv2d_fused_3x3_s2_bias_residual_odd", {2, 9, 13, 3}, 5, 3, 2, 1, true, false, true);
   add_conv_fused(L, "conv2d_fused_resnet_2x16x16x64", {2, 16, 16, 64}, 64, 3, 1, 1, true, true, true);
   add_conv_fused(L, "conv2d_fused_resnet_2x16x16x64_residual", {2, 16, 16, 64}, 64, 3, 1, 1, true, false, true);
+  add_conv_onto(L, "conv2d_onto_3x3_2x16x16x64", {2, 16, 16, 64}, 64, 3, 1, 1);
+  add_conv_onto(L, "conv2d_onto_3x3_odd_1x9x13x24_to_40", {1, 9, 13, 24}, 40, 3, 1, 1);
+  add_conv_onto(L, "conv2d_onto_3x3_s2_2x9x13x16_to_8", {2, 9, 13, 16}, 8, 3, 2, 1);
   add_linear_residual(L, "linear_residual_2x9x40_to_24_bias", {2, 9, 40}, 24, true);
   add_linear_residual(L, "linear_residual_3x64_to_48_nobias", {3, 64}, 48, false);
   add_linear_residual(L, "linear_residual_2x77x320_to_320_bias", {2, 77, 320}, 320, true);

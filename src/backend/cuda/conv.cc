@@ -5,6 +5,7 @@
 #include "backend/cuda/conv.h"
 
 #include <algorithm>
+#include <functional>
 #include <limits>
 
 #include <cstdlib>
@@ -174,42 +175,24 @@ Tensor CudaBackend::conv2d_plain(const Tensor& x, const Tensor& w, int stride, i
 }
 
 bool CudaBackend::conv2d_graph(ConvGraphPlan& plan, int epilogue, const ConvGraphOperands& ops) {
-  const auto run = [&](size_t i) {
+  const auto run_on = [&](size_t i, const ConvGraphOperands& o) {
     Tensor ws;
     if (plan.workspace[i] > 0) ws = empty({plan.workspace[i]}, DType::kU8);
-    return conv_graph_execute(dnn_, plan, i, epilogue, ops, ws.defined() ? ws.raw() : nullptr);
+    return conv_graph_execute(dnn_, plan, i, epilogue, o, ws.defined() ? ws.raw() : nullptr);
   };
+  if (!plan.tuned && (epilogue & kEpiAccumulate)) {
+    // Each candidate run adds onto y: choose on a scratch y, then run the winner once on the real one.
+    SD_ASSERT(ops.y_bytes > 0, "conv2d_graph: an accumulating plan needs y's size");
+    Tensor scratch = empty({static_cast<int64_t>(ops.y_bytes)}, DType::kU8);
+    ConvGraphOperands tune = ops;
+    tune.y = scratch.raw();
+    tune.residual = nullptr;
+    if (!tune_conv_graph(plan, ops, [&](size_t i) { return run_on(i, tune); })) return false;
+    return run_on(0, ops) == CUDNN_STATUS_SUCCESS;
+  }
+  const auto run = [&](size_t i) { return run_on(i, ops); };
   if (!plan.tuned) {
-    // Time every candidate that runs (1 warm-up + 3 timed runs) and keep the fastest; without
-    // autotuning keep the first that runs. None runs: let the legacy API have this shape.
-    size_t best = plan.plans.size();
-    float best_ms = std::numeric_limits<float>::max();
-    cudaEvent_t start = nullptr, stop = nullptr;
-    SD_CUDA_CHECK(cudaEventCreate(&start));
-    SD_CUDA_CHECK(cudaEventCreate(&stop));
-    for (size_t i = 0; i < plan.plans.size(); ++i) {
-      if (run(i) != CUDNN_STATUS_SUCCESS) continue;
-      if (!conv_autotune_ || plan.plans.size() == 1) {
-        best = i;
-        break;
-      }
-      // Each timed run alone, after L2 is evicted and x re-read (weights cold, as in the step).
-      const float ms = time_runs_alone(
-          stream_, start, stop, 3, [&] { prepare_tuning_run(ops.x, ops.x_bytes); },
-          [&] { return run(i) == CUDNN_STATUS_SUCCESS; });
-      if (ms >= 0.f && ms < best_ms) {
-        best_ms = ms;
-        best = i;
-        plan.tuned_ms = ms / 3;
-      }
-    }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    if (best == plan.plans.size()) {
-      conv_graph_discard(plan);  // from now on get() sends this shape to the legacy API
-      return false;
-    }
-    conv_graph_choose(plan, best);
+    if (!tune_conv_graph(plan, ops, run)) return false;
     if (conv_autotune_) return run(0) == CUDNN_STATUS_SUCCESS;  // y was written by a candidate: redo with the winner
     return true;  // the winner's first run wrote y
   }
@@ -218,6 +201,41 @@ bool CudaBackend::conv2d_graph(ConvGraphPlan& plan, int epilogue, const ConvGrap
     const std::string msg = std::string("cuDNN graph convolution failed: ") + cudnnGetErrorString(st);
     throw Error(alloc_failure(st) ? ResourceExhausted("out of GPU memory: " + msg) : Internal(msg));
   }
+  return true;
+}
+
+bool CudaBackend::tune_conv_graph(ConvGraphPlan& plan, const ConvGraphOperands& ops,
+                                  const std::function<cudnnStatus_t(size_t)>& run) {
+  // Time every candidate that runs (1 warm-up + 3 timed runs) and keep the fastest; without
+  // autotuning keep the first that runs. None runs: let the legacy API have this shape.
+  size_t best = plan.plans.size();
+  float best_ms = std::numeric_limits<float>::max();
+  cudaEvent_t start = nullptr, stop = nullptr;
+  SD_CUDA_CHECK(cudaEventCreate(&start));
+  SD_CUDA_CHECK(cudaEventCreate(&stop));
+  for (size_t i = 0; i < plan.plans.size(); ++i) {
+    if (run(i) != CUDNN_STATUS_SUCCESS) continue;
+    if (!conv_autotune_ || plan.plans.size() == 1) {
+      best = i;
+      break;
+    }
+    // Each timed run alone, after L2 is evicted and x re-read (weights cold, as in the step).
+    const float ms = time_runs_alone(
+        stream_, start, stop, 3, [&] { prepare_tuning_run(ops.x, ops.x_bytes); },
+        [&] { return run(i) == CUDNN_STATUS_SUCCESS; });
+    if (ms >= 0.f && ms < best_ms) {
+      best_ms = ms;
+      best = i;
+      plan.tuned_ms = ms / 3;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  if (best == plan.plans.size()) {
+    conv_graph_discard(plan);  // from now on get() sends this shape to the legacy API
+    return false;
+  }
+  conv_graph_choose(plan, best);
   return true;
 }
 

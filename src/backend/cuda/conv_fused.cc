@@ -1,7 +1,8 @@
 // conv2d and conv2d_fused: the convolution with its bias, per-(batch, channel) row add and
 // residual add fused into one cuDNN graph (pointwise nodes after the convolution, runtime
 // fusion engines) when that measures faster than the convolution plus separate kernels; the
-// choice is made per shape on its first (eager) call. Opt-in: SDSERVE_CUDA_FUSED_CONV=1 (all
+// choice is made per shape on its first (eager) call; conv2d_onto: cuDNN accumulates onto a
+// residual the caller gave up (beta = 1). Opt-in: SDSERVE_CUDA_FUSED_CONV=1 (all
 // adds) or a ConvEpilogue mask of the adds cuDNN may take (on H100 with cuDNN 9.14 a candidate
 // plan with the row add hit a misaligned address, which kills the context; the default is off
 // until the masks are measured). SDSERVE_CUDA_FUSED=0: never fused.
@@ -47,6 +48,15 @@ int conv_epilogue_mask() {
   return mask;
 }
 
+// SDSERVE_CUDA_CONV_ONTO=0: conv2d_onto adds its accumulator in a separate pass (read once).
+bool conv_onto_enabled() {
+  static const bool on = [] {
+    const char* env = std::getenv("SDSERVE_CUDA_CONV_ONTO");
+    return !(env && env[0] == '0');
+  }();
+  return on;
+}
+
 bool log_fusion() {
   static const bool on = [] {
     const char* env = std::getenv("SDSERVE_CUDNN_LOG");
@@ -80,6 +90,16 @@ Tensor CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor& bias,
 
 Tensor CudaBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
                                  const Tensor& row_add, const Tensor& residual) {
+  return conv2d_epilogues(x, w, bias, stride, padding, row_add, residual, /*donated=*/false);
+}
+
+Tensor CudaBackend::conv2d_onto(const Tensor& x, const Tensor& w, int stride, int padding, const Tensor& acc) {
+  SD_ASSERT(acc.defined(), "conv2d_onto: no accumulator");
+  return conv2d_epilogues(x, w, Tensor(), stride, padding, Tensor(), acc, /*donated=*/true);
+}
+
+Tensor CudaBackend::conv2d_epilogues(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
+                                     const Tensor& row_add, const Tensor& residual, bool donated) {
   check_on_device(x, "conv2d");
   check_on_device(w, "conv2d");
   SD_ASSERT(x.ndim() == 4 && w.ndim() == 4 && w.dim(1) == w.dim(2) && w.dim(3) == x.dim(3),
@@ -127,6 +147,18 @@ Tensor CudaBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor&
   // implicit GEMM with the adds fused, opt-in, where it timed faster than cuDNN for this shape.
   if (Tensor y = conv2d_splitk(x, w, bias, stride, padding, row_add, residual, plan, unfused); y.defined()) {
     return y;
+  }
+  // A residual the caller gave up takes the result: cuDNN accumulates onto it (beta = 1), no add pass.
+  if (donated && !bias.defined() && !row_add.defined() && conv_onto_enabled() && fused_epilogues_enabled() &&
+      conv_graph_enabled_ && !plan.direct && x.dtype() != DType::kF32) {
+    const int align = std::min({16, pointer_alignment(x.raw()), pointer_alignment(w.raw()),
+                                pointer_alignment(residual.raw())});
+    if (ConvGraphPlan* graph = conv_graph_->get(dnn_, ConvGraphKey{key, align, kEpiAccumulate}, plan.ho, plan.wo)) {
+      ConvGraphOperands ops{x.raw(), w.raw(), residual.raw()};
+      ops.x_bytes = x.nbytes();
+      ops.y_bytes = residual.nbytes();
+      if (conv2d_graph(*graph, kEpiAccumulate, ops)) return residual;
+    }
   }
   if (epi == 0 || !fused_epilogues_enabled() || !conv_graph_enabled_ || plan.direct || x.dtype() == DType::kF32) {
     return unfused();

@@ -120,7 +120,8 @@ void build(cudnnHandle_t handle, const ConvGraphKey& key, int64_t ho, int64_t wo
   out.keep.push_back(conv.release());
 
   Desc op(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
-  const float alpha = 1.f, beta = 0.f;
+  SD_ASSERT(!(epi & kEpiAccumulate) || n_adds == 0, "conv graph: accumulate takes no pointwise adds");
+  const float alpha = 1.f, beta = (epi & kEpiAccumulate) ? 1.f : 0.f;
   set(op.d, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
   set(op.d, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &w);
   set(op.d, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv_y);

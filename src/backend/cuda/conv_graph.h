@@ -19,6 +19,9 @@ enum ConvEpilogue : int {
   kEpiBias = 1,      // + bias [Cout]
   kEpiRow = 2,       // + row [B, Cout] (broadcast over Ho, Wo)
   kEpiResidual = 4,  // + residual [B, Ho, Wo, Cout]
+  // y = conv + y (the convolution's beta = 1: y holds the residual and takes the result); alone,
+  // so the plans are cuDNN's precompiled convolution engines, not runtime-fused graphs.
+  kEpiAccumulate = 8,
 };
 
 struct ConvGraphKey {
@@ -51,6 +54,7 @@ struct ConvGraphOperands {
   const void* row = nullptr;
   const void* residual = nullptr;
   size_t x_bytes = 0;  // x's size: autotuning re-reads x into L2 before each timed run
+  size_t y_bytes = 0;  // y's size: an accumulating plan is autotuned on a scratch y of this size
 };
 
 class ConvGraphPlans {

@@ -56,6 +56,8 @@ class CudaBackend final : public Backend {
   // conv_fused.cc / gemm.cc: epilogues fused into cuDNN graphs and cuBLASLt (see backend.h).
   Tensor conv2d_fused(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
                       const Tensor& row_add, const Tensor& residual) override;
+  // Where cuDNN runs the convolution, it accumulates onto acc's memory (beta = 1): no add pass.
+  Tensor conv2d_onto(const Tensor& x, const Tensor& w, int stride, int padding, const Tensor& acc) override;
   Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) override;
   Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor& bias) override;
 
@@ -135,6 +137,13 @@ class CudaBackend final : public Backend {
   // Runs a conv2d graph-API plan built for `epilogue` (autotuning it on first use); false if
   // it cannot run (the plan is then discarded).
   bool conv2d_graph(ConvGraphPlan& plan, int epilogue, const ConvGraphOperands& ops);
+  // Times plan's candidates with `run` (x re-read from ops before each), keeps the fastest; false
+  // (plan discarded) when none runs.
+  bool tune_conv_graph(ConvGraphPlan& plan, const ConvGraphOperands& ops,
+                       const std::function<cudnnStatus_t(size_t)>& run);
+  // conv2d_fused with `donated`: the residual's memory may take the result (conv2d_onto).
+  Tensor conv2d_epilogues(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
+                          const Tensor& row_add, const Tensor& residual, bool donated);
   // The cuDNN descriptors / output size for a convolution shape (conv.cc).
   ConvPlan& conv_plan(const ConvKey& key);
   // linear (+ residual as cuBLASLt's C with beta = 1; residual may be undefined) (gemm.cc).

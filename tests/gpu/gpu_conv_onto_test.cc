@@ -1,6 +1,7 @@
 // conv2d_onto (the ResNet block's conv2 accumulated onto its shortcut: cuDNN with beta = 1 writing
 // into the accumulator's memory) against the CPU backend's conv + add on the same rounded inputs:
-// SD 1.5 shapes with our own convolutions switched off (so cuDNN runs them), odd sizes, bf16.
+// SD 1.5 shapes with our own convolutions switched off (so cuDNN runs them), odd sizes, bf16; and
+// the default timed choice (accumulate or conv + add) gives the same values.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -38,9 +39,11 @@ TEST_P(GpuConvOnto, MatchesCpuInPlaceAndRepeatable) {
   const Tensor want = cpu.download(cpu.conv2d_fused(cpu.upload(host[0]), cpu.upload(host[1]), Tensor(), c.stride,
                                                     pad, Tensor(), cpu.upload(host[2])));
   const Tensor x = gpu.upload(host[0]), w = gpu.upload(host[1]);
-  // Our split-K / wgmma convolutions off: cuDNN runs every shape here.
+  // Our split-K / wgmma convolutions off: cuDNN runs every shape here, accumulating (forced, not
+  // timed against conv + add).
   ScopedEnv splitk("SDSERVE_CUDA_SPLITK_CONV", "0");
   ScopedEnv wgmma("SDSERVE_CUDA_WGMMA_CONV", "0");
+  ScopedEnv forced("SDSERVE_CUDA_CONV_ONTO", "2");
   const auto onto = [&](bool* in_place) {
     const Tensor acc = gpu.upload(host[2]);  // a fresh accumulator, given up to the op
     const void* mem = acc.raw();
@@ -89,6 +92,7 @@ TEST(GpuConvOntoGraph, ReplayMatchesEagerAndSeparateAdd) {
   const Tensor in = gpu.upload(quantize(random_tensor({2, 64, 64, 640}, 715, -2.f, 2.f), DType::kF16));
   ScopedEnv splitk("SDSERVE_CUDA_SPLITK_CONV", "0");
   ScopedEnv wgmma("SDSERVE_CUDA_WGMMA_CONV", "0");
+  ScopedEnv forced("SDSERVE_CUDA_CONV_ONTO", "2");
   const auto block = [&] { return gpu.conv2d_onto(x, w, 1, 1, gpu.linear(in, sw, sb)); };
   const Tensor eager = gpu.download(block());
   const Tensor separate = gpu.download(gpu.conv2d_fused(x, w, Tensor(), 1, 1, Tensor(), gpu.linear(in, sw, sb)));
@@ -99,6 +103,29 @@ TEST(GpuConvOntoGraph, ReplayMatchesEagerAndSeparateAdd) {
   for (int i = 0; i < 3; ++i) {
     graph->replay();
     EXPECT_EQ(max_abs_diff(eager, gpu.download(out)), 0.0) << "replay " << i;
+  }
+  ASSERT_TRUE(gpu.synchronize().ok());
+}
+
+// The default (SDSERVE_CUDA_CONV_ONTO=1): the first call times accumulating against conv + add and
+// keeps one; either way the values are the conv plus the accumulator's.
+TEST(GpuConvOntoChoice, TimedChoiceMatchesCpu) {
+  SD_REQUIRE_GPU();
+  Backend& gpu = gpu_backend(DType::kF16);
+  Backend& cpu = cpu_reference_backend();
+  const float wr = 1.f / std::sqrt(640.f * 9.f);
+  const std::vector<Tensor> host = {quantize(random_tensor({2, 32, 32, 640}, 721, -2.f, 3.f), DType::kF16),
+                                    quantize(random_tensor({640, 3, 3, 640}, 722, -wr, wr), DType::kF16),
+                                    quantize(random_tensor({2, 32, 32, 640}, 723, -4.f, 4.f), DType::kF16)};
+  const Tensor want = cpu.download(
+      cpu.conv2d_fused(cpu.upload(host[0]), cpu.upload(host[1]), Tensor(), 1, 1, Tensor(), cpu.upload(host[2])));
+  ScopedEnv splitk("SDSERVE_CUDA_SPLITK_CONV", "0");
+  ScopedEnv wgmma("SDSERVE_CUDA_WGMMA_CONV", "0");
+  ScopedEnv timed("SDSERVE_CUDA_CONV_ONTO", "1");
+  const Tensor x = gpu.upload(host[0]), w = gpu.upload(host[1]);
+  for (int i = 0; i < 3; ++i) {  // the first call chooses
+    const Tensor got = gpu.download(gpu.conv2d_onto(x, w, 1, 1, gpu.upload(host[2])));
+    EXPECT_LE(relative_l2(got, want), 2e-3) << "call " << i;
   }
   ASSERT_TRUE(gpu.synchronize().ok());
 }

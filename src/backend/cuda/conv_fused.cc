@@ -48,13 +48,11 @@ int conv_epilogue_mask() {
   return mask;
 }
 
-// SDSERVE_CUDA_CONV_ONTO=0: conv2d_onto adds its accumulator in a separate pass (read once).
-bool conv_onto_enabled() {
-  static const bool on = [] {
-    const char* env = std::getenv("SDSERVE_CUDA_CONV_ONTO");
-    return !(env && env[0] == '0');
-  }();
-  return on;
+// SDSERVE_CUDA_CONV_ONTO (read per call): 0 conv2d_onto adds its accumulator in a separate pass,
+// 1 (default) cuDNN accumulates onto it where that timed faster for the shape, 2 always.
+int conv_onto_mode() {
+  const char* env = std::getenv("SDSERVE_CUDA_CONV_ONTO");
+  return env && (env[0] == '0' || env[0] == '2') ? env[0] - '0' : 1;
 }
 
 bool log_fusion() {
@@ -149,15 +147,40 @@ Tensor CudaBackend::conv2d_epilogues(const Tensor& x, const Tensor& w, const Ten
     return y;
   }
   // A residual the caller gave up takes the result: cuDNN accumulates onto it (beta = 1), no add pass.
-  if (donated && !bias.defined() && !row_add.defined() && conv_onto_enabled() && fused_epilogues_enabled() &&
+  const int onto = donated ? conv_onto_mode() : 0;
+  if (onto != 0 && !bias.defined() && !row_add.defined() && fused_epilogues_enabled() &&
       conv_graph_enabled_ && !plan.direct && x.dtype() != DType::kF32) {
     const int align = std::min({16, pointer_alignment(x.raw()), pointer_alignment(w.raw()),
                                 pointer_alignment(residual.raw())});
-    if (ConvGraphPlan* graph = conv_graph_->get(dnn_, ConvGraphKey{key, align, kEpiAccumulate}, plan.ho, plan.wo)) {
+    ConvGraphPlan* graph = conv_graph_->get(dnn_, ConvGraphKey{key, align, kEpiAccumulate}, plan.ho, plan.wo);
+    if (graph && (onto == 2 || graph->choice != FusedChoice::kUnfused)) {
       ConvGraphOperands ops{x.raw(), w.raw(), residual.raw()};
       ops.x_bytes = x.nbytes();
       ops.y_bytes = residual.nbytes();
-      if (conv2d_graph(*graph, kEpiAccumulate, ops)) return residual;
+      if (graph->choice == FusedChoice::kUntested && onto == 1) {
+        // First (eager) call: keep accumulating only where it beats the convolution + add, timed
+        // on a scratch output (every run adds onto it).
+        Tensor scratch = empty(residual.shape(), residual.dtype());  // [B, Ho, Wo, Cout]
+        ConvGraphOperands trial = ops;
+        trial.y = scratch.raw();
+        if (conv2d_graph(*graph, kEpiAccumulate, trial)) {
+          const float onto_ms = time_runs(stream_, [&] { (void)conv2d_graph(*graph, kEpiAccumulate, trial); });
+          const float unfused_ms = time_runs(stream_, [&] { (void)unfused(); });
+          graph->choice = onto_ms <= unfused_ms ? FusedChoice::kFused : FusedChoice::kUnfused;
+          if (log_fusion()) {
+            std::fprintf(stderr, "[sdserve] conv x[%lld,%lld,%lld,%lld] -> %lld onto its residual: %.4f ms, "
+                         "conv + add %.4f ms -> %s\n", static_cast<long long>(key.b), static_cast<long long>(key.h),
+                         static_cast<long long>(key.w), static_cast<long long>(key.cin),
+                         static_cast<long long>(cout), onto_ms, unfused_ms,
+                         graph->choice == FusedChoice::kFused ? "onto" : "conv + add");
+          }
+        } else {
+          graph->choice = FusedChoice::kUnfused;
+        }
+      }
+      if ((onto == 2 || graph->choice == FusedChoice::kFused) && conv2d_graph(*graph, kEpiAccumulate, ops)) {
+        return residual;
+      }
     }
   }
   if (epi == 0 || !fused_epilogues_enabled() || !conv_graph_enabled_ || plan.direct || x.dtype() == DType::kF32) {

@@ -153,7 +153,11 @@ Tensor CudaBackend::conv2d_epilogues(const Tensor& x, const Tensor& w, const Ten
     const int align = std::min({16, pointer_alignment(x.raw()), pointer_alignment(w.raw()),
                                 pointer_alignment(residual.raw())});
     ConvGraphPlan* graph = conv_graph_->get(dnn_, ConvGraphKey{key, align, kEpiAccumulate}, plan.ho, plan.wo);
-    if (graph && (onto == 2 || graph->choice != FusedChoice::kUnfused)) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    SD_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
+    const bool capturing = capture != cudaStreamCaptureStatusNone;  // then choose nothing: eager calls decide
+    if (graph && (onto == 2 || graph->choice != FusedChoice::kUnfused) &&
+        !(capturing && (!graph->tuned || (onto == 1 && graph->choice == FusedChoice::kUntested)))) {
       ConvGraphOperands ops{x.raw(), w.raw(), residual.raw()};
       ops.x_bytes = x.nbytes();
       ops.y_bytes = residual.nbytes();

@@ -152,7 +152,7 @@ TEST(GpuAttentionWgmmaCols, PackedProjectionsMatchMma2) {
 // tiles), 64-key tiles, turns in pairs, no turns ("ns"), and the "simple" kernel.
 TEST(GpuAttentionWgmmaVariants, EachKernelMatchesMma2) {
   SD_REQUIRE_WGMMA();
-  for (const char* variant : {"pp2", "pp3", "pp3b64", "pp4", "pp4pairs", "pp2b64", "pp2ns", "simple"}) {
+  for (const char* variant : {"pp2", "pp3", "pp3b64", "pp3b64ns", "pp4", "pp4pairs", "pp2b64", "pp2ns", "simple"}) {
     setenv("SDSERVE_CUDA_WGMMA_KERNEL", variant, 1);
     for (const Shape5& s : {Shape5{2, 4096, 4096, 8, 40}, Shape5{1, 129, 4097, 2, 40}, Shape5{3, 77, 77, 3, 40},
                             Shape5{1, 1, 1, 1, 40}, Shape5{1, 300, 129, 2, 80}, Shape5{3, 65, 200, 2, 64}}) {
@@ -301,6 +301,74 @@ TEST(GpuAttentionWgmmaSoftmax, LazyMaximaWithRisingScoresMatch) {
   }
   }
   }
+  }
+}
+
+// The 3-consumer form of the default d 40 kernel (lazy maxima, ones-column row sums, K / V by TMA;
+// SDSERVE_CUDA_ATTENTION=wgmma3, a candidate of the timed choice): the shapes where its 192-row
+// blocks fill the last wave better (1 x 6144, 1 x 9216 queries), ragged and one-row shapes,
+// q / k / v as column windows of a packed projection, keys whose scale rises along the sequence
+// (the lazy fallback); vs mma2 in f16 / bf16, bitwise equal to the 4-consumer kernel (each
+// consumer computes its 64 rows the same way), and one shape vs the CPU.
+TEST(GpuAttentionWgmma3, MatchesMma2AndTheFourConsumerKernel) {
+  SD_REQUIRE_WGMMA();
+  const auto run_path = [](const char* path, Backend& be, const std::vector<Tensor>& in, int64_t heads, bool packed) {
+    AttentionPathScope scope(path);
+    if (packed) {
+      const int64_t inner = heads * 40;
+      return be.download(be.attention_cols(in[0], 0, in[0], inner, 2 * inner, inner, static_cast<int>(heads), false));
+    }
+    return be.download(be.attention(in[0], in[1], in[2], static_cast<int>(heads), false));
+  };
+  struct Case {
+    Shape5 s;
+    bool packed, rising;
+  };
+  for (const Case& c : {Case{{1, 6144, 6144, 8, 40}, false, false}, Case{{1, 9216, 9216, 8, 40}, false, false},
+                        Case{{2, 333, 1093, 4, 40}, false, true}, Case{{1, 1, 1, 1, 40}, false, false},
+                        Case{{2, 1000, 1000, 8, 40}, true, false}, Case{{3, 77, 4097, 2, 40}, false, true}}) {
+    const Shape5& s = c.s;
+    const int64_t hd = s.heads * s.d;
+    for (DType dtype : {DType::kF16, DType::kBF16}) {
+      Backend& gpu = gpu_backend(dtype);
+      std::vector<Tensor> in;
+      if (c.packed) {  // [B, L, 3 x H*D]: q | k | v side by side
+        in = {gpu.upload(quantize(random_tensor({s.batch, s.lq, 3 * hd}, 471, -2.f, 2.f), dtype))};
+      } else {
+        Tensor k = random_tensor({s.batch, s.lk, hd}, 472, -3.f, 3.f);
+        if (c.rising) {
+          float* kd = k.f32();
+          for (int64_t b = 0; b < s.batch; ++b) {
+            for (int64_t j = 0; j < s.lk; ++j) {
+              const float f = 1.f + 3.f * static_cast<float>(j) / static_cast<float>(s.lk);
+              for (int64_t e = 0; e < hd; ++e) kd[(b * s.lk + j) * hd + e] *= f;
+            }
+          }
+        }
+        in = {gpu.upload(quantize(random_tensor({s.batch, s.lq, hd}, 471, -3.f, 3.f), dtype)),
+              gpu.upload(quantize(k, dtype)), gpu.upload(quantize(random_tensor({s.batch, s.lk, hd}, 473), dtype))};
+      }
+      const Tensor got = run_path("wgmma3", gpu, in, s.heads, c.packed);
+      const Tensor four = run_path("wgmma", gpu, in, s.heads, c.packed);
+      const Tensor want = run_path("mma2", gpu, in, s.heads, c.packed);
+      ASSERT_TRUE(gpu.synchronize().ok());
+      ASSERT_EQ(got.shape(), want.shape());
+      const double rel = relative_l2(got, want);
+      const std::string name = shape_name(s) + (c.packed ? " packed" : "") + (c.rising ? " rising" : "");
+      std::printf("  wgmma3 %-40s %s vs mma2: rel_l2 %.2e, vs 4 consumers: max_abs %.2e\n", name.c_str(),
+                  dtype_name(dtype), rel, max_abs_diff(got, four));
+      EXPECT_LE(rel, tolerance(dtype)) << name << " " << dtype_name(dtype);
+      EXPECT_EQ(max_abs_diff(got, four), 0.0) << name << " " << dtype_name(dtype);
+      if (dtype == DType::kF16 && !c.packed && s.lq * s.lk <= 2000000) {
+        Backend& cpu = cpu_reference_backend();
+        std::vector<Tensor> host;
+        for (const Tensor& t : in) host.push_back(cpu.upload(gpu.download(t)));
+        const Tensor ref = run_path("mma2", cpu, host, s.heads, false);
+        const double rel_cpu = relative_l2(got, ref);
+        std::printf("  wgmma3 %-40s vs cpu: rel_l2 %.2e\n", name.c_str(), rel_cpu);
+        EXPECT_LE(rel_cpu, 1e-2) << name;
+      }
+    }
   }
 }
 

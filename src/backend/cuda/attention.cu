@@ -238,7 +238,7 @@ namespace {
 // >= 64 keys and d <= 128, mma2 for the rest (causal CLIP, d 160); "wmma" is read by the
 // backend (attention_wmma_).
 // Read on every call (a getenv), so tests and benchmarks can switch paths in one process.
-enum class AttentionPath { kAuto, kMma1, kMma2, kCudnn, kWgmma, kShort, kRows };
+enum class AttentionPath { kAuto, kMma1, kMma2, kCudnn, kWgmma, kShort, kRows, kWgmma3 };
 
 AttentionPath attention_path() {
   const char* env = std::getenv("SDSERVE_CUDA_ATTENTION");
@@ -248,6 +248,7 @@ AttentionPath attention_path() {
   if (env && std::strcmp(env, "mma2") == 0) return AttentionPath::kMma2;
   if (env && std::strcmp(env, "cudnn") == 0) return AttentionPath::kCudnn;
   if (env && std::strcmp(env, "wgmma") == 0) return AttentionPath::kWgmma;
+  if (env && std::strcmp(env, "wgmma3") == 0) return AttentionPath::kWgmma3;
   return AttentionPath::kAuto;
 }
 
@@ -317,7 +318,8 @@ Tensor copy_columns(CudaBackend& be, const Tensor& src, int64_t col, int64_t wid
 }  // namespace
 
 // The timed choice per attention shape ("auto"): on the first eager call of a shape every kernel that
-// applies (wgmma, the one-tile short-keys kernel, cuDNN's SDPA, mma2) runs 3 x 5 times back to back
+// applies (wgmma with 4 consumers and, at d 40, with 3 — 192 query rows a block, which fill the
+// last wave better at some shapes —, the one-tile short-keys kernel, cuDNN's SDPA, mma2) runs 3 x 5 times back to back
 // and the fastest (best of the three means) is kept; graph captures replay it. Inputs are
 // activations the previous kernel just wrote (L2-warm), so they are timed warm.
 // SDSERVE_CUDA_ATTENTION_TUNE=0: the fixed rules below instead; SDSERVE_CUDA_ATTENTION_LOG=1 prints
@@ -348,6 +350,7 @@ bool attention_log() {
 const char* path_name(AttentionPath p) {
   switch (p) {
     case AttentionPath::kWgmma: return "wgmma";
+    case AttentionPath::kWgmma3: return "wgmma3";
     case AttentionPath::kShort: return "short";
     case AttentionPath::kRows: return "rows";
     case AttentionPath::kCudnn: return "cudnn";
@@ -362,6 +365,10 @@ const char* path_name(AttentionPath p) {
 bool CudaBackend::run_attention_path(int path_id, DType dtype, const AttentionArgs& args) {
   switch (static_cast<AttentionPath>(path_id)) {
     case AttentionPath::kWgmma: return launch_attention_wgmma(dtype, args, stream_);
+    case AttentionPath::kWgmma3: {
+      const char* env = std::getenv("SDSERVE_CUDA_WGMMA3");  // =0: not a candidate (measuring)
+      return !(env && env[0] == '0') && launch_attention_wgmma(dtype, args, stream_, 3);
+    }
     case AttentionPath::kShort: {
       const char* env = std::getenv("SDSERVE_CUDA_SHORT_KEYS");  // =0: not a candidate (measuring)
       return !(env && env[0] == '0') && launch_attention_short_keys(dtype, args, stream_);
@@ -409,8 +416,8 @@ void CudaBackend::run_attention(DType dtype, const AttentionArgs& args) {
         SD_CUDA_CHECK(cudaEventCreate(&stop));
         float best = std::numeric_limits<float>::max();
         AttentionPath best_path = AttentionPath::kAuto;
-        for (AttentionPath p : {AttentionPath::kWgmma, AttentionPath::kRows, AttentionPath::kShort,
-                                AttentionPath::kCudnn, AttentionPath::kMma2}) {
+        for (AttentionPath p : {AttentionPath::kWgmma, AttentionPath::kWgmma3, AttentionPath::kRows,
+                                AttentionPath::kShort, AttentionPath::kCudnn, AttentionPath::kMma2}) {
           if (!run_attention_path(static_cast<int>(p), dtype, args)) continue;  // also the warm-up
           float ms = std::numeric_limits<float>::max();
           for (int rep = 0; rep < 3; ++rep) {
@@ -436,6 +443,7 @@ void CudaBackend::run_attention(DType dtype, const AttentionArgs& args) {
     }
   }
   if (!attention_wmma_ && want_wgmma(path, args) && launch_attention_wgmma(dtype, args, stream_)) return;
+  if (!attention_wmma_ && path == AttentionPath::kWgmma3 && launch_attention_wgmma(dtype, args, stream_, 3)) return;
   if (!attention_wmma_ && path == AttentionPath::kRows && launch_attention_rows(dtype, args, stream_)) return;
   if (!attention_wmma_ && want_short_keys(path, args) && launch_attention_short_keys(dtype, args, stream_)) return;
   if (!attention_wmma_ && want_cudnn(path, args)) {

@@ -355,16 +355,18 @@ void launch(const AttentionArgs& a, cudaStream_t stream, int group, const WgmmaS
   SD_CUDA_LAUNCH_CHECK();
 }
 
-// The lazy d40 kernel, fed by TMA where the maps encode (SDSERVE_CUDA_WGMMA_TMA=0: cp.async).
-template <typename T, int D>
+// The lazy d40 kernel with NC consumers (4: the default; 3: 192 query rows a block, for shapes
+// whose 256-row blocks leave the last wave mostly empty), fed by TMA where the maps encode
+// (SDSERVE_CUDA_WGMMA_TMA=0: cp.async).
+template <typename T, int D, int NC = 4>
 void launch_lazy(const AttentionArgs& a, cudaStream_t stream, const WgmmaSoftmax& sm) {
   if (sm.tma) {
     CUtensorMap kmap, vmap;
     if (tma_kv_map<T, D, 64>(a.k, a, &kmap) && tma_kv_map<T, D, 64>(a.v, a, &vmap)) {
-      return launch<T, D, 4, 64, 0, true, true, true>(a, stream, 0, sm, &kmap, &vmap);
+      return launch<T, D, NC, 64, 0, true, true, true>(a, stream, 0, sm, &kmap, &vmap);
     }
   }
-  launch<T, D, 4, 64, 0, true, true>(a, stream, 0, sm);
+  launch<T, D, NC, 64, 0, true, true>(a, stream, 0, sm);
 }
 
 // Consumers per turn group for NC consumers: all (-1 or no divisor of NC), pairs, none (0, 1).
@@ -405,7 +407,11 @@ void launch_d(const AttentionArgs& a, cudaStream_t stream, const WgmmaVariant& w
     if (w.consumers == 4) return launch<T, D, 4, 64>(a, stream, turn_group<4>(w.group), sm);
   }
   if constexpr (D == 40) {
-    if (w.consumers == 3 && w.keys == 64) return launch<T, D, 3, 64>(a, stream, turn_group<3>(w.group), sm);
+    if (w.consumers == 3 && w.keys == 64) {
+      const int g = turn_group<3>(w.group);
+      if (sm.lazy && sm.poly == 0 && g == 0) return launch_lazy<T, D, 3>(a, stream, sm);
+      return launch<T, D, 3, 64>(a, stream, g, sm);
+    }
     if (w.consumers == 3) return launch<T, D, 3, 128>(a, stream, turn_group<3>(w.group), sm);
   }
   if (w.keys == 64) return launch<T, D, 2, 64>(a, stream, turn_group<2>(w.group), sm);

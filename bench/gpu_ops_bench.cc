@@ -508,19 +508,21 @@ std::vector<Case> sd15_cases(int64_t b) {
   }
   // A whole ResNet block (Backend::resnet_block: the persistent kernel where it applies) against
   // the engine's ops for it (forward_stacked's fallback): the SD 1.5 8x8 / 16x16 levels' blocks
-  // ({size, x channels, skip channels}; a shortcut where x + skip is not 1280).
-  for (auto [hw, cx, cs] : {std::array<int64_t, 3>{8, 1280, 0}, {8, 1280, 1280}, {16, 1280, 0}, {16, 640, 0},
-                            {16, 1280, 1280}, {16, 1280, 640}}) {
-    const int64_t c = 1280, cin = cx + cs;
+  // ({height, width, x channels, skip channels}; a shortcut where x + skip is not 1280; 8x12: the
+  // 8x8 level at 768x512).
+  for (auto [hh, ww, cx, cs] : {std::array<int64_t, 4>{8, 8, 1280, 0}, {8, 8, 1280, 1280}, {8, 12, 1280, 0},
+                                {8, 12, 1280, 1280}, {16, 16, 1280, 0}, {16, 16, 640, 0}, {16, 16, 1280, 1280},
+                                {16, 16, 1280, 640}}) {
+    const int64_t c = 1280, cin = cx + cs, hw = hh * ww;
     const bool shortcut = cin != c;
     for (const bool fused : {true, false}) {
-      cases.push_back({std::string("resnet_block/") + (fused ? "fused/" : "ops/") + bs + dims({hw, hw, cin}) + "->" +
+      cases.push_back({std::string("resnet_block/") + (fused ? "fused/" : "ops/") + bs + dims({hh, ww, cin}) + "->" +
                            std::to_string(c),
-                       2.0 * b * hw * hw * c * 9 * (cin + c) + (shortcut ? 2.0 * b * hw * hw * c * cin : 0.0),
+                       2.0 * b * hw * c * 9 * (cin + c) + (shortcut ? 2.0 * b * hw * c * cin : 0.0),
                        [=] {
                          const float r1 = 0.3f / std::sqrt(9.f * cin), r2 = 0.3f / std::sqrt(9.f * c);
                          return std::vector<Tensor>{
-                             random_device({b, hw, hw, cx}, 31, -2, 3), random_device({b, hw, hw, cs ? cs : 64}, 32),
+                             random_device({b, hh, ww, cx}, 31, -2, 3), random_device({b, hh, ww, cs ? cs : 64}, 32),
                              random_device({b, 4 * c}, 33), random_device({cin}, 34, 0.5f, 1.5f), random_device({cin}, 35),
                              random_device({c, 3, 3, cin}, 36, -r1, r1), random_device({c}, 37, 0.5f, 1.5f),
                              random_device({c}, 38), random_device({c, 3, 3, c}, 39, -r2, r2), random_device({c}, 40),

@@ -37,6 +37,13 @@ const BlockCase kBlockCases[] = {
     {"b2_8x8_640_to_1280", 2, 8, 8, 640, 0, 1280},          // a shortcut without a skip
     {"b1_16x8_512", 1, 16, 8, 512, 0, 512, 16},             // a non-square single image
     {"bf16_8x8_skip", 2, 8, 8, 1280, 1280, 1280, 32, DType::kBF16},
+    // Images that do not divide the 128-position tile: one image a tile, two tiles.
+    {"sd15_8x12_1280", 2, 8, 12, 1280, 0, 1280},            // 768x512 at one guided image
+    {"sd15_12x8_skip_1280_1280", 2, 12, 8, 1280, 1280, 1280},  // 512x768, up.0
+    {"b2_10x10_1280_skip_640", 2, 10, 10, 1280, 640, 1280},  // 640x640: 100 positions, ragged rows
+    {"b4_8x8_1280", 4, 8, 8, 1280, 0, 1280},                // two guided images: 2 tiles of 2
+    {"b3_8x8_640_to_1280", 3, 8, 8, 640, 0, 1280},          // the last tile half empty
+    {"bf16_8x12_skip", 2, 8, 12, 1280, 1280, 1280, 32, DType::kBF16},
 };
 
 // The host inputs of one block (f32, rounded through the case's dtype).
@@ -150,8 +157,10 @@ TEST(GpuResnetBlockGraph, ReplaysEqualTheEagerCall) {
 TEST(GpuResnetBlockFallback, UndefinedWhereTheKernelDoesNotApply) {
   SD_REQUIRE_GPU();
   Backend& gpu = gpu_backend(DType::kF16);
-  // 16x16 at two images (512 positions), channels not a multiple of 128, and the switch off.
-  const BlockCase cases[] = {{"16x16", 2, 16, 16, 1280, 0, 1280}, {"c320", 2, 8, 8, 320, 0, 320}};
+  // 16x16 at two images (512 positions), 12x12 (144 positions an image), three tiles (5 images
+  // of 8x8), channels not a multiple of 128, and the switch off.
+  const BlockCase cases[] = {{"16x16", 2, 16, 16, 1280, 0, 1280}, {"12x12", 2, 12, 12, 1280, 0, 1280},
+                             {"b5_8x8", 5, 8, 8, 1280, 0, 1280}, {"c320", 2, 8, 8, 320, 0, 320}};
   for (const BlockCase& c : cases) {
     EXPECT_FALSE(gpu.resnet_block(operands(gpu, make_inputs(c), c.groups)).defined()) << c.name;
   }
@@ -171,7 +180,7 @@ TEST(GpuResnetBlockTrace, StagesRunInOrderOnEveryCta) {
   ASSERT_GT(grid, 0);
   Backend& gpu = gpu_backend(DType::kF16);
   const char* stages[] = {"start", "gn1", "barrier", "conv1", "barrier", "gn2", "barrier", "conv2", "barrier", "out"};
-  for (const BlockCase& c : {kBlockCases[0], kBlockCases[1]}) {
+  for (const BlockCase& c : {kBlockCases[0], kBlockCases[1], kBlockCases[7], kBlockCases[8]}) {
     const BlockInputs in = make_inputs(c);
     const Backend::ResnetBlockOperands o = operands(gpu, in, c.groups);
     const int64_t cin = c.cx + c.cs;

@@ -22,7 +22,8 @@ namespace resblock {
 
 constexpr int kThreads = 384;  // warp 0: weight producer, warp 1: activation producer, WG 1-2: consumers
 constexpr int kBK = 64;        // reduction step: 64 channels of one tap (128 bytes, one swizzle row)
-constexpr int kTile = 128;     // positions (all of them) x output channels of one CTA's tile
+constexpr int kTile = 128;     // positions (whole images) x output channels of one CTA's tile
+constexpr int kMaxMTiles = 2;  // position tiles: images of up to 128 positions, ipt = 128 / hw a tile
 constexpr uint32_t kStageBytes = kTile * kBK * 2;  // one A or B box
 // The stage ring is split between activations (refilled only after each stage's grid barrier)
 // and weights (the next convolution's first tiles load during the barriers): kA + kB = kRing,
@@ -35,7 +36,7 @@ constexpr int kMaxSplit = 16;  // slices of one output tile (the partial sums ar
 constexpr size_t kSmem = 1024 + size_t{kRing} * kStageBytes + 8 * (2 * kRing + 2) + 64;
 
 struct Maps {
-  CUtensorMap xn, hn, x, skip;  // 4D [B, H, W, C], box {64, W, H, 128 / (H W)}
+  CUtensorMap xn, hn, x, skip;  // 4D [B, H, W, C], box {64, W, H, ipt}
   CUtensorMap w1, w2, wsc;      // 2D [cout, K], box {64, 128}
 };
 
@@ -47,6 +48,7 @@ struct Params {
   unsigned* bar;
   unsigned long long* trace;  // diagnostics: per CTA kTracePoints globaltimer stamps, or null
   int m, hw, ca, cb, cin, cout, groups, temb_stride, temb_col;
+  int ipt, rows, mtiles, ntiles;  // images a position tile, its positions (ipt hw <= 128), tiles
   float eps;
   int ksteps1, split1, per1;
   int ksteps2, split2, per2, conv2_steps;  // conv2's 3x3 steps; the shortcut's follow
@@ -126,9 +128,11 @@ __device__ __forceinline__ void store4(T* dst, const float (&v)[4]) {
 }
 
 // Sum of the split partial tiles of `ws` for (position m, channels ch..ch+3), in slice order.
-__device__ __forceinline__ float4 sum_partials(const float* ws, int split, int m, int ch) {
-  const int tile = ch / kTile;
-  const float* src = ws + (int64_t{tile} * split * kTile + m) * kTile + (ch % kTile);
+// Unit (position tile mt, channel tile nt, slice s) is (mt ntiles + nt) split + s.
+__device__ __forceinline__ float4 sum_partials(const float* ws, int split, int m, int ch, int rows, int ntiles) {
+  const int mt = m / rows;
+  const int tile = mt * ntiles + ch / kTile;
+  const float* src = ws + (int64_t{tile} * split * kTile + (m - mt * rows)) * kTile + (ch % kTile);
   float4 t[kMaxSplit];  // every slice's load in flight at once: one L2 round trip, not `split`
 #pragma unroll
   for (int s = 0; s < kMaxSplit; ++s) {
@@ -169,7 +173,7 @@ __device__ void norm_stage(const Params& p, float* red, uint32_t loaded_bar = 0)
         const int qc = ok ? q : 0;
         const int pos = qc / qpg, ch = g * cpg + (qc - pos * qpg) * 4, m = img * p.hw + pos;
         if constexpr (kSecond) {
-          const float4 s = sum_partials(p.ws, p.split1, m, ch);
+          const float4 s = sum_partials(p.ws, p.split1, m, ch, p.rows, p.ntiles);
           float t[4];
           load4(static_cast<const T*>(p.temb) + int64_t{img} * p.temb_stride + p.temb_col + ch, t);
           v[j][0] = s.x + t[0], v[j][1] = s.y + t[1], v[j][2] = s.z + t[2], v[j][3] = s.w + t[3];
@@ -221,7 +225,7 @@ __device__ void output_stage(const Params& p) {
   const int cq = p.cout / 4, quads = p.m * cq;
   for (int q = blockIdx.x * 256 + tid; q < quads; q += gridDim.x * 256) {
     const int m = q / cq, ch = (q - m * cq) * 4;
-    const float4 s = sum_partials(p.ws, p.split2, m, ch);
+    const float4 s = sum_partials(p.ws, p.split2, m, ch, p.rows, p.ntiles);
     float v[4] = {s.x, s.y, s.z, s.w}, a[4];
     load4(static_cast<const T*>(p.b2) + ch, a);
 #pragma unroll
@@ -239,16 +243,19 @@ __device__ void output_stage(const Params& p) {
   }
 }
 
-// This CTA's slice of a convolution: output tile `tile`, reduction steps [k0, k0 + n) (n 0: none).
+// This CTA's slice of a convolution: output channel tile `tile` of position tile `mt` (images
+// [mt ipt, mt ipt + ipt)), reduction steps [k0, k0 + n) (n 0: none).
 struct Unit {
-  int tile = 0, k0 = 0, n = 0;
+  int mt = 0, tile = 0, k0 = 0, n = 0;
 };
-__device__ __forceinline__ Unit unit_of(int ksteps, int split, int per, int cout) {
+__device__ __forceinline__ Unit unit_of(int ksteps, int split, int per, int mtiles, int ntiles) {
   Unit u;
   const int id = static_cast<int>(blockIdx.x);
-  if (id >= (cout / kTile) * split) return u;
-  u.tile = id / split;
-  u.k0 = (id - u.tile * split) * per;
+  if (id >= mtiles * ntiles * split) return u;
+  const int t = id / split;
+  u.mt = t / ntiles;
+  u.tile = t - u.mt * ntiles;
+  u.k0 = (id - t * split) * per;
   u.n = min(ksteps - u.k0, per);
   return u;
 }
@@ -314,8 +321,8 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
   const uint32_t go = empty_b + 8 * kBStages;  // completes a phase when the activations of a conv are ready
   const uint32_t wgo = go + 8;                 // completes when the weight stream may start
   float* red = reinterpret_cast<float*>(smem_raw + (wgo + 8 - raw));
-  const Unit u1 = unit_of(p.ksteps1, p.split1, p.per1, p.cout);
-  const Unit u2 = unit_of(p.ksteps2, p.split2, p.per2, p.cout);
+  const Unit u1 = unit_of(p.ksteps1, p.split1, p.per1, p.mtiles, p.ntiles);
+  const Unit u2 = unit_of(p.ksteps2, p.split2, p.per2, p.mtiles, p.ntiles);
   if (threadIdx.x == 0) {
     for (int s = 0; s < kAStages; ++s) {
       sm90::mbarrier_init(full_a + 8 * s, 1);
@@ -364,18 +371,20 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
         fence_proxy_async_global();
         const Unit& u = c == 0 ? u1 : u2;
         const int cs = (c == 0 ? p.cin : p.cout) / kBK;
+        const int img0 = u.mt * p.ipt;
+        const uint32_t box_bytes = static_cast<uint32_t>(p.ipt * p.hw) * kBK * 2;  // rows past it: stale
         for (int it = 0; it < u.n; ++it, ++ai) {
           const int s = ai % kAStages, kt = u.k0 + it;
           if (ai >= kAStages) mbar_wait(empty_a + 8 * s, ((ai / kAStages) - 1) & 1);
-          sm90::mbarrier_arrive_expect_tx(full_a + 8 * s, kStageBytes);
+          sm90::mbarrier_arrive_expect_tx(full_a + 8 * s, box_bytes);
           const uint32_t dst = sa + s * kStageBytes;
           if (c == 1 && kt >= p.conv2_steps) {  // the shortcut: the raw input, centre tap
             const int c0 = (kt - p.conv2_steps) * kBK;
-            if (c0 < p.ca) sm90::tma_load_4d(dst, &maps.x, full_a + 8 * s, c0, 0, 0, 0);
-            else sm90::tma_load_4d(dst, &maps.skip, full_a + 8 * s, c0 - p.ca, 0, 0, 0);
+            if (c0 < p.ca) sm90::tma_load_4d(dst, &maps.x, full_a + 8 * s, c0, 0, 0, img0);
+            else sm90::tma_load_4d(dst, &maps.skip, full_a + 8 * s, c0 - p.ca, 0, 0, img0);
           } else {
             const int tap = kt / cs, c0 = (kt - tap * cs) * kBK, ky = tap / 3, kx = tap - ky * 3;
-            sm90::tma_load_4d(dst, c == 0 ? &maps.xn : &maps.hn, full_a + 8 * s, c0, kx - 1, ky - 1, 0);
+            sm90::tma_load_4d(dst, c == 0 ? &maps.xn : &maps.hn, full_a + 8 * s, c0, kx - 1, ky - 1, img0);
           }
         }
       }
@@ -458,13 +467,18 @@ int grid_of(int device) {
   return g > 0 ? g : 0;
 }
 
+// Whole images a position tile holds (as many as fit 128 positions; the last tile's box may
+// reach past the batch, which TMA fills with zeros) and the position tiles of the batch.
+int64_t images_per_tile(const ResblockShape& s) { return std::max<int64_t>(1, kTile / (s.h * s.w)); }
+int64_t position_tiles(const ResblockShape& s) { return ceil_div(s.b, images_per_tile(s)); }
+
 Status encode_act(const void* base, DType dtype, const ResblockShape& s, int64_t c, CUtensorMap* out) {
   TmaTiledDesc d;
   d.base = base, d.dtype = dtype, d.rank = 4, d.swizzle = TmaSwizzle::k128B, d.l2_promote_bytes = 128;
   const uint64_t dims[4] = {static_cast<uint64_t>(c), static_cast<uint64_t>(s.w), static_cast<uint64_t>(s.h),
                             static_cast<uint64_t>(s.b)};
   const uint32_t box[4] = {kBK, static_cast<uint32_t>(s.w), static_cast<uint32_t>(s.h),
-                           static_cast<uint32_t>(kTile / (s.h * s.w))};
+                           static_cast<uint32_t>(images_per_tile(s))};
   for (int i = 0; i < 4; ++i) d.dims[i] = dims[i], d.box[i] = box[i];
   d.strides_bytes[0] = static_cast<uint64_t>(c * 2);
   d.strides_bytes[1] = static_cast<uint64_t>(s.w * c * 2);
@@ -487,7 +501,7 @@ using namespace resblock;
 bool resblock_persistent_supported(const ResblockShape& s, DType dtype) {
   if (dtype != DType::kF16 && dtype != DType::kBF16) return false;
   const int64_t hw = s.h * s.w, cin = s.ca + s.cb;
-  if (s.b < 1 || hw < 1 || kTile % hw != 0 || s.b * hw > kTile || s.w > 256 || s.h > 256) return false;
+  if (s.b < 1 || hw < 1 || hw > kTile || s.w > 256 || s.h > 256 || position_tiles(s) > kMaxMTiles) return false;
   if (s.ca % kBK != 0 || s.cb % kBK != 0 || s.cout % kTile != 0 || s.ca < kBK) return false;
   if (!s.has_shortcut && cin != s.cout) return false;
   if (s.groups < 1 || cin % s.groups != 0 || s.cout % s.groups != 0) return false;
@@ -543,7 +557,11 @@ bool launch_resblock_persistent(const ResblockOperands& o, DType dtype, const Re
   p.cout = static_cast<int>(s.cout), p.groups = s.groups;
   p.temb_stride = static_cast<int>(o.temb_stride), p.temb_col = static_cast<int>(o.temb_col);
   p.eps = o.eps;
-  const int64_t tiles = s.cout / kTile;
+  p.ipt = static_cast<int>(images_per_tile(s));
+  p.rows = p.ipt * p.hw;
+  p.mtiles = static_cast<int>(position_tiles(s));
+  p.ntiles = static_cast<int>(s.cout / kTile);
+  const int64_t tiles = int64_t{p.mtiles} * p.ntiles;  // output tiles: positions x channels
   p.ksteps1 = static_cast<int>(9 * cin / kBK);
   split_of(p.ksteps1, tiles, grid, p.split1, p.per1);
   p.conv2_steps = static_cast<int>(9 * s.cout / kBK);

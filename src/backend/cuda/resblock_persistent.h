@@ -1,6 +1,6 @@
-// A whole UNet ResNet block at the small levels (<= 128 positions: the 8x8 level of one guided
-// image) as one persistent cooperative kernel (sm_90a): group norms, both 3x3 convolutions and the
-// shortcut between grid-wide barriers, the weights streamed by TMA across the stages.
+// A whole UNet ResNet block at the small levels (images of <= 128 positions in <= 2 tiles: the 8x8
+// level of 1-2 guided images, 8x12 / 10x10 of one) as one persistent cooperative kernel (sm_90a):
+// group norms, both 3x3 convolutions and the shortcut between grid-wide barriers, weights by TMA.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -45,9 +45,9 @@ struct ResblockOperands {
   unsigned long long* trace = nullptr;
 };
 
-// Whether the kernel takes this shape and dtype (reasons: <= 128 positions whose images tile a
-// 128-position box, channels multiples of 64 / 128, group widths multiples of 4 that fit the
-// per-thread registers) and whether `device` runs it (compute capability 9.0, TMA, a cooperative
+// Whether the kernel takes this shape and dtype (reasons: images of <= 128 positions, as many whole
+// images a 128-position tile as fit, at most 2 tiles; channels multiples of 64 / 128, group widths
+// multiples of 4 that fit the per-thread registers) and whether `device` runs it (compute capability 9.0, TMA, a cooperative
 // grid of one CTA per multiprocessor).
 bool resblock_persistent_supported(const ResblockShape& s, DType dtype);
 bool resblock_persistent_device_ok(int device);

@@ -508,11 +508,11 @@ std::vector<Case> sd15_cases(int64_t b) {
   }
   // A whole ResNet block (Backend::resnet_block: the persistent kernel where it applies) against
   // the engine's ops for it (forward_stacked's fallback): the SD 1.5 8x8 / 16x16 levels' blocks
-  // ({height, width, x channels, skip channels}; a shortcut where x + skip is not 1280; 8x12: the
-  // 8x8 level at 768x512).
+  // ({height, width, x channels, skip channels}; a shortcut where x + skip is not 1280; 8x12 / 12x12:
+  // the 8x8 level at 768x512 / 768x768).
   for (auto [hh, ww, cx, cs] : {std::array<int64_t, 4>{8, 8, 1280, 0}, {8, 8, 1280, 1280}, {8, 12, 1280, 0},
-                                {8, 12, 1280, 1280}, {16, 16, 1280, 0}, {16, 16, 640, 0}, {16, 16, 1280, 1280},
-                                {16, 16, 1280, 640}}) {
+                                {8, 12, 1280, 1280}, {12, 12, 1280, 0}, {12, 12, 1280, 1280}, {16, 16, 1280, 0},
+                                {16, 16, 640, 0}, {16, 16, 1280, 1280}, {16, 16, 1280, 640}}) {
     const int64_t c = 1280, cin = cx + cs, hw = hh * ww;
     const bool shortcut = cin != c;
     for (const bool fused : {true, false}) {

@@ -44,6 +44,14 @@ const BlockCase kBlockCases[] = {
     {"b4_8x8_1280", 4, 8, 8, 1280, 0, 1280},                // two guided images: 2 tiles of 2
     {"b3_8x8_640_to_1280", 3, 8, 8, 640, 0, 1280},          // the last tile half empty
     {"bf16_8x12_skip", 2, 8, 12, 1280, 1280, 1280, 32, DType::kBF16},
+    // Images over 128 positions: bands of rows (12x12: two of 6 rows; 13x13: 7 + 6 rows, the
+    // second band's box reaching past the image), four tiles.
+    {"sd21_12x12_1280", 2, 12, 12, 1280, 0, 1280},            // 768x768 at one guided image
+    {"sd21_12x12_skip_1280_1280", 2, 12, 12, 1280, 1280, 1280},  // up.0: 80 channels a group
+    {"b1_13x13_640_to_1280", 1, 13, 13, 640, 0, 1280},
+    {"b4_8x12_1280_skip_640", 4, 8, 12, 1280, 640, 1280},     // four tiles of one image
+    {"b8_8x8_1280", 8, 8, 8, 1280, 0, 1280},                  // four tiles of two images
+    {"bf16_12x12_skip", 2, 12, 12, 1280, 1280, 1280, 32, DType::kBF16},
 };
 
 // The host inputs of one block (f32, rounded through the case's dtype).
@@ -99,6 +107,8 @@ class GpuResnetBlock : public ::testing::TestWithParam<BlockCase> {};
 
 TEST_P(GpuResnetBlock, MatchesTheOpsOnTheCpu) {
   SD_REQUIRE_GPU();
+  // Every case through the kernel, also those past the default batch size it is used for.
+  ScopedEnv positions("SDSERVE_CUDA_RESBLOCK_POSITIONS", "100000");
   const BlockCase c = GetParam();
   Backend& gpu = gpu_backend(c.dtype);
   if (!cuda::attention_wgmma_supported(0)) GTEST_SKIP() << "device 0 is not sm_90 (wgmma)";
@@ -157,12 +167,21 @@ TEST(GpuResnetBlockGraph, ReplaysEqualTheEagerCall) {
 TEST(GpuResnetBlockFallback, UndefinedWhereTheKernelDoesNotApply) {
   SD_REQUIRE_GPU();
   Backend& gpu = gpu_backend(DType::kF16);
-  // 16x16 at two images (512 positions), 12x12 (144 positions an image), three tiles (5 images
-  // of 8x8), channels not a multiple of 128, and the switch off.
-  const BlockCase cases[] = {{"16x16", 2, 16, 16, 1280, 0, 1280}, {"12x12", 2, 12, 12, 1280, 0, 1280},
-                             {"b5_8x8", 5, 8, 8, 1280, 0, 1280}, {"c320", 2, 8, 8, 320, 0, 320}};
+  // More than four position tiles (16x16 at 4 images, 8x8 at 10), channels not a multiple of 128,
+  // more than 288 positions by default (16x16 at 2 images, 8x12 at 4; taken when the limit is
+  // raised), and the switch off.
+  const BlockCase cases[] = {{"16x16", 4, 16, 16, 1280, 0, 1280}, {"b10_8x8", 10, 8, 8, 1280, 0, 1280},
+                             {"c320", 2, 8, 8, 320, 0, 320}};
   for (const BlockCase& c : cases) {
     EXPECT_FALSE(gpu.resnet_block(operands(gpu, make_inputs(c), c.groups)).defined()) << c.name;
+  }
+  const BlockCase past_default[] = {{"16x16_b2", 2, 16, 16, 1280, 0, 1280}, {"8x12_b4", 4, 8, 12, 1280, 0, 1280}};
+  for (const BlockCase& c : past_default) {
+    EXPECT_FALSE(gpu.resnet_block(operands(gpu, make_inputs(c), c.groups)).defined()) << c.name;
+    if (cuda::attention_wgmma_supported(0)) {
+      ScopedEnv positions("SDSERVE_CUDA_RESBLOCK_POSITIONS", "512");
+      EXPECT_TRUE(gpu.resnet_block(operands(gpu, make_inputs(c), c.groups)).defined()) << c.name;
+    }
   }
   ScopedEnv off("SDSERVE_CUDA_PERSISTENT_RESNET", "0");
   const BlockCase c = kBlockCases[0];
@@ -180,7 +199,8 @@ TEST(GpuResnetBlockTrace, StagesRunInOrderOnEveryCta) {
   ASSERT_GT(grid, 0);
   Backend& gpu = gpu_backend(DType::kF16);
   const char* stages[] = {"start", "gn1", "barrier", "conv1", "barrier", "gn2", "barrier", "conv2", "barrier", "out"};
-  for (const BlockCase& c : {kBlockCases[0], kBlockCases[1], kBlockCases[7], kBlockCases[8]}) {
+  for (const BlockCase& c : {kBlockCases[0], kBlockCases[1], kBlockCases[7], kBlockCases[8], kBlockCases[13],
+                             kBlockCases[14]}) {
     const BlockInputs in = make_inputs(c);
     const Backend::ResnetBlockOperands o = operands(gpu, in, c.groups);
     const int64_t cin = c.cx + c.cs;

@@ -23,20 +23,20 @@ namespace resblock {
 constexpr int kThreads = 384;  // warp 0: weight producer, warp 1: activation producer, WG 1-2: consumers
 constexpr int kBK = 64;        // reduction step: 64 channels of one tap (128 bytes, one swizzle row)
 constexpr int kTile = 128;     // positions (whole images) x output channels of one CTA's tile
-constexpr int kMaxMTiles = 2;  // position tiles: images of up to 128 positions, ipt = 128 / hw a tile
+constexpr int kMaxMTiles = 4;  // position tiles: ipt whole images, or a band of rows of one image
 constexpr uint32_t kStageBytes = kTile * kBK * 2;  // one A or B box
 // The stage ring is split between activations (refilled only after each stage's grid barrier)
 // and weights (the next convolution's first tiles load during the barriers): kA + kB = kRing,
 // kA a template parameter (6 by default; SDSERVE_CUDA_RESBLOCK_ASTAGES=4 for 4 / 9).
 constexpr int kRing = 13;
-constexpr int kMaxQuads = 8;   // group-norm values a consumer thread holds: 8 x 4 (<= 8192 a group)
+constexpr int kMaxQuads = 12;  // group-norm values a consumer thread holds: 12 x 4 (<= 12288 a group)
 constexpr int kFreeQuads = 3;  // of them loaded without a branch (the 8x8 level's 2.5 a thread)
 constexpr int kTracePoints = 10;
 constexpr int kMaxSplit = 16;  // slices of one output tile (the partial sums are read all at once)
 constexpr size_t kSmem = 1024 + size_t{kRing} * kStageBytes + 8 * (2 * kRing + 2) + 64;
 
 struct Maps {
-  CUtensorMap xn, hn, x, skip;  // 4D [B, H, W, C], box {64, W, H, ipt}
+  CUtensorMap xn, hn, x, skip;  // 4D [B, H, W, C], box {64, W, band_h, ipt}
   CUtensorMap w1, w2, wsc;      // 2D [cout, K], box {64, 128}
 };
 
@@ -48,7 +48,9 @@ struct Params {
   unsigned* bar;
   unsigned long long* trace;  // diagnostics: per CTA kTracePoints globaltimer stamps, or null
   int m, hw, ca, cb, cin, cout, groups, temb_stride, temb_col;
-  int ipt, rows, mtiles, ntiles;  // images a position tile, its positions (ipt hw <= 128), tiles
+  // Position tiles: ipt whole images (band_h = H, bands 1), or one image's rows in bands of band_h
+  // (images over 128 positions); rows = ipt band_h W <= 128 positions a tile.
+  int w, ipt, band_h, bands, rows, mtiles, ntiles;
   float eps;
   int ksteps1, split1, per1;
   int ksteps2, split2, per2, conv2_steps;  // conv2's 3x3 steps; the shortcut's follow
@@ -128,11 +130,16 @@ __device__ __forceinline__ void store4(T* dst, const float (&v)[4]) {
 }
 
 // Sum of the split partial tiles of `ws` for (position m, channels ch..ch+3), in slice order.
-// Unit (position tile mt, channel tile nt, slice s) is (mt ntiles + nt) split + s.
-__device__ __forceinline__ float4 sum_partials(const float* ws, int split, int m, int ch, int rows, int ntiles) {
-  const int mt = m / rows;
-  const int tile = mt * ntiles + ch / kTile;
-  const float* src = ws + (int64_t{tile} * split * kTile + (m - mt * rows)) * kTile + (ch % kTile);
+// Unit (position tile mt, channel tile nt, slice s) is (mt ntiles + nt) split + s; position m =
+// (img, y, x) is row ((img % ipt) band_h + y % band_h) W + x of tile (img / ipt) bands + y / band_h.
+__device__ __forceinline__ float4 sum_partials(const Params& p, int split, int m, int ch) {
+  const int img = m / p.hw, pos = m - img * p.hw, y = pos / p.w, x = pos - y * p.w;
+  const int band = y / p.band_h, ig = img / p.ipt;
+  const int mt = ig * p.bands + band;
+  const int row = ((img - ig * p.ipt) * p.band_h + (y - band * p.band_h)) * p.w + x;
+  const int tile = mt * p.ntiles + ch / kTile;
+  const float* ws = p.ws;
+  const float* src = ws + (int64_t{tile} * split * kTile + row) * kTile + (ch % kTile);
   float4 t[kMaxSplit];  // every slice's load in flight at once: one L2 round trip, not `split`
 #pragma unroll
   for (int s = 0; s < kMaxSplit; ++s) {
@@ -173,7 +180,7 @@ __device__ void norm_stage(const Params& p, float* red, uint32_t loaded_bar = 0)
         const int qc = ok ? q : 0;
         const int pos = qc / qpg, ch = g * cpg + (qc - pos * qpg) * 4, m = img * p.hw + pos;
         if constexpr (kSecond) {
-          const float4 s = sum_partials(p.ws, p.split1, m, ch, p.rows, p.ntiles);
+          const float4 s = sum_partials(p, p.split1, m, ch);
           float t[4];
           load4(static_cast<const T*>(p.temb) + int64_t{img} * p.temb_stride + p.temb_col + ch, t);
           v[j][0] = s.x + t[0], v[j][1] = s.y + t[1], v[j][2] = s.z + t[2], v[j][3] = s.w + t[3];
@@ -225,7 +232,7 @@ __device__ void output_stage(const Params& p) {
   const int cq = p.cout / 4, quads = p.m * cq;
   for (int q = blockIdx.x * 256 + tid; q < quads; q += gridDim.x * 256) {
     const int m = q / cq, ch = (q - m * cq) * 4;
-    const float4 s = sum_partials(p.ws, p.split2, m, ch, p.rows, p.ntiles);
+    const float4 s = sum_partials(p, p.split2, m, ch);
     float v[4] = {s.x, s.y, s.z, s.w}, a[4];
     load4(static_cast<const T*>(p.b2) + ch, a);
 #pragma unroll
@@ -244,7 +251,7 @@ __device__ void output_stage(const Params& p) {
 }
 
 // This CTA's slice of a convolution: output channel tile `tile` of position tile `mt` (images
-// [mt ipt, mt ipt + ipt)), reduction steps [k0, k0 + n) (n 0: none).
+// [ipt (mt / bands), + ipt), rows from band_h (mt % bands)), reduction steps [k0, k0 + n) (n 0: none).
 struct Unit {
   int mt = 0, tile = 0, k0 = 0, n = 0;
 };
@@ -371,8 +378,8 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
         fence_proxy_async_global();
         const Unit& u = c == 0 ? u1 : u2;
         const int cs = (c == 0 ? p.cin : p.cout) / kBK;
-        const int img0 = u.mt * p.ipt;
-        const uint32_t box_bytes = static_cast<uint32_t>(p.ipt * p.hw) * kBK * 2;  // rows past it: stale
+        const int img0 = (u.mt / p.bands) * p.ipt, y0 = (u.mt % p.bands) * p.band_h;
+        const uint32_t box_bytes = static_cast<uint32_t>(p.rows) * kBK * 2;  // smem rows past it: stale
         for (int it = 0; it < u.n; ++it, ++ai) {
           const int s = ai % kAStages, kt = u.k0 + it;
           if (ai >= kAStages) mbar_wait(empty_a + 8 * s, ((ai / kAStages) - 1) & 1);
@@ -380,11 +387,11 @@ __global__ void __launch_bounds__(kThreads, 1) resblock_kernel(const __grid_cons
           const uint32_t dst = sa + s * kStageBytes;
           if (c == 1 && kt >= p.conv2_steps) {  // the shortcut: the raw input, centre tap
             const int c0 = (kt - p.conv2_steps) * kBK;
-            if (c0 < p.ca) sm90::tma_load_4d(dst, &maps.x, full_a + 8 * s, c0, 0, 0, img0);
-            else sm90::tma_load_4d(dst, &maps.skip, full_a + 8 * s, c0 - p.ca, 0, 0, img0);
+            if (c0 < p.ca) sm90::tma_load_4d(dst, &maps.x, full_a + 8 * s, c0, 0, y0, img0);
+            else sm90::tma_load_4d(dst, &maps.skip, full_a + 8 * s, c0 - p.ca, 0, y0, img0);
           } else {
             const int tap = kt / cs, c0 = (kt - tap * cs) * kBK, ky = tap / 3, kx = tap - ky * 3;
-            sm90::tma_load_4d(dst, c == 0 ? &maps.xn : &maps.hn, full_a + 8 * s, c0, kx - 1, ky - 1, img0);
+            sm90::tma_load_4d(dst, c == 0 ? &maps.xn : &maps.hn, full_a + 8 * s, c0, kx - 1, y0 + ky - 1, img0);
           }
         }
       }
@@ -467,17 +474,22 @@ int grid_of(int device) {
   return g > 0 ? g : 0;
 }
 
-// Whole images a position tile holds (as many as fit 128 positions; the last tile's box may
-// reach past the batch, which TMA fills with zeros) and the position tiles of the batch.
+// A position tile: as many whole images as fit 128 positions, or (images over 128 positions) a band
+// of rows of one image, the bands of equal height; boxes reaching past the batch or the image's
+// last row are zero-filled by TMA (the 3x3 taps' padding). Tiles = image groups x bands.
 int64_t images_per_tile(const ResblockShape& s) { return std::max<int64_t>(1, kTile / (s.h * s.w)); }
-int64_t position_tiles(const ResblockShape& s) { return ceil_div(s.b, images_per_tile(s)); }
+int64_t band_count(const ResblockShape& s) {
+  return s.h * s.w <= kTile ? 1 : ceil_div(s.h, std::max<int64_t>(1, kTile / s.w));
+}
+int64_t band_rows(const ResblockShape& s) { return ceil_div(s.h, band_count(s)); }
+int64_t position_tiles(const ResblockShape& s) { return ceil_div(s.b, images_per_tile(s)) * band_count(s); }
 
 Status encode_act(const void* base, DType dtype, const ResblockShape& s, int64_t c, CUtensorMap* out) {
   TmaTiledDesc d;
   d.base = base, d.dtype = dtype, d.rank = 4, d.swizzle = TmaSwizzle::k128B, d.l2_promote_bytes = 128;
   const uint64_t dims[4] = {static_cast<uint64_t>(c), static_cast<uint64_t>(s.w), static_cast<uint64_t>(s.h),
                             static_cast<uint64_t>(s.b)};
-  const uint32_t box[4] = {kBK, static_cast<uint32_t>(s.w), static_cast<uint32_t>(s.h),
+  const uint32_t box[4] = {kBK, static_cast<uint32_t>(s.w), static_cast<uint32_t>(band_rows(s)),
                            static_cast<uint32_t>(images_per_tile(s))};
   for (int i = 0; i < 4; ++i) d.dims[i] = dims[i], d.box[i] = box[i];
   d.strides_bytes[0] = static_cast<uint64_t>(c * 2);
@@ -498,10 +510,23 @@ void split_of(int64_t ksteps, int64_t tiles, int grid, int& split, int& per) {
 
 using namespace resblock;
 
+// Positions of the whole batch (B H W) up to which the kernel is used: SDSERVE_CUDA_RESBLOCK_POSITIONS
+// (read per call), default 288 (two images of 12x12). H100, session 27, op bench µs fused / ops,
+// 2 UNet rows: 8x8 1280 47 / 62, 8x12 56 / 72, 12x12 75 / 90 (and 106 / 136 with the skip); 4 rows
+// 8x8 56 / 70; but 16x16 at 2 rows (512 positions) 87 / 86 and the batch-1 step 4.91-5.00 vs
+// 4.88-4.89 ms with it, 8x12 at 4 rows (384) 75 / 75: from ~300 positions the ops are as fast.
+constexpr int64_t kDefaultMaxPositions = 288;
+int64_t max_positions() {
+  const char* env = std::getenv("SDSERVE_CUDA_RESBLOCK_POSITIONS");
+  const long v = env ? std::atol(env) : 0;
+  return v >= 1 ? v : kDefaultMaxPositions;
+}
+
 bool resblock_persistent_supported(const ResblockShape& s, DType dtype) {
   if (dtype != DType::kF16 && dtype != DType::kBF16) return false;
   const int64_t hw = s.h * s.w, cin = s.ca + s.cb;
-  if (s.b < 1 || hw < 1 || hw > kTile || s.w > 256 || s.h > 256 || position_tiles(s) > kMaxMTiles) return false;
+  if (s.b < 1 || hw < 1 || s.w > kTile || s.h > 256 || position_tiles(s) > kMaxMTiles) return false;
+  if (s.b * hw > max_positions()) return false;
   if (s.ca % kBK != 0 || s.cb % kBK != 0 || s.cout % kTile != 0 || s.ca < kBK) return false;
   if (!s.has_shortcut && cin != s.cout) return false;
   if (s.groups < 1 || cin % s.groups != 0 || s.cout % s.groups != 0) return false;
@@ -557,8 +582,11 @@ bool launch_resblock_persistent(const ResblockOperands& o, DType dtype, const Re
   p.cout = static_cast<int>(s.cout), p.groups = s.groups;
   p.temb_stride = static_cast<int>(o.temb_stride), p.temb_col = static_cast<int>(o.temb_col);
   p.eps = o.eps;
+  p.w = static_cast<int>(s.w);
   p.ipt = static_cast<int>(images_per_tile(s));
-  p.rows = p.ipt * p.hw;
+  p.bands = static_cast<int>(band_count(s));
+  p.band_h = static_cast<int>(band_rows(s));
+  p.rows = p.ipt * p.band_h * p.w;
   p.mtiles = static_cast<int>(position_tiles(s));
   p.ntiles = static_cast<int>(s.cout / kTile);
   const int64_t tiles = int64_t{p.mtiles} * p.ntiles;  // output tiles: positions x channels

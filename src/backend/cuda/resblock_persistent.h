@@ -1,5 +1,5 @@
-// A whole UNet ResNet block at the small levels (images of <= 128 positions in <= 2 tiles: the 8x8
-// level of 1-2 guided images, 8x12 / 10x10 of one) as one persistent cooperative kernel (sm_90a):
+// A whole UNet ResNet block at the small levels (<= 4 position tiles of 128, <= 288 positions: the
+// 8x8 level of 1-2 guided images, 8x12 / 10x10 / 12x12 of one) as one persistent cooperative kernel (sm_90a):
 // group norms, both 3x3 convolutions and the shortcut between grid-wide barriers, weights by TMA.
 #pragma once
 
@@ -45,8 +45,9 @@ struct ResblockOperands {
   unsigned long long* trace = nullptr;
 };
 
-// Whether the kernel takes this shape and dtype (reasons: images of <= 128 positions, as many whole
-// images a 128-position tile as fit, at most 2 tiles; channels multiples of 64 / 128, group widths
+// Whether the kernel takes this shape and dtype (reasons: position tiles of <= 128 positions — whole
+// images, or bands of rows of images over 128 — at most 4; by default at most 288 positions in all,
+// SDSERVE_CUDA_RESBLOCK_POSITIONS); channels multiples of 64 / 128, group widths
 // multiples of 4 that fit the per-thread registers) and whether `device` runs it (compute capability 9.0, TMA, a cooperative
 // grid of one CTA per multiprocessor).
 bool resblock_persistent_supported(const ResblockShape& s, DType dtype);

@@ -372,5 +372,70 @@ TEST(GpuAttentionWgmma3, MatchesMma2AndTheFourConsumerKernel) {
   }
 }
 
+// The d 64 kernel with lazy row maxima and ones-column row sums (SDSERVE_CUDA_ATTENTION=wgmma-lazy,
+// a candidate of the timed choice; the SD 2.x head dim): self-attention at SD 2.x's lengths and
+// heads, the 77-key cross-attention (a ragged second key tile), ragged and one-row shapes, packed
+// q | k | v columns, keys whose scale rises along the sequence (the lazy fallback and its row
+// shifts); vs mma2 in f16 / bf16 and the small ones vs the CPU.
+TEST(GpuAttentionWgmmaLazyD64, MatchesMma2AndCpu) {
+  SD_REQUIRE_WGMMA();
+  const auto run_path = [](const char* path, Backend& be, const std::vector<Tensor>& in, int64_t heads, bool packed) {
+    AttentionPathScope scope(path);
+    if (packed) {
+      const int64_t inner = heads * 64;
+      return be.download(be.attention_cols(in[0], 0, in[0], inner, 2 * inner, inner, static_cast<int>(heads), false));
+    }
+    return be.download(be.attention(in[0], in[1], in[2], static_cast<int>(heads), false));
+  };
+  struct Case {
+    Shape5 s;
+    bool packed, rising;
+  };
+  for (const Case& c : {Case{{2, 2304, 2304, 10, 64}, false, false}, Case{{2, 576, 576, 20, 64}, false, false},
+                        Case{{2, 1024, 77, 10, 64}, false, false}, Case{{2, 333, 1093, 4, 64}, false, true},
+                        Case{{1, 1, 1, 1, 64}, false, false}, Case{{2, 1000, 1000, 5, 64}, true, false},
+                        Case{{3, 77, 4097, 2, 64}, false, true}}) {
+    const Shape5& s = c.s;
+    const int64_t hd = s.heads * s.d;
+    for (DType dtype : {DType::kF16, DType::kBF16}) {
+      Backend& gpu = gpu_backend(dtype);
+      std::vector<Tensor> in;
+      if (c.packed) {  // [B, L, 3 x H*D]: q | k | v side by side
+        in = {gpu.upload(quantize(random_tensor({s.batch, s.lq, 3 * hd}, 481, -2.f, 2.f), dtype))};
+      } else {
+        Tensor k = random_tensor({s.batch, s.lk, hd}, 482, -3.f, 3.f);
+        if (c.rising) {
+          float* kd = k.f32();
+          for (int64_t b = 0; b < s.batch; ++b) {
+            for (int64_t j = 0; j < s.lk; ++j) {
+              const float f = 1.f + 3.f * static_cast<float>(j) / static_cast<float>(s.lk);
+              for (int64_t e = 0; e < hd; ++e) kd[(b * s.lk + j) * hd + e] *= f;
+            }
+          }
+        }
+        in = {gpu.upload(quantize(random_tensor({s.batch, s.lq, hd}, 481, -3.f, 3.f), dtype)),
+              gpu.upload(quantize(k, dtype)), gpu.upload(quantize(random_tensor({s.batch, s.lk, hd}, 483), dtype))};
+      }
+      const Tensor got = run_path("wgmma-lazy", gpu, in, s.heads, c.packed);
+      const Tensor want = run_path("mma2", gpu, in, s.heads, c.packed);
+      ASSERT_TRUE(gpu.synchronize().ok());
+      ASSERT_EQ(got.shape(), want.shape());
+      const double rel = relative_l2(got, want);
+      const std::string name = shape_name(s) + (c.packed ? " packed" : "") + (c.rising ? " rising" : "");
+      std::printf("  wgmma-lazy %-40s %s vs mma2: rel_l2 %.2e max_abs %.2e\n", name.c_str(), dtype_name(dtype), rel,
+                  max_abs_diff(got, want));
+      EXPECT_LE(rel, tolerance(dtype)) << name << " " << dtype_name(dtype);
+      if (dtype == DType::kF16 && !c.packed && s.lq * s.lk <= 2000000) {
+        Backend& cpu = cpu_reference_backend();
+        std::vector<Tensor> host;
+        for (const Tensor& t : in) host.push_back(cpu.upload(gpu.download(t)));
+        const double rel_cpu = relative_l2(got, run_path("mma2", cpu, host, s.heads, false));
+        std::printf("  wgmma-lazy %-40s vs cpu: rel_l2 %.2e\n", name.c_str(), rel_cpu);
+        EXPECT_LE(rel_cpu, 1e-2) << name;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sd::testing

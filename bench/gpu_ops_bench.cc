@@ -308,18 +308,15 @@ std::vector<Case> sd15_cases(int64_t b) {
   // Attention per path (SDSERVE_CUDA_ATTENTION per call): the Hopper wgmma kernel, cuDNN's
   // SDPA, the mma.sync kernel (mma2), its one-tile form for short keys (short), the all-heads row
   // kernel (rows: d 40, 8 heads, <= 80 keys) and the default choice (auto) on the SD head dims
-  // 40 / 64 / 80 / 160 (SD 2.x: 64 with 5 / 10 / 20 heads, also at 768x768); wgmma3: the d 40
-  // kernel with 3 consumers (192 query rows a block), at 768x512 / 768x768 (6144 / 9216 tokens) as
-  // well; wgmma-lazy: the d 64 kernel with lazy row maxima.
+  // 40 / 64 / 80 / 160 (SD 2.x: 64 with 5 / 10 / 20 heads); wgmma3: the d 40 kernel with 3
+  // consumers (192 query rows a block), at 768x512 / 768x768 (6144 / 9216 tokens) as well.
   for (auto [lq, lk, h, d] : {std::array<int64_t, 4>{4096, 4096, 8, 40}, {4096, 77, 8, 40}, {1024, 1024, 8, 80},
                               {1024, 1024, 10, 64}, {1024, 77, 8, 80}, {256, 77, 8, 160}, {4096, 77, 5, 64},
                               {1024, 77, 10, 64}, {256, 256, 8, 160}, {64, 64, 8, 160}, {6144, 6144, 8, 40},
-                              {9216, 9216, 8, 40}, {9216, 9216, 5, 64}, {2304, 2304, 10, 64}, {576, 576, 20, 64},
-                              {9216, 77, 5, 64}}) {
-    for (const char* path : {"wgmma", "wgmma3", "wgmma-lazy", "cudnn", "mma2", "short", "rows", "auto"}) {
+                              {9216, 9216, 8, 40}}) {
+    for (const char* path : {"wgmma", "wgmma3", "cudnn", "mma2", "short", "rows", "auto"}) {
       if (path[0] == 's' && lk > 128) continue;  // the one-tile kernel: short key sequences only
       if (std::string_view(path) == "wgmma3" && d != 40) continue;
-      if (std::string_view(path) == "wgmma-lazy" && d != 64) continue;
       if (path[0] == 'r' && (lk > 80 || d != 40 || h != 8)) continue;
       cases.push_back({std::string("attn_path/") + path + "/" + bs + "l" + std::to_string(lq) + "_lk" +
                            std::to_string(lk) + "_h" + std::to_string(h) + "_d" + std::to_string(d),

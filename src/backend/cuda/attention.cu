@@ -238,7 +238,7 @@ namespace {
 // >= 64 keys and d <= 128, mma2 for the rest (causal CLIP, d 160); "wmma" is read by the
 // backend (attention_wmma_).
 // Read on every call (a getenv), so tests and benchmarks can switch paths in one process.
-enum class AttentionPath { kAuto, kMma1, kMma2, kCudnn, kWgmma, kShort, kRows, kWgmma3, kWgmmaLazy64 };
+enum class AttentionPath { kAuto, kMma1, kMma2, kCudnn, kWgmma, kShort, kRows, kWgmma3 };
 
 AttentionPath attention_path() {
   const char* env = std::getenv("SDSERVE_CUDA_ATTENTION");
@@ -249,7 +249,6 @@ AttentionPath attention_path() {
   if (env && std::strcmp(env, "cudnn") == 0) return AttentionPath::kCudnn;
   if (env && std::strcmp(env, "wgmma") == 0) return AttentionPath::kWgmma;
   if (env && std::strcmp(env, "wgmma3") == 0) return AttentionPath::kWgmma3;
-  if (env && std::strcmp(env, "wgmma-lazy") == 0) return AttentionPath::kWgmmaLazy64;
   return AttentionPath::kAuto;
 }
 
@@ -319,10 +318,9 @@ Tensor copy_columns(CudaBackend& be, const Tensor& src, int64_t col, int64_t wid
 }  // namespace
 
 // The timed choice per attention shape ("auto"): on the first eager call of a shape every kernel that
-// applies (wgmma with 4 consumers; at d 40 also with 3 — 192 query rows a block, which fill the
-// last wave better at some shapes —; at d 64 also with lazy maxima; the one-tile short-keys kernel,
-// cuDNN's SDPA, mma2) runs 3 x 5 times back to back and the fastest (best of the three means) is
-// kept; graph captures replay it. Inputs are
+// applies (wgmma with 4 consumers and, at d 40, with 3 — 192 query rows a block, which fill the
+// last wave better at some shapes —, the one-tile short-keys kernel, cuDNN's SDPA, mma2) runs 3 x 5 times back to back
+// and the fastest (best of the three means) is kept; graph captures replay it. Inputs are
 // activations the previous kernel just wrote (L2-warm), so they are timed warm.
 // SDSERVE_CUDA_ATTENTION_TUNE=0: the fixed rules below instead; SDSERVE_CUDA_ATTENTION_LOG=1 prints
 // every candidate.
@@ -353,7 +351,6 @@ const char* path_name(AttentionPath p) {
   switch (p) {
     case AttentionPath::kWgmma: return "wgmma";
     case AttentionPath::kWgmma3: return "wgmma3";
-    case AttentionPath::kWgmmaLazy64: return "wgmma-lazy";
     case AttentionPath::kShort: return "short";
     case AttentionPath::kRows: return "rows";
     case AttentionPath::kCudnn: return "cudnn";
@@ -370,11 +367,7 @@ bool CudaBackend::run_attention_path(int path_id, DType dtype, const AttentionAr
     case AttentionPath::kWgmma: return launch_attention_wgmma(dtype, args, stream_);
     case AttentionPath::kWgmma3: {
       const char* env = std::getenv("SDSERVE_CUDA_WGMMA3");  // =0: not a candidate (measuring)
-      return !(env && env[0] == '0') && launch_attention_wgmma(dtype, args, stream_, WgmmaForm::kThreeConsumers);
-    }
-    case AttentionPath::kWgmmaLazy64: {
-      const char* env = std::getenv("SDSERVE_CUDA_WGMMA_LAZY64");  // =0: not a candidate (measuring)
-      return !(env && env[0] == '0') && launch_attention_wgmma(dtype, args, stream_, WgmmaForm::kLazyD64);
+      return !(env && env[0] == '0') && launch_attention_wgmma(dtype, args, stream_, 3);
     }
     case AttentionPath::kShort: {
       const char* env = std::getenv("SDSERVE_CUDA_SHORT_KEYS");  // =0: not a candidate (measuring)
@@ -423,9 +416,8 @@ void CudaBackend::run_attention(DType dtype, const AttentionArgs& args) {
         SD_CUDA_CHECK(cudaEventCreate(&stop));
         float best = std::numeric_limits<float>::max();
         AttentionPath best_path = AttentionPath::kAuto;
-        for (AttentionPath p : {AttentionPath::kWgmma, AttentionPath::kWgmma3, AttentionPath::kWgmmaLazy64,
-                                AttentionPath::kRows, AttentionPath::kShort, AttentionPath::kCudnn,
-                                AttentionPath::kMma2}) {
+        for (AttentionPath p : {AttentionPath::kWgmma, AttentionPath::kWgmma3, AttentionPath::kRows,
+                                AttentionPath::kShort, AttentionPath::kCudnn, AttentionPath::kMma2}) {
           if (!run_attention_path(static_cast<int>(p), dtype, args)) continue;  // also the warm-up
           float ms = std::numeric_limits<float>::max();
           for (int rep = 0; rep < 3; ++rep) {
@@ -451,14 +443,7 @@ void CudaBackend::run_attention(DType dtype, const AttentionArgs& args) {
     }
   }
   if (!attention_wmma_ && want_wgmma(path, args) && launch_attention_wgmma(dtype, args, stream_)) return;
-  if (!attention_wmma_ && path == AttentionPath::kWgmma3 &&
-      launch_attention_wgmma(dtype, args, stream_, WgmmaForm::kThreeConsumers)) {
-    return;
-  }
-  if (!attention_wmma_ && path == AttentionPath::kWgmmaLazy64 &&
-      launch_attention_wgmma(dtype, args, stream_, WgmmaForm::kLazyD64)) {
-    return;
-  }
+  if (!attention_wmma_ && path == AttentionPath::kWgmma3 && launch_attention_wgmma(dtype, args, stream_, 3)) return;
   if (!attention_wmma_ && path == AttentionPath::kRows && launch_attention_rows(dtype, args, stream_)) return;
   if (!attention_wmma_ && want_short_keys(path, args) && launch_attention_short_keys(dtype, args, stream_)) return;
   if (!attention_wmma_ && want_cudnn(path, args)) {

@@ -67,13 +67,10 @@ void wait_attention_cudnn_prepared(int device);
 // Hopper wgmma kernel (attention_wgmma.cu): non-causal, d 40 / 64 / 80, a.vec, row strides % 8
 // == 0, on a compute-capability 9.0 device with the sm_90a build of the kernel. Returns false
 // (nothing enqueued) where it does not apply, or when its one-time device probe would have to
-// run while `stream` is being captured. Forms besides the default (candidates of the timed
-// choice; false where they do not apply): kThreeConsumers (d 40) — 192 query rows a block against
-// 256, for shapes whose 256-row blocks fill the last wave poorly (e.g. 1 x 6144 x 8 heads: 192
-// blocks on 132 SMs); kLazyD64 (d 64) — the lazy row maxima and ones-column row sums of the d 40
-// default (K / V by cp.async), against the plain 4-consumer d 64 kernel.
-enum class WgmmaForm { kDefault, kThreeConsumers, kLazyD64 };
-bool launch_attention_wgmma(DType dtype, const AttentionArgs& a, cudaStream_t stream,
-                            WgmmaForm form = WgmmaForm::kDefault);
+// run while `stream` is being captured. consumers = 3 (d 40 only, else false): the 3-consumer
+// form of the default d 40 kernel (192 query rows a block against 256): a candidate of the timed
+// choice, for shapes whose 256-row blocks fill the last wave poorly (e.g. 1 x 6144 x 8 heads:
+// 192 blocks on 132 SMs).
+bool launch_attention_wgmma(DType dtype, const AttentionArgs& a, cudaStream_t stream, int consumers = 0);
 
 }  // namespace sd::cuda

@@ -168,9 +168,8 @@ bool attention_wgmma_supported(int device) {
   return state == 1;
 }
 
-bool launch_attention_wgmma(DType dtype, const AttentionArgs& a, cudaStream_t stream, WgmmaForm form) {
-  if (form == WgmmaForm::kThreeConsumers && a.d != 40) return false;
-  if (form == WgmmaForm::kLazyD64 && a.d != 64) return false;
+bool launch_attention_wgmma(DType dtype, const AttentionArgs& a, cudaStream_t stream, int consumers) {
+  if (consumers != 0 && (consumers != 3 || a.d != 40)) return false;
   if (a.causal || !a.vec || (a.d != 40 && a.d != 64 && a.d != 80) || a.lq <= 0 || a.lk <= 0) return false;
   if (a.q_stride % 8 != 0 || a.kv_stride % 8 != 0) return false;
   int device = 0;
@@ -188,12 +187,8 @@ bool launch_attention_wgmma(DType dtype, const AttentionArgs& a, cudaStream_t st
   // "pairs" turns in pairs, else all consumers take turns). Default (H100, perf-notes): d 40 / 64
   // "pp4ns" (4 consumers, 64-key tiles, no turns), d 80 "pp2" (2 consumers, 128-key tiles,
   // ping-pong), where 4 consumers spill.
-  if (form == WgmmaForm::kThreeConsumers) {
+  if (consumers == 3) {
     launch_attention_wgmma_pingpong(dtype, a, stream, WgmmaVariant{3, 64, 0});
-    return true;
-  }
-  if (form == WgmmaForm::kLazyD64) {
-    launch_attention_wgmma_pingpong(dtype, a, stream, WgmmaVariant{4, 64, 0, true});
     return true;
   }
   const char* variant = std::getenv("SDSERVE_CUDA_WGMMA_KERNEL");

@@ -23,7 +23,6 @@ struct WgmmaVariant {
   int consumers = 2;
   int keys = 128;
   int group = -1;
-  bool lazy = false;  // d 64: the lazy-maxima form with ones-column row sums (cp.async K / V)
 };
 // Softmax options of the warp-specialized kernel (attention_wgmma_pingpong.cu, which reads them
 // from the environment per call): poly / 8 of the exps by polynomial on the FMA pipe (0..4; only
@@ -196,15 +195,6 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
         "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]) \
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
 
-#define SD_WGMMA_RS_N72(TY) \
-  asm volatile( \
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %41, 0;\n" \
-      "wgmma.mma_async.sync.aligned.m64n72k16.f32." TY "." TY " {" \
-      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35" \
-      "}, {%36,%37,%38,%39}, %40, p, 1, 1, 1;\n}\n" \
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]) \
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
-
 #define SD_WGMMA_RS_N80(TY) \
   asm volatile( \
       "{\n.reg .pred p;\nsetp.ne.b32 p, %45, 0;\n" \
@@ -258,9 +248,6 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[
   } else if constexpr (N == 64) {
     if constexpr (std::is_same_v<T, __half>) SD_WGMMA_RS_N64("f16");
     else SD_WGMMA_RS_N64("bf16");
-  } else if constexpr (N == 72) {
-    if constexpr (std::is_same_v<T, __half>) SD_WGMMA_RS_N72("f16");
-    else SD_WGMMA_RS_N72("bf16");
   } else {
     static_assert(N == 80);
     if constexpr (std::is_same_v<T, __half>) SD_WGMMA_RS_N80("f16");

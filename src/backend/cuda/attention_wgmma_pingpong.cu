@@ -403,9 +403,6 @@ void launch_d(const AttentionArgs& a, cudaStream_t stream, const WgmmaVariant& w
       }
     }
   }
-  if constexpr (D == 64) {
-    if (w.consumers == 4 && w.lazy && sm.lazy) return launch<T, D, 4, 64, 0, true, true>(a, stream, 0, sm);
-  }
   if constexpr (D <= 64) {
     if (w.consumers == 4) return launch<T, D, 4, 64>(a, stream, turn_group<4>(w.group), sm);
   }

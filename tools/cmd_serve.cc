@@ -60,7 +60,7 @@ void raise_fd_limit() {
 int run_serve(int argc, char** argv) {
   CLI::App app{"Serve text-to-image over HTTP (AUTOMATIC1111 and OpenAI APIs, async jobs)", "sdserve serve"};
   sd::serving::ServerOptions o;
-  std::string model, devices = "cpu", api_key_file;
+  std::string model, devices = "cpu", api_key_file, warmup_sizes;
   bool no_warmup = false;
   int workers_per_device = 1;
   app.add_option("--model", model, "Model: diffusers folder or single-file .safetensors")->required();
@@ -86,8 +86,15 @@ int run_serve(int argc, char** argv) {
       ->check(CLI::Range(0.0, 3600.0))->capture_default_str();
   app.add_option("--threads", o.io_threads, "HTTP I/O threads (0 = hardware threads)")->check(CLI::Range(0, 1024))
       ->capture_default_str();
-  app.add_flag("--no-warmup", no_warmup,
-               "Skip the warm-up (CUDA: a 2-step generation per batch bucket up to --max-batch at the model's size)");
+  auto* no_warm = app.add_flag(
+      "--no-warmup", no_warmup,
+      "Skip the warm-up (CUDA: a 2-step generation per batch bucket up to --max-batch at each --warmup-sizes size)");
+  auto* warm_sizes = app.add_option(
+      "--warmup-sizes", warmup_sizes,
+      "Image sizes to warm up before serving, WIDTHxHEIGHT,... (default: the model's own size, e.g. 512x512); "
+      "a size met first under load holds every request on its worker for ~2 s (tuning, graph capture)");
+  no_warm->excludes(warm_sizes);
+  warm_sizes->excludes(no_warm);
   app.add_option("--job-ttl", o.job_ttl_s, "Seconds finished jobs are kept")->check(CLI::Range(1.0, 86400.0))
       ->capture_default_str();
   try {
@@ -107,6 +114,12 @@ int run_serve(int argc, char** argv) {
   if (key->count() > 0 && o.api_key.empty()) return fail("--api-key is empty");
   for (char c : o.api_key + o.cors_origin)
     if (c == '\r' || c == '\n' || c == '\0') return fail("--api-key and --cors-origin must be one line");
+  std::vector<sd::ImageSize> sizes;  // empty: the model's own size
+  if (!warmup_sizes.empty()) {
+    auto parsed = sd::parse_image_sizes(warmup_sizes);
+    if (!parsed.ok()) return fail("--warmup-sizes: " + parsed.status().message());
+    sizes = std::move(parsed).value();
+  }
   std::string error;
   std::vector<std::string> device_list = parse_devices(devices, &error);
   if (device_list.empty()) return fail(error);
@@ -116,6 +129,8 @@ int run_serve(int argc, char** argv) {
     for (const auto& d : device_list) expanded.insert(expanded.end(), static_cast<size_t>(workers_per_device), d);
     device_list = std::move(expanded);
   }
+  if (!sizes.empty() && device_list.front() == "cpu")
+    std::fprintf(stderr, "sdserve serve: note: --warmup-sizes has no effect on cpu (nothing to tune or record)\n");
   if (o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1" && o.api_key.empty())
     std::fprintf(stderr, "sdserve serve: warning: listening on %s without --api-key\n", o.host.c_str());
 
@@ -135,14 +150,18 @@ int run_serve(int argc, char** argv) {
       return fail("loading " + model + " on " + device + ": " + engine.status().to_string());
     }
     if (!no_warmup && device != "cpu") {
-      const int size = (*engine)->info().default_size;
-      auto warm = sd::warm_up(**engine, size, size, o.max_batch);
-      if (!warm.ok()) {
-        server.stop();
-        return fail("warming up " + device + ": " + warm.status().to_string());
+      const int native = (*engine)->info().default_size;
+      const std::vector<sd::ImageSize> warm_at = sizes.empty() ? std::vector<sd::ImageSize>{{native, native}} : sizes;
+      for (const sd::ImageSize& size : warm_at) {
+        auto warm = sd::warm_up(**engine, size.width, size.height, o.max_batch);
+        if (!warm.ok()) {
+          server.stop();
+          return fail("warming up " + device + " at " + std::to_string(size.width) + "x" +
+                      std::to_string(size.height) + ": " + warm.status().to_string());
+        }
+        std::fprintf(stderr, "sdserve serve: %s warmed up at %dx%d, %d batch sizes, in %.1f s\n", device.c_str(),
+                     size.width, size.height, warm->buckets, warm->seconds);
       }
-      std::fprintf(stderr, "sdserve serve: %s warmed up at %dx%d, %d batch sizes, in %.1f s\n", device.c_str(), size,
-                   size, warm->buckets, warm->seconds);
     }
     engines.push_back(std::move(engine).value());
   }

@@ -4,6 +4,8 @@
 #include "pipeline/step_graph.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -241,7 +243,15 @@ void StepGraphs::run(const std::vector<Input>& inputs) {
     // Recording may run the function (the CUDA backend runs it once eagerly first): with
     // all-zero tables it writes no job state.
     be.copy(be.upload(Tensor::zeros_host({static_cast<int64_t>(l.total)}, DType::kU8), DType::kU8), g.params);
+    const auto t0 = std::chrono::steady_clock::now();
     record(g);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (s >= 0.25) {  // a stall every job on this engine waits through: say what it was
+      std::fprintf(stderr,
+                   "sdserve: recorded the step graph of %lld images at %lldx%lld latents in %.2f s (a new size or "
+                   "batch bucket: kernel choices timed, graph captured)\n",
+                   static_cast<long long>(B), static_cast<long long>(x0.dim(2)), static_cast<long long>(x0.dim(1)), s);
+    }
   }
   be.copy(be.upload(block, DType::kU8), g.params);
   g.graph->replay();

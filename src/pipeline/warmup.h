@@ -3,8 +3,12 @@
 // about a second per new batch bucket in their own latency.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "core/status.h"
 #include "pipeline/engine.h"
+#include "pipeline/request.h"
 
 namespace sd {
 
@@ -18,5 +22,15 @@ struct WarmupReport {
 // Uses only the GenerationEngine API, so it works on every engine and device (on the CPU it
 // only costs time). Fails with the engine's status.
 StatusOr<WarmupReport> warm_up(GenerationEngine& engine, int width, int height, int max_images);
+
+struct ImageSize {
+  int width = 0, height = 0;
+  bool operator==(const ImageSize&) const = default;
+};
+
+// "512x512,768x512" -> {512, 512}, {768, 512} (`sdserve serve --warmup-sizes`): each item is
+// WIDTHxHEIGHT, both sides checked as a request's (multiples of 8 within `limits`); a size listed
+// twice is kept once. An empty list, an empty item or a bad side fails with a message naming it.
+StatusOr<std::vector<ImageSize>> parse_image_sizes(const std::string& list, const RequestLimits& limits = {});
 
 }  // namespace sd

@@ -138,6 +138,9 @@ TEST_F(Cli, BadInputGivesClearMessageAndNonZeroExit) {
       {"serve --model " + data_path("tiny-sd1/model") + " --workers-per-device 2", "not cpu"},
       {"serve --model " + data_path("tiny-sd1/model") + " --device cuda:0 --workers-per-device 9", "not in range"},
       {"serve --model " + data_path("tiny-sd1/model") + " --device cuda:0,cuda:0", "listed twice"},
+      {"serve --model " + data_path("tiny-sd1/model") + " --warmup-sizes 512x500", "multiple of 8, got 500"},
+      {"serve --model " + data_path("tiny-sd1/model") + " --warmup-sizes 512", "'512' is not WIDTHxHEIGHT"},
+      {"serve --model " + data_path("tiny-sd1/model") + " --warmup-sizes 512x512 --no-warmup", "excludes"},
   };
   for (const auto& c : cases) {
     const CmdResult r = sdserve(c.args);

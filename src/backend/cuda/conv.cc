@@ -5,6 +5,8 @@
 #include "backend/cuda/conv.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <functional>
 #include <limits>
 
@@ -13,6 +15,7 @@
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/conv_graph.h"
+#include "backend/cuda/cudnn_plans.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
@@ -210,6 +213,7 @@ bool CudaBackend::tune_conv_graph(ConvGraphPlan& plan, const ConvGraphOperands& 
   // autotuning keep the first that runs. None runs: let the legacy API have this shape.
   size_t best = plan.plans.size();
   float best_ms = std::numeric_limits<float>::max();
+  const auto tune_start = std::chrono::steady_clock::now();
   cudaEvent_t start = nullptr, stop = nullptr;
   SD_CUDA_CHECK(cudaEventCreate(&start));
   SD_CUDA_CHECK(cudaEventCreate(&stop));
@@ -231,6 +235,10 @@ bool CudaBackend::tune_conv_graph(ConvGraphPlan& plan, const ConvGraphOperands& 
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
+  if (cudnn_plan_log()) {
+    std::fprintf(stderr, "sdserve: cuDNN conv tuning: %zu candidates in %.1f ms\n", plan.plans.size(),
+                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - tune_start).count());
+  }
   if (best == plan.plans.size()) {
     conv_graph_discard(plan);  // from now on get() sends this shape to the legacy API
     return false;

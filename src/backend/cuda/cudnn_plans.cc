@@ -3,6 +3,7 @@
 // left). Descriptors that must outlive the plans are returned to the caller to keep.
 #include "backend/cuda/cudnn_plans.h"
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 
@@ -25,9 +26,29 @@ int cudnn_max_candidates(int fallback) {
   return from_env > 0 ? from_env : fallback;
 }
 
+bool cudnn_plan_log() {
+  static const bool on = [] {
+    const char* env = std::getenv("SDSERVE_CUDNN_PLAN_LOG");
+    return env && env[0] == '1';
+  }();
+  return on;
+}
+
+namespace {
+
+bool plan_log() { return cudnn_plan_log(); }
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
 CudnnCandidates find_cudnn_plans(cudnnHandle_t handle, cudnnBackendDescriptor_t graph, int max_candidates,
                                  int64_t max_workspace) {
   CudnnCandidates out;
+  const auto search_start = std::chrono::steady_clock::now();
+  int finalized = 0;
   for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
     cudnnBackendDescriptor_t heur = nullptr;
     SD_CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur));
@@ -52,6 +73,7 @@ CudnnCandidates find_cudnn_plans(cudnnHandle_t handle, cudnnBackendDescriptor_t 
       cudnnBackendDescriptor_t plan = nullptr;
       if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) != CUDNN_STATUS_SUCCESS) break;
       int64_t ws = 0, n = 0;
+      const auto plan_start = std::chrono::steady_clock::now();
       cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);  // deprecated
       const bool plan_ok =
           cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
@@ -60,6 +82,12 @@ CudnnCandidates find_cudnn_plans(cudnnHandle_t handle, cudnnBackendDescriptor_t 
           cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws) ==
               CUDNN_STATUS_SUCCESS &&
           ws <= max_workspace;
+      ++finalized;
+      if (plan_log() && ms_since(plan_start) > 2.0) {
+        std::fprintf(stderr, "sdserve: cuDNN plan %lld of %lld (mode %s): %.1f ms to finalise%s\n",
+                     static_cast<long long>(i), static_cast<long long>(got), mode == CUDNN_HEUR_MODE_A ? "A" : "fallback",
+                     ms_since(plan_start), plan_ok ? "" : " (rejected)");
+      }
       if (!plan_ok) {
         cudnnBackendDestroyDescriptor(plan);
         continue;
@@ -69,6 +97,10 @@ CudnnCandidates find_cudnn_plans(cudnnHandle_t handle, cudnnBackendDescriptor_t 
     }
     out.configs.insert(out.configs.end(), cfgs.begin(), cfgs.end());
     if (!out.plans.empty()) break;
+  }
+  if (plan_log()) {
+    std::fprintf(stderr, "sdserve: cuDNN plan search: %zu plans (%d finalised) in %.1f ms\n", out.plans.size(),
+                 finalized, ms_since(search_start));
   }
   return out;
 }

@@ -20,6 +20,9 @@ struct CudnnCandidates {
 // set, else `fallback`. More candidates: a longer first call per shape, perhaps a faster plan.
 int cudnn_max_candidates(int fallback);
 
+// SDSERVE_CUDNN_PLAN_LOG=1: log each plan search's and each shape's tuning time (first calls).
+bool cudnn_plan_log();
+
 CudnnCandidates find_cudnn_plans(cudnnHandle_t handle, cudnnBackendDescriptor_t graph, int max_candidates,
                                  int64_t max_workspace);
 

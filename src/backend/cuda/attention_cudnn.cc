@@ -111,35 +111,6 @@ cudnnBackendDescriptor_t make_scale(std::vector<cudnnBackendDescriptor_t>& keep)
   return t;
 }
 
-// Kernel caches for dynamic-shape SDPA graphs (SDSERVE_CUDNN_KERNEL_CACHE=1): cuDNN compiles its
-// SDPA kernels at plan build (NVRTC, 50-450 ms a plan on an H100), once per shape without a cache;
-// with one, a new image size binds the kernels compiled for an earlier size. One cache per
-// (device, dtype, head dim, self / cross), its builds serialised; different classes build in parallel.
-bool kernel_cache_enabled() {
-  static const bool on = [] {
-    const char* env = std::getenv("SDSERVE_CUDNN_KERNEL_CACHE");
-    return env && env[0] == '1';
-  }();
-  return on;
-}
-
-struct KernelCache {
-  std::mutex build_mu;  // held through each build that uses `cache`
-  cudnnBackendDescriptor_t cache = nullptr;
-  bool failed = false;  // cuDNN refused it: build without
-};
-
-KernelCache& kernel_cache_for(const SdpaKey& k) {
-  static std::mutex mu;
-  static auto* caches = new std::map<std::tuple<int, DType, int64_t, bool>, std::unique_ptr<KernelCache>>();
-  int device = -1;
-  cudaGetDevice(&device);
-  std::lock_guard<std::mutex> lock(mu);
-  auto& c = (*caches)[{device, k.dtype, k.d, k.lq == k.lk}];
-  if (!c) c = std::make_unique<KernelCache>();
-  return *c;
-}
-
 // Builds the candidate plans into `out` (throws sd::Error on API failures).
 void build(cudnnHandle_t handle, const SdpaKey& k, SdpaPlan& out) {
   cudnnBackendDescriptor_t q = make_bhld(kUidQ, k, k.lq, k.q_stride, out.keep);
@@ -159,37 +130,9 @@ void build(cudnnHandle_t handle, const SdpaKey& k, SdpaPlan& out) {
   cudnnBackendDescriptor_t graph = create(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, out.keep);
   set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op);
   cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);  // deprecated
-  KernelCache* kc = kernel_cache_enabled() ? &kernel_cache_for(k) : nullptr;
-  std::unique_lock<std::mutex> cache_lock;
-  if (kc) {
-    cache_lock = std::unique_lock<std::mutex>(kc->build_mu);
-    const bool dynamic = true;
-    if (kc->failed || cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_IS_DYNAMIC_SHAPE_ENABLED,
-                                               CUDNN_TYPE_BOOLEAN, 1, &dynamic) != CUDNN_STATUS_SUCCESS) {
-      kc->failed = true;
-      kc = nullptr;
-    }
-  }
   SD_CUDNN_CHECK(cudnnBackendFinalize(graph));
-  if (kc && !kc->cache) {
-    cudnnBackendDescriptor_t cache = nullptr;
-    const bool ok =
-        cudnnBackendCreateDescriptor(CUDNN_BACKEND_KERNEL_CACHE_DESCRIPTOR, &cache) == CUDNN_STATUS_SUCCESS &&
-        cudnnBackendSetAttribute(cache, CUDNN_ATTR_KERNEL_CACHE_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                 &graph) == CUDNN_STATUS_SUCCESS &&
-        cudnnBackendFinalize(cache) == CUDNN_STATUS_SUCCESS;
-    if (ok) {
-      kc->cache = cache;  // kept for the process, as the plans that use it
-    } else {
-      if (cache) cudnnBackendDestroyDescriptor(cache);
-      if (log_enabled()) std::fprintf(stderr, "sdserve: cuDNN kernel cache unavailable for %s\n", key_str(k).c_str());
-      kc->failed = true;
-      kc = nullptr;
-    }
-  }
 
-  CudnnCandidates c = find_cudnn_plans(handle, graph, cudnn_max_candidates(kDefaultCandidates), kMaxWorkspace,
-                                       kc ? kc->cache : nullptr);
+  CudnnCandidates c = find_cudnn_plans(handle, graph, cudnn_max_candidates(kDefaultCandidates), kMaxWorkspace);
   out.plans = std::move(c.plans);
   out.workspace = std::move(c.workspace);
   out.keep.insert(out.keep.end(), c.configs.begin(), c.configs.end());

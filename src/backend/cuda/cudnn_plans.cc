@@ -45,7 +45,7 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 CudnnCandidates find_cudnn_plans(cudnnHandle_t handle, cudnnBackendDescriptor_t graph, int max_candidates,
-                                 int64_t max_workspace, cudnnBackendDescriptor_t kernel_cache) {
+                                 int64_t max_workspace) {
   CudnnCandidates out;
   const auto search_start = std::chrono::steady_clock::now();
   int finalized = 0;
@@ -75,10 +75,6 @@ CudnnCandidates find_cudnn_plans(cudnnHandle_t handle, cudnnBackendDescriptor_t 
       int64_t ws = 0, n = 0;
       const auto plan_start = std::chrono::steady_clock::now();
       cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);  // deprecated
-      if (kernel_cache) {
-        cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_KERNEL_CACHE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                 &kernel_cache);
-      }
       const bool plan_ok =
           cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
                                    &cfgs[static_cast<size_t>(i)]) == CUDNN_STATUS_SUCCESS &&

@@ -23,10 +23,7 @@ int cudnn_max_candidates(int fallback);
 // SDSERVE_CUDNN_PLAN_LOG=1: log each plan search's and each shape's tuning time (first calls).
 bool cudnn_plan_log();
 
-// `kernel_cache` (a finalised CUDNN_BACKEND_KERNEL_CACHE_DESCRIPTOR, for dynamic-shape graphs):
-// each plan is built through it, binding a kernel compiled for an earlier graph of the same
-// topology instead of compiling again. Callers serialise builds that share a cache.
 CudnnCandidates find_cudnn_plans(cudnnHandle_t handle, cudnnBackendDescriptor_t graph, int max_candidates,
-                                 int64_t max_workspace, cudnnBackendDescriptor_t kernel_cache = nullptr);
+                                 int64_t max_workspace);
 
 }  // namespace sd::cuda

@@ -148,6 +148,10 @@ class Backend {
     int64_t batch, lq, lk, heads, d, q_stride, kv_stride;
   };
   virtual void prepare_attention(DType /*dtype*/, const std::vector<AttentionShape>& /*shapes*/) {}
+  // Whether a prepare_attention build of any of these shapes is still in flight.
+  virtual bool attention_preparing(DType /*dtype*/, const std::vector<AttentionShape>& /*shapes*/) const {
+    return false;
+  }
 
   // ---- group norm of x plus a per-(batch, channel) vector (ResNet time embedding) ----
   // group_norm(x + v) (then SiLU) with v[b, c] = add_src[b, add_col + c]: add_src [B, W] holds

@@ -68,6 +68,10 @@ class GenerationEngine {
   // start one-time work for them in the background (CUDA: cuDNN attention plans) so that the
   // first such request does not wait for it in full. Never needed for correctness.
   virtual void prepare(int /*width*/, int /*height*/, const std::vector<int>& /*image_counts*/) {}
+  // True while one-time work this job's next step would wait for is still being built in the
+  // background (CUDA: the cuDNN attention plans of a size met for the first time, ~1 s of kernel
+  // compilation). A scheduler steps other jobs meanwhile instead of stalling them all behind it.
+  virtual bool preparing(const Job& /*job*/) const { return false; }
   // Bytes of device memory in use (for metrics).
   virtual size_t device_memory_bytes() const { return 0; }
   // The device's power, clocks and energy counter now (Backend::device_reading); unlike the rest

@@ -41,6 +41,7 @@ class SdJob : public Job {
   int eval = 0;
   std::string key;
   double seconds_text = 0, seconds_denoise = 0;
+  std::vector<Backend::AttentionShape> attention_shapes;  // its first step's, built ahead by begin
 
   int steps_done() const override { return finished() ? request.steps : sampler->progress_step(eval); }
   int steps_total() const override { return request.steps; }
@@ -103,11 +104,21 @@ StatusOr<std::unique_ptr<SdEngine>> SdEngine::load(const std::string& path, cons
   return e;
 }
 
+void SdEngine::prepare(int width, int height, const std::vector<int>& image_counts) {
+  backend_->prepare_attention(backend_->compute_dtype(), attention_shapes(width, height, image_counts));
+}
+
+bool SdEngine::preparing(const Job& job) const {
+  const auto& j = static_cast<const SdJob&>(job);
+  return j.eval == 0 && backend_->attention_preparing(backend_->compute_dtype(), j.attention_shapes);
+}
+
 // The UNet's attention shapes per image count: graph steps run a bucket's rows (2 per image,
 // the first self-attention on half of them), eager steps 2 rows per image without halves.
-void SdEngine::prepare(int width, int height, const std::vector<int>& image_counts) {
-  if (width < 8 || height < 8) return;
+std::vector<Backend::AttentionShape> SdEngine::attention_shapes(int width, int height,
+                                                                 const std::vector<int>& image_counts) const {
   std::vector<Backend::AttentionShape> shapes;
+  if (width < 8 || height < 8) return shapes;
   for (int images : image_counts) {
     const int bucket = step_graphs ? StepGraphs::bucket_for(images) : 0;
     const int64_t rows = 2 * int64_t{bucket > 0 ? bucket : images};
@@ -116,7 +127,7 @@ void SdEngine::prepare(int width, int height, const std::vector<int>& image_coun
                                            bucket > 0 && StepGraphs::halves());
     shapes.insert(shapes.end(), s.begin(), s.end());
   }
-  backend_->prepare_attention(backend_->compute_dtype(), shapes);
+  return shapes;
 }
 
 Tensor SdEngine::encode_prompts(const std::string& prompt, const std::string& negative, int clip_skip) {
@@ -152,8 +163,9 @@ Status SdEngine::begin_impl(const GenerationRequest& r, std::unique_ptr<Job>* ou
   const auto t0 = Clock::now();
   // A size or image count met for the first time: its cuDNN attention plans start building in the
   // background now, under the text encoder and the first step (a no-op for shapes already built).
-  prepare(r.width, r.height, {r.batch_size});
   auto job = std::make_unique<SdJob>();
+  job->attention_shapes = attention_shapes(r.width, r.height, {r.batch_size});
+  backend_->prepare_attention(backend_->compute_dtype(), job->attention_shapes);
   job->request = r;
   job->n = r.batch_size;
   SamplerOptions options;

@@ -31,6 +31,7 @@ class SdEngine : public GenerationEngine {
   StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs) override;
   StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs, const ImageReady& on_image) override;
   void prepare(int width, int height, const std::vector<int>& image_counts) override;
+  bool preparing(const Job& job) const override;
   size_t device_memory_bytes() const override { return backend_->memory_in_use(); }
   std::optional<DeviceReading> device_reading() const override { return backend_->device_reading(); }
   // Requests whose prompt pair came from the prompt cache (tests, metrics).
@@ -68,6 +69,9 @@ class SdEngine : public GenerationEngine {
   void step_eager(const std::vector<Job*>& jobs);
   bool step_by_graph(const std::vector<Job*>& jobs);
   Status finish_impl(const std::vector<Job*>& jobs, const ImageReady& on_image, std::vector<GenerationResult>* out);
+  // The attention shapes of steps of these image counts at this size (the graph buckets' rows).
+  std::vector<Backend::AttentionShape> attention_shapes(int width, int height,
+                                                        const std::vector<int>& image_counts) const;
   // [2, 77, D]: row 0 = negative prompt, row 1 = prompt.
   Tensor encode_prompts(const std::string& prompt, const std::string& negative, int clip_skip);
 

@@ -388,10 +388,18 @@ void Scheduler::run_iteration(Worker& worker, std::vector<std::shared_ptr<Task>>
       ++it;
     }
   }
-  // 3. One batched step per batch_key over every unfinished job.
-  std::map<std::string, std::vector<std::shared_ptr<Task>>> groups;
+  // 3. One batched step per batch_key over every unfinished job. A job whose first step would
+  // wait for one-time preparation (a size met for the first time) sits out while others can
+  // step; when nothing else can, it steps (and waits) anyway.
+  std::vector<std::shared_ptr<Task>> can_step;
   for (auto& t : running)
-    if (!t->job->finished()) groups[t->job->batch_key()].push_back(t);
+    if (!t->job->finished() && !engine.preparing(*t->job)) can_step.push_back(t);
+  if (can_step.empty()) {
+    for (auto& t : running)
+      if (!t->job->finished()) can_step.push_back(t);
+  }
+  std::map<std::string, std::vector<std::shared_ptr<Task>>> groups;
+  for (auto& t : can_step) groups[t->job->batch_key()].push_back(t);
   for (auto& [key, tasks] : groups) {
     std::vector<Job*> jobs;
     int images = 0;

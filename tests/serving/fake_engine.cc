@@ -81,6 +81,11 @@ StatusOr<std::unique_ptr<Job>> FakeEngine::begin(const GenerationRequest& reques
   return std::unique_ptr<Job>(std::move(job));
 }
 
+bool FakeEngine::preparing(const Job& j) const {
+  const auto& job = static_cast<const FakeJob&>(j);
+  return job.done == 0 && job.request.width == preparing_width.load();
+}
+
 Status FakeEngine::step(const std::vector<Job*>& jobs) {
   StepRecord record;
   std::string key;

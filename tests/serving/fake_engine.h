@@ -28,6 +28,9 @@ class FakeEngine : public GenerationEngine {
   Status step(const std::vector<Job*>& jobs) override;
   StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs) override;
   size_t device_memory_bytes() const override { return 12345; }
+  // Jobs of width `preparing_width` that have not stepped report preparing() (0: none do).
+  bool preparing(const Job& job) const override;
+  std::atomic<int> preparing_width{0};
   std::optional<DeviceReading> device_reading() const override {
     std::lock_guard<std::mutex> lock(mu_);
     return reading_;

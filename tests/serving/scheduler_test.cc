@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <future>
+#include <thread>
 
 #include "fake_engine.h"
 #include "test_client.h"
@@ -159,6 +160,43 @@ TEST(Scheduler, DifferentResolutionsNeverShareAStep) {
   ASSERT_TRUE(result_b.ok());
   expect_images(*result_b, rb);
   for (const auto& rec : engine.records()) EXPECT_EQ(rec.job_ids.size(), 1u);
+}
+
+// A job whose first step would wait for the engine's background preparation (a new size) sits
+// out while other jobs step, joins once prepared, and steps anyway when nothing else can.
+TEST(Scheduler, JobsBeingPreparedSitOutWhileOthersStep) {
+  FakeEngine engine;
+  engine.step_delay_ms = 5;
+  Metrics metrics;
+  Scheduler s({&engine}, SchedulerOptions{8, 16, 60}, &metrics);
+  Waiter a, b;
+  const auto ra = request("running", 1, 150);
+  ASSERT_TRUE(s.submit(ra, a.observer()).ok());
+  ASSERT_TRUE(eventually([&] { return engine.steps_run.load() >= 3; }));
+  engine.preparing_width = 128;
+  const auto rb = request("new size", 2, 5, 1, 128);
+  ASSERT_TRUE(s.submit(rb, b.observer()).ok());
+  ASSERT_TRUE(eventually([&] { return engine.begun.load() == 2; }));
+  const int before = engine.steps_run.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_GT(engine.steps_run.load(), before + 5);  // the running job kept stepping
+  for (const auto& rec : engine.records()) EXPECT_EQ(rec.job_ids, std::vector<int>{0});  // b never stepped
+  engine.preparing_width = 0;  // prepared
+  auto got_b = b.get();
+  ASSERT_TRUE(got_b.ok()) << got_b.status().to_string();
+  expect_images(*got_b, rb);
+  auto got_a = a.get();
+  ASSERT_TRUE(got_a.ok()) << got_a.status().to_string();
+  expect_images(*got_a, ra);
+
+  // Alone, a job being prepared steps anyway (the engine waits inside its step).
+  engine.preparing_width = 192;
+  Waiter c;
+  const auto rc = request("alone", 3, 4, 1, 192);
+  ASSERT_TRUE(s.submit(rc, c.observer()).ok());
+  auto got_c = c.get();
+  ASSERT_TRUE(got_c.ok()) << got_c.status().to_string();
+  expect_images(*got_c, rc);
 }
 
 TEST(Scheduler, FullQueueIsRejectedAndPositionsAreReported) {

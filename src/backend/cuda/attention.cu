@@ -475,6 +475,12 @@ void CudaBackend::prepare_attention(DType dtype, const std::vector<AttentionShap
   prepare_attention_cudnn(device_, dtype, sdpa);
 }
 
+bool CudaBackend::attention_preparing(DType dtype, const std::vector<AttentionShape>& shapes) const {
+  std::vector<SdpaShape> sdpa;
+  for (const AttentionShape& s : shapes) sdpa.push_back({s.batch, s.lq, s.lk, s.heads, s.d, s.q_stride, s.kv_stride});
+  return attention_cudnn_building(device_, dtype, sdpa);
+}
+
 Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
   check_on_device(q, "attention");
   check_on_device(k, "attention");

@@ -61,6 +61,8 @@ struct SdpaShape {
   int64_t batch, lq, lk, heads, d, q_stride, kv_stride;
 };
 void prepare_attention_cudnn(int device, DType dtype, const std::vector<SdpaShape>& shapes);
+// Whether a background build (prepare_attention_cudnn) of any of these shapes is in flight.
+bool attention_cudnn_building(int device, DType dtype, const std::vector<SdpaShape>& shapes);
 // Joins the background builds of `device` (the backend's destructor).
 void wait_attention_cudnn_prepared(int device);
 

@@ -299,6 +299,15 @@ bool run_attention_cudnn(int device, DType dtype, const AttentionArgs& a, cudaSt
   return true;
 }
 
+bool attention_cudnn_building(int device, DType dtype, const std::vector<SdpaShape>& shapes) {
+  DeviceSdpa& st = device_state(device);
+  std::lock_guard<std::mutex> lock(st.mu);
+  for (const SdpaShape& s : shapes) {
+    if (st.building.count(SdpaKey{dtype, s.batch, s.heads, s.lq, s.lk, s.d, s.q_stride, s.kv_stride})) return true;
+  }
+  return false;
+}
+
 void prepare_attention_cudnn(int device, DType dtype, const std::vector<SdpaShape>& shapes) {
   if (!prepare_enabled()) return;
   DeviceSdpa& st = device_state(device);

@@ -76,6 +76,7 @@ class CudaBackend final : public Backend {
   Tensor attention_cols(const Tensor& q_src, int64_t q_col, const Tensor& kv_src, int64_t k_col, int64_t v_col,
                         int64_t inner, int heads, bool causal) override;
   void prepare_attention(DType dtype, const std::vector<AttentionShape>& shapes) override;
+  bool attention_preparing(DType dtype, const std::vector<AttentionShape>& shapes) const override;
   // Runs `args` through cuDNN's SDPA, the mma.sync or the WMMA kernel (attention.cu).
   void run_attention(DType dtype, const AttentionArgs& args);
   // Runs `args` on one kernel path (attention.cu AttentionPath); false when it does not apply.

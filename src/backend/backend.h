@@ -105,6 +105,9 @@ class Backend {
   virtual size_t memory_in_use() const { return 0; }
   virtual size_t memory_peak() const { return 0; }
   virtual void reset_memory_peak() {}
+  // Returns cached but unused device memory to the device (CUDA: the allocator's free blocks),
+  // e.g. before retrying work that ran out of memory. Not inside capture(). No-op by default.
+  virtual void release_cached_memory() {}
 
   // ---- dense ----
   // y[..., N] = x[..., K] · w[N, K]^T (+ bias[N]). PyTorch Linear weight layout.

@@ -57,6 +57,10 @@ class SdEngine : public GenerationEngine {
   // SDSERVE_STEP_IN_FLIGHT=0.
   bool step_in_flight = true;
   size_t captured_graphs() const { return graphs_ ? graphs_->graphs() : 0; }
+  // Tests: the next n step-graph recordings fail as if out of device memory (needs a graph step first).
+  void fail_graph_records_for_test(int n) {
+    if (graphs_) graphs_->fail_records_for_test = n;
+  }
   // Timestep values whose time projections the step graphs' table has made (0: table off).
   int64_t time_table_computed() const { return graphs_ ? graphs_->time_table_computed() : 0; }
 

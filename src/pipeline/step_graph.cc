@@ -132,6 +132,27 @@ StepGraphs::Graph& StepGraphs::graph_for(const Key& key, const Input& first) {
   return *graphs_.emplace(key, std::move(g)).first->second;
 }
 
+void StepGraphs::record_or_make_room(const Key& key, Graph& g) {
+  const auto attempt = [&] {
+    if (fail_records_for_test > 0) {
+      --fail_records_for_test;
+      throw Error(ResourceExhausted("out of GPU memory (StepGraphs::fail_records_for_test)"));
+    }
+    record(g);
+  };
+  try {
+    attempt();
+    return;
+  } catch (const Error& e) {
+    if (e.status().code() != StatusCode::kResourceExhausted || graphs_.size() <= 1) throw;
+    std::fprintf(stderr, "sdserve: out of device memory recording a step graph; dropping the other %zu graphs: %s\n",
+                 graphs_.size() - 1, e.status().to_string().c_str());
+  }
+  for (auto it = graphs_.begin(); it != graphs_.end();) it = it->first == key ? std::next(it) : graphs_.erase(it);
+  backend_.release_cached_memory();
+  attempt();
+}
+
 // The captured function: reads only the graph's static inputs; writes xin and, through the
 // update table, the jobs' state slots.
 void StepGraphs::record(Graph& g) {
@@ -178,7 +199,8 @@ void StepGraphs::run(const std::vector<Input>& inputs) {
   }
   const int64_t B = bucket_for(images);
   SD_ASSERT(B > 0, "StepGraphs::run: " + std::to_string(images) + " images exceed the largest bucket");
-  Graph& g = graph_for(Key{B, x0.dim(1), x0.dim(2), first.cond.dim(1)}, first);
+  const Key key{B, x0.dim(1), x0.dim(2), first.cond.dim(1)};
+  Graph& g = graph_for(key, first);
 
   // Host side of the per-row parameters; padding rows read nothing, write zeros into xin
   // and nothing else, at t = 0.
@@ -244,7 +266,7 @@ void StepGraphs::run(const std::vector<Input>& inputs) {
     // all-zero tables it writes no job state.
     be.copy(be.upload(Tensor::zeros_host({static_cast<int64_t>(l.total)}, DType::kU8), DType::kU8), g.params);
     const auto t0 = std::chrono::steady_clock::now();
-    record(g);
+    record_or_make_room(key, g);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s >= 0.25) {  // a stall every job on this engine waits through: say what it was
       std::fprintf(stderr,

@@ -56,6 +56,8 @@ class StepGraphs {
   void run(const std::vector<Input>& inputs);
 
   size_t graphs() const { return graphs_.size(); }
+  // Tests: the next N recordings fail as if the device ran out of memory (before any work).
+  int fail_records_for_test = 0;
   void clear() { graphs_.clear(); }  // gives back every graph's memory
   // Graphs kept at most; the least recently used one goes first (each holds its working memory).
   // 24: every bucket for two (latent size, context length) keys.
@@ -94,6 +96,9 @@ class StepGraphs {
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t>;  // bucket, h, w, context length
   Graph& graph_for(const Key& key, const Input& first);
   void record(Graph& g);
+  // record(g); when the device runs out of memory and other graphs are kept, drops them all,
+  // gives the cached memory back and records once more (their keys re-record on next use).
+  void record_or_make_room(const Key& key, Graph& g);
 
   Backend& backend_;
   const UNet& unet_;

@@ -150,6 +150,32 @@ TEST(StepGraphs, PortableCaptureOnCpuAloneEqualsEagerSteps) {
   }
 }
 
+// Out of device memory while recording a step graph: the other graphs are dropped (their memory
+// given back) and the recording is tried once more, so graph steps go on; when that fails too,
+// the engine runs its steps eagerly. The results equal eager steps either way.
+TEST(StepGraphs, OutOfMemoryWhileRecordingDropsTheOtherGraphs) {
+  auto engine = load(testing::data_path("tiny-sd1/model"), Device::cpu());
+  ASSERT_TRUE(engine);
+  engine->step_graphs = true;
+  const GenerationRequest one = request("euler", 3, 7.5f, 11, 64), two = request("euler", 3, 7.5f, 12, 64, 2),
+                          four = request("DPM++ 2M Karras", 3, 5.0f, 13, 64, 4);
+  ASSERT_TRUE(run_alone(*engine, one).defined());
+  ASSERT_TRUE(run_alone(*engine, two).defined());
+  ASSERT_EQ(engine->captured_graphs(), 2u);  // buckets 1 and 2
+  engine->fail_graph_records_for_test(1);
+  const Tensor a = run_alone(*engine, four);
+  EXPECT_TRUE(engine->step_graphs);
+  EXPECT_EQ(engine->captured_graphs(), 1u);  // bucket 4 alone
+  engine->fail_graph_records_for_test(2);    // the retry fails as well: eager steps from now on
+  const Tensor b = run_alone(*engine, two);
+  EXPECT_FALSE(engine->step_graphs);
+  engine->step_graphs = false;
+  const Tensor want_four = run_alone(*engine, four), want_two = run_alone(*engine, two);
+  ASSERT_TRUE(a.defined() && b.defined() && want_four.defined() && want_two.defined());
+  EXPECT_LE(relative_l2(a, want_four), 5e-5);
+  EXPECT_LE(relative_l2(b, want_two), 5e-5);
+}
+
 // The time table (SDSERVE_STEP_TIME_TABLE, on by default): graphs gather the ResNets' time projections,
 // made once per timestep value, instead of computing the time embedding each step. The crowd
 // equals each request alone and eagerly; a second crowd with the same schedules projects nothing new.

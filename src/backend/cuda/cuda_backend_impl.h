@@ -50,6 +50,11 @@ class CudaBackend final : public Backend {
   size_t memory_in_use() const override { return alloc_->counters().in_use; }
   size_t memory_peak() const override { return alloc_->counters().peak; }
   void reset_memory_peak() override { alloc_->reset_peak(); }
+  void release_cached_memory() override {
+    activate();
+    cudaStreamSynchronize(stream_);  // blocks about to be freed may still be read by queued work
+    alloc_->free_cached();
+  }
 
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) override;
   Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding) override;

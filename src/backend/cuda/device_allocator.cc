@@ -29,6 +29,11 @@ DeviceAllocator::~DeviceAllocator() {
   // Blocks still held by live tensors are leaked on purpose: their owners outlive us.
 }
 
+void DeviceAllocator::free_cached() {
+  std::lock_guard<std::mutex> lock(mu_);
+  free_cached_locked();
+}
+
 void DeviceAllocator::free_cached_locked() {
   int prev = -1;
   cudaGetDevice(&prev);

@@ -33,6 +33,9 @@ class DeviceAllocator {
   // Returns a block to the cache. Work queued on the owning stream that still uses the
   // block runs before any later user of it, because that user is on the same stream.
   void release(void* ptr);
+  // Gives every cached block of the shared cache back to the driver (cudaFree; not while any
+  // stream of the device is capturing).
+  void free_cached();
   // Gives every cached block (of the shared cache) back to the driver.
   void empty_cache();
 

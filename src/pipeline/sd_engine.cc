@@ -130,6 +130,34 @@ std::vector<Backend::AttentionShape> SdEngine::attention_shapes(int width, int h
   return shapes;
 }
 
+void SdEngine::with_memory_retry(const char* what, const std::function<void()>& fn) {
+  const auto attempt = [&] {
+    if (fail_memory_for_test_ > 0) {
+      --fail_memory_for_test_;
+      throw Error(ResourceExhausted("out of GPU memory (SdEngine::fail_memory_for_test)"));
+    }
+    fn();
+  };
+  try {
+    attempt();
+    return;
+  } catch (const Error& e) {
+    if (e.status().code() != StatusCode::kResourceExhausted) throw;
+    std::fprintf(stderr, "sdserve: out of device memory in %s; dropping every recorded graph and the memory cache, "
+                 "then trying once more: %s\n", what, e.status().to_string().c_str());
+  }
+  release_device_memory();
+  attempt();
+}
+
+void SdEngine::release_device_memory() {
+  (void)backend_->synchronize();  // nothing queued may still use what is given back
+  if (graphs_) graphs_->clear();
+  text_graph_->clear();
+  vae_graph_->clear();
+  backend_->release_cached_memory();
+}
+
 Tensor SdEngine::encode_prompts(const std::string& prompt, const std::string& negative, int clip_skip) {
   const int L = tokenizer_->max_length();
   Tensor ids = Tensor::empty_host({2, L}, DType::kI32);  // row 0 negative, row 1 prompt
@@ -143,7 +171,8 @@ Tensor SdEngine::encode_prompts(const std::string& prompt, const std::string& ne
     for (int i = 0; i < L; ++i) ids.i32()[r * L + i] = t.ids[static_cast<size_t>(i)];
   }
   if (Tensor cached = prompts_.find(ids, clip_skip); cached.defined()) return cached;
-  Tensor context = text_graph_->encode(ids, clip_skip);  // [2, 77, D]
+  Tensor context;  // [2, 77, D]
+  with_memory_retry("the text encoder", [&] { context = text_graph_->encode(ids, clip_skip); });
   prompts_.put(ids, clip_skip, context);
   return context;
 }
@@ -231,7 +260,9 @@ Status SdEngine::step_impl(const std::vector<Job*>& jobs) {
       job->fresh_noise = draw_noise_like(be, job->slots[static_cast<size_t>(job->plan_x_slot)], noise);
     }
   }
-  if (!step_by_graph(jobs)) step_eager(jobs);
+  with_memory_retry("a denoising step", [&] {
+    if (!step_by_graph(jobs)) step_eager(jobs);  // writes job state only at its end (slot update)
+  });
   for (Job* j : jobs) ++static_cast<SdJob*>(j)->eval;
   // At most one step in flight: this returns once the previous step is done, so the caller's
   // host work (admitting, finishing, the next step's tables) overlaps this one on the device.
@@ -318,6 +349,7 @@ bool SdEngine::step_by_graph(const std::vector<Job*>& jobs) {
   try {
     graphs_->run(inputs);
   } catch (const Error& e) {
+    if (e.status().code() == StatusCode::kResourceExhausted) throw;  // not the graphs' fault: see with_memory_retry
     std::fprintf(stderr, "sdserve: warning: CUDA graph step failed, running steps eagerly from now on: %s\n",
                  e.status().to_string().c_str());
     step_graphs = false;
@@ -380,7 +412,9 @@ Status SdEngine::finish_impl(const std::vector<Job*>& jobs, const ImageReady& on
     const size_t end = std::min(latents.size(), first + step);
     std::vector<Tensor> part(latents.begin() + static_cast<long>(first), latents.begin() + static_cast<long>(end));
     // Bytes made on the device: a quarter of the f32 download, no host loop per value.
-    return be.to_pixels_u8(vae_graph_->decode(be.concat_rows(part)));
+    Tensor pixels;
+    with_memory_retry("the VAE decoder", [&] { pixels = be.to_pixels_u8(vae_graph_->decode(be.concat_rows(part))); });
+    return pixels;
   };
   Tensor queued = latents.empty() ? Tensor() : queue_decode(0);
   for (size_t first = 0; first < latents.size(); first += step) {

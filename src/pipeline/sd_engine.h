@@ -61,6 +61,8 @@ class SdEngine : public GenerationEngine {
   void fail_graph_records_for_test(int n) {
     if (graphs_) graphs_->fail_records_for_test = n;
   }
+  // Tests: the next n device stages (text encoder, step, VAE decode) fail as if out of memory.
+  void fail_memory_for_test(int n) { fail_memory_for_test_ = n; }
   // Timestep values whose time projections the step graphs' table has made (0: table off).
   int64_t time_table_computed() const { return graphs_ ? graphs_->time_table_computed() : 0; }
 
@@ -76,6 +78,11 @@ class SdEngine : public GenerationEngine {
   // The attention shapes of steps of these image counts at this size (the graph buckets' rows).
   std::vector<Backend::AttentionShape> attention_shapes(int width, int height,
                                                         const std::vector<int>& image_counts) const;
+  // Runs fn (device work that writes no job state before it completes); when the device runs
+  // out of memory, gives back every recorded graph (re-recorded on next use) and the allocator's
+  // cache, and runs fn once more; a second failure propagates (that request fails, not the engine).
+  void with_memory_retry(const char* what, const std::function<void()>& fn);
+  void release_device_memory();
   // [2, 77, D]: row 0 = negative prompt, row 1 = prompt.
   Tensor encode_prompts(const std::string& prompt, const std::string& negative, int clip_skip);
 
@@ -90,6 +97,7 @@ class SdEngine : public GenerationEngine {
   // The last 64 prompt pairs' contexts (SDSERVE_PROMPT_CACHE=N entries, 0 off; read at load).
   PromptCache prompts_{0};
   std::unique_ptr<VaeDecodeGraph> vae_graph_;     // latents -> images (graph per images and size)
+  int fail_memory_for_test_ = 0;
   std::unique_ptr<StepGraphs> graphs_;  // made on the first graph step
 };
 

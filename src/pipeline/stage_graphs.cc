@@ -27,6 +27,9 @@ Tensor fresh_copy(Backend& be, const Tensor& t) {
   return own;
 }
 
+// Out of device memory is not the graph's fault: the caller may free memory and try again.
+bool out_of_memory(const Error& e) { return e.status().code() == StatusCode::kResourceExhausted; }
+
 void warn_and_disable(const char* stage, const Error& e) {
   std::fprintf(stderr, "sdserve: warning: CUDA graph of the %s failed, running it eagerly from now on: %s\n", stage,
                e.status().to_string().c_str());
@@ -46,6 +49,10 @@ Tensor TextEncoderGraph::encode(const Tensor& ids, int clip_skip) {
     try {
       return encode_by_graph(ids, clip_skip);
     } catch (const Error& e) {
+      if (out_of_memory(e)) {
+        graphs_.clear();
+        throw;
+      }
       warn_and_disable("text encoder", e);
       enabled = false;
       graphs_.clear();
@@ -94,6 +101,10 @@ Tensor VaeDecodeGraph::decode(const Tensor& latents) {
     try {
       return decode_by_graph(latents);
     } catch (const Error& e) {
+      if (out_of_memory(e)) {
+        graphs_.clear();
+        throw;
+      }
       warn_and_disable("VAE decoder", e);
       enabled = false;
       graphs_.clear();

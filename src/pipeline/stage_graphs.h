@@ -22,8 +22,9 @@ class TextEncoderGraph {
 
   // A fresh device tensor [R, L, D], equal to encoder.encode(ids, clip_skip). Records the graph
   // of (R, L, clip_skip) on first use. If recording or replay fails, prints a warning, drops
-  // every graph, turns `enabled` off and encodes eagerly. Device failures of the eager path
-  // throw sd::Error.
+  // every graph, turns `enabled` off and encodes eagerly; out of device memory drops every
+  // graph and rethrows (the caller may free memory and retry). Device failures of the eager
+  // path throw sd::Error.
   Tensor encode(const Tensor& ids, int clip_skip);
 
   bool enabled;           // false: always eager

@@ -23,7 +23,10 @@ ApiError error_from_status(const Status& status, int retry_after_s) {
       return ApiError{400, "out_of_range", status.message(), {}, 0};
     case StatusCode::kNotFound:
       return ApiError{404, "not_found", status.message(), {}, 0};
-    case StatusCode::kResourceExhausted:
+    case StatusCode::kResourceExhausted:  // the queue, or the device's memory
+      if (status.message().find("out of GPU memory") != std::string::npos) {
+        return ApiError{503, "out_of_memory", status.message(), {}, retry_after_s};
+      }
       return ApiError{503, "queue_full", status.message(), {}, retry_after_s};
     case StatusCode::kUnavailable:
       return ApiError{503, "unavailable", status.message(), {}, retry_after_s};

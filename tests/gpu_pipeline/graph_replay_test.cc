@@ -152,7 +152,8 @@ TEST(StepGraphs, PortableCaptureOnCpuAloneEqualsEagerSteps) {
 
 // Out of device memory while recording a step graph: the other graphs are dropped (their memory
 // given back) and the recording is tried once more, so graph steps go on; when that fails too,
-// the engine runs its steps eagerly. The results equal eager steps either way.
+// the engine's own retry (every graph and the cache given back) records it a third time; a
+// third failure fails that request only. Graphs stay on; results equal eager steps.
 TEST(StepGraphs, OutOfMemoryWhileRecordingDropsTheOtherGraphs) {
   auto engine = load(testing::data_path("tiny-sd1/model"), Device::cpu());
   ASSERT_TRUE(engine);
@@ -166,14 +167,64 @@ TEST(StepGraphs, OutOfMemoryWhileRecordingDropsTheOtherGraphs) {
   const Tensor a = run_alone(*engine, four);
   EXPECT_TRUE(engine->step_graphs);
   EXPECT_EQ(engine->captured_graphs(), 1u);  // bucket 4 alone
-  engine->fail_graph_records_for_test(2);    // the retry fails as well: eager steps from now on
+  engine->fail_graph_records_for_test(2);    // the graphs' retry fails as well: the engine's succeeds
   const Tensor b = run_alone(*engine, two);
-  EXPECT_FALSE(engine->step_graphs);
+  EXPECT_TRUE(engine->step_graphs);
+  EXPECT_EQ(engine->captured_graphs(), 1u);
+  engine->fail_graph_records_for_test(3);  // all three fail: that request fails, nothing else
+  auto failed = engine->generate(one);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_TRUE(engine->step_graphs);
+  EXPECT_TRUE(run_alone(*engine, one).defined());
   engine->step_graphs = false;
   const Tensor want_four = run_alone(*engine, four), want_two = run_alone(*engine, two);
   ASSERT_TRUE(a.defined() && b.defined() && want_four.defined() && want_two.defined());
   EXPECT_LE(relative_l2(a, want_four), 5e-5);
   EXPECT_LE(relative_l2(b, want_two), 5e-5);
+}
+
+// Out of device memory in the text encoder, a step or the VAE decode: the engine gives back its
+// recorded graphs and memory cache and runs that stage once more (same result, graphs stay on);
+// failing twice fails only that request, and the next one is served.
+TEST(StepGraphs, OutOfMemoryInAStageIsRetriedOnceAfterGivingMemoryBack) {
+  auto engine = load(testing::data_path("tiny-sd1/model"), Device::cpu());
+  ASSERT_TRUE(engine);
+  engine->step_graphs = true;
+  // Stage 0: the text encoder (in begin), 1..3: the steps, 4: the decode.
+  const auto run_failing_once_at = [&](const GenerationRequest& req, int stage) -> Tensor {
+    if (stage == 0) engine->fail_memory_for_test(1);
+    auto job = engine->begin(req);
+    EXPECT_TRUE(job.ok()) << job.status().to_string();
+    if (!job.ok()) return Tensor();
+    std::vector<Job*> jobs{job->get()};
+    for (int k = 1; !jobs[0]->finished(); ++k) {
+      if (k == stage) engine->fail_memory_for_test(1);
+      const Status s = engine->step(jobs);
+      EXPECT_TRUE(s.ok()) << s.to_string();
+      if (!s.ok()) return Tensor();
+    }
+    if (stage == 4) engine->fail_memory_for_test(1);
+    auto res = engine->finish(jobs);
+    EXPECT_TRUE(res.ok()) << res.status().to_string();
+    return res.ok() ? (*res)[0].final_latents : Tensor();
+  };
+  GenerationRequest r = request("euler", 3, 7.5f, 21, 64);
+  for (int stage = 0; stage < 5; ++stage) {
+    r.prompt = "a fox, retried at stage " + std::to_string(stage);  // a new prompt: the encoder runs
+    const Tensor got = run_failing_once_at(r, stage);
+    const Tensor want = run_alone(*engine, r);
+    ASSERT_TRUE(got.defined() && want.defined()) << stage;
+    EXPECT_EQ(relative_l2(got, want), 0.0) << "stage " << stage;
+    EXPECT_TRUE(engine->step_graphs);
+    EXPECT_EQ(engine->captured_graphs(), 1u);
+  }
+  engine->fail_memory_for_test(2);  // the retry fails too: this request fails, the next one runs
+  auto failed = engine->generate(request("euler", 3, 7.5f, 22, 64));
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(failed.status().message().find("out of GPU memory"), std::string::npos);
+  EXPECT_TRUE(run_alone(*engine, request("euler", 3, 7.5f, 22, 64)).defined());
 }
 
 // The time table (SDSERVE_STEP_TIME_TABLE, on by default): graphs gather the ResNets' time projections,

@@ -66,6 +66,9 @@ Image FakeEngine::expected_image(const GenerationRequest& r, int64_t seed, int k
 StatusOr<std::unique_ptr<Job>> FakeEngine::begin(const GenerationRequest& request) {
   SD_RETURN_IF_ERROR(request.validate());
   if (request.prompt == "fail in begin") return Internal("fake failure in begin");
+  if (request.prompt == "out of memory in begin") {
+    return ResourceExhausted("out of GPU memory: fake failure in begin (0 of 81079 MiB free on the device)");
+  }
   auto job = std::make_unique<FakeJob>();
   job->request = request;
   SD_ASSERT(request.seed >= 0, "the scheduler resolves seed -1");

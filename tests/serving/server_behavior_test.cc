@@ -213,6 +213,19 @@ TEST(ServerBehavior, ServerSentEventsInOrder) {
   EXPECT_EQ(http(t.port(), "GET", "/v1/jobs/job_missing/events").status, 404);
 }
 
+// The device running out of memory fails that request with 503 out_of_memory (and Retry-After),
+// not queue_full or a 500; the next request is served.
+TEST(ServerBehavior, DeviceOutOfMemoryIs503OutOfMemoryAndServingGoesOn) {
+  TestServer t;
+  Reply oom = http(t.port(), "POST", "/sdapi/v1/txt2img", txt2img_body("out of memory in begin", 3, 2));
+  EXPECT_EQ(oom.status, 503);
+  EXPECT_EQ(oom.json()["error"]["code"], "out_of_memory") << oom.body;
+  EXPECT_NE(oom.json()["error"]["message"].get<std::string>().find("out of GPU memory"), std::string::npos);
+  EXPECT_FALSE(oom.header("retry-after").empty());
+  Reply ok = http(t.port(), "POST", "/sdapi/v1/txt2img", txt2img_body("fine again", 4, 2));
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
 TEST(ServerBehavior, DrainFinishesInFlightWorkThenStops) {
   serving::ServerOptions o;
   o.drain_timeout_s = 10;

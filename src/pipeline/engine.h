@@ -26,6 +26,13 @@ class Job {
   virtual int images() const = 0;  // batch_size of the request
 };
 
+// One-time work an engine did while serving (counts since it was loaded).
+struct EngineEvents {
+  uint64_t graph_recordings = 0;       // denoising-step graphs recorded (a new size or batch bucket)
+  double graph_recording_seconds = 0;  // their time: every job of the engine waited through it
+  uint64_t memory_retries = 0;         // stages run again after running out of device memory
+};
+
 struct EngineInfo {
   std::string model_name;   // e.g. folder or file stem
   std::string model_path;
@@ -72,6 +79,8 @@ class GenerationEngine {
   // background (CUDA: the cuDNN attention plans of a size met for the first time, ~1 s of kernel
   // compilation). A scheduler steps other jobs meanwhile instead of stalling them all behind it.
   virtual bool preparing(const Job& /*job*/) const { return false; }
+  // Counts of one-time work so far (for metrics); read on the thread that drives the engine.
+  virtual EngineEvents events() const { return {}; }
   // Bytes of device memory in use (for metrics).
   virtual size_t device_memory_bytes() const { return 0; }
   // The device's power, clocks and energy counter now (Backend::device_reading); unlike the rest

@@ -108,6 +108,15 @@ void SdEngine::prepare(int width, int height, const std::vector<int>& image_coun
   backend_->prepare_attention(backend_->compute_dtype(), attention_shapes(width, height, image_counts));
 }
 
+EngineEvents SdEngine::events() const {
+  EngineEvents e = events_;
+  if (graphs_) {
+    e.graph_recordings += graphs_->recordings();
+    e.graph_recording_seconds += graphs_->recording_seconds();
+  }
+  return e;
+}
+
 bool SdEngine::preparing(const Job& job) const {
   const auto& j = static_cast<const SdJob&>(job);
   return j.eval == 0 && backend_->attention_preparing(backend_->compute_dtype(), j.attention_shapes);
@@ -143,6 +152,7 @@ void SdEngine::with_memory_retry(const char* what, const std::function<void()>& 
     return;
   } catch (const Error& e) {
     if (e.status().code() != StatusCode::kResourceExhausted) throw;
+    ++events_.memory_retries;
     std::fprintf(stderr, "sdserve: out of device memory in %s; dropping every recorded graph and the memory cache, "
                  "then trying once more: %s\n", what, e.status().to_string().c_str());
   }
@@ -353,6 +363,8 @@ bool SdEngine::step_by_graph(const std::vector<Job*>& jobs) {
     std::fprintf(stderr, "sdserve: warning: CUDA graph step failed, running steps eagerly from now on: %s\n",
                  e.status().to_string().c_str());
     step_graphs = false;
+    events_.graph_recordings += graphs_->recordings();  // kept in the totals
+    events_.graph_recording_seconds += graphs_->recording_seconds();
     graphs_.reset();
     return false;
   }

@@ -32,6 +32,7 @@ class SdEngine : public GenerationEngine {
   StatusOr<std::vector<GenerationResult>> finish(const std::vector<Job*>& jobs, const ImageReady& on_image) override;
   void prepare(int width, int height, const std::vector<int>& image_counts) override;
   bool preparing(const Job& job) const override;
+  EngineEvents events() const override;
   size_t device_memory_bytes() const override { return backend_->memory_in_use(); }
   std::optional<DeviceReading> device_reading() const override { return backend_->device_reading(); }
   // Requests whose prompt pair came from the prompt cache (tests, metrics).
@@ -98,6 +99,7 @@ class SdEngine : public GenerationEngine {
   PromptCache prompts_{0};
   std::unique_ptr<VaeDecodeGraph> vae_graph_;     // latents -> images (graph per images and size)
   int fail_memory_for_test_ = 0;
+  EngineEvents events_;  // memory retries; graph recordings of step graphs already dropped
   std::unique_ptr<StepGraphs> graphs_;  // made on the first graph step
 };
 

@@ -268,6 +268,8 @@ void StepGraphs::run(const std::vector<Input>& inputs) {
     const auto t0 = std::chrono::steady_clock::now();
     record_or_make_room(key, g);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++recordings_;
+    recording_seconds_ += s;
     if (s >= 0.25) {  // a stall every job on this engine waits through: say what it was
       std::fprintf(stderr,
                    "sdserve: recorded the step graph of %lld images at %lldx%lld latents in %.2f s (a new size or "

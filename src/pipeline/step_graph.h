@@ -56,6 +56,9 @@ class StepGraphs {
   void run(const std::vector<Input>& inputs);
 
   size_t graphs() const { return graphs_.size(); }
+  // Graphs recorded so far and the seconds that took (every step of the engine waited).
+  uint64_t recordings() const { return recordings_; }
+  double recording_seconds() const { return recording_seconds_; }
   // Tests: the next N recordings fail as if the device ran out of memory (before any work).
   int fail_records_for_test = 0;
   void clear() { graphs_.clear(); }  // gives back every graph's memory
@@ -105,6 +108,8 @@ class StepGraphs {
   std::unique_ptr<TimeTable> time_table_;  // made on the first graph that uses it
   std::map<Key, std::unique_ptr<Graph>> graphs_;
   uint64_t uses_ = 0;
+  uint64_t recordings_ = 0;
+  double recording_seconds_ = 0;
 };
 
 }  // namespace sd

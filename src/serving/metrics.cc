@@ -157,10 +157,23 @@ std::string Metrics::render(const GaugeSnapshot& g) const {
   for (const auto& [device, bytes] : g.device_memory)
     out += "sd_device_memory_bytes{device=\"" + escape_label(device) + "\"} " + std::to_string(bytes) + "\n";
   render_device_readings(g.device_readings, &out);
+  const auto worker_labels = [](const WorkerStats& w) {
+    return "{worker=\"" + std::to_string(w.index) + "\",device=\"" + escape_label(w.device) + "\"} ";
+  };
   header(&out, "sd_worker_images_total", "counter", "Images finished by each device worker.");
-  for (const auto& w : g.worker_images)
-    out += "sd_worker_images_total{worker=\"" + std::to_string(w.index) + "\",device=\"" + escape_label(w.device) +
-           "\"} " + std::to_string(w.images) + "\n";
+  for (const auto& w : g.workers) out += "sd_worker_images_total" + worker_labels(w) + std::to_string(w.images) + "\n";
+  header(&out, "sd_graph_recordings_total", "counter",
+         "Denoising-step graphs recorded by each worker's engine (a new image size or batch bucket).");
+  for (const auto& w : g.workers)
+    out += "sd_graph_recordings_total" + worker_labels(w) + std::to_string(w.events.graph_recordings) + "\n";
+  header(&out, "sd_graph_recording_seconds_total", "counter",
+         "Seconds those recordings took; every job of that worker waited through them.");
+  for (const auto& w : g.workers)
+    out += "sd_graph_recording_seconds_total" + worker_labels(w) + number(w.events.graph_recording_seconds) + "\n";
+  header(&out, "sd_out_of_memory_retries_total", "counter",
+         "Stages run again after the device ran out of memory (recorded graphs and the memory cache given back first).");
+  for (const auto& w : g.workers)
+    out += "sd_out_of_memory_retries_total" + worker_labels(w) + std::to_string(w.events.memory_retries) + "\n";
   header(&out, "sd_ready", "gauge", "1 when the models are loaded and the server is not draining.");
   out += std::string("sd_ready ") + (g.ready ? "1" : "0") + "\n";
   return out;

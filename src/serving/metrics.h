@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "pipeline/engine.h"
 
 namespace sd::serving {
 
@@ -30,18 +31,20 @@ class Histogram {
   uint64_t count_ = 0;
 };
 
-// Images one device worker has finished (index in --device order; two workers may share a device).
-struct WorkerImages {
+// One device worker's totals (index in --device order; two workers may share a device): images
+// finished, and its engine's one-time work.
+struct WorkerStats {
   int index = 0;
   std::string device;
   uint64_t images = 0;
+  EngineEvents events;
 };
 
 struct GaugeSnapshot {
   int64_t queue_depth = 0;        // generation tasks waiting for a worker
   int64_t inflight_requests = 0;  // generations accepted and not finished (queued + running)
   std::vector<std::pair<std::string, uint64_t>> device_memory;  // device -> bytes
-  std::vector<WorkerImages> worker_images;
+  std::vector<WorkerStats> workers;
   std::vector<std::pair<std::string, DeviceReading>> device_readings;  // device -> reading now
   bool ready = false;
 };

@@ -42,6 +42,7 @@ struct Scheduler::Worker {
   std::string device;
   uint64_t memory_bytes = 0;
   uint64_t images_done = 0;  // images this worker finished (decoded and returned)
+  EngineEvents events;       // its engine's, as last read by the worker
   int load() const { return waiting_images + running_images; }
 };
 
@@ -237,10 +238,11 @@ ProgressSnapshot Scheduler::progress() const {
   return s;
 }
 
-std::vector<WorkerImages> Scheduler::worker_images() const {
+std::vector<WorkerStats> Scheduler::workers() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<WorkerImages> out;
-  for (size_t i = 0; i < workers_.size(); ++i) out.push_back({static_cast<int>(i), workers_[i]->device, workers_[i]->images_done});
+  std::vector<WorkerStats> out;
+  for (size_t i = 0; i < workers_.size(); ++i)
+    out.push_back({static_cast<int>(i), workers_[i]->device, workers_[i]->images_done, workers_[i]->events});
   return out;
 }
 
@@ -439,9 +441,11 @@ void Scheduler::run_iteration(Worker& worker, std::vector<std::shared_ptr<Task>>
     }
   }
   size_t memory = engine.device_memory_bytes();
+  const EngineEvents events = engine.events();
   {
     std::lock_guard<std::mutex> lock(mu_);
     worker.memory_bytes = memory;
+    worker.events = events;
     worker.step = running.empty() ? 0 : running.front()->job->steps_done();
     worker.steps = running.empty() ? 0 : running.front()->job->steps_total();
   }

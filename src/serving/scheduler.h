@@ -97,8 +97,8 @@ class Scheduler {
   ProgressSnapshot progress() const;
   // device -> bytes, as last read by each worker (engines are driven by one thread).
   std::vector<std::pair<std::string, uint64_t>> device_memory() const;
-  // Images each worker has finished, in --device order.
-  std::vector<WorkerImages> worker_images() const;
+  // Each worker's images finished and engine events, in --device order.
+  std::vector<WorkerStats> workers() const;
   // device -> its reading now (power, clocks, energy counter), once per device (two workers may
   // share one); devices whose backend reads nothing are left out. Called off the worker threads.
   std::vector<std::pair<std::string, DeviceReading>> device_readings() const;

@@ -76,7 +76,7 @@ GaugeSnapshot ServerState::gauges() const {
     g.queue_depth = scheduler->queue_depth();
     g.inflight_requests = scheduler->inflight();
     g.device_memory = scheduler->device_memory();
-    g.worker_images = scheduler->worker_images();
+    g.workers = scheduler->workers();
     g.device_readings = scheduler->device_readings();
   }
   return g;

@@ -219,6 +219,8 @@ TEST(StepGraphs, OutOfMemoryInAStageIsRetriedOnceAfterGivingMemoryBack) {
     EXPECT_TRUE(engine->step_graphs);
     EXPECT_EQ(engine->captured_graphs(), 1u);
   }
+  EXPECT_EQ(engine->events().memory_retries, 5u);
+  EXPECT_GE(engine->events().graph_recordings, 1u);
   engine->fail_memory_for_test(2);  // the retry fails too: this request fails, the next one runs
   auto failed = engine->generate(request("euler", 3, 7.5f, 22, 64));
   ASSERT_FALSE(failed.ok());

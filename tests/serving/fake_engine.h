@@ -39,6 +39,14 @@ class FakeEngine : public GenerationEngine {
     std::lock_guard<std::mutex> lock(mu_);
     reading_ = r;
   }
+  EngineEvents events() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return events_;
+  }
+  void set_events(const EngineEvents& e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    events_ = e;
+  }
 
   // The image a request's k-th image must be, computed without any batching.
   static Image expected_image(const GenerationRequest& request, int64_t seed, int k);
@@ -55,6 +63,7 @@ class FakeEngine : public GenerationEngine {
   std::vector<StepRecord> records_;
   int next_id_ = 0;
   std::optional<DeviceReading> reading_;  // none: a CPU-like engine
+  EngineEvents events_;
 };
 
 }  // namespace sd::testing

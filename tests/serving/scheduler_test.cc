@@ -298,7 +298,7 @@ TEST(Scheduler, NewWorkGoesToTheLeastLoadedWorker) {
   EXPECT_GT(e1.begun.load(), 0);
   EXPECT_EQ(e0.begun.load() + e1.begun.load(), 4);
   EXPECT_EQ(s.device_memory().size(), 2u);
-  const auto done = s.worker_images();
+  const auto done = s.workers();
   ASSERT_EQ(done.size(), 2u);
   EXPECT_EQ(done[0].device, "cuda:0");
   EXPECT_EQ(done[1].index, 1);

@@ -75,6 +75,10 @@ int run_loadtest(int argc, char** argv) {
   app.add_option("--steps", g.steps, "Denoising steps per image")->check(CLI::Range(1, 1000))->capture_default_str();
   app.add_option("--width", g.width, "Image width")->check(CLI::Range(8, 16384))->capture_default_str();
   app.add_option("--height", g.height, "Image height")->check(CLI::Range(8, 16384))->capture_default_str();
+  std::string sizes;
+  app.add_option("--sizes", sizes,
+                 "Image sizes WIDTHxHEIGHT,... taken in turn by request k (k mod count), instead of --width / "
+                 "--height; the text report adds each size's latencies");
   app.add_option("--sampler", g.sampler, "Sampler name")->capture_default_str();
   app.add_option("--batch-size", g.batch_size, "Images per request (batch_size / n)")->check(CLI::Range(1, 1024))
       ->capture_default_str();
@@ -106,11 +110,22 @@ int run_loadtest(int argc, char** argv) {
     if (!prompts.ok()) return fail(prompts.status().message());
     o.prompts = std::move(*prompts);
   }
+  if (!sizes.empty()) {
+    auto parsed = sd::parse_size_list(sizes);
+    if (!parsed.ok()) return fail("--sizes: " + parsed.status().message());
+    for (const sd::ImageSize& size : *parsed) {
+      if (size.width < 8 || size.width > 16384 || size.height < 8 || size.height > 16384)
+        return fail("--sizes: image size '" + sd::size_name(size) + "' has a side outside 8..16384");
+    }
+    o.sizes = std::move(*parsed);
+  }
   std::string sweep_variable;
   auto stages = plan_stages(users, rate, duration, requests, sweep_text, &sweep_variable);
   if (!stages.ok()) return fail(stages.status().message());
   if (duration <= 0 && requests <= 0) duration = 30;
 
+  std::string image_sizes = o.sizes.empty() ? std::to_string(g.width) + "x" + std::to_string(g.height) : "";
+  for (const sd::ImageSize& size : o.sizes) image_sizes += (image_sizes.empty() ? "" : " / ") + sd::size_name(size);
   RunDescription run;
   run.sweep_variable = sweep_variable;
   run.settings = {{"date", utc_now()},
@@ -120,7 +135,7 @@ int run_loadtest(int argc, char** argv) {
                   {"per stage", (duration > 0 ? format_number(duration) + " s" : std::string()) +
                                     (duration > 0 && requests > 0 ? " or " : "") +
                                     (requests > 0 ? std::to_string(requests) + " requests" : std::string())},
-                  {"image", std::to_string(g.width) + "x" + std::to_string(g.height) + ", " + std::to_string(g.steps) +
+                  {"image", image_sizes + ", " + std::to_string(g.steps) +
                                 " steps, " + g.sampler + ", cfg " + format_number(g.cfg_scale) + ", " +
                                 std::to_string(g.batch_size) + " per request"},
                   {"prompts", prompts_path.empty() ? "built-in list (" + std::to_string(builtin_prompts().size()) + ")"

@@ -172,10 +172,18 @@ asio::awaitable<RequestResult> perform_request(const ExchangeContext& cx, Connec
   auto deadline = cx.stage_start + std::chrono::duration_cast<Clock::duration>(
                                        std::chrono::duration<double>(start_s + o.timeout_s));
 
+  GenerationSettings g = o.generation;
+  if (!o.sizes.empty()) {
+    const ImageSize& size = o.sizes[static_cast<size_t>(index) % o.sizes.size()];
+    g.width = size.width;
+    g.height = size.height;
+  }
   RequestResult result;
   Sample& s = result.sample;
   s.start_s = start_s;
-  auto request = make_request(o, http::verb::post, submit_route(o.api), request_body(o.api, o.generation, prompt, seed));
+  s.width = g.width;
+  s.height = g.height;
+  auto request = make_request(o, http::verb::post, submit_route(o.api), request_body(o.api, g, prompt, seed));
   double first_byte = -1;
   int status = 0;
   std::string body;

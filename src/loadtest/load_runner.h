@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/size_list.h"
 #include "core/status.h"
 #include "loadtest/api_protocol.h"
 #include "loadtest/report.h"
@@ -22,6 +23,7 @@ struct ClientOptions {
   Api api = Api::kSdapi;
   GenerationSettings generation;
   std::vector<std::string> prompts;  // request k uses prompts[k % size]; empty = built-in list
+  std::vector<ImageSize> sizes;      // request k asks for sizes[k % size]; empty = generation's
   std::string api_key;               // sent as "Authorization: Bearer KEY" when not empty
   int64_t seed = 1;                  // request k uses seed + k; < 0 lets the server pick
   double timeout_s = 600;            // whole request (jobs: submission to done event)

@@ -48,7 +48,7 @@ std::string render_json_report(const RunDescription& run, const std::vector<Stag
       "seconds from sending the request to the complete answer (jobs API: submission to the done event)";
   doc["ttfb_definition"] = "seconds from sending the request to the first response byte (jobs API: of the 202 reply)";
   doc["sweep_variable"] = run.sweep_variable.empty() ? json(nullptr) : json(run.sweep_variable);
-  doc["sample_fields"] = {"start_s", "end_s", "ttfb_s", "http_status", "outcome", "images"};
+  doc["sample_fields"] = {"start_s", "end_s", "ttfb_s", "http_status", "outcome", "images", "width", "height"};
   json out_stages = json::array();
   for (const StageResult& stage : stages) {
     StageSummary s = summarize(stage);
@@ -90,7 +90,8 @@ std::string render_json_report(const RunDescription& run, const std::vector<Stag
     j["time_series"] = std::move(series);
     json samples = json::array();
     for (const Sample& x : stage.samples)
-      samples.push_back({x.start_s, x.end_s, number_or_null(x.ttfb_s), x.http_status, outcome_name(x.outcome), x.images});
+      samples.push_back(
+          {x.start_s, x.end_s, number_or_null(x.ttfb_s), x.http_status, outcome_name(x.outcome), x.images, x.width, x.height});
     j["samples"] = std::move(samples);
     out_stages.push_back(std::move(j));
   }

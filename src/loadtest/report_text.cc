@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <utility>
+#include <vector>
 
 #include "loadtest/report.h"
+#include "loadtest/stats.h"
 #include "loadtest/svg_plot.h"
 
 namespace sd::loadtest {
@@ -61,6 +64,20 @@ std::string format_stage_table(const StageResult& stage, const StageSummary& s) 
   std::snprintf(buf, sizeof buf, "  %-17s %.3f req/s, %.3f images/s\n", "throughput", s.requests_per_s, s.images_per_s);
   out += buf;
   out += "  latency           " + distribution_line(s.latency) + "\n";
+  // With --sizes: each size's own latencies (successful requests), in order of first use.
+  std::vector<std::pair<int, int>> sizes;
+  for (const Sample& x : stage.samples)
+    if (x.width > 0 && std::find(sizes.begin(), sizes.end(), std::make_pair(x.width, x.height)) == sizes.end())
+      sizes.emplace_back(x.width, x.height);
+  if (sizes.size() > 1) {
+    for (const auto& [w, h] : sizes) {
+      std::vector<double> latencies;
+      for (const Sample& x : stage.samples)
+        if (x.ok() && x.width == w && x.height == h) latencies.push_back(x.latency_s());
+      std::snprintf(buf, sizeof buf, "    %-15s ", (std::to_string(w) + "x" + std::to_string(h)).c_str());
+      out += buf + distribution_line(describe(std::move(latencies))) + "\n";
+    }
+  }
   out += "  time to 1st byte  " + distribution_line(s.ttfb) + "\n";
   std::snprintf(buf, sizeof buf, "  %-17s %lld\n", "peak in flight", static_cast<long long>(s.max_in_flight));
   out += buf;

@@ -30,6 +30,7 @@ struct Sample {
   int http_status = 0;  // 0 when no status line arrived
   Outcome outcome = Outcome::kOk;
   int images = 0;
+  int width = 0, height = 0;  // the image size it asked for
 
   bool ok() const { return outcome == Outcome::kOk; }
   double latency_s() const { return end_s - start_s; }

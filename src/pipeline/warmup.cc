@@ -6,8 +6,6 @@
 
 #include "pipeline/step_graph.h"
 
-#include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <memory>
 #include <vector>
@@ -48,36 +46,16 @@ StatusOr<WarmupReport> warm_up(GenerationEngine& engine, int width, int height, 
 }
 
 StatusOr<std::vector<ImageSize>> parse_image_sizes(const std::string& list, const RequestLimits& limits) {
-  std::vector<ImageSize> out;
-  size_t begin = 0;
-  while (true) {
-    const size_t end = std::min(list.find(',', begin), list.size());
-    std::string item = list.substr(begin, end - begin);  // spaces around it and an 'X' are fine
-    item.erase(0, std::min(item.size(), item.find_first_not_of(" \t")));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    std::replace(item.begin(), item.end(), 'X', 'x');
-    const size_t x = item.find('x');
-    ImageSize size;
-    const auto side = [&](size_t from, size_t to, int* v) {
-      const char* first = item.data() + from;
-      const char* last = item.data() + to;
-      const auto [ptr, ec] = std::from_chars(first, last, *v);
-      return from < to && ec == std::errc() && ptr == last;
-    };
-    if (x == std::string::npos || !side(0, x, &size.width) || !side(x + 1, item.size(), &size.height)) {
-      return InvalidArgument("image size '" + item + "' is not WIDTHxHEIGHT (e.g. 512x512 or 768x512)");
-    }
+  SD_ASSIGN_OR_RETURN(std::vector<ImageSize> sizes, parse_size_list(list));
+  for (const ImageSize& size : sizes) {
     GenerationRequest r;  // the same limits and messages as a request's width / height
     r.width = size.width;
     r.height = size.height;
     if (Status s = r.validate(limits); !s.ok()) {
-      return InvalidArgument("image size '" + item + "': " + s.message());
+      return InvalidArgument("image size '" + size_name(size) + "': " + s.message());
     }
-    if (std::find(out.begin(), out.end(), size) == out.end()) out.push_back(size);
-    if (end == list.size()) break;
-    begin = end + 1;
   }
-  return out;
+  return sizes;
 }
 
 }  // namespace sd

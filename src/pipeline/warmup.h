@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/size_list.h"
 #include "core/status.h"
 #include "pipeline/engine.h"
 #include "pipeline/request.h"
@@ -22,11 +23,6 @@ struct WarmupReport {
 // Uses only the GenerationEngine API, so it works on every engine and device (on the CPU it
 // only costs time). Fails with the engine's status.
 StatusOr<WarmupReport> warm_up(GenerationEngine& engine, int width, int height, int max_images);
-
-struct ImageSize {
-  int width = 0, height = 0;
-  bool operator==(const ImageSize&) const = default;
-};
 
 // "512x512,768x512" -> {512, 512}, {768, 512} (`sdserve serve --warmup-sizes`): each item is
 // WIDTHxHEIGHT, both sides checked as a request's (multiples of 8 within `limits`); a size listed

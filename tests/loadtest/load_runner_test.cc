@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "html_check.h"
@@ -69,6 +71,32 @@ TEST(LoadRunner, ClosedLoopCountsAddUpAndReusesConnections) {
   EXPECT_LE(s.ttfb.max, s.latency.max);
   EXPECT_GE(progress_calls, 1);
   for (const Sample& x : r->samples) EXPECT_EQ(x.http_status, 200);
+}
+
+// --sizes: request k asks for sizes[k % n]; samples carry their size, the JSON report has it per
+// sample, and the text table adds each size's latencies.
+TEST(LoadRunner, SizesTakenInTurnAndReportedPerSize) {
+  StubServer stub({0.005, nullptr, false, "", false});
+  ClientOptions o = client_for(stub.url());
+  o.sizes = {{64, 64}, {96, 64}, {64, 128}};
+  auto r = run_stage(o, closed(1, 9), nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  ASSERT_EQ(r->samples.size(), 9u);
+  std::map<std::pair<int, int>, int> seen;
+  for (const Sample& x : r->samples) ++seen[{x.width, x.height}];
+  EXPECT_EQ(seen, (std::map<std::pair<int, int>, int>{{{64, 64}, 3}, {{96, 64}, 3}, {{64, 128}, 3}}));
+  const std::string table = format_stage_table(*r, summarize(*r));
+  for (const char* row : {"    64x64 ", "    96x64 ", "    64x128 "}) EXPECT_NE(table.find(row), std::string::npos) << table;
+  RunDescription run;
+  const auto doc = nlohmann::json::parse(render_json_report(run, {*r}));
+  EXPECT_EQ(doc["sample_fields"].back(), "height");
+  EXPECT_EQ(doc["stages"][0]["samples"][0].size(), doc["sample_fields"].size());
+
+  o.sizes.clear();  // one size: no per-size rows
+  auto one = run_stage(o, closed(1, 2), nullptr);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->samples[0].width, 64);
+  EXPECT_EQ(format_stage_table(*one, summarize(*one)).find("    64x64 "), std::string::npos);
 }
 
 TEST(LoadRunner, ClosedLoopDurationStopsSending) {

@@ -141,6 +141,8 @@ TEST_F(Cli, BadInputGivesClearMessageAndNonZeroExit) {
       {"serve --model " + data_path("tiny-sd1/model") + " --warmup-sizes 512x500", "multiple of 8, got 500"},
       {"serve --model " + data_path("tiny-sd1/model") + " --warmup-sizes 512", "'512' is not WIDTHxHEIGHT"},
       {"serve --model " + data_path("tiny-sd1/model") + " --warmup-sizes 512x512 --no-warmup", "excludes"},
+      {"loadtest --url http://127.0.0.1:9 --sizes 512", "'512' is not WIDTHxHEIGHT"},
+      {"loadtest --url http://127.0.0.1:9 --sizes 512x512,4x512", "'4x512' has a side outside 8..16384"},
   };
   for (const auto& c : cases) {
     const CmdResult r = sdserve(c.args);

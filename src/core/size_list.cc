@@ -1,5 +1,6 @@
 // parse_size_list: comma-separated WIDTHxHEIGHT items, decimal sides parsed with from_chars (no
-// signs, no trailing characters), trimmed of spaces and tabs; repeats dropped.
+// signs, no trailing characters), trimmed of spaces and tabs; repeats dropped. Used by
+// `serve --warmup-sizes` (pipeline/warmup.h) and `loadtest --sizes`.
 #include "core/size_list.h"
 
 #include <algorithm>

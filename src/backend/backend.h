@@ -108,6 +108,11 @@ class Backend {
   // Returns cached but unused device memory to the device (CUDA: the allocator's free blocks),
   // e.g. before retrying work that ran out of memory. Not inside capture(). No-op by default.
   virtual void release_cached_memory() {}
+  // Forgets every per-shape plan and timed choice (CUDA: cuDNN / cuBLASLt plans, attention and
+  // convolution choices, the cuDNN handle's caches) so their host and device memory goes back;
+  // shapes met later are planned again on their first (eager) call. Every graph recorded
+  // before must be gone and no other thread may be using the backend. No-op by default.
+  virtual void release_shape_plans() {}
 
   // ---- dense ----
   // y[..., N] = x[..., K] · w[N, K]^T (+ bias[N]). PyTorch Linear weight layout.

@@ -31,6 +31,7 @@ struct EngineEvents {
   uint64_t graph_recordings = 0;       // denoising-step graphs recorded (a new size or batch bucket)
   double graph_recording_seconds = 0;  // their time: every job of the engine waited through it
   uint64_t memory_retries = 0;         // stages run again after running out of device memory
+  uint64_t plan_releases = 0;          // plans and graphs given back for one more image size (max_plan_sizes)
 };
 
 struct EngineInfo {

@@ -100,6 +100,8 @@ StatusOr<std::unique_ptr<SdEngine>> SdEngine::load(const std::string& path, cons
   const char* cache_env = std::getenv("SDSERVE_PROMPT_CACHE");
   const long cached = cache_env && *cache_env ? std::strtol(cache_env, nullptr, 10) : 64;
   e->prompts_ = PromptCache(static_cast<size_t>(std::clamp(cached, 0L, 4096L)));
+  const char* sizes_env = std::getenv("SDSERVE_MAX_PLAN_SIZES");
+  if (sizes_env && *sizes_env) e->max_plan_sizes = static_cast<size_t>(std::clamp(std::strtol(sizes_env, nullptr, 10), 0L, 100000L));
   e->prepare(e->info_.default_size, e->info_.default_size, {1});  // the first request's likely shapes
   return e;
 }
@@ -168,6 +170,20 @@ void SdEngine::release_device_memory() {
   backend_->release_cached_memory();
 }
 
+void SdEngine::note_plan_size(int width, int height) {
+  const auto size = std::make_pair(width, height);
+  if (plan_sizes_.count(size)) return;
+  if (max_plan_sizes > 0 && plan_sizes_.size() >= max_plan_sizes) {
+    std::fprintf(stderr, "sdserve: %dx%d is one image size more than the %zu planned; giving back every graph and "
+                 "per-shape plan (those sizes are planned again when next met)\n", width, height, max_plan_sizes);
+    release_device_memory();
+    backend_->release_shape_plans();
+    plan_sizes_.clear();
+    ++events_.plan_releases;
+  }
+  plan_sizes_.insert(size);
+}
+
 Tensor SdEngine::encode_prompts(const std::string& prompt, const std::string& negative, int clip_skip) {
   const int L = tokenizer_->max_length();
   Tensor ids = Tensor::empty_host({2, L}, DType::kI32);  // row 0 negative, row 1 prompt
@@ -202,6 +218,7 @@ Status SdEngine::begin_impl(const GenerationRequest& r, std::unique_ptr<Job>* ou
   const auto t0 = Clock::now();
   // A size or image count met for the first time: its cuDNN attention plans start building in the
   // background now, under the text encoder and the first step (a no-op for shapes already built).
+  note_plan_size(r.width, r.height);
   auto job = std::make_unique<SdJob>();
   job->attention_shapes = attention_shapes(r.width, r.height, {r.batch_size});
   backend_->prepare_attention(backend_->compute_dtype(), job->attention_shapes);

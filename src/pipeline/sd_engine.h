@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,13 @@ class SdEngine : public GenerationEngine {
   // SDSERVE_STEP_IN_FLIGHT=0.
   bool step_in_flight = true;
   size_t captured_graphs() const { return graphs_ ? graphs_->graphs() : 0; }
+  // Image sizes (width x height) planned at most: a request of one more size first gives back
+  // every recorded graph and per-shape plan (Backend::release_shape_plans; each size's plans hold
+  // ~60-90 MiB of host memory on CUDA), so memory stays bounded however many sizes clients ask
+  // for; those sizes are planned again when next met. 0: no bound. SDSERVE_MAX_PLAN_SIZES
+  // (read at load; default 24).
+  size_t max_plan_sizes = 24;
+  size_t planned_sizes() const { return plan_sizes_.size(); }
   // Tests: the next n step-graph recordings fail as if out of device memory (needs a graph step first).
   void fail_graph_records_for_test(int n) {
     if (graphs_) graphs_->fail_records_for_test = n;
@@ -84,6 +92,8 @@ class SdEngine : public GenerationEngine {
   // cache, and runs fn once more; a second failure propagates (that request fails, not the engine).
   void with_memory_retry(const char* what, const std::function<void()>& fn);
   void release_device_memory();
+  // Counts (width, height) as planned, first releasing every plan when it would exceed max_plan_sizes.
+  void note_plan_size(int width, int height);
   // [2, 77, D]: row 0 = negative prompt, row 1 = prompt.
   Tensor encode_prompts(const std::string& prompt, const std::string& negative, int clip_skip);
 
@@ -99,7 +109,8 @@ class SdEngine : public GenerationEngine {
   PromptCache prompts_{0};
   std::unique_ptr<VaeDecodeGraph> vae_graph_;     // latents -> images (graph per images and size)
   int fail_memory_for_test_ = 0;
-  EngineEvents events_;  // memory retries; graph recordings of step graphs already dropped
+  EngineEvents events_;  // memory retries, plan releases; graph recordings of step graphs already dropped
+  std::set<std::pair<int, int>> plan_sizes_;  // (width, height) met since the last plan release
   std::unique_ptr<StepGraphs> graphs_;  // made on the first graph step
 };
 

@@ -174,6 +174,11 @@ std::string Metrics::render(const GaugeSnapshot& g) const {
          "Stages run again after the device ran out of memory (recorded graphs and the memory cache given back first).");
   for (const auto& w : g.workers)
     out += "sd_out_of_memory_retries_total" + worker_labels(w) + std::to_string(w.events.memory_retries) + "\n";
+  header(&out, "sd_plan_releases_total", "counter",
+         "Times a worker gave back every graph and per-shape plan for one image size more than it keeps "
+         "(SDSERVE_MAX_PLAN_SIZES); those sizes are planned again when next met.");
+  for (const auto& w : g.workers)
+    out += "sd_plan_releases_total" + worker_labels(w) + std::to_string(w.events.plan_releases) + "\n";
   header(&out, "sd_ready", "gauge", "1 when the models are loaded and the server is not draining.");
   out += std::string("sd_ready ") + (g.ready ? "1" : "0") + "\n";
   return out;

@@ -229,6 +229,40 @@ TEST(StepGraphs, OutOfMemoryInAStageIsRetriedOnceAfterGivingMemoryBack) {
   EXPECT_TRUE(run_alone(*engine, request("euler", 3, 7.5f, 22, 64)).defined());
 }
 
+// One image size more than max_plan_sizes: the engine gives back every graph and per-shape plan
+// (Backend::release_shape_plans) before planning it; the sizes met before are planned again
+// when next met, with the same results.
+TEST(StepGraphs, OneSizeMoreThanPlannedReleasesPlansAndResultsStay) {
+  auto engine = load(testing::data_path("tiny-sd1/model"), Device::cpu());
+  ASSERT_TRUE(engine);
+  engine->step_graphs = true;
+  engine->max_plan_sizes = 2;
+  const auto sized = [](int w, int h, int64_t seed) {
+    GenerationRequest r = request("euler", 3, 7.5f, seed, 64);
+    r.width = w;
+    r.height = h;
+    return r;
+  };
+  const Tensor a = run_alone(*engine, sized(64, 64, 31));
+  ASSERT_TRUE(run_alone(*engine, sized(72, 64, 32)).defined());
+  EXPECT_EQ(engine->events().plan_releases, 0u);
+  EXPECT_EQ(engine->planned_sizes(), 2u);
+  EXPECT_EQ(engine->captured_graphs(), 2u);
+  ASSERT_TRUE(run_alone(*engine, sized(64, 80, 33)).defined());  // a third size: release first
+  EXPECT_EQ(engine->events().plan_releases, 1u);
+  EXPECT_EQ(engine->planned_sizes(), 1u);
+  EXPECT_EQ(engine->captured_graphs(), 1u);
+  const Tensor again = run_alone(*engine, sized(64, 64, 31));  // planned again: 2 sizes, no release
+  EXPECT_EQ(engine->events().plan_releases, 1u);
+  ASSERT_TRUE(a.defined() && again.defined());
+  EXPECT_EQ(relative_l2(a, again), 0.0);
+  EXPECT_TRUE(engine->step_graphs);
+  engine->max_plan_sizes = 0;  // no bound
+  for (int w : {88, 96, 104}) ASSERT_TRUE(run_alone(*engine, sized(w, 64, 34)).defined());
+  EXPECT_EQ(engine->events().plan_releases, 1u);
+  EXPECT_EQ(engine->planned_sizes(), 5u);
+}
+
 // The time table (SDSERVE_STEP_TIME_TABLE, on by default): graphs gather the ResNets' time projections,
 // made once per timestep value, instead of computing the time embedding each step. The crowd
 // equals each request alone and eagerly; a second crowd with the same schedules projects nothing new.
@@ -338,6 +372,32 @@ TEST(CudaGraphs, GraphStepsEqualEagerSteps) {
     EXPECT_LE(e, 1e-2) << r.sampler;
   }
   EXPECT_EQ(engine->captured_graphs(), 2u);
+}
+
+// On CUDA the release destroys cuDNN / cuBLASLt plans and attention choices and makes the cuDNN
+// handle again: a size met before is planned, timed and recorded again and its result stays
+// (within fp16 rounding: the timing may pick other kernels), and a crowd still runs by graphs.
+TEST(CudaGraphs, ReleasingShapePlansForOneMoreSizeKeepsResults) {
+  SKIP_WITHOUT_GPU();
+  auto engine = load(testing::data_path("tiny-sd1/model"), Device::cuda(0));
+  ASSERT_TRUE(engine);
+  ASSERT_TRUE(engine->step_graphs);
+  engine->max_plan_sizes = 1;
+  GenerationRequest a = request("euler", 4, 7.5f, 41, 128), b = request("dpmpp_2m", 4, 5.0f, 42, 128);
+  b.width = 144;
+  const Tensor a1 = run_alone(*engine, a);
+  const Tensor b1 = run_alone(*engine, b);  // one size more: release, then plan 144x128
+  const Tensor a2 = run_alone(*engine, a);  // and again
+  ASSERT_TRUE(a1.defined() && b1.defined() && a2.defined());
+  EXPECT_EQ(engine->events().plan_releases, 2u);
+  EXPECT_TRUE(engine->step_graphs) << "a capture failed after the release";
+  const double e = relative_l2(a1, a2);
+  std::printf("[gpu] 128x128 before and after releasing every plan: final latents relative L2 %.2e\n", e);
+  EXPECT_LE(e, 1e-2);
+  const std::vector<Tensor> crowd = run_crowd(*engine, crowd_requests(128));
+  ASSERT_FALSE(crowd.empty());
+  for (const Tensor& t : crowd) EXPECT_TRUE(t.defined());
+  EXPECT_EQ(engine->events().plan_releases, 2u);
 }
 
 TEST(CudaGraphs, CrowdAtDifferentStepsThroughGraphsEqualsEachAlone) {

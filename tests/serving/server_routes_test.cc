@@ -262,13 +262,15 @@ TEST(ServerRoutes, MetricsEngineEvents) {
   e.graph_recordings = 3;
   e.graph_recording_seconds = 4.5;
   e.memory_retries = 1;
+  e.plan_releases = 2;
   t.engines[0]->set_events(e);
   ASSERT_EQ(http(t.port(), "POST", "/sdapi/v1/txt2img", txt2img_body("events", 1, 2)).status, 200);
   const Reply m = http(t.port(), "GET", "/metrics");
   ASSERT_EQ(m.status, 200);
   for (const char* line : {"# TYPE sd_graph_recordings_total counter\n", "sd_graph_recordings_total{worker=\"0\",device=\"cpu\"} 3\n",
                            "sd_graph_recording_seconds_total{worker=\"0\",device=\"cpu\"} 4.5\n",
-                           "sd_out_of_memory_retries_total{worker=\"0\",device=\"cpu\"} 1\n"})
+                           "sd_out_of_memory_retries_total{worker=\"0\",device=\"cpu\"} 1\n",
+                           "sd_plan_releases_total{worker=\"0\",device=\"cpu\"} 2\n"})
     EXPECT_NE(m.body.find(line), std::string::npos) << line << "\n" << m.body;
 }
 

@@ -65,6 +65,12 @@ void prepare_attention_cudnn(int device, DType dtype, const std::vector<SdpaShap
 bool attention_cudnn_building(int device, DType dtype, const std::vector<SdpaShape>& shapes);
 // Joins the background builds of `device` (the backend's destructor).
 void wait_attention_cudnn_prepared(int device);
+// Destroys device's cuDNN SDPA plans and the handles background builds made (after waiting for
+// builds in flight); false (nothing done) while another backend of the device may hold graphs
+// that run them (attention_cudnn_users > 1).
+bool forget_attention_cudnn(int device);
+// Backends of `device` that may run its cuDNN SDPA plans (CudaBackend's constructor / destructor).
+void attention_cudnn_user(int device, int delta);
 
 // Hopper wgmma kernel (attention_wgmma.cu): non-causal, d 40 / 64 / 80, a.vec, row strides % 8
 // == 0, on a compute-capability 9.0 device with the sm_90a build of the kernel. Returns false

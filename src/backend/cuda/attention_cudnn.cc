@@ -345,6 +345,43 @@ void prepare_attention_cudnn(int device, DType dtype, const std::vector<SdpaShap
   }
 }
 
+namespace {
+std::mutex users_mu;
+std::map<int, int>& users() {
+  static auto* u = new std::map<int, int>();
+  return *u;
+}
+}  // namespace
+
+void attention_cudnn_user(int device, int delta) {
+  std::lock_guard<std::mutex> lock(users_mu);
+  users()[device] += delta;
+}
+
+bool forget_attention_cudnn(int device) {
+  {
+    std::lock_guard<std::mutex> lock(users_mu);
+    if (users()[device] > 1) return false;
+  }
+  wait_attention_cudnn_prepared(device);
+  DeviceSdpa& st = device_state(device);
+  std::unique_lock<std::mutex> lock(st.mu);
+  st.built.wait(lock, [&] { return st.building.empty(); });
+  std::set<cudnnHandle_t> handles;
+  for (auto& [key, plan] : st.plans) {
+    destroy_all(plan.plans);
+    destroy_all(plan.keep);
+    if (plan.handle && plan.handle != st.handle) handles.insert(plan.handle);
+  }
+  st.plans.clear();
+  for (cudnnHandle_t h : handles) cudnnDestroy(h);
+  if (st.handle) {
+    cudnnDestroy(st.handle);
+    st.handle = nullptr;  // made again by the next plan built in place
+  }
+  return true;
+}
+
 void wait_attention_cudnn_prepared(int device) {
   DeviceSdpa& st = device_state(device);
   std::vector<std::thread> threads;

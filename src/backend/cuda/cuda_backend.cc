@@ -149,10 +149,12 @@ CudaBackend::CudaBackend(int device_index, DType compute_dtype)
   char bus_id[32] = {};
   if (cudaDeviceGetPCIBusId(bus_id, sizeof bus_id, device_) == cudaSuccess)
     reader_ = std::make_unique<GpuTelemetry>(bus_id);  // NVML is opened on the first reading
+  attention_cudnn_user(device_, +1);
 }
 
 CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
+  attention_cudnn_user(device_, -1);
   wait_attention_cudnn_prepared(device_);
   if (stream_) cudaStreamSynchronize(stream_);
   for (cudaEvent_t e : step_events_)
@@ -167,6 +169,25 @@ CudaBackend::~CudaBackend() {
   if (lt_) cublasLtDestroy(lt_);
   if (stream_) cudaStreamDestroy(stream_);
   cudaGetLastError();
+}
+
+// Every cache keyed by a shape: remade empty. The cuDNN handle is made again too (its own
+// caches grow with the shapes it has planned); cuBLASLt's handle keeps nothing per shape.
+void CudaBackend::release_shape_plans() {
+  activate();
+  SD_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  gemm_ = std::make_unique<GemmPlans>();
+  conv_ = std::make_unique<ConvPlans>();
+  conv_graph_ = std::make_unique<ConvGraphPlans>();
+  attention_choices_.reset();
+  subpixel_plans_.reset();
+  (void)forget_attention_cudnn(device_);
+  cudnnHandle_t fresh = nullptr;
+  SD_CUDNN_CHECK(cudnnCreate(&fresh));
+  SD_CUDNN_CHECK(cudnnSetStream(fresh, stream_));
+  cudnnDestroy(dnn_);
+  dnn_ = fresh;
+  alloc_->free_cached();
 }
 
 cublasHandle_t CudaBackend::blas() {

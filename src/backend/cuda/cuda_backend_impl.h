@@ -55,6 +55,7 @@ class CudaBackend final : public Backend {
     cudaStreamSynchronize(stream_);  // blocks about to be freed may still be read by queued work
     alloc_->free_cached();
   }
+  void release_shape_plans() override;  // cuda_backend.cc
 
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) override;
   Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding) override;

@@ -168,8 +168,8 @@ TEST_P(Models, UNetWithTimeProjectionsMadeApartMatchesForward) {
   ASSERT_EQ(kv.dim(2), (*unet)->context_projection_width());
   const Tensor features = be->upload((*unet)->timestep_features_of(t));
   // f32 throughout; the paths run GEMMs of other row counts, whose blocking (and so rounding)
-  // depends on the CPU's BLAS kernels: 1.01e-6 with halves on an AVX-512 EPYC. A wrong time or
-  // context row is off by ~1e-1 (the check below).
+  // depends on the CPU's BLAS kernels: 1.01e-6 with halves on an AVX-512 EPYC. Another time row
+  // moves the output by more than 1e-4 (the check below).
   constexpr double kTol = 5e-6;
   for (const bool halves : {false, true}) {
     const Tensor want = be->download((*unet)->forward(x, features, context, halves));

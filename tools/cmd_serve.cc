@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "pipeline/engine.h"
+#include "pipeline/sd_engine.h"
 #include "pipeline/warmup.h"
 #include "serving/server.h"
 #include "tools/command.h"
@@ -119,6 +120,10 @@ int run_serve(int argc, char** argv) {
     auto parsed = sd::parse_image_sizes(warmup_sizes);
     if (!parsed.ok()) return fail("--warmup-sizes: " + parsed.status().message());
     sizes = std::move(parsed).value();
+    const size_t bound = sd::SdEngine::max_plan_sizes_setting();
+    if (bound > 0 && sizes.size() > bound)
+      return fail("--warmup-sizes lists " + std::to_string(sizes.size()) + " sizes, more than the " + std::to_string(bound) +
+                  " image sizes a worker keeps planned (SDSERVE_MAX_PLAN_SIZES): warming the last would give back the first");
   }
   std::string error;
   std::vector<std::string> device_list = parse_devices(devices, &error);

@@ -100,8 +100,7 @@ StatusOr<std::unique_ptr<SdEngine>> SdEngine::load(const std::string& path, cons
   const char* cache_env = std::getenv("SDSERVE_PROMPT_CACHE");
   const long cached = cache_env && *cache_env ? std::strtol(cache_env, nullptr, 10) : 64;
   e->prompts_ = PromptCache(static_cast<size_t>(std::clamp(cached, 0L, 4096L)));
-  const char* sizes_env = std::getenv("SDSERVE_MAX_PLAN_SIZES");
-  if (sizes_env && *sizes_env) e->max_plan_sizes = static_cast<size_t>(std::clamp(std::strtol(sizes_env, nullptr, 10), 0L, 100000L));
+  e->max_plan_sizes = max_plan_sizes_setting();
   e->prepare(e->info_.default_size, e->info_.default_size, {1});  // the first request's likely shapes
   return e;
 }
@@ -168,6 +167,12 @@ void SdEngine::release_device_memory() {
   text_graph_->clear();
   vae_graph_->clear();
   backend_->release_cached_memory();
+}
+
+size_t SdEngine::max_plan_sizes_setting() {
+  const char* env = std::getenv("SDSERVE_MAX_PLAN_SIZES");
+  if (!env || !*env) return 24;
+  return static_cast<size_t>(std::clamp(std::strtol(env, nullptr, 10), 0L, 100000L));
 }
 
 void SdEngine::note_plan_size(int width, int height) {

@@ -65,6 +65,8 @@ class SdEngine : public GenerationEngine {
   // for; those sizes are planned again when next met. 0: no bound. SDSERVE_MAX_PLAN_SIZES
   // (read at load; default 24).
   size_t max_plan_sizes = 24;
+  // SDSERVE_MAX_PLAN_SIZES (0..100000), else 24: what load() sets max_plan_sizes to.
+  static size_t max_plan_sizes_setting();
   size_t planned_sizes() const { return plan_sizes_.size(); }
   // Tests: the next n step-graph recordings fail as if out of device memory (needs a graph step first).
   void fail_graph_records_for_test(int n) {

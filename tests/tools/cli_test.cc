@@ -124,6 +124,8 @@ struct BadFlag {
 
 TEST_F(Cli, BadInputGivesClearMessageAndNonZeroExit) {
   const std::string m = " --model " + data_path("tiny-sd1/model") + " --prompt x ";
+  std::string sizes25;  // one more than the image sizes a worker keeps planned by default (24)
+  for (int k = 0; k < 25; ++k) sizes25 += (k ? "," : "") + std::to_string(512 + 8 * k) + "x512";
   const std::vector<BadFlag> cases = {
       {"generate" + m + "--width 100", "multiple of 8"},
       {"generate" + m + "--height 4096", "between 64 and 2048"},
@@ -141,6 +143,8 @@ TEST_F(Cli, BadInputGivesClearMessageAndNonZeroExit) {
       {"serve --model " + data_path("tiny-sd1/model") + " --warmup-sizes 512x500", "multiple of 8, got 500"},
       {"serve --model " + data_path("tiny-sd1/model") + " --warmup-sizes 512", "'512' is not WIDTHxHEIGHT"},
       {"serve --model " + data_path("tiny-sd1/model") + " --warmup-sizes 512x512 --no-warmup", "excludes"},
+      {"serve --model " + data_path("tiny-sd1/model") + " --device cuda:0 --warmup-sizes " + sizes25,
+       "lists 25 sizes, more than the 24"},
       {"loadtest --url http://127.0.0.1:9 --sizes 512", "'512' is not WIDTHxHEIGHT"},
       {"loadtest --url http://127.0.0.1:9 --sizes 512x512,4x512", "'4x512' has a side outside 8..16384"},
   };
